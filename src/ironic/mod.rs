@@ -1,0 +1,66 @@
+//! Client for Ironic's virtual media API (attach/detach/list a node's CD).
+//!
+//! Contract used by the reconciler; the implementation lives in `client.rs`.
+
+pub mod client;
+
+pub use client::{IronicClient, IronicConfig};
+
+/// The microversion that introduced `GET /v1/nodes/{node}/vmedia`: without it
+/// an attach cannot be confirmed, so older servers are refused.
+pub const MIN_MICROVERSION: (u32, u32) = (1, 93);
+
+/// What the reconciler needs to know about a node (`GET /v1/nodes/{node}`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Node {
+    pub uuid: String,
+    pub name: Option<String>,
+    pub provision_state: String,
+    pub power_state: Option<String>,
+    pub target_power_state: Option<String>,
+    /// Conductor holding the node lock, if any (the node is busy).
+    pub reservation: Option<String>,
+    pub maintenance: bool,
+    pub last_error: Option<String>,
+}
+
+/// One virtual media slot (`GET /v1/nodes/{node}/vmedia`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VirtualMedia {
+    pub media_types: Vec<String>,
+    pub inserted: bool,
+    /// Ironic's own republished URL (`.../redfish/cdrom-<node>.iso` for media
+    /// inserted through the vmedia API, `boot-<node>.iso` for Ironic's boot
+    /// media), not the URL we asked for.
+    pub image: Option<String>,
+}
+
+/// Ironic errors, classified for retry decisions. Messages are Ironic's
+/// `faultstring` with any URL credentials redacted.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum IronicError {
+    #[error("ironic node not found: {0}")]
+    NotFound(String),
+    /// 409 NodeLocked: transient.
+    #[error("ironic node is locked: {0}")]
+    Locked(String),
+    /// 503 or a connection failure: transient.
+    #[error("ironic unavailable: {0}")]
+    Unavailable(String),
+    /// 400: may come from the node's driver/driver_info; retry with a long backoff.
+    #[error("ironic rejected the request: {0}")]
+    BadRequest(String),
+    #[error("ironic API version {found} is too old: need {needed} or newer (Ironic 26.1+)")]
+    VersionTooOld { found: String, needed: String },
+    #[error("ironic answered HTTP {status}: {message}")]
+    Http { status: u16, message: String },
+    #[error("ironic client configuration: {0}")]
+    Config(String),
+}
+
+impl IronicError {
+    /// Worth retrying soon (locks, outages).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Locked(_) | Self::Unavailable(_))
+    }
+}

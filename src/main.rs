@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    metal3_dataimage::cli::main()
+}

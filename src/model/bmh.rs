@@ -1,0 +1,148 @@
+//! The BareMetalHost fields this project reads.
+//!
+//! Two shapes share the same spec/status types:
+//! - [`BareMetalHost`]: a light object with a small [`ObjectMeta`], decoded
+//!   straight from an admission request or a manifest (no `managedFields`, no
+//!   `serde_json::Value` trees: the admission hot path stays cheap);
+//! - [`HostResource`]: the same spec/status with Kubernetes' full `ObjectMeta`,
+//!   a `kube::Resource` for the reconciler's `Api`/`Controller`. The reconciler
+//!   only ever *patches*, so the fields we do not model are never lost.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::dataimage::{DataImageSpec, DataImageStatus};
+
+/// The few metadata fields the rules read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalizers: Option<Vec<String>>,
+}
+
+/// `spec.bmc`
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BmcDetails {
+    #[serde(default)]
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_certificate_verification: Option<bool>,
+}
+
+/// `spec.image` (what the operator provisions; only url and format are read).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostImage {
+    #[serde(default)]
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BareMetalHostSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_image: Option<DataImageSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bmc: Option<BmcDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<HostImage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub externally_provisioned: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_power_off: Option<bool>,
+}
+
+/// `status.provisioning`
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub struct ProvisionStatus {
+    #[serde(default)]
+    pub state: String,
+    /// The Ironic node UUID.
+    #[serde(default, rename = "ID")]
+    pub id: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BareMetalHostStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<ProvisionStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub powered_on: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_image: Option<DataImageStatus>,
+}
+
+/// A BareMetalHost as decoded by the admission path and the `check` CLI.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct BareMetalHost {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: Option<BareMetalHostSpec>,
+    #[serde(default)]
+    pub status: Option<BareMetalHostStatus>,
+}
+
+impl BareMetalHost {
+    pub fn data_image(&self) -> Option<&DataImageSpec> {
+        self.spec.as_ref()?.data_image.as_ref()
+    }
+}
+
+/// The reconciler's view: full Kubernetes metadata, same spec/status types.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct HostResource {
+    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    #[serde(default)]
+    pub spec: BareMetalHostSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<BareMetalHostStatus>,
+}
+
+impl kube::Resource for HostResource {
+    type DynamicType = ();
+    type Scope = kube::core::NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "BareMetalHost".into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        super::GROUP.into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        super::VERSION.into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        "baremetalhosts".into()
+    }
+    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &mut self.metadata
+    }
+}

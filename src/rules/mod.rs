@@ -1,0 +1,243 @@
+//! The admission rules: pure functions from a decoded request to a verdict.
+//!
+//! Used identically by the HTTPS webhook (`admission`) and the offline `check`
+//! CLI. No I/O happens here: the one thing that needs the network, the
+//! credentials Secret, is looked up by the caller between [`decode`] and
+//! [`validate`] and handed in as a [`SecretLookup`].
+//!
+//! Flow for a caller:
+//! ```text
+//! let decoded = rules::decode(&input);            // typed, only the fields we read
+//! let secret  = match decoded.secret_to_check() { // Some(name) when a lookup is useful
+//!     Some(name) => /* get Secret name in input.namespace, bounded time */,
+//!     None => SecretLookup::NotNeeded };
+//! let verdict = rules::validate(&input, &decoded, &secret, &policy);   // validating webhook
+//! let verdict = rules::mutate(&input, &decoded, &policy);              // mutating webhook
+//! ```
+
+pub mod field_error;
+
+use serde_json::value::RawValue;
+
+pub use field_error::{CauseReason, FieldError};
+
+/// The admission operation (`request.operation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+impl Operation {
+    /// Parses the AdmissionReview spelling (`CREATE`, `UPDATE`, ...).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "CREATE" => Some(Self::Create),
+            "UPDATE" => Some(Self::Update),
+            "DELETE" => Some(Self::Delete),
+            "CONNECT" => Some(Self::Connect),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+            Self::Connect => "CONNECT",
+        }
+    }
+}
+
+/// Which kind a request is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResourceKind {
+    BareMetalHost,
+    /// The upstream `DataImage` kind (`spec.url`).
+    DataImage,
+}
+
+impl ResourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BareMetalHost => "BareMetalHost",
+            Self::DataImage => "DataImage",
+        }
+    }
+}
+
+/// Everything the rules need from one admission request (or one manifest
+/// document in the CLI). Objects stay raw JSON until [`decode`] reads only
+/// the fields the rules use.
+#[derive(Clone, Copy, Debug)]
+pub struct ReviewInput<'a> {
+    pub kind: ResourceKind,
+    pub operation: Operation,
+    /// `request.subResource` (`status` for status writes).
+    pub sub_resource: Option<&'a str>,
+    /// `request.userInfo.username`.
+    pub user: &'a str,
+    /// `request.name` (empty on a generateName create).
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub object: Option<&'a RawValue>,
+    pub old_object: Option<&'a RawValue>,
+}
+
+/// Settings that change what the rules decide.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// A referenced Secret that does not exist (or cannot be read) denies
+    /// instead of warning.
+    pub strict_secrets: bool,
+    /// Users whose whole-object writes drop `dataImage` (the baremetal-operator's
+    /// service account); the mutating path restores the field for them.
+    pub operator_users: Vec<String>,
+}
+
+pub const DEFAULT_OPERATOR_USER: &str =
+    "system:serviceaccount:baremetal-operator-system:baremetal-operator-controller-manager";
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            strict_secrets: false,
+            operator_users: vec![DEFAULT_OPERATOR_USER.to_string()],
+        }
+    }
+}
+
+/// What the caller found when it looked up the referenced Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretLookup {
+    /// No lookup needed or none possible for this request.
+    NotNeeded,
+    /// The Secret exists; which keys hold non-empty values.
+    Found {
+        has_username: bool,
+        has_password: bool,
+    },
+    /// The API server says the Secret does not exist.
+    NotFound,
+    /// The lookup could not be made (no cluster access, timeout, forbidden).
+    /// The reason must never contain Secret data.
+    Unknown { reason: String },
+}
+
+/// The typed objects of a request, or why they could not be decoded.
+#[derive(Clone, Debug)]
+pub struct Decoded {
+    // Filled in by the rules implementation.
+    pub(crate) inner: decoded::Inner,
+}
+
+pub(crate) mod decoded {
+    use crate::model::{BareMetalHost, UpstreamDataImage};
+
+    #[derive(Clone, Debug)]
+    pub enum Inner {
+        /// Nothing to judge (DELETE/CONNECT, or no object).
+        Nothing,
+        Host {
+            new: Box<BareMetalHost>,
+            old: Option<Box<BareMetalHost>>,
+        },
+        DataImage {
+            new: Box<UpstreamDataImage>,
+            old: Option<Box<UpstreamDataImage>>,
+        },
+        /// The object (or oldObject) does not fit the schema. `field` is the
+        /// JSON path of the offending value (e.g. `spec.dataImage.url`).
+        Invalid { field: String, message: String },
+    }
+}
+
+impl Decoded {
+    /// The Secret name whose contents rule 9 wants to see, if any.
+    pub fn secret_to_check(&self) -> Option<&str> {
+        match &self.inner {
+            decoded::Inner::Host { new, .. } => new.data_image()?.credentials_name.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether the object failed to decode (the mutating path then admits
+    /// without a patch).
+    pub fn is_invalid(&self) -> bool {
+        matches!(self.inner, decoded::Inner::Invalid { .. })
+    }
+}
+
+/// The outcome of a review: what the webhook answers and the CLI prints.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// Set when denied (and for in-band errors).
+    pub status: Option<DenyStatus>,
+    /// Shown by kubectl as `Warning: ...`.
+    pub warnings: Vec<String>,
+    /// JSON Patch for the mutating path; `None` when nothing changes.
+    pub patch: Option<json_patch::Patch>,
+}
+
+/// A `metav1.Status` for a denial, shaped so that kubectl renders
+/// `The BareMetalHost "h" is invalid:` + one bullet per cause.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct DenyStatus {
+    pub code: u16,
+    /// `Invalid` for rule violations, `BadRequest` for undecodable objects,
+    /// `InternalError` for handler panics.
+    pub reason: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<StatusDetails>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct StatusDetails {
+    pub name: String,
+    pub group: String,
+    pub kind: String,
+    pub causes: Vec<StatusCause>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct StatusCause {
+    pub reason: String,
+    pub field: String,
+    pub message: String,
+}
+
+/// Reads only the fields the rules use from `input.object`/`old_object`.
+pub fn decode(input: &ReviewInput<'_>) -> Decoded {
+    let _ = input;
+    Decoded {
+        inner: decoded::Inner::Nothing,
+    }
+}
+
+/// The validating webhook's decision.
+pub fn validate(
+    input: &ReviewInput<'_>,
+    decoded: &Decoded,
+    secret: &SecretLookup,
+    policy: &Policy,
+) -> Verdict {
+    let _ = (input, decoded, secret, policy);
+    Verdict {
+        allowed: true,
+        ..Verdict::default()
+    }
+}
+
+/// The mutating webhook's decision: defaults plus field preservation.
+pub fn mutate(input: &ReviewInput<'_>, decoded: &Decoded, policy: &Policy) -> Verdict {
+    let _ = (input, decoded, policy);
+    Verdict {
+        allowed: true,
+        ..Verdict::default()
+    }
+}
