@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The one command that runs every test of metal3-dataimage on a fresh machine:
+# formatting, lints, a real Ironic + Redfish emulator on loopback, every cargo
+# test (unit, integration, doc) and a benchmark smoke run. `.ci/run` runs this.
+#
+# Needs only what the machine ships (cargo, python3, kubectl); everything else
+# (the Ironic venv) is installed by the project's own scripts and cached.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s (%ss)\n' "$*" "$SECONDS"; }
+
+ironic_log=$(mktemp -t metal3-dataimage-ironic-up.XXXXXX)
+cleanup() {
+    status=$?
+    if [ -n "${ironic_pid:-}" ]; then wait "$ironic_pid" 2>/dev/null || true; fi
+    bash tests/ironic/down.sh || true
+    exit "$status"
+}
+trap cleanup EXIT
+
+# Installing and starting Ironic is mostly download and Python start-up: run it
+# beside the Rust build instead of after it.
+step "starting Ironic + sushy-tools in the background (log: $ironic_log)"
+bash tests/ironic/up.sh >"$ironic_log" 2>&1 &
+ironic_pid=$!
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+step "building tests"
+cargo test --all-targets --no-run
+
+step "waiting for Ironic"
+if ! wait "$ironic_pid"; then
+    ironic_pid=
+    echo "tests/ironic/up.sh failed:" >&2
+    tail -n 80 "$ironic_log" >&2
+    exit 1
+fi
+ironic_pid=
+tail -n 5 "$ironic_log"
+set -a
+# shellcheck disable=SC1091
+. tests/ironic/.state/env
+set +a
+
+step "cargo test (unit, integration)"
+cargo test --all-targets
+
+step "cargo test --doc"
+cargo test --doc
+
+step "benchmark smoke run"
+bash scripts/bench.sh --smoke
+
+step "all tests passed"
