@@ -18,6 +18,7 @@ pub mod cli;
 pub mod crd;
 pub mod ironic;
 pub mod model;
+pub mod probes;
 pub mod reconcile;
 pub mod rules;
 pub mod staging;

@@ -1,0 +1,279 @@
+//! A small plain-HTTP server for `/healthz`, `/readyz` and `/metrics`, shared
+//! by `serve` (webhook) and `reconcile` (controller).
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use std::sync::Arc;
+//! use metal3_dataimage::probes::{self, Readiness};
+//!
+//! let mut registry = prometheus_client::registry::Registry::default();
+//! // ... register metrics into `registry` ...
+//! let readiness = Readiness::new(); // starts not ready
+//! let listener = probes::bind("127.0.0.1:0".parse()?).await?;
+//! let server = probes::ProbeServer::new(Arc::new(registry), readiness.checker());
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! tokio::spawn(server.serve(listener, shutdown.clone().cancelled_owned()));
+//! readiness.set_ready(true); // `/readyz` now answers 200
+//! # Ok(()) }
+//! ```
+//!
+//! - `GET /healthz`: 200 `ok` while the process runs (never depends on the
+//!   API server or on readiness).
+//! - `GET /readyz`: 200 `ok` when the readiness check passes, else 503 with the
+//!   reason as plain text.
+//! - `GET /metrics`: the registry in the Prometheus text format (0.0.4), or in
+//!   OpenMetrics when the scraper asks for `application/openmetrics-text`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+/// The readiness check: `Ok(())` when ready, `Err(reason)` otherwise.
+pub type ReadinessCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// A simple settable readiness flag (not ready until [`Readiness::set_ready`]).
+#[derive(Clone, Debug, Default)]
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+}
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// A [`ReadinessCheck`] reading this flag.
+    pub fn checker(&self) -> ReadinessCheck {
+        let flag = self.clone();
+        Arc::new(move || {
+            if flag.is_ready() {
+                Ok(())
+            } else {
+                Err("not ready".to_string())
+            }
+        })
+    }
+}
+
+/// The probe/metrics HTTP server.
+#[derive(Clone)]
+pub struct ProbeServer {
+    registry: Arc<Registry>,
+    readiness: ReadinessCheck,
+}
+
+impl ProbeServer {
+    pub fn new(registry: Arc<Registry>, readiness: ReadinessCheck) -> Self {
+        Self {
+            registry,
+            readiness,
+        }
+    }
+
+    /// The axum router (usable with `tower::ServiceExt::oneshot` in tests).
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .with_state(self.clone())
+    }
+
+    /// Serves plain HTTP on `listener` until `shutdown` completes, then stops
+    /// accepting and finishes open requests.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Binds the probe listener (so callers learn the port before serving).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(server): State<ProbeServer>) -> Response {
+    match (server.readiness)() {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+    }
+}
+
+async fn metrics(State(server): State<ProbeServer>, headers: HeaderMap) -> Response {
+    let wants_openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    let mut body = String::with_capacity(8 * 1024);
+    let (encoded, content_type) = if wants_openmetrics {
+        (
+            prometheus_client::encoding::text::encode(&mut body, &server.registry),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            prometheus_client::encoding::prometheus_text::encode(&mut body, &server.registry),
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        )
+    };
+    match encoded {
+        Ok(()) => {
+            let mut response = body.into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            response
+        }
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {err}"),
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use prometheus_client::metrics::counter::Counter;
+    use tower::ServiceExt;
+
+    async fn get_path(
+        router: Router,
+        path: &str,
+        accept: Option<&str>,
+    ) -> (StatusCode, String, String) {
+        let mut request = Request::get(path);
+        if let Some(accept) = accept {
+            request = request.header(header::ACCEPT, accept);
+        }
+        let response = router
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            String::from_utf8(body.to_vec()).unwrap(),
+            content_type,
+        )
+    }
+
+    fn server_with_counter() -> (ProbeServer, Readiness, Counter) {
+        let mut registry = Registry::default();
+        let counter = Counter::default();
+        registry.register(
+            "probe_test_events",
+            "Events seen by the test",
+            counter.clone(),
+        );
+        let readiness = Readiness::new();
+        (
+            ProbeServer::new(Arc::new(registry), readiness.checker()),
+            readiness,
+            counter,
+        )
+    }
+
+    #[tokio::test]
+    async fn healthz_is_always_ok_and_readyz_follows_the_flag() {
+        let (server, readiness, _) = server_with_counter();
+        assert_eq!(
+            get_path(server.router(), "/healthz", None).await.0,
+            StatusCode::OK
+        );
+        let (status, body, _) = get_path(server.router(), "/readyz", None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, "not ready");
+        readiness.set_ready(true);
+        assert_eq!(
+            get_path(server.router(), "/readyz", None).await.0,
+            StatusCode::OK
+        );
+        readiness.set_ready(false);
+        assert_eq!(
+            get_path(server.router(), "/readyz", None).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_in_prometheus_text_and_openmetrics() {
+        let (server, _, counter) = server_with_counter();
+        counter.inc_by(3);
+        let (status, body, content_type) = get_path(server.router(), "/metrics", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        assert!(body.contains("probe_test_events_total 3"), "{body}");
+        assert!(!body.contains("# EOF"));
+        let (_, body, content_type) = get_path(
+            server.router(),
+            "/metrics",
+            Some("application/openmetrics-text;version=1.0.0"),
+        )
+        .await;
+        assert!(
+            content_type.starts_with("application/openmetrics-text"),
+            "{content_type}"
+        );
+        assert!(body.contains("probe_test_events_total 3"), "{body}");
+        assert!(body.ends_with("# EOF\n"));
+    }
+
+    #[tokio::test]
+    async fn serves_over_tcp_and_stops_on_shutdown() {
+        let (server, readiness, _) = server_with_counter();
+        readiness.set_ready(true);
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(server.serve(listener, shutdown.clone().cancelled_owned()));
+        let body = reqwest::get(format!("http://{addr}/readyz"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, "ok");
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+    }
+}
