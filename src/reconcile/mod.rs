@@ -1,5 +1,8 @@
 //! The reconciler (`metal3-dataimage reconcile` and `cleanup`).
 
+pub mod decision;
+pub mod record;
+
 #[derive(Clone, Debug, clap::Args)]
 pub struct ReconcileArgs {}
 

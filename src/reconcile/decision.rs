@@ -1,0 +1,1342 @@
+//! The reconciler's brain, as a pure function: host + annotation state +
+//! observed Ironic node/vmedia + staging state + clock + config → next actions
+//! and the status to show. No I/O here: the controller observes, calls
+//! [`decide`], and executes the [`Plan`] in order.
+//!
+//! One call decides one step; the controller requeues to observe the result
+//! (Ironic's 204 only means "accepted", so every attach and detach is
+//! confirmed by a later observation).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::record::{
+    AttachedRecord, DETACHED_ANNOTATION, FINALIZER, HOLD_ANNOTATION, PAUSED_ANNOTATION, Phase,
+    STATE_ANNOTATION, parse_time,
+};
+use crate::ironic::{IronicError, Node, VirtualMedia};
+use crate::model::bmh::HostResource;
+use crate::model::{DataImageState, DataImageStatus};
+use crate::staging::StagedImage;
+use crate::telemetry::redact_url;
+
+/// Provisioning states in which the image may be attached.
+pub const ACTIVE_STATES: [&str; 2] = ["provisioned", "externally provisioned"];
+/// First retry delay after a failure, and the cap of the exponential backoff.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(30);
+pub const BACKOFF_CAP: Duration = Duration::from_secs(600);
+/// How often an in-flight attach/detach is re-observed.
+pub const CONFIRM_POLL: Duration = Duration::from_secs(3);
+/// Re-check interval while Ironic holds the node (reservation).
+pub const BUSY_POLL: Duration = Duration::from_secs(15);
+/// Re-check interval while something outside our control blocks the drive.
+pub const BLOCKED_POLL: Duration = Duration::from_secs(30);
+
+/// Tunables (flags).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecisionConfig {
+    /// Release the power hold after this long without a confirmed attach.
+    pub hold_timeout: Duration,
+    /// Release the finalizer of a deleted host after this long without a
+    /// confirmed detach (Ironic unreachable, node unknown, node stuck).
+    pub finalizer_timeout: Duration,
+    /// Re-read the drive of an attached host this often (notices a BMC that
+    /// ejected our image).
+    pub verify_interval: Duration,
+    /// An attach/detach Ironic accepted but that shows no effect and no error
+    /// after this long counts as failed.
+    pub confirm_timeout: Duration,
+}
+
+impl Default for DecisionConfig {
+    fn default() -> Self {
+        Self {
+            hold_timeout: Duration::from_secs(600),
+            finalizer_timeout: Duration::from_secs(600),
+            verify_interval: Duration::from_secs(600),
+            confirm_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What the controller saw in Ironic for the host's node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IronicView {
+    NotObserved,
+    Observed {
+        node: Node,
+        vmedia: Vec<VirtualMedia>,
+    },
+    Failed(IronicError),
+}
+
+/// Whether the host's image must be staged, and how far that is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StagingView {
+    /// Plain URL: Ironic downloads it itself.
+    NotNeeded,
+    Ready(StagedImage),
+    /// Download/verification in progress.
+    Pending(String),
+    Failed(String),
+    /// The host asks for credentials or skipped TLS verification but this
+    /// reconciler cannot stage (no image server configured, or not built yet).
+    Unavailable(String),
+}
+
+/// Everything [`decide`] looks at.
+#[derive(Clone, Debug)]
+pub struct Input<'a> {
+    pub host: &'a HostResource,
+    pub ironic: &'a IronicView,
+    pub staging: &'a StagingView,
+    /// An upstream `DataImage` with the host's name exists.
+    pub upstream_conflict: bool,
+    pub now: Timestamp,
+    /// Uniform random number in [0, 1) for backoff jitter.
+    pub jitter: f64,
+    pub config: &'a DecisionConfig,
+}
+
+/// One thing for the controller to do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    AddFinalizer,
+    RemoveFinalizer,
+    /// Add (`true`) or remove (`false`) the suffixed reboot annotation.
+    SetHold(bool),
+    /// Write (`Some`) or delete (`None`) the state annotation. Always
+    /// executed before the Ironic call that follows it.
+    WriteRecord(Option<AttachedRecord>),
+    /// `POST vmedia` with this URL (the user's URL or the staged one).
+    Attach {
+        image_url: String,
+    },
+    /// `DELETE vmedia?device_types=cdrom`.
+    Detach,
+    Event(EventNote),
+}
+
+/// A Kubernetes Event on the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventNote {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum StatusChange {
+    Keep,
+    Set(DataImageStatus),
+    Clear,
+}
+
+/// The outcome of one decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub status: StatusChange,
+    /// Reconcile again after this long (`None`: only on changes).
+    pub requeue: Option<Duration>,
+    /// Seconds from the spec change to this confirmed attach (metrics).
+    pub attached_after: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Observe the node and its vmedia, then decide again.
+    ObserveIronic,
+    Plan(Plan),
+}
+
+/// The Ironic operation that failed synchronously (see [`after_failure`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Attach,
+    Detach,
+}
+
+/// Backoff after `errors` consecutive failures: 30 s doubling to 10 min,
+/// minus up to 25 % jitter so hosts that failed together spread out.
+pub fn backoff(errors: u32, jitter: f64) -> Duration {
+    let exponent = errors.saturating_sub(1).min(16);
+    let base = BACKOFF_BASE
+        .saturating_mul(1u32 << exponent)
+        .min(BACKOFF_CAP);
+    let jitter = if jitter.is_finite() {
+        jitter.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    base.mul_f64(1.0 - 0.25 * jitter)
+}
+
+/// What occupies the host's virtual CD drive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Drive {
+    Empty,
+    /// Media inserted through the vmedia API (`cdrom-<node>.iso`): ours.
+    Ours,
+    /// Something else (Ironic's `boot-<node>.iso` deploy/rescue media, a
+    /// live ISO): never ejected by us.
+    Foreign(String),
+}
+
+/// Reads the CD slot: ours is Ironic's republished `cdrom-<node>.iso`.
+pub fn drive_state(vmedia: &[VirtualMedia], node: &str) -> Drive {
+    let ours = format!("cdrom-{node}.iso");
+    let cd = vmedia.iter().find(|slot| {
+        slot.media_types
+            .iter()
+            .any(|kind| kind.eq_ignore_ascii_case("CD") || kind.eq_ignore_ascii_case("DVD"))
+    });
+    match cd {
+        Some(slot) if slot.inserted => {
+            let image = slot.image.clone().unwrap_or_default();
+            let file = image.rsplit('/').next().unwrap_or_default();
+            if file == ours {
+                Drive::Ours
+            } else {
+                Drive::Foreign(redact_url(&image).into_owned())
+            }
+        }
+        _ => Drive::Empty,
+    }
+}
+
+/// `last_error` written by a vmedia attach/detach (Ironic also writes its own
+/// failures there; only ours count).
+pub fn vmedia_error(node: &Node) -> Option<String> {
+    let text = node.last_error.as_deref()?;
+    let lower = text.to_ascii_lowercase();
+    let ours = lower.contains("attach device")
+        || lower.contains("detach device")
+        || lower.contains("virtual media")
+        || lower.contains("vmedia");
+    ours.then(|| redact_url(text).into_owned())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Power {
+    On,
+    Off,
+    Unknown,
+}
+
+fn power(node: &Node) -> Power {
+    let target = node.target_power_state.as_deref().filter(|t| !t.is_empty());
+    match (node.power_state.as_deref(), target) {
+        (_, Some(target)) if target.contains("on") || target.contains("reboot") => Power::On,
+        (Some("power on"), _) => Power::On,
+        (Some("power off"), None) => Power::Off,
+        _ => Power::Unknown,
+    }
+}
+
+/// The host fields the decision reads.
+struct Host<'a> {
+    generation: Option<i64>,
+    deletion: Option<Timestamp>,
+    has_finalizer: bool,
+    paused: bool,
+    detached: bool,
+    hold: bool,
+    record: Option<AttachedRecord>,
+    desired: Option<&'a crate::model::DataImageSpec>,
+    online: bool,
+    disable_power_off: bool,
+    state: &'a str,
+    node_id: &'a str,
+    status: Option<&'a DataImageStatus>,
+}
+
+impl<'a> Host<'a> {
+    fn read(host: &'a HostResource) -> Self {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        let annotations = host.metadata.annotations.as_ref().unwrap_or(&EMPTY);
+        let provisioning = host.status.as_ref().and_then(|s| s.provisioning.as_ref());
+        Self {
+            generation: host.metadata.generation,
+            deletion: host.metadata.deletion_timestamp.as_ref().map(|t| t.0),
+            has_finalizer: host
+                .metadata
+                .finalizers
+                .as_ref()
+                .is_some_and(|f| f.iter().any(|x| x == FINALIZER)),
+            paused: annotations.contains_key(PAUSED_ANNOTATION),
+            detached: annotations.contains_key(DETACHED_ANNOTATION),
+            hold: annotations.contains_key(HOLD_ANNOTATION),
+            // A corrupt record is treated as absent: whatever is in the drive
+            // is then unknown, and an attach replaces it.
+            record: AttachedRecord::from_annotation(annotations.get(STATE_ANNOTATION))
+                .ok()
+                .flatten(),
+            desired: host.spec.data_image.as_ref().filter(|d| !d.url.is_empty()),
+            online: host.spec.online.unwrap_or(false),
+            disable_power_off: host.spec.disable_power_off.unwrap_or(false),
+            state: provisioning.map(|p| p.state.as_str()).unwrap_or(""),
+            node_id: provisioning.map(|p| p.id.as_str()).unwrap_or(""),
+            status: host.status.as_ref().and_then(|s| s.data_image.as_ref()),
+        }
+    }
+}
+
+/// Builds plans with the host's status bookkeeping.
+struct Builder<'a, 'b> {
+    input: &'b Input<'a>,
+    host: Host<'a>,
+    actions: Vec<Action>,
+}
+
+impl<'a, 'b> Builder<'a, 'b> {
+    fn now(&self) -> Timestamp {
+        self.input.now
+    }
+
+    fn push(&mut self, action: Action) {
+        self.actions.push(action);
+    }
+
+    fn event(&mut self, warning: bool, reason: &'static str, message: impl Into<String>) {
+        self.actions.push(Action::Event(EventNote {
+            warning,
+            reason,
+            message: message.into(),
+        }));
+    }
+
+    fn set_hold(&mut self, on: bool) {
+        if self.host.hold != on {
+            self.actions.push(Action::SetHold(on));
+            self.host.hold = on;
+        }
+    }
+
+    fn write_record(&mut self, record: Option<AttachedRecord>) {
+        if self.host.record != record {
+            self.host.record.clone_from(&record);
+            self.actions.push(Action::WriteRecord(record));
+        }
+    }
+
+    fn remove_finalizer(&mut self) {
+        if self.host.has_finalizer {
+            self.actions.push(Action::RemoveFinalizer);
+            self.host.has_finalizer = false;
+        }
+    }
+
+    fn add_finalizer(&mut self) {
+        if !self.host.has_finalizer {
+            self.actions.push(Action::AddFinalizer);
+            self.host.has_finalizer = true;
+        }
+    }
+
+    fn status(
+        &self,
+        url: Option<&str>,
+        state: DataImageState,
+        message: impl Into<String>,
+    ) -> StatusChange {
+        let previous = self.host.status;
+        let record = self.host.record.as_ref();
+        let staged = match self.input.staging {
+            StagingView::Ready(image)
+                if self
+                    .host
+                    .desired
+                    .is_some_and(|d| Some(d.url.as_str()) == url) =>
+            {
+                Some((image.digest.clone(), image.size))
+            }
+            _ => record
+                .filter(|r| Some(r.url.as_str()) == url)
+                .and_then(|r| r.digest.clone().zip(r.size)),
+        };
+        let last_transition_time = match previous {
+            Some(prev) if prev.state == Some(state) && prev.last_transition_time.is_some() => {
+                prev.last_transition_time.clone()
+            }
+            _ => Some(self.now().to_string()),
+        };
+        let errors = record.map(|r| r.errors).unwrap_or(0);
+        StatusChange::Set(DataImageStatus {
+            url: url.map(|u| redact_url(u).into_owned()),
+            state: Some(state),
+            message: Some(message.into()),
+            error_count: Some(errors),
+            last_transition_time,
+            observed_generation: self.host.generation,
+            staged_digest: staged.as_ref().map(|(d, _)| d.clone()),
+            staged_size: staged.map(|(_, s)| s),
+        })
+    }
+
+    fn clear_status(&self) -> StatusChange {
+        if self.host.status.is_some() {
+            StatusChange::Clear
+        } else {
+            StatusChange::Keep
+        }
+    }
+
+    fn finish(self, status: StatusChange, requeue: Option<Duration>) -> Step {
+        Step::Plan(Plan {
+            actions: self.actions,
+            status,
+            requeue,
+            attached_after: None,
+        })
+    }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn elapsed(since: Option<Timestamp>, now: Timestamp) -> Duration {
+    let Some(since) = since else {
+        return Duration::ZERO;
+    };
+    let seconds = now.as_second().saturating_sub(since.as_second());
+    Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+}
+
+fn until(at: Option<&str>, now: Timestamp) -> Option<Duration> {
+    let at = parse_time(at?)?;
+    let seconds = at.as_second().saturating_sub(now.as_second());
+    (seconds > 0).then(|| Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))
+}
+
+fn add(now: Timestamp, d: Duration) -> Timestamp {
+    Timestamp::from_second(now.as_second().saturating_add(secs(d))).unwrap_or(now)
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 && s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else if s >= 60 {
+        format!("{}m{}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Decides the next step for one host.
+pub fn decide(input: &Input) -> Step {
+    let host = Host::read(input.host);
+    let mut b = Builder {
+        input,
+        host,
+        actions: Vec::new(),
+    };
+
+    if b.host.deletion.is_some() {
+        return deletion(b);
+    }
+    if b.host.paused {
+        let url = b.host.desired.map(|d| d.url.clone());
+        let status = b.status(
+            url.as_deref(),
+            DataImageState::Waiting,
+            "host is paused (baremetalhost.metal3.io/paused): nothing is done until the annotation is removed",
+        );
+        return b.finish(status, None);
+    }
+    if b.host.detached {
+        let url = b.host.desired.map(|d| d.url.clone());
+        let status = b.status(
+            url.as_deref(),
+            DataImageState::Waiting,
+            "host is detached from the operator (baremetalhost.metal3.io/detached): nothing is done until it is reattached",
+        );
+        return b.finish(status, None);
+    }
+    if input.upstream_conflict {
+        // The operator would attach the DataImage into the same drive: do not
+        // fight over it; only release our hold so the host is not kept off.
+        b.set_hold(false);
+        let url = b.host.desired.map(|d| d.url.clone());
+        let status = b.status(
+            url.as_deref(),
+            DataImageState::Error,
+            "an upstream DataImage with this host's name exists: the baremetal-operator attaches it into the same \
+             drive; delete it or remove spec.dataImage (left untouched)",
+        );
+        return b.finish(status, None);
+    }
+
+    let active = ACTIVE_STATES.contains(&b.host.state);
+    let record_in_drive = b
+        .host
+        .record
+        .as_ref()
+        .is_some_and(|r| r.phase != Phase::Pending);
+    if !active {
+        if record_in_drive && !b.host.node_id.is_empty() {
+            return detach_flow(b, Purpose::Leaving);
+        }
+        b.set_hold(false);
+        b.write_record(None);
+        if b.host.desired.is_none() {
+            b.remove_finalizer();
+            let status = b.clear_status();
+            return b.finish(status, None);
+        }
+        let state = if b.host.state.is_empty() {
+            "not registered"
+        } else {
+            b.host.state
+        };
+        let url = b.host.desired.map(|d| d.url.clone());
+        let status = b.status(
+            url.as_deref(),
+            DataImageState::Waiting,
+            format!("host is {state}: the image is attached once it is provisioned or externally provisioned"),
+        );
+        return b.finish(status, None);
+    }
+    if b.host.node_id.is_empty() {
+        let url = b.host.desired.map(|d| d.url.clone());
+        let status = b.status(
+            url.as_deref(),
+            DataImageState::Waiting,
+            "host has no Ironic node yet (status.provisioning.ID is empty)",
+        );
+        return b.finish(status, None);
+    }
+
+    let desired = b.host.desired;
+    match desired {
+        None if !record_in_drive => {
+            b.set_hold(false);
+            b.write_record(None);
+            b.remove_finalizer();
+            let status = b.clear_status();
+            b.finish(status, None)
+        }
+        None => detach_flow(b, Purpose::Removal),
+        Some(desired) => {
+            let stale = b.host.record.as_ref().is_some_and(|r| {
+                r.phase != Phase::Pending
+                    && (r.url != desired.url
+                        || r.phase == Phase::Detaching
+                        || staged_digest(input.staging)
+                            .is_some_and(|d| r.digest.as_deref() != Some(d)))
+            });
+            if stale
+                && b.host
+                    .record
+                    .as_ref()
+                    .is_some_and(|r| r.node == b.host.node_id)
+            {
+                detach_flow(b, Purpose::Replace)
+            } else {
+                attach_flow(b, &desired.url)
+            }
+        }
+    }
+}
+
+fn staged_digest(staging: &StagingView) -> Option<&str> {
+    match staging {
+        StagingView::Ready(image) => Some(image.digest.as_str()),
+        _ => None,
+    }
+}
+
+/// Why the drive is being emptied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    /// `spec.dataImage` removed.
+    Removal,
+    /// URL (or staged content) changed: attach the new image afterwards.
+    Replace,
+    /// Host left the provisioned states (deprovisioning): best effort.
+    Leaving,
+}
+
+fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
+    let now = b.now();
+    let Some(mut record) = b.host.record.clone() else {
+        return b.finish(StatusChange::Keep, None);
+    };
+    let desired_url = b.host.desired.map(|d| d.url.clone());
+    let shown_url = match purpose {
+        Purpose::Removal => Some(record.url.clone()),
+        Purpose::Replace | Purpose::Leaving => desired_url.clone().or(Some(record.url.clone())),
+    };
+    if record.node != b.host.node_id && !b.host.node_id.is_empty() {
+        // The host was registered again under a new node: the old node's
+        // drive is not this host's any more.
+        return drive_emptied(b, purpose, false);
+    }
+    let (node, vmedia) = match b.input.ironic {
+        IronicView::NotObserved => return Step::ObserveIronic,
+        IronicView::Failed(IronicError::NotFound(_)) => return drive_emptied(b, purpose, false),
+        IronicView::Failed(err) => {
+            record.errors = record.errors.saturating_add(1);
+            let delay = backoff(record.errors, b.input.jitter);
+            record.message = Some(err.to_string());
+            record.retry_at = Some(add(now, delay).to_string());
+            b.write_record(Some(record));
+            let status = b.status(
+                shown_url.as_deref(),
+                DataImageState::Error,
+                format!(
+                    "cannot reach Ironic to detach the image: {err}; retrying in {}",
+                    human(delay)
+                ),
+            );
+            return b.finish(status, Some(delay));
+        }
+        IronicView::Observed { node, vmedia } => (node, vmedia),
+    };
+    let drive = drive_state(vmedia, &node.uuid);
+    if drive != Drive::Ours {
+        if node.reservation.is_some() && record.phase == Phase::Attaching {
+            // Our attach may still be running: wait for it before calling
+            // the drive empty.
+            let status = b.status(
+                shown_url.as_deref(),
+                DataImageState::Detaching,
+                "waiting for Ironic to finish the previous attach before detaching",
+            );
+            return b.finish(status, Some(CONFIRM_POLL));
+        }
+        let was_ours = matches!(
+            record.phase,
+            Phase::Attached | Phase::Detaching | Phase::Attaching
+        );
+        return drive_emptied(b, purpose, was_ours);
+    }
+    if node.reservation.is_some() {
+        let status = b.status(
+            shown_url.as_deref(),
+            DataImageState::Detaching,
+            "Ironic node is busy (reserved); detaching when it is free",
+        );
+        return b.finish(status, Some(BUSY_POLL));
+    }
+    if let Some(wait) = until(record.retry_at.as_deref(), now) {
+        let message = record.message.clone().unwrap_or_default();
+        let status = b.status(
+            shown_url.as_deref(),
+            DataImageState::Error,
+            format!("detach failed: {message}; retrying in {}", human(wait)),
+        );
+        return b.finish(status, Some(wait));
+    }
+    if record.phase == Phase::Detaching {
+        let waited = elapsed(record.phase_since(), now);
+        if let Some(error) =
+            vmedia_error(node).filter(|e| e.to_ascii_lowercase().contains("detach"))
+        {
+            return failed(b, record, shown_url, Op::Detach, error);
+        }
+        if waited < b.input.config.confirm_timeout {
+            let status = b.status(
+                shown_url.as_deref(),
+                DataImageState::Detaching,
+                "waiting for Ironic to eject the image",
+            );
+            return b.finish(status, Some(CONFIRM_POLL));
+        }
+        if record.retry_at.is_none() {
+            let message = format!(
+                "Ironic accepted the detach but the image was still inserted after {}",
+                human(b.input.config.confirm_timeout)
+            );
+            return failed(b, record, shown_url, Op::Detach, message);
+        }
+    }
+    record.enter(Phase::Detaching, now);
+    record.retry_at = None;
+    b.write_record(Some(record.clone()));
+    b.push(Action::Detach);
+    let why = match purpose {
+        Purpose::Removal => "spec.dataImage was removed",
+        Purpose::Replace => "the image changed",
+        Purpose::Leaving => "the host is leaving the provisioned state",
+    };
+    b.event(
+        false,
+        "Detaching",
+        format!("detaching {} ({why})", redact_url(&record.url)),
+    );
+    let status = b.status(
+        shown_url.as_deref(),
+        DataImageState::Detaching,
+        format!("detaching {} ({why})", redact_url(&record.url)),
+    );
+    b.finish(status, Some(CONFIRM_POLL))
+}
+
+/// Nothing of ours is in the drive any more.
+fn drive_emptied(mut b: Builder, purpose: Purpose, was_ours: bool) -> Step {
+    let now = b.now();
+    let old = b.host.record.clone();
+    if was_ours && let Some(old) = &old {
+        b.event(
+            false,
+            "Detached",
+            format!("detached {}", redact_url(&old.url)),
+        );
+    }
+    match purpose {
+        Purpose::Removal => {
+            b.set_hold(false);
+            b.write_record(None);
+            b.remove_finalizer();
+            let status = b.clear_status();
+            b.finish(status, None)
+        }
+        Purpose::Leaving => {
+            b.set_hold(false);
+            b.write_record(None);
+            let url = b.host.desired.map(|d| d.url.clone());
+            let status = match &url {
+                Some(url) => b.status(
+                    Some(url),
+                    DataImageState::Waiting,
+                    format!(
+                        "host is {}: the image was detached and is attached again once the host is provisioned",
+                        b.host.state
+                    ),
+                ),
+                None => b.clear_status(),
+            };
+            if url.is_none() {
+                b.remove_finalizer();
+            }
+            b.finish(status, None)
+        }
+        Purpose::Replace => {
+            let Some(desired) = b.host.desired else {
+                return b.finish(StatusChange::Keep, None);
+            };
+            let url = desired.url.clone();
+            let mut record = AttachedRecord::new(&url, b.host.node_id, Phase::Pending, now);
+            // Keep the hold bookkeeping across the swap.
+            if let Some(old) = &old {
+                record.hold_since.clone_from(&old.hold_since);
+                record.hold_expired = old.hold_expired;
+            }
+            b.write_record(Some(record));
+            let status = b.status(
+                Some(&url),
+                DataImageState::Attaching,
+                "previous image detached; attaching the new one",
+            );
+            b.finish(status, Some(Duration::from_secs(1)))
+        }
+    }
+}
+
+/// Records a failure (async Ironic error, confirmation timeout).
+fn failed(
+    mut b: Builder,
+    mut record: AttachedRecord,
+    url: Option<String>,
+    op: Op,
+    message: String,
+) -> Step {
+    let now = b.now();
+    record.errors = record.errors.saturating_add(1);
+    let delay = backoff(record.errors, b.input.jitter);
+    record.message = Some(message.clone());
+    record.retry_at = Some(add(now, delay).to_string());
+    let drive_ours = match b.input.ironic {
+        IronicView::Observed { node, vmedia } => drive_state(vmedia, &node.uuid) == Drive::Ours,
+        _ => false,
+    };
+    match op {
+        Op::Attach => {
+            // A failed attach is followed by a detach before the retry (the
+            // BMC may still show a half-inserted image).
+            record.enter(Phase::Failed, now);
+            b.write_record(Some(record.clone()));
+            if drive_ours {
+                b.push(Action::Detach);
+            }
+            b.event(
+                true,
+                "AttachFailed",
+                format!("attaching {} failed: {message}", redact_url(&record.url)),
+            );
+        }
+        Op::Detach => {
+            // Stay in Detaching; the retry re-sends the detach.
+            b.write_record(Some(record.clone()));
+            b.event(
+                true,
+                "DetachFailed",
+                format!("detaching {} failed: {message}", redact_url(&record.url)),
+            );
+        }
+    }
+    let verb = if op == Op::Attach { "attach" } else { "detach" };
+    let status = b.status(
+        url.as_deref(),
+        DataImageState::Error,
+        format!("{verb} failed: {message}; retrying in {}", human(delay)),
+    );
+    b.finish(status, Some(delay))
+}
+
+/// The plan after an Ironic call of `op` failed synchronously: count it,
+/// back off. `record` is the record as written before the call.
+pub fn after_failure(input: &Input, record: &AttachedRecord, op: Op, err: &IronicError) -> Plan {
+    let host = Host::read(input.host);
+    let mut b = Builder {
+        input,
+        host,
+        actions: Vec::new(),
+    };
+    let now = input.now;
+    let mut record = record.clone();
+    record.errors = record.errors.saturating_add(1);
+    // 400 may come from the node's driver/driver_info, not our request: a
+    // long wait before trying again; locks and outages back off normally.
+    let delay = match err {
+        IronicError::BadRequest(_) | IronicError::Http { .. } => {
+            BACKOFF_CAP.mul_f64(1.0 - 0.25 * input.jitter.clamp(0.0, 1.0))
+        }
+        _ => backoff(record.errors, input.jitter),
+    };
+    record.message = Some(err.to_string());
+    record.retry_at = Some(add(now, delay).to_string());
+    if op == Op::Attach {
+        // The request was refused before Ironic touched the drive: nothing
+        // to detach, retry later.
+        record.enter(Phase::Failed, now);
+    }
+    b.host.record = None; // force the write
+    b.write_record(Some(record.clone()));
+    let verb = if op == Op::Attach { "attach" } else { "detach" };
+    b.event(
+        true,
+        if op == Op::Attach {
+            "AttachFailed"
+        } else {
+            "DetachFailed"
+        },
+        format!("{verb} of {} failed: {err}", redact_url(&record.url)),
+    );
+    let url = if op == Op::Detach && b.host.desired.is_none() {
+        Some(record.url.clone())
+    } else {
+        b.host
+            .desired
+            .map(|d| d.url.clone())
+            .or(Some(record.url.clone()))
+    };
+    let status = b.status(
+        url.as_deref(),
+        DataImageState::Error,
+        format!("{verb} failed: {err}; retrying in {}", human(delay)),
+    );
+    let requeue = if b.host.deletion.is_some() {
+        Some(delay.min(BLOCKED_POLL))
+    } else {
+        Some(delay)
+    };
+    match b.finish(status, requeue) {
+        Step::Plan(plan) => plan,
+        Step::ObserveIronic => unreachable_plan(),
+    }
+}
+
+fn unreachable_plan() -> Plan {
+    Plan {
+        actions: Vec::new(),
+        status: StatusChange::Keep,
+        requeue: Some(BACKOFF_BASE),
+        attached_after: None,
+    }
+}
+
+/// Power hold bookkeeping while an attach is pending. Returns a note for the
+/// status when the hold was released for a reason worth telling.
+fn hold_step(b: &mut Builder, record: &mut AttachedRecord, node: Option<&Node>) -> Option<String> {
+    let now = b.now();
+    let power = node.map(power).unwrap_or(Power::Unknown);
+    if b.host.hold {
+        if b.host.disable_power_off {
+            b.set_hold(false);
+            record.hold_since = None;
+            return None;
+        }
+        if power == Power::On {
+            // The operator powered the host on between our observation and
+            // the annotation (or someone else did): never keep a running host
+            // held; attach without the hold.
+            b.set_hold(false);
+            record.hold_since = None;
+            return Some("the host was powered on; attaching while it runs".into());
+        }
+        let since = record
+            .hold_since
+            .as_deref()
+            .and_then(parse_time)
+            .unwrap_or_else(|| {
+                record.hold_since = Some(now.to_string());
+                now
+            });
+        if elapsed(Some(since), now) >= b.input.config.hold_timeout {
+            b.set_hold(false);
+            record.hold_since = None;
+            record.hold_expired = true;
+            let why = record
+                .message
+                .clone()
+                .unwrap_or_else(|| "the attach is not confirmed".into());
+            let note = format!(
+                "released the power hold after {} without a confirmed attach ({why}); the operator may power the host on without the image",
+                human(b.input.config.hold_timeout)
+            );
+            b.event(true, "HoldReleased", note.clone());
+            return Some(note);
+        }
+        return None;
+    }
+    let wanted =
+        b.host.online && !b.host.disable_power_off && power == Power::Off && !record.hold_expired;
+    if wanted {
+        b.set_hold(true);
+        record.hold_since = Some(now.to_string());
+        b.event(
+            false,
+            "PowerHold",
+            "host is powered off: holding it off (reboot.metal3.io/metal3-dataimage) until the image is attached",
+        );
+    }
+    None
+}
+
+fn attach_flow(mut b: Builder, url: &str) -> Step {
+    let now = b.now();
+    let node_id = b.host.node_id.to_string();
+    let mut record = match b.host.record.clone() {
+        Some(r) if r.url == url && r.node == node_id => r,
+        _ => AttachedRecord::new(url, &node_id, Phase::Pending, now),
+    };
+    let (node, vmedia) = match b.input.ironic {
+        IronicView::NotObserved => return Step::ObserveIronic,
+        IronicView::Failed(err) => {
+            let note = hold_step(&mut b, &mut record, None);
+            if until(record.retry_at.as_deref(), now).is_none() {
+                record.errors = record.errors.saturating_add(1);
+                record.message = Some(err.to_string());
+                let delay = backoff(record.errors, b.input.jitter);
+                record.retry_at = Some(add(now, delay).to_string());
+            }
+            let wait = until(record.retry_at.as_deref(), now).unwrap_or(BACKOFF_BASE);
+            b.write_record(Some(record));
+            let what = match err {
+                IronicError::NotFound(_) => {
+                    format!("Ironic node {node_id} not found (not registered again yet?)")
+                }
+                other => format!("cannot reach Ironic: {other}"),
+            };
+            let message = join_note(format!("{what}; retrying in {}", human(wait)), note);
+            let status = b.status(Some(url), DataImageState::Error, message);
+            return b.finish(status, Some(wait));
+        }
+        IronicView::Observed { node, vmedia } => (node, vmedia),
+    };
+    let drive = drive_state(vmedia, &node.uuid);
+    let running = power(node) == Power::On;
+
+    if record.phase == Phase::Attached {
+        match &drive {
+            Drive::Ours => {
+                b.set_hold(false);
+                let record_changed = record.hold_since.take().is_some();
+                if record_changed {
+                    b.write_record(Some(record.clone()));
+                }
+                let status = b.status(
+                    Some(url),
+                    DataImageState::Attached,
+                    attached_message(&record),
+                );
+                let verify = b.input.config.verify_interval;
+                return b.finish(status, Some(verify));
+            }
+            _ if node.reservation.is_some() => {
+                let status = b.status(
+                    Some(url),
+                    DataImageState::Attached,
+                    attached_message(&record),
+                );
+                return b.finish(status, Some(BUSY_POLL));
+            }
+            Drive::Foreign(image) => {
+                let message = format!(
+                    "the CD drive holds media that is not ours ({image}); the image is attached again once it is gone"
+                );
+                let status = b.status(Some(url), DataImageState::Waiting, message);
+                return b.finish(status, Some(BLOCKED_POLL));
+            }
+            Drive::Empty => {
+                // Ejected behind our back (BMC reset, manual eject): attach again.
+                b.event(
+                    true,
+                    "Ejected",
+                    format!(
+                        "{} is no longer inserted; attaching it again",
+                        redact_url(url)
+                    ),
+                );
+                record.enter(Phase::Pending, now);
+                record.requested_at = Some(now.to_string());
+            }
+        }
+    }
+
+    if record.phase == Phase::Attaching {
+        let note = hold_step(&mut b, &mut record, Some(node));
+        if node.reservation.is_none()
+            && let Some(error) = vmedia_error(node)
+        {
+            return failed(b, record, Some(url.to_string()), Op::Attach, error);
+        }
+        if drive == Drive::Ours && node.reservation.is_none() {
+            return confirmed(b, record, url, running);
+        }
+        let waited = elapsed(record.phase_since(), now);
+        if node.reservation.is_none() && waited >= b.input.config.confirm_timeout {
+            let message = format!(
+                "Ironic accepted the attach but the image was not inserted after {}",
+                human(b.input.config.confirm_timeout)
+            );
+            return failed(b, record, Some(url.to_string()), Op::Attach, message);
+        }
+        if b.host.record.as_ref() != Some(&record) {
+            b.write_record(Some(record));
+        }
+        let message = join_note("Ironic is downloading and inserting the image".into(), note);
+        let status = b.status(Some(url), DataImageState::Attaching, message);
+        return b.finish(status, Some(CONFIRM_POLL));
+    }
+
+    // Pending or Failed: attach when every gate is open.
+    let note = hold_step(&mut b, &mut record, Some(node));
+    let blocked: Option<(DataImageState, String, Duration)> = if let Some(wait) =
+        until(record.retry_at.as_deref(), now)
+    {
+        let message = record.message.clone().unwrap_or_default();
+        Some((
+            DataImageState::Error,
+            format!("attach failed: {message}; retrying in {}", human(wait)),
+            wait,
+        ))
+    } else if node.maintenance {
+        Some((
+            DataImageState::Waiting,
+            "Ironic node is in maintenance; waiting for it to leave maintenance".into(),
+            BLOCKED_POLL,
+        ))
+    } else if node.reservation.is_some() {
+        Some((
+            DataImageState::Waiting,
+            "Ironic node is busy (reserved by a running operation)".into(),
+            BUSY_POLL,
+        ))
+    } else if node.provision_state != "active" {
+        Some((
+            DataImageState::Waiting,
+            format!(
+                "Ironic node is {} (waiting for active)",
+                node.provision_state
+            ),
+            BLOCKED_POLL,
+        ))
+    } else if let Drive::Foreign(image) = &drive {
+        Some((
+            DataImageState::Waiting,
+            format!(
+                "the CD drive holds media that is not ours ({image}: deploy media or a live ISO); waiting for it to leave"
+            ),
+            BLOCKED_POLL,
+        ))
+    } else {
+        match b.input.staging {
+            StagingView::NotNeeded | StagingView::Ready(_) => None,
+            StagingView::Pending(message) => Some((
+                DataImageState::Waiting,
+                format!("staging the image: {message}"),
+                Duration::from_secs(5),
+            )),
+            StagingView::Failed(message) => Some((
+                DataImageState::Error,
+                format!("staging the image failed: {message}"),
+                BACKOFF_BASE,
+            )),
+            StagingView::Unavailable(message) => {
+                Some((DataImageState::Waiting, message.clone(), BLOCKED_POLL))
+            }
+        }
+    };
+    if let Some((state, message, wait)) = blocked {
+        if b.host.record.as_ref() != Some(&record)
+            && (b.host.record.is_some() || record.hold_since.is_some() || record.hold_expired)
+        {
+            b.write_record(Some(record));
+        }
+        let status = b.status(Some(url), state, join_note(message, note));
+        return b.finish(status, Some(wait));
+    }
+
+    let image_url = match b.input.staging {
+        StagingView::Ready(image) => {
+            record.digest = Some(image.digest.clone());
+            record.size = Some(image.size);
+            image.ironic_url.clone()
+        }
+        _ => {
+            record.digest = None;
+            record.size = None;
+            url.to_string()
+        }
+    };
+    // The finalizer and the record go first: a crash after the POST then
+    // finds "attaching" and confirms instead of attaching twice.
+    b.add_finalizer();
+    record.enter(Phase::Attaching, now);
+    record.retry_at = None;
+    b.write_record(Some(record));
+    b.push(Action::Attach { image_url });
+    b.event(false, "Attaching", format!("attaching {}", redact_url(url)));
+    let message = join_note("attach sent to Ironic".into(), note);
+    let status = b.status(Some(url), DataImageState::Attaching, message);
+    b.finish(status, Some(CONFIRM_POLL))
+}
+
+fn attached_message(record: &AttachedRecord) -> String {
+    if record.attached_running {
+        "attached; the host was running, so its OS may only see the image after its next boot (depends on the BMC)".into()
+    } else {
+        "attached".into()
+    }
+}
+
+fn join_note(message: String, note: Option<String>) -> String {
+    match note {
+        Some(note) => format!("{message} ({note})"),
+        None => message,
+    }
+}
+
+fn confirmed(mut b: Builder, mut record: AttachedRecord, url: &str, running: bool) -> Step {
+    let now = b.now();
+    let attached_after = record
+        .requested_at
+        .as_deref()
+        .and_then(parse_time)
+        .map(|t| elapsed(Some(t), now).as_secs_f64());
+    record.enter(Phase::Attached, now);
+    record.errors = 0;
+    record.message = None;
+    record.retry_at = None;
+    record.hold_since = None;
+    record.hold_expired = false;
+    record.requested_at = None;
+    record.attached_running = running;
+    b.set_hold(false);
+    b.write_record(Some(record.clone()));
+    b.event(false, "Attached", format!("attached {}", redact_url(url)));
+    let status = b.status(
+        Some(url),
+        DataImageState::Attached,
+        attached_message(&record),
+    );
+    let verify = b.input.config.verify_interval;
+    match b.finish(status, Some(verify)) {
+        Step::Plan(mut plan) => {
+            plan.attached_after = attached_after;
+            Step::Plan(plan)
+        }
+        other => other,
+    }
+}
+
+fn deletion(mut b: Builder) -> Step {
+    let now = b.now();
+    if !b.host.has_finalizer {
+        return b.finish(StatusChange::Keep, None);
+    }
+    if b.host.paused {
+        let status = b.status(
+            b.host.record.as_ref().map(|r| r.url.clone()).as_deref(),
+            DataImageState::Detaching,
+            "host is being deleted but paused: waiting for the pause to be lifted",
+        );
+        return b.finish(status, None);
+    }
+    let release = |mut b: Builder, warning: bool, message: String| {
+        b.set_hold(false);
+        b.write_record(None);
+        b.remove_finalizer();
+        b.event(
+            warning,
+            if warning {
+                "FinalizerReleased"
+            } else {
+                "Detached"
+            },
+            message,
+        );
+        b.finish(StatusChange::Keep, None)
+    };
+    if b.host.detached {
+        return release(
+            b,
+            false,
+            "host is detached: finalizer released without calling Ironic".into(),
+        );
+    }
+    if b.input.upstream_conflict {
+        return release(
+            b,
+            false,
+            "an upstream DataImage owns the drive: finalizer released".into(),
+        );
+    }
+    let Some(record) = b.host.record.clone() else {
+        b.set_hold(false);
+        b.remove_finalizer();
+        return b.finish(StatusChange::Keep, None);
+    };
+    if record.phase == Phase::Pending || b.host.node_id.is_empty() || record.node != b.host.node_id
+    {
+        b.set_hold(false);
+        b.write_record(None);
+        b.remove_finalizer();
+        return b.finish(StatusChange::Keep, None);
+    }
+    let timeout = b.input.config.finalizer_timeout;
+    let waited = elapsed(b.host.deletion, now);
+    let remaining = timeout.saturating_sub(waited);
+    let expired = remaining.is_zero();
+    let url = Some(record.url.clone());
+    let (node, vmedia) = match b.input.ironic {
+        IronicView::NotObserved => return Step::ObserveIronic,
+        IronicView::Failed(IronicError::NotFound(_)) => {
+            if expired {
+                return release(
+                    b,
+                    true,
+                    format!(
+                        "Ironic node {} not found for {}: finalizer released without a confirmed detach",
+                        record.node,
+                        human(timeout)
+                    ),
+                );
+            }
+            let status = b.status(
+                url.as_deref(),
+                DataImageState::Detaching,
+                format!(
+                    "Ironic node {} not found (Ironic may not have registered it again yet); releasing the finalizer in {}",
+                    record.node,
+                    human(remaining)
+                ),
+            );
+            return b.finish(status, Some(remaining.min(BLOCKED_POLL)));
+        }
+        IronicView::Failed(err) => {
+            if expired {
+                return release(
+                    b,
+                    true,
+                    format!(
+                        "Ironic unreachable for {} ({err}): finalizer released without a confirmed detach",
+                        human(timeout)
+                    ),
+                );
+            }
+            let status = b.status(
+                url.as_deref(),
+                DataImageState::Detaching,
+                format!(
+                    "cannot reach Ironic to detach ({err}); releasing the finalizer in {}",
+                    human(remaining)
+                ),
+            );
+            return b.finish(status, Some(remaining.min(BLOCKED_POLL)));
+        }
+        IronicView::Observed { node, vmedia } => (node, vmedia),
+    };
+    let drive = drive_state(vmedia, &node.uuid);
+    let attach_running = record.phase == Phase::Attaching && node.reservation.is_some();
+    if drive != Drive::Ours && !attach_running {
+        return release(
+            b,
+            false,
+            format!("detached {} before deletion", redact_url(&record.url)),
+        );
+    }
+    if expired {
+        return release(
+            b,
+            true,
+            format!(
+                "detach not confirmed within {}: finalizer released; the image may still be inserted",
+                human(timeout)
+            ),
+        );
+    }
+    if node.reservation.is_some() {
+        let status = b.status(
+            url.as_deref(),
+            DataImageState::Detaching,
+            "Ironic node is busy; detaching before deletion when it is free",
+        );
+        return b.finish(status, Some(CONFIRM_POLL));
+    }
+    let recently_sent = record.phase == Phase::Detaching
+        && record.retry_at.is_none()
+        && elapsed(record.phase_since(), now) < b.input.config.confirm_timeout;
+    if recently_sent || until(record.retry_at.as_deref(), now).is_some() {
+        let status = b.status(
+            url.as_deref(),
+            DataImageState::Detaching,
+            "waiting for Ironic to eject the image",
+        );
+        return b.finish(status, Some(CONFIRM_POLL));
+    }
+    let mut record = record;
+    record.enter(Phase::Detaching, now);
+    record.retry_at = None;
+    b.write_record(Some(record.clone()));
+    b.push(Action::Detach);
+    b.event(
+        false,
+        "Detaching",
+        format!("detaching {} before deletion", redact_url(&record.url)),
+    );
+    let status = b.status(
+        url.as_deref(),
+        DataImageState::Detaching,
+        "detaching the image before deletion",
+    );
+    b.finish(status, Some(CONFIRM_POLL))
+}
+
+/// Does the host need any work from the reconciler at all (used to keep
+/// hosts without dataImage, record, hold or finalizer cheap)?
+pub fn is_idle(host: &HostResource) -> bool {
+    let h = Host::read(host);
+    h.desired.is_none() && h.record.is_none() && !h.hold && !h.has_finalizer && h.status.is_none()
+}
+
+#[cfg(test)]
+#[path = "decision_tests.rs"]
+mod tests;

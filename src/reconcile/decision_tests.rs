@@ -1,0 +1,1083 @@
+//! Table tests of the pure decision function: one test per scenario of the
+//! reconciler's specification (issue 5) and the derived upstream cases.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::*;
+use crate::model::bmh::{BareMetalHostStatus, HostResource, ProvisionStatus};
+use crate::model::{DataImageSpec, DataImageState};
+use crate::reconcile::record::{
+    AttachedRecord, DETACHED_ANNOTATION, FINALIZER, HOLD_ANNOTATION, HOLD_VALUE, PAUSED_ANNOTATION,
+    Phase, STATE_ANNOTATION,
+};
+
+const NODE: &str = "1be26c0b-03f2-4d2e-ae87-c02d7f33c123";
+const URL1: &str = "https://images.example.test/data-1.iso";
+const URL2: &str = "https://images.example.test/data-2.iso";
+
+fn now() -> Timestamp {
+    "2026-03-01T12:00:00Z".parse().unwrap()
+}
+
+fn ago(seconds: i64) -> Timestamp {
+    Timestamp::from_second(now().as_second() - seconds).unwrap()
+}
+
+/// A host builder: provisioned, online, with a node, optionally a dataImage.
+#[derive(Clone)]
+struct H(HostResource);
+
+impl H {
+    fn new(state: &str, url: Option<&str>) -> Self {
+        let mut host = HostResource::default();
+        host.metadata.name = Some("host-0".into());
+        host.metadata.namespace = Some("metal3".into());
+        host.metadata.generation = Some(3);
+        host.spec.online = Some(true);
+        host.spec.data_image = url.map(|u| DataImageSpec {
+            url: u.into(),
+            ..Default::default()
+        });
+        host.status = Some(BareMetalHostStatus {
+            provisioning: Some(ProvisionStatus {
+                state: state.into(),
+                id: NODE.into(),
+            }),
+            ..Default::default()
+        });
+        Self(host)
+    }
+    fn annotate(mut self, key: &str, value: &str) -> Self {
+        self.0
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(key.into(), value.into());
+        self
+    }
+    fn record(self, record: &AttachedRecord) -> Self {
+        self.annotate(STATE_ANNOTATION, &record.to_annotation())
+    }
+    fn hold(self) -> Self {
+        self.annotate(HOLD_ANNOTATION, HOLD_VALUE)
+    }
+    fn finalizer(mut self) -> Self {
+        self.0.metadata.finalizers = Some(vec!["metal3.io/baremetalhost".into(), FINALIZER.into()]);
+        self
+    }
+    fn deleting(mut self, seconds_ago: i64) -> Self {
+        self.0.metadata.deletion_timestamp = Some(Time(ago(seconds_ago)));
+        self
+    }
+    fn online(mut self, online: bool) -> Self {
+        self.0.spec.online = Some(online);
+        self
+    }
+    fn disable_power_off(mut self) -> Self {
+        self.0.spec.disable_power_off = Some(true);
+        self
+    }
+    fn no_node(mut self) -> Self {
+        if let Some(p) = self.0.status.as_mut().and_then(|s| s.provisioning.as_mut()) {
+            p.id.clear();
+        }
+        self
+    }
+    fn credentials(mut self) -> Self {
+        if let Some(d) = self.0.spec.data_image.as_mut() {
+            d.credentials_name = Some("image-creds".into());
+        }
+        self
+    }
+    fn status(mut self, status: DataImageStatus) -> Self {
+        if let Some(s) = self.0.status.as_mut() {
+            s.data_image = Some(status);
+        }
+        self
+    }
+}
+
+fn record(url: &str, phase: Phase, since: i64) -> AttachedRecord {
+    let mut r = AttachedRecord::new(url, NODE, phase, ago(since));
+    r.requested_at = Some(ago(since + 5).to_string());
+    r
+}
+
+fn node(power: &str) -> Node {
+    Node {
+        uuid: NODE.into(),
+        provision_state: "active".into(),
+        power_state: Some(power.into()),
+        ..Default::default()
+    }
+}
+
+fn cd(image: Option<&str>) -> Vec<VirtualMedia> {
+    vec![
+        VirtualMedia {
+            media_types: vec!["CD".into(), "DVD".into()],
+            inserted: image.is_some(),
+            image: Some(image.unwrap_or("").to_string()),
+        },
+        VirtualMedia {
+            media_types: vec!["Floppy".into(), "USBStick".into()],
+            inserted: false,
+            image: Some(String::new()),
+        },
+    ]
+}
+
+fn ours() -> Vec<VirtualMedia> {
+    cd(Some(&format!(
+        "http://127.0.0.1:8088/redfish/cdrom-{NODE}.iso"
+    )))
+}
+
+fn boot_media() -> Vec<VirtualMedia> {
+    cd(Some(&format!(
+        "http://127.0.0.1:8088/redfish/boot-{NODE}.iso"
+    )))
+}
+
+fn empty() -> Vec<VirtualMedia> {
+    cd(None)
+}
+
+fn observed(node: Node, vmedia: Vec<VirtualMedia>) -> IronicView {
+    IronicView::Observed { node, vmedia }
+}
+
+struct Case {
+    host: H,
+    ironic: IronicView,
+    staging: StagingView,
+    conflict: bool,
+    config: DecisionConfig,
+}
+
+impl Case {
+    fn new(host: H) -> Self {
+        Self {
+            host,
+            ironic: IronicView::NotObserved,
+            staging: StagingView::NotNeeded,
+            conflict: false,
+            config: DecisionConfig::default(),
+        }
+    }
+    fn ironic(mut self, view: IronicView) -> Self {
+        self.ironic = view;
+        self
+    }
+    fn staging(mut self, view: StagingView) -> Self {
+        self.staging = view;
+        self
+    }
+    fn step(&self) -> Step {
+        decide(&Input {
+            host: &self.host.0,
+            ironic: &self.ironic,
+            staging: &self.staging,
+            upstream_conflict: self.conflict,
+            now: now(),
+            jitter: 0.0,
+            config: &self.config,
+        })
+    }
+    fn plan(&self) -> Plan {
+        match self.step() {
+            Step::Plan(plan) => plan,
+            Step::ObserveIronic => panic!("expected a plan, got ObserveIronic"),
+        }
+    }
+}
+
+fn status_of(plan: &Plan) -> &DataImageStatus {
+    match &plan.status {
+        StatusChange::Set(status) => status,
+        other => panic!("expected a status, got {other:?}"),
+    }
+}
+
+fn state_of(plan: &Plan) -> DataImageState {
+    status_of(plan).state.unwrap()
+}
+
+fn message_of(plan: &Plan) -> String {
+    status_of(plan).message.clone().unwrap_or_default()
+}
+
+fn written_record(plan: &Plan) -> Option<AttachedRecord> {
+    plan.actions.iter().rev().find_map(|a| match a {
+        Action::WriteRecord(r) => Some(r.clone()),
+        _ => None,
+    })?
+}
+
+fn has(plan: &Plan, wanted: &Action) -> bool {
+    plan.actions.contains(wanted)
+}
+
+fn position(plan: &Plan, pred: impl Fn(&Action) -> bool) -> usize {
+    plan.actions
+        .iter()
+        .position(pred)
+        .unwrap_or_else(|| panic!("action missing in {:?}", plan.actions))
+}
+
+fn attaches(plan: &Plan) -> bool {
+    plan.actions
+        .iter()
+        .any(|a| matches!(a, Action::Attach { .. }))
+}
+
+fn event_reasons(plan: &Plan) -> Vec<&'static str> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event(e) => Some(e.reason),
+            _ => None,
+        })
+        .collect()
+}
+
+fn touches_ironic(plan: &Plan) -> bool {
+    plan.actions
+        .iter()
+        .any(|a| matches!(a, Action::Attach { .. } | Action::Detach))
+}
+
+// ---------------------------------------------------------------- gating
+
+#[test]
+fn gating_states_wait_without_touching_ironic() {
+    for state in [
+        "registering",
+        "inspecting",
+        "available",
+        "provisioning",
+        "preparing",
+        "",
+    ] {
+        let plan = Case::new(H::new(state, Some(URL1))).plan();
+        assert_eq!(state_of(&plan), DataImageState::Waiting, "{state}");
+        assert!(plan.actions.is_empty(), "{state}: {:?}", plan.actions);
+        assert!(message_of(&plan).contains("provisioned"), "{state}");
+    }
+}
+
+#[test]
+fn active_states_observe_ironic_first() {
+    for state in ["provisioned", "externally provisioned"] {
+        assert_eq!(
+            Case::new(H::new(state, Some(URL1))).step(),
+            Step::ObserveIronic,
+            "{state}"
+        );
+    }
+}
+
+#[test]
+fn paused_and_detached_hosts_wait_with_the_reason() {
+    let paused =
+        Case::new(H::new("provisioned", Some(URL1)).annotate(PAUSED_ANNOTATION, "")).plan();
+    assert_eq!(state_of(&paused), DataImageState::Waiting);
+    assert!(message_of(&paused).contains("paused"));
+    assert!(paused.actions.is_empty());
+    let detached =
+        Case::new(H::new("provisioned", Some(URL1)).annotate(DETACHED_ANNOTATION, "{}")).plan();
+    assert_eq!(state_of(&detached), DataImageState::Waiting);
+    assert!(message_of(&detached).contains("detached"));
+    assert!(detached.actions.is_empty());
+}
+
+#[test]
+fn host_without_node_waits() {
+    let plan = Case::new(H::new("provisioned", Some(URL1)).no_node()).plan();
+    assert_eq!(state_of(&plan), DataImageState::Waiting);
+    assert!(message_of(&plan).contains("no Ironic node"));
+}
+
+#[test]
+fn busy_node_waits_and_polls() {
+    let mut busy = node("power on");
+    busy.reservation = Some("conductor-1".into());
+    let plan = Case::new(H::new("provisioned", Some(URL1)))
+        .ironic(observed(busy, empty()))
+        .plan();
+    assert!(!attaches(&plan));
+    assert_eq!(state_of(&plan), DataImageState::Waiting);
+    assert!(message_of(&plan).contains("busy"));
+    assert_eq!(plan.requeue, Some(BUSY_POLL));
+}
+
+#[test]
+fn maintenance_and_non_active_nodes_wait() {
+    let mut maint = node("power on");
+    maint.maintenance = true;
+    let plan = Case::new(H::new("provisioned", Some(URL1)))
+        .ironic(observed(maint, empty()))
+        .plan();
+    assert!(!attaches(&plan));
+    assert!(message_of(&plan).contains("maintenance"));
+    let mut deploying = node("power on");
+    deploying.provision_state = "wait call-back".into();
+    let plan = Case::new(H::new("provisioned", Some(URL1)))
+        .ironic(observed(deploying, empty()))
+        .plan();
+    assert!(!attaches(&plan));
+    assert!(message_of(&plan).contains("wait call-back"));
+}
+
+#[test]
+fn upstream_dataimage_conflict_is_reported_and_the_drive_left_alone() {
+    let mut case = Case::new(H::new("provisioned", Some(URL1)).hold());
+    case.conflict = true;
+    let plan = case.plan();
+    assert_eq!(state_of(&plan), DataImageState::Error);
+    assert!(message_of(&plan).contains("upstream DataImage"));
+    assert_eq!(plan.actions, vec![Action::SetHold(false)]);
+}
+
+// ---------------------------------------------------------------- scenario 1
+
+#[test]
+fn scenario1_powered_off_host_is_held_then_attached() {
+    let plan = Case::new(H::new("externally provisioned", Some(URL1)))
+        .ironic(observed(node("power off"), empty()))
+        .plan();
+    let hold = position(&plan, |a| *a == Action::SetHold(true));
+    let fin = position(&plan, |a| *a == Action::AddFinalizer);
+    let rec = position(
+        &plan,
+        |a| matches!(a, Action::WriteRecord(Some(r)) if r.phase == Phase::Attaching),
+    );
+    let attach = position(
+        &plan,
+        |a| matches!(a, Action::Attach { image_url } if image_url == URL1),
+    );
+    assert!(
+        hold < attach && fin < attach && rec < attach,
+        "{:?}",
+        plan.actions
+    );
+    let written = written_record(&plan).unwrap();
+    assert_eq!(written.url, URL1);
+    assert_eq!(written.node, NODE);
+    assert!(written.hold_since.is_some());
+    assert_eq!(state_of(&plan), DataImageState::Attaching);
+    assert_eq!(plan.requeue, Some(CONFIRM_POLL));
+    assert!(event_reasons(&plan).contains(&"PowerHold"));
+    assert!(event_reasons(&plan).contains(&"Attaching"));
+}
+
+#[test]
+fn scenario1_confirmed_attach_releases_the_hold() {
+    let mut rec = record(URL1, Phase::Attaching, 2);
+    rec.hold_since = Some(ago(3).to_string());
+    let plan = Case::new(
+        H::new("externally provisioned", Some(URL1))
+            .hold()
+            .finalizer()
+            .record(&rec),
+    )
+    .ironic(observed(node("power off"), ours()))
+    .plan();
+    assert!(has(&plan, &Action::SetHold(false)));
+    let written = written_record(&plan).unwrap();
+    assert_eq!(written.phase, Phase::Attached);
+    assert_eq!(written.hold_since, None);
+    assert!(!written.attached_running);
+    assert_eq!(state_of(&plan), DataImageState::Attached);
+    assert_eq!(message_of(&plan), "attached");
+    assert_eq!(plan.attached_after, Some(7.0));
+    assert!(!touches_ironic(&plan));
+    assert_eq!(event_reasons(&plan), vec!["Attached"]);
+}
+
+#[test]
+fn no_hold_when_offline_or_unknown_power() {
+    let plan = Case::new(H::new("externally provisioned", Some(URL1)).online(false))
+        .ironic(observed(node("power off"), empty()))
+        .plan();
+    assert!(attaches(&plan));
+    assert!(!has(&plan, &Action::SetHold(true)));
+    let mut transitioning = node("power off");
+    transitioning.target_power_state = Some("power on".into());
+    let plan = Case::new(H::new("externally provisioned", Some(URL1)))
+        .ironic(observed(transitioning, empty()))
+        .plan();
+    assert!(attaches(&plan));
+    assert!(!has(&plan, &Action::SetHold(true)));
+}
+
+#[test]
+fn never_hold_a_disable_power_off_host() {
+    let plan = Case::new(H::new("provisioned", Some(URL1)).disable_power_off())
+        .ironic(observed(node("power off"), empty()))
+        .plan();
+    assert!(attaches(&plan));
+    assert!(!has(&plan, &Action::SetHold(true)));
+    // A hold found on such a host (e.g. the flag was set later) is removed.
+    let plan = Case::new(H::new("provisioned", Some(URL1)).disable_power_off().hold())
+        .ironic(observed(node("power off"), empty()))
+        .plan();
+    assert!(has(&plan, &Action::SetHold(false)));
+}
+
+#[test]
+fn hold_race_host_powered_on_removes_hold_and_attaches_anyway() {
+    let mut rec = record(URL1, Phase::Pending, 1);
+    rec.hold_since = Some(ago(1).to_string());
+    let plan = Case::new(
+        H::new("externally provisioned", Some(URL1))
+            .hold()
+            .record(&rec),
+    )
+    .ironic(observed(node("power on"), empty()))
+    .plan();
+    let release = position(&plan, |a| *a == Action::SetHold(false));
+    let attach = position(&plan, |a| matches!(a, Action::Attach { .. }));
+    assert!(release < attach);
+    assert!(
+        message_of(&plan).contains("powered on"),
+        "{}",
+        message_of(&plan)
+    );
+    assert_eq!(written_record(&plan).unwrap().hold_since, None);
+}
+
+#[test]
+fn hold_race_during_attaching_removes_hold_without_reattaching() {
+    let mut rec = record(URL1, Phase::Attaching, 1);
+    rec.hold_since = Some(ago(2).to_string());
+    let mut n = node("power on");
+    n.reservation = Some("c".into());
+    let plan = Case::new(
+        H::new("externally provisioned", Some(URL1))
+            .hold()
+            .finalizer()
+            .record(&rec),
+    )
+    .ironic(observed(n, empty()))
+    .plan();
+    assert!(has(&plan, &Action::SetHold(false)));
+    assert!(!touches_ironic(&plan));
+    assert_eq!(state_of(&plan), DataImageState::Attaching);
+}
+
+#[test]
+fn hold_times_out_with_the_reason_and_is_not_added_again() {
+    let mut rec = record(URL1, Phase::Failed, 30);
+    rec.errors = 4;
+    rec.message = Some("ironic unavailable: connection refused".into());
+    rec.retry_at = Some(
+        Timestamp::from_second(now().as_second() + 200)
+            .unwrap()
+            .to_string(),
+    );
+    rec.hold_since = Some(ago(601).to_string());
+    let plan = Case::new(
+        H::new("externally provisioned", Some(URL1))
+            .hold()
+            .finalizer()
+            .record(&rec),
+    )
+    .ironic(observed(node("power off"), empty()))
+    .plan();
+    assert!(has(&plan, &Action::SetHold(false)));
+    assert!(event_reasons(&plan).contains(&"HoldReleased"));
+    let written = written_record(&plan).unwrap();
+    assert!(written.hold_expired);
+    assert!(message_of(&plan).contains("released the power hold after 10m"));
+    assert!(message_of(&plan).contains("connection refused"));
+    assert_eq!(state_of(&plan), DataImageState::Error);
+
+    // Next pass: host still off, hold gone, expired: not re-added.
+    let plan = Case::new(
+        H::new("externally provisioned", Some(URL1))
+            .finalizer()
+            .record(&written),
+    )
+    .ironic(observed(node("power off"), empty()))
+    .plan();
+    assert!(!has(&plan, &Action::SetHold(true)));
+}
+
+#[test]
+fn hold_within_timeout_is_kept() {
+    let mut rec = record(URL1, Phase::Attaching, 10);
+    rec.hold_since = Some(ago(300).to_string());
+    let mut n = node("power off");
+    n.reservation = Some("c".into());
+    let plan = Case::new(
+        H::new("externally provisioned", Some(URL1))
+            .hold()
+            .finalizer()
+            .record(&rec),
+    )
+    .ironic(observed(n, empty()))
+    .plan();
+    assert!(!plan.actions.iter().any(|a| matches!(a, Action::SetHold(_))));
+}
+
+// ---------------------------------------------------------------- scenario 2
+
+#[test]
+fn scenario2_waits_for_deploy_media_to_leave_then_attaches_while_running() {
+    let host = H::new("provisioned", Some(URL1));
+    let plan = Case::new(host.clone())
+        .ironic(observed(node("power on"), boot_media()))
+        .plan();
+    assert!(!attaches(&plan));
+    assert_eq!(state_of(&plan), DataImageState::Waiting);
+    assert!(message_of(&plan).contains("not ours"));
+    assert!(message_of(&plan).contains(&format!("boot-{NODE}.iso")));
+
+    let plan = Case::new(host)
+        .ironic(observed(node("power on"), empty()))
+        .plan();
+    assert!(attaches(&plan));
+    assert!(
+        !has(&plan, &Action::SetHold(true)),
+        "never hold a running host"
+    );
+}
+
+#[test]
+fn running_host_attach_says_next_boot() {
+    let rec = record(URL1, Phase::Attaching, 1);
+    let plan = Case::new(H::new("provisioned", Some(URL1)).finalizer().record(&rec))
+        .ironic(observed(node("power on"), ours()))
+        .plan();
+    assert_eq!(state_of(&plan), DataImageState::Attached);
+    assert!(message_of(&plan).contains("next boot"));
+    assert!(written_record(&plan).unwrap().attached_running);
+}
+
+// ---------------------------------------------------------------- changes
+
+#[test]
+fn url_change_detaches_confirms_then_attaches_the_new_one() {
+    let attached = record(URL1, Phase::Attached, 100);
+    let host = H::new("provisioned", Some(URL2))
+        .finalizer()
+        .record(&attached);
+    let plan = Case::new(host)
+        .ironic(observed(node("power on"), ours()))
+        .plan();
+    assert!(has(&plan, &Action::Detach));
+    assert!(!attaches(&plan));
+    let detaching = written_record(&plan).unwrap();
+    assert_eq!(
+        (detaching.url.as_str(), detaching.phase),
+        (URL1, Phase::Detaching)
+    );
+    assert_eq!(status_of(&plan).url.as_deref(), Some(URL2));
+    assert_eq!(state_of(&plan), DataImageState::Detaching);
+
+    // Still inserted shortly after: wait, no second detach.
+    let host = H::new("provisioned", Some(URL2))
+        .finalizer()
+        .record(&detaching);
+    let plan = Case::new(host)
+        .ironic(observed(node("power on"), ours()))
+        .plan();
+    assert!(!touches_ironic(&plan));
+
+    // Confirmed empty: record for the new URL, then attach.
+    let host = H::new("provisioned", Some(URL2))
+        .finalizer()
+        .record(&detaching);
+    let plan = Case::new(host)
+        .ironic(observed(node("power on"), empty()))
+        .plan();
+    let pending = written_record(&plan).unwrap();
+    assert_eq!(
+        (pending.url.as_str(), pending.phase),
+        (URL2, Phase::Pending)
+    );
+    assert!(!touches_ironic(&plan));
+    assert!(event_reasons(&plan).contains(&"Detached"));
+
+    let host = H::new("provisioned", Some(URL2))
+        .finalizer()
+        .record(&pending);
+    let plan = Case::new(host)
+        .ironic(observed(node("power on"), empty()))
+        .plan();
+    assert!(has(
+        &plan,
+        &Action::Attach {
+            image_url: URL2.into()
+        }
+    ));
+}
+
+#[test]
+fn removal_detaches_confirms_and_clears() {
+    let attached = record(URL1, Phase::Attached, 100);
+    let host = H::new("provisioned", None)
+        .finalizer()
+        .record(&attached)
+        .status(DataImageStatus {
+            url: Some(URL1.into()),
+            state: Some(DataImageState::Attached),
+            ..Default::default()
+        });
+    let plan = Case::new(host.clone())
+        .ironic(observed(node("power on"), ours()))
+        .plan();
+    assert!(has(&plan, &Action::Detach));
+    assert_eq!(status_of(&plan).url.as_deref(), Some(URL1));
+    let detaching = written_record(&plan).unwrap();
+
+    let host = H::new("provisioned", None)
+        .finalizer()
+        .record(&detaching)
+        .status(DataImageStatus {
+            url: Some(URL1.into()),
+            state: Some(DataImageState::Detaching),
+            ..Default::default()
+        });
+    let plan = Case::new(host)
+        .ironic(observed(node("power on"), empty()))
+        .plan();
+    assert!(has(&plan, &Action::WriteRecord(None)));
+    assert!(has(&plan, &Action::RemoveFinalizer));
+    assert_eq!(plan.status, StatusChange::Clear);
+    assert!(!touches_ironic(&plan));
+}
+
+#[test]
+fn removal_without_record_needs_no_ironic() {
+    let plan = Case::new(H::new("provisioned", None).hold().finalizer()).plan();
+    assert!(has(&plan, &Action::SetHold(false)));
+    assert!(has(&plan, &Action::RemoveFinalizer));
+    assert_eq!(plan.status, StatusChange::Keep);
+}
+
+#[test]
+fn deprovisioning_detaches_ours_but_never_ironics_media() {
+    let attached = record(URL1, Phase::Attached, 100);
+    let host = H::new("deprovisioning", Some(URL1))
+        .finalizer()
+        .record(&attached);
+    let plan = Case::new(host.clone())
+        .ironic(observed(node("power on"), ours()))
+        .plan();
+    assert!(has(&plan, &Action::Detach));
+
+    // Ironic already put its deploy ramdisk in the drive: never eject it.
+    let plan = Case::new(host.clone())
+        .ironic(observed(node("power on"), boot_media()))
+        .plan();
+    assert!(!touches_ironic(&plan));
+    assert!(has(&plan, &Action::WriteRecord(None)));
+    assert_eq!(state_of(&plan), DataImageState::Waiting);
+    assert!(
+        !has(&plan, &Action::RemoveFinalizer),
+        "dataImage still set: keep the finalizer"
+    );
+
+    // Best effort: a node gone from Ironic just clears the record.
+    let plan = Case::new(host)
+        .ironic(IronicView::Failed(IronicError::NotFound(NODE.into())))
+        .plan();
+    assert!(has(&plan, &Action::WriteRecord(None)));
+}
+
+// ---------------------------------------------------------------- deletion
+
+#[test]
+fn deletion_detaches_then_releases_the_finalizer() {
+    let attached = record(URL1, Phase::Attached, 100);
+    let host = H::new("provisioned", Some(URL1))
+        .finalizer()
+        .record(&attached)
+        .deleting(1);
+    assert_eq!(Case::new(host.clone()).step(), Step::ObserveIronic);
+    let plan = Case::new(host)
+        .ironic(observed(node("power on"), ours()))
+        .plan();
+    assert!(has(&plan, &Action::Detach));
+    assert!(!has(&plan, &Action::RemoveFinalizer));
+    let detaching = written_record(&plan).unwrap();
+
+    let host = H::new("provisioned", Some(URL1))
+        .finalizer()
+        .record(&detaching)
+        .deleting(4);
+    let plan = Case::new(host)
+        .ironic(observed(node("power on"), empty()))
+        .plan();
+    assert!(has(&plan, &Action::RemoveFinalizer));
+    assert!(has(&plan, &Action::WriteRecord(None)));
+    assert!(!touches_ironic(&plan));
+}
+
+#[test]
+fn deletion_of_a_detached_host_releases_at_once() {
+    let attached = record(URL1, Phase::Attached, 100);
+    let host = H::new("provisioned", Some(URL1))
+        .finalizer()
+        .record(&attached)
+        .annotate(DETACHED_ANNOTATION, "{}")
+        .deleting(0);
+    let plan = Case::new(host).plan();
+    assert!(has(&plan, &Action::RemoveFinalizer));
+    assert!(!touches_ironic(&plan));
+}
+
+#[test]
+fn deletion_with_unknown_node_waits_a_bounded_time() {
+    let attached = record(URL1, Phase::Attached, 100);
+    let not_found = IronicView::Failed(IronicError::NotFound(NODE.into()));
+    let host = H::new("provisioned", Some(URL1))
+        .finalizer()
+        .record(&attached);
+    let plan = Case::new(host.clone().deleting(60))
+        .ironic(not_found.clone())
+        .plan();
+    assert!(!has(&plan, &Action::RemoveFinalizer));
+    assert!(message_of(&plan).contains("not found"));
+    assert!(plan.requeue.unwrap() <= BLOCKED_POLL);
+
+    let plan = Case::new(host.deleting(601)).ironic(not_found).plan();
+    assert!(has(&plan, &Action::RemoveFinalizer));
+    assert!(event_reasons(&plan).contains(&"FinalizerReleased"));
+}
+
+#[test]
+fn deletion_with_ironic_unreachable_is_released_after_the_timeout() {
+    let attached = record(URL1, Phase::Attached, 100);
+    let down = IronicView::Failed(IronicError::Unavailable("connection refused".into()));
+    let host = H::new("provisioned", Some(URL1))
+        .finalizer()
+        .record(&attached);
+    let plan = Case::new(host.clone().deleting(30))
+        .ironic(down.clone())
+        .plan();
+    assert!(!has(&plan, &Action::RemoveFinalizer));
+    let plan = Case::new(host.deleting(700)).ironic(down).plan();
+    assert!(has(&plan, &Action::RemoveFinalizer));
+    let warning = plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Event(e) if e.warning));
+    assert!(warning);
+}
+
+#[test]
+fn deletion_of_never_attached_host_releases_without_ironic() {
+    let pending = record(URL1, Phase::Pending, 10);
+    let host = H::new("provisioned", Some(URL1))
+        .finalizer()
+        .record(&pending)
+        .deleting(0);
+    let plan = Case::new(host).plan();
+    assert!(has(&plan, &Action::RemoveFinalizer));
+    // Without our finalizer there is nothing to do.
+    let plan = Case::new(H::new("provisioned", Some(URL1)).deleting(0)).plan();
+    assert!(plan.actions.is_empty());
+}
+
+// ---------------------------------------------------------------- failures
+
+#[test]
+fn backoff_doubles_from_30s_to_a_10min_cap_with_jitter() {
+    assert_eq!(backoff(0, 0.0), Duration::from_secs(30));
+    assert_eq!(backoff(1, 0.0), Duration::from_secs(30));
+    assert_eq!(backoff(2, 0.0), Duration::from_secs(60));
+    assert_eq!(backoff(3, 0.0), Duration::from_secs(120));
+    assert_eq!(backoff(5, 0.0), Duration::from_secs(480));
+    assert_eq!(backoff(6, 0.0), Duration::from_secs(600));
+    assert_eq!(backoff(u32::MAX, 0.0), Duration::from_secs(600));
+    let jittered = backoff(9, 0.99);
+    assert!(jittered < Duration::from_secs(600) && jittered >= Duration::from_secs(450));
+    assert_eq!(backoff(2, f64::NAN), Duration::from_secs(60));
+}
+
+#[test]
+fn async_attach_failure_detaches_before_retry_and_counts() {
+    let rec = record(URL1, Phase::Attaching, 2);
+    let mut n = node("power on");
+    n.last_error = Some(format!(
+        "Could not attach device cdrom to node {NODE}: Validation of image href {URL1} failed, reason: Got HTTP code 404"
+    ));
+    let plan = Case::new(H::new("provisioned", Some(URL1)).finalizer().record(&rec))
+        .ironic(observed(n, ours()))
+        .plan();
+    let write = position(
+        &plan,
+        |a| matches!(a, Action::WriteRecord(Some(r)) if r.phase == Phase::Failed),
+    );
+    let detach = position(&plan, |a| *a == Action::Detach);
+    assert!(write < detach);
+    assert!(!attaches(&plan));
+    assert_eq!(state_of(&plan), DataImageState::Error);
+    assert_eq!(status_of(&plan).error_count, Some(1));
+    assert!(message_of(&plan).contains("404"));
+    assert_eq!(plan.requeue, Some(Duration::from_secs(30)));
+    assert!(event_reasons(&plan).contains(&"AttachFailed"));
+}
+
+#[test]
+fn unrelated_last_error_is_not_ours() {
+    let rec = record(URL1, Phase::Attaching, 2);
+    let mut n = node("power on");
+    n.last_error = Some("Failed to get power state for node: timeout".into());
+    let plan = Case::new(H::new("provisioned", Some(URL1)).finalizer().record(&rec))
+        .ironic(observed(n, ours()))
+        .plan();
+    assert_eq!(state_of(&plan), DataImageState::Attached);
+}
+
+#[test]
+fn failed_attach_is_retried_after_the_backoff() {
+    let mut rec = record(URL1, Phase::Failed, 60);
+    rec.errors = 1;
+    rec.message = Some("boom".into());
+    rec.retry_at = Some(ago(1).to_string());
+    let plan = Case::new(H::new("provisioned", Some(URL1)).finalizer().record(&rec))
+        .ironic(observed(node("power on"), empty()))
+        .plan();
+    assert!(attaches(&plan));
+    let written = written_record(&plan).unwrap();
+    assert_eq!(written.errors, 1, "count kept until a success");
+    assert_eq!(status_of(&plan).error_count, Some(1));
+
+    rec.retry_at = Some(
+        Timestamp::from_second(now().as_second() + 40)
+            .unwrap()
+            .to_string(),
+    );
+    let plan = Case::new(H::new("provisioned", Some(URL1)).finalizer().record(&rec))
+        .ironic(observed(node("power on"), empty()))
+        .plan();
+    assert!(!attaches(&plan));
+    assert_eq!(state_of(&plan), DataImageState::Error);
+    assert_eq!(plan.requeue, Some(Duration::from_secs(40)));
+}
+
+#[test]
+fn attach_not_inserted_after_confirm_timeout_fails() {
+    let rec = record(URL1, Phase::Attaching, 121);
+    let plan = Case::new(H::new("provisioned", Some(URL1)).finalizer().record(&rec))
+        .ironic(observed(node("power on"), empty()))
+        .plan();
+    assert_eq!(state_of(&plan), DataImageState::Error);
+    assert!(message_of(&plan).contains("not inserted after 2m"));
+    assert!(!touches_ironic(&plan), "empty drive: nothing to detach");
+}
+
+#[test]
+fn synchronous_failures_back_off_by_kind() {
+    let host = H::new("provisioned", Some(URL1)).finalizer();
+    let config = DecisionConfig::default();
+    let input = Input {
+        host: &host.0,
+        ironic: &IronicView::NotObserved,
+        staging: &StagingView::NotNeeded,
+        upstream_conflict: false,
+        now: now(),
+        jitter: 0.0,
+        config: &config,
+    };
+    let rec = record(URL1, Phase::Attaching, 0);
+    let plan = after_failure(
+        &input,
+        &rec,
+        Op::Attach,
+        &IronicError::Locked("node locked".into()),
+    );
+    let written = written_record(&plan).unwrap();
+    assert_eq!((written.phase, written.errors), (Phase::Failed, 1));
+    assert_eq!(plan.requeue, Some(Duration::from_secs(30)));
+    assert!(message_of(&plan).contains("locked"));
+    assert_eq!(state_of(&plan), DataImageState::Error);
+
+    let plan = after_failure(
+        &input,
+        &rec,
+        Op::Attach,
+        &IronicError::BadRequest("driver_info".into()),
+    );
+    assert_eq!(plan.requeue, Some(BACKOFF_CAP));
+}
+
+#[test]
+fn ironic_unreachable_counts_and_backs_off() {
+    let down = IronicView::Failed(IronicError::Unavailable("connection refused".into()));
+    let plan = Case::new(H::new("provisioned", Some(URL1)))
+        .ironic(down)
+        .plan();
+    assert_eq!(state_of(&plan), DataImageState::Error);
+    assert_eq!(status_of(&plan).error_count, Some(1));
+    assert!(message_of(&plan).contains("connection refused"));
+    assert_eq!(plan.requeue, Some(Duration::from_secs(30)));
+}
+
+// ---------------------------------------------------------------- restarts, identity
+
+#[test]
+fn restart_mid_attach_confirms_instead_of_attaching_twice() {
+    let rec = record(URL1, Phase::Attaching, 5);
+    let host = H::new("provisioned", Some(URL1)).finalizer().record(&rec);
+    let mut busy = node("power on");
+    busy.reservation = Some("c".into());
+    let plan = Case::new(host.clone())
+        .ironic(observed(busy, empty()))
+        .plan();
+    assert!(!touches_ironic(&plan));
+    assert_eq!(state_of(&plan), DataImageState::Attaching);
+    let plan = Case::new(host.clone())
+        .ironic(observed(node("power on"), empty()))
+        .plan();
+    assert!(!touches_ironic(&plan), "within the confirm window: wait");
+    let plan = Case::new(host)
+        .ironic(observed(node("power on"), ours()))
+        .plan();
+    assert!(!touches_ironic(&plan));
+    assert_eq!(state_of(&plan), DataImageState::Attached);
+}
+
+#[test]
+fn our_media_is_cdrom_of_this_node_only() {
+    assert_eq!(drive_state(&ours(), NODE), Drive::Ours);
+    assert_eq!(drive_state(&empty(), NODE), Drive::Empty);
+    assert!(matches!(
+        drive_state(&boot_media(), NODE),
+        Drive::Foreign(_)
+    ));
+    let other = cd(Some("http://127.0.0.1:8088/redfish/cdrom-another-node.iso"));
+    assert!(matches!(drive_state(&other, NODE), Drive::Foreign(_)));
+    assert_eq!(drive_state(&[], NODE), Drive::Empty);
+}
+
+#[test]
+fn ejected_by_the_bmc_is_attached_again() {
+    let rec = record(URL1, Phase::Attached, 1000);
+    let plan = Case::new(H::new("provisioned", Some(URL1)).finalizer().record(&rec))
+        .ironic(observed(node("power on"), empty()))
+        .plan();
+    assert!(attaches(&plan));
+    assert!(event_reasons(&plan).contains(&"Ejected"));
+}
+
+#[test]
+fn attached_steady_state_polls_at_the_verify_interval() {
+    let rec = record(URL1, Phase::Attached, 1000);
+    let previous = DataImageStatus {
+        url: Some(URL1.into()),
+        state: Some(DataImageState::Attached),
+        last_transition_time: Some("2026-02-01T00:00:00Z".into()),
+        ..Default::default()
+    };
+    let plan = Case::new(
+        H::new("provisioned", Some(URL1))
+            .finalizer()
+            .record(&rec)
+            .status(previous),
+    )
+    .ironic(observed(node("power on"), ours()))
+    .plan();
+    assert!(plan.actions.is_empty());
+    assert_eq!(
+        plan.requeue,
+        Some(DecisionConfig::default().verify_interval)
+    );
+    let status = status_of(&plan);
+    assert_eq!(
+        status.last_transition_time.as_deref(),
+        Some("2026-02-01T00:00:00Z")
+    );
+    assert_eq!(status.observed_generation, Some(3));
+}
+
+#[test]
+fn lost_status_is_rewritten_from_the_annotation() {
+    let rec = record(URL1, Phase::Attached, 1000);
+    let plan = Case::new(H::new("provisioned", Some(URL1)).finalizer().record(&rec))
+        .ironic(observed(node("power on"), ours()))
+        .plan();
+    assert_eq!(state_of(&plan), DataImageState::Attached);
+    assert_eq!(status_of(&plan).url.as_deref(), Some(URL1));
+}
+
+// ---------------------------------------------------------------- staging
+
+#[test]
+fn staging_required_but_unavailable_never_attaches() {
+    let host = H::new("provisioned", Some(URL1)).credentials();
+    let plan = Case::new(host.clone())
+        .ironic(observed(node("power on"), empty()))
+        .staging(StagingView::Unavailable(
+            "needs the image staging server".into(),
+        ))
+        .plan();
+    assert!(!attaches(&plan));
+    assert!(message_of(&plan).contains("staging"));
+    let plan = Case::new(host)
+        .ironic(observed(node("power on"), empty()))
+        .staging(StagingView::Pending("downloading".into()))
+        .plan();
+    assert!(!attaches(&plan));
+    assert_eq!(state_of(&plan), DataImageState::Waiting);
+}
+
+#[test]
+fn staged_image_is_attached_by_its_staging_url_and_shown_by_the_users() {
+    let staged = crate::staging::StagedImage {
+        digest: "ab".repeat(32),
+        size: 2048,
+        ironic_url: "http://10.0.0.5:9445/i/token/abab.iso".into(),
+        bootable: false,
+    };
+    let host = H::new("provisioned", Some(URL1)).credentials();
+    let plan = Case::new(host)
+        .ironic(observed(node("power on"), empty()))
+        .staging(StagingView::Ready(staged.clone()))
+        .plan();
+    assert!(has(
+        &plan,
+        &Action::Attach {
+            image_url: staged.ironic_url.clone()
+        }
+    ));
+    let status = status_of(&plan);
+    assert_eq!(status.url.as_deref(), Some(URL1));
+    assert_eq!(
+        status.staged_digest.as_deref(),
+        Some(staged.digest.as_str())
+    );
+    assert_eq!(status.staged_size, Some(2048));
+    assert_eq!(
+        written_record(&plan).unwrap().digest,
+        Some(staged.digest.clone())
+    );
+
+    // New content behind the same URL (Secret or file changed): replace.
+    let mut rec = record(URL1, Phase::Attached, 100);
+    rec.digest = Some("cd".repeat(32));
+    let host = H::new("provisioned", Some(URL1))
+        .credentials()
+        .finalizer()
+        .record(&rec);
+    let plan = Case::new(host)
+        .ironic(observed(node("power on"), ours()))
+        .staging(StagingView::Ready(staged))
+        .plan();
+    assert!(has(&plan, &Action::Detach));
+}
+
+#[test]
+fn idle_hosts_are_recognised() {
+    assert!(is_idle(&H::new("provisioned", None).0));
+    assert!(!is_idle(&H::new("provisioned", Some(URL1)).0));
+    assert!(!is_idle(&H::new("provisioned", None).finalizer().0));
+}

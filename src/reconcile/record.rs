@@ -1,0 +1,174 @@
+//! The authoritative record of what the reconciler did to a host's drive,
+//! kept in the `dataimage.metal3.io/attached` annotation.
+//!
+//! Annotations survive the baremetal-operator's whole-object writes (it writes
+//! back the metadata it read), unlike unknown status fields, so the reconciler
+//! never depends on `status.dataImage` to know what is in the drive.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// State annotation (JSON [`AttachedRecord`]).
+pub const STATE_ANNOTATION: &str = "dataimage.metal3.io/attached";
+/// Suffixed reboot annotation: the baremetal-operator keeps a provisioned host
+/// powered off while any `reboot.metal3.io/<suffix>` annotation is present.
+pub const HOLD_ANNOTATION: &str = "reboot.metal3.io/metal3-dataimage";
+/// Value of the hold annotation. `soft`: if the operator ever acts on it while
+/// the host runs (the race documented in docs/reconciler.md), it asks for a
+/// graceful shutdown, never a hard power cut.
+pub const HOLD_VALUE: &str = r#"{"mode":"soft"}"#;
+/// Finalizer added before the first attach; removed after the detach is confirmed.
+pub const FINALIZER: &str = "dataimage.metal3.io/detach";
+/// The baremetal-operator's pause / detach annotations.
+pub const PAUSED_ANNOTATION: &str = "baremetalhost.metal3.io/paused";
+pub const DETACHED_ANNOTATION: &str = "baremetalhost.metal3.io/detached";
+/// Field manager for server-side apply (and the events' reporting controller).
+pub const FIELD_MANAGER: &str = "metal3-dataimage";
+
+/// Where the drive work for one host stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Phase {
+    /// Nothing of ours was sent to Ironic for this URL yet (waiting for a
+    /// gate, staging, or a retry before the first POST).
+    Pending,
+    /// The attach was sent (or is about to be: the record is written first);
+    /// not confirmed yet.
+    Attaching,
+    /// Confirmed inserted.
+    Attached,
+    /// An attach failed; the drive was emptied; retry at `retry_at`.
+    Failed,
+    /// A detach was sent for `url` (URL change, removal, deprovisioning or
+    /// deletion); not confirmed yet.
+    Detaching,
+}
+
+/// JSON in [`STATE_ANNOTATION`]. `url` is always the user's URL (never a
+/// staging URL, which carries a token).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachedRecord {
+    pub url: String,
+    /// Ironic node UUID the record applies to.
+    pub node: String,
+    pub phase: Phase,
+    /// When `phase` was entered (RFC 3339).
+    pub time: String,
+    /// sha256 of the staged image, when staged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Consecutive failures since the last success.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub errors: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Earliest time of the next attempt after a failure (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<String>,
+    /// When the power hold was added (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_since: Option<String>,
+    /// The hold timed out for this URL: never re-add it until the URL changes
+    /// or an attach succeeds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold_expired: bool,
+    /// When this URL was first seen in the spec (start of the
+    /// spec-change→Attached histogram).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<String>,
+    /// The host was powered on when the attach was confirmed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attached_running: bool,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+impl AttachedRecord {
+    pub fn new(url: &str, node: &str, phase: Phase, now: Timestamp) -> Self {
+        Self {
+            url: url.to_string(),
+            node: node.to_string(),
+            phase,
+            time: now.to_string(),
+            digest: None,
+            size: None,
+            errors: 0,
+            message: None,
+            retry_at: None,
+            hold_since: None,
+            hold_expired: false,
+            requested_at: Some(now.to_string()),
+            attached_running: false,
+        }
+    }
+
+    /// Parses the annotation value; `None` when absent, `Err` when corrupt.
+    pub fn from_annotation(value: Option<&String>) -> Result<Option<Self>, String> {
+        match value {
+            None => Ok(None),
+            Some(text) => serde_json::from_str(text)
+                .map(Some)
+                .map_err(|err| format!("annotation {STATE_ANNOTATION} is not valid: {err}")),
+        }
+    }
+
+    pub fn to_annotation(&self) -> String {
+        // Serialising a struct of strings and integers cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Moves to `phase` at `now` (keeps errors, hold and request bookkeeping).
+    pub fn enter(&mut self, phase: Phase, now: Timestamp) {
+        self.phase = phase;
+        self.time = now.to_string();
+    }
+
+    pub fn phase_since(&self) -> Option<Timestamp> {
+        parse_time(&self.time)
+    }
+}
+
+pub fn parse_time(text: &str) -> Option<Timestamp> {
+    text.parse::<Timestamp>().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_the_annotation() {
+        let now: Timestamp = "2026-01-02T03:04:05Z".parse().unwrap();
+        let mut record = AttachedRecord::new(
+            "https://example.test/a.iso",
+            "node-1",
+            Phase::Attaching,
+            now,
+        );
+        record.errors = 2;
+        record.hold_expired = true;
+        let text = record.to_annotation();
+        assert!(text.contains(r#""phase":"attaching""#), "{text}");
+        let parsed = AttachedRecord::from_annotation(Some(&text))
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed, record);
+    }
+
+    #[test]
+    fn minimal_annotation_decodes_and_garbage_is_an_error() {
+        let text = r#"{"url":"http://h/a.iso","node":"n","phase":"attached","time":"2026-01-02T03:04:05Z"}"#.to_string();
+        let parsed = AttachedRecord::from_annotation(Some(&text))
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.phase, Phase::Attached);
+        assert_eq!(parsed.errors, 0);
+        assert!(AttachedRecord::from_annotation(Some(&"{".to_string())).is_err());
+        assert_eq!(AttachedRecord::from_annotation(None).unwrap(), None);
+    }
+}
