@@ -9,14 +9,16 @@
 //!   only ever *patches*, so the fields we do not model are never lost.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::dataimage::{DataImageSpec, DataImageStatus};
+use super::dataimage::{DataImageInput, DataImageSpec, DataImageStatus};
 
-/// The few metadata fields the rules read.
+/// The few metadata fields the rules read. Annotations, labels and
+/// managedFields are deliberately absent: serde skips them without allocating,
+/// which keeps the admission hot path cheap (a client-side-applied host carries
+/// its whole manifest again in an annotation).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
@@ -30,10 +32,6 @@ pub struct ObjectMeta {
     pub generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_timestamp: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finalizers: Option<Vec<String>>,
 }
 
 /// `spec.bmc`
@@ -96,20 +94,77 @@ pub struct BareMetalHostStatus {
     pub data_image: Option<DataImageStatus>,
 }
 
-/// A BareMetalHost as decoded by the admission path and the `check` CLI.
+/// A BareMetalHost as decoded by the admission path and the `check` CLI: only
+/// the fields the rules read, each typed, so a wrong JSON type is reported
+/// with its path. `spec.dataImage` is read leniently ([`DataImageInput`]) so
+/// that a missing or empty `url` is a field error rather than a decode error.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct BareMetalHost {
     #[serde(default)]
     pub metadata: ObjectMeta,
     #[serde(default)]
-    pub spec: Option<BareMetalHostSpec>,
+    pub spec: Option<AdmissionHostSpec>,
     #[serde(default)]
-    pub status: Option<BareMetalHostStatus>,
+    pub status: Option<AdmissionHostStatus>,
+}
+
+/// `spec` as the rules read it.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionHostSpec {
+    /// `null` decodes as absent.
+    #[serde(default)]
+    pub data_image: Option<DataImageInput>,
+    #[serde(default)]
+    pub bmc: Option<BmcDetails>,
+    #[serde(default)]
+    pub image: Option<HostImage>,
+    #[serde(default)]
+    pub disable_power_off: Option<bool>,
+}
+
+/// `status` as the mutating path reads it: only whether `status.dataImage`
+/// is there (its content is restored verbatim from oldObject when needed).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionHostStatus {
+    #[serde(default, deserialize_with = "present_and_not_null")]
+    pub data_image: bool,
+}
+
+/// `true` when the value is present and not `null`, without building it.
+fn present_and_not_null<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<bool, D::Error> {
+    Ok(Option::<serde::de::IgnoredAny>::deserialize(deserializer)?.is_some())
 }
 
 impl BareMetalHost {
-    pub fn data_image(&self) -> Option<&DataImageSpec> {
+    pub fn data_image(&self) -> Option<&DataImageInput> {
         self.spec.as_ref()?.data_image.as_ref()
+    }
+
+    pub fn bmc_address(&self) -> Option<&str> {
+        Some(self.spec.as_ref()?.bmc.as_ref()?.address.as_str())
+    }
+
+    pub fn image_format(&self) -> Option<&str> {
+        self.spec.as_ref()?.image.as_ref()?.format.as_deref()
+    }
+
+    pub fn disable_power_off(&self) -> bool {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.disable_power_off)
+            .unwrap_or(false)
+    }
+
+    pub fn has_status_data_image(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| s.data_image)
+    }
+
+    pub fn is_being_deleted(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
     }
 }
 

@@ -27,6 +27,32 @@ pub struct DataImageSpec {
     pub disable_certificate_verification: Option<bool>,
 }
 
+/// `spec.dataImage` as the admission rules read it: every field optional, so
+/// that `url: ""` or a missing `url` is reported as a field error (rule 1)
+/// instead of failing to decode.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataImageInput {
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub credentials_name: Option<String>,
+    #[serde(default)]
+    pub disable_certificate_verification: Option<bool>,
+}
+
+impl DataImageInput {
+    /// Equal for the rules: an absent `disableCertificateVerification` means
+    /// `false` (the mutating webhook fills it in), so defaulting never counts
+    /// as a change for ratcheting.
+    pub fn same_for_rules(&self, other: &Self) -> bool {
+        self.url == other.url
+            && self.credentials_name == other.credentials_name
+            && self.disable_certificate_verification.unwrap_or(false)
+                == other.disable_certificate_verification.unwrap_or(false)
+    }
+}
+
 /// Lifecycle of the data image as seen by the reconciler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum DataImageState {

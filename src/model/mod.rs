@@ -9,8 +9,14 @@ pub mod bmh;
 pub mod dataimage;
 pub mod secret;
 
-pub use bmh::{BareMetalHost, BareMetalHostSpec, BareMetalHostStatus, BmcDetails, HostImage, ObjectMeta};
-pub use dataimage::{DataImage, DataImageSpec, DataImageState, DataImageStatus, UpstreamDataImage};
+pub use bmh::{
+    AdmissionHostSpec, AdmissionHostStatus, BareMetalHost, BareMetalHostSpec, BareMetalHostStatus,
+    BmcDetails, HostImage, ObjectMeta,
+};
+pub use dataimage::{
+    DataImage, DataImageInput, DataImageSpec, DataImageState, DataImageStatus, UpstreamDataImage,
+    UpstreamDataImageSpec,
+};
 pub use secret::SecretCredentials;
 
 /// API group and version shared by every kind handled here.

@@ -15,7 +15,12 @@
 //! let verdict = rules::mutate(&input, &decoded, &policy);              // mutating webhook
 //! ```
 
+mod decode;
 pub mod field_error;
+pub mod host_rules;
+mod mutate;
+pub mod url_rules;
+mod validate;
 
 use serde_json::value::RawValue;
 
@@ -130,7 +135,6 @@ pub enum SecretLookup {
 /// The typed objects of a request, or why they could not be decoded.
 #[derive(Clone, Debug)]
 pub struct Decoded {
-    // Filled in by the rules implementation.
     pub(crate) inner: decoded::Inner,
 }
 
@@ -143,23 +147,33 @@ pub(crate) mod decoded {
         Nothing,
         Host {
             new: Box<BareMetalHost>,
+            /// `None` on CREATE, and when oldObject itself does not decode
+            /// (the new object is then judged without ratcheting).
             old: Option<Box<BareMetalHost>>,
         },
         DataImage {
             new: Box<UpstreamDataImage>,
             old: Option<Box<UpstreamDataImage>>,
         },
-        /// The object (or oldObject) does not fit the schema. `field` is the
-        /// JSON path of the offending value (e.g. `spec.dataImage.url`).
+        /// The object does not fit the schema. `field` is the JSON path of
+        /// the offending value (e.g. `spec.dataImage.url`), empty for the
+        /// object itself; `message` says what is wrong with it.
         Invalid { field: String, message: String },
     }
 }
 
 impl Decoded {
-    /// The Secret name whose contents rule 9 wants to see, if any.
+    /// The Secret name whose contents rule 9 wants to see, if any: a host
+    /// with `spec.dataImage.credentialsName` that is a valid Secret name and
+    /// is not being deleted.
     pub fn secret_to_check(&self) -> Option<&str> {
         match &self.inner {
-            decoded::Inner::Host { new, .. } => new.data_image()?.credentials_name.as_deref(),
+            decoded::Inner::Host { new, .. } if !new.is_being_deleted() => {
+                let name = new.data_image()?.credentials_name.as_deref()?;
+                host_rules::check_secret_name(name)
+                    .is_empty()
+                    .then_some(name)
+            }
             _ => None,
         }
     }
@@ -168,6 +182,37 @@ impl Decoded {
     /// without a patch).
     pub fn is_invalid(&self) -> bool {
         matches!(self.inner, decoded::Inner::Invalid { .. })
+    }
+
+    /// The JSON path and message of a decode failure.
+    pub fn invalid_field(&self) -> Option<(&str, &str)> {
+        match &self.inner {
+            decoded::Inner::Invalid { field, message } => Some((field, message)),
+            _ => None,
+        }
+    }
+
+    /// `metadata.name`, else `metadata.generateName` of the new object.
+    pub fn object_name(&self) -> Option<&str> {
+        let meta = match &self.inner {
+            decoded::Inner::Host { new, .. } => &new.metadata,
+            decoded::Inner::DataImage { new, .. } => &new.metadata,
+            _ => return None,
+        };
+        meta.name.as_deref().or(meta.generate_name.as_deref())
+    }
+}
+
+impl SecretLookup {
+    /// A found Secret, from the raw (decoded) values of its `username` and
+    /// `password` keys; a value that is empty or only whitespace counts as
+    /// missing (the operator trims credentials too).
+    pub fn from_values(username: Option<&[u8]>, password: Option<&[u8]>) -> Self {
+        let present = |v: Option<&[u8]>| v.is_some_and(|v| !v.iter().all(u8::is_ascii_whitespace));
+        Self::Found {
+            has_username: present(username),
+            has_password: present(password),
+        }
     }
 }
 
@@ -213,10 +258,7 @@ pub struct StatusCause {
 
 /// Reads only the fields the rules use from `input.object`/`old_object`.
 pub fn decode(input: &ReviewInput<'_>) -> Decoded {
-    let _ = input;
-    Decoded {
-        inner: decoded::Inner::Nothing,
-    }
+    decode::decode(input)
 }
 
 /// The validating webhook's decision.
@@ -226,18 +268,10 @@ pub fn validate(
     secret: &SecretLookup,
     policy: &Policy,
 ) -> Verdict {
-    let _ = (input, decoded, secret, policy);
-    Verdict {
-        allowed: true,
-        ..Verdict::default()
-    }
+    validate::validate(input, decoded, secret, policy)
 }
 
 /// The mutating webhook's decision: defaults plus field preservation.
 pub fn mutate(input: &ReviewInput<'_>, decoded: &Decoded, policy: &Policy) -> Verdict {
-    let _ = (input, decoded, policy);
-    Verdict {
-        allowed: true,
-        ..Verdict::default()
-    }
+    mutate::mutate(input, decoded, policy)
 }

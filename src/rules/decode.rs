@@ -1,0 +1,218 @@
+//! Typed decoding of only the fields the rules read, straight from the raw
+//! JSON text (no `serde_json::Value` tree). Unknown fields are skipped; a
+//! known field with the wrong JSON type is reported with its path.
+
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use super::decoded::Inner;
+use super::{Decoded, Operation, ResourceKind, ReviewInput};
+use crate::model::{BareMetalHost, UpstreamDataImage};
+
+pub(super) fn decode(input: &ReviewInput<'_>) -> Decoded {
+    let inner = match input.operation {
+        Operation::Delete | Operation::Connect => Inner::Nothing,
+        Operation::Create | Operation::Update => match present(input.object) {
+            None => Inner::Nothing,
+            Some(object) => match input.kind {
+                ResourceKind::BareMetalHost => match decode_json::<BareMetalHost>(object) {
+                    Ok(new) => Inner::Host {
+                        new: Box::new(new),
+                        old: decode_old(input.old_object),
+                    },
+                    Err((field, message)) => Inner::Invalid { field, message },
+                },
+                ResourceKind::DataImage => match decode_json::<UpstreamDataImage>(object) {
+                    Ok(new) => Inner::DataImage {
+                        new: Box::new(new),
+                        old: decode_old(input.old_object),
+                    },
+                    Err((field, message)) => Inner::Invalid { field, message },
+                },
+            },
+        },
+    };
+    Decoded { inner }
+}
+
+/// `None` for an absent or JSON `null` object.
+fn present(raw: Option<&RawValue>) -> Option<&RawValue> {
+    raw.filter(|r| r.get().trim() != "null")
+}
+
+fn decode_old<T: DeserializeOwned>(raw: Option<&RawValue>) -> Option<Box<T>> {
+    decode_json(present(raw)?).ok().map(Box::new)
+}
+
+/// Decodes `raw`, or returns the JSON path of the offending value (empty for
+/// the root) and a message without serde_json's line/column suffix.
+pub(crate) fn decode_json<T: DeserializeOwned>(raw: &RawValue) -> Result<T, (String, String)> {
+    decode_str(raw.get())
+}
+
+/// Like [`decode_json`] on JSON text. Only a JSON object is accepted (serde
+/// would otherwise read a struct from an array).
+pub(crate) fn decode_str<T: DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
+    if !text.trim_start().starts_with('{') {
+        return Err((String::new(), "must be a JSON object".to_string()));
+    }
+    decode_any(text)
+}
+
+fn decode_any<T: DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        (field, clean_message(&err.into_inner()))
+    })
+}
+
+/// serde's message without position and backticks, with any URL userinfo
+/// masked (a type error may quote a string value).
+fn clean_message(err: &serde_json::Error) -> String {
+    let mut text = err.to_string();
+    if err.line() > 0
+        && let Some(at) = text.rfind(" at line ")
+    {
+        text.truncate(at);
+    }
+    let text = text.replace('`', "");
+    mask_userinfo(&text)
+}
+
+/// Masks `user:pass@` after every `://` in free text.
+fn mask_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c == '"' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                rest = &tail[at..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DataImageInput;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_string()).unwrap()
+    }
+
+    fn input<'a>(object: &'a RawValue, old: Option<&'a RawValue>) -> ReviewInput<'a> {
+        ReviewInput {
+            kind: ResourceKind::BareMetalHost,
+            operation: if old.is_some() {
+                Operation::Update
+            } else {
+                Operation::Create
+            },
+            sub_resource: None,
+            user: "admin",
+            name: "h",
+            namespace: "metal3",
+            object: Some(object),
+            old_object: old,
+        }
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let obj = raw(r#"{"metadata":{"name":"h"},"spec":{"dataImage":{"url":42}}}"#);
+        let d = decode(&input(&obj, None));
+        assert_eq!(
+            d.invalid_field(),
+            Some((
+                "spec.dataImage.url",
+                "invalid type: integer 42, expected a string"
+            ))
+        );
+        let obj = raw(
+            r#"{"spec":{"dataImage":{"url":"https://h/a.iso","disableCertificateVerification":"https://u:pw@h"}}}"#,
+        );
+        let (field, message) = decode(&input(&obj, None))
+            .invalid_field()
+            .map(|(f, m)| (f.to_string(), m.to_string()))
+            .unwrap();
+        assert_eq!(field, "spec.dataImage.disableCertificateVerification");
+        assert!(!message.contains("pw"), "{message}");
+        let obj = raw("[1]");
+        assert_eq!(decode(&input(&obj, None)).invalid_field().unwrap().0, "");
+    }
+
+    #[test]
+    fn null_and_unknown_fields() {
+        let obj = raw(
+            r#"{"metadata":{"name":"h","annotations":{"a":"b"},"future":{"x":[1,2]}},
+                "spec":{"dataImage":null,"newField":{"deep":true},"bmc":{"address":"redfish://h","extra":1}},
+                "status":{"hardware":{"cpu":{"count":8}},"dataImage":null}}"#,
+        );
+        let d = decode(&input(&obj, None));
+        let Inner::Host { new, old } = &d.inner else {
+            panic!("{d:?}")
+        };
+        assert!(old.is_none());
+        assert!(new.data_image().is_none());
+        assert!(!new.has_status_data_image());
+        assert_eq!(new.bmc_address(), Some("redfish://h"));
+    }
+
+    #[test]
+    fn reads_data_image_and_old_object() {
+        let obj = raw(
+            r#"{"metadata":{"name":"h"},"spec":{"dataImage":{"url":"https://h/a.iso","credentialsName":"s","future":1}},
+                "status":{"dataImage":{"state":"Attached"}}}"#,
+        );
+        let old = raw(r#"{"metadata":{"name":"h"},"spec":{"dataImage":{"url":7}}}"#);
+        let d = decode(&input(&obj, Some(&old)));
+        let Inner::Host { new, old } = &d.inner else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            new.data_image(),
+            Some(&DataImageInput {
+                url: Some("https://h/a.iso".into()),
+                credentials_name: Some("s".into()),
+                disable_certificate_verification: None,
+            })
+        );
+        assert!(new.has_status_data_image());
+        // An old object that does not decode is ignored, not fatal.
+        assert!(old.is_none());
+        assert_eq!(d.secret_to_check(), Some("s"));
+    }
+
+    #[test]
+    fn delete_and_null_object_decode_to_nothing() {
+        let null = raw("null");
+        let mut i = input(&null, None);
+        assert!(matches!(decode(&i).inner, Inner::Nothing));
+        let obj = raw("{}");
+        i.object = Some(&obj);
+        i.operation = Operation::Delete;
+        assert!(matches!(decode(&i).inner, Inner::Nothing));
+    }
+
+    #[test]
+    fn masks_userinfo_in_free_text() {
+        assert_eq!(
+            mask_userinfo(r#"string "http://u:p@h/x""#),
+            r#"string "http://***@h/x""#
+        );
+        assert_eq!(mask_userinfo("no url here"), "no url here");
+        assert_eq!(mask_userinfo("a://b c://d@e"), "a://b c://***@e");
+    }
+}

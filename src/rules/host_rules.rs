@@ -1,0 +1,295 @@
+//! Rules 8-11: the credentials Secret reference and the illegal state
+//! combinations of a BareMetalHost with `spec.dataImage`.
+
+use super::SecretLookup;
+use super::field_error::FieldError;
+
+pub const CREDENTIALS_FIELD: &str = "spec.dataImage.credentialsName";
+pub const BMC_ADDRESS_FIELD: &str = "spec.bmc.address";
+pub const DATA_IMAGE_FIELD: &str = "spec.dataImage";
+
+/// BMC types (URL schemes) whose Ironic driver can insert virtual media.
+/// Each also accepts a `+http` / `+https` suffix.
+pub const VIRTUAL_MEDIA_BMC_TYPES: [&str; 7] = [
+    "redfish",
+    "redfish-virtualmedia",
+    "idrac-redfish",
+    "idrac-virtualmedia",
+    "ilo5-redfish",
+    "ilo5-virtualmedia",
+    "redfish-uefihttp",
+];
+
+const DNS1123_SUBDOMAIN_MAX: usize = 253;
+
+/// Rule 8: `name` must be a DNS-1123 subdomain (Kubernetes' messages).
+pub fn check_secret_name(name: &str) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if name.len() > DNS1123_SUBDOMAIN_MAX {
+        errors.push(FieldError::invalid(
+            CREDENTIALS_FIELD,
+            name,
+            "must be no more than 253 characters",
+        ));
+    }
+    if !is_dns1123_subdomain_shape(name) {
+        errors.push(FieldError::invalid(
+            CREDENTIALS_FIELD,
+            name,
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, \
+             '-' or '.', and must start and end with an alphanumeric character (e.g. \
+             'example.com', regex used for validation is \
+             '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+        ));
+    }
+    errors
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*`
+fn is_dns1123_subdomain_shape(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('.').all(|label| {
+            let bytes = label.as_bytes();
+            let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+            match (bytes.first(), bytes.last()) {
+                (Some(first), Some(last)) => {
+                    alnum(first) && alnum(last) && bytes.iter().all(|b| alnum(b) || *b == b'-')
+                }
+                _ => false,
+            }
+        })
+}
+
+/// Rule 9's outcome for one lookup.
+pub enum SecretFinding {
+    Ok,
+    /// Always a violation (keys missing or empty).
+    Violation(FieldError),
+    /// A violation only under `strict_secrets`, a warning otherwise.
+    Unverified {
+        error: FieldError,
+        warning: String,
+    },
+}
+
+/// Rule 9: what the looked-up Secret `name` (in `namespace`) says.
+pub fn check_secret(name: &str, namespace: &str, lookup: &SecretLookup) -> SecretFinding {
+    let secret = super::field_error::go_quote(name);
+    match lookup {
+        SecretLookup::NotNeeded => SecretFinding::Ok,
+        SecretLookup::Found {
+            has_username,
+            has_password,
+        } => {
+            let missing: Vec<&str> = [
+                ("\"username\"", *has_username),
+                ("\"password\"", *has_password),
+            ]
+            .iter()
+            .filter(|(_, present)| !present)
+            .map(|(key, _)| *key)
+            .collect();
+            if missing.is_empty() {
+                SecretFinding::Ok
+            } else {
+                SecretFinding::Violation(FieldError::invalid(
+                    CREDENTIALS_FIELD,
+                    name,
+                    &format!(
+                        "the Secret must have non-empty \"username\" and \"password\" keys; missing or empty: {}",
+                        missing.join(", ")
+                    ),
+                ))
+            }
+        }
+        SecretLookup::NotFound => SecretFinding::Unverified {
+            error: FieldError::invalid(
+                CREDENTIALS_FIELD,
+                name,
+                &format!(
+                    "Secret not found in namespace {}",
+                    super::field_error::go_quote(namespace)
+                ),
+            ),
+            warning: format!(
+                "{CREDENTIALS_FIELD}: Secret {secret} does not exist (yet) in namespace {}; the image \
+                 cannot be attached until it does",
+                super::field_error::go_quote(namespace)
+            ),
+        },
+        SecretLookup::Unknown { reason } => SecretFinding::Unverified {
+            error: FieldError::invalid(
+                CREDENTIALS_FIELD,
+                name,
+                &format!("the Secret could not be checked: {reason}"),
+            ),
+            warning: format!("{CREDENTIALS_FIELD}: Secret {secret} could not be checked: {reason}"),
+        },
+    }
+}
+
+/// Rule 10: a live ISO occupies the virtual CD drive.
+pub fn check_image_format(format: Option<&str>) -> Option<FieldError> {
+    (format == Some("live-iso")).then(|| {
+        FieldError::forbidden(
+            DATA_IMAGE_FIELD,
+            "cannot be used with spec.image.format \"live-iso\": the live ISO occupies the host's \
+             virtual CD drive",
+        )
+    })
+}
+
+/// Rule 11: the BMC must be able to attach virtual media.
+pub fn check_bmc_address(address: Option<&str>) -> Option<FieldError> {
+    let address = address.unwrap_or("");
+    if address.is_empty() {
+        return Some(FieldError::required(
+            BMC_ADDRESS_FIELD,
+            "dataImage needs a BMC that can attach virtual media (a Redfish-family address such \
+             as redfish-virtualmedia://...)",
+        ));
+    }
+    let (bmc_type, implicit) = bmc_type(address);
+    let base = bmc_type
+        .strip_suffix("+https")
+        .or_else(|| bmc_type.strip_suffix("+http"))
+        .unwrap_or(&bmc_type);
+    if VIRTUAL_MEDIA_BMC_TYPES.contains(&base) {
+        return None;
+    }
+    let detail = if implicit {
+        "an address without a scheme is IPMI; dataImage needs a BMC that can attach virtual media \
+         (each type also with +http or +https)"
+    } else {
+        "dataImage needs a BMC that can attach virtual media (each type also with +http or +https)"
+    };
+    Some(FieldError::not_supported(
+        BMC_ADDRESS_FIELD,
+        &bmc_type,
+        &VIRTUAL_MEDIA_BMC_TYPES,
+        detail,
+    ))
+}
+
+/// The BMC type of an address the way the baremetal-operator reads it
+/// (`bmc.GetParsedURL`): `scheme://...` gives the scheme (lower case), a bare
+/// host or `IP:port` is IPMI, `word:rest` gives `word`. The bool says the
+/// type was implied (no scheme written). Only the type is ever echoed: a BMC
+/// address may carry credentials.
+fn bmc_type(address: &str) -> (String, bool) {
+    if let Some((scheme, _)) = address.split_once("://") {
+        return (scheme.to_ascii_lowercase(), false);
+    }
+    match address.split_once(':') {
+        Some((word, _)) if is_url_scheme(word) => (word.to_ascii_lowercase(), false),
+        _ => ("ipmi".to_string(), true),
+    }
+}
+
+/// RFC 3986 `scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`.
+fn is_url_scheme(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names() {
+        assert!(check_secret_name("dataimage-secret").is_empty());
+        assert!(check_secret_name("a.b-c.d0").is_empty());
+        assert_eq!(check_secret_name("Data_Image").len(), 1);
+        assert_eq!(check_secret_name("").len(), 1);
+        assert_eq!(check_secret_name("-a").len(), 1);
+        assert_eq!(check_secret_name("a..b").len(), 1);
+        assert_eq!(check_secret_name(&"a".repeat(254)).len(), 1);
+        assert_eq!(check_secret_name(&"A".repeat(254)).len(), 2);
+        assert!(check_secret_name(&"a".repeat(253)).is_empty());
+    }
+
+    #[test]
+    fn bmc_types() {
+        for ok in [
+            "redfish://192.0.2.10/redfish/v1/Systems/1",
+            "redfish-virtualmedia+https://192.0.2.10/redfish/v1/Systems/1",
+            "idrac-virtualmedia+http://[2001:db8::1]/redfish/v1/Systems/System.Embedded.1",
+            "ilo5-virtualmedia://h/redfish/v1/Systems/1",
+            "Redfish-VirtualMedia://h/x",
+            "redfish-uefihttp+https://h/x",
+        ] {
+            assert_eq!(check_bmc_address(Some(ok)), None, "{ok}");
+        }
+        let ipmi = check_bmc_address(Some("ipmi://192.0.2.11")).unwrap();
+        assert!(
+            ipmi.message
+                .starts_with("Unsupported value: \"ipmi\": supported values: \"redfish\"")
+        );
+        let bare = check_bmc_address(Some("192.0.2.11:623")).unwrap();
+        assert!(
+            bare.message.contains("without a scheme is IPMI"),
+            "{}",
+            bare.message
+        );
+        assert!(
+            check_bmc_address(Some("[fe80::1]:623"))
+                .unwrap()
+                .message
+                .contains("\"ipmi\"")
+        );
+        assert!(
+            check_bmc_address(Some("libvirt://h"))
+                .unwrap()
+                .message
+                .contains("\"libvirt\"")
+        );
+        assert!(
+            check_bmc_address(Some("ipm:host:6223"))
+                .unwrap()
+                .message
+                .contains("\"ipm\"")
+        );
+        assert!(check_bmc_address(Some("redfish+ftp://h")).is_some());
+        let missing = check_bmc_address(None).unwrap();
+        assert_eq!(missing.field, "spec.bmc.address");
+        assert!(missing.message.starts_with("Required value: "));
+        // Credentials in a BMC address are never echoed.
+        let m = check_bmc_address(Some("ipmi://admin:pw@h"))
+            .unwrap()
+            .message;
+        assert!(!m.contains("pw"));
+    }
+
+    #[test]
+    fn secret_lookup_outcomes() {
+        assert!(matches!(
+            check_secret("s", "ns", &SecretLookup::NotNeeded),
+            SecretFinding::Ok
+        ));
+        let found = SecretLookup::Found {
+            has_username: true,
+            has_password: false,
+        };
+        match check_secret("s", "ns", &found) {
+            SecretFinding::Violation(e) => {
+                assert!(e.message.ends_with("missing or empty: \"password\""))
+            }
+            _ => panic!("expected a violation"),
+        }
+        match check_secret("s", "ns", &SecretLookup::NotFound) {
+            SecretFinding::Unverified { warning, .. } => {
+                assert!(warning.contains("Secret \"s\" does not exist (yet) in namespace \"ns\""))
+            }
+            _ => panic!("expected unverified"),
+        }
+    }
+
+    #[test]
+    fn live_iso() {
+        assert!(check_image_format(Some("live-iso")).is_some());
+        assert!(check_image_format(Some("qcow2")).is_none());
+        assert!(check_image_format(None).is_none());
+    }
+}

@@ -1,0 +1,311 @@
+//! The validating path: rules 1-11 in a fixed order, warnings, ratcheting.
+
+use super::decoded::Inner;
+use super::field_error::{FieldError, invalid_message};
+use super::host_rules::{self, CREDENTIALS_FIELD, SecretFinding};
+use super::url_rules::{self, HttpScheme};
+use super::{
+    DenyStatus, Operation, Policy, ResourceKind, ReviewInput, SecretLookup, StatusCause,
+    StatusDetails, Verdict,
+};
+use crate::model::{BareMetalHost, GROUP, UpstreamDataImage};
+
+const HOST_URL_FIELD: &str = "spec.dataImage.url";
+const DATAIMAGE_URL_FIELD: &str = "spec.url";
+
+/// Which stored values a violation depends on, for ratcheting: the rule is
+/// relaxed to a warning on UPDATE when all of them are unchanged.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DependsOn {
+    DataImage,
+    DataImageAndImageFormat,
+    DataImageAndBmcAddress,
+}
+
+/// Violations and warnings collected in rule order.
+#[derive(Default)]
+struct Findings {
+    violations: Vec<(FieldError, DependsOn)>,
+    warnings: Vec<String>,
+}
+
+pub(super) fn validate(
+    input: &ReviewInput<'_>,
+    decoded: &super::Decoded,
+    secret: &SecretLookup,
+    policy: &Policy,
+) -> Verdict {
+    if !matches!(input.operation, Operation::Create | Operation::Update)
+        // Status writes cannot change spec (the API server resets it).
+        || input.sub_resource.is_some()
+    {
+        return allow(Vec::new());
+    }
+    let quiet = policy.operator_users.iter().any(|u| u == input.user);
+    let verdict = match &decoded.inner {
+        Inner::Nothing => allow(Vec::new()),
+        Inner::Invalid { field, message } => bad_request(input, decoded, field, message),
+        Inner::Host { new, old } => judge_host(input, new, old.as_deref(), secret, policy),
+        Inner::DataImage { new, old } => judge_data_image(input, new, old.as_deref()),
+    };
+    if quiet {
+        Verdict {
+            warnings: Vec::new(),
+            ..verdict
+        }
+    } else {
+        verdict
+    }
+}
+
+fn allow(warnings: Vec<String>) -> Verdict {
+    Verdict {
+        allowed: true,
+        status: None,
+        warnings,
+        patch: None,
+    }
+}
+
+/// The object's name for messages: `request.name`, else `metadata.name`,
+/// else `metadata.generateName` (the mutating call of a generateName create
+/// has no name yet), else empty.
+fn display_name<'a>(input: &ReviewInput<'a>, decoded_name: Option<&'a str>) -> &'a str {
+    if input.name.is_empty() {
+        decoded_name.unwrap_or("")
+    } else {
+        input.name
+    }
+}
+
+fn bad_request(
+    input: &ReviewInput<'_>,
+    decoded: &super::Decoded,
+    field: &str,
+    message: &str,
+) -> Verdict {
+    let kind = input.kind.as_str();
+    let name = display_name(input, decoded.object_name());
+    let text = if field.is_empty() {
+        format!(
+            "{kind}.{GROUP} {} could not be decoded: {message}",
+            super::field_error::go_quote(name)
+        )
+    } else {
+        format!(
+            "{kind}.{GROUP} {} could not be decoded: {field}: {message}",
+            super::field_error::go_quote(name)
+        )
+    };
+    Verdict {
+        allowed: false,
+        status: Some(DenyStatus {
+            code: 400,
+            reason: "BadRequest".to_string(),
+            message: text,
+            details: Some(StatusDetails {
+                name: name.to_string(),
+                group: GROUP.to_string(),
+                kind: kind.to_string(),
+                causes: vec![StatusCause {
+                    reason: "FieldValueTypeInvalid".to_string(),
+                    field: field.to_string(),
+                    message: message.to_string(),
+                }],
+            }),
+        }),
+        warnings: Vec::new(),
+        patch: None,
+    }
+}
+
+fn judge_host(
+    input: &ReviewInput<'_>,
+    new: &BareMetalHost,
+    old: Option<&BareMetalHost>,
+    secret: &SecretLookup,
+    policy: &Policy,
+) -> Verdict {
+    if new.is_being_deleted() {
+        return allow(Vec::new());
+    }
+    let Some(data_image) = new.data_image() else {
+        // Without dataImage the host's fields belong to the operator's webhook.
+        return allow(Vec::new());
+    };
+    let mut findings = Findings::default();
+
+    // Rules 1-7.
+    let url = url_rules::check_url(
+        HOST_URL_FIELD,
+        data_image.url.as_deref(),
+        "put them in a Secret named by spec.dataImage.credentialsName",
+    );
+    findings.add(url.errors, DependsOn::DataImage);
+
+    // Rules 8-9.
+    if let Some(name) = data_image.credentials_name.as_deref() {
+        let name_errors = host_rules::check_secret_name(name);
+        let name_ok = name_errors.is_empty();
+        findings.add(name_errors, DependsOn::DataImage);
+        if name_ok {
+            match host_rules::check_secret(name, input.namespace, secret) {
+                SecretFinding::Ok => {}
+                SecretFinding::Violation(e) => findings.add([e], DependsOn::DataImage),
+                SecretFinding::Unverified { error, warning } => {
+                    if policy.strict_secrets {
+                        findings.add([error], DependsOn::DataImage);
+                    } else {
+                        findings.warnings.push(warning);
+                    }
+                }
+            }
+        }
+    }
+
+    // Rules 10-11.
+    findings.add(
+        host_rules::check_image_format(new.image_format()),
+        DependsOn::DataImageAndImageFormat,
+    );
+    findings.add(
+        host_rules::check_bmc_address(new.bmc_address()),
+        DependsOn::DataImageAndBmcAddress,
+    );
+
+    // Warnings.
+    findings.warnings.extend(url.warnings);
+    if url.scheme == Some(HttpScheme::Http) {
+        if data_image.disable_certificate_verification == Some(true) {
+            findings.warnings.push(
+                "spec.dataImage.disableCertificateVerification: has no effect on an http URL"
+                    .to_string(),
+            );
+        }
+        if data_image.credentials_name.is_some() {
+            findings.warnings.push(format!(
+                "{CREDENTIALS_FIELD}: the credentials would travel unencrypted over http; use an https URL"
+            ));
+        }
+    }
+    if new.disable_power_off() {
+        findings.warnings.push(
+            "spec.disablePowerOff: the data image becomes visible to the host only at its next reboot"
+                .to_string(),
+        );
+    }
+
+    // Ratcheting: unchanged inputs of a rule relax it to a warning.
+    let unchanged = |depends: DependsOn| {
+        if input.operation != Operation::Update {
+            return false;
+        }
+        let Some(old) = old else { return false };
+        let same_data_image = old
+            .data_image()
+            .is_some_and(|o| o.same_for_rules(data_image));
+        same_data_image
+            && match depends {
+                DependsOn::DataImage => true,
+                DependsOn::DataImageAndImageFormat => old.image_format() == new.image_format(),
+                DependsOn::DataImageAndBmcAddress => old.bmc_address() == new.bmc_address(),
+            }
+    };
+    let name = display_name(
+        input,
+        new.metadata
+            .name
+            .as_deref()
+            .or(new.metadata.generate_name.as_deref()),
+    );
+    findings.finish(ResourceKind::BareMetalHost, name, unchanged)
+}
+
+fn judge_data_image(
+    input: &ReviewInput<'_>,
+    new: &UpstreamDataImage,
+    old: Option<&UpstreamDataImage>,
+) -> Verdict {
+    if new.metadata.deletion_timestamp.is_some() {
+        return allow(Vec::new());
+    }
+    let url_of = |d: &UpstreamDataImage| d.spec.as_ref().and_then(|s| s.url.clone());
+    let new_url = url_of(new);
+    let mut findings = Findings::default();
+    let url = url_rules::check_url(
+        DATAIMAGE_URL_FIELD,
+        new_url.as_deref(),
+        "serve the image without credentials",
+    );
+    findings.add(url.errors, DependsOn::DataImage);
+    findings.warnings.extend(url.warnings);
+    let unchanged = |_: DependsOn| {
+        input.operation == Operation::Update && old.is_some_and(|o| url_of(o) == new_url)
+    };
+    let name = display_name(
+        input,
+        new.metadata
+            .name
+            .as_deref()
+            .or(new.metadata.generate_name.as_deref()),
+    );
+    findings.finish(ResourceKind::DataImage, name, unchanged)
+}
+
+impl Findings {
+    fn add(&mut self, errors: impl IntoIterator<Item = FieldError>, depends: DependsOn) {
+        self.violations
+            .extend(errors.into_iter().map(|e| (e, depends)));
+    }
+
+    fn finish(
+        self,
+        kind: ResourceKind,
+        name: &str,
+        unchanged: impl Fn(DependsOn) -> bool,
+    ) -> Verdict {
+        let mut denials = Vec::new();
+        let mut warnings = Vec::new();
+        let guarded = match kind {
+            ResourceKind::BareMetalHost => "spec.dataImage",
+            ResourceKind::DataImage => DATAIMAGE_URL_FIELD,
+        };
+        for (error, depends) in self.violations {
+            if unchanged(depends) {
+                warnings.push(format!(
+                    "{error} (not enforced: unchanged from the stored object; fix it before \
+                     changing {guarded})"
+                ));
+            } else {
+                denials.push(error);
+            }
+        }
+        warnings.extend(self.warnings);
+        if denials.is_empty() {
+            return allow(warnings);
+        }
+        Verdict {
+            allowed: false,
+            status: Some(DenyStatus {
+                code: 422,
+                reason: "Invalid".to_string(),
+                message: invalid_message(kind.as_str(), GROUP, name, &denials),
+                details: Some(StatusDetails {
+                    name: name.to_string(),
+                    group: GROUP.to_string(),
+                    kind: kind.as_str().to_string(),
+                    causes: denials
+                        .into_iter()
+                        .map(|e| StatusCause {
+                            reason: e.reason.as_str().to_string(),
+                            field: e.field,
+                            message: e.message,
+                        })
+                        .collect(),
+                }),
+            }),
+            warnings,
+            patch: None,
+        }
+    }
+}
