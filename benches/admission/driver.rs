@@ -1,0 +1,557 @@
+//! The driver: certificates, then for each server (baseline, then the real
+//! `metal3-dataimage serve`) cold starts, idle memory, the load phases and
+//! the final memory; then the table.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitCode, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::{
+    cases, load,
+    procstat::{self, Memory},
+    report::{self, PhaseKind, PhaseResult, ServerResult},
+    tls,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "admission-bench",
+    about = "Admission webhook benchmark: `metal3-dataimage serve` against a bare axum + rustls baseline"
+)]
+struct Options {
+    /// A short run (seconds) that checks everything works and prints the
+    /// table; the figures mean nothing. The default unless run by `cargo bench`.
+    #[arg(long)]
+    smoke: bool,
+    /// Set by `cargo bench`: the full run.
+    #[arg(long, hide = true)]
+    bench: bool,
+    /// Measured seconds per load phase (after a warm-up).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Request rate of the open-loop phases, requests per second.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Keep-alive connections of the open-loop phases.
+    #[arg(long, default_value_t = 8)]
+    rate_connections: usize,
+    /// Keep-alive connections of the maximum-throughput phases.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Concurrent connectors of the new-connection (handshake) phase.
+    #[arg(long, default_value_t = 4)]
+    handshake_connections: usize,
+    /// Cold starts to time per server.
+    #[arg(long)]
+    cold_starts: Option<usize>,
+    /// Mixes to run (see tests/fixtures/bench): `update`, `mixed`.
+    #[arg(long, value_delimiter = ',', default_value = "update,mixed")]
+    mixes: Vec<String>,
+    /// Do not pin the load client and the servers to different CPUs.
+    #[arg(long)]
+    no_pin: bool,
+    /// The `metal3-dataimage` binary (default: the one cargo built with this bench).
+    #[arg(long)]
+    serve_bin: Option<PathBuf>,
+    /// Also write the report (Markdown) to this file.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Keep the work directory (certificates, server logs) and print its path.
+    #[arg(long)]
+    keep: bool,
+    /// Arguments cargo's test runner may pass (`cargo test -- ...`); ignored.
+    #[arg(hide = true, allow_hyphen_values = true)]
+    ignored: Vec<String>,
+}
+
+struct Settings {
+    smoke: bool,
+    warmup: Duration,
+    measure: Duration,
+    idle_wait: Duration,
+    cold_starts: usize,
+    load_cpu: Option<u32>,
+    server_cpu: Option<u32>,
+}
+
+pub fn main(args: &[String]) -> ExitCode {
+    let options = match Options::try_parse_from(
+        std::iter::once("admission-bench".to_string()).chain(args.iter().cloned()),
+    ) {
+        Ok(options) => options,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(2);
+        }
+    };
+    match run(&options) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Returns whether the run worked (servers ready, no failed request).
+fn run(options: &Options) -> anyhow::Result<bool> {
+    let smoke = options.smoke || !options.bench;
+    // Before pinning: the description shows every CPU this run may use.
+    let machine = procstat::machine_description();
+    let (load_cpu, server_cpu) = if options.no_pin {
+        (None, None)
+    } else {
+        pin_self()
+    };
+    let measure = options.duration.unwrap_or(if smoke { 1.0 } else { 10.0 });
+    let settings = Settings {
+        smoke,
+        warmup: Duration::from_secs_f64(if smoke { 0.2 } else { 1.0 }),
+        measure: Duration::from_secs_f64(measure),
+        idle_wait: Duration::from_secs_f64(if smoke { 0.2 } else { 1.0 }),
+        cold_starts: options
+            .cold_starts
+            .unwrap_or(if smoke { 1 } else { 5 })
+            .max(1),
+        load_cpu,
+        server_cpu,
+    };
+    let rate = if smoke {
+        options.rate.min(200.0)
+    } else {
+        options.rate
+    };
+    let serve_bin = options
+        .serve_bin
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_metal3-dataimage")));
+    // Servers run in the work directory: make the path absolute.
+    let serve_bin = std::fs::canonicalize(&serve_bin)
+        .with_context(|| format!("serve binary {} (build it first)", serve_bin.display()))?;
+    let self_bin = std::env::current_exe().context("path of this benchmark binary")?;
+
+    let workdir = tempfile::Builder::new()
+        .prefix("metal3-dataimage-bench-")
+        .tempdir()
+        .context("work directory")?;
+    let certs = tls::generate(workdir.path())?;
+    let client_tls = tls::client_config(&certs.ca_der)?;
+    let mut mixes = Vec::new();
+    for name in &options.mixes {
+        mixes.push((name.clone(), Arc::new(cases::mix(name)?)));
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("load client runtime")?;
+
+    let mut results = Vec::new();
+    for server in [Server::Baseline, Server::Webhook] {
+        eprintln!("bench: {} ...", server.name());
+        let spawn = SpawnSpec {
+            server,
+            serve_bin: &serve_bin,
+            self_bin: &self_bin,
+            cert: &certs.cert_file,
+            key: &certs.key_file,
+            workdir: workdir.path(),
+            cpu: settings.server_cpu,
+        };
+        let phases = phase_plan(options, &settings, rate);
+        let result = measure_server(&spawn, &settings, &runtime, &client_tls, &mixes, &phases)?;
+        results.push(result);
+    }
+    let [baseline, webhook] =
+        <[ServerResult; 2]>::try_from(results).map_err(|_| anyhow::anyhow!("two results"))?;
+
+    let report = render_report(
+        options, &settings, rate, &serve_bin, &machine, &mixes, &webhook, &baseline,
+    );
+    print!("{report}");
+    if let Some(path) = &options.output {
+        std::fs::write(path, &report).with_context(|| format!("write {}", path.display()))?;
+    }
+    if options.keep {
+        let kept = workdir.keep();
+        eprintln!("bench: work directory kept: {}", kept.display());
+    }
+    let ok = webhook.errors() == 0 && baseline.errors() == 0;
+    if !ok {
+        eprintln!("bench: some requests failed (see the errors rows and notes above)");
+    }
+    Ok(ok)
+}
+
+/// Pins this process (the load client) to the first allowed CPU and returns
+/// (load CPU, server CPU) when there are at least two CPUs and `taskset`.
+fn pin_self() -> (Option<u32>, Option<u32>) {
+    let cpus = procstat::allowed_cpus();
+    if cpus.len() < 2 {
+        return (None, None);
+    }
+    let pinned = Command::new("taskset")
+        .args(["-pc", &cpus[0].to_string(), &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if pinned {
+        (Some(cpus[0]), Some(cpus[1]))
+    } else {
+        (None, None)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Server {
+    Baseline,
+    Webhook,
+}
+
+impl Server {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Baseline => "baseline",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
+struct SpawnSpec<'a> {
+    server: Server,
+    serve_bin: &'a Path,
+    self_bin: &'a Path,
+    cert: &'a Path,
+    key: &'a Path,
+    workdir: &'a Path,
+    cpu: Option<u32>,
+}
+
+/// A started server; killed when dropped so a failed run leaves nothing behind.
+struct Running {
+    child: Child,
+    listen: SocketAddr,
+    log: PathBuf,
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("find a free port")?;
+    listener.local_addr().context("free port address")
+}
+
+/// Starts the server and returns it with the time from spawn to the first
+/// `/readyz` 200.
+fn start(spec: &SpawnSpec, attempt: usize) -> anyhow::Result<(Running, Duration)> {
+    let listen = free_port()?;
+    let probe = free_port()?;
+    let log = spec
+        .workdir
+        .join(format!("{}-{attempt}.log", spec.server.name()));
+    let log_file = std::fs::File::create(&log).context("server log file")?;
+    let program = match spec.server {
+        Server::Baseline => spec.self_bin,
+        Server::Webhook => spec.serve_bin,
+    };
+    let mut command = match spec.cpu {
+        Some(cpu) => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", &cpu.to_string()]).arg(program);
+            command
+        }
+        None => Command::new(program),
+    };
+    match spec.server {
+        Server::Baseline => command.arg("baseline-server"),
+        Server::Webhook => command.arg("serve"),
+    };
+    command
+        .arg("--listen")
+        .arg(listen.to_string())
+        .arg("--probe-listen")
+        .arg(probe.to_string())
+        .arg("--tls-cert-file")
+        .arg(spec.cert)
+        .arg("--tls-key-file")
+        .arg(spec.key);
+    // Default settings: no inherited configuration, no cluster access.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("METAL3_DATAIMAGE_") {
+            command.env_remove(&key);
+        }
+    }
+    command
+        .env_remove("RUST_LOG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .env("KUBECONFIG", spec.workdir.join("no-kubeconfig"))
+        .current_dir(spec.workdir)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().context("server log file")?)
+        .stderr(log_file);
+    let started = Instant::now();
+    let child = command
+        .spawn()
+        .with_context(|| format!("start {}", program.display()))?;
+    let mut running = Running { child, listen, log };
+    let deadline = started + Duration::from_secs(60);
+    loop {
+        if ready(probe) {
+            return Ok((running, started.elapsed()));
+        }
+        if let Some(status) = running.child.try_wait().context("wait for server")? {
+            anyhow::bail!(
+                "{} exited with {status} before /readyz answered 200; its log:\n{}",
+                spec.server.name(),
+                log_tail(&running.log)
+            );
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "{} not ready within 60 s; its log:\n{}",
+                spec.server.name(),
+                log_tail(&running.log)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// `GET /readyz` on the plain-HTTP probe listener answers 200.
+fn ready(probe: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&probe, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ = stream.set_nodelay(true);
+    let request = format!("GET /readyz HTTP/1.1\r\nHost: {probe}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0_u8; 12];
+    stream.read_exact(&mut head).is_ok()
+        && (head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+struct PlannedPhase {
+    label: String,
+    mix: usize,
+    kind: PhaseKind,
+    phase: load::Phase,
+}
+
+fn phase_plan(options: &Options, settings: &Settings, rate: f64) -> Vec<PlannedPhase> {
+    let mut plan = Vec::new();
+    for (index, name) in options.mixes.iter().enumerate() {
+        plan.push(PlannedPhase {
+            label: format!("{name}, {rate:.0} req/s open loop"),
+            mix: index,
+            kind: PhaseKind::FixedRate,
+            phase: load::Phase {
+                mode: load::Mode::FixedRate(rate),
+                connections: options.rate_connections.max(1),
+                warmup: settings.warmup,
+                measure: settings.measure,
+            },
+        });
+        plan.push(PlannedPhase {
+            label: format!("{name}, max throughput, {} conns", options.connections),
+            mix: index,
+            kind: PhaseKind::MaxThroughput,
+            phase: load::Phase {
+                mode: load::Mode::MaxThroughput,
+                connections: options.connections.max(1),
+                warmup: settings.warmup,
+                measure: settings.measure,
+            },
+        });
+    }
+    plan.push(PlannedPhase {
+        label: format!(
+            "new TLS connection per request, {} connectors",
+            options.handshake_connections
+        ),
+        mix: 0,
+        kind: PhaseKind::NewConnections,
+        phase: load::Phase {
+            mode: load::Mode::NewConnections,
+            connections: options.handshake_connections.max(1),
+            warmup: settings.warmup / 2,
+            measure: settings.measure / 2,
+        },
+    });
+    plan
+}
+
+fn measure_server(
+    spec: &SpawnSpec,
+    settings: &Settings,
+    runtime: &tokio::runtime::Runtime,
+    client_tls: &Arc<rustls::ClientConfig>,
+    mixes: &[(String, Arc<Vec<cases::Case>>)],
+    phases: &[PlannedPhase],
+) -> anyhow::Result<ServerResult> {
+    let mut result = ServerResult::default();
+    let mut running = None;
+    for attempt in 0..settings.cold_starts {
+        if let Some(previous) = running.take() {
+            Running::stop(previous);
+        }
+        let (server, elapsed) = start(spec, attempt)?;
+        result.cold_start_ms.push(elapsed.as_secs_f64() * 1000.0);
+        running = Some(server);
+    }
+    let server = running.context("no server started")?;
+    std::thread::sleep(settings.idle_wait);
+    let pid = server.pid();
+    result.idle_rss_kib = procstat::memory(pid)?.rss_kib;
+    let ticks = procstat::ticks_per_second();
+    let target = load::Target {
+        addr: server.listen,
+        tls: Arc::clone(client_tls),
+        check_verdict: spec.server == Server::Webhook,
+    };
+    for planned in phases {
+        let cases = Arc::clone(&mixes[planned.mix].1);
+        let cpu_before = procstat::cpu_seconds(pid, ticks)?;
+        let outcome = runtime.block_on(load::run(&target, cases, &planned.phase))?;
+        let cpu = procstat::cpu_seconds(pid, ticks)? - cpu_before;
+        result.total_requests += outcome.completed_total;
+        let ms = |quantile: f64| outcome.histogram.value_at_quantile(quantile) as f64 / 1e6;
+        let phase = PhaseResult {
+            label: planned.label.clone(),
+            kind: planned.kind,
+            rate: outcome.rate,
+            p50_ms: ms(0.5),
+            p90_ms: ms(0.9),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            max_ms: outcome.histogram.max() as f64 / 1e6,
+            errors: outcome.errors,
+            error_samples: outcome.error_samples,
+            cpu_seconds: cpu,
+            cpu_us_per_request: if outcome.completed_total == 0 {
+                0.0
+            } else {
+                cpu * 1e6 / outcome.completed_total as f64
+            },
+        };
+        eprintln!(
+            "bench: {} | {}: {:.0}/s p50 {:.3} ms p99 {:.3} ms max {:.3} ms, errors {}, CPU {:.2} s = {:.1} µs/req",
+            spec.server.name(),
+            phase.label,
+            phase.rate,
+            phase.p50_ms,
+            phase.p99_ms,
+            phase.max_ms,
+            phase.errors,
+            phase.cpu_seconds,
+            phase.cpu_us_per_request
+        );
+        result.phases.push(phase);
+    }
+    let Memory { rss_kib, hwm_kib } = procstat::memory(pid)?;
+    result.after_load_rss_kib = rss_kib;
+    result.peak_rss_kib = hwm_kib;
+    result.log_bytes = std::fs::metadata(&server.log).map_or(0, |m| m.len());
+    if result.errors() > 0 {
+        eprintln!(
+            "bench: {} log tail:\n{}",
+            spec.server.name(),
+            log_tail(&server.log)
+        );
+    }
+    server.stop();
+    Ok(result)
+}
+
+fn render_report(
+    options: &Options,
+    settings: &Settings,
+    rate: f64,
+    serve_bin: &Path,
+    machine: &str,
+    mixes: &[(String, Arc<Vec<cases::Case>>)],
+    webhook: &ServerResult,
+    baseline: &ServerResult,
+) -> String {
+    let mut out = String::new();
+    let mode = if settings.smoke {
+        "SMOKE run (checks that the benchmark works; the figures mean nothing)"
+    } else {
+        "full run"
+    };
+    out.push_str(&format!("## Admission benchmark: {mode}\n\n"));
+    out.push_str(machine);
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    out.push_str(&format!(
+        "- webhook: `{} serve` (default settings, logging included); benchmark binary built {profile}\n",
+        serve_bin.display()
+    ));
+    out.push_str(&match (settings.load_cpu, settings.server_cpu) {
+        (Some(load), Some(server)) => {
+            format!("- pinning: load client on CPU {load} (one thread), each server on CPU {server} (taskset)\n")
+        }
+        _ => "- pinning: none (load client and server share the CPUs)\n".to_string(),
+    });
+    out.push_str(&format!(
+        "- load: HTTPS (TLS 1.3, ALPN http/1.1, no session resumption), warm-up {:.1} s + {:.1} s measured per phase; open loop at {rate:.0} req/s over {} keep-alive connections (latency from the intended send time); max throughput over {} connections; new-connection phase with {} connectors\n",
+        settings.warmup.as_secs_f64(),
+        settings.measure.as_secs_f64(),
+        options.rate_connections,
+        options.connections,
+        options.handshake_connections,
+    ));
+    for (name, cases) in mixes {
+        out.push_str(&format!("- mix `{name}`: {}\n", cases::describe(cases)));
+    }
+    out.push('\n');
+    out.push_str(&report::render(webhook, baseline));
+    let notes = format!(
+        "{}{}",
+        report::error_notes("webhook", webhook),
+        report::error_notes("baseline", baseline)
+    );
+    if !notes.is_empty() {
+        out.push_str("\nErrors (first samples):\n\n");
+        out.push_str(&notes);
+    }
+    out
+}

@@ -1,0 +1,299 @@
+//! The result table: webhook against baseline, ratios, and the targets.
+
+use std::fmt::Write;
+
+/// What one load phase measured on one server.
+#[derive(Clone, Debug)]
+pub struct PhaseResult {
+    /// e.g. `update, 1000 req/s open loop`.
+    pub label: String,
+    pub kind: PhaseKind,
+    pub rate: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub errors: u64,
+    pub error_samples: Vec<String>,
+    /// Server CPU (user + system) during the phase, warm-up included.
+    pub cpu_seconds: f64,
+    /// `cpu_seconds` divided by every request of the phase, warm-up included.
+    pub cpu_us_per_request: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PhaseKind {
+    FixedRate,
+    MaxThroughput,
+    NewConnections,
+}
+
+/// Everything measured on one server.
+#[derive(Clone, Debug, Default)]
+pub struct ServerResult {
+    pub cold_start_ms: Vec<f64>,
+    pub idle_rss_kib: u64,
+    pub after_load_rss_kib: u64,
+    pub peak_rss_kib: u64,
+    pub log_bytes: u64,
+    pub total_requests: u64,
+    pub phases: Vec<PhaseResult>,
+}
+
+impl ServerResult {
+    pub fn cold_start_median_ms(&self) -> f64 {
+        let mut sorted = self.cold_start_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+
+    pub fn cold_start_max_ms(&self) -> f64 {
+        self.cold_start_ms.iter().copied().fold(f64::NAN, f64::max)
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.phases.iter().map(|p| p.errors).sum()
+    }
+}
+
+/// The targets, judged on the webhook's figures.
+#[derive(Clone, Copy, Debug)]
+pub struct Targets {
+    pub throughput_ratio: f64,
+    pub p99_ms: f64,
+    pub peak_rss_mib: f64,
+    pub idle_rss_mib: f64,
+    pub ready_ms: f64,
+}
+
+pub const TARGETS: Targets = Targets {
+    throughput_ratio: 0.8,
+    p99_ms: 2.0,
+    peak_rss_mib: 20.0,
+    idle_rss_mib: 10.0,
+    ready_ms: 100.0,
+};
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn ratio(webhook: f64, baseline: f64) -> String {
+    if baseline > 0.0 && webhook.is_finite() && baseline.is_finite() {
+        format!("{:.2}×", webhook / baseline)
+    } else if webhook == 0.0 && baseline == 0.0 {
+        "=".to_string()
+    } else {
+        "n/a".to_string()
+    }
+}
+
+/// `met` or `MISSED by ...` for an upper bound.
+fn at_most(value: f64, limit: f64, unit: &str) -> String {
+    if value <= limit {
+        "met".to_string()
+    } else {
+        format!(
+            "**MISSED** by {:.2} {unit} ({:.0}% over)",
+            value - limit,
+            (value / limit - 1.0) * 100.0
+        )
+    }
+}
+
+/// `met` or `MISSED by ...` for a lower bound.
+fn at_least(value: f64, limit: f64) -> String {
+    if value >= limit {
+        "met".to_string()
+    } else {
+        format!("**MISSED**: {:.2}× of {:.2}×", value, limit)
+    }
+}
+
+struct Table(String);
+
+impl Table {
+    fn new() -> Self {
+        Self(String::from(
+            "| figure | webhook | baseline | webhook/baseline | target | verdict |\n|---|---:|---:|---:|---|---|\n",
+        ))
+    }
+
+    fn row(
+        &mut self,
+        figure: &str,
+        webhook: f64,
+        baseline: f64,
+        precision: usize,
+        target: &str,
+        verdict: &str,
+    ) {
+        let _ = writeln!(
+            self.0,
+            "| {figure} | {webhook:.precision$} | {baseline:.precision$} | {} | {target} | {verdict} |",
+            ratio(webhook, baseline)
+        );
+    }
+}
+
+/// Renders the Markdown table (one row per figure) and the target verdicts.
+pub fn render(webhook: &ServerResult, baseline: &ServerResult) -> String {
+    let mut table = Table::new();
+    let t = TARGETS;
+    table.row(
+        &format!(
+            "cold start to /readyz 200, median of {}, ms",
+            webhook.cold_start_ms.len()
+        ),
+        webhook.cold_start_median_ms(),
+        baseline.cold_start_median_ms(),
+        1,
+        &format!("≤ {} ms", t.ready_ms),
+        &at_most(webhook.cold_start_median_ms(), t.ready_ms, "ms"),
+    );
+    table.row(
+        "cold start, slowest, ms",
+        webhook.cold_start_max_ms(),
+        baseline.cold_start_max_ms(),
+        1,
+        "",
+        "",
+    );
+    table.row(
+        "RSS idle (ready, before load), MiB",
+        mib(webhook.idle_rss_kib),
+        mib(baseline.idle_rss_kib),
+        1,
+        &format!("≤ {} MiB", t.idle_rss_mib),
+        &at_most(mib(webhook.idle_rss_kib), t.idle_rss_mib, "MiB"),
+    );
+    table.row(
+        "peak RSS (VmHWM, whole run), MiB",
+        mib(webhook.peak_rss_kib),
+        mib(baseline.peak_rss_kib),
+        1,
+        &format!("≤ {} MiB", t.peak_rss_mib),
+        &at_most(mib(webhook.peak_rss_kib), t.peak_rss_mib, "MiB"),
+    );
+    table.row(
+        "RSS after load, MiB",
+        mib(webhook.after_load_rss_kib),
+        mib(baseline.after_load_rss_kib),
+        1,
+        "",
+        "",
+    );
+    for (w, b) in webhook.phases.iter().zip(&baseline.phases) {
+        let label = &w.label;
+        match w.kind {
+            PhaseKind::FixedRate => {
+                table.row(
+                    &format!("{label}: achieved req/s"),
+                    w.rate,
+                    b.rate,
+                    0,
+                    "",
+                    "",
+                );
+                for (name, wv, bv) in [("p50", w.p50_ms, b.p50_ms), ("p90", w.p90_ms, b.p90_ms)] {
+                    table.row(&format!("{label}: {name} ms"), wv, bv, 3, "", "");
+                }
+                table.row(
+                    &format!("{label}: p99 ms"),
+                    w.p99_ms,
+                    b.p99_ms,
+                    3,
+                    &format!("≤ {} ms", t.p99_ms),
+                    &at_most(w.p99_ms, t.p99_ms, "ms"),
+                );
+                table.row(
+                    &format!("{label}: p99.9 ms"),
+                    w.p999_ms,
+                    b.p999_ms,
+                    3,
+                    "",
+                    "",
+                );
+                table.row(&format!("{label}: max ms"), w.max_ms, b.max_ms, 3, "", "");
+            }
+            PhaseKind::MaxThroughput => {
+                table.row(
+                    &format!("{label}: req/s"),
+                    w.rate,
+                    b.rate,
+                    0,
+                    &format!("≥ {}× baseline", t.throughput_ratio),
+                    &at_least(w.rate / b.rate, t.throughput_ratio),
+                );
+                for (name, wv, bv) in [
+                    ("p50", w.p50_ms, b.p50_ms),
+                    ("p99", w.p99_ms, b.p99_ms),
+                    ("p99.9", w.p999_ms, b.p999_ms),
+                    ("max", w.max_ms, b.max_ms),
+                ] {
+                    table.row(&format!("{label}: {name} ms"), wv, bv, 3, "", "");
+                }
+            }
+            PhaseKind::NewConnections => {
+                table.row(
+                    &format!("{label}: connections/s"),
+                    w.rate,
+                    b.rate,
+                    0,
+                    "",
+                    "",
+                );
+                table.row(&format!("{label}: p99 ms"), w.p99_ms, b.p99_ms, 3, "", "");
+            }
+        }
+        let per = if w.kind == PhaseKind::NewConnections {
+            "connection"
+        } else {
+            "request"
+        };
+        table.row(
+            &format!("{label}: server CPU µs per {per}"),
+            w.cpu_us_per_request,
+            b.cpu_us_per_request,
+            1,
+            "",
+            "",
+        );
+        table.row(
+            &format!("{label}: errors"),
+            w.errors as f64,
+            b.errors as f64,
+            0,
+            "0",
+            if w.errors == 0 { "met" } else { "**MISSED**" },
+        );
+    }
+    let per_request = |r: &ServerResult| {
+        if r.total_requests == 0 {
+            0.0
+        } else {
+            r.log_bytes as f64 / r.total_requests as f64
+        }
+    };
+    table.row(
+        "log output, bytes per request",
+        per_request(webhook),
+        per_request(baseline),
+        1,
+        "",
+        "",
+    );
+    table.0
+}
+
+/// Error samples of both servers, for the report.
+pub fn error_notes(name: &str, result: &ServerResult) -> String {
+    let mut notes = String::new();
+    for phase in &result.phases {
+        for sample in &phase.error_samples {
+            let _ = writeln!(notes, "- {name}, {}: {sample}", phase.label);
+        }
+    }
+    notes
+}
