@@ -1,55 +1,950 @@
 //! HTTP implementation of the Ironic contract (reqwest + rustls).
+//!
+//! I/O lives here; parsing, error classification and the attach/detach
+//! verdict are pure functions (unit-tested below and in [`super::observe`]).
 
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{IronicError, Node, VirtualMedia};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::observe::{Expect, Observation, Verdict, evaluate};
+use super::{IronicError, MIN_MICROVERSION, Node, VirtualMedia, redact_text};
+
+/// Header carrying the negotiated API microversion on every request.
+pub const VERSION_HEADER: &str = "X-OpenStack-Ironic-API-Version";
+/// Header with the server's maximum microversion (sent with every answer).
+pub const MAX_VERSION_HEADER: &str = "X-OpenStack-Ironic-API-Maximum-Version";
+/// Default per-request timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Cap on the TCP/TLS connect phase (an unreachable Ironic fails fast).
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How to reach Ironic.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct IronicConfig {
+    /// Ironic's API root, e.g. `https://ironic:6385` (a trailing `/v1` is
+    /// accepted). Credentials in the URL are used for basic auth.
     pub endpoint: url::Url,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// PEM bundle of extra CAs to trust (besides the system roots).
     pub ca_file: Option<PathBuf>,
+    /// Skip TLS certificate verification (test setups only).
     pub insecure: bool,
+    /// Per-request timeout.
     pub timeout: Duration,
 }
 
+impl IronicConfig {
+    /// No auth, system CAs, [`DEFAULT_TIMEOUT`].
+    pub fn new(endpoint: url::Url) -> Self {
+        Self {
+            endpoint,
+            username: None,
+            password: None,
+            ca_file: None,
+            insecure: false,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// HTTP basic auth with the password read from `password_file`
+    /// (`--ironic-password-file`; one trailing newline is ignored).
+    pub fn with_basic_auth_file(
+        mut self,
+        username: impl Into<String>,
+        password_file: &Path,
+    ) -> Result<Self, IronicError> {
+        self.username = Some(username.into());
+        self.password = Some(read_password_file(password_file)?);
+        Ok(self)
+    }
+}
+
+/// Reads a password file; trailing `\n`/`\r\n` are not part of the password.
+pub fn read_password_file(path: &Path) -> Result<String, IronicError> {
+    let raw = std::fs::read_to_string(path).map_err(|e| {
+        IronicError::Config(format!("cannot read password file {}: {e}", path.display()))
+    })?;
+    let password = raw.strip_suffix('\n').unwrap_or(&raw);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(IronicError::Config(format!(
+            "password file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(password.to_string())
+}
+
+impl fmt::Debug for IronicConfig {
+    // Never print the password (or URL credentials).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IronicConfig")
+            .field("endpoint", &redact_text(self.endpoint.as_str()))
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("ca_file", &self.ca_file)
+            .field("insecure", &self.insecure)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// An Ironic API microversion (`1.93`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Microversion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl Microversion {
+    pub const fn new(major: u32, minor: u32) -> Self {
+        Self { major, minor }
+    }
+
+    /// Parses `"1.93"`; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (major, minor) = s.trim().split_once('.')?;
+        Some(Self {
+            major: major.parse().ok()?,
+            minor: minor.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for Microversion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+impl From<(u32, u32)> for Microversion {
+    fn from((major, minor): (u32, u32)) -> Self {
+        Self { major, minor }
+    }
+}
+
 /// A connected client with a negotiated microversion.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct IronicClient {
-    config: IronicConfig,
+    http: reqwest::Client,
+    /// API root with userinfo removed and a trailing slash.
+    root: url::Url,
+    auth: Option<(String, String)>,
+    version: Microversion,
+    server_min: Microversion,
+    server_max: Microversion,
+}
+
+impl fmt::Debug for IronicClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IronicClient")
+            .field("root", &self.root.as_str())
+            .field("auth", &self.auth.as_ref().map(|(user, _)| (user, "***")))
+            .field("version", &self.version.to_string())
+            .finish()
+    }
+}
+
+/// The version document of `GET /`.
+#[derive(Debug, Default, Deserialize)]
+struct RootDocument {
+    default_version: Option<VersionDocument>,
+    #[serde(default)]
+    versions: Vec<VersionDocument>,
+}
+
+#[derive(Debug, Deserialize)]
+struct VersionDocument {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    min_version: Option<String>,
+}
+
+/// Server's (min, max) from the `GET /` body, falling back to the
+/// `X-OpenStack-Ironic-API-{Minimum,Maximum}-Version` headers.
+pub(crate) fn parse_version_range(
+    body: &[u8],
+    header_min: Option<&str>,
+    header_max: Option<&str>,
+) -> Option<(Microversion, Microversion)> {
+    let doc: RootDocument = serde_json::from_slice(body).unwrap_or_default();
+    let v1 = doc
+        .default_version
+        .into_iter()
+        .chain(doc.versions.into_iter().filter(|v| v.id == "v1"))
+        .find(|v| v.version.is_some());
+    let max = v1
+        .as_ref()
+        .and_then(|v| v.version.as_deref())
+        .and_then(Microversion::parse)
+        .or_else(|| header_max.and_then(Microversion::parse))?;
+    let min = v1
+        .as_ref()
+        .and_then(|v| v.min_version.as_deref())
+        .and_then(Microversion::parse)
+        .or_else(|| header_min.and_then(Microversion::parse))
+        .unwrap_or(Microversion::new(1, 1));
+    Some((min, max))
+}
+
+/// Picks the microversion to use: the server's maximum, refusing servers
+/// older than [`MIN_MICROVERSION`].
+pub(crate) fn negotiate(server_max: Microversion) -> Result<Microversion, IronicError> {
+    let needed = Microversion::from(MIN_MICROVERSION);
+    if server_max < needed {
+        return Err(IronicError::VersionTooOld {
+            found: server_max.to_string(),
+            needed: needed.to_string(),
+        });
+    }
+    Ok(server_max)
+}
+
+/// API root from the configured endpoint: userinfo removed (returned
+/// separately), a trailing `/v1` dropped, always ending in `/`.
+pub(crate) fn api_root(
+    endpoint: &url::Url,
+) -> Result<(url::Url, Option<(String, String)>), IronicError> {
+    if !matches!(endpoint.scheme(), "http" | "https") {
+        return Err(IronicError::Config(format!(
+            "ironic URL {} must be http:// or https://",
+            redact_text(endpoint.as_str())
+        )));
+    }
+    if endpoint.host_str().is_none_or(str::is_empty) {
+        return Err(IronicError::Config(format!(
+            "ironic URL {} has no host",
+            redact_text(endpoint.as_str())
+        )));
+    }
+    let mut root = endpoint.clone();
+    let creds = if root.username().is_empty() {
+        None
+    } else {
+        let decode = |s: &str| {
+            percent_decode(s).ok_or_else(|| {
+                IronicError::Config("ironic URL credentials are not valid UTF-8".to_string())
+            })
+        };
+        let user = decode(root.username())?;
+        let pass = decode(root.password().unwrap_or(""))?;
+        Some((user, pass))
+    };
+    // Infallible for http(s) URLs with a host.
+    let _ = root.set_username("");
+    let _ = root.set_password(None);
+    root.set_query(None);
+    root.set_fragment(None);
+    let path = root.path().trim_end_matches('/');
+    let path = path.strip_suffix("/v1").unwrap_or(path);
+    let path = format!("{path}/");
+    root.set_path(&path);
+    Ok((root, creds))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 3 <= bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Ironic's error message from an error body. Ironic wraps a JSON
+/// document in a string: `{"error_message": "{\"faultstring\": ...}"}`
+/// (`description` for routing errors); http_basic uses
+/// `{"error": {"message": ...}}`. Falls back to the (shortened) body.
+pub fn parse_error_body(body: &[u8]) -> Option<String> {
+    fn from_inner(inner: &serde_json::Value) -> Option<String> {
+        for key in ["faultstring", "description", "message", "title"] {
+            if let Some(s) = inner
+                .get(key)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+            {
+                return Some(s.to_string());
+            }
+        }
+        None
+    }
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        if let Some(em) = value.get("error_message") {
+            match em {
+                serde_json::Value::String(s) => {
+                    return match serde_json::from_str::<serde_json::Value>(s) {
+                        Ok(inner) => from_inner(&inner).or_else(|| Some(s.clone())),
+                        Err(_) => Some(s.clone()).filter(|s| !s.is_empty()),
+                    };
+                }
+                other => {
+                    if let Some(m) = from_inner(other) {
+                        return Some(m);
+                    }
+                }
+            }
+        }
+        if let Some(m) = value.get("error").and_then(from_inner) {
+            return Some(m);
+        }
+        if let Some(m) = from_inner(&value) {
+            return Some(m);
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    const MAX: usize = 300;
+    Some(match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    })
+}
+
+/// Maps an HTTP error answer to an [`IronicError`]; the message is
+/// Ironic's faultstring (credentials redacted).
+pub fn classify(status: u16, body: &[u8]) -> IronicError {
+    let message = parse_error_body(body)
+        .map(|m| redact_text(&m))
+        .unwrap_or_else(|| {
+            StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("no message")
+                .to_string()
+        });
+    match status {
+        400 => IronicError::BadRequest(message),
+        404 => IronicError::NotFound(message),
+        409 => IronicError::Locked(message),
+        // 502/504 come from proxies in front of Ironic while it restarts.
+        502..=504 => IronicError::Unavailable(message),
+        _ => IronicError::Http { status, message },
+    }
+}
+
+/// Ironic's JSON node, the fields we read.
+#[derive(Debug, Deserialize)]
+struct NodeDocument {
+    uuid: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    provision_state: Option<String>,
+    #[serde(default)]
+    power_state: Option<String>,
+    #[serde(default)]
+    target_power_state: Option<String>,
+    #[serde(default)]
+    reservation: Option<String>,
+    #[serde(default)]
+    maintenance: bool,
+    #[serde(default)]
+    last_error: Option<String>,
+}
+
+pub(crate) fn parse_node(body: &[u8]) -> Result<Node, String> {
+    let doc: NodeDocument =
+        serde_json::from_slice(body).map_err(|e| format!("unexpected node document: {e}"))?;
+    Ok(Node {
+        uuid: doc.uuid,
+        name: doc.name,
+        provision_state: doc.provision_state.unwrap_or_default(),
+        power_state: doc.power_state,
+        target_power_state: doc.target_power_state,
+        reservation: doc.reservation.filter(|r| !r.is_empty()),
+        maintenance: doc.maintenance,
+        // last_error ends up in statuses and events: no credentials.
+        last_error: doc
+            .last_error
+            .filter(|e| !e.is_empty())
+            .map(|e| redact_text(&e)),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct VirtualMediaDocument {
+    #[serde(default)]
+    media_types: Vec<String>,
+    #[serde(default)]
+    inserted: Option<bool>,
+    #[serde(default)]
+    image: Option<String>,
+}
+
+pub(crate) fn parse_vmedia(body: &[u8]) -> Result<Vec<VirtualMedia>, String> {
+    // 1.93 returns a bare array; accept {"vmedia": [...]} too.
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("unexpected vmedia document: {e}"))?;
+    let list = match value {
+        serde_json::Value::Array(_) => value,
+        serde_json::Value::Object(mut map) => map
+            .remove("vmedia")
+            .or_else(|| map.remove("virtual_media"))
+            .ok_or("unexpected vmedia document: no list")?,
+        _ => return Err("unexpected vmedia document: not a list".to_string()),
+    };
+    let docs: Vec<VirtualMediaDocument> =
+        serde_json::from_value(list).map_err(|e| format!("unexpected vmedia document: {e}"))?;
+    Ok(docs
+        .into_iter()
+        .map(|d| VirtualMedia {
+            media_types: d.media_types,
+            inserted: d.inserted.unwrap_or(false),
+            image: d.image.filter(|i| !i.is_empty()).map(|i| redact_text(&i)),
+        })
+        .collect())
+}
+
+/// Describes a transport failure without the URL's credentials.
+fn transport_error(method: &Method, url: &url::Url, err: reqwest::Error) -> IronicError {
+    use std::error::Error as _;
+    let kind = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let err = err.without_url();
+    let mut detail = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    IronicError::Unavailable(redact_text(&format!(
+        "{method} {}: {kind}: {detail}",
+        url.as_str()
+    )))
 }
 
 impl IronicClient {
     /// Builds the client and negotiates the microversion from `GET /`;
     /// refuses servers older than [`super::MIN_MICROVERSION`].
     pub async fn connect(config: IronicConfig) -> Result<Self, IronicError> {
-        Ok(Self { config })
+        let (root, url_creds) = api_root(&config.endpoint)?;
+        let auth = match (&config.username, &config.password, url_creds) {
+            (Some(user), password, _) => Some((user.clone(), password.clone().unwrap_or_default())),
+            (None, Some(_), _) => {
+                return Err(IronicError::Config(
+                    "an ironic password was given without a username".to_string(),
+                ));
+            }
+            (None, None, creds) => creds,
+        };
+        if config.timeout.is_zero() {
+            return Err(IronicError::Config(
+                "the ironic timeout must be > 0".to_string(),
+            ));
+        }
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(MAX_CONNECT_TIMEOUT))
+            .user_agent(concat!("metal3-dataimage/", env!("CARGO_PKG_VERSION")))
+            // Redirects could carry the Authorization header elsewhere.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca_file) = &config.ca_file {
+            let pem = std::fs::read(ca_file).map_err(|e| {
+                IronicError::Config(format!("cannot read CA file {}: {e}", ca_file.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                IronicError::Config(format!("invalid CA file {}: {e}", ca_file.display()))
+            })?;
+            if certs.is_empty() {
+                return Err(IronicError::Config(format!(
+                    "CA file {} contains no PEM certificate",
+                    ca_file.display()
+                )));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if config.insecure {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| IronicError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let mut client = Self {
+            http,
+            root,
+            auth,
+            version: Microversion::from(MIN_MICROVERSION),
+            server_min: Microversion::new(1, 1),
+            server_max: Microversion::from(MIN_MICROVERSION),
+        };
+        client.negotiate_version().await?;
+        Ok(client)
     }
 
+    /// `GET /` (no version header): reads the server's version range and
+    /// picks the newest version it supports.
+    async fn negotiate_version(&mut self) -> Result<(), IronicError> {
+        let url = self.root.clone();
+        let mut request = self
+            .http
+            .get(url.clone())
+            .header("Accept", "application/json");
+        if let Some((user, password)) = &self.auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(&Method::GET, &url, e))?;
+        let status = response.status();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let header_min = header("X-OpenStack-Ironic-API-Minimum-Version");
+        let header_max = header(MAX_VERSION_HEADER);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&Method::GET, &url, e))?;
+        if !status.is_success() {
+            return Err(classify(status.as_u16(), &body));
+        }
+        let (min, max) = parse_version_range(&body, header_min.as_deref(), header_max.as_deref())
+            .ok_or_else(|| IronicError::Http {
+            status: status.as_u16(),
+            message: format!(
+                "{} does not look like an Ironic API (no version information)",
+                self.root
+            ),
+        })?;
+        self.version = negotiate(max)?;
+        self.server_min = min;
+        self.server_max = max;
+        Ok(())
+    }
+
+    /// The API root (without credentials).
     pub fn endpoint(&self) -> &url::Url {
-        &self.config.endpoint
+        &self.root
+    }
+
+    /// The microversion sent with every request.
+    pub fn microversion(&self) -> Microversion {
+        self.version
+    }
+
+    /// The server's supported range as read at connect time.
+    pub fn server_versions(&self) -> (Microversion, Microversion) {
+        (self.server_min, self.server_max)
+    }
+
+    /// Sends future requests with `version` (tests pin older ones).
+    pub fn with_microversion(mut self, version: Microversion) -> Self {
+        self.version = version;
+        self
+    }
+
+    fn node_url(&self, node: &str, sub: Option<&str>) -> Result<url::Url, IronicError> {
+        if node.trim().is_empty() {
+            return Err(IronicError::BadRequest(
+                "the ironic node id is empty".to_string(),
+            ));
+        }
+        let mut url = self.root.clone();
+        {
+            let mut segments = url
+                .path_segments_mut()
+                .map_err(|_| IronicError::Config("ironic URL cannot have a path".to_string()))?;
+            segments.pop_if_empty().extend(["v1", "nodes", node]);
+            if let Some(sub) = sub {
+                segments.push(sub);
+            }
+        }
+        Ok(url)
+    }
+
+    /// One API call; returns the body of a 2xx answer, else the classified error.
+    async fn call(
+        &self,
+        method: Method,
+        url: url::Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(StatusCode, Vec<u8>), IronicError> {
+        let mut request = self
+            .http
+            .request(method.clone(), url.clone())
+            .header(VERSION_HEADER, self.version.to_string())
+            .header("Accept", "application/json");
+        if let Some((user, password)) = &self.auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let started = std::time::Instant::now();
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(&method, &url, e))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&method, &url, e))?;
+        tracing::debug!(
+            method = %method,
+            url = %url,
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "ironic call"
+        );
+        if status.is_success() {
+            Ok((status, bytes.to_vec()))
+        } else {
+            Err(classify(status.as_u16(), &bytes))
+        }
     }
 
     pub async fn get_node(&self, node: &str) -> Result<Node, IronicError> {
-        Err(IronicError::NotFound(node.to_string()))
+        let url = self.node_url(node, None)?;
+        let (status, body) = self.call(Method::GET, url, None).await?;
+        parse_node(&body).map_err(|message| IronicError::Http {
+            status: status.as_u16(),
+            message,
+        })
     }
 
     pub async fn list_vmedia(&self, node: &str) -> Result<Vec<VirtualMedia>, IronicError> {
-        Err(IronicError::NotFound(node.to_string()))
+        let url = self.node_url(node, Some("vmedia"))?;
+        let (status, body) = self.call(Method::GET, url, None).await?;
+        parse_vmedia(&body).map_err(|message| IronicError::Http {
+            status: status.as_u16(),
+            message,
+        })
     }
 
     /// `POST /v1/nodes/{node}/vmedia` with `device_type: cdrom`. A 204 only
-    /// means accepted: confirm with [`Self::list_vmedia`] and `last_error`.
+    /// means accepted: confirm with [`Self::list_vmedia`] and `last_error`
+    /// (see [`Self::wait_cdrom`]).
     pub async fn attach_cdrom(&self, node: &str, image_url: &str) -> Result<(), IronicError> {
-        let _ = image_url;
-        Err(IronicError::NotFound(node.to_string()))
+        let parsed = url::Url::parse(image_url).map_err(|e| {
+            IronicError::BadRequest(format!(
+                "image URL {} is invalid: {e}",
+                redact_text(image_url)
+            ))
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(IronicError::BadRequest(format!(
+                "image URL {} must be http:// or https://",
+                redact_text(image_url)
+            )));
+        }
+        let url = self.node_url(node, Some("vmedia"))?;
+        let body = serde_json::json!({"device_type": "cdrom", "image_url": image_url});
+        self.call(Method::POST, url, Some(&body)).await?;
+        Ok(())
     }
 
     /// `DELETE /v1/nodes/{node}/vmedia?device_types=cdrom` (204 also when empty).
     pub async fn detach_cdrom(&self, node: &str) -> Result<(), IronicError> {
-        Err(IronicError::NotFound(node.to_string()))
+        let mut url = self.node_url(node, Some("vmedia"))?;
+        url.query_pairs_mut().append_pair("device_types", "cdrom");
+        self.call(Method::DELETE, url, None).await?;
+        Ok(())
+    }
+
+    /// Reads the node and its virtual media once and judges them against
+    /// `expect` (pure verdict: [`super::observe::evaluate`]).
+    pub async fn observe_cdrom(
+        &self,
+        node: &str,
+        expect: Expect,
+    ) -> Result<Observation, IronicError> {
+        let node_doc = self.get_node(node).await?;
+        let media = self.list_vmedia(node).await?;
+        let verdict = evaluate(expect, &node_doc, &media);
+        Ok(Observation {
+            node: node_doc,
+            media,
+            verdict,
+        })
+    }
+
+    /// Polls until the CD drive reaches `expect` (our image inserted /
+    /// drive empty) with no node reservation, or Ironic reports a failure
+    /// of our device in `last_error`, or `timeout` passes. Returns the last
+    /// observation: its `verdict` says which ([`Verdict::Pending`] on
+    /// timeout). Transient errors (Ironic restarting) are retried until the
+    /// deadline, then returned.
+    pub async fn wait_cdrom(
+        &self,
+        node: &str,
+        expect: Expect,
+        timeout: Duration,
+    ) -> Result<Observation, IronicError> {
+        let deadline = Instant::now() + timeout;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.observe_cdrom(node, expect).await {
+                Ok(obs) if !matches!(obs.verdict, Verdict::Pending(_)) => return Ok(obs),
+                Ok(obs) if Instant::now() >= deadline => return Ok(obs),
+                Err(err) if !err.is_transient() || Instant::now() >= deadline => return Err(err),
+                Ok(_) | Err(_) => {}
+            }
+            tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
+            delay = (delay * 3 / 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn microversions_parse_and_order() {
+        assert_eq!(Microversion::parse("1.93"), Some(Microversion::new(1, 93)));
+        assert_eq!(
+            Microversion::parse(" 1.115 "),
+            Some(Microversion::new(1, 115))
+        );
+        assert!(Microversion::new(1, 115) > Microversion::new(1, 93));
+        assert!(Microversion::new(1, 9) < Microversion::new(1, 89));
+        for bad in ["", "1", "1.", "a.b", "1.2.3", "-1.2"] {
+            assert_eq!(Microversion::parse(bad), None, "{bad}");
+        }
+        assert_eq!(Microversion::new(1, 93).to_string(), "1.93");
+    }
+
+    const ROOT_39: &str = r#"{"name": "OpenStack Ironic API", "default_version": {"id": "v1", "links": [], "status": "CURRENT", "min_version": "1.1", "version": "1.115"}, "versions": [{"id": "v1", "links": [], "status": "CURRENT", "min_version": "1.1", "version": "1.115"}]}"#;
+
+    #[test]
+    fn version_range_from_root_document() {
+        let (min, max) = parse_version_range(ROOT_39.as_bytes(), None, None).unwrap();
+        assert_eq!(
+            (min, max),
+            (Microversion::new(1, 1), Microversion::new(1, 115))
+        );
+    }
+
+    #[test]
+    fn version_range_falls_back_to_headers() {
+        let (min, max) =
+            parse_version_range(b"<html>proxy</html>", Some("1.1"), Some("1.99")).unwrap();
+        assert_eq!(
+            (min, max),
+            (Microversion::new(1, 1), Microversion::new(1, 99))
+        );
+        assert_eq!(parse_version_range(b"{}", None, None), None);
+        assert_eq!(parse_version_range(b"", None, Some("garbage")), None);
+    }
+
+    #[test]
+    fn negotiation_uses_the_server_maximum_and_refuses_old_servers() {
+        assert_eq!(
+            negotiate(Microversion::new(1, 115)).unwrap(),
+            Microversion::new(1, 115)
+        );
+        assert_eq!(
+            negotiate(Microversion::new(1, 93)).unwrap(),
+            Microversion::new(1, 93)
+        );
+        let err = negotiate(Microversion::new(1, 91)).unwrap_err();
+        assert_eq!(
+            err,
+            IronicError::VersionTooOld {
+                found: "1.91".into(),
+                needed: "1.93".into()
+            }
+        );
+        assert!(err.to_string().contains("Ironic 26.1"), "{err}");
+    }
+
+    #[test]
+    fn api_root_normalises_and_strips_credentials() {
+        let (root, creds) = api_root(&"http://127.0.0.1:6385".parse().unwrap()).unwrap();
+        assert_eq!(root.as_str(), "http://127.0.0.1:6385/");
+        assert_eq!(creds, None);
+        let (root, _) = api_root(&"https://ironic.example:6385/v1/".parse().unwrap()).unwrap();
+        assert_eq!(root.as_str(), "https://ironic.example:6385/");
+        let (root, _) = api_root(&"https://h/baremetal/v1".parse().unwrap()).unwrap();
+        assert_eq!(root.as_str(), "https://h/baremetal/");
+        let (root, creds) = api_root(&"http://us%40r:p%3Ass@h:1/".parse().unwrap()).unwrap();
+        assert_eq!(root.as_str(), "http://h:1/");
+        assert_eq!(creds, Some(("us@r".to_string(), "p:ss".to_string())));
+        let err = api_root(&"ftp://u:secret@h/".parse().unwrap()).unwrap_err();
+        assert!(matches!(err, IronicError::Config(_)));
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b%2F"), Some("a b/".into()));
+        assert_eq!(percent_decode("plain"), Some("plain".into()));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%ff"), None);
+        assert_eq!(percent_decode("tail%"), Some("tail%".into()));
+        assert_eq!(percent_decode("tail%4"), Some("tail%4".into()));
+    }
+
+    #[test]
+    fn error_bodies_yield_the_faultstring() {
+        let locked = br#"{"error_message": "{\"faultcode\": \"Client\", \"faultstring\": \"Node 8c48 is locked by host other-conductor, please retry after the current operation is completed.\", \"debuginfo\": null}"}"#;
+        assert_eq!(
+            parse_error_body(locked).unwrap(),
+            "Node 8c48 is locked by host other-conductor, please retry after the current operation is completed."
+        );
+        let not_acceptable = br#"{"error_message": "{\"code\": 406, \"title\": \"Not Acceptable\", \"description\": \"Version 1.200 was requested but the minor version is not supported by this service.\"}"}"#;
+        assert!(
+            parse_error_body(not_acceptable)
+                .unwrap()
+                .starts_with("Version 1.200 was requested")
+        );
+        let routing_404 = br#"{"error_message": "{\"code\": 404, \"title\": \"Not Found\", \"description\": \"\"}"}"#;
+        assert_eq!(parse_error_body(routing_404).unwrap(), "Not Found");
+        let basic = br#"{"error":{"message":"Incorrect username or password","code":401}}"#;
+        assert_eq!(
+            parse_error_body(basic).unwrap(),
+            "Incorrect username or password"
+        );
+        let object = br#"{"error_message": {"faultstring": "as an object"}}"#;
+        assert_eq!(parse_error_body(object).unwrap(), "as an object");
+        assert_eq!(parse_error_body(b"Bad Gateway\n").unwrap(), "Bad Gateway");
+        assert_eq!(parse_error_body(b"   "), None);
+        let long = "x".repeat(1000);
+        assert!(parse_error_body(long.as_bytes()).unwrap().chars().count() <= 301);
+    }
+
+    #[test]
+    fn statuses_are_classified_for_retries() {
+        let body = br#"{"error_message": "{\"faultstring\": \"msg\"}"}"#;
+        assert_eq!(classify(404, body), IronicError::NotFound("msg".into()));
+        assert_eq!(classify(409, body), IronicError::Locked("msg".into()));
+        assert_eq!(classify(400, body), IronicError::BadRequest("msg".into()));
+        assert_eq!(classify(503, body), IronicError::Unavailable("msg".into()));
+        assert_eq!(
+            classify(502, b""),
+            IronicError::Unavailable("Bad Gateway".into())
+        );
+        assert_eq!(
+            classify(406, body),
+            IronicError::Http {
+                status: 406,
+                message: "msg".into()
+            }
+        );
+        assert_eq!(
+            classify(401, b""),
+            IronicError::Http {
+                status: 401,
+                message: "Unauthorized".into()
+            }
+        );
+        assert!(classify(409, body).is_transient());
+        assert!(classify(503, body).is_transient());
+        assert!(!classify(400, body).is_transient());
+        assert!(!classify(404, body).is_transient());
+    }
+
+    #[test]
+    fn error_messages_never_carry_url_credentials() {
+        let body = br#"{"error_message": "{\"faultstring\": \"Validation of image href https://user:s3cret@img.example/a.iso failed\"}"}"#;
+        let err = classify(400, body);
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        assert!(
+            err.to_string().contains("https://***@img.example/a.iso"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn node_documents_parse() {
+        let body = br#"{"uuid": "8c48", "name": "node-0", "provision_state": "active", "power_state": "power on",
+            "target_power_state": null, "reservation": null, "maintenance": false,
+            "last_error": "Could not attach device cdrom to node 8c48: Validation of image href http://u:pw@h/x.iso failed",
+            "driver_info": {"redfish_password": "******"}}"#;
+        let node = parse_node(body).unwrap();
+        assert_eq!(node.uuid, "8c48");
+        assert_eq!(node.name.as_deref(), Some("node-0"));
+        assert_eq!(node.provision_state, "active");
+        assert_eq!(node.power_state.as_deref(), Some("power on"));
+        assert_eq!(node.reservation, None);
+        assert!(!node.maintenance);
+        let last_error = node.last_error.unwrap();
+        assert!(last_error.contains("http://***@h/x.iso") && !last_error.contains("pw"));
+        let minimal = parse_node(br#"{"uuid": "u", "reservation": "", "last_error": ""}"#).unwrap();
+        assert_eq!((minimal.reservation, minimal.last_error), (None, None));
+        assert!(parse_node(b"[]").is_err());
+        assert!(parse_node(br#"{"name": "no uuid"}"#).is_err());
+    }
+
+    #[test]
+    fn vmedia_documents_parse() {
+        let body = br#"[{"media_types": ["CD", "DVD"], "inserted": true, "image": "http://127.0.0.1:8088/redfish/cdrom-u.iso"}, {"media_types": ["Floppy", "USBStick"], "inserted": false, "image": ""}]"#;
+        let media = parse_vmedia(body).unwrap();
+        assert_eq!(media.len(), 2);
+        assert!(media[0].inserted);
+        assert_eq!(
+            media[0].image.as_deref(),
+            Some("http://127.0.0.1:8088/redfish/cdrom-u.iso")
+        );
+        assert_eq!(media[1].image, None);
+        assert_eq!(parse_vmedia(br#"{"vmedia": []}"#).unwrap(), vec![]);
+        assert!(parse_vmedia(b"42").is_err());
+        assert!(parse_vmedia(br#"[{"inserted": "yes"}]"#).is_err());
+    }
+
+    #[test]
+    fn password_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("password");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        assert_eq!(read_password_file(&path).unwrap(), "s3cret");
+        std::fs::write(&path, "with space \r\n").unwrap();
+        assert_eq!(read_password_file(&path).unwrap(), "with space ");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(matches!(
+            read_password_file(&path),
+            Err(IronicError::Config(_))
+        ));
+        assert!(matches!(
+            read_password_file(&dir.path().join("missing")),
+            Err(IronicError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut config = IronicConfig::new("http://u:urlpw@h:6385".parse().unwrap());
+        config.username = Some("admin".into());
+        config.password = Some("hunter2".into());
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("urlpw"),
+            "{debug}"
+        );
     }
 }

@@ -3,8 +3,10 @@
 //! Contract used by the reconciler; the implementation lives in `client.rs`.
 
 pub mod client;
+pub mod observe;
 
-pub use client::{IronicClient, IronicConfig};
+pub use client::{IronicClient, IronicConfig, Microversion};
+pub use observe::{Expect, Observation, Verdict};
 
 /// The microversion that introduced `GET /v1/nodes/{node}/vmedia`: without it
 /// an attach cannot be confirmed, so older servers are refused.
@@ -62,5 +64,62 @@ impl IronicError {
     /// Worth retrying soon (locks, outages).
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Locked(_) | Self::Unavailable(_))
+    }
+}
+
+/// Replaces the userinfo of every `scheme://user:pass@host` in free text
+/// (Ironic messages may quote URLs anywhere) with `***`. The authority of
+/// each URL ends at `/ ? # \\`, whitespace or a quote.
+pub fn redact_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find("://") {
+        let after = pos + 3;
+        out.push_str(&rest[..after]);
+        let tail = &rest[after..];
+        let end = tail
+            .find(|c: char| {
+                matches!(c, '/' | '?' | '#' | '\\' | '"' | '\'' | '<' | '>') || c.is_whitespace()
+            })
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&tail[at..end]);
+            }
+            None => out.push_str(&tail[..end]),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_every_url_in_text() {
+        assert_eq!(
+            redact_text("href http://u:p@h/a.iso failed; see https://x:y@z:1?q and ftp://plain/"),
+            "href http://***@h/a.iso failed; see https://***@z:1?q and ftp://plain/"
+        );
+        assert_eq!(redact_text("'http://a:b@c' x"), "'http://***@c' x");
+        assert_eq!(redact_text("http://h/a@b.iso"), "http://h/a@b.iso");
+        assert_eq!(redact_text("no urls here"), "no urls here");
+        assert_eq!(redact_text("trailing ://"), "trailing ://");
+        assert_eq!(
+            redact_text("ünïcode http://ü:ö@h/ é"),
+            "ünïcode http://***@h/ é"
+        );
+    }
+
+    #[test]
+    fn transient_errors() {
+        assert!(IronicError::Locked(String::new()).is_transient());
+        assert!(IronicError::Unavailable(String::new()).is_transient());
+        assert!(!IronicError::BadRequest(String::new()).is_transient());
+        assert!(!IronicError::NotFound(String::new()).is_transient());
     }
 }
