@@ -1,12 +1,35 @@
 //! The HTTPS admission webhook server (`metal3-dataimage serve`).
+//!
+//! - [`envelope`]: AdmissionReview parsing (borrowed, objects stay raw) and answers
+//! - [`handler`]: the three endpoints (HTTP checks, rules, metrics, logs)
+//! - [`server`]: TLS listener, connection handling, graceful shutdown
+//! - [`tls`], [`reload`]: rustls configuration and certificate hot reload
+//! - [`secrets`]: bounded, cached lookups of the referenced Secret
+//! - [`metrics`]: controller-runtime-compatible metrics
 
-#[derive(Clone, Debug, clap::Args)]
-pub struct ServeArgs {}
+pub mod duration;
+pub mod envelope;
+pub mod handler;
+pub mod metrics;
+pub mod reload;
+pub mod secrets;
+pub mod server;
+pub mod tls;
 
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("serve: not implemented yet")
-}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+pub use handler::{AppState, MAX_BODY_BYTES, Webhook, router};
+pub use server::{Server, ServerHandle, Settings, Timeouts};
+pub use tls::{TlsMinVersion, TlsSettings};
+
+use crate::rules::{DEFAULT_OPERATOR_USER, Policy};
+use crate::telemetry::{LogFormat, init_logging};
+use secrets::{KubeSecrets, NoClusterAccess, SharedSecretSource};
 
 /// Paths served on the HTTPS listener (also checked against the manifests).
 pub const VALIDATE_BMH_PATH: &str = "/validate-metal3-io-v1alpha1-baremetalhost";
@@ -16,3 +39,248 @@ pub const WEBHOOK_PATHS: [&str; 3] = [VALIDATE_BMH_PATH, MUTATE_BMH_PATH, VALIDA
 /// Default listeners.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9443";
 pub const DEFAULT_PROBE_LISTEN: &str = "0.0.0.0:9440";
+
+fn duration_arg(value: &str) -> Result<Duration, String> {
+    duration::parse_duration(value)
+}
+
+/// `metal3-dataimage serve`: every flag is also an environment variable.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeArgs {
+    /// HTTPS address for the webhooks.
+    #[arg(long, env = "METAL3_DATAIMAGE_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Plain-HTTP address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "METAL3_DATAIMAGE_PROBE_LISTEN", default_value = DEFAULT_PROBE_LISTEN)]
+    pub probe_listen: SocketAddr,
+    /// Serving certificate (PEM, chain allowed). Without it and --tls-key-file,
+    /// a development certificate is generated in --cert-dir.
+    #[arg(
+        long,
+        env = "METAL3_DATAIMAGE_TLS_CERT_FILE",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key of the serving certificate (PEM).
+    #[arg(
+        long,
+        env = "METAL3_DATAIMAGE_TLS_KEY_FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+    /// Require client certificates signed by these CAs (PEM; reloaded on change).
+    #[arg(long, env = "METAL3_DATAIMAGE_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Lowest TLS version accepted.
+    #[arg(
+        long,
+        env = "METAL3_DATAIMAGE_TLS_MIN_VERSION",
+        value_enum,
+        default_value = "TLS12"
+    )]
+    pub tls_min_version: TlsMinVersion,
+    /// Comma-separated IANA cipher suite names for TLS 1.2 (TLS 1.3 suites stay
+    /// enabled unless listed); empty: rustls' AEAD suites.
+    #[arg(
+        long,
+        env = "METAL3_DATAIMAGE_TLS_CIPHER_SUITES",
+        value_delimiter = ','
+    )]
+    pub tls_cipher_suites: Vec<String>,
+    /// Offer HTTP/2 (ALPN h2). Off by default (HTTP/2 rapid reset, CVE-2023-44487).
+    #[arg(long, env = "METAL3_DATAIMAGE_ENABLE_HTTP2")]
+    pub enable_http2: bool,
+    /// After SIGTERM/SIGINT, keep serving (reporting not ready) this long
+    /// before closing the listener, while endpoints propagate.
+    #[arg(long, env = "METAL3_DATAIMAGE_SHUTDOWN_DELAY", default_value = "5s", value_parser = duration_arg)]
+    pub shutdown_delay: Duration,
+    /// After closing the listener, how long in-flight requests may take.
+    #[arg(long, env = "METAL3_DATAIMAGE_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration_arg)]
+    pub drain_timeout: Duration,
+    /// Deny (instead of warn) when the referenced Secret is missing or cannot be read.
+    #[arg(long, env = "METAL3_DATAIMAGE_STRICT_SECRETS")]
+    pub strict_secrets: bool,
+    /// Users whose whole-object writes drop dataImage (repeatable; comma-separated in the env var).
+    #[arg(
+        long = "operator-user",
+        env = "METAL3_DATAIMAGE_OPERATOR_USER",
+        value_delimiter = ',',
+        default_value = DEFAULT_OPERATOR_USER
+    )]
+    pub operator_users: Vec<String>,
+    /// Upper bound for one Secret lookup (also kept inside the API server's ?timeout=).
+    #[arg(long, env = "METAL3_DATAIMAGE_SECRET_TIMEOUT", default_value = "2s", value_parser = duration_arg)]
+    pub secret_timeout: Duration,
+    /// Where the development certificate is generated/reused when no
+    /// certificate flags are given.
+    #[arg(long, env = "METAL3_DATAIMAGE_CERT_DIR", default_value = "certs")]
+    pub cert_dir: PathBuf,
+    /// TLS handshake timeout.
+    #[arg(long, env = "METAL3_DATAIMAGE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration_arg)]
+    pub handshake_timeout: Duration,
+    /// Time allowed to receive a request's headers once it started.
+    #[arg(long, env = "METAL3_DATAIMAGE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration_arg)]
+    pub header_read_timeout: Duration,
+    /// Idle keep-alive connections are closed after this (keep it above the
+    /// API server's 90 s).
+    #[arg(long, env = "METAL3_DATAIMAGE_IDLE_TIMEOUT", default_value = "120s", value_parser = duration_arg)]
+    pub idle_timeout: Duration,
+    /// Certificate files are re-read at least this often (besides file events).
+    #[arg(long, env = "METAL3_DATAIMAGE_CERT_POLL_INTERVAL", default_value = "10s", value_parser = duration_arg)]
+    pub cert_poll_interval: Duration,
+    /// Log format.
+    #[arg(
+        long,
+        env = "METAL3_DATAIMAGE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    tls::install_default_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+/// Host name to show in the curl example for a listen address.
+fn curl_host(listen: SocketAddr) -> String {
+    if listen.ip().is_unspecified() || listen.ip().is_loopback() {
+        format!("localhost:{}", listen.port())
+    } else {
+        listen.to_string()
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (cert_file, key_file) = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => {
+            let dev = crate::certs::ensure_dev_certs(&args.cert_dir).with_context(|| {
+                format!(
+                    "preparing development certificates in {}",
+                    args.cert_dir.display()
+                )
+            })?;
+            tracing::info!(
+                ca = %dev.ca_cert.display(),
+                cert = %dev.cert.display(),
+                generated = dev.generated,
+                "no --tls-cert-file/--tls-key-file: serving a development certificate for localhost, 127.0.0.1 and ::1"
+            );
+            eprintln!(
+                "Development CA: {ca}\nTry it:\n  curl --cacert {ca} -H 'Content-Type: application/json' \\\n    \
+                 -d '{{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{{\"uid\":\"1\",\
+                 \"kind\":{{\"group\":\"metal3.io\",\"version\":\"v1alpha1\",\"kind\":\"BareMetalHost\"}},\
+                 \"operation\":\"CREATE\",\"namespace\":\"default\",\"name\":\"host-0\",\"object\":{{\"apiVersion\":\
+                 \"metal3.io/v1alpha1\",\"kind\":\"BareMetalHost\",\"metadata\":{{\"name\":\"host-0\"}},\"spec\":{{\
+                 \"dataImage\":{{\"url\":\"ftp://example.com/a.iso\"}}}}}}}}}}' \\\n    https://{host}{path}",
+                ca = dev.ca_cert.display(),
+                host = curl_host(args.listen),
+                path = VALIDATE_BMH_PATH,
+            );
+            (dev.cert, dev.key)
+        }
+    };
+
+    let secrets: SharedSecretSource = match KubeSecrets::try_default().await {
+        Ok(kube) => {
+            tracing::info!("Secret lookups use the Kubernetes API");
+            Arc::new(kube)
+        }
+        Err(err) => {
+            tracing::info!(error = %err, "no cluster access: referenced Secrets are treated as unknown");
+            Arc::new(NoClusterAccess {
+                reason: "the webhook has no cluster access".to_string(),
+            })
+        }
+    };
+
+    let tls_settings = TlsSettings {
+        cert_file,
+        key_file,
+        client_ca_file: args.client_ca_file.clone(),
+        min_version: args.tls_min_version,
+        cipher_suites: args.tls_cipher_suites.clone(),
+        enable_http2: args.enable_http2,
+    };
+    let settings = Settings {
+        policy: Policy {
+            strict_secrets: args.strict_secrets,
+            operator_users: args.operator_users.clone(),
+        },
+        secret_timeout: args.secret_timeout,
+        timeouts: Timeouts {
+            handshake: args.handshake_timeout,
+            header_read: args.header_read_timeout,
+            idle: args.idle_timeout,
+            drain: args.drain_timeout,
+        },
+        shutdown_delay: args.shutdown_delay,
+        cert_poll_interval: args.cert_poll_interval,
+        ..Settings::new(args.listen, tls_settings, secrets)
+    };
+    if settings.timeouts.idle <= Duration::from_secs(90) {
+        tracing::warn!(
+            idle_timeout_s = settings.timeouts.idle.as_secs(),
+            "--idle-timeout is not above the API server's 90 s: it may reuse a connection we are closing"
+        );
+    }
+
+    let server = Server::bind(settings).await?;
+    let handle = server.handle();
+    let probe_listener = crate::probes::bind(args.probe_listen)
+        .await
+        .with_context(|| format!("binding the probe listener {}", args.probe_listen))?;
+    let probe_address = probe_listener.local_addr()?;
+    let probes = crate::probes::ProbeServer::new(server.registry(), handle.readiness_check());
+    let probes_stop = tokio_util::sync::CancellationToken::new();
+    let probes_task =
+        tokio::spawn(probes.serve(probe_listener, probes_stop.clone().cancelled_owned()));
+    tracing::info!(
+        address = %server.local_addr(),
+        probe_address = %probe_address,
+        http2 = args.enable_http2,
+        client_auth = args.client_ca_file.is_some(),
+        tls_min_version = ?args.tls_min_version,
+        "webhook server listening"
+    );
+
+    tokio::spawn(handle_signals(handle.clone()));
+    let result = server.run().await;
+    probes_stop.cancel();
+    let _ = probes_task.await;
+    result
+}
+
+/// First SIGTERM/SIGINT: graceful shutdown. Second: skip the remaining waits.
+async fn handle_signals(handle: ServerHandle) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers");
+        return;
+    };
+    let mut first = true;
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        if first {
+            tracing::info!(signal = name, "graceful shutdown");
+            handle.shutdown();
+            first = false;
+        } else {
+            tracing::info!(signal = name, "second signal: shutting down now");
+            handle.shutdown_now();
+        }
+    }
+}

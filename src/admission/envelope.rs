@@ -1,0 +1,571 @@
+//! The AdmissionReview envelope: parsing the request and writing the answer.
+//!
+//! Only the envelope is parsed here, with borrowed strings; `object` and
+//! `oldObject` stay raw JSON for the rules to decode. A body whose envelope is
+//! damaged still yields its `uid` when one can be read (so the API server gets
+//! an in-band answer it can show the user); only a body that is not an
+//! AdmissionReview at all, or has no `request.uid`, is an HTTP-level error.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use base64::Engine as _;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::rules::{DenyStatus, Operation, ResourceKind, ReviewInput, Verdict};
+
+pub const ADMISSION_V1: &str = "admission.k8s.io/v1";
+pub const ADMISSION_V1BETA1: &str = "admission.k8s.io/v1beta1";
+const REVIEW_KIND: &str = "AdmissionReview";
+
+/// A parsed AdmissionReview request (borrowing from the body).
+#[derive(Debug)]
+pub struct Review<'a> {
+    /// The request's apiVersion, echoed in the answer.
+    pub api_version: &'static str,
+    pub uid: Cow<'a, str>,
+    /// `request.kind.kind` as sent (for logs).
+    pub kind_name: Cow<'a, str>,
+    /// `None` when the kind is not one this webhook judges.
+    pub kind: Option<ResourceKind>,
+    pub operation: Operation,
+    pub sub_resource: Option<Cow<'a, str>>,
+    pub username: Cow<'a, str>,
+    pub name: Cow<'a, str>,
+    pub namespace: Cow<'a, str>,
+    pub dry_run: bool,
+    pub object: Option<&'a RawValue>,
+    pub old_object: Option<&'a RawValue>,
+}
+
+impl<'a> Review<'a> {
+    /// The rules' view of this request (`None` for kinds we do not judge).
+    pub fn input(&self) -> Option<ReviewInput<'_>> {
+        Some(ReviewInput {
+            kind: self.kind?,
+            operation: self.operation,
+            sub_resource: self.sub_resource.as_deref(),
+            user: &self.username,
+            name: &self.name,
+            namespace: &self.namespace,
+            object: self.object,
+            old_object: self.old_object,
+        })
+    }
+}
+
+/// Why a body could not be turned into a [`Review`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// The uid is known: answer HTTP 200 with `allowed: false`, code 400.
+    InBand {
+        api_version: &'static str,
+        uid: String,
+        message: String,
+    },
+    /// Not an AdmissionReview, or no `request.uid`: answer HTTP 400 plain text.
+    NotAReview(String),
+}
+
+impl fmt::Display for EnvelopeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InBand { message, .. } | Self::NotAReview(message) => f.write_str(message),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WireReview<'a> {
+    #[serde(rename = "apiVersion", borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    request: Option<WireRequest<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRequest<'a> {
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
+    uid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<WireKind<'a>>,
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
+    sub_resource: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
+    operation: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    user_info: Option<WireUserInfo<'a>>,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    old_object: Option<&'a RawValue>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct WireKind<'a> {
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
+    kind: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct WireUserInfo<'a> {
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
+    username: Option<Cow<'a, str>>,
+}
+
+/// `Option<Cow<str>>` that borrows from the input when the string has no
+/// escapes (serde's `borrow` alone does not reach inside an `Option`).
+fn borrowed_str<'de: 'a, 'a, D: de::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'a, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed<'de>>::deserialize(deserializer)?.map(|b| b.0))
+}
+
+fn known_api_version(api_version: &str) -> Option<&'static str> {
+    match api_version {
+        ADMISSION_V1 => Some(ADMISSION_V1),
+        ADMISSION_V1BETA1 => Some(ADMISSION_V1BETA1),
+        _ => None,
+    }
+}
+
+/// Parses an AdmissionReview request body.
+pub fn parse_review(body: &[u8]) -> Result<Review<'_>, EnvelopeError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed = serde_path_to_error::deserialize::<_, WireReview<'_>>(&mut deserializer)
+        .map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            if path.is_empty() || path == "." {
+                inner.to_string()
+            } else {
+                format!("{path}: {inner}")
+            }
+        })
+        .and_then(|wire| {
+            deserializer
+                .end()
+                .map(|()| wire)
+                .map_err(|err| err.to_string())
+        });
+    let wire = match parsed {
+        Ok(wire) => wire,
+        Err(message) => return Err(damaged(body, message)),
+    };
+
+    if wire.kind.as_deref() != Some(REVIEW_KIND) {
+        return Err(EnvelopeError::NotAReview(format!(
+            "not an AdmissionReview (kind is {})",
+            wire.kind
+                .as_deref()
+                .map_or_else(|| "missing".to_string(), |k| format!("{k:?}"))
+        )));
+    }
+    let Some(api_version) = wire.api_version.as_deref().and_then(known_api_version) else {
+        return Err(EnvelopeError::NotAReview(format!(
+            "unsupported AdmissionReview apiVersion {:?} (expected {ADMISSION_V1} or {ADMISSION_V1BETA1})",
+            wire.api_version.as_deref().unwrap_or("")
+        )));
+    };
+    let Some(request) = wire.request else {
+        return Err(EnvelopeError::NotAReview(
+            "AdmissionReview has no request".to_string(),
+        ));
+    };
+    let uid = match request.uid {
+        Some(uid) if !uid.is_empty() => uid,
+        _ => {
+            return Err(EnvelopeError::NotAReview(
+                "AdmissionReview has no request.uid".to_string(),
+            ));
+        }
+    };
+    let in_band = |message: String| EnvelopeError::InBand {
+        api_version,
+        uid: uid.to_string(),
+        message,
+    };
+    let operation = match request.operation.as_deref() {
+        Some(op) => Operation::parse(op)
+            .ok_or_else(|| in_band(format!("request.operation: unsupported value {op:?}")))?,
+        None => return Err(in_band("request.operation: missing".to_string())),
+    };
+    let kind_name = request
+        .kind
+        .and_then(|k| k.kind)
+        .unwrap_or(Cow::Borrowed(""));
+    let kind = match kind_name.as_ref() {
+        "BareMetalHost" => Some(ResourceKind::BareMetalHost),
+        "DataImage" => Some(ResourceKind::DataImage),
+        _ => None,
+    };
+    Ok(Review {
+        api_version,
+        uid,
+        kind_name,
+        kind,
+        operation,
+        sub_resource: request.sub_resource.filter(|s| !s.is_empty()),
+        username: request
+            .user_info
+            .and_then(|u| u.username)
+            .unwrap_or(Cow::Borrowed("")),
+        name: request.name.unwrap_or(Cow::Borrowed("")),
+        namespace: request.namespace.unwrap_or(Cow::Borrowed("")),
+        dry_run: request.dry_run.unwrap_or(false),
+        object: request.object,
+        old_object: request.old_object,
+    })
+}
+
+/// Builds the error for a body that did not parse: in-band when the uid can
+/// still be read from it.
+fn damaged(body: &[u8], message: String) -> EnvelopeError {
+    let ids = recover_ids(body);
+    match ids.in_band_target() {
+        Some((api_version, uid)) => EnvelopeError::InBand {
+            api_version,
+            uid,
+            message: format!("malformed AdmissionReview: {message}"),
+        },
+        None => EnvelopeError::NotAReview(format!("malformed AdmissionReview: {message}")),
+    }
+}
+
+/// What could be read from the start of a body that is damaged or truncated.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RecoveredIds {
+    pub api_version: Option<String>,
+    pub kind: Option<String>,
+    pub uid: Option<String>,
+}
+
+impl RecoveredIds {
+    /// The apiVersion and uid to answer in-band with, if the body was an
+    /// AdmissionReview with a uid.
+    pub fn in_band_target(&self) -> Option<(&'static str, String)> {
+        if self.kind.as_deref().is_some_and(|k| k != REVIEW_KIND) {
+            return None;
+        }
+        let api_version = known_api_version(self.api_version.as_deref()?)?;
+        let uid = self.uid.as_deref().filter(|uid| !uid.is_empty())?;
+        Some((api_version, uid.to_string()))
+    }
+}
+
+/// Reads `apiVersion`, `kind` and `request.uid` from a possibly damaged or
+/// truncated body (an oversized one is cut at the limit), keeping whatever
+/// was read before the first error.
+pub fn recover_ids(body: &[u8]) -> RecoveredIds {
+    let mut ids = RecoveredIds::default();
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    // Errors are expected (that is why we are here): keep what was read.
+    let _ = TopLevel(&mut ids).deserialize(&mut deserializer);
+    ids
+}
+
+struct TopLevel<'s>(&'s mut RecoveredIds);
+struct RequestLevel<'s>(&'s mut RecoveredIds);
+
+impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopLevel<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an AdmissionReview object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "apiVersion" => self.0.api_version = map.next_value::<Option<String>>()?,
+                "kind" => self.0.kind = map.next_value::<Option<String>>()?,
+                "request" => map.next_value_seed(RequestLevel(&mut *self.0))?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for RequestLevel<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RequestLevel<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an AdmissionRequest object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key == "uid" {
+                self.0.uid = map.next_value::<Option<String>>()?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct WireAnswer<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'a str,
+    kind: &'static str,
+    response: WireResponse<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponse<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a DenyStatus>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+}
+
+/// Serialises the answer: the request's apiVersion and uid, the verdict, and
+/// the patch as base64 JSON Patch (omitted when it has no operations).
+pub fn render_answer(api_version: &str, uid: &str, verdict: &Verdict) -> Vec<u8> {
+    let patch = verdict
+        .patch
+        .as_ref()
+        .filter(|patch| !patch.0.is_empty())
+        .and_then(|patch| serde_json::to_vec(patch).ok())
+        .map(|json| base64::engine::general_purpose::STANDARD.encode(json));
+    let answer = WireAnswer {
+        api_version,
+        kind: REVIEW_KIND,
+        response: WireResponse {
+            uid,
+            allowed: verdict.allowed,
+            status: verdict.status.as_ref(),
+            warnings: &verdict.warnings,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+        },
+    };
+    // Serialising these plain structs cannot fail; fall back to a minimal
+    // denial rather than panicking if it ever did.
+    serde_json::to_vec(&answer).unwrap_or_else(|_| {
+        format!(
+            r#"{{"apiVersion":{},"kind":"AdmissionReview","response":{{"uid":{},"allowed":false}}}}"#,
+            serde_json::Value::from(api_version),
+            serde_json::Value::from(uid)
+        )
+        .into_bytes()
+    })
+}
+
+/// A denial for a request-level problem (bad envelope, oversized, panic).
+pub fn error_verdict(code: u16, reason: &str, message: impl Into<String>) -> Verdict {
+    Verdict {
+        allowed: false,
+        status: Some(DenyStatus {
+            code,
+            reason: reason.to_string(),
+            message: message.into(),
+            details: None,
+        }),
+        warnings: Vec::new(),
+        patch: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1_REVIEW: &str = r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{
+        "uid":"abc-123","kind":{"group":"metal3.io","version":"v1alpha1","kind":"BareMetalHost"},
+        "name":"host-0","namespace":"metal3","operation":"UPDATE",
+        "userInfo":{"username":"admin","groups":["system:masters"]},
+        "object":{"metadata":{"name":"host-0"},"spec":{"online":true}},
+        "oldObject":null,"dryRun":true,"options":{"kind":"UpdateOptions"}}}"#;
+
+    #[test]
+    fn parses_the_envelope_and_keeps_objects_raw() {
+        let review = parse_review(V1_REVIEW.as_bytes()).unwrap();
+        assert_eq!(review.api_version, ADMISSION_V1);
+        assert_eq!(review.uid, "abc-123");
+        assert_eq!(review.kind, Some(ResourceKind::BareMetalHost));
+        assert_eq!(review.operation, Operation::Update);
+        assert_eq!(review.username, "admin");
+        assert_eq!(
+            (review.namespace.as_ref(), review.name.as_ref()),
+            ("metal3", "host-0")
+        );
+        assert!(review.dry_run);
+        assert_eq!(
+            review.object.unwrap().get(),
+            r#"{"metadata":{"name":"host-0"},"spec":{"online":true}}"#
+        );
+        assert!(review.old_object.is_none(), "explicit null is no object");
+        assert!(
+            matches!(review.uid, Cow::Borrowed(_)),
+            "plain strings are borrowed"
+        );
+    }
+
+    #[test]
+    fn v1beta1_is_accepted_and_echoed() {
+        let body = V1_REVIEW.replace("admission.k8s.io/v1\"", "admission.k8s.io/v1beta1\"");
+        assert_eq!(
+            parse_review(body.as_bytes()).unwrap().api_version,
+            ADMISSION_V1BETA1
+        );
+    }
+
+    #[test]
+    fn missing_name_and_unknown_kind_are_fine() {
+        let body = r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u",
+            "kind":{"kind":"Pod"},"namespace":"n","operation":"CREATE","object":{}}}"#;
+        let review = parse_review(body.as_bytes()).unwrap();
+        assert_eq!(review.name, "");
+        assert_eq!(review.kind, None);
+        assert!(review.input().is_none());
+    }
+
+    #[test]
+    fn not_a_review_or_no_uid_is_an_http_error() {
+        for body in [
+            "",
+            "not json",
+            "[]",
+            r#"{"kind":"Pod","apiVersion":"v1"}"#,
+            r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v2","request":{"uid":"u"}}"#,
+            r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#,
+            r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"operation":"CREATE"}}"#,
+            r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":""}}"#,
+            r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":42}}"#,
+        ] {
+            assert!(
+                matches!(
+                    parse_review(body.as_bytes()),
+                    Err(EnvelopeError::NotAReview(_))
+                ),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn damaged_envelope_with_uid_is_answered_in_band_naming_the_field() {
+        let body = r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u-1",
+            "operation":7}}"#;
+        match parse_review(body.as_bytes()) {
+            Err(EnvelopeError::InBand {
+                api_version,
+                uid,
+                message,
+            }) => {
+                assert_eq!((api_version, uid.as_str()), (ADMISSION_V1, "u-1"));
+                assert!(message.contains("request.operation"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let bad_op = V1_REVIEW.replace("\"UPDATE\"", "\"PATCH\"");
+        match parse_review(bad_op.as_bytes()) {
+            Err(EnvelopeError::InBand { message, .. }) => {
+                assert!(message.contains("PATCH"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Broken JSON after the uid (e.g. an object cut short).
+        let truncated = &V1_REVIEW[..V1_REVIEW.find("\"spec\"").unwrap()];
+        assert!(matches!(
+            parse_review(truncated.as_bytes()),
+            Err(EnvelopeError::InBand { .. })
+        ));
+    }
+
+    #[test]
+    fn recovers_ids_from_a_truncated_body() {
+        let ids = recover_ids(&V1_REVIEW.as_bytes()[..120]);
+        assert_eq!(
+            ids.in_band_target(),
+            Some((ADMISSION_V1, "abc-123".to_string()))
+        );
+        let ids = recover_ids(&V1_REVIEW.as_bytes()[..60]);
+        assert_eq!(ids.in_band_target(), None);
+    }
+
+    #[test]
+    fn answer_has_base64_patch_only_when_it_changes_something() {
+        let patch: json_patch::Patch =
+            serde_json::from_str(r#"[{"op":"add","path":"/spec/online","value":false}]"#).unwrap();
+        let verdict = Verdict {
+            allowed: true,
+            warnings: vec!["careful".into()],
+            patch: Some(patch),
+            ..Verdict::default()
+        };
+        let answer: serde_json::Value =
+            serde_json::from_slice(&render_answer(ADMISSION_V1BETA1, "u", &verdict)).unwrap();
+        assert_eq!(answer["apiVersion"], ADMISSION_V1BETA1);
+        assert_eq!(answer["kind"], "AdmissionReview");
+        assert_eq!(answer["response"]["uid"], "u");
+        assert_eq!(answer["response"]["patchType"], "JSONPatch");
+        assert_eq!(answer["response"]["warnings"][0], "careful");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(answer["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&decoded).unwrap(),
+            serde_json::json!([{"op":"add","path":"/spec/online","value":false}])
+        );
+
+        let empty = Verdict {
+            allowed: true,
+            patch: Some(json_patch::Patch(Vec::new())),
+            ..Verdict::default()
+        };
+        let answer: serde_json::Value =
+            serde_json::from_slice(&render_answer(ADMISSION_V1, "u", &empty)).unwrap();
+        assert_eq!(
+            answer["response"],
+            serde_json::json!({"uid":"u","allowed":true})
+        );
+    }
+
+    #[test]
+    fn error_answers_carry_code_reason_and_message() {
+        let verdict = error_verdict(413, "RequestEntityTooLarge", "too big");
+        let answer: serde_json::Value =
+            serde_json::from_slice(&render_answer(ADMISSION_V1, "u", &verdict)).unwrap();
+        assert_eq!(
+            answer["response"],
+            serde_json::json!({"uid":"u","allowed":false,"status":{"code":413,"reason":"RequestEntityTooLarge","message":"too big"}})
+        );
+    }
+}

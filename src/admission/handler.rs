@@ -1,0 +1,542 @@
+//! The three webhook endpoints: HTTP checks, envelope, rules, answer.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures::FutureExt as _;
+use http_body_util::BodyExt as _;
+
+use super::duration::parse_duration;
+use super::envelope::{self, EnvelopeError, Review};
+use super::metrics::{AdmissionLabels, Metrics, WebhookCodeLabels, WebhookLabels};
+use super::secrets::{self, SharedSecretSource};
+use super::{MUTATE_BMH_PATH, VALIDATE_BMH_PATH, VALIDATE_DATAIMAGE_PATH};
+use crate::rules::{self, Policy, SecretLookup, Verdict};
+
+/// The request body limit: two 3 MiB objects plus slack, as controller-runtime.
+pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
+/// How much of an oversized body we read to find its uid.
+const OVERSIZED_PREFIX_BYTES: usize = 64 * 1024;
+/// Body read limit when the API server gave no `?timeout=`.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which endpoint a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Webhook {
+    ValidateHost,
+    MutateHost,
+    ValidateDataImage,
+}
+
+impl Webhook {
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::ValidateHost => VALIDATE_BMH_PATH,
+            Self::MutateHost => MUTATE_BMH_PATH,
+            Self::ValidateDataImage => VALIDATE_DATAIMAGE_PATH,
+        }
+    }
+
+    fn is_mutating(self) -> bool {
+        self == Self::MutateHost
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+pub struct AppInner {
+    pub policy: Policy,
+    pub secrets: SharedSecretSource,
+    /// Upper bound for one Secret lookup (also bounded by `?timeout=`).
+    pub secret_timeout: Duration,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    pub fn new(
+        policy: Policy,
+        secrets: SharedSecretSource,
+        secret_timeout: Duration,
+        metrics: Metrics,
+    ) -> Self {
+        Self(Arc::new(AppInner {
+            policy,
+            secrets,
+            secret_timeout,
+            metrics,
+        }))
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+}
+
+/// The webhook routes (no TLS, no connection handling: usable with
+/// `tower::ServiceExt::oneshot` in tests).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(VALIDATE_BMH_PATH, post(validate_host))
+        .route(MUTATE_BMH_PATH, post(mutate_host))
+        .route(VALIDATE_DATAIMAGE_PATH, post(validate_data_image))
+        .with_state(state)
+}
+
+async fn validate_host(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve(&state, Webhook::ValidateHost, &uri, &headers, body).await
+}
+
+async fn mutate_host(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve(&state, Webhook::MutateHost, &uri, &headers, body).await
+}
+
+async fn validate_data_image(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve(&state, Webhook::ValidateDataImage, &uri, &headers, body).await
+}
+
+/// Decrements the in-flight gauge however the request ends.
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn serve(
+    state: &AppState,
+    webhook: Webhook,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let metrics = state.metrics();
+    let labels = WebhookLabels {
+        webhook: webhook.path(),
+    };
+    let gauge = metrics.in_flight.get_or_create(&labels).clone();
+    gauge.inc();
+    let _in_flight = InFlight(gauge);
+
+    let response = answer(state, webhook, uri, headers, body, started).await;
+
+    let code = response.status().as_u16();
+    metrics
+        .requests
+        .get_or_create(&WebhookCodeLabels {
+            webhook: webhook.path(),
+            code,
+        })
+        .inc();
+    metrics
+        .latency
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn answer(
+    state: &AppState,
+    webhook: Webhook,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+    started: Instant,
+) -> Response {
+    if !is_json(headers) {
+        let got = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        tracing::info!(
+            webhook = webhook.path(),
+            content_type = got,
+            "rejected request: not application/json"
+        );
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be application/json, got {got:?}"),
+        );
+    }
+    let timeout = match request_timeout(uri) {
+        Ok(timeout) => timeout,
+        Err(message) => return plain(StatusCode::BAD_REQUEST, message),
+    };
+    let body = match read_body(body, headers, timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT)).await {
+        BodyRead::Complete(body) => body,
+        BodyRead::TooLarge(prefix) => return too_large(webhook, &prefix),
+        BodyRead::Failed(message) => return plain(StatusCode::BAD_REQUEST, message),
+        BodyRead::TimedOut => {
+            return plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "timed out reading the request body",
+            );
+        }
+    };
+    let review = match envelope::parse_review(&body) {
+        Ok(review) => review,
+        Err(EnvelopeError::NotAReview(message)) => {
+            tracing::info!(webhook = webhook.path(), error = %message, "rejected request: not an AdmissionReview");
+            return plain(StatusCode::BAD_REQUEST, message);
+        }
+        Err(EnvelopeError::InBand {
+            api_version,
+            uid,
+            message,
+        }) => {
+            tracing::info!(webhook = webhook.path(), uid = %uid, error = %message, "malformed AdmissionReview");
+            let verdict = envelope::error_verdict(400, "BadRequest", message);
+            return json(envelope::render_answer(api_version, &uid, &verdict));
+        }
+    };
+
+    let lookup_budget = lookup_budget(timeout, state.0.secret_timeout);
+    let verdict = guarded(
+        judge(state, webhook, &review, lookup_budget),
+        &state.0.metrics,
+    )
+    .await;
+    log_review(webhook, &review, &verdict, started);
+    state
+        .metrics()
+        .admissions
+        .get_or_create(&AdmissionLabels {
+            webhook: webhook.path(),
+            operation: review.operation.as_str(),
+            allowed: verdict.allowed,
+        })
+        .inc();
+    json(envelope::render_answer(
+        review.api_version,
+        &review.uid,
+        &verdict,
+    ))
+}
+
+/// Runs the rules for one review.
+async fn judge(
+    state: &AppState,
+    webhook: Webhook,
+    review: &Review<'_>,
+    lookup_budget: Duration,
+) -> Verdict {
+    let Some(input) = review.input() else {
+        // A kind we do not judge (a misconfigured webhook rule): never block it.
+        tracing::warn!(kind = %review.kind_name, webhook = webhook.path(), "admitting a kind this webhook does not handle");
+        return Verdict {
+            allowed: true,
+            ..Verdict::default()
+        };
+    };
+    let decoded = rules::decode(&input);
+    if webhook.is_mutating() {
+        return rules::mutate(&input, &decoded, &state.0.policy);
+    }
+    let secret = match decoded.secret_to_check() {
+        Some(name) if !review.namespace.is_empty() => {
+            secrets::lookup_within(
+                state.0.secrets.as_ref(),
+                &review.namespace,
+                name,
+                lookup_budget,
+            )
+            .await
+        }
+        Some(_) => SecretLookup::Unknown {
+            reason: "the request has no namespace".to_string(),
+        },
+        None => SecretLookup::NotNeeded,
+    };
+    rules::validate(&input, &decoded, &secret, &state.0.policy)
+}
+
+/// A panic while judging becomes a denial with code 500 (the uid is kept by
+/// the caller) and is counted; the server keeps serving.
+pub async fn guarded(judging: impl Future<Output = Verdict>, metrics: &Metrics) -> Verdict {
+    match AssertUnwindSafe(judging).catch_unwind().await {
+        Ok(verdict) => verdict,
+        Err(panic) => {
+            metrics.panics.inc();
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, "panic while reviewing a request");
+            envelope::error_verdict(
+                500,
+                "InternalError",
+                "internal error while reviewing the request",
+            )
+        }
+    }
+}
+
+fn log_review(webhook: Webhook, review: &Review<'_>, verdict: &Verdict, started: Instant) {
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let code = verdict.status.as_ref().map_or(200, |status| status.code);
+    let message = verdict
+        .status
+        .as_ref()
+        .map_or("", |status| status.message.as_str());
+    tracing::info!(
+        webhook = webhook.path(),
+        uid = %review.uid,
+        kind = %review.kind_name,
+        namespace = %review.namespace,
+        name = %review.name,
+        operation = review.operation.as_str(),
+        dry_run = review.dry_run,
+        allowed = verdict.allowed,
+        code,
+        message,
+        warnings = verdict.warnings.len(),
+        patched = verdict.patch.as_ref().is_some_and(|p| !p.0.is_empty()),
+        duration_ms,
+        "admission review"
+    );
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The `?timeout=10s` the API server appends to webhook URLs.
+pub fn request_timeout(uri: &Uri) -> Result<Option<Duration>, String> {
+    let Some(query) = uri.query() else {
+        return Ok(None);
+    };
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("timeout=") {
+            return parse_duration(value)
+                .map(Some)
+                .map_err(|err| format!("bad timeout query parameter: {err}"));
+        }
+    }
+    Ok(None)
+}
+
+/// Time allowed for the Secret lookup: within `--secret-timeout`, and early
+/// enough inside the API server's deadline to still answer in time.
+pub fn lookup_budget(timeout: Option<Duration>, secret_timeout: Duration) -> Duration {
+    match timeout {
+        Some(timeout) => {
+            let margin = (timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+            secret_timeout.min(timeout.saturating_sub(margin))
+        }
+        None => secret_timeout,
+    }
+}
+
+enum BodyRead {
+    Complete(Vec<u8>),
+    /// The first bytes of a body over the limit.
+    TooLarge(Vec<u8>),
+    Failed(String),
+    TimedOut,
+}
+
+async fn read_body(mut body: Body, headers: &HeaderMap, within: Duration) -> BodyRead {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    // Over the limit by its own account: read only enough to find the uid.
+    let (limit, known_too_large) = match declared {
+        Some(length) if length > MAX_BODY_BYTES => (OVERSIZED_PREFIX_BYTES, true),
+        _ => (MAX_BODY_BYTES, false),
+    };
+    let reading = async move {
+        let mut buffer = Vec::with_capacity(declared.unwrap_or(16 * 1024).min(limit));
+        while let Some(frame) = body.frame().await {
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(err) => return BodyRead::Failed(format!("reading the request body: {err}")),
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if buffer.len() + data.len() > limit {
+                let room = limit - buffer.len();
+                buffer.extend_from_slice(&data[..room]);
+                return BodyRead::TooLarge(buffer);
+            }
+            buffer.extend_from_slice(&data);
+        }
+        if known_too_large {
+            BodyRead::TooLarge(buffer)
+        } else {
+            BodyRead::Complete(buffer)
+        }
+    };
+    tokio::time::timeout(within, reading)
+        .await
+        .unwrap_or(BodyRead::TimedOut)
+}
+
+fn too_large(webhook: Webhook, prefix: &[u8]) -> Response {
+    let message = format!(
+        "request body is larger than the {} MiB limit",
+        MAX_BODY_BYTES / (1024 * 1024)
+    );
+    match envelope::recover_ids(prefix).in_band_target() {
+        Some((api_version, uid)) => {
+            tracing::info!(webhook = webhook.path(), uid = %uid, "rejected oversized AdmissionReview");
+            let verdict = envelope::error_verdict(413, "RequestEntityTooLarge", message);
+            json(envelope::render_answer(api_version, &uid, &verdict))
+        }
+        None => plain(StatusCode::PAYLOAD_TOO_LARGE, message),
+    }
+}
+
+fn json(body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn plain(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, message.into()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::secrets::NoClusterAccess;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    fn state() -> AppState {
+        AppState::new(
+            Policy::default(),
+            Arc::new(NoClusterAccess {
+                reason: "test".into(),
+            }),
+            Duration::from_secs(1),
+            Metrics::default(),
+        )
+    }
+
+    async fn call(path: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
+        let request = Request::post(path)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap();
+        let response = router(state()).oneshot(request).await.unwrap();
+        let status = response.status();
+        (
+            status,
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+    }
+
+    const REVIEW: &str = r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u-7",
+        "kind":{"group":"metal3.io","version":"v1alpha1","kind":"BareMetalHost"},"namespace":"ns","name":"h",
+        "operation":"DELETE","userInfo":{"username":"admin"},"object":null,"oldObject":{},"dryRun":false}}"#;
+
+    #[tokio::test]
+    async fn answers_in_band_with_the_uid() {
+        let (status, body) = call(
+            &format!("{VALIDATE_BMH_PATH}?timeout=10s"),
+            "application/json; charset=utf-8",
+            REVIEW.into(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["response"]["uid"], "u-7");
+        assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+    }
+
+    #[tokio::test]
+    async fn wrong_content_type_is_415() {
+        assert_eq!(
+            call(VALIDATE_BMH_PATH, "text/plain", REVIEW.into()).await.0,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_413_in_band() {
+        let padding = "x".repeat(MAX_BODY_BYTES);
+        let body = REVIEW.replace(
+            r#""dryRun":false"#,
+            &format!(r#""dryRun":false,"pad":"{padding}""#),
+        );
+        let (status, body) = call(MUTATE_BMH_PATH, "application/json", body.into()).await;
+        assert_eq!(status, StatusCode::OK);
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["response"]["uid"], "u-7");
+        assert_eq!(answer["response"]["status"]["code"], 413);
+        let (status, _) = call(
+            MUTATE_BMH_PATH,
+            "application/json",
+            vec![b' '; MAX_BODY_BYTES + 1],
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn panics_become_500_denials_and_are_counted() {
+        let metrics = Metrics::default();
+        let verdict = guarded(async { panic!("boom") }, &metrics).await;
+        assert!(!verdict.allowed);
+        assert_eq!(verdict.status.unwrap().code, 500);
+        assert_eq!(metrics.panics.get(), 1);
+    }
+
+    #[test]
+    fn timeout_query_and_lookup_budget() {
+        let uri: Uri = "/validate?timeout=10s".parse().unwrap();
+        assert_eq!(request_timeout(&uri), Ok(Some(Duration::from_secs(10))));
+        assert_eq!(request_timeout(&"/validate".parse().unwrap()), Ok(None));
+        assert!(request_timeout(&"/v?timeout=ten".parse().unwrap()).is_err());
+        let two = Duration::from_secs(2);
+        assert_eq!(lookup_budget(Some(Duration::from_secs(10)), two), two);
+        assert_eq!(
+            lookup_budget(Some(Duration::from_secs(1)), two),
+            Duration::from_millis(900)
+        );
+        assert_eq!(lookup_budget(None, two), two);
+    }
+}

@@ -1,0 +1,266 @@
+//! Looking up the credentials Secret a host references (rule 9).
+//!
+//! Targeted `get`s of the one Secret, in the request's namespace, with a short
+//! TTL cache of bounded size: never a cluster-wide watch of every Secret
+//! (memory, and more privilege than needed). Only the presence of non-empty
+//! `username`/`password` keys is kept; Secret data is dropped at once.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::rules::SecretLookup;
+
+/// Where Secrets come from. Implementations must never put Secret data in
+/// [`SecretLookup::Unknown`] reasons.
+pub trait SecretSource: Send + Sync + 'static {
+    fn lookup<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> Pin<Box<dyn Future<Output = SecretLookup> + Send + 'a>>;
+}
+
+/// No cluster access: every lookup is unknown (a warning, or a denial under
+/// `--strict-secrets`).
+#[derive(Clone, Debug)]
+pub struct NoClusterAccess {
+    pub reason: String,
+}
+
+impl SecretSource for NoClusterAccess {
+    fn lookup<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _name: &'a str,
+    ) -> Pin<Box<dyn Future<Output = SecretLookup> + Send + 'a>> {
+        Box::pin(std::future::ready(SecretLookup::Unknown {
+            reason: self.reason.clone(),
+        }))
+    }
+}
+
+/// Looks up a Secret within `budget`; a slow lookup degrades to unknown.
+pub async fn lookup_within(
+    source: &dyn SecretSource,
+    namespace: &str,
+    name: &str,
+    budget: Duration,
+) -> SecretLookup {
+    match tokio::time::timeout(budget, source.lookup(namespace, name)).await {
+        Ok(found) => found,
+        Err(_) => SecretLookup::Unknown {
+            reason: format!(
+                "the Secret lookup did not finish within {} ms",
+                budget.as_millis()
+            ),
+        },
+    }
+}
+
+/// Secrets read from the API server with a small TTL cache.
+pub struct KubeSecrets {
+    client: kube::Client,
+    cache: Mutex<HashMap<(String, String), (Instant, SecretLookup)>>,
+    ttl: Duration,
+    max_entries: usize,
+}
+
+impl KubeSecrets {
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+    pub const DEFAULT_MAX_ENTRIES: usize = 1024;
+
+    pub fn new(client: kube::Client) -> Self {
+        Self {
+            client,
+            cache: Mutex::new(HashMap::new()),
+            ttl: Self::DEFAULT_TTL,
+            max_entries: Self::DEFAULT_MAX_ENTRIES,
+        }
+    }
+
+    /// Connects with the in-cluster config or the kubeconfig, if there is one.
+    pub async fn try_default() -> Result<Self, String> {
+        kube::Client::try_default()
+            .await
+            .map(Self::new)
+            .map_err(|err| err.to_string())
+    }
+
+    fn cached(&self, key: &(String, String)) -> Option<SecretLookup> {
+        let cache = self.cache.lock().ok()?;
+        let (at, found) = cache.get(key)?;
+        (at.elapsed() < self.ttl).then(|| found.clone())
+    }
+
+    fn remember(&self, key: (String, String), found: &SecretLookup) {
+        // Only answers from the API server are cached; failures are retried.
+        if matches!(
+            found,
+            SecretLookup::Unknown { .. } | SecretLookup::NotNeeded
+        ) {
+            return;
+        }
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        if cache.len() >= self.max_entries {
+            let ttl = self.ttl;
+            cache.retain(|_, (at, _)| at.elapsed() < ttl);
+        }
+        if cache.len() >= self.max_entries {
+            let oldest = cache
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                cache.remove(&oldest);
+            }
+        }
+        cache.insert(key, (Instant::now(), found.clone()));
+    }
+
+    async fn fetch(&self, namespace: &str, name: &str) -> SecretLookup {
+        let api = kube::Api::<Secret>::namespaced(self.client.clone(), namespace);
+        match api.get_opt(name).await {
+            Ok(Some(secret)) => summarize(&secret),
+            Ok(None) => SecretLookup::NotFound,
+            Err(kube::Error::Api(status)) => SecretLookup::Unknown {
+                reason: format!(
+                    "the API server refused the Secret lookup ({} {})",
+                    status.code, status.reason
+                ),
+            },
+            Err(err) => SecretLookup::Unknown {
+                reason: format!("the Secret lookup failed: {}", short_error(&err)),
+            },
+        }
+    }
+}
+
+/// A one-line error without any response body.
+fn short_error(err: &kube::Error) -> String {
+    match err {
+        kube::Error::HyperError(_) | kube::Error::Service(_) => {
+            "cannot reach the API server".to_string()
+        }
+        kube::Error::SerdeError(_) => "unexpected answer from the API server".to_string(),
+        other => other.to_string().chars().take(200).collect(),
+    }
+}
+
+/// Keeps only which keys hold non-empty values.
+pub fn summarize(secret: &Secret) -> SecretLookup {
+    let value = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .map(|value| value.0.as_slice())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|data| data.get(key))
+                    .map(|value| value.as_bytes())
+            })
+    };
+    SecretLookup::from_values(value("username"), value("password"))
+}
+
+impl SecretSource for KubeSecrets {
+    fn lookup<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> Pin<Box<dyn Future<Output = SecretLookup> + Send + 'a>> {
+        Box::pin(async move {
+            let key = (namespace.to_string(), name.to_string());
+            if let Some(found) = self.cached(&key) {
+                return found;
+            }
+            let found = self.fetch(namespace, name).await;
+            self.remember(key, &found);
+            found
+        })
+    }
+}
+
+/// A fixed answer for every lookup, optionally after a delay (tests, benches).
+#[derive(Clone, Debug)]
+pub struct StaticSecrets {
+    pub answer: SecretLookup,
+    pub delay: Duration,
+}
+
+impl SecretSource for StaticSecrets {
+    fn lookup<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _name: &'a str,
+    ) -> Pin<Box<dyn Future<Output = SecretLookup> + Send + 'a>> {
+        Box::pin(async move {
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
+            self.answer.clone()
+        })
+    }
+}
+
+/// Shared handle used by the server state.
+pub type SharedSecretSource = Arc<dyn SecretSource>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn summarize_keeps_only_key_presence() {
+        let secret = Secret {
+            data: Some(BTreeMap::from([
+                ("username".to_string(), ByteString(b"admin".to_vec())),
+                ("password".to_string(), ByteString(Vec::new())),
+            ])),
+            ..Secret::default()
+        };
+        assert_eq!(
+            summarize(&secret),
+            SecretLookup::Found {
+                has_username: true,
+                has_password: false
+            }
+        );
+        assert_eq!(
+            summarize(&Secret::default()),
+            SecretLookup::Found {
+                has_username: false,
+                has_password: false
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn slow_lookup_degrades_to_unknown() {
+        let slow = StaticSecrets {
+            answer: SecretLookup::NotFound,
+            delay: Duration::from_secs(30),
+        };
+        let found = lookup_within(&slow, "ns", "s", Duration::from_millis(20)).await;
+        assert!(matches!(found, SecretLookup::Unknown { .. }), "{found:?}");
+        let fast = StaticSecrets {
+            answer: SecretLookup::NotFound,
+            delay: Duration::ZERO,
+        };
+        assert_eq!(
+            lookup_within(&fast, "ns", "s", Duration::from_secs(5)).await,
+            SecretLookup::NotFound
+        );
+    }
+}

@@ -1,0 +1,627 @@
+//! The HTTPS listener: our own accept loop so that we control TCP_NODELAY,
+//! the handshake timeout, header-read and idle timeouts, ALPN, and a graceful
+//! shutdown that drains in-flight reviews.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
+
+use super::handler::{self, AppState};
+use super::metrics::Metrics;
+use super::reload::{TlsState, spawn_reloader};
+use super::secrets::SharedSecretSource;
+use super::tls::{self, TlsSettings};
+use crate::probes::ReadinessCheck;
+use crate::rules::Policy;
+
+/// Connection timeouts.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// TLS handshake must finish within this.
+    pub handshake: Duration,
+    /// Once a request's first byte arrived, its headers must be complete within this.
+    pub header_read: Duration,
+    /// A keep-alive connection with no request for this long is closed. Must
+    /// exceed the API server's own idle timeout (90 s) so that it, not us,
+    /// closes idle connections (no race with a request on a closing socket).
+    pub idle: Duration,
+    /// After the listener closes, in-flight requests get this long to finish.
+    pub drain: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            handshake: Duration::from_secs(10),
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(120),
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything needed to run the webhook server.
+#[derive(Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub tls: TlsSettings,
+    pub policy: Policy,
+    pub secrets: SharedSecretSource,
+    pub secret_timeout: Duration,
+    pub timeouts: Timeouts,
+    /// After SIGTERM: keep serving (not ready) this long before closing the listener.
+    pub shutdown_delay: Duration,
+    /// Certificate files are re-read at least this often (besides file events).
+    pub cert_poll_interval: Duration,
+}
+
+impl Settings {
+    /// Defaults for everything but the listen address and certificate files.
+    pub fn new(listen: SocketAddr, tls: TlsSettings, secrets: SharedSecretSource) -> Self {
+        Self {
+            listen,
+            tls,
+            policy: Policy::default(),
+            secrets,
+            secret_timeout: Duration::from_secs(2),
+            timeouts: Timeouts::default(),
+            shutdown_delay: Duration::from_secs(5),
+            cert_poll_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+struct HandleInner {
+    /// Graceful shutdown requested (readiness turns false at once).
+    draining: AtomicBool,
+    shutdown_requested: CancellationToken,
+    /// Skip the remaining shutdown delay.
+    hurry: CancellationToken,
+    serving: AtomicBool,
+    tls: Arc<TlsState>,
+}
+
+/// Controls a running [`Server`] (cheap to clone).
+#[derive(Clone)]
+pub struct ServerHandle(Arc<HandleInner>);
+
+impl ServerHandle {
+    /// Starts a graceful shutdown: not ready now, keep serving for the
+    /// shutdown delay, then stop accepting and drain.
+    pub fn shutdown(&self) {
+        self.0.draining.store(true, Ordering::SeqCst);
+        self.0.shutdown_requested.cancel();
+    }
+
+    /// Like [`ServerHandle::shutdown`] without waiting for the delay.
+    pub fn shutdown_now(&self) {
+        self.shutdown();
+        self.0.hurry.cancel();
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(Ordering::SeqCst)
+    }
+
+    /// Ready when the listener serves, the certificate is valid, and we are
+    /// not shutting down.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.is_draining() {
+            return Err("shutting down".to_string());
+        }
+        if !self.0.serving.load(Ordering::SeqCst) {
+            return Err("TLS listener not serving yet".to_string());
+        }
+        let now = jiff::Timestamp::now().as_second();
+        if self.0.tls.cert_not_after() <= now {
+            return Err("serving certificate has expired".to_string());
+        }
+        Ok(())
+    }
+
+    pub fn readiness_check(&self) -> ReadinessCheck {
+        let handle = self.clone();
+        Arc::new(move || handle.readiness())
+    }
+}
+
+/// The webhook server, bound and ready to [`Server::run`].
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: Router,
+    tls: Arc<TlsState>,
+    handle: ServerHandle,
+    registry: Arc<Registry>,
+    settings: Settings,
+}
+
+impl Server {
+    /// Loads the certificates and binds the listener (port 0 picks a free port).
+    pub async fn bind(settings: Settings) -> anyhow::Result<Self> {
+        tls::install_default_provider();
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let tls = Arc::new(TlsState::load(settings.tls.clone(), metrics.clone())?);
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let local_addr = listener.local_addr()?;
+        let state = AppState::new(
+            settings.policy.clone(),
+            settings.secrets.clone(),
+            settings.secret_timeout,
+            metrics,
+        );
+        let handle = ServerHandle(Arc::new(HandleInner {
+            draining: AtomicBool::new(false),
+            shutdown_requested: CancellationToken::new(),
+            hurry: CancellationToken::new(),
+            serving: AtomicBool::new(false),
+            tls: tls.clone(),
+        }));
+        Ok(Self {
+            listener,
+            local_addr,
+            router: handler::router(state),
+            tls,
+            handle,
+            registry: Arc::new(registry),
+            settings,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// The metrics registry (serve it with [`crate::probes`]).
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+
+    /// Serves until a requested shutdown has drained.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            router,
+            tls,
+            handle,
+            settings,
+            ..
+        } = self;
+        let reloader_stop = CancellationToken::new();
+        spawn_reloader(
+            tls.clone(),
+            settings.cert_poll_interval,
+            reloader_stop.clone(),
+        );
+
+        // Warm up the crypto before readiness turns true.
+        let warm_config = tls.config();
+        let warm_provider = tls.provider().clone();
+        match tokio::task::spawn_blocking(move || tls::warm_up(warm_config, &warm_provider)).await {
+            Ok(Ok(())) => tracing::debug!("TLS warm-up handshake done"),
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "TLS warm-up handshake ended early (harmless)")
+            }
+            Err(err) => tracing::debug!(error = %err, "TLS warm-up task failed"),
+        }
+        handle.0.serving.store(true, Ordering::SeqCst);
+
+        let connections = TaskTracker::new();
+        let close_gracefully = CancellationToken::new();
+        let close_now = CancellationToken::new();
+        let options = Arc::new(ConnectionOptions {
+            timeouts: settings.timeouts,
+            router,
+            draining: handle.clone(),
+            close_gracefully: close_gracefully.clone(),
+            close_now: close_now.clone(),
+        });
+
+        let stop_accepting = {
+            let handle = handle.clone();
+            let delay = settings.shutdown_delay;
+            async move {
+                handle.0.shutdown_requested.cancelled().await;
+                tracing::info!(
+                    delay_ms = delay.as_millis() as u64,
+                    "shutdown requested: not ready, still serving"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = handle.0.hurry.cancelled() => {}
+                }
+            }
+        };
+        tokio::pin!(stop_accepting);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stop_accepting => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let acceptor = TlsAcceptor::from(tls.config());
+                        connections.spawn(serve_connection(stream, peer, acceptor, options.clone()));
+                    }
+                    Err(err) => {
+                        // Usually out of file descriptors: back off instead of spinning.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        handle.0.serving.store(false, Ordering::SeqCst);
+        let open = connections.len();
+        tracing::info!(
+            connections = open,
+            "listener closed; draining in-flight requests"
+        );
+        close_gracefully.cancel();
+        connections.close();
+        let drain = settings.timeouts.drain;
+        let hurried = async {
+            // A second signal during the drain closes what is left at once.
+            handle.0.hurry.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        tokio::select! {
+            _ = connections.wait() => {}
+            _ = tokio::time::sleep(drain) => {
+                tracing::warn!(connections = connections.len(), "drain timeout: closing the remaining connections");
+            }
+            _ = hurried => {}
+        }
+        close_now.cancel();
+        connections.wait().await;
+        reloader_stop.cancel();
+        tracing::info!("webhook server stopped");
+        Ok(())
+    }
+}
+
+struct ConnectionOptions {
+    timeouts: Timeouts,
+    router: Router,
+    draining: ServerHandle,
+    close_gracefully: CancellationToken,
+    close_now: CancellationToken,
+}
+
+/// Per-connection activity, shared by the I/O wrapper, the service and the
+/// connection task (monotonic milliseconds since the connection started).
+struct Activity {
+    start: Instant,
+    in_flight: AtomicUsize,
+    /// When the last request finished (or the connection started).
+    last_done_ms: AtomicU64,
+    /// 1 + when bytes of a not-yet-dispatched request first arrived; 0: none.
+    pending_since_ms: AtomicU64,
+    track_reads: bool,
+}
+
+impl Activity {
+    fn new(track_reads: bool) -> Self {
+        Self {
+            start: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_done_ms: AtomicU64::new(0),
+            pending_since_ms: AtomicU64::new(0),
+            track_reads,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn bytes_read(&self) {
+        if self.track_reads && self.pending_since_ms.load(Ordering::Relaxed) == 0 {
+            let _ = self.pending_since_ms.compare_exchange(
+                0,
+                self.now_ms() + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.pending_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    fn request_finished(&self) {
+        self.last_done_ms.store(self.now_ms(), Ordering::Relaxed);
+        // Bytes read while the request ran were its body.
+        self.pending_since_ms.store(0, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// What to do with the connection now, and when to look again.
+    fn check(&self, timeouts: &Timeouts) -> (ConnectionState, Duration) {
+        let recheck = timeouts.header_read.min(timeouts.idle);
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return (ConnectionState::Busy, recheck);
+        }
+        let now = self.now_ms();
+        let pending = self.pending_since_ms.load(Ordering::Relaxed);
+        if pending != 0 {
+            let waited = Duration::from_millis(now.saturating_sub(pending - 1));
+            if waited >= timeouts.header_read {
+                return (ConnectionState::Stalled, recheck);
+            }
+            return (ConnectionState::Busy, timeouts.header_read - waited);
+        }
+        let idle =
+            Duration::from_millis(now.saturating_sub(self.last_done_ms.load(Ordering::Relaxed)));
+        if idle >= timeouts.idle {
+            return (ConnectionState::Idle, recheck);
+        }
+        (ConnectionState::Busy, (timeouts.idle - idle).min(recheck))
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ConnectionState {
+    Busy,
+    Idle,
+    Stalled,
+}
+
+pin_project_lite::pin_project! {
+    /// Records when request bytes arrive (for the header-read timeout).
+    struct TrackedIo<T> {
+        #[pin]
+        inner: T,
+        activity: Arc<Activity>,
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for TrackedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let result = this.inner.poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.bytes_read();
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for TrackedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Marks a request finished however its future ends.
+struct RequestGuard(Arc<Activity>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
+
+/// The per-connection hyper service around the axum router.
+#[derive(Clone)]
+struct ConnectionService {
+    router: Router,
+    activity: Arc<Activity>,
+    handle: ServerHandle,
+    http1: bool,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnectionService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        self.activity.request_started();
+        let guard = RequestGuard(self.activity.clone());
+        let router = self.router.clone();
+        let handle = self.handle.clone();
+        let http1 = self.http1;
+        Box::pin(async move {
+            let _guard = guard;
+            let mut response = match router.oneshot(request.map(Body::new)).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            if http1 && handle.is_draining() {
+                // While draining, move HTTP/1.1 clients to another replica.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(response)
+        })
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    options: Arc<ConnectionOptions>,
+) {
+    // Without this, about half of new connections wait ~40 ms on a delayed ACK.
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
+    }
+    let timeouts = options.timeouts;
+    let tls_stream = tokio::select! {
+        handshake = tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)) => match handshake {
+            Ok(Ok(tls_stream)) => tls_stream,
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = options.close_gracefully.cancelled() => return,
+    };
+    let http2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let activity = Arc::new(Activity::new(!http2));
+    let io = TokioIo::new(TrackedIo {
+        inner: tls_stream,
+        activity: activity.clone(),
+    });
+    let service = ConnectionService {
+        router: options.router.clone(),
+        activity: activity.clone(),
+        handle: options.draining.clone(),
+        http1: !http2,
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder = if http2 {
+        let mut builder = builder.http2_only();
+        builder
+            .http2()
+            .max_concurrent_streams(256)
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(Some(256));
+        builder
+    } else {
+        let mut builder = builder.http1_only();
+        builder.http1().keep_alive(true).max_buf_size(1024 * 1024);
+        builder
+    };
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let mut closing = false;
+    let mut closing_since = Instant::now();
+    loop {
+        let (state, next_check) = activity.check(&timeouts);
+        match state {
+            ConnectionState::Stalled => {
+                tracing::debug!(%peer, "request headers not received in time: closing");
+                return;
+            }
+            ConnectionState::Idle if !closing => {
+                tracing::debug!(%peer, "idle keep-alive connection: closing");
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+                closing_since = Instant::now();
+            }
+            _ => {}
+        }
+        if closing && closing_since.elapsed() > timeouts.header_read {
+            // A peer that never finishes closing cannot keep the socket.
+            return;
+        }
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            _ = options.close_gracefully.cancelled(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+                closing_since = Instant::now();
+            }
+            _ = options.close_now.cancelled() => return,
+            _ = tokio::time::sleep(next_check) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            header_read: Duration::from_millis(40),
+            idle: Duration::from_millis(200),
+            ..Timeouts::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn activity_tells_idle_from_stalled() {
+        let activity = Activity::new(true);
+        assert_eq!(activity.check(&timeouts()).0, ConnectionState::Busy);
+        tokio::time::advance(Duration::from_millis(250)).await;
+        assert_eq!(activity.check(&timeouts()).0, ConnectionState::Idle);
+
+        // Part of a request arrived, then nothing: stalled after header_read.
+        activity.bytes_read();
+        assert_eq!(activity.check(&timeouts()).0, ConnectionState::Busy);
+        tokio::time::advance(Duration::from_millis(50)).await;
+        assert_eq!(activity.check(&timeouts()).0, ConnectionState::Stalled);
+
+        // A dispatched request is busy however long it runs.
+        activity.request_started();
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(activity.check(&timeouts()).0, ConnectionState::Busy);
+        activity.request_finished();
+        assert_eq!(activity.check(&timeouts()).0, ConnectionState::Busy);
+        tokio::time::advance(Duration::from_millis(250)).await;
+        assert_eq!(activity.check(&timeouts()).0, ConnectionState::Idle);
+    }
+}

@@ -1,0 +1,485 @@
+//! TLS for the webhook listener: protocol versions and cipher suites (named
+//! like the baremetal-operator's flags), the serving certificate behind a
+//! hot-swappable resolver, optional client-certificate verification, ALPN.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite, SupportedProtocolVersion};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest as _, Sha256};
+
+/// `--tls-min-version`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsMinVersion {
+    #[default]
+    #[value(name = "TLS12", alias = "VersionTLS12", alias = "1.2")]
+    Tls12,
+    #[value(name = "TLS13", alias = "VersionTLS13", alias = "1.3")]
+    Tls13,
+}
+
+impl TlsMinVersion {
+    fn versions(self) -> &'static [&'static SupportedProtocolVersion] {
+        static TLS12_AND_13: [&SupportedProtocolVersion; 2] =
+            [&rustls::version::TLS13, &rustls::version::TLS12];
+        static TLS13_ONLY: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+        match self {
+            Self::Tls12 => &TLS12_AND_13,
+            Self::Tls13 => &TLS13_ONLY,
+        }
+    }
+}
+
+/// Everything that shapes the TLS listener.
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate signed by one of these CAs.
+    pub client_ca_file: Option<PathBuf>,
+    pub min_version: TlsMinVersion,
+    /// IANA (or Go) cipher suite names; empty means rustls' defaults.
+    pub cipher_suites: Vec<String>,
+    /// Offer `h2` in ALPN (HTTP/1.1 only otherwise).
+    pub enable_http2: bool,
+}
+
+/// Installs the ring provider as the process default (idempotent).
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// IANA name of a suite as rustls spells it (`TLS13_...` for TLS 1.3).
+fn rustls_name(suite: &SupportedCipherSuite) -> String {
+    format!("{:?}", suite.suite())
+}
+
+/// Maps IANA/Go spellings to rustls' names.
+fn canonical_suite_name(name: &str) -> String {
+    let upper = name.trim().to_ascii_uppercase();
+    match upper.as_str() {
+        "TLS_AES_128_GCM_SHA256" => "TLS13_AES_128_GCM_SHA256".to_string(),
+        "TLS_AES_256_GCM_SHA384" => "TLS13_AES_256_GCM_SHA384".to_string(),
+        "TLS_CHACHA20_POLY1305_SHA256" => "TLS13_CHACHA20_POLY1305_SHA256".to_string(),
+        // Go's short names for the ChaCha20 suites.
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305" | "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305" => {
+            format!("{upper}_SHA256")
+        }
+        _ => upper,
+    }
+}
+
+/// The cipher suites for `--tls-cipher-suites`. As in Go (and the
+/// baremetal-operator), the list restricts TLS 1.2; TLS 1.3 suites stay all
+/// enabled unless TLS 1.3 names are listed too. Names rustls does not
+/// implement (CBC, RSA key exchange, 3DES: all insecure) are skipped with a
+/// warning; unknown names are an error.
+pub fn select_cipher_suites(
+    names: &[String],
+    min_version: TlsMinVersion,
+) -> anyhow::Result<Vec<SupportedCipherSuite>> {
+    let all = rustls::crypto::ring::ALL_CIPHER_SUITES;
+    if names.iter().all(|name| name.trim().is_empty()) {
+        return Ok(all.to_vec());
+    }
+    let mut chosen: Vec<SupportedCipherSuite> = Vec::new();
+    let mut skipped = Vec::new();
+    for name in names.iter().filter(|name| !name.trim().is_empty()) {
+        let wanted = canonical_suite_name(name);
+        match all.iter().find(|suite| rustls_name(suite) == wanted) {
+            Some(suite) => {
+                if !chosen.iter().any(|c| c.suite() == suite.suite()) {
+                    chosen.push(*suite);
+                }
+            }
+            None if wanted.starts_with("TLS_") && wanted.contains("_WITH_") => {
+                skipped.push(name.trim())
+            }
+            None => bail!(
+                "unknown TLS cipher suite {name:?}; supported: {}",
+                all.iter().map(rustls_name).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+    if !skipped.is_empty() {
+        tracing::warn!(
+            suites = skipped.join(","),
+            "ignoring TLS cipher suites that rustls does not implement (not AEAD or no forward secrecy)"
+        );
+    }
+    let has_tls13 = chosen
+        .iter()
+        .any(|s| s.version() == &rustls::version::TLS13);
+    let mut suites: Vec<SupportedCipherSuite> = all
+        .iter()
+        .filter(|s| s.version() == &rustls::version::TLS13)
+        .filter(|s| !has_tls13 || chosen.iter().any(|c| c.suite() == s.suite()))
+        .copied()
+        .collect();
+    let tls12: Vec<SupportedCipherSuite> = chosen
+        .iter()
+        .filter(|s| s.version() == &rustls::version::TLS12)
+        .copied()
+        .collect();
+    if min_version == TlsMinVersion::Tls12 {
+        if tls12.is_empty() {
+            bail!(
+                "--tls-cipher-suites leaves no usable TLS 1.2 cipher suite (use --tls-min-version TLS13 for TLS 1.3 only)"
+            );
+        }
+        suites.extend(tls12);
+    }
+    Ok(suites)
+}
+
+/// The crypto provider (ring) restricted to the chosen suites.
+pub fn crypto_provider(settings: &TlsSettings) -> anyhow::Result<Arc<CryptoProvider>> {
+    let cipher_suites = select_cipher_suites(&settings.cipher_suites, settings.min_version)?;
+    Ok(Arc::new(CryptoProvider {
+        cipher_suites,
+        ..rustls::crypto::ring::default_provider()
+    }))
+}
+
+/// A loaded serving certificate with what we log and export about it.
+#[derive(Clone)]
+pub struct LoadedCert {
+    pub certified: Arc<CertifiedKey>,
+    pub serial: String,
+    /// notAfter as a Unix timestamp.
+    pub not_after: i64,
+    /// SHA-256 of the certificate and key files' bytes (change detection).
+    pub digest: [u8; 32],
+}
+
+impl fmt::Debug for LoadedCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedCert")
+            .field("serial", &self.serial)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Digest of the bytes of some files (order matters).
+pub fn digest_of(parts: &[&[u8]]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher.finalize().into()
+}
+
+/// Reads the certificate chain and key files.
+pub fn read_cert_files(cert_file: &Path, key_file: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let cert =
+        std::fs::read(cert_file).with_context(|| format!("reading {}", cert_file.display()))?;
+    let key = std::fs::read(key_file).with_context(|| format!("reading {}", key_file.display()))?;
+    Ok((cert, key))
+}
+
+/// Parses a PEM certificate chain + key and checks that they belong together.
+pub fn parse_cert(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    provider: &CryptoProvider,
+) -> anyhow::Result<LoadedCert> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .context("certificate file is not valid PEM")?;
+    let Some(leaf) = chain.first() else {
+        bail!("certificate file holds no certificate");
+    };
+    let (serial, not_after) = describe(leaf)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .context("key file holds no usable PEM private key")?;
+    let certified =
+        CertifiedKey::from_der(chain, key, provider).context("certificate and key do not match")?;
+    // from_der tolerates "cannot tell"; insist on a positive match.
+    certified
+        .keys_match()
+        .context("certificate and key do not match")?;
+    Ok(LoadedCert {
+        certified: Arc::new(certified),
+        serial,
+        not_after,
+        digest: digest_of(&[cert_pem, key_pem]),
+    })
+}
+
+/// Serial (hex, colon-free) and notAfter of a DER certificate.
+pub fn describe(cert: &CertificateDer<'_>) -> anyhow::Result<(String, i64)> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .context("certificate is not valid X.509")?;
+    Ok((
+        parsed
+            .tbs_certificate
+            .raw_serial_as_string()
+            .replace(':', ""),
+        parsed.validity().not_after.timestamp(),
+    ))
+}
+
+/// The client CA bundle for mTLS.
+#[derive(Clone)]
+pub struct LoadedClientCa {
+    pub roots: Arc<RootCertStore>,
+    /// Earliest notAfter among the CAs.
+    pub not_after: i64,
+    pub digest: [u8; 32],
+}
+
+pub fn parse_client_ca(pem: &[u8]) -> anyhow::Result<LoadedClientCa> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .context("client CA file is not valid PEM")?;
+    if certs.is_empty() {
+        bail!("client CA file holds no certificate");
+    }
+    let mut roots = RootCertStore::empty();
+    let mut not_after = i64::MAX;
+    for cert in certs {
+        not_after = not_after.min(describe(&cert)?.1);
+        roots
+            .add(cert)
+            .context("client CA certificate is not usable as a trust anchor")?;
+    }
+    Ok(LoadedClientCa {
+        roots: Arc::new(roots),
+        not_after,
+        digest: digest_of(&[pem]),
+    })
+}
+
+/// Serves whatever certificate was loaded last; swapped on reload without
+/// touching the `ServerConfig` (session cache and ALPN stay).
+#[derive(Debug)]
+pub struct CertResolver {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl CertResolver {
+    pub fn new(cert: Arc<CertifiedKey>) -> Self {
+        Self {
+            current: ArcSwap::new(cert),
+        }
+    }
+
+    pub fn swap(&self, cert: Arc<CertifiedKey>) {
+        self.current.store(cert);
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// ALPN protocols offered: `http/1.1`, plus `h2` first when enabled (the API
+/// server speaks HTTP/2 whenever the server selects it).
+pub fn alpn_protocols(enable_http2: bool) -> Vec<Vec<u8>> {
+    if enable_http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    }
+}
+
+/// Builds the rustls server configuration.
+pub fn server_config(
+    settings: &TlsSettings,
+    provider: &Arc<CryptoProvider>,
+    resolver: Arc<CertResolver>,
+    client_ca: Option<&LoadedClientCa>,
+) -> anyhow::Result<Arc<ServerConfig>> {
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(settings.min_version.versions())
+        .context("TLS versions and cipher suites do not fit together")?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(ca.roots.clone(), provider.clone())
+                    .build()
+                    .context("building the client certificate verifier")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
+    config.alpn_protocols = alpn_protocols(settings.enable_http2);
+    Ok(Arc::new(config))
+}
+
+/// Runs one in-memory TLS handshake against `config`, so the first real
+/// client does not pay for seeding randomness and initialising the crypto
+/// code. Failures (e.g. mTLS refusing the anonymous client) are harmless.
+pub fn warm_up(
+    config: Arc<ServerConfig>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<(), rustls::Error> {
+    use rustls::{ClientConfig, ClientConnection, ServerConnection};
+    let client_config = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(warm_up::AcceptAnyServer(provider.clone())))
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost")
+        .map_err(|_| rustls::Error::General("name".into()))?;
+    let mut client = ClientConnection::new(Arc::new(client_config), name)?;
+    let mut server = ServerConnection::new(config)?;
+    for _ in 0..16 {
+        pump(&mut client, &mut server)?;
+        pump(&mut server, &mut client)?;
+        if !client.is_handshaking() && !server.is_handshaking() {
+            return Ok(());
+        }
+    }
+    Err(rustls::Error::General(
+        "warm-up handshake did not finish".into(),
+    ))
+}
+
+fn pump<A, B, DA, DB>(from: &mut A, to: &mut B) -> Result<(), rustls::Error>
+where
+    A: std::ops::DerefMut<Target = rustls::ConnectionCommon<DA>>,
+    B: std::ops::DerefMut<Target = rustls::ConnectionCommon<DB>>,
+    DA: rustls::SideData,
+    DB: rustls::SideData,
+{
+    let mut buffer = Vec::new();
+    while from.wants_write() {
+        from.write_tls(&mut buffer)
+            .map_err(|err| rustls::Error::General(err.to_string()))?;
+    }
+    let mut slice = buffer.as_slice();
+    while !slice.is_empty() {
+        to.read_tls(&mut slice)
+            .map_err(|err| rustls::Error::General(err.to_string()))?;
+        to.process_new_packets()?;
+    }
+    Ok(())
+}
+
+mod warm_up {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::CryptoProvider;
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+    /// Only for the in-memory warm-up handshake with ourselves.
+    #[derive(Debug)]
+    pub struct AcceptAnyServer(pub Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AcceptAnyServer {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(suites: &[SupportedCipherSuite]) -> Vec<String> {
+        suites.iter().map(rustls_name).collect()
+    }
+
+    #[test]
+    fn default_suites_are_rustls_defaults() {
+        assert_eq!(
+            select_cipher_suites(&[], TlsMinVersion::Tls12)
+                .unwrap()
+                .len(),
+            9
+        );
+    }
+
+    #[test]
+    fn suite_list_restricts_tls12_and_keeps_tls13() {
+        let chosen = select_cipher_suites(
+            &[
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".into(),
+                "tls_ecdhe_ecdsa_with_chacha20_poly1305".into(),
+                "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA".into(),
+            ],
+            TlsMinVersion::Tls12,
+        )
+        .unwrap();
+        let chosen = names(&chosen);
+        assert_eq!(chosen.len(), 5, "{chosen:?}");
+        assert!(chosen.contains(&"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_string()));
+        assert!(chosen.contains(&"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256".to_string()));
+        assert!(chosen.iter().filter(|n| n.starts_with("TLS13_")).count() == 3);
+    }
+
+    #[test]
+    fn tls13_names_restrict_tls13() {
+        let chosen =
+            select_cipher_suites(&["TLS_AES_256_GCM_SHA384".into()], TlsMinVersion::Tls13).unwrap();
+        assert_eq!(names(&chosen), vec!["TLS13_AES_256_GCM_SHA384".to_string()]);
+    }
+
+    #[test]
+    fn unknown_or_unusable_lists_are_errors() {
+        assert!(select_cipher_suites(&["NOPE".into()], TlsMinVersion::Tls12).is_err());
+        assert!(
+            select_cipher_suites(
+                &["TLS_RSA_WITH_AES_128_CBC_SHA".into()],
+                TlsMinVersion::Tls12
+            )
+            .is_err()
+        );
+    }
+}

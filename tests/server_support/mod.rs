@@ -1,0 +1,308 @@
+//! Shared helpers for the webhook server tests: a test PKI made with rcgen,
+//! an in-process server on an ephemeral loopback port, and HTTPS clients.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metal3_dataimage::admission::secrets::{NoClusterAccess, SharedSecretSource};
+use metal3_dataimage::admission::{Server, ServerHandle, Settings, TlsMinVersion, TlsSettings};
+use prometheus_client::registry::Registry;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SerialNumber,
+};
+
+pub const VALIDATE: &str = "/validate-metal3-io-v1alpha1-baremetalhost";
+pub const MUTATE: &str = "/mutate-metal3-io-v1alpha1-baremetalhost";
+pub const VALIDATE_DATAIMAGE: &str = "/validate-metal3-io-v1alpha1-dataimage";
+
+/// A certificate and its key, PEM, plus the DER of the certificate.
+#[derive(Clone)]
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: Vec<u8>,
+}
+
+/// A test CA.
+pub struct Pki {
+    pub ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn random_serial() -> SerialNumber {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[0] &= 0x7f;
+    SerialNumber::from_slice(&bytes)
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Self {
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.serial_number = Some(random_serial());
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            ca_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    fn issue(&self, names: Vec<String>, usage: ExtendedKeyUsagePurpose) -> Issued {
+        let mut params = CertificateParams::new(names.clone()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names[0].clone());
+        params.extended_key_usages = vec![usage];
+        params.serial_number = Some(random_serial());
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        }
+    }
+
+    /// A serving certificate for localhost, 127.0.0.1 and ::1.
+    pub fn serving(&self) -> Issued {
+        self.issue(
+            vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
+    /// A client certificate (what the API server presents for mTLS).
+    pub fn client(&self, name: &str) -> Issued {
+        self.issue(vec![name.into()], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+}
+
+pub fn write(path: &Path, contents: &str) {
+    std::fs::write(path, contents).unwrap();
+}
+
+/// Lays out `dir` the way the kubelet mounts a Secret: `tls.crt` ->
+/// `..data/tls.crt`, `..data` -> `..<version>`.
+pub fn kubelet_publish(dir: &Path, version: &str, issued: &Issued) {
+    let versioned = dir.join(format!("..{version}"));
+    std::fs::create_dir(&versioned).unwrap();
+    write(&versioned.join("tls.crt"), &issued.cert_pem);
+    write(&versioned.join("tls.key"), &issued.key_pem);
+    // Atomic swap of ..data through a temporary symlink, like AtomicWriter.
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(format!("..{version}"), &tmp).unwrap();
+    let old_target = std::fs::read_link(dir.join("..data")).ok();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for file in ["tls.crt", "tls.key"] {
+        if std::fs::symlink_metadata(dir.join(file)).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{file}"), dir.join(file)).unwrap();
+        }
+    }
+    if let Some(old) = old_target {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+    pub registry: Arc<Registry>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub pki: Pki,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn no_cluster() -> SharedSecretSource {
+    Arc::new(NoClusterAccess {
+        reason: "no cluster in tests".into(),
+    })
+}
+
+/// Plain settings: certificate files in a temp dir, loopback, ephemeral port.
+pub fn settings(dir: &Path, pki: &Pki) -> Settings {
+    let serving = pki.serving();
+    write(&dir.join("tls.crt"), &serving.cert_pem);
+    write(&dir.join("tls.key"), &serving.key_pem);
+    let tls = TlsSettings {
+        cert_file: dir.join("tls.crt"),
+        key_file: dir.join("tls.key"),
+        client_ca_file: None,
+        min_version: TlsMinVersion::Tls12,
+        cipher_suites: Vec::new(),
+        enable_http2: false,
+    };
+    let mut settings = Settings::new("127.0.0.1:0".parse().unwrap(), tls, no_cluster());
+    settings.shutdown_delay = Duration::ZERO;
+    settings
+}
+
+/// Starts the server in process; `configure` adjusts the default settings.
+pub async fn start(configure: impl FnOnce(&Path, &Pki, &mut Settings)) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("test-ca");
+    let mut settings = settings(dir.path(), &pki);
+    configure(dir.path(), &pki, &mut settings);
+    let server = Server::bind(settings).await.unwrap();
+    let addr = server.local_addr();
+    let handle = server.handle();
+    let registry = server.registry();
+    let task = tokio::spawn(server.run());
+    // Ready once the warm-up handshake is done.
+    for _ in 0..500 {
+        if handle.readiness().is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(handle.readiness(), Ok(()));
+    TestServer {
+        addr,
+        handle,
+        registry,
+        task,
+        pki,
+        dir,
+    }
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        client(&self.pki.ca_pem, None)
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry).unwrap();
+        text
+    }
+
+    pub async fn stop(self) {
+        self.handle.shutdown_now();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// An HTTPS client trusting only `ca_pem`, offering h2 and http/1.1 like the
+/// API server.
+pub fn client(ca_pem: &str, identity: Option<&Issued>) -> reqwest::Client {
+    client_builder(ca_pem, identity).build().unwrap()
+}
+
+pub fn client_builder(ca_pem: &str, identity: Option<&Issued>) -> reqwest::ClientBuilder {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .tls_info(true)
+        .no_proxy()
+        .timeout(Duration::from_secs(30));
+    if let Some(identity) = identity {
+        let pem = format!("{}{}", identity.cert_pem, identity.key_pem);
+        builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    builder
+}
+
+pub fn fixture_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/admission-reviews")
+        .join(name)
+}
+
+/// A captured AdmissionReview request body.
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(fixture_path(name)).unwrap()
+}
+
+pub fn uid_of(body: &str) -> String {
+    let review: serde_json::Value = serde_json::from_str(body).unwrap();
+    review["request"]["uid"].as_str().unwrap().to_string()
+}
+
+/// A parsed webhook answer.
+pub struct Answer {
+    pub status: reqwest::StatusCode,
+    pub version: reqwest::Version,
+    pub content_type: String,
+    pub text: String,
+    pub peer_cert: Option<Vec<u8>>,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|err| panic!("not JSON ({err}): {}", self.text))
+    }
+
+    pub fn response(&self) -> serde_json::Value {
+        assert_eq!(self.status, reqwest::StatusCode::OK, "{}", self.text);
+        self.json()["response"].clone()
+    }
+}
+
+pub async fn post_with(
+    client: &reqwest::Client,
+    url: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> Result<Answer, reqwest::Error> {
+    let response = client
+        .post(url)
+        .header("Content-Type", content_type)
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status();
+    let version = response.version();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let peer_cert = response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate().map(<[u8]>::to_vec));
+    let text = response.text().await?;
+    Ok(Answer {
+        status,
+        version,
+        content_type,
+        text,
+        peer_cert,
+    })
+}
+
+/// POSTs a review the way the API server does (`?timeout=10s`, JSON).
+pub async fn post(client: &reqwest::Client, url: &str, body: &str) -> Answer {
+    let url = format!("{url}?timeout=10s");
+    post_with(client, &url, "application/json", body.to_string())
+        .await
+        .unwrap()
+}
+
+/// Decodes the base64 JSON Patch of an answer.
+pub fn patch_of(response: &serde_json::Value) -> Option<serde_json::Value> {
+    use base64::Engine as _;
+    let patch = response["patch"].as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(patch)
+        .unwrap();
+    Some(serde_json::from_slice(&bytes).unwrap())
+}
