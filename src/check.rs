@@ -1,10 +1,675 @@
 //! `metal3-dataimage check`: the admission rules on manifest files, offline.
+//!
+//! Every document goes through exactly the webhook's code path: YAML is
+//! converted to JSON text, then [`rules::decode`], [`rules::validate`] and
+//! [`rules::mutate`] run on it as on an AdmissionReview's object.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::rules::{
+    self, Operation, Policy, ResourceKind, ReviewInput, SecretLookup, StatusCause, Verdict,
+};
+
+/// Exit status: every object admitted.
+pub const EXIT_ADMITTED: u8 = 0;
+/// Exit status: at least one object denied.
+pub const EXIT_DENIED: u8 = 1;
+/// Exit status: some input could not be read or parsed (wins over denied).
+pub const EXIT_UNREADABLE: u8 = 2;
+
+/// The user name the rules see for offline checks (never an operator user).
+const CHECK_USER: &str = "metal3-dataimage-check";
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// One line per object, `warning:` lines under it.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 #[derive(Clone, Debug, clap::Args)]
-pub struct CheckArgs {}
+pub struct CheckArgs {
+    /// Judge FILE (one object) as an UPDATE of the object in OLD_FILE
+    /// (ratcheting applies).
+    #[arg(long, value_name = "OLD_FILE", env = "METAL3_DATAIMAGE_OLD")]
+    pub old: Option<PathBuf>,
+
+    /// A Secret manifest (`data` or `stringData`) that
+    /// spec.dataImage.credentialsName may name; repeatable. Secrets among the
+    /// FILE documents count too.
+    #[arg(
+        long = "secret",
+        value_name = "SECRET_FILE",
+        env = "METAL3_DATAIMAGE_SECRET",
+        value_delimiter = ','
+    )]
+    pub secrets: Vec<PathBuf>,
+
+    /// A referenced Secret that is not among the given ones denies instead of
+    /// warning.
+    #[arg(long, env = "METAL3_DATAIMAGE_STRICT_SECRETS")]
+    pub strict_secrets: bool,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text, env = "METAL3_DATAIMAGE_OUTPUT")]
+    pub output: OutputFormat,
+
+    /// YAML (multi-document) or JSON manifests; `-` reads standard input.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
 
 /// Returns the process exit code (0 admitted, 1 denied, 2 unreadable input).
 pub fn run(args: CheckArgs) -> u8 {
-    let _ = args;
-    2
+    let mut stdin_used = false;
+    let mut read = |path: &Path| read_source(path, &mut stdin_used);
+    let outcome = check(&args, &mut read);
+    for line in &outcome.stdout {
+        println!("{line}");
+    }
+    for line in &outcome.stderr {
+        eprintln!("{line}");
+    }
+    outcome.exit_code
+}
+
+/// What a check run prints and returns.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+    pub exit_code: u8,
+}
+
+/// The whole check, with file reading injected (pure apart from `read`).
+pub fn check(args: &CheckArgs, read: &mut dyn FnMut(&Path) -> Result<String, String>) -> Outcome {
+    let mut out = Outcome::default();
+    let mut unreadable = false;
+    let error = |out: &mut Outcome, message: String| {
+        out.stderr.push(format!("error: {message}"));
+    };
+
+    // Secrets: --secret files, then Secret documents among the FILEs.
+    let mut secrets = Vec::new();
+    for path in &args.secrets {
+        match load_documents(path, read) {
+            Ok(docs) => {
+                for doc in docs {
+                    match secret_entry(&doc) {
+                        Ok(Some(entry)) => secrets.push(entry),
+                        Ok(None) => {
+                            unreadable = true;
+                            error(
+                                &mut out,
+                                format!(
+                                    "{}: document {}: --secret files may only hold Secrets, found {}",
+                                    doc.source,
+                                    doc.index,
+                                    doc.header
+                                        .kind
+                                        .as_deref()
+                                        .unwrap_or("an object without kind")
+                                ),
+                            );
+                        }
+                        Err(e) => {
+                            unreadable = true;
+                            error(&mut out, e);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                unreadable = true;
+                error(&mut out, e);
+            }
+        }
+    }
+
+    let old = match &args.old {
+        None => None,
+        Some(path) => match load_documents(path, read) {
+            Ok(mut docs) if docs.len() == 1 => docs.pop(),
+            Ok(docs) => {
+                error(
+                    &mut out,
+                    format!(
+                        "{}: --old takes exactly one document, found {}",
+                        path.display(),
+                        docs.len()
+                    ),
+                );
+                out.exit_code = EXIT_UNREADABLE;
+                return out;
+            }
+            Err(e) => {
+                error(&mut out, e);
+                out.exit_code = EXIT_UNREADABLE;
+                return out;
+            }
+        },
+    };
+
+    let mut documents = Vec::new();
+    for path in &args.files {
+        match load_documents(path, read) {
+            Ok(docs) => {
+                if docs.is_empty() {
+                    out.stderr
+                        .push(format!("note: {}: no documents", display_path(path)));
+                }
+                for doc in &docs {
+                    if doc.header.kind.as_deref() == Some("Secret")
+                        && let Ok(Some(entry)) = secret_entry(doc)
+                    {
+                        secrets.push(entry);
+                    }
+                }
+                documents.extend(docs);
+            }
+            Err(e) => {
+                unreadable = true;
+                error(&mut out, e);
+            }
+        }
+    }
+    if old.is_some() && documents.len() != 1 {
+        error(
+            &mut out,
+            format!(
+                "--old judges exactly one object, but FILE holds {} documents",
+                documents.len()
+            ),
+        );
+        out.exit_code = EXIT_UNREADABLE;
+        return out;
+    }
+
+    let policy = Policy {
+        strict_secrets: args.strict_secrets,
+        operator_users: Vec::new(),
+    };
+    let secrets_given = !args.secrets.is_empty();
+    let mut denied = false;
+    for doc in &documents {
+        let report = judge(doc, old.as_ref(), &secrets, secrets_given, &policy);
+        if report.verdict.as_ref().is_some_and(|v| !v.allowed) {
+            denied = true;
+        }
+        match args.output {
+            OutputFormat::Text => out.stdout.extend(render_text(&report)),
+            OutputFormat::Json => out.stdout.push(render_json(&report)),
+        }
+    }
+    out.exit_code = if unreadable {
+        EXIT_UNREADABLE
+    } else if denied {
+        EXIT_DENIED
+    } else {
+        EXIT_ADMITTED
+    };
+    out
+}
+
+fn read_source(path: &Path, stdin_used: &mut bool) -> Result<String, String> {
+    if path.as_os_str() == "-" {
+        if *stdin_used {
+            return Err("-: standard input can be read only once".to_string());
+        }
+        *stdin_used = true;
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("-: cannot read standard input: {e}"))?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+}
+
+fn display_path(path: &Path) -> String {
+    if path.as_os_str() == "-" {
+        "<stdin>".to_string()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// The identifying fields of a manifest document, read leniently.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: HeaderMeta,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HeaderMeta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    generate_name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// One manifest document as compact JSON text.
+#[derive(Clone, Debug)]
+struct Document {
+    source: String,
+    /// 1-based position in its file (items of a `List` count one by one).
+    index: usize,
+    json: Box<RawValue>,
+    header: Header,
+}
+
+/// Reads and parses one file into JSON documents; an error names the file
+/// and, where the parser knows it, the line and column.
+fn load_documents(
+    path: &Path,
+    read: &mut dyn FnMut(&Path) -> Result<String, String>,
+) -> Result<Vec<Document>, String> {
+    let text = read(path)?;
+    let source = display_path(path);
+    let values = parse_text(&text).map_err(|e| format!("{source}: {e}"))?;
+    let mut docs = Vec::new();
+    for value in values {
+        let items = match value {
+            Value::Object(ref map)
+                if map.get("kind").and_then(Value::as_str) == Some("List")
+                    && map.get("items").is_some_and(Value::is_array) =>
+            {
+                match value {
+                    Value::Object(mut map) => match map.remove("items") {
+                        Some(Value::Array(items)) => items,
+                        _ => Vec::new(),
+                    },
+                    _ => Vec::new(),
+                }
+            }
+            other => vec![other],
+        };
+        for item in items {
+            let index = docs.len() + 1;
+            if !item.is_object() {
+                return Err(format!(
+                    "{source}: document {index} is not a mapping (a Kubernetes object)"
+                ));
+            }
+            let json = serde_json::value::to_raw_value(&item)
+                .map_err(|e| format!("{source}: document {index}: {e}"))?;
+            let header = serde_json::from_str(json.get()).unwrap_or_default();
+            docs.push(Document {
+                source: source.clone(),
+                index,
+                json,
+                header,
+            });
+        }
+    }
+    Ok(docs)
+}
+
+/// JSON (one or more concatenated values) when the text starts with `{` or
+/// `[`, otherwise YAML (multi-document).
+fn parse_text(text: &str) -> Result<Vec<Value>, String> {
+    let trimmed = text.trim_start_matches('\u{feff}');
+    if trimmed.trim_start().starts_with(['{', '[']) {
+        let mut values = Vec::new();
+        for value in serde_json::Deserializer::from_str(trimmed).into_iter::<Value>() {
+            values.push(value.map_err(|e| format!("invalid JSON: {e}"))?);
+        }
+        return Ok(values);
+    }
+    serde_saphyr::from_multiple::<Value>(trimmed)
+        .map(|docs| docs.into_iter().filter(|d| !d.is_null()).collect())
+        .map_err(|e| format!("invalid YAML: {e}"))
+}
+
+/// A Secret's name, namespace and credentials keys.
+#[derive(Debug)]
+struct SecretEntry {
+    name: String,
+    namespace: Option<String>,
+    username: Option<Vec<u8>>,
+    password: Option<Vec<u8>>,
+}
+
+/// `Ok(None)` when the document is not a Secret.
+fn secret_entry(doc: &Document) -> Result<Option<SecretEntry>, String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct SecretDoc {
+        #[serde(default)]
+        data: Option<std::collections::BTreeMap<String, Option<String>>>,
+        #[serde(default)]
+        string_data: Option<std::collections::BTreeMap<String, Option<String>>>,
+    }
+    if doc.header.kind.as_deref() != Some("Secret") {
+        return Ok(None);
+    }
+    let at = format!("{}: document {}", doc.source, doc.index);
+    let name = doc
+        .header
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| format!("{at}: Secret without metadata.name"))?;
+    let secret: SecretDoc = rules::decode_json_text(doc.json.get())
+        .map_err(|(field, message)| format!("{at}: Secret {name}: {field}: {message}"))?;
+    let value = |key: &str| -> Result<Option<Vec<u8>>, String> {
+        if let Some(Some(plain)) = secret.string_data.as_ref().and_then(|m| m.get(key)) {
+            return Ok(Some(plain.as_bytes().to_vec()));
+        }
+        match secret.data.as_ref().and_then(|m| m.get(key)) {
+            Some(Some(encoded)) => base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .map(Some)
+                .map_err(|_| format!("{at}: Secret {name}: data.{key} is not valid base64")),
+            _ => Ok(None),
+        }
+    };
+    let username = value("username")?;
+    let password = value("password")?;
+    Ok(Some(SecretEntry {
+        namespace: doc.header.metadata.namespace.clone(),
+        name,
+        username,
+        password,
+    }))
+}
+
+/// The result for one document.
+struct Report<'a> {
+    doc: &'a Document,
+    /// `None` when skipped.
+    verdict: Option<Verdict>,
+    patch: Option<json_patch::Patch>,
+}
+
+fn judge<'a>(
+    doc: &'a Document,
+    old: Option<&Document>,
+    secrets: &[SecretEntry],
+    secrets_given: bool,
+    policy: &Policy,
+) -> Report<'a> {
+    let kind = match (
+        doc.header.kind.as_deref(),
+        doc.header.api_version.as_deref(),
+    ) {
+        (Some("BareMetalHost"), Some(v)) if v.starts_with("metal3.io/") => {
+            ResourceKind::BareMetalHost
+        }
+        (Some("DataImage"), Some(v)) if v.starts_with("metal3.io/") => ResourceKind::DataImage,
+        _ => {
+            return Report {
+                doc,
+                verdict: None,
+                patch: None,
+            };
+        }
+    };
+    let namespace = doc
+        .header
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or("default");
+    let input = ReviewInput {
+        kind,
+        operation: if old.is_some() {
+            Operation::Update
+        } else {
+            Operation::Create
+        },
+        sub_resource: None,
+        user: CHECK_USER,
+        name: doc.header.metadata.name.as_deref().unwrap_or(""),
+        namespace,
+        object: Some(&doc.json),
+        old_object: old.map(|o| &*o.json),
+    };
+    let decoded = rules::decode(&input);
+    let lookup = match decoded.secret_to_check() {
+        None => SecretLookup::NotNeeded,
+        Some(name) => {
+            let found = secrets.iter().find(|s| {
+                s.name == name
+                    && (s.namespace.is_none()
+                        || doc.header.metadata.namespace.is_none()
+                        || s.namespace.as_deref() == Some(namespace))
+            });
+            match found {
+                Some(s) => SecretLookup::from_values(s.username.as_deref(), s.password.as_deref()),
+                None if secrets_given || policy.strict_secrets => SecretLookup::NotFound,
+                None => SecretLookup::NotNeeded,
+            }
+        }
+    };
+    let verdict = rules::validate(&input, &decoded, &lookup, policy);
+    let patch = rules::mutate(&input, &decoded, policy).patch;
+    Report {
+        doc,
+        verdict: Some(verdict),
+        patch,
+    }
+}
+
+/// `Kind ns/name` (or `Kind name` without a namespace).
+fn object_label(doc: &Document) -> String {
+    let kind = doc.header.kind.as_deref().unwrap_or("(no kind)");
+    let meta = &doc.header.metadata;
+    let name = meta
+        .name
+        .as_deref()
+        .or(meta.generate_name.as_deref())
+        .unwrap_or("(unnamed)");
+    match meta.namespace.as_deref() {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+fn causes_of(verdict: &Verdict) -> &[StatusCause] {
+    verdict
+        .status
+        .as_ref()
+        .and_then(|s| s.details.as_ref())
+        .map_or(&[], |d| d.causes.as_slice())
+}
+
+fn render_text(report: &Report<'_>) -> Vec<String> {
+    let label = object_label(report.doc);
+    let Some(verdict) = &report.verdict else {
+        return vec![format!(
+            "{label}: skipped (not a metal3.io BareMetalHost or DataImage)"
+        )];
+    };
+    let mut lines = Vec::new();
+    if verdict.allowed {
+        lines.push(format!("{label}: allowed"));
+    } else {
+        let causes = causes_of(verdict);
+        let text = if causes.is_empty() {
+            verdict
+                .status
+                .as_ref()
+                .map_or_else(String::new, |s| s.message.clone())
+        } else {
+            causes
+                .iter()
+                .map(|c| {
+                    if c.field.is_empty() {
+                        c.message.clone()
+                    } else {
+                        format!("{}: {}", c.field, c.message)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        lines.push(format!("{label}: denied: {text}"));
+    }
+    lines.extend(verdict.warnings.iter().map(|w| format!("warning: {w}")));
+    lines
+}
+
+fn render_json(report: &Report<'_>) -> String {
+    let doc = report.doc;
+    let meta = &doc.header.metadata;
+    let mut line = serde_json::json!({
+        "file": doc.source,
+        "document": doc.index,
+        "kind": doc.header.kind,
+        "namespace": meta.namespace,
+        "name": meta.name.as_deref().or(meta.generate_name.as_deref()),
+    });
+    match &report.verdict {
+        None => {
+            line["skipped"] = Value::Bool(true);
+        }
+        Some(verdict) => {
+            line["skipped"] = Value::Bool(false);
+            line["allowed"] = Value::Bool(verdict.allowed);
+            line["code"] = verdict
+                .status
+                .as_ref()
+                .map_or(Value::Null, |s| Value::from(s.code));
+            line["message"] = verdict
+                .status
+                .as_ref()
+                .map_or(Value::Null, |s| Value::from(s.message.clone()));
+            line["causes"] =
+                serde_json::to_value(causes_of(verdict)).unwrap_or(Value::Array(Vec::new()));
+            line["warnings"] = Value::from(verdict.warnings.clone());
+            line["patch"] = report
+                .patch
+                .as_ref()
+                .and_then(|p| serde_json::to_value(p).ok())
+                .unwrap_or(Value::Array(Vec::new()));
+        }
+    }
+    line.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn args(files: &[&str]) -> CheckArgs {
+        CheckArgs {
+            old: None,
+            secrets: Vec::new(),
+            strict_secrets: false,
+            output: OutputFormat::Text,
+            files: files.iter().map(PathBuf::from).collect(),
+        }
+    }
+
+    fn run_on(args: &CheckArgs, files: &[(&str, &str)]) -> Outcome {
+        let files: HashMap<PathBuf, String> = files
+            .iter()
+            .map(|(p, t)| (PathBuf::from(p), t.to_string()))
+            .collect();
+        let mut read = |p: &Path| {
+            files
+                .get(p)
+                .cloned()
+                .ok_or_else(|| format!("{}: cannot read: No such file", p.display()))
+        };
+        check(args, &mut read)
+    }
+
+    const HOST: &str = "apiVersion: metal3.io/v1alpha1
+kind: BareMetalHost
+metadata:
+  name: worker-0
+  namespace: metal3
+spec:
+  bmc:
+    address: redfish-virtualmedia+https://192.0.2.10/redfish/v1/Systems/1
+  dataImage:
+    url: URL
+";
+
+    #[test]
+    fn text_output_and_exit_codes() {
+        let ok = HOST.replace("URL", "https://images.example.com/a.iso");
+        let bad = HOST.replace("URL", "ftp://h/a.iso");
+        let out = run_on(&args(&["ok.yaml"]), &[("ok.yaml", &ok)]);
+        assert_eq!(out.stdout, ["BareMetalHost metal3/worker-0: allowed"]);
+        assert_eq!(out.exit_code, EXIT_ADMITTED);
+        let both =
+            format!("{ok}---\n{bad}---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n");
+        let out = run_on(&args(&["a.yaml"]), &[("a.yaml", &both)]);
+        assert_eq!(out.exit_code, EXIT_DENIED);
+        assert_eq!(
+            out.stdout,
+            [
+                "BareMetalHost metal3/worker-0: allowed",
+                "BareMetalHost metal3/worker-0: denied: spec.dataImage.url: Invalid value: \"ftp://h/a.iso\": scheme must be http or https",
+                "ConfigMap c: skipped (not a metal3.io BareMetalHost or DataImage)",
+            ]
+        );
+        // A missing file wins over the denial, and the other file is still judged.
+        let out = run_on(&args(&["a.yaml", "missing.yaml"]), &[("a.yaml", &bad)]);
+        assert_eq!(out.exit_code, EXIT_UNREADABLE);
+        assert_eq!(out.stdout.len(), 1);
+        assert_eq!(
+            out.stderr,
+            ["error: missing.yaml: cannot read: No such file"]
+        );
+    }
+
+    #[test]
+    fn yaml_errors_name_file_and_position() {
+        let out = run_on(
+            &args(&["b.yaml"]),
+            &[("b.yaml", "kind: [unclosed\n  x: y\n")],
+        );
+        assert_eq!(out.exit_code, EXIT_UNREADABLE);
+        assert!(
+            out.stderr[0].starts_with("error: b.yaml: invalid YAML: "),
+            "{:?}",
+            out.stderr
+        );
+        let out = run_on(
+            &args(&["c.json"]),
+            &[("c.json", "{\"kind\": \n  \"BareMetalHost\",,}")],
+        );
+        assert_eq!(
+            out.stderr,
+            ["error: c.json: invalid JSON: key must be a string at line 2 column 19"]
+        );
+    }
+
+    #[test]
+    fn json_output_has_the_patch() {
+        let mut a = args(&["ok.yaml"]);
+        a.output = OutputFormat::Json;
+        let out = run_on(
+            &a,
+            &[("ok.yaml", &HOST.replace("URL", "http://192.0.2.1/a.iso"))],
+        );
+        let line: Value = serde_json::from_str(&out.stdout[0]).unwrap();
+        assert_eq!(line["allowed"], true);
+        assert_eq!(
+            line["patch"],
+            serde_json::json!([{"op": "add", "path": "/spec/dataImage/disableCertificateVerification", "value": false}])
+        );
+    }
 }

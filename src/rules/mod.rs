@@ -275,3 +275,10 @@ pub fn validate(
 pub fn mutate(input: &ReviewInput<'_>, decoded: &Decoded, policy: &Policy) -> Verdict {
     mutate::mutate(input, decoded, policy)
 }
+
+/// Decodes JSON object text into `T` the way the rules do: unknown fields
+/// skipped, and on failure the JSON path of the offending value (empty for
+/// the object itself) plus a message without position information.
+pub fn decode_json_text<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
+    decode::decode_str(text)
+}
