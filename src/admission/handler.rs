@@ -299,28 +299,40 @@ pub async fn guarded(judging: impl Future<Output = Verdict>, metrics: &Metrics) 
 }
 
 fn log_review(webhook: Webhook, review: &Review<'_>, verdict: &Verdict, started: Instant) {
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let code = verdict.status.as_ref().map_or(200, |status| status.code);
-    let message = verdict
-        .status
-        .as_ref()
-        .map_or("", |status| status.message.as_str());
-    tracing::info!(
-        webhook = webhook.path(),
-        uid = %review.uid,
-        kind = %review.kind_name,
-        namespace = %review.namespace,
-        name = %review.name,
-        operation = review.operation.as_str(),
-        dry_run = review.dry_run,
-        allowed = verdict.allowed,
-        code,
-        message,
-        warnings = verdict.warnings.len(),
-        patched = verdict.patch.as_ref().is_some_and(|p| !p.0.is_empty()),
-        duration_ms,
-        "admission review"
-    );
+    let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    let patched = verdict.patch.as_ref().is_some_and(|p| !p.0.is_empty());
+    match &verdict.status {
+        Some(status) if !verdict.allowed => tracing::info!(
+            webhook = webhook.path(),
+            uid = %review.uid,
+            kind = %review.kind_name,
+            namespace = %review.namespace,
+            name = %review.name,
+            operation = review.operation.as_str(),
+            dry_run = review.dry_run,
+            allowed = false,
+            code = status.code,
+            reason = %status.reason,
+            message = %status.message,
+            warnings = verdict.warnings.len(),
+            duration_ms,
+            "admission review"
+        ),
+        _ => tracing::info!(
+            webhook = webhook.path(),
+            uid = %review.uid,
+            kind = %review.kind_name,
+            namespace = %review.namespace,
+            name = %review.name,
+            operation = review.operation.as_str(),
+            dry_run = review.dry_run,
+            allowed = verdict.allowed,
+            warnings = verdict.warnings.len(),
+            patched,
+            duration_ms,
+            "admission review"
+        ),
+    }
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
