@@ -418,7 +418,7 @@ fn add(now: Timestamp, d: Duration) -> Timestamp {
 
 fn human(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 60 && s % 60 == 0 {
+    if s >= 60 && s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else if s >= 60 {
         format!("{}m{}s", s / 60, s % 60)

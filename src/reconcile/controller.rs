@@ -1,0 +1,498 @@
+//! The controller: observes a host (and its Ironic node when the decision
+//! asks), calls [`decide`], and executes the plan with patches, Ironic calls
+//! (bounded by a semaphore) and Events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::controller::Action as RequeueAction;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use tokio::sync::Semaphore;
+
+use super::decision::{
+    self, Action, DecisionConfig, EventNote, Input, IronicView, Op, Plan, StagingView,
+    StatusChange, Step, decide,
+};
+use super::kube_ops::{self, HostWriter};
+use super::metrics::{Metrics, Operation, error_reason};
+use super::record::AttachedRecord;
+use crate::ironic::{IronicClient, IronicError};
+use crate::model::bmh::HostResource;
+use crate::model::{DataImageState, SecretCredentials};
+use crate::staging::{StageRequest, Stager};
+
+/// What the Ironic side of the controller needs (a trait so the Kubernetes
+/// side can be tested without Ironic).
+pub trait IronicApi: Send + Sync + 'static {
+    fn get_node(
+        &self,
+        node: &str,
+    ) -> impl Future<Output = Result<crate::ironic::Node, IronicError>> + Send;
+    fn list_vmedia(
+        &self,
+        node: &str,
+    ) -> impl Future<Output = Result<Vec<crate::ironic::VirtualMedia>, IronicError>> + Send;
+    fn attach_cdrom(
+        &self,
+        node: &str,
+        image_url: &str,
+    ) -> impl Future<Output = Result<(), IronicError>> + Send;
+    fn detach_cdrom(&self, node: &str) -> impl Future<Output = Result<(), IronicError>> + Send;
+}
+
+impl IronicApi for IronicClient {
+    async fn get_node(&self, node: &str) -> Result<crate::ironic::Node, IronicError> {
+        IronicClient::get_node(self, node).await
+    }
+    async fn list_vmedia(
+        &self,
+        node: &str,
+    ) -> Result<Vec<crate::ironic::VirtualMedia>, IronicError> {
+        IronicClient::list_vmedia(self, node).await
+    }
+    async fn attach_cdrom(&self, node: &str, image_url: &str) -> Result<(), IronicError> {
+        IronicClient::attach_cdrom(self, node, image_url).await
+    }
+    async fn detach_cdrom(&self, node: &str) -> Result<(), IronicError> {
+        IronicClient::detach_cdrom(self, node).await
+    }
+}
+
+/// Shared state of the reconcile loop.
+pub struct Context<I: IronicApi> {
+    pub client: kube::Client,
+    pub ironic: I,
+    /// Bounds concurrent Ironic calls (`--max-concurrent`).
+    pub ironic_permits: Semaphore,
+    pub recorder: Recorder,
+    pub config: DecisionConfig,
+    pub metrics: Arc<Metrics>,
+    pub stager: Option<Stager>,
+    /// Upstream DataImages (conflict detection); `None` when the kind is
+    /// not installed.
+    pub dataimages: Option<(Store<DynamicObject>, ApiResource)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("host has no name or namespace")]
+    Unnamed,
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// Reconciles one host.
+pub async fn reconcile<I: IronicApi>(
+    host: Arc<HostResource>,
+    ctx: Arc<Context<I>>,
+) -> Result<RequeueAction, ReconcileError> {
+    let result = reconcile_inner(&host, &ctx).await;
+    let label = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics
+        .reconciles
+        .get_or_create(&super::metrics::ResultLabels { result: label })
+        .inc();
+    result
+}
+
+/// Requeue policy for Kubernetes errors (Ironic errors are handled in the plan).
+pub fn error_policy<I: IronicApi>(
+    host: Arc<HostResource>,
+    err: &ReconcileError,
+    _ctx: Arc<Context<I>>,
+) -> RequeueAction {
+    let conflict =
+        matches!(err, ReconcileError::Kube(kube::Error::Api(status)) if status.code == 409);
+    tracing::warn!(host = %host.name_any(), error = %err, "reconcile failed");
+    RequeueAction::requeue(if conflict {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(15)
+    })
+}
+
+async fn reconcile_inner<I: IronicApi>(
+    host: &HostResource,
+    ctx: &Context<I>,
+) -> Result<RequeueAction, ReconcileError> {
+    let namespace = host.namespace().ok_or(ReconcileError::Unnamed)?;
+    let name = host.metadata.name.clone().ok_or(ReconcileError::Unnamed)?;
+    let key = format!("{namespace}/{name}");
+    if decision::is_idle(host) {
+        ctx.metrics.set_host_state(&key, None);
+        if let Some(stager) = &ctx.stager {
+            stager.release(&key);
+        }
+        return Ok(RequeueAction::await_change());
+    }
+    let conflict = ctx.dataimages.as_ref().is_some_and(|(store, resource)| {
+        let reference = ObjectRef::new_with(&name, resource.clone()).within(&namespace);
+        store.get(&reference).is_some()
+    });
+    let staging = staging_view(ctx, host, &namespace, &key, conflict).await;
+    let node_id = host
+        .status
+        .as_ref()
+        .and_then(|s| s.provisioning.as_ref())
+        .map(|p| p.id.clone())
+        .unwrap_or_default();
+    let jitter: f64 = rand::random();
+    let mut ironic = IronicView::NotObserved;
+    for _ in 0..2 {
+        let input = Input {
+            host,
+            ironic: &ironic,
+            staging: &staging,
+            upstream_conflict: conflict,
+            now: jiff::Timestamp::now(),
+            jitter,
+            config: &ctx.config,
+        };
+        match decide(&input) {
+            Step::ObserveIronic => {
+                ironic = observe(ctx, &node_id).await;
+            }
+            Step::Plan(plan) => {
+                let requeue = execute(ctx, host, &input, &namespace, &name, &node_id, plan).await?;
+                return Ok(match requeue {
+                    Some(after) => RequeueAction::requeue(after),
+                    None => RequeueAction::await_change(),
+                });
+            }
+        }
+    }
+    Ok(RequeueAction::requeue(Duration::from_secs(5)))
+}
+
+async fn observe<I: IronicApi>(ctx: &Context<I>, node_id: &str) -> IronicView {
+    let Ok(_permit) = ctx.ironic_permits.acquire().await else {
+        return IronicView::Failed(IronicError::Unavailable("shutting down".into()));
+    };
+    let node = match ctx.ironic.get_node(node_id).await {
+        Ok(node) => node,
+        Err(err) => return IronicView::Failed(err),
+    };
+    match ctx.ironic.list_vmedia(node_id).await {
+        Ok(vmedia) => IronicView::Observed { node, vmedia },
+        Err(err) => IronicView::Failed(err),
+    }
+}
+
+fn needs_staging(host: &HostResource) -> bool {
+    host.spec.data_image.as_ref().is_some_and(|d| {
+        d.credentials_name.is_some() || d.disable_certificate_verification == Some(true)
+    })
+}
+
+async fn staging_view<I: IronicApi>(
+    ctx: &Context<I>,
+    host: &HostResource,
+    namespace: &str,
+    key: &str,
+    conflict: bool,
+) -> StagingView {
+    if !needs_staging(host) {
+        if let Some(stager) = &ctx.stager {
+            stager.release(key);
+        }
+        return StagingView::NotNeeded;
+    }
+    let Some(spec) = host.spec.data_image.as_ref() else {
+        return StagingView::NotNeeded;
+    };
+    let Some(stager) = &ctx.stager else {
+        return StagingView::Unavailable(
+            "the image needs credentials or disableCertificateVerification, so it must be staged, and this \
+             reconciler has no image server (--image-server-url): not attached"
+                .into(),
+        );
+    };
+    // Stage only when an attach could follow (saves downloads for hosts
+    // that are not provisioned yet).
+    let state = host
+        .status
+        .as_ref()
+        .and_then(|s| s.provisioning.as_ref())
+        .map(|p| p.state.as_str())
+        .unwrap_or("");
+    let annotations = host.annotations();
+    let gated = host.metadata.deletion_timestamp.is_some()
+        || conflict
+        || annotations.contains_key(super::record::PAUSED_ANNOTATION)
+        || annotations.contains_key(super::record::DETACHED_ANNOTATION)
+        || !decision::ACTIVE_STATES.contains(&state);
+    if gated {
+        return match stager.staged(key) {
+            Some(image) => StagingView::Ready(image),
+            None => StagingView::Pending("waiting for the host to be provisioned".into()),
+        };
+    }
+    let credentials = match &spec.credentials_name {
+        None => None,
+        Some(secret) => match read_credentials(ctx.client.clone(), namespace, secret).await {
+            Ok(credentials) => Some(credentials),
+            Err(message) => return StagingView::Failed(message),
+        },
+    };
+    let request = StageRequest {
+        host_key: key.to_string(),
+        url: spec.url.clone(),
+        credentials,
+        insecure: spec.disable_certificate_verification == Some(true),
+    };
+    match stager.stage(request).await {
+        Ok(image) => StagingView::Ready(image),
+        Err(err) => StagingView::Failed(err.to_string()),
+    }
+}
+
+/// Reads `username`/`password` from the Secret (a targeted get, re-read on
+/// every reconcile: the reconciler has no list/watch on Secrets).
+pub async fn read_credentials(
+    client: kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<SecretCredentials, String> {
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    let secret = match api.get_opt(name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            return Err(format!(
+                "Secret {namespace}/{name} (credentialsName) not found"
+            ));
+        }
+        Err(err) => {
+            return Err(format!(
+                "cannot read Secret {namespace}/{name}: {}",
+                kube_reason(&err)
+            ));
+        }
+    };
+    credentials_from_secret(&secret).ok_or_else(|| {
+        format!(
+            "Secret {namespace}/{name} must hold non-empty `username` and `password` keys (UTF-8)"
+        )
+    })
+}
+
+/// `username`/`password` from a Secret's `data` (or `stringData`, as a
+/// Secret built client-side may carry).
+pub fn credentials_from_secret(secret: &Secret) -> Option<SecretCredentials> {
+    let field = |key: &str| -> Option<String> {
+        let from_data = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|b| String::from_utf8(b.0.clone()).ok());
+        let value = from_data.or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .cloned()
+        })?;
+        (!value.is_empty()).then_some(value)
+    };
+    Some(SecretCredentials {
+        username: field("username")?,
+        password: field("password")?,
+    })
+}
+
+fn kube_reason(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) => format!("HTTP {} {}", status.code, status.reason),
+        other => other.to_string(),
+    }
+}
+
+/// Runs the plan's actions in order, then writes the status.
+async fn execute<I: IronicApi>(
+    ctx: &Context<I>,
+    host: &HostResource,
+    input: &Input<'_>,
+    namespace: &str,
+    name: &str,
+    node_id: &str,
+    plan: Plan,
+) -> Result<Option<Duration>, ReconcileError> {
+    let writer = HostWriter::new(ctx.client.clone(), namespace, name);
+    let reference = host.object_ref(&());
+    let key = format!("{namespace}/{name}");
+    let mut finalizers = host.metadata.finalizers.clone().unwrap_or_default();
+    let mut resource_version = host.metadata.resource_version.clone();
+    let mut record: Option<AttachedRecord> = AttachedRecord::from_annotation(
+        host.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(super::record::STATE_ANNOTATION)),
+    )
+    .ok()
+    .flatten();
+    let mut plan = plan;
+    let mut index = 0;
+    while index < plan.actions.len() {
+        let action = plan.actions[index].clone();
+        index += 1;
+        match action {
+            Action::AddFinalizer | Action::RemoveFinalizer => {
+                let patch = if action == Action::AddFinalizer {
+                    kube_ops::finalizer_add_patch(&finalizers, resource_version.as_deref())
+                } else {
+                    kube_ops::finalizer_remove_patch(&finalizers, resource_version.as_deref())
+                };
+                if let Some(patch) = patch {
+                    let updated = writer.merge(&patch).await?;
+                    finalizers = updated.metadata.finalizers.clone().unwrap_or_default();
+                    resource_version = updated.metadata.resource_version.clone();
+                }
+            }
+            Action::SetHold(on) => {
+                let updated = writer.merge(&kube_ops::hold_patch(on)).await?;
+                resource_version = updated.metadata.resource_version.clone();
+            }
+            Action::WriteRecord(new) => {
+                let text = new.as_ref().map(AttachedRecord::to_annotation);
+                let updated = writer
+                    .merge(&kube_ops::record_patch(text.as_deref()))
+                    .await?;
+                resource_version = updated.metadata.resource_version.clone();
+                record = new;
+            }
+            Action::Attach { .. } | Action::Detach => {
+                let (op, operation) = match action {
+                    Action::Attach { .. } => (Op::Attach, Operation::Attach),
+                    _ => (Op::Detach, Operation::Detach),
+                };
+                ctx.metrics
+                    .attempts
+                    .get_or_create(&super::metrics::OperationLabels { operation })
+                    .inc();
+                let result = {
+                    let Ok(_permit) = ctx.ironic_permits.acquire().await else {
+                        return Ok(Some(Duration::from_secs(5)));
+                    };
+                    match &action {
+                        Action::Attach { image_url } => {
+                            ctx.ironic.attach_cdrom(node_id, image_url).await
+                        }
+                        _ => ctx.ironic.detach_cdrom(node_id).await,
+                    }
+                };
+                if let Err(err) = result {
+                    ctx.metrics.failure(operation, error_reason(&err));
+                    tracing::warn!(host = %key, node = %node_id, error = %err, "ironic {operation:?} failed");
+                    let Some(written) = record.clone() else {
+                        return Ok(Some(decision::BACKOFF_BASE));
+                    };
+                    // Replace the rest of the plan with the failure plan.
+                    plan = decision::after_failure(input, &written, op, &err);
+                    index = 0;
+                    continue;
+                }
+            }
+            Action::Event(note) => {
+                if note.reason == "AttachFailed" || note.reason == "DetachFailed" {
+                    let operation = if note.reason == "AttachFailed" {
+                        Operation::Attach
+                    } else {
+                        Operation::Detach
+                    };
+                    if plan_is_async_failure(&plan) {
+                        ctx.metrics.failure(operation, "async");
+                    }
+                }
+                publish(ctx, &reference, &note, &key).await;
+            }
+        }
+    }
+    let state = match &plan.status {
+        StatusChange::Set(status) => {
+            if host.status.as_ref().and_then(|s| s.data_image.as_ref()) != Some(status) {
+                writer.apply_status(namespace, status).await?;
+            }
+            status.state
+        }
+        StatusChange::Clear => {
+            writer.clear_status().await?;
+            None
+        }
+        StatusChange::Keep => host
+            .status
+            .as_ref()
+            .and_then(|s| s.data_image.as_ref())
+            .and_then(|s| s.state),
+    };
+    let finished = host.metadata.deletion_timestamp.is_some()
+        && !finalizers.iter().any(|f| f == super::record::FINALIZER);
+    ctx.metrics
+        .set_host_state(&key, if finished { None } else { state });
+    if (finished || (record.is_none() && host.spec.data_image.is_none()))
+        && let Some(stager) = &ctx.stager
+    {
+        stager.release(&key);
+    }
+    if let Some(seconds) = plan.attached_after {
+        ctx.metrics.attach_seconds.observe(seconds);
+    }
+    if state == Some(DataImageState::Error) {
+        tracing::info!(host = %key, "data image in error state; see status.dataImage.message");
+    }
+    Ok(plan.requeue)
+}
+
+/// A failure seen in Ironic's `last_error` or by timeout (no synchronous
+/// error preceded it in this plan).
+fn plan_is_async_failure(plan: &Plan) -> bool {
+    !plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Attach { .. }))
+        && plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::WriteRecord(Some(r)) if r.retry_at.is_some()))
+        && matches!(&plan.status, StatusChange::Set(s) if s.error_count.unwrap_or(0) > 0)
+}
+
+async fn publish<I: IronicApi>(
+    ctx: &Context<I>,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    note: &EventNote,
+    key: &str,
+) {
+    let event = KubeEvent {
+        type_: if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: note.reason.to_string(),
+        note: Some(truncate(&note.message, 1000)),
+        action: note.reason.to_string(),
+        secondary: None,
+    };
+    if note.warning {
+        tracing::warn!(host = %key, reason = note.reason, message = %note.message, "event");
+    } else {
+        tracing::info!(host = %key, reason = note.reason, message = %note.message, "event");
+    }
+    if let Err(err) = ctx.recorder.publish(&event, reference).await {
+        tracing::warn!(host = %key, error = %kube_reason(&err), "could not publish event");
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
