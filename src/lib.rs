@@ -19,6 +19,7 @@ pub mod crd;
 pub mod ironic;
 pub mod model;
 pub mod probes;
+pub mod rbac;
 pub mod reconcile;
 pub mod rules;
 pub mod staging;

@@ -1,0 +1,115 @@
+//! The Kubernetes API access each component needs: the single source for the
+//! RBAC rules shipped in `manifests/base/rbac/` (tests/manifests.rs renders the
+//! manifests and checks the rules equal these lists, nothing more, nothing less).
+//!
+//! These lists must match the API calls made in `admission/` (webhook) and
+//! `reconcile/` (reconciler and `cleanup`): add a call there, add it here and
+//! to the manifests in the same change.
+
+/// One API resource and the verbs used on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiAccess {
+    /// API group; `""` is the core group.
+    pub group: &'static str,
+    /// Plural resource, with `/subresource` where one is used.
+    pub resource: &'static str,
+    pub verbs: &'static [&'static str],
+    /// Restrict to these object names (`resourceNames`); empty means all.
+    pub resource_names: &'static [&'static str],
+}
+
+/// The admission webhook: reads the Secret a host's `credentialsName` names
+/// (targeted `get`s only, never list/watch: no cluster-wide Secret cache).
+pub const WEBHOOK: &[ApiAccess] = &[ApiAccess {
+    group: "",
+    resource: "secrets",
+    verbs: &["get"],
+    resource_names: &[],
+}];
+
+/// The reconciler (and `cleanup`, which runs with the same ServiceAccount).
+pub const RECONCILER: &[ApiAccess] = &[
+    // Watch hosts; patch finalizer and the attached/hold annotations.
+    ApiAccess {
+        group: "metal3.io",
+        resource: "baremetalhosts",
+        verbs: &["get", "list", "watch", "patch"],
+        resource_names: &[],
+    },
+    // status.dataImage, written with server-side apply on the status subresource.
+    ApiAccess {
+        group: "metal3.io",
+        resource: "baremetalhosts/status",
+        verbs: &["get", "patch"],
+        resource_names: &[],
+    },
+    // Upstream DataImage objects with a host's name: detect the drive conflict.
+    ApiAccess {
+        group: "metal3.io",
+        resource: "dataimages",
+        verbs: &["get", "list", "watch"],
+        resource_names: &[],
+    },
+    // Image credentials named by credentialsName (targeted gets).
+    ApiAccess {
+        group: "",
+        resource: "secrets",
+        verbs: &["get"],
+        resource_names: &[],
+    },
+    // Events on hosts, as kube-runtime's event Recorder writes them (events.k8s.io/v1).
+    ApiAccess {
+        group: "events.k8s.io",
+        resource: "events",
+        verbs: &["create", "patch"],
+        resource_names: &[],
+    },
+    // Leader election Lease (namespaced Role in the reconciler's namespace).
+    ApiAccess {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["get", "create", "update", "patch"],
+        resource_names: &[],
+    },
+    // Start-up check that the BareMetalHost CRD still carries spec.dataImage.
+    ApiAccess {
+        group: "apiextensions.k8s.io",
+        resource: "customresourcedefinitions",
+        verbs: &["get"],
+        resource_names: &[crate::crd::BMH_CRD_NAME],
+    },
+];
+
+/// Resources granted only in the component's own namespace (a Role, not a ClusterRole).
+pub const NAMESPACED_RESOURCES: &[&str] = &["leases"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_only_ever_read_one_by_one() {
+        for access in WEBHOOK.iter().chain(RECONCILER) {
+            if access.resource == "secrets" {
+                assert_eq!(access.verbs, ["get"], "Secrets: get only, never list/watch");
+            }
+        }
+    }
+
+    #[test]
+    fn no_resource_is_listed_twice() {
+        for list in [WEBHOOK, RECONCILER] {
+            for (index, access) in list.iter().enumerate() {
+                assert!(
+                    !list[index + 1..]
+                        .iter()
+                        .any(|other| other.group == access.group
+                            && other.resource == access.resource),
+                    "{}/{} listed twice",
+                    access.group,
+                    access.resource
+                );
+            }
+        }
+    }
+}
