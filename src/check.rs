@@ -335,7 +335,13 @@ fn parse_text(text: &str) -> Result<Vec<Value>, String> {
     }
     serde_saphyr::from_multiple::<Value>(trimmed)
         .map(|docs| docs.into_iter().filter(|d| !d.is_null()).collect())
-        .map_err(|e| format!("invalid YAML: {e}"))
+        .map_err(|e| {
+            let text = e.without_snippet().to_string();
+            format!(
+                "invalid YAML: {}",
+                text.strip_prefix("error: ").unwrap_or(&text)
+            )
+        })
 }
 
 /// A Secret's name, namespace and credentials keys.
