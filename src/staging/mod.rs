@@ -2,13 +2,38 @@
 //! is ISO 9660, store it content-addressed and serve it to Ironic at an
 //! unguessable per-host URL, so credentials never reach Ironic.
 //!
-//! Contract used by the reconciler.
+//! Contract used by the reconciler: build one [`Stager`] from a
+//! [`StagingConfig`], call [`Stager::stage`] for every host whose data image
+//! needs credentials or a relaxed TLS policy, hand
+//! [`StagedImage::ironic_url`] to Ironic, call [`Stager::release`] when the
+//! host no longer needs it, and run [`Stager::serve`] for the image server.
+//!
+//! Layout: [`iso`] (pure ISO 9660 checks), [`server`] (image server, pure
+//! range parsing), `fetch` (download), [`args`] (CLI flags), this module
+//! (cache bookkeeping: single-flight, per-host tokens, eviction).
 
+pub mod args;
+mod fetch;
+pub mod iso;
+pub mod server;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+pub use args::StagingArgs;
+pub use fetch::MAX_REDIRECTS;
+
 use crate::model::SecretCredentials;
+use crate::telemetry::redact_url;
 
 #[derive(Clone, Debug)]
 pub struct StagingConfig {
@@ -23,8 +48,9 @@ pub struct StagingConfig {
     pub read_timeout: Duration,
 }
 
-/// One host's image to stage.
-#[derive(Clone, Debug)]
+/// One host's image to stage. `Debug` redacts credentials (also any the
+/// user put into the URL itself).
+#[derive(Clone)]
 pub struct StageRequest {
     /// `namespace/name` of the host.
     pub host_key: String,
@@ -35,8 +61,20 @@ pub struct StageRequest {
     pub insecure: bool,
 }
 
-/// A staged image.
-#[derive(Clone, Debug, PartialEq, Eq)]
+impl std::fmt::Debug for StageRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageRequest")
+            .field("host_key", &self.host_key)
+            .field("url", &redact_url(&self.url))
+            .field("credentials", &self.credentials)
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
+/// A staged image. `Debug` hides the URL's token (whoever has the URL can
+/// download the image).
+#[derive(Clone, PartialEq, Eq)]
 pub struct StagedImage {
     pub digest: String,
     pub size: u64,
@@ -61,4 +99,651 @@ pub enum StageError {
     NotIso(String),
     #[error("image cache: {0}")]
     Io(String),
+}
+
+impl std::fmt::Debug for StagedImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedImage")
+            .field("digest", &self.digest)
+            .field("size", &self.size)
+            .field("ironic_url", &hide_token(&self.ironic_url))
+            .field("bootable", &self.bootable)
+            .finish()
+    }
+}
+
+/// `.../images/<token>/<digest>.iso` → `.../images/***/<digest>.iso`.
+fn hide_token(url: &str) -> String {
+    match url.rfind("/images/") {
+        Some(start) => {
+            let after = start + "/images/".len();
+            match url[after..].find('/') {
+                Some(end) => format!("{}***{}", &url[..after], &url[after + end..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+impl StagedImage {
+    /// A remark for the host's status, if the image deserves one.
+    pub fn status_note(&self) -> Option<&'static str> {
+        self.bootable.then_some(
+            "the ISO carries an El Torito boot record: firmware may boot from it, while a data image should not be bootable",
+        )
+    }
+}
+
+/// Content-addressed images live in `<cache>/sha256/<hex>.iso`; downloads in
+/// progress in `<cache>/tmp/` (cleared at start-up).
+const BLOB_DIR: &str = "sha256";
+const TMP_DIR: &str = "tmp";
+/// Per-host URL token: 256 random bits, hex in the URL.
+const TOKEN_BYTES: usize = 32;
+
+/// Identifies one download: a salted hash of URL, credentials and TLS
+/// setting. The salt is random per process and the map lives in memory only,
+/// so neither the password nor a guessable hash of it is ever stored.
+type FetchKey = [u8; 32];
+type SharedFetch = Shared<BoxFuture<'static, Result<Blob, StageError>>>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Blob {
+    hex: String,
+    size: u64,
+    bootable: bool,
+}
+
+struct HostEntry {
+    key: FetchKey,
+    blob: Blob,
+    token: String,
+    token_hash: [u8; 32],
+}
+
+#[derive(Default)]
+struct State {
+    hosts: HashMap<String, HostEntry>,
+    /// sha256(token) → host, so a lookup does not branch on token bytes.
+    by_token: HashMap<[u8; 32], String>,
+    /// Completed downloads still referenced (by a host or a waiting caller).
+    fetched: HashMap<FetchKey, Blob>,
+    /// Downloads in progress: callers with the same key share one.
+    inflight: HashMap<FetchKey, SharedFetch>,
+    /// Callers waiting on a key: their blob must survive eviction.
+    pins: HashMap<FetchKey, usize>,
+}
+
+/// A staged image file the server may send.
+pub(crate) struct BlobRef {
+    pub path: PathBuf,
+    pub digest: String,
+}
+
+/// Fetches, checks, stores and serves staged images. Cheap to clone.
+#[derive(Clone)]
+pub struct Stager {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    config: StagingConfig,
+    blob_dir: PathBuf,
+    tmp_dir: PathBuf,
+    verified: reqwest::Client,
+    insecure: reqwest::Client,
+    key_salt: [u8; 32],
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Stager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hosts = self.inner.lock().hosts.len();
+        f.debug_struct("Stager")
+            .field("cache_dir", &self.inner.config.cache_dir)
+            .field("public_url", &self.inner.config.public_url.as_str())
+            .field("hosts", &hosts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stager {
+    /// Prepares the cache directory (removing downloads a crash left behind)
+    /// and the HTTP clients (system roots plus `image_ca_file`).
+    pub fn new(config: StagingConfig) -> Result<Self, StageError> {
+        if !matches!(config.public_url.scheme(), "http" | "https") {
+            return Err(StageError::Io(format!(
+                "the image server URL {} must be http or https",
+                redact_url(config.public_url.as_str())
+            )));
+        }
+        let blob_dir = config.cache_dir.join(BLOB_DIR);
+        let tmp_dir = config.cache_dir.join(TMP_DIR);
+        for dir in [&blob_dir, &tmp_dir] {
+            std::fs::create_dir_all(dir)
+                .map_err(|err| StageError::Io(format!("cannot create {}: {err}", dir.display())))?;
+        }
+        let leftovers = remove_files_in(&tmp_dir);
+        if leftovers > 0 {
+            tracing::info!(
+                count = leftovers,
+                "removed incomplete downloads left by a previous run"
+            );
+        }
+        let extra_roots = match &config.image_ca_file {
+            Some(path) => load_ca_bundle(path)?,
+            None => Vec::new(),
+        };
+        let verified = build_client(&config, &extra_roots, false)?;
+        let insecure = build_client(&config, &extra_roots, true)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                blob_dir,
+                tmp_dir,
+                verified,
+                insecure,
+                key_salt: rand::random(),
+                state: Mutex::new(State::default()),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &StagingConfig {
+        &self.inner.config
+    }
+
+    /// Makes `request.url` available to Ironic for `request.host_key`.
+    ///
+    /// Cheap when nothing changed (no network). Downloads again when the URL,
+    /// the credentials or the TLS setting differ from what the host has;
+    /// hosts asking for the same thing share one download. On failure the
+    /// host keeps what it had staged before (until [`Stager::release`]).
+    pub async fn stage(&self, request: StageRequest) -> Result<StagedImage, StageError> {
+        let url = fetch::parse_user_url(&request.url)?;
+        let key = self
+            .inner
+            .fetch_key(&url, request.credentials.as_ref(), request.insecure);
+        let (fetch, pin) = {
+            let mut state = self.inner.lock();
+            if let Some(staged) = self.inner.reuse(&mut state, &request.host_key, &key) {
+                return Ok(staged);
+            }
+            *state.pins.entry(key).or_default() += 1;
+            let pin = FetchPin {
+                inner: self.inner.clone(),
+                key,
+                active: true,
+            };
+            let fetch = match state.inflight.get(&key) {
+                Some(fetch) => fetch.clone(),
+                None => {
+                    let fetch = self.inner.start_fetch(
+                        key,
+                        url,
+                        request.credentials.clone(),
+                        request.insecure,
+                    );
+                    state.inflight.insert(key, fetch.clone());
+                    fetch
+                }
+            };
+            (fetch, pin)
+        };
+        let result = fetch.clone().await;
+        let mut state = self.inner.lock();
+        pin.release(&mut state);
+        // Normally the download task removed itself; not if it panicked.
+        if state.inflight.get(&key).is_some_and(|f| f.ptr_eq(&fetch)) {
+            state.inflight.remove(&key);
+        }
+        let blob = result?;
+        let staged = self.inner.assign(&mut state, &request.host_key, key, blob);
+        self.inner.evict(&mut state);
+        Ok(staged)
+    }
+
+    /// What is staged for a host, if anything.
+    pub fn staged(&self, host_key: &str) -> Option<StagedImage> {
+        let state = self.inner.lock();
+        state
+            .hosts
+            .get(host_key)
+            .map(|entry| self.inner.staged_image(entry))
+    }
+
+    /// The host no longer needs its image: its URL stops working at once and
+    /// the file is deleted unless another host uses the same content.
+    pub fn release(&self, host_key: &str) {
+        let mut state = self.inner.lock();
+        if let Some(entry) = state.hosts.remove(host_key) {
+            state.by_token.remove(&entry.token_hash);
+            tracing::info!(host = %host_key, digest = %format!("sha256:{}", entry.blob.hex), "released staged image");
+            self.inner.evict(&mut state);
+        }
+    }
+
+    /// Deletes cached images no host references (for example those a previous
+    /// run left behind); returns how many were removed.
+    pub fn evict_unreferenced(&self) -> usize {
+        let mut state = self.inner.lock();
+        self.inner.evict(&mut state)
+    }
+
+    /// The image server's routes (`/images/{token}/{digest}.iso`).
+    pub fn router(&self) -> axum::Router {
+        server::router(self.inner.clone())
+    }
+
+    /// Serves staged images over plain HTTP on `config.listen` until
+    /// `shutdown` completes.
+    pub async fn serve(&self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
+        self.serve_tls(None, shutdown).await
+    }
+
+    /// Like [`Stager::serve`], over HTTPS when `tls` is given.
+    pub async fn serve_tls(
+        &self,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let listener = tokio::net::TcpListener::bind(self.inner.config.listen).await?;
+        tracing::info!(
+            listen = %self.inner.config.listen,
+            url = %redact_url(self.inner.config.public_url.as_str()),
+            tls = tls.is_some(),
+            "image server listening"
+        );
+        self.serve_listener(listener, tls, shutdown).await
+    }
+
+    /// Serves on an already bound listener (tests bind port 0).
+    pub async fn serve_listener(
+        &self,
+        listener: tokio::net::TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        server::serve(listener, self.router(), tls, shutdown).await
+    }
+}
+
+/// Keeps a waited-for download's blob from eviction until the caller has
+/// recorded it; also released if the caller is cancelled.
+struct FetchPin {
+    inner: Arc<Inner>,
+    key: FetchKey,
+    active: bool,
+}
+
+impl FetchPin {
+    fn release(mut self, state: &mut State) {
+        unpin(state, &self.key);
+        self.active = false;
+    }
+}
+
+impl Drop for FetchPin {
+    fn drop(&mut self) {
+        if self.active {
+            let mut state = self.inner.lock();
+            unpin(&mut state, &self.key);
+        }
+    }
+}
+
+fn unpin(state: &mut State, key: &FetchKey) {
+    if let Some(count) = state.pins.get_mut(key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            state.pins.remove(key);
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere must not take the image server down with it.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn fetch_key(
+        &self,
+        url: &url::Url,
+        credentials: Option<&SecretCredentials>,
+        insecure: bool,
+    ) -> FetchKey {
+        let mut hasher = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        };
+        field(&self.key_salt);
+        field(url.as_str().as_bytes());
+        match credentials {
+            Some(creds) => {
+                field(b"basic");
+                field(creds.username.as_bytes());
+                field(creds.password.as_bytes());
+            }
+            None => field(b"anonymous"),
+        }
+        field(if insecure { b"insecure" } else { b"verify" });
+        hasher.finalize().into()
+    }
+
+    fn blob_path(&self, hex: &str) -> PathBuf {
+        self.blob_dir.join(format!("{hex}.iso"))
+    }
+
+    /// The host's current image or a finished download with the same key,
+    /// if its file is still on disk.
+    fn reuse(&self, state: &mut State, host_key: &str, key: &FetchKey) -> Option<StagedImage> {
+        if let Some(entry) = state.hosts.get(host_key)
+            && entry.key == *key
+            && self.blob_path(&entry.blob.hex).is_file()
+        {
+            return Some(self.staged_image(entry));
+        }
+        let blob = state
+            .fetched
+            .get(key)
+            .filter(|b| self.blob_path(&b.hex).is_file())?
+            .clone();
+        let staged = self.assign(state, host_key, *key, blob);
+        self.evict(state);
+        Some(staged)
+    }
+
+    fn start_fetch(
+        self: &Arc<Self>,
+        key: FetchKey,
+        url: url::Url,
+        credentials: Option<SecretCredentials>,
+        insecure: bool,
+    ) -> SharedFetch {
+        let inner = self.clone();
+        // A task of its own: a reconcile that gives up waiting does not
+        // abort a download other hosts may share.
+        let task =
+            tokio::spawn(
+                async move { inner.fetch_and_store(key, url, credentials, insecure).await },
+            );
+        async move {
+            task.await.unwrap_or_else(|err| {
+                Err(StageError::Io(format!(
+                    "the download task ended unexpectedly: {err}"
+                )))
+            })
+        }
+        .boxed()
+        .shared()
+    }
+
+    async fn fetch_and_store(
+        self: Arc<Self>,
+        key: FetchKey,
+        url: url::Url,
+        credentials: Option<SecretCredentials>,
+        insecure: bool,
+    ) -> Result<Blob, StageError> {
+        let client = if insecure {
+            &self.insecure
+        } else {
+            &self.verified
+        };
+        let shown = redact_url(url.as_str()).into_owned();
+        let tmp = self
+            .tmp_dir
+            .join(format!("{}.part", hex::encode(rand::random::<[u8; 16]>())));
+        tracing::info!(url = %shown, insecure, "downloading image to stage");
+        let result = fetch::download(
+            client,
+            &url,
+            credentials.as_ref(),
+            self.config.max_image_size,
+            tmp,
+        )
+        .await;
+        let mut state = self.lock();
+        state.inflight.remove(&key);
+        let downloaded = result.inspect_err(|err| {
+            tracing::warn!(url = %shown, error = %err, "image staging failed");
+        })?;
+        let blob = Blob {
+            hex: downloaded.hex_digest,
+            size: downloaded.size,
+            bootable: downloaded.bootable,
+        };
+        let dest = self.blob_path(&blob.hex);
+        downloaded.file.persist(&dest).map_err(|err| {
+            StageError::Io(format!(
+                "cannot move the image into {}: {err}",
+                self.blob_dir.display()
+            ))
+        })?;
+        sync_dir(&self.blob_dir);
+        tracing::info!(
+            url = %shown,
+            digest = %format!("sha256:{}", blob.hex),
+            size = blob.size,
+            bootable = blob.bootable,
+            "image downloaded and verified"
+        );
+        state.fetched.insert(key, blob.clone());
+        Ok(blob)
+    }
+
+    /// Points the host at `blob`, keeping its token while the content stays
+    /// the same and minting a new one (old URL dead) when it changes.
+    fn assign(&self, state: &mut State, host_key: &str, key: FetchKey, blob: Blob) -> StagedImage {
+        let previous = state.hosts.remove(host_key);
+        let (token, token_hash) = match &previous {
+            Some(old) if old.blob.hex == blob.hex => (old.token.clone(), old.token_hash),
+            _ => {
+                let token = hex::encode(rand::random::<[u8; TOKEN_BYTES]>());
+                let hash = Sha256::digest(token.as_bytes()).into();
+                (token, hash)
+            }
+        };
+        if let Some(old) = &previous {
+            state.by_token.remove(&old.token_hash);
+            if old.blob.hex != blob.hex {
+                tracing::info!(host = %host_key, digest = %format!("sha256:{}", blob.hex), "host's staged image changed");
+            }
+        } else {
+            tracing::info!(host = %host_key, digest = %format!("sha256:{}", blob.hex), "host's image staged");
+        }
+        state.by_token.insert(token_hash, host_key.to_string());
+        let entry = HostEntry {
+            key,
+            blob,
+            token,
+            token_hash,
+        };
+        let staged = self.staged_image(&entry);
+        state.hosts.insert(host_key.to_string(), entry);
+        staged
+    }
+
+    fn staged_image(&self, entry: &HostEntry) -> StagedImage {
+        let base = self.config.public_url.as_str().trim_end_matches('/');
+        StagedImage {
+            digest: format!("sha256:{}", entry.blob.hex),
+            size: entry.blob.size,
+            ironic_url: format!("{base}/images/{}/{}.iso", entry.token, entry.blob.hex),
+            bootable: entry.blob.bootable,
+        }
+    }
+
+    /// Forgets downloads nobody needs and deletes image files no host uses.
+    fn evict(&self, state: &mut State) -> usize {
+        let host_keys: HashSet<FetchKey> = state.hosts.values().map(|e| e.key).collect();
+        let pins = &state.pins;
+        state
+            .fetched
+            .retain(|key, _| host_keys.contains(key) || pins.contains_key(key));
+        let keep: HashSet<&str> = state
+            .hosts
+            .values()
+            .map(|e| e.blob.hex.as_str())
+            .chain(state.fetched.values().map(|b| b.hex.as_str()))
+            .collect();
+        let Ok(entries) = std::fs::read_dir(&self.blob_dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".iso")) else {
+                continue;
+            };
+            if !is_hex_digest(hex) || keep.contains(hex) {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    removed += 1;
+                    tracing::info!(digest = %format!("sha256:{hex}"), "evicted image no host uses");
+                }
+                Err(err) => {
+                    tracing::warn!(digest = %format!("sha256:{hex}"), error = %err, "cannot evict image")
+                }
+            }
+        }
+        removed
+    }
+
+    /// The image a request for `/images/{token}/{file}` may receive.
+    pub(crate) fn lookup(&self, token: &str, file: &str) -> Option<BlobRef> {
+        if token.len() != TOKEN_BYTES * 2 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let state = self.lock();
+        let entry = state
+            .by_token
+            .get(&hash)
+            .and_then(|host| state.hosts.get(host))?;
+        if !bool::from(entry.token.as_bytes().ct_eq(token.as_bytes())) {
+            return None;
+        }
+        if file.strip_suffix(".iso") != Some(entry.blob.hex.as_str()) {
+            return None;
+        }
+        Some(BlobRef {
+            path: self.blob_path(&entry.blob.hex),
+            digest: entry.blob.hex.clone(),
+        })
+    }
+}
+
+fn is_hex_digest(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Removes the plain files in `dir`; returns how many.
+fn remove_files_in(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
+/// Makes a rename durable (best effort: not every filesystem allows it).
+fn sync_dir(dir: &Path) {
+    if let Ok(handle) = std::fs::File::open(dir) {
+        let _ = handle.sync_all();
+    }
+}
+
+fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, StageError> {
+    let pem = std::fs::read(path).map_err(|err| {
+        StageError::Tls(format!(
+            "cannot read the image CA file {}: {err}",
+            path.display()
+        ))
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| {
+        StageError::Tls(format!(
+            "the image CA file {} is not valid PEM: {err}",
+            path.display()
+        ))
+    })?;
+    if certs.is_empty() {
+        return Err(StageError::Tls(format!(
+            "the image CA file {} holds no certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn build_client(
+    config: &StagingConfig,
+    extra_roots: &[reqwest::Certificate],
+    insecure: bool,
+) -> Result<reqwest::Client, StageError> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_webpki_certs(false)
+        .tls_built_in_native_certs(true)
+        // Redirects are followed by hand (credentials stay on their origin).
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(config.connect_timeout)
+        .read_timeout(config.read_timeout)
+        .user_agent(concat!("metal3-dataimage/", env!("CARGO_PKG_VERSION")));
+    for cert in extra_roots {
+        builder = builder.add_root_certificate(cert.clone());
+    }
+    if insecure {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    builder
+        .build()
+        .map_err(|err| StageError::Tls(format!("cannot set up the HTTP client: {err}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_image_debug_hides_the_token() {
+        let staged = StagedImage {
+            digest: "sha256:ab".into(),
+            size: 1,
+            ironic_url: format!("http://10.0.0.1:9445/images/{}/ab.iso", "f".repeat(64)),
+            bootable: false,
+        };
+        let shown = format!("{staged:?}");
+        assert!(
+            shown.contains("http://10.0.0.1:9445/images/***/ab.iso"),
+            "{shown}"
+        );
+        assert!(!shown.contains(&"f".repeat(64)));
+    }
+
+    #[test]
+    fn stage_request_debug_redacts_credentials() {
+        let request = StageRequest {
+            host_key: "ns/h".into(),
+            url: "https://u:hunter2@h.example/a.iso".into(),
+            credentials: Some(SecretCredentials {
+                username: "u".into(),
+                password: "hunter2".into(),
+            }),
+            insecure: false,
+        };
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("ns/h"));
+    }
 }
