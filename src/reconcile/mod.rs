@@ -217,7 +217,8 @@ pub async fn cleanup_hosts(
         }
         if has_finalizer {
             // Re-read for a fresh resourceVersion after the annotation patch.
-            let fresh = api
+            let fresh = writer
+                .api
                 .get(&name)
                 .await
                 .with_context(|| format!("reading {ns}/{name}"))?;
@@ -267,6 +268,27 @@ fn identity() -> String {
         .unwrap_or_else(|_| "metal3-dataimage".into());
     let suffix: u32 = rand::random();
     format!("{base}-{suffix:08x}")
+}
+
+/// Starts leader election on the Lease `namespace/name`: the receiver turns
+/// `true` while this replica leads. Only the leader reconciles.
+pub async fn leader_election(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    identity: String,
+) -> anyhow::Result<(
+    tokio::sync::watch::Receiver<bool>,
+    tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+)> {
+    let manager = LeaseManagerBuilder::new(client, name)
+        .with_namespace(namespace)
+        .with_identity(identity)
+        .with_field_manager(record::FIELD_MANAGER)
+        .build()
+        .await
+        .with_context(|| format!("leader election Lease {namespace}/{name}"))?;
+    Ok(manager.watch().await)
 }
 
 async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
@@ -364,19 +386,13 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| client.default_namespace().to_string());
-    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&lease_namespace)
-        .with_identity(identity())
-        .with_field_manager(record::FIELD_MANAGER)
-        .build()
-        .await
-        .with_context(|| {
-            format!(
-                "leader election Lease {lease_namespace}/{}",
-                args.lease_name
-            )
-        })?;
-    let (mut leader, lease_task) = manager.watch().await;
+    let (mut leader, lease_task) = leader_election(
+        client.clone(),
+        &lease_namespace,
+        &args.lease_name,
+        identity(),
+    )
+    .await?;
     readiness.set_ready(true);
     tracing::info!(lease = %format!("{lease_namespace}/{}", args.lease_name), "waiting for leadership");
 

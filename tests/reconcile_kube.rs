@@ -1,0 +1,847 @@
+//! The reconciler's Kubernetes side, against a fake API server behind kube's
+//! `Client` (a `tower_test::mock::pair` service answered by an in-memory
+//! store) and a fake Ironic (the real Ironic is exercised in
+//! tests/reconcile_ironic.rs).
+//!
+//! There is no baremetal-operator here: its behaviours the reconciler relies
+//! on are simulated by `operator_steady_state` (keeps a host off while any
+//! `reboot.metal3.io/<suffix>` annotation is present, otherwise powers an
+//! online host on) and `operator_whole_object_write` (its Go types do not know
+//! `status.dataImage`, so a whole-object status write drops it while the
+//! annotations it read are written back unchanged).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher;
+use metal3_dataimage::ironic::{IronicError, Node, VirtualMedia};
+use metal3_dataimage::model::bmh::HostResource;
+use metal3_dataimage::reconcile::controller::{self, Context, IronicApi};
+use metal3_dataimage::reconcile::decision::DecisionConfig;
+use metal3_dataimage::reconcile::metrics::{FailureLabels, Metrics, Operation};
+use metal3_dataimage::reconcile::record::{
+    AttachedRecord, FINALIZER, HOLD_ANNOTATION, Phase, STATE_ANNOTATION,
+};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+const NS: &str = "metal3";
+const HOST: &str = "worker-0";
+const NODE: &str = "5f0b3c1e-7d1a-4b59-9d43-0f5a3f6e2c11";
+const URL1: &str = "https://images.example.test/config-1.iso";
+const BMO_FINALIZER: &str = "baremetalhost.metal3.io";
+
+// ------------------------------------------------------------ fake API server
+
+#[derive(Clone, Debug)]
+struct Logged {
+    method: String,
+    path: String,
+    query: String,
+    content_type: String,
+    body: Value,
+}
+
+#[derive(Default)]
+struct FakeApi {
+    objects: Mutex<HashMap<String, Value>>,
+    log: Mutex<Vec<Logged>>,
+    rv: AtomicU64,
+}
+
+fn host_path(name: &str) -> String {
+    format!("/apis/metal3.io/v1alpha1/namespaces/{NS}/baremetalhosts/{name}")
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
+    let body = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":message,"reason":reason,"code":code});
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
+}
+
+fn ok(value: &Value) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(value).unwrap()))
+        .unwrap()
+}
+
+impl FakeApi {
+    fn next_rv(&self) -> String {
+        (self.rv.fetch_add(1, Ordering::SeqCst) + 1).to_string()
+    }
+
+    fn put(&self, path: &str, mut value: Value) {
+        value["metadata"]["resourceVersion"] = json!(self.next_rv());
+        self.objects.lock().unwrap().insert(path.to_string(), value);
+    }
+
+    fn get(&self, path: &str) -> Option<Value> {
+        self.objects.lock().unwrap().get(path).cloned()
+    }
+
+    fn host(&self) -> HostResource {
+        serde_json::from_value(self.get(&host_path(HOST)).expect("host exists")).unwrap()
+    }
+
+    fn log(&self) -> Vec<Logged> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn clear_log(&self) {
+        self.log.lock().unwrap().clear();
+    }
+
+    async fn handle(&self, request: Request<Body>) -> Response<Body> {
+        let method = request.method().to_string();
+        let path = request.uri().path().to_string();
+        let query = request.uri().query().unwrap_or("").to_string();
+        let content_type = request
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        self.log.lock().unwrap().push(Logged {
+            method: method.clone(),
+            path: path.clone(),
+            query: query.clone(),
+            content_type: content_type.clone(),
+            body: body.clone(),
+        });
+
+        // Collections.
+        if method == "GET" && path == "/apis/metal3.io/v1alpha1/baremetalhosts" {
+            let objects = self.objects.lock().unwrap();
+            let mut items: Vec<Value> = objects
+                .iter()
+                .filter(|(k, _)| k.contains("/baremetalhosts/"))
+                .map(|(_, v)| v.clone())
+                .collect();
+            items.sort_by_key(|v| v["metadata"]["name"].as_str().unwrap_or("").to_string());
+            return ok(
+                &json!({"apiVersion":"metal3.io/v1alpha1","kind":"BareMetalHostList","metadata":{"resourceVersion":"1"},"items":items}),
+            );
+        }
+        if method == "POST" && path.ends_with("/events") {
+            return Response::builder()
+                .status(StatusCode::CREATED)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap();
+        }
+        if method == "POST" && path.ends_with("/leases") {
+            let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let object_path = format!("{path}/{name}");
+            let mut lease = body.clone();
+            lease["metadata"]["namespace"] = json!(path.split('/').nth(5).unwrap_or(""));
+            self.put(&object_path, lease);
+            return ok(&self.get(&object_path).unwrap());
+        }
+
+        // Single objects (optionally /status).
+        let (object_path, subresource) = match path.strip_suffix("/status") {
+            Some(base) => (base.to_string(), true),
+            None => (path.clone(), false),
+        };
+        let Some(mut current) = self.get(&object_path) else {
+            return status(404, "NotFound", &format!("{path} not found"));
+        };
+        match method.as_str() {
+            "GET" => ok(&current),
+            "PATCH" if content_type == "application/apply-patch+yaml" => {
+                // Server-side apply, simplified to what the reconciler applies.
+                if subresource {
+                    current["status"]["dataImage"] = body["status"]["dataImage"].clone();
+                } else {
+                    json_patch::merge(&mut current, &body);
+                }
+                self.put(&object_path, current);
+                ok(&self.get(&object_path).unwrap())
+            }
+            "PATCH" => {
+                let mut patch = body.clone();
+                if let Some(rv) = patch["metadata"]["resourceVersion"].as_str() {
+                    if Some(rv) != current["metadata"]["resourceVersion"].as_str() {
+                        return status(409, "Conflict", "the object has been modified");
+                    }
+                    patch["metadata"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("resourceVersion");
+                }
+                if subresource {
+                    let status_patch = json!({"status": patch["status"].clone()});
+                    json_patch::merge(&mut current, &status_patch);
+                } else {
+                    json_patch::merge(&mut current, &patch);
+                }
+                // An object being deleted goes away with its last finalizer.
+                let deleting = current["metadata"]["deletionTimestamp"].is_string();
+                let no_finalizers = current["metadata"]["finalizers"]
+                    .as_array()
+                    .is_none_or(|f| f.is_empty());
+                if deleting && no_finalizers {
+                    self.objects.lock().unwrap().remove(&object_path);
+                    return ok(&current);
+                }
+                self.put(&object_path, current);
+                ok(&self.get(&object_path).unwrap())
+            }
+            _ => status(405, "MethodNotAllowed", "not supported by the fake"),
+        }
+    }
+}
+
+fn fake_client(api: Arc<FakeApi>) -> kube::Client {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let response = api.handle(request).await;
+            send.send_response(response);
+        }
+    });
+    kube::Client::new(service, "default")
+}
+
+// ------------------------------------------------------------ fake Ironic + operator
+
+#[derive(Default)]
+struct IronicState {
+    power_on: bool,
+    inserted: Option<String>,
+    last_error: Option<String>,
+    fail_next: Option<IronicError>,
+    calls: Vec<String>,
+    /// Ordered history of drive and power changes.
+    timeline: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+struct FakeIronic(Arc<Mutex<IronicState>>);
+
+impl FakeIronic {
+    fn state(&self) -> std::sync::MutexGuard<'_, IronicState> {
+        self.0.lock().unwrap()
+    }
+}
+
+impl IronicApi for FakeIronic {
+    async fn get_node(&self, node: &str) -> Result<Node, IronicError> {
+        let state = self.state();
+        Ok(Node {
+            uuid: node.to_string(),
+            provision_state: "active".into(),
+            power_state: Some(
+                if state.power_on {
+                    "power on"
+                } else {
+                    "power off"
+                }
+                .into(),
+            ),
+            last_error: state.last_error.clone(),
+            ..Default::default()
+        })
+    }
+    async fn list_vmedia(&self, _node: &str) -> Result<Vec<VirtualMedia>, IronicError> {
+        let state = self.state();
+        Ok(vec![VirtualMedia {
+            media_types: vec!["CD".into(), "DVD".into()],
+            inserted: state.inserted.is_some(),
+            image: state.inserted.clone(),
+        }])
+    }
+    async fn attach_cdrom(&self, node: &str, image_url: &str) -> Result<(), IronicError> {
+        let mut state = self.state();
+        state.calls.push(format!("attach {image_url}"));
+        if let Some(err) = state.fail_next.take() {
+            return Err(err);
+        }
+        state.inserted = Some(format!("http://127.0.0.1:8088/redfish/cdrom-{node}.iso"));
+        state.timeline.push("inserted".into());
+        Ok(())
+    }
+    async fn detach_cdrom(&self, _node: &str) -> Result<(), IronicError> {
+        let mut state = self.state();
+        state.calls.push("detach".into());
+        state.inserted = None;
+        state.timeline.push("ejected".into());
+        Ok(())
+    }
+}
+
+/// The baremetal-operator's steady state for an online provisioned host:
+/// powers it on unless a `reboot.metal3.io[/suffix]` annotation holds it off.
+fn operator_steady_state(api: &FakeApi, ironic: &FakeIronic) {
+    let host = api.host();
+    let held = host.metadata.annotations.as_ref().is_some_and(|a| {
+        a.keys()
+            .any(|k| k == "reboot.metal3.io" || k.starts_with("reboot.metal3.io/"))
+    });
+    let mut state = ironic.state();
+    if host.spec.online == Some(true) && !held && !state.power_on {
+        state.power_on = true;
+        let with_image = if state.inserted.is_some() {
+            "with image"
+        } else {
+            "without image"
+        };
+        state.timeline.push(format!("powered on {with_image}"));
+    }
+}
+
+/// The operator writes the whole object back from Go types that do not know
+/// status.dataImage: that field is lost, annotations and finalizers stay.
+fn operator_whole_object_write(api: &FakeApi) {
+    let path = host_path(HOST);
+    let mut object = api.get(&path).unwrap();
+    if let Some(status) = object["status"].as_object_mut() {
+        status.remove("dataImage");
+    }
+    api.put(&path, object);
+}
+
+// ------------------------------------------------------------ fixtures
+
+fn host_object(state: &str, url: Option<&str>) -> Value {
+    let mut spec = json!({"online": true, "bmc": {"address": "redfish-virtualmedia://127.0.0.1:8000/redfish/v1/Systems/1"}});
+    if state == "externally provisioned" {
+        spec["externallyProvisioned"] = json!(true);
+    }
+    if let Some(url) = url {
+        spec["dataImage"] = json!({"url": url});
+    }
+    json!({
+        "apiVersion": "metal3.io/v1alpha1",
+        "kind": "BareMetalHost",
+        "metadata": {"name": HOST, "namespace": NS, "uid": "uid-1", "generation": 2,
+                     "finalizers": [BMO_FINALIZER], "annotations": {"owner": "team-a"}},
+        "spec": spec,
+        "status": {"provisioning": {"state": state, "ID": NODE}, "poweredOn": false, "operationalStatus": "OK"}
+    })
+}
+
+struct Harness {
+    api: Arc<FakeApi>,
+    ironic: FakeIronic,
+    ctx: Arc<Context<FakeIronic>>,
+}
+
+fn harness(host: Value) -> Harness {
+    harness_with(host, None)
+}
+
+fn harness_with(host: Value, dataimages: Option<Vec<Value>>) -> Harness {
+    let api = Arc::new(FakeApi::default());
+    api.put(&host_path(HOST), host);
+    let client = fake_client(api.clone());
+    let ironic = FakeIronic::default();
+    let dataimages = dataimages.map(|objects| {
+        let resource = metal3_dataimage::reconcile::dataimage_resource();
+        let mut writer = Writer::<kube::api::DynamicObject>::new(resource.clone());
+        for object in objects {
+            let object: kube::api::DynamicObject = serde_json::from_value(object).unwrap();
+            writer.apply_watcher_event(&watcher::Event::Apply(object));
+        }
+        (writer.as_reader(), resource)
+    });
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        ironic: ironic.clone(),
+        ironic_permits: Semaphore::new(2),
+        recorder: Recorder::new(
+            client,
+            Reporter {
+                controller: "metal3-dataimage".into(),
+                instance: Some("test-replica".into()),
+            },
+        ),
+        config: DecisionConfig::default(),
+        metrics: Arc::new(Metrics::new()),
+        stager: None,
+        dataimages,
+    });
+    Harness { api, ironic, ctx }
+}
+
+impl Harness {
+    async fn reconcile(
+        &self,
+    ) -> Result<kube::runtime::controller::Action, controller::ReconcileError> {
+        controller::reconcile(Arc::new(self.api.host()), self.ctx.clone()).await
+    }
+
+    fn annotation(&self, key: &str) -> Option<String> {
+        self.api
+            .host()
+            .metadata
+            .annotations
+            .and_then(|a| a.get(key).cloned())
+    }
+
+    fn record(&self) -> Option<AttachedRecord> {
+        self.annotation(STATE_ANNOTATION)
+            .map(|text| serde_json::from_str(&text).expect("valid record"))
+    }
+
+    fn status_state(&self) -> Option<String> {
+        let object = self.api.get(&host_path(HOST))?;
+        object["status"]["dataImage"]["state"]
+            .as_str()
+            .map(str::to_string)
+    }
+}
+
+fn event_reasons(log: &[Logged]) -> Vec<String> {
+    log.iter()
+        .filter(|l| l.method == "POST" && l.path.ends_with("/events"))
+        .map(|l| l.body["reason"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn host_writes(log: &[Logged]) -> Vec<&Logged> {
+    log.iter()
+        .filter(|l| l.path.contains("/baremetalhosts/") && l.method != "GET")
+        .collect()
+}
+
+// ------------------------------------------------------------ tests
+
+#[tokio::test]
+async fn scenario1_holds_attaches_confirms_then_the_operator_powers_on_with_the_image() {
+    let h = harness(host_object("externally provisioned", Some(URL1)));
+
+    h.reconcile().await.unwrap();
+    assert!(
+        h.annotation(HOLD_ANNOTATION).is_some(),
+        "powered-off host held off"
+    );
+    let record = h.record().unwrap();
+    assert_eq!(
+        (record.url.as_str(), record.node.as_str(), record.phase),
+        (URL1, NODE, Phase::Attaching)
+    );
+    let finalizers = h.api.host().metadata.finalizers.unwrap();
+    assert_eq!(
+        finalizers,
+        vec![BMO_FINALIZER.to_string(), FINALIZER.to_string()]
+    );
+    assert_eq!(h.ironic.state().calls, vec![format!("attach {URL1}")]);
+    assert_eq!(h.status_state().as_deref(), Some("Attaching"));
+
+    // The operator's steady state runs: the hold keeps the host off.
+    operator_steady_state(&h.api, &h.ironic);
+    assert!(!h.ironic.state().power_on);
+
+    h.reconcile().await.unwrap();
+    assert_eq!(
+        h.annotation(HOLD_ANNOTATION),
+        None,
+        "hold removed once confirmed"
+    );
+    assert_eq!(h.record().unwrap().phase, Phase::Attached);
+    assert_eq!(h.status_state().as_deref(), Some("Attached"));
+
+    operator_steady_state(&h.api, &h.ironic);
+    assert_eq!(
+        h.ironic.state().timeline,
+        vec!["inserted", "powered on with image"]
+    );
+    assert_eq!(h.ironic.state().calls.len(), 1, "attached exactly once");
+
+    let log = h.api.log();
+    // Never a whole-object write: only patches on the host.
+    for write in host_writes(&log) {
+        assert_eq!(write.method, "PATCH", "{write:?}");
+    }
+    // Status: server-side apply on the status subresource, our field manager.
+    let applies: Vec<&Logged> = log
+        .iter()
+        .filter(|l| {
+            l.path == format!("{}/status", host_path(HOST))
+                && l.content_type == "application/apply-patch+yaml"
+        })
+        .collect();
+    assert_eq!(applies.len(), 2, "Attaching then Attached");
+    for apply in &applies {
+        assert!(
+            apply.query.contains("fieldManager=metal3-dataimage"),
+            "{}",
+            apply.query
+        );
+        assert!(apply.query.contains("force=true"), "{}", apply.query);
+        assert_eq!(apply.body["apiVersion"], "metal3.io/v1alpha1");
+        assert_eq!(apply.body["kind"], "BareMetalHost");
+        assert_eq!(apply.body["metadata"]["name"], HOST);
+        assert_eq!(apply.body["status"]["dataImage"]["url"], URL1);
+        assert_eq!(apply.body["status"]["dataImage"]["observedGeneration"], 2);
+        let keys: Vec<&String> = apply.body["status"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, vec!["dataImage"], "only our field is applied");
+    }
+    assert_eq!(applies[1].body["status"]["dataImage"]["state"], "Attached");
+    // Finalizer patch: merge patch of the list guarded by resourceVersion.
+    let finalizer_patch = log
+        .iter()
+        .find(|l| l.body["metadata"]["finalizers"].is_array())
+        .expect("finalizer patch");
+    assert_eq!(finalizer_patch.content_type, "application/merge-patch+json");
+    assert!(finalizer_patch.body["metadata"]["resourceVersion"].is_string());
+    // Annotation patches touch only our keys.
+    for patch in log
+        .iter()
+        .filter(|l| l.body["metadata"]["annotations"].is_object())
+    {
+        for key in patch.body["metadata"]["annotations"]
+            .as_object()
+            .unwrap()
+            .keys()
+        {
+            assert!(key == STATE_ANNOTATION || key == HOLD_ANNOTATION, "{key}");
+        }
+    }
+    assert_eq!(h.annotation("owner").as_deref(), Some("team-a"));
+    // Events for the hold, the attach and its confirmation, from our controller.
+    let reasons = event_reasons(&log);
+    for wanted in ["PowerHold", "Attaching", "Attached"] {
+        assert!(
+            reasons.iter().any(|r| r == wanted),
+            "{wanted} in {reasons:?}"
+        );
+    }
+    let event = log.iter().find(|l| l.path.ends_with("/events")).unwrap();
+    assert_eq!(
+        event.path,
+        format!("/apis/events.k8s.io/v1/namespaces/{NS}/events")
+    );
+    assert_eq!(event.body["regarding"]["name"], HOST);
+    assert_eq!(event.body["regarding"]["kind"], "BareMetalHost");
+    assert_eq!(event.body["reportingController"], "metal3-dataimage");
+    // Metrics.
+    let attach_attempts = h
+        .ctx
+        .metrics
+        .attempts
+        .get_or_create(&metal3_dataimage::reconcile::metrics::OperationLabels {
+            operation: Operation::Attach,
+        })
+        .get();
+    assert_eq!(attach_attempts, 1);
+}
+
+#[tokio::test]
+async fn status_dropped_by_an_operator_write_is_rewritten_from_the_annotation() {
+    let h = harness(host_object("provisioned", Some(URL1)));
+    h.ironic.state().power_on = true;
+    h.reconcile().await.unwrap();
+    h.reconcile().await.unwrap();
+    assert_eq!(h.status_state().as_deref(), Some("Attached"));
+    assert!(h.record().unwrap().attached_running);
+
+    operator_whole_object_write(&h.api);
+    assert_eq!(h.status_state(), None);
+    assert_eq!(
+        h.record().unwrap().phase,
+        Phase::Attached,
+        "annotations survive"
+    );
+
+    h.api.clear_log();
+    h.reconcile().await.unwrap();
+    assert_eq!(h.status_state().as_deref(), Some("Attached"));
+    let object = h.api.get(&host_path(HOST)).unwrap();
+    assert!(
+        object["status"]["dataImage"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("next boot"),
+        "running host: next-boot note"
+    );
+    assert_eq!(h.ironic.state().calls.len(), 1, "no second attach");
+    // In sync: no further writes at all on the next pass.
+    h.api.clear_log();
+    h.reconcile().await.unwrap();
+    assert!(host_writes(&h.api.log()).is_empty(), "{:?}", h.api.log());
+}
+
+#[tokio::test]
+async fn deletion_detaches_then_removes_only_our_finalizer() {
+    let h = harness(host_object("provisioned", Some(URL1)));
+    h.ironic.state().power_on = true;
+    h.reconcile().await.unwrap();
+    h.reconcile().await.unwrap();
+    assert_eq!(h.record().unwrap().phase, Phase::Attached);
+
+    // kubectl delete: the API server sets deletionTimestamp; the operator's
+    // own finalizer is dropped by the operator after deprovisioning.
+    let path = host_path(HOST);
+    let mut object = h.api.get(&path).unwrap();
+    object["metadata"]["deletionTimestamp"] = json!(jiff::Timestamp::now().to_string());
+    h.api.put(&path, object);
+
+    h.reconcile().await.unwrap();
+    assert_eq!(
+        h.ironic.state().calls.last().map(String::as_str),
+        Some("detach")
+    );
+    assert!(
+        h.api
+            .host()
+            .metadata
+            .finalizers
+            .unwrap()
+            .contains(&FINALIZER.to_string())
+    );
+
+    h.api.clear_log();
+    h.reconcile().await.unwrap();
+    let host = h.api.host();
+    assert_eq!(
+        host.metadata.finalizers.unwrap(),
+        vec![BMO_FINALIZER.to_string()]
+    );
+    assert_eq!(h.annotation(STATE_ANNOTATION), None);
+    let log = h.api.log();
+    let removal = log
+        .iter()
+        .find(|l| l.body["metadata"]["finalizers"].is_array())
+        .expect("finalizer removal patch");
+    assert_eq!(
+        removal.body["metadata"]["finalizers"],
+        json!([BMO_FINALIZER])
+    );
+    assert!(removal.body["metadata"]["resourceVersion"].is_string());
+    assert!(event_reasons(&log).iter().any(|r| r == "Detached"));
+}
+
+#[tokio::test]
+async fn a_concurrent_change_makes_the_finalizer_patch_fail_and_retry() {
+    let h = harness(host_object("provisioned", Some(URL1)));
+    h.ironic.state().power_on = true;
+    // The reconciler works from a cached copy older than the server's.
+    let stale = h.api.host();
+    let path = host_path(HOST);
+    let mut object = h.api.get(&path).unwrap();
+    object["metadata"]["finalizers"] = json!([BMO_FINALIZER, "other.example.com/keep"]);
+    h.api.put(&path, object);
+
+    let err = controller::reconcile(Arc::new(stale.clone()), h.ctx.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("409") || err.to_string().contains("modified"),
+        "{err}"
+    );
+    assert!(
+        h.ironic.state().calls.is_empty(),
+        "no attach without the finalizer"
+    );
+    let action = controller::error_policy(Arc::new(stale), &err, h.ctx.clone());
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(1))
+    );
+    // With a fresh read it goes through and keeps the other finalizer.
+    h.reconcile().await.unwrap();
+    let finalizers = h.api.host().metadata.finalizers.unwrap();
+    assert_eq!(
+        finalizers,
+        vec![
+            BMO_FINALIZER.to_string(),
+            "other.example.com/keep".into(),
+            FINALIZER.into()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn synchronous_ironic_failure_is_counted_in_status_events_and_metrics() {
+    let h = harness(host_object("provisioned", Some(URL1)));
+    h.ironic.state().power_on = true;
+    h.ironic.state().fail_next = Some(IronicError::Locked(format!(
+        "Node {NODE} is locked by host c1"
+    )));
+    h.reconcile().await.unwrap();
+    let object = h.api.get(&host_path(HOST)).unwrap();
+    assert_eq!(object["status"]["dataImage"]["state"], "Error");
+    assert_eq!(object["status"]["dataImage"]["errorCount"], 1);
+    assert!(
+        object["status"]["dataImage"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("locked")
+    );
+    let record = h.record().unwrap();
+    assert_eq!((record.phase, record.errors), (Phase::Failed, 1));
+    assert!(record.retry_at.is_some());
+    assert!(
+        event_reasons(&h.api.log())
+            .iter()
+            .any(|r| r == "AttachFailed")
+    );
+    let event = h
+        .api
+        .log()
+        .into_iter()
+        .find(|l| l.body["reason"] == "AttachFailed")
+        .unwrap();
+    assert_eq!(event.body["type"], "Warning");
+    let failures = h
+        .ctx
+        .metrics
+        .failures
+        .get_or_create(&FailureLabels {
+            operation: Operation::Attach,
+            reason: "locked",
+        })
+        .get();
+    assert_eq!(failures, 1);
+    // Within the backoff nothing is retried.
+    h.reconcile().await.unwrap();
+    assert_eq!(h.ironic.state().calls.len(), 1);
+}
+
+#[tokio::test]
+async fn upstream_dataimage_conflict_is_reported_without_touching_the_drive() {
+    let dataimage = json!({"apiVersion":"metal3.io/v1alpha1","kind":"DataImage",
+        "metadata":{"name":HOST,"namespace":NS},"spec":{"url":"http://example.test/upstream.iso"}});
+    let h = harness_with(
+        host_object("provisioned", Some(URL1)),
+        Some(vec![dataimage]),
+    );
+    h.reconcile().await.unwrap();
+    assert_eq!(h.status_state().as_deref(), Some("Error"));
+    let object = h.api.get(&host_path(HOST)).unwrap();
+    assert!(
+        object["status"]["dataImage"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("upstream DataImage")
+    );
+    assert!(h.ironic.state().calls.is_empty());
+    assert_eq!(h.record(), None);
+}
+
+#[tokio::test]
+async fn crd_check_refuses_a_crd_without_spec_data_image() {
+    let api = Arc::new(FakeApi::default());
+    let path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/baremetalhosts.metal3.io";
+    let crd = |spec_properties: Value| {
+        json!({"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition",
+            "metadata":{"name":"baremetalhosts.metal3.io"},
+            "spec":{"group":"metal3.io","names":{"kind":"BareMetalHost","plural":"baremetalhosts"},"scope":"Namespaced",
+                "versions":[{"name":"v1alpha1","served":true,"storage":true,
+                    "schema":{"openAPIV3Schema":{"type":"object","properties":{"spec":{"type":"object","properties":spec_properties}}}}}]}})
+    };
+    api.put(path, crd(json!({"online":{"type":"boolean"}})));
+    let client = fake_client(api.clone());
+    let err = metal3_dataimage::reconcile::check_bmh_crd(client.clone())
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("refusing to start") && text.contains("spec.dataImage"),
+        "{text}"
+    );
+
+    api.put(
+        path,
+        crd(json!({"online":{"type":"boolean"},"dataImage":{"type":"object"}})),
+    );
+    metal3_dataimage::reconcile::check_bmh_crd(client)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn leader_election_takes_the_lease_with_our_identity() {
+    let api = Arc::new(FakeApi::default());
+    let client = fake_client(api.clone());
+    let (mut leader, task) = metal3_dataimage::reconcile::leader_election(
+        client,
+        "metal3-dataimage-system",
+        "metal3-dataimage-reconciler",
+        "replica-a".into(),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !*leader.borrow_and_update() {
+            leader.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("became leader");
+    let lease = api
+        .get("/apis/coordination.k8s.io/v1/namespaces/metal3-dataimage-system/leases/metal3-dataimage-reconciler")
+        .expect("lease created");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    let log = api.log();
+    assert!(
+        log.iter()
+            .any(|l| l.method == "POST" && l.path.ends_with("/leases"))
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.method == "PATCH" && l.query.contains("fieldManager=metal3-dataimage")),
+        "{log:?}"
+    );
+    drop(leader);
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
+
+#[tokio::test]
+async fn cleanup_removes_our_finalizer_hold_and_state_only() {
+    let api = Arc::new(FakeApi::default());
+    let mut dirty = host_object("provisioned", Some(URL1));
+    dirty["metadata"]["finalizers"] = json!([BMO_FINALIZER, FINALIZER]);
+    dirty["metadata"]["annotations"][HOLD_ANNOTATION] = json!("{\"mode\":\"soft\"}");
+    dirty["metadata"]["annotations"][STATE_ANNOTATION] = json!("{}");
+    api.put(&host_path(HOST), dirty);
+    let mut clean = host_object("provisioned", None);
+    clean["metadata"]["name"] = json!("worker-1");
+    api.put(&host_path("worker-1"), clean);
+    let client = fake_client(api.clone());
+
+    let dry = metal3_dataimage::reconcile::cleanup_hosts(client.clone(), None, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (dry.hosts, dry.finalizers, dry.holds, dry.records),
+        (1, 1, 1, 1)
+    );
+    assert!(
+        api.log().iter().all(|l| l.method == "GET"),
+        "dry run writes nothing"
+    );
+
+    let report = metal3_dataimage::reconcile::cleanup_hosts(client, None, false)
+        .await
+        .unwrap();
+    assert_eq!(report.hosts, 1);
+    let host: HostResource = serde_json::from_value(api.get(&host_path(HOST)).unwrap()).unwrap();
+    assert_eq!(
+        host.metadata.finalizers.unwrap(),
+        vec![BMO_FINALIZER.to_string()]
+    );
+    let annotations = host.metadata.annotations.unwrap();
+    assert!(!annotations.contains_key(HOLD_ANNOTATION));
+    assert!(!annotations.contains_key(STATE_ANNOTATION));
+    assert_eq!(annotations.get("owner").map(String::as_str), Some("team-a"));
+}
