@@ -263,3 +263,151 @@ async fn tls12_with_a_restricted_cipher_suite_list_still_serves() {
     assert_eq!(answer.response()["allowed"], true);
     server.stop().await;
 }
+
+/// A raw TLS connection (HTTP/1.1 by ALPN) for byte-level tests.
+async fn raw_connection(
+    server: &TestServer,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(
+            rustls_pki_types::CertificateDer::from_pem_slice(server.pki.ca_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+/// Reads until the server closes the connection; returns what it sent.
+async fn read_until_closed(
+    stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut received = Vec::new();
+    let reading = async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), reading)
+        .await
+        .expect("the server never closed the connection");
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+#[tokio::test]
+async fn stalled_headers_and_idle_keep_alive_connections_are_closed() {
+    use tokio::io::AsyncWriteExt as _;
+    let server = start(|_, _, settings| {
+        settings.timeouts.header_read = Duration::from_millis(300);
+        settings.timeouts.idle = Duration::from_millis(600);
+    })
+    .await;
+
+    // Half a request line and headers, then nothing.
+    let mut stalled = raw_connection(&server).await;
+    assert_eq!(
+        stalled.get_ref().1.alpn_protocol(),
+        Some(b"http/1.1".as_slice())
+    );
+    stalled
+        .write_all(format!("POST {VALIDATE} HTTP/1.1\r\nHost: localhost\r\n").as_bytes())
+        .await
+        .unwrap();
+    stalled.flush().await.unwrap();
+    assert_eq!(read_until_closed(&mut stalled).await, "");
+
+    // A complete request is answered, then the idle connection is closed.
+    let body = fixture("bmh-create-minimal.json");
+    let mut idle = raw_connection(&server).await;
+    let request = format!(
+        "POST {VALIDATE}?timeout=10s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    idle.write_all(request.as_bytes()).await.unwrap();
+    idle.flush().await.unwrap();
+    let received = read_until_closed(&mut idle).await;
+    assert!(received.starts_with("HTTP/1.1 200 OK"), "{received}");
+    assert!(received.contains(&uid_of(&body)), "{received}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_answered_with_408() {
+    use tokio::io::AsyncWriteExt as _;
+    let server = start(|_, _, _| {}).await;
+    let mut stream = raw_connection(&server).await;
+    let request = format!(
+        "POST {VALIDATE}?timeout=1s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{{\"kind\":"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    let received = read_until_closed(&mut stream).await;
+    assert!(received.starts_with("HTTP/1.1 408"), "{received}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn client_ca_is_reloaded() {
+    let first_pki = Pki::new("client-ca-1");
+    let first_pem = first_pki.ca_pem.clone();
+    let server = start(move |dir, _, settings| {
+        write(&dir.join("client-ca.crt"), &first_pem);
+        settings.tls.client_ca_file = Some(dir.join("client-ca.crt"));
+    })
+    .await;
+    let body = fixture("bmh-create-minimal.json");
+    let url = format!("{}?timeout=10s", server.url(VALIDATE));
+    let second_pki = Pki::new("client-ca-2");
+    let second_identity = second_pki.client("kube-apiserver");
+    let fresh = || {
+        client_builder(&server.pki.ca_pem, Some(&second_identity))
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    assert!(
+        post_with(&fresh(), &url, "application/json", body.clone())
+            .await
+            .is_err()
+    );
+    // Replace the file (write to a temp file, then rename, as tools do).
+    let tmp = server.dir.path().join("client-ca.crt.tmp");
+    write(&tmp, &second_pki.ca_pem);
+    std::fs::rename(&tmp, server.dir.path().join("client-ca.crt")).unwrap();
+    eventually(
+        "the new client CA is trusted",
+        Duration::from_secs(20),
+        || async {
+            post_with(&fresh(), &url, "application/json", body.clone())
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    let old_identity = first_pki.client("kube-apiserver");
+    let old = client_builder(&server.pki.ca_pem, Some(&old_identity))
+        .build()
+        .unwrap();
+    assert!(
+        post_with(&old, &url, "application/json", body.clone())
+            .await
+            .is_err()
+    );
+    server.stop().await;
+}
