@@ -313,7 +313,7 @@ fn log_review(webhook: Webhook, review: &Review<'_>, verdict: &Verdict, started:
             allowed = false,
             code = status.code,
             reason = %status.reason,
-            message = %status.message,
+            status_message = %status.message,
             warnings = verdict.warnings.len(),
             duration_ms,
             "admission review"
