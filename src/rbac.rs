@@ -65,10 +65,11 @@ pub const RECONCILER: &[ApiAccess] = &[
         resource_names: &[],
     },
     // Leader election Lease (namespaced Role in the reconciler's namespace).
+    // kube-lease-manager reads, creates and patches it; it never calls update.
     ApiAccess {
         group: "coordination.k8s.io",
         resource: "leases",
-        verbs: &["get", "create", "update", "patch"],
+        verbs: &["get", "create", "patch"],
         resource_names: &[],
     },
     // Start-up check that the BareMetalHost CRD still carries spec.dataImage.

@@ -693,7 +693,7 @@ fn rbac_grants_exactly_what_the_code_calls() {
         ("metal3.io", "baremetalhosts", "patch"),
         ("metal3.io", "baremetalhosts/status", "patch"),
         ("events.k8s.io", "events", "create"),
-        ("coordination.k8s.io", "leases", "update"),
+        ("coordination.k8s.io", "leases", "patch"),
     ] {
         assert!(reconciler.iter().any(|grant| (
             grant.0.as_str(),
@@ -707,4 +707,40 @@ fn rbac_grants_exactly_what_the_code_calls() {
             assert_eq!(grant.2, "get");
         }
     }
+}
+
+#[test]
+fn uninstall_job_runs_cleanup_as_the_reconciler_hardened() {
+    let output = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo().join("manifests/uninstall"))
+        .output()
+        .expect("running `kubectl kustomize` (kubectl must be installed; no cluster is needed)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let docs: Vec<Value> =
+        serde_saphyr::from_str_multiple(&String::from_utf8(output.stdout).unwrap()).unwrap();
+    assert_eq!(docs.len(), 1);
+    let job = find(&docs, "Job", "metal3-dataimage-cleanup");
+    assert_eq!(job["metadata"]["namespace"], certs::NAMESPACE);
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["serviceAccountName"], "metal3-dataimage-reconciler",
+        "cleanup patches hosts: the reconciler's RBAC"
+    );
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(strings(&containers[0]["args"])[0], "cleanup");
+    let security = &containers[0]["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
 }
