@@ -46,7 +46,7 @@ pub(super) fn mutate(
         allowed: true,
         status: None,
         warnings: Vec::new(),
-        patch: (!ops.is_empty()).then(|| Patch(ops)),
+        patch: (!ops.is_empty()).then_some(Patch(ops)),
     }
 }
 

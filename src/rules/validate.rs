@@ -17,9 +17,9 @@ const DATAIMAGE_URL_FIELD: &str = "spec.url";
 /// relaxed to a warning on UPDATE when all of them are unchanged.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum DependsOn {
-    DataImage,
-    DataImageAndImageFormat,
-    DataImageAndBmcAddress,
+    DataImageOnly,
+    AlsoImageFormat,
+    AlsoBmcAddress,
 }
 
 /// Violations and warnings collected in rule order.
@@ -141,20 +141,20 @@ fn judge_host(
         data_image.url.as_deref(),
         "put them in a Secret named by spec.dataImage.credentialsName",
     );
-    findings.add(url.errors, DependsOn::DataImage);
+    findings.add(url.errors, DependsOn::DataImageOnly);
 
     // Rules 8-9.
     if let Some(name) = data_image.credentials_name.as_deref() {
         let name_errors = host_rules::check_secret_name(name);
         let name_ok = name_errors.is_empty();
-        findings.add(name_errors, DependsOn::DataImage);
+        findings.add(name_errors, DependsOn::DataImageOnly);
         if name_ok {
             match host_rules::check_secret(name, input.namespace, secret) {
                 SecretFinding::Ok => {}
-                SecretFinding::Violation(e) => findings.add([e], DependsOn::DataImage),
+                SecretFinding::Violation(e) => findings.add([e], DependsOn::DataImageOnly),
                 SecretFinding::Unverified { error, warning } => {
                     if policy.strict_secrets {
-                        findings.add([error], DependsOn::DataImage);
+                        findings.add([error], DependsOn::DataImageOnly);
                     } else {
                         findings.warnings.push(warning);
                     }
@@ -166,11 +166,11 @@ fn judge_host(
     // Rules 10-11.
     findings.add(
         host_rules::check_image_format(new.image_format()),
-        DependsOn::DataImageAndImageFormat,
+        DependsOn::AlsoImageFormat,
     );
     findings.add(
         host_rules::check_bmc_address(new.bmc_address()),
-        DependsOn::DataImageAndBmcAddress,
+        DependsOn::AlsoBmcAddress,
     );
 
     // Warnings.
@@ -206,9 +206,9 @@ fn judge_host(
             .is_some_and(|o| o.same_for_rules(data_image));
         same_data_image
             && match depends {
-                DependsOn::DataImage => true,
-                DependsOn::DataImageAndImageFormat => old.image_format() == new.image_format(),
-                DependsOn::DataImageAndBmcAddress => old.bmc_address() == new.bmc_address(),
+                DependsOn::DataImageOnly => true,
+                DependsOn::AlsoImageFormat => old.image_format() == new.image_format(),
+                DependsOn::AlsoBmcAddress => old.bmc_address() == new.bmc_address(),
             }
     };
     let name = display_name(
@@ -237,7 +237,7 @@ fn judge_data_image(
         new_url.as_deref(),
         "serve the image without credentials",
     );
-    findings.add(url.errors, DependsOn::DataImage);
+    findings.add(url.errors, DependsOn::DataImageOnly);
     findings.warnings.extend(url.warnings);
     let unchanged = |_: DependsOn| {
         input.operation == Operation::Update && old.is_some_and(|o| url_of(o) == new_url)
