@@ -48,7 +48,7 @@ async fn good_credentials_stage_and_the_image_server_serves_it() {
     assert_eq!(staged.size, image.len() as u64);
     assert!(!staged.bootable);
     assert_eq!(staged.status_note(), None);
-    let prefix = format!("http://{}/images/", harness.image_server);
+    let prefix = format!("http://localhost:{}/images/", harness.image_server.port());
     assert!(
         staged.ironic_url.starts_with(&prefix),
         "{}",
@@ -850,4 +850,86 @@ async fn bad_input_gets_clear_errors() {
     assert!(err.to_string().contains("not.pem"), "{err}");
     let err = Stager::new(config(cache.path(), None, MIB, "ftp://127.0.0.1/")).unwrap_err();
     assert!(err.to_string().contains("http or https"), "{err}");
+}
+
+#[tokio::test]
+async fn a_stalled_transfer_fails_after_the_read_timeout() {
+    let pki = Pki::new();
+    let image = iso_image(IMAGE_LEN, false, 18);
+    let stalled =
+        DropServer::start_stalling(Some(pki.good.clone()), image.len(), image[..1000].to_vec())
+            .await;
+    let harness = StagingHarness::start_with(Some(&pki.ca_file), MIB, None, |config| {
+        config.read_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let err = harness
+        .stager
+        .stage(request(
+            "ns/h",
+            &stalled.url("127.0.0.1", "/data.iso"),
+            None,
+            false,
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StageError::Download(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("stalled (read timeout) after 1000 bytes"),
+        "{err}"
+    );
+    assert!(harness.cache_files().is_empty());
+}
+
+#[tokio::test]
+async fn the_image_server_speaks_https_with_the_configured_certificate() {
+    let pki = Pki::new();
+    let origin = good_server(&pki).await;
+    let image = iso_image(IMAGE_LEN, false, 19);
+    origin.set("/data.iso", protected(&image));
+    let tls =
+        metal3_dataimage::staging::args::load_server_tls(&pki.good_cert_file, &pki.good_key_file)
+            .unwrap();
+    let harness = StagingHarness::start_with(Some(&pki.ca_file), MIB, Some(tls), |_| {}).await;
+    let staged = harness
+        .stager
+        .stage(request(
+            "ns/h",
+            &origin.url("127.0.0.1", "/data.iso"),
+            Some(credentials()),
+            false,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        staged.ironic_url.starts_with("https://localhost:"),
+        "{}",
+        staged.ironic_url
+    );
+
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca_file).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let head = client.head(&staged.ironic_url).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(
+        head.headers()["content-length"],
+        image.len().to_string().as_str()
+    );
+    let body = client
+        .get(&staged.ironic_url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(body.as_ref(), image.as_slice());
+    // Plain HTTP on the TLS port gets nothing.
+    let plain = staged.ironic_url.replacen("https://", "http://", 1);
+    assert!(http().get(&plain).send().await.is_err());
 }

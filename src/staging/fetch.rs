@@ -222,6 +222,11 @@ async fn stream_to_file(
         let chunk = match response.chunk().await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
+            Err(err) if err.is_timeout() => {
+                return Err(StageError::Download(format!(
+                    "transfer stalled (read timeout) after {size} bytes of {shown_url}"
+                )));
+            }
             Err(err) => {
                 return Err(StageError::Download(format!(
                     "connection lost after {size} bytes of {shown_url}: {}",

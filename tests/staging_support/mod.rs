@@ -84,6 +84,9 @@ pub struct Pki {
     pub expired: Arc<rustls::ServerConfig>,
     /// Self-signed, not from the CA.
     pub self_signed: Arc<rustls::ServerConfig>,
+    /// PEM files of the `good` identity (for the product's own TLS loading).
+    pub good_cert_file: PathBuf,
+    pub good_key_file: PathBuf,
 }
 
 impl Pki {
@@ -105,20 +108,31 @@ impl Pki {
                 Some(ca) => params.signed_by(&key, ca).unwrap(),
                 None => params.self_signed(&key).unwrap(),
             };
-            server_config(cert.der().clone(), &key)
+            (
+                server_config(cert.der().clone(), &key),
+                cert.pem(),
+                key.serialize_pem(),
+            )
         };
-        let good = leaf(CertificateParams::new(names.clone()).unwrap(), Some(&ca));
+        let (good, good_pem, good_key_pem) =
+            leaf(CertificateParams::new(names.clone()).unwrap(), Some(&ca));
+        let good_cert_file = dir.path().join("good.pem");
+        let good_key_file = dir.path().join("good-key.pem");
+        std::fs::write(&good_cert_file, good_pem).unwrap();
+        std::fs::write(&good_key_file, good_key_pem).unwrap();
         let mut expired_params = CertificateParams::new(names.clone()).unwrap();
         expired_params.not_before = rcgen::date_time_ymd(2020, 1, 1);
         expired_params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        let expired = leaf(expired_params, Some(&ca));
-        let self_signed = leaf(CertificateParams::new(names).unwrap(), None);
+        let expired = leaf(expired_params, Some(&ca)).0;
+        let self_signed = leaf(CertificateParams::new(names).unwrap(), None).0;
         Self {
             dir,
             ca_file,
             good,
             expired,
             self_signed,
+            good_cert_file,
+            good_key_file,
         }
     }
 }
@@ -325,11 +339,30 @@ impl DropServer {
         announced: usize,
         body: Vec<u8>,
     ) -> Self {
+        Self::start_inner(tls, announced, body, false).await
+    }
+
+    /// Like `start`, but keeps the connection open, silent, after `body`.
+    pub async fn start_stalling(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        announced: usize,
+        body: Vec<u8>,
+    ) -> Self {
+        Self::start_inner(tls, announced, body, true).await
+    }
+
+    async fn start_inner(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        announced: usize,
+        body: Vec<u8>,
+        stall: bool,
+    ) -> Self {
         use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
         async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
             mut stream: S,
             announced: usize,
             body: &[u8],
+            stall: bool,
         ) {
             let mut request = Vec::new();
             let mut buf = [0u8; 4096];
@@ -345,6 +378,9 @@ impl DropServer {
             let _ = stream.write_all(head.as_bytes()).await;
             let _ = stream.write_all(body).await;
             let _ = stream.flush().await;
+            if stall {
+                std::future::pending::<()>().await;
+            }
             // Dropped here: the connection ends before `announced` bytes.
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -363,10 +399,10 @@ impl DropServer {
                 let (acceptor, body) = (acceptor.clone(), body.clone());
                 tokio::spawn(async move {
                     match acceptor {
-                        None => answer(stream, announced, &body).await,
+                        None => answer(stream, announced, &body, stall).await,
                         Some(acceptor) => {
                             if let Ok(stream) = acceptor.accept(stream).await {
-                                answer(stream, announced, &body).await;
+                                answer(stream, announced, &body, stall).await;
                             }
                         }
                     }
@@ -426,17 +462,30 @@ pub fn config(
 
 impl StagingHarness {
     pub async fn start(ca_file: Option<&Path>, max_image_size: u64) -> Self {
+        Self::start_with(ca_file, max_image_size, None, |_| {}).await
+    }
+
+    /// With an HTTPS image server when `tls` is given, and a chance to
+    /// adjust the configuration.
+    pub async fn start_with(
+        ca_file: Option<&Path>,
+        max_image_size: u64,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        adjust: impl FnOnce(&mut StagingConfig),
+    ) -> Self {
         let cache = tempfile::tempdir().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let image_server = listener.local_addr().unwrap();
-        let public_url = format!("http://{image_server}/");
-        let stager =
-            Stager::new(config(cache.path(), ca_file, max_image_size, &public_url)).unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let public_url = format!("{scheme}://localhost:{}/", image_server.port());
+        let mut config = config(cache.path(), ca_file, max_image_size, &public_url);
+        adjust(&mut config);
+        let stager = Stager::new(config).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let serving = stager.clone();
         tokio::spawn(async move {
             serving
-                .serve_listener(listener, None, async {
+                .serve_listener(listener, tls, async {
                     let _ = rx.await;
                 })
                 .await
