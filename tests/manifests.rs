@@ -744,3 +744,100 @@ fn uninstall_job_runs_cleanup_as_the_reconciler_hardened() {
     assert_eq!(security["allowPrivilegeEscalation"], false);
     assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
 }
+
+/// Command line the container would run: its args, plus every
+/// METAL3_DATAIMAGE_* variable (container env and envFrom ConfigMaps) turned
+/// into the flag that reads it, with the kubelet's `$(VAR)` expansion done.
+fn effective_command_line(docs: &[Value], container: &Value) -> Vec<String> {
+    use clap::CommandFactory as _;
+    let args = strings(&container["args"]);
+    let subcommand_name = args[0];
+    let cli = metal3_dataimage::cli::Cli::command();
+    let subcommand = cli
+        .find_subcommand(subcommand_name)
+        .unwrap_or_else(|| panic!("unknown subcommand {subcommand_name}"));
+
+    let mut variables: Vec<(String, String)> = vec![
+        ("POD_IP".into(), "10.0.0.7".into()),
+        ("POD_NAMESPACE".into(), certs::NAMESPACE.into()),
+    ];
+    for source in container["envFrom"].as_array().into_iter().flatten() {
+        let name = source["configMapRef"]["name"]
+            .as_str()
+            .expect("only ConfigMaps feed env");
+        for (key, value) in find(docs, "ConfigMap", name)["data"].as_object().unwrap() {
+            variables.push((key.clone(), value.as_str().unwrap().to_string()));
+        }
+    }
+    for var in container["env"].as_array().into_iter().flatten() {
+        if let Some(value) = var["value"].as_str() {
+            variables.push((var["name"].as_str().unwrap().to_string(), value.to_string()));
+        }
+    }
+    let expand = |text: &str, variables: &[(String, String)]| {
+        variables
+            .iter()
+            .fold(text.to_string(), |text, (name, value)| {
+                text.replace(&format!("$({name})"), value)
+            })
+    };
+
+    let mut line = vec!["metal3-dataimage".to_string()];
+    line.extend(args.iter().map(|arg| expand(arg, &variables)));
+    for (name, value) in &variables {
+        if !name.starts_with("METAL3_DATAIMAGE_") {
+            continue;
+        }
+        let arg = subcommand
+            .get_arguments()
+            .find(|arg| arg.get_env().is_some_and(|env| env == name.as_str()))
+            .unwrap_or_else(|| panic!("{name} is not read by `{subcommand_name}`"));
+        let long = arg.get_long().unwrap();
+        if arg.get_action().takes_values() {
+            line.push(format!("--{long}={}", expand(value, &variables)));
+        } else if value == "true" {
+            line.push(format!("--{long}"));
+        }
+    }
+    line
+}
+
+#[test]
+fn container_args_and_environment_are_accepted_by_the_cli() {
+    use clap::Parser as _;
+    let mut docs = render("cert-manager").docs;
+    let output = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo().join("manifests/uninstall"))
+        .output()
+        .unwrap();
+    docs.extend(
+        serde_saphyr::from_str_multiple::<Value, Vec<Value>>(
+            &String::from_utf8(output.stdout).unwrap(),
+        )
+        .unwrap(),
+    );
+    let mut checked = 0;
+    for workload in docs
+        .iter()
+        .filter(|doc| doc["kind"] == "Deployment" || doc["kind"] == "Job")
+    {
+        let container = &workload["spec"]["template"]["spec"]["containers"][0];
+        let line = effective_command_line(&docs, container);
+        // Parsing with --help validates every flag and value, without running anything.
+        let err =
+            metal3_dataimage::cli::Cli::try_parse_from(line.iter().chain([&"--help".to_string()]))
+                .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            clap::error::ErrorKind::DisplayHelp,
+            "{}: {line:?} is rejected:\n{err}",
+            workload["metadata"]["name"]
+        );
+        // And without --help the whole command line parses (required flags present).
+        metal3_dataimage::cli::Cli::try_parse_from(&line)
+            .unwrap_or_else(|err| panic!("{}: {line:?}:\n{err}", workload["metadata"]["name"]));
+        checked += 1;
+    }
+    assert_eq!(checked, 3, "webhook, reconciler and cleanup");
+}
