@@ -120,6 +120,10 @@ fn container<'a>(deployment: &'a Value) -> &'a Value {
     &containers[0]
 }
 
+fn arg_value(container: &Value, long: &str) -> Option<String> {
+    arg(container, &format!("--{long}")).map(String::from)
+}
+
 fn arg<'a>(container: &'a Value, flag: &str) -> Option<&'a str> {
     strings(&container["args"])
         .into_iter()
@@ -382,6 +386,34 @@ fn webhook_workload_ports_probes_and_certificates() {
         .find(|volume| volume["name"] == "tls")
         .unwrap();
     assert_eq!(volume["secret"]["secretName"], certs::WEBHOOK_CERT_SECRET);
+
+    // Graceful shutdown fits in the grace period (defaults of the serve flags).
+    let serve_default = |flag: &str| -> u64 {
+        use clap::CommandFactory as _;
+        let cli = metal3_dataimage::cli::Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        let arg = serve
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(flag))
+            .unwrap();
+        let text = arg_value(webhook, flag)
+            .unwrap_or_else(|| arg.get_default_values()[0].to_str().unwrap().to_string());
+        let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap());
+        number.parse::<u64>().unwrap()
+            * if unit == "m" {
+                60
+            } else {
+                assert_eq!(unit, "s");
+                1
+            }
+    };
+    let grace = pod["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        grace > serve_default("shutdown-delay") + serve_default("drain-timeout"),
+        "terminationGracePeriodSeconds {grace} too short"
+    );
 
     // Availability: 2+ replicas, surge before stopping, PDB, spread over nodes.
     assert!(deployment["spec"]["replicas"].as_u64().unwrap() >= 2);
