@@ -42,8 +42,17 @@ fn spawn_server(dir: &std::path::Path, extra: &[&std::ffi::OsStr]) -> Running {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the metal3-dataimage binary");
-    let stderr = child.stderr.take().unwrap();
+    let stderr = child.stderr.take();
     let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    // From here on, Drop kills and reaps the child whatever happens.
+    let mut running = Running {
+        child,
+        address: String::new(),
+        probe_address: String::new(),
+        logs: lines_rx,
+        startup: Vec::new(),
+    };
+    let stderr = stderr.expect("piped stderr");
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
@@ -53,24 +62,19 @@ fn spawn_server(dir: &std::path::Path, extra: &[&std::ffi::OsStr]) -> Running {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut startup = Vec::new();
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let line = lines_rx
-            .recv_timeout(remaining)
-            .expect("the server did not report listening");
-        startup.push(line.clone());
+        let line = running.logs.recv_timeout(remaining).unwrap_or_else(|_| {
+            panic!("the server did not report listening: {:?}", running.startup)
+        });
+        running.startup.push(line.clone());
         let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
         if event["message"] == "webhook server listening" {
-            return Running {
-                child,
-                address: event["address"].as_str().unwrap().to_string(),
-                probe_address: event["probe_address"].as_str().unwrap().to_string(),
-                logs: lines_rx,
-                startup,
-            };
+            running.address = event["address"].as_str().unwrap().to_string();
+            running.probe_address = event["probe_address"].as_str().unwrap().to_string();
+            return running;
         }
     }
 }

@@ -57,9 +57,9 @@ impl TlsState {
     pub fn load(settings: TlsSettings, metrics: Metrics) -> anyhow::Result<Self> {
         let provider = tls::crypto_provider(&settings)?;
         // Export the error counters at 0 from the start (alerts on `increase()`).
-        metrics.certificate_read_errors.get_or_create(&SERVING);
+        let _ = metrics.certificate_read_errors.get_or_create(&SERVING);
         if settings.client_ca_file.is_some() {
-            metrics.certificate_read_errors.get_or_create(&CLIENT_CA);
+            let _ = metrics.certificate_read_errors.get_or_create(&CLIENT_CA);
         }
         let (cert_pem, key_pem) = tls::read_cert_files(&settings.cert_file, &settings.key_file)?;
         metrics.certificate_reads.get_or_create(&SERVING).inc();
