@@ -10,13 +10,13 @@
 //! `status.dataImage`, so a whole-object status write drops it while the
 //! annotations it read are written back unchanged).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
-use kube::client::Body;
+#[path = "reconcile_support/fake_kube.rs"]
+mod fake_kube;
+use fake_kube::*;
+
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
@@ -31,194 +31,8 @@ use metal3_dataimage::reconcile::record::{
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-const NS: &str = "metal3";
-const HOST: &str = "worker-0";
 const NODE: &str = "5f0b3c1e-7d1a-4b59-9d43-0f5a3f6e2c11";
 const URL1: &str = "https://images.example.test/config-1.iso";
-const BMO_FINALIZER: &str = "baremetalhost.metal3.io";
-
-// ------------------------------------------------------------ fake API server
-
-#[derive(Clone, Debug)]
-struct Logged {
-    method: String,
-    path: String,
-    query: String,
-    content_type: String,
-    body: Value,
-}
-
-#[derive(Default)]
-struct FakeApi {
-    objects: Mutex<HashMap<String, Value>>,
-    log: Mutex<Vec<Logged>>,
-    rv: AtomicU64,
-}
-
-fn host_path(name: &str) -> String {
-    format!("/apis/metal3.io/v1alpha1/namespaces/{NS}/baremetalhosts/{name}")
-}
-
-fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
-    let body = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":message,"reason":reason,"code":code});
-    Response::builder()
-        .status(code)
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(&body).unwrap()))
-        .unwrap()
-}
-
-fn ok(value: &Value) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(value).unwrap()))
-        .unwrap()
-}
-
-impl FakeApi {
-    fn next_rv(&self) -> String {
-        (self.rv.fetch_add(1, Ordering::SeqCst) + 1).to_string()
-    }
-
-    fn put(&self, path: &str, mut value: Value) {
-        value["metadata"]["resourceVersion"] = json!(self.next_rv());
-        self.objects.lock().unwrap().insert(path.to_string(), value);
-    }
-
-    fn get(&self, path: &str) -> Option<Value> {
-        self.objects.lock().unwrap().get(path).cloned()
-    }
-
-    fn host(&self) -> HostResource {
-        serde_json::from_value(self.get(&host_path(HOST)).expect("host exists")).unwrap()
-    }
-
-    fn log(&self) -> Vec<Logged> {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn clear_log(&self) {
-        self.log.lock().unwrap().clear();
-    }
-
-    async fn handle(&self, request: Request<Body>) -> Response<Body> {
-        let method = request.method().to_string();
-        let path = request.uri().path().to_string();
-        let query = request.uri().query().unwrap_or("").to_string();
-        let content_type = request
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let bytes = request.into_body().collect_bytes().await.unwrap();
-        let body: Value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-        };
-        self.log.lock().unwrap().push(Logged {
-            method: method.clone(),
-            path: path.clone(),
-            query: query.clone(),
-            content_type: content_type.clone(),
-            body: body.clone(),
-        });
-
-        // Collections.
-        if method == "GET" && path == "/apis/metal3.io/v1alpha1/baremetalhosts" {
-            let objects = self.objects.lock().unwrap();
-            let mut items: Vec<Value> = objects
-                .iter()
-                .filter(|(k, _)| k.contains("/baremetalhosts/"))
-                .map(|(_, v)| v.clone())
-                .collect();
-            items.sort_by_key(|v| v["metadata"]["name"].as_str().unwrap_or("").to_string());
-            return ok(
-                &json!({"apiVersion":"metal3.io/v1alpha1","kind":"BareMetalHostList","metadata":{"resourceVersion":"1"},"items":items}),
-            );
-        }
-        if method == "POST" && path.ends_with("/events") {
-            return Response::builder()
-                .status(StatusCode::CREATED)
-                .header("content-type", "application/json")
-                .body(Body::from(serde_json::to_vec(&body).unwrap()))
-                .unwrap();
-        }
-        if method == "POST" && path.ends_with("/leases") {
-            let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
-            let object_path = format!("{path}/{name}");
-            let mut lease = body.clone();
-            lease["metadata"]["namespace"] = json!(path.split('/').nth(5).unwrap_or(""));
-            self.put(&object_path, lease);
-            return ok(&self.get(&object_path).unwrap());
-        }
-
-        // Single objects (optionally /status).
-        let (object_path, subresource) = match path.strip_suffix("/status") {
-            Some(base) => (base.to_string(), true),
-            None => (path.clone(), false),
-        };
-        let Some(mut current) = self.get(&object_path) else {
-            return status(404, "NotFound", &format!("{path} not found"));
-        };
-        match method.as_str() {
-            "GET" => ok(&current),
-            "PATCH" if content_type == "application/apply-patch+yaml" => {
-                // Server-side apply, simplified to what the reconciler applies.
-                if subresource {
-                    current["status"]["dataImage"] = body["status"]["dataImage"].clone();
-                } else {
-                    json_patch::merge(&mut current, &body);
-                }
-                self.put(&object_path, current);
-                ok(&self.get(&object_path).unwrap())
-            }
-            "PATCH" => {
-                let mut patch = body.clone();
-                if let Some(rv) = patch["metadata"]["resourceVersion"].as_str() {
-                    if Some(rv) != current["metadata"]["resourceVersion"].as_str() {
-                        return status(409, "Conflict", "the object has been modified");
-                    }
-                    patch["metadata"]
-                        .as_object_mut()
-                        .unwrap()
-                        .remove("resourceVersion");
-                }
-                if subresource {
-                    let status_patch = json!({"status": patch["status"].clone()});
-                    json_patch::merge(&mut current, &status_patch);
-                } else {
-                    json_patch::merge(&mut current, &patch);
-                }
-                // An object being deleted goes away with its last finalizer.
-                let deleting = current["metadata"]["deletionTimestamp"].is_string();
-                let no_finalizers = current["metadata"]["finalizers"]
-                    .as_array()
-                    .is_none_or(|f| f.is_empty());
-                if deleting && no_finalizers {
-                    self.objects.lock().unwrap().remove(&object_path);
-                    return ok(&current);
-                }
-                self.put(&object_path, current);
-                ok(&self.get(&object_path).unwrap())
-            }
-            _ => status(405, "MethodNotAllowed", "not supported by the fake"),
-        }
-    }
-}
-
-fn fake_client(api: Arc<FakeApi>) -> kube::Client {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    tokio::spawn(async move {
-        while let Some((request, send)) = handle.next_request().await {
-            let response = api.handle(request).await;
-            send.send_response(response);
-        }
-    });
-    kube::Client::new(service, "default")
-}
 
 // ------------------------------------------------------------ fake Ironic + operator
 
@@ -320,24 +134,6 @@ fn operator_whole_object_write(api: &FakeApi) {
 
 // ------------------------------------------------------------ fixtures
 
-fn host_object(state: &str, url: Option<&str>) -> Value {
-    let mut spec = json!({"online": true, "bmc": {"address": "redfish-virtualmedia://127.0.0.1:8000/redfish/v1/Systems/1"}});
-    if state == "externally provisioned" {
-        spec["externallyProvisioned"] = json!(true);
-    }
-    if let Some(url) = url {
-        spec["dataImage"] = json!({"url": url});
-    }
-    json!({
-        "apiVersion": "metal3.io/v1alpha1",
-        "kind": "BareMetalHost",
-        "metadata": {"name": HOST, "namespace": NS, "uid": "uid-1", "generation": 2,
-                     "finalizers": [BMO_FINALIZER], "annotations": {"owner": "team-a"}},
-        "spec": spec,
-        "status": {"provisioning": {"state": state, "ID": NODE}, "poweredOn": false, "operationalStatus": "OK"}
-    })
-}
-
 struct Harness {
     api: Arc<FakeApi>,
     ironic: FakeIronic,
@@ -409,24 +205,11 @@ impl Harness {
     }
 }
 
-fn event_reasons(log: &[Logged]) -> Vec<String> {
-    log.iter()
-        .filter(|l| l.method == "POST" && l.path.ends_with("/events"))
-        .map(|l| l.body["reason"].as_str().unwrap_or("").to_string())
-        .collect()
-}
-
-fn host_writes(log: &[Logged]) -> Vec<&Logged> {
-    log.iter()
-        .filter(|l| l.path.contains("/baremetalhosts/") && l.method != "GET")
-        .collect()
-}
-
 // ------------------------------------------------------------ tests
 
 #[tokio::test]
 async fn scenario1_holds_attaches_confirms_then_the_operator_powers_on_with_the_image() {
-    let h = harness(host_object("externally provisioned", Some(URL1)));
+    let h = harness(host_object("externally provisioned", NODE, Some(URL1)));
 
     h.reconcile().await.unwrap();
     assert!(
@@ -547,7 +330,7 @@ async fn scenario1_holds_attaches_confirms_then_the_operator_powers_on_with_the_
 
 #[tokio::test]
 async fn status_dropped_by_an_operator_write_is_rewritten_from_the_annotation() {
-    let h = harness(host_object("provisioned", Some(URL1)));
+    let h = harness(host_object("provisioned", NODE, Some(URL1)));
     h.ironic.state().power_on = true;
     h.reconcile().await.unwrap();
     h.reconcile().await.unwrap();
@@ -582,7 +365,7 @@ async fn status_dropped_by_an_operator_write_is_rewritten_from_the_annotation() 
 
 #[tokio::test]
 async fn deletion_detaches_then_removes_only_our_finalizer() {
-    let h = harness(host_object("provisioned", Some(URL1)));
+    let h = harness(host_object("provisioned", NODE, Some(URL1)));
     h.ironic.state().power_on = true;
     h.reconcile().await.unwrap();
     h.reconcile().await.unwrap();
@@ -632,7 +415,7 @@ async fn deletion_detaches_then_removes_only_our_finalizer() {
 
 #[tokio::test]
 async fn a_concurrent_change_makes_the_finalizer_patch_fail_and_retry() {
-    let h = harness(host_object("provisioned", Some(URL1)));
+    let h = harness(host_object("provisioned", NODE, Some(URL1)));
     h.ironic.state().power_on = true;
     // The reconciler works from a cached copy older than the server's.
     let stale = h.api.host();
@@ -672,7 +455,7 @@ async fn a_concurrent_change_makes_the_finalizer_patch_fail_and_retry() {
 
 #[tokio::test]
 async fn synchronous_ironic_failure_is_counted_in_status_events_and_metrics() {
-    let h = harness(host_object("provisioned", Some(URL1)));
+    let h = harness(host_object("provisioned", NODE, Some(URL1)));
     h.ironic.state().power_on = true;
     h.ironic.state().fail_next = Some(IronicError::Locked(format!(
         "Node {NODE} is locked by host c1"
@@ -722,7 +505,7 @@ async fn upstream_dataimage_conflict_is_reported_without_touching_the_drive() {
     let dataimage = json!({"apiVersion":"metal3.io/v1alpha1","kind":"DataImage",
         "metadata":{"name":HOST,"namespace":NS},"spec":{"url":"http://example.test/upstream.iso"}});
     let h = harness_with(
-        host_object("provisioned", Some(URL1)),
+        host_object("provisioned", NODE, Some(URL1)),
         Some(vec![dataimage]),
     );
     h.reconcile().await.unwrap();
@@ -809,12 +592,12 @@ async fn leader_election_takes_the_lease_with_our_identity() {
 #[tokio::test]
 async fn cleanup_removes_our_finalizer_hold_and_state_only() {
     let api = Arc::new(FakeApi::default());
-    let mut dirty = host_object("provisioned", Some(URL1));
+    let mut dirty = host_object("provisioned", NODE, Some(URL1));
     dirty["metadata"]["finalizers"] = json!([BMO_FINALIZER, FINALIZER]);
     dirty["metadata"]["annotations"][HOLD_ANNOTATION] = json!("{\"mode\":\"soft\"}");
     dirty["metadata"]["annotations"][STATE_ANNOTATION] = json!("{}");
     api.put(&host_path(HOST), dirty);
-    let mut clean = host_object("provisioned", None);
+    let mut clean = host_object("provisioned", NODE, None);
     clean["metadata"]["name"] = json!("worker-1");
     api.put(&host_path("worker-1"), clean);
     let client = fake_client(api.clone());

@@ -1,0 +1,284 @@
+//! The reconciler's full loop against the real Ironic (and its Redfish
+//! emulator) started by `tests/ironic/up.sh`, with the Kubernetes side faked
+//! (reconcile_support/fake_kube.rs). Nodes used: IRONIC_NODES #5, #6, #7.
+//!
+//! Needs the Ironic environment (tests/run.sh starts it); fails with
+//! instructions when it is missing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Recorder, Reporter};
+use metal3_dataimage::ironic::IronicClient;
+use metal3_dataimage::reconcile::controller::{self, Context};
+use metal3_dataimage::reconcile::decision::DecisionConfig;
+use metal3_dataimage::reconcile::metrics::Metrics;
+use metal3_dataimage::reconcile::record::{
+    AttachedRecord, FINALIZER, HOLD_ANNOTATION, Phase, STATE_ANNOTATION,
+};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+#[path = "reconcile_support/fake_kube.rs"]
+mod fake_kube;
+#[path = "support/ironic.rs"]
+mod ironic_support;
+#[path = "support/iso.rs"]
+mod iso;
+
+use fake_kube::*;
+use ironic_support::{IronicEnv, redfish_cd, reset_node, wait_redfish_cd};
+
+struct Loop {
+    api: Arc<FakeApi>,
+    ctx: Arc<Context<IronicClient>>,
+}
+
+async fn setup(env: &IronicEnv, node: &str, host: Value) -> Loop {
+    let client = env.client().await;
+    reset_node(env, &env.url, &client, node).await;
+    let api = Arc::new(FakeApi::default());
+    api.put(&host_path(HOST), host);
+    let kube = fake_client(api.clone());
+    let ctx = Arc::new(Context {
+        client: kube.clone(),
+        ironic: client,
+        ironic_permits: Semaphore::new(4),
+        recorder: Recorder::new(
+            kube,
+            Reporter {
+                controller: "metal3-dataimage".into(),
+                instance: None,
+            },
+        ),
+        config: DecisionConfig::default(),
+        metrics: Arc::new(Metrics::new()),
+        stager: None,
+        dataimages: None,
+    });
+    Loop { api, ctx }
+}
+
+impl Loop {
+    fn object(&self) -> Value {
+        self.api.get(&host_path(HOST)).expect("host exists")
+    }
+
+    fn record(&self) -> Option<AttachedRecord> {
+        let text = self.object()["metadata"]["annotations"][STATE_ANNOTATION]
+            .as_str()?
+            .to_string();
+        Some(serde_json::from_str(&text).expect("valid record"))
+    }
+
+    fn data_image_status(&self) -> Value {
+        self.object()["status"]["dataImage"].clone()
+    }
+
+    /// Reconciles (as the controller would on requeue) until `done` holds;
+    /// panics with the last status after `limit`.
+    async fn until(&self, what: &str, limit: Duration, done: impl Fn(&Loop) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let action = controller::reconcile(Arc::new(self.api.host()), self.ctx.clone())
+                .await
+                .expect("reconcile");
+            if done(self) {
+                eprintln!(
+                    "{what}: reached after {:?}",
+                    limit - deadline.saturating_duration_since(Instant::now())
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not reached within {limit:?}; status {}; record {:?}",
+                self.data_image_status(),
+                self.record()
+            );
+            // Requeue delays are shortened: the test only needs the order.
+            let pause = if action == Requeue::await_change() {
+                Duration::from_millis(500)
+            } else {
+                Duration::from_millis(300)
+            };
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    fn set_url(&self, url: Option<&str>) {
+        let mut object = self.object();
+        match url {
+            Some(url) => object["spec"]["dataImage"] = json!({ "url": url }),
+            None => {
+                object["spec"].as_object_mut().unwrap().remove("dataImage");
+            }
+        }
+        let generation = object["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+        object["metadata"]["generation"] = json!(generation);
+        self.api.put(&host_path(HOST), object);
+    }
+}
+
+fn state_is(state: &'static str) -> impl Fn(&Loop) -> bool {
+    move |l: &Loop| l.data_image_status()["state"] == state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_confirm_url_change_and_removal_against_real_ironic() {
+    let env = IronicEnv::load();
+    let node = env.node(5);
+    let images = ironic_support::ImageServer::start(vec![
+        ("config-a.iso", iso::data_iso("CONFIG_A", b"first image")),
+        ("config-b.iso", iso::data_iso("CONFIG_B", b"second image")),
+    ])
+    .await;
+    let (url_a, url_b) = (images.url("config-a.iso"), images.url("config-b.iso"));
+    let l = setup(&env, &node, host_object("provisioned", &node, Some(&url_a))).await;
+
+    // Attach, confirmed by Ironic's GET vmedia and seen by the BMC emulator.
+    l.until("attach A", Duration::from_secs(90), state_is("Attached"))
+        .await;
+    let (inserted, image) = redfish_cd(&env, &env.url, &node, None).await;
+    assert!(inserted, "emulator shows the CD inserted");
+    assert!(image.ends_with(&format!("/cdrom-{node}.iso")), "{image}");
+    let record = l.record().unwrap();
+    assert_eq!(
+        (record.url.as_str(), record.phase),
+        (url_a.as_str(), Phase::Attached)
+    );
+    assert!(
+        l.object()["metadata"]["finalizers"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(FINALIZER))
+    );
+    assert_eq!(l.data_image_status()["url"], url_a.as_str());
+    assert_eq!(l.data_image_status()["errorCount"], 0);
+    // The node was running: no power hold, and the status says when the OS sees it.
+    assert!(l.object()["metadata"]["annotations"][HOLD_ANNOTATION].is_null());
+    assert!(
+        l.data_image_status()["message"]
+            .as_str()
+            .unwrap()
+            .contains("next boot")
+    );
+
+    // URL change: detach A, confirm, attach B.
+    l.set_url(Some(&url_b));
+    l.until("attach B", Duration::from_secs(120), |l| {
+        l.data_image_status()["state"] == "Attached" && l.record().is_some_and(|r| r.url == url_b)
+    })
+    .await;
+    let reasons = event_reasons(&l.api.log());
+    let detaching = reasons
+        .iter()
+        .position(|r| r == "Detaching")
+        .expect("Detaching event");
+    let detached = reasons
+        .iter()
+        .position(|r| r == "Detached")
+        .expect("Detached event");
+    let second_attach = reasons.iter().rposition(|r| r == "Attaching").unwrap();
+    assert!(
+        detaching < detached && detached < second_attach,
+        "{reasons:?}"
+    );
+    let (inserted, _) = redfish_cd(&env, &env.url, &node, None).await;
+    assert!(inserted);
+    // Ironic republished the new image: its copy carries B's volume id.
+    let published = ironic_support::http()
+        .get(format!(
+            "{}/redfish/cdrom-{node}.iso",
+            env.http_url.trim_end_matches('/')
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        published.windows(8).any(|w| w == b"CONFIG_B"),
+        "Ironic serves image B"
+    );
+
+    // Removal: detach, confirm, clear status, drop the finalizer.
+    l.set_url(None);
+    l.until("removal", Duration::from_secs(90), |l| {
+        l.record().is_none() && l.data_image_status().is_null()
+    })
+    .await;
+    let (inserted, _) = wait_redfish_cd(&env, &env.url, &node, false, None).await;
+    assert!(!inserted, "emulator shows the CD ejected");
+    let finalizers = l.object()["metadata"]["finalizers"].clone();
+    assert_eq!(finalizers, json!([BMO_FINALIZER]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_image_surfaces_as_an_error_status() {
+    let env = IronicEnv::load();
+    let node = env.node(6);
+    let images = ironic_support::ImageServer::start(vec![]).await;
+    let missing = images.url("missing.iso");
+    let l = setup(
+        &env,
+        &node,
+        host_object("provisioned", &node, Some(&missing)),
+    )
+    .await;
+
+    l.until("error", Duration::from_secs(90), state_is("Error"))
+        .await;
+    let status = l.data_image_status();
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains("404"),
+        "Ironic's asynchronous failure is shown: {message}"
+    );
+    assert!(status["errorCount"].as_u64().unwrap() >= 1);
+    assert_eq!(status["url"], missing.as_str());
+    let record = l.record().unwrap();
+    assert_eq!(record.phase, Phase::Failed);
+    assert!(record.retry_at.is_some(), "retried after a backoff");
+    assert!(
+        event_reasons(&l.api.log())
+            .iter()
+            .any(|r| r == "AttachFailed")
+    );
+    let (inserted, _) = redfish_cd(&env, &env.url, &node, None).await;
+    assert!(!inserted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_detaches_before_the_finalizer_goes() {
+    let env = IronicEnv::load();
+    let node = env.node(7);
+    let images =
+        ironic_support::ImageServer::start(vec![("config.iso", iso::data_iso("CONFIG_D", b"d"))])
+            .await;
+    let url = images.url("config.iso");
+    let l = setup(
+        &env,
+        &node,
+        host_object("externally provisioned", &node, Some(&url)),
+    )
+    .await;
+    l.until("attach", Duration::from_secs(90), state_is("Attached"))
+        .await;
+
+    let mut object = l.object();
+    object["metadata"]["deletionTimestamp"] = json!(jiff::Timestamp::now().to_string());
+    l.api.put(&host_path(HOST), object);
+    l.until("finalizer released", Duration::from_secs(90), |l| {
+        !l.object()["metadata"]["finalizers"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(FINALIZER))
+    })
+    .await;
+    let (inserted, _) = wait_redfish_cd(&env, &env.url, &node, false, None).await;
+    assert!(!inserted, "detached before the host went away");
+    assert!(l.record().is_none());
+}
