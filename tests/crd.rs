@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use metal3_dataimage::crd::{self, Output};
+use metal3_dataimage::crd;
 use metal3_dataimage::rules::host_rules::check_secret_name;
 use metal3_dataimage::rules::url_rules::check_url;
 use proptest::prelude::*;

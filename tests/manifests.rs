@@ -112,7 +112,7 @@ fn strings(value: &Value) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-fn container<'a>(deployment: &'a Value) -> &'a Value {
+fn container(deployment: &Value) -> &Value {
     let containers = deployment["spec"]["template"]["spec"]["containers"]
         .as_array()
         .unwrap();
