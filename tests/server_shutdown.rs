@@ -30,12 +30,17 @@ impl Drop for Running {
 
 /// Starts the binary on ephemeral loopback ports and waits for its
 /// "listening" log line (JSON logs) to learn the addresses.
-fn spawn_server(dir: &std::path::Path, extra: &[&std::ffi::OsStr]) -> Running {
+fn spawn_server(
+    dir: &std::path::Path,
+    extra: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_metal3-dataimage"))
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0"])
         .args(["--log-format", "json"])
         .args(extra)
+        .envs(env.iter().copied())
         .env("KUBECONFIG", dir.join("no-kubeconfig"))
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stdout(Stdio::null())
@@ -121,9 +126,9 @@ async fn sigterm_during_requests_drops_none_and_exits_zero() {
             cert.as_os_str(),
             "--tls-key-file".as_ref(),
             key.as_os_str(),
-            "--shutdown-delay".as_ref(),
-            "2s".as_ref(),
         ],
+        // Flags can also come from the environment.
+        &[("METAL3_DATAIMAGE_SHUTDOWN_DELAY", "2s")],
     );
 
     // Ready (the probe server answers, and the TLS listener is warmed up).
@@ -235,6 +240,7 @@ async fn dev_certificates_are_generated_and_served_without_flags() {
             "--cert-dir".as_ref(),
             cert_dir.as_os_str(),
         ],
+        &[],
     );
     let address = server.address.clone();
     assert!(
