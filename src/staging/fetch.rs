@@ -230,7 +230,7 @@ async fn stream_to_file(
             Err(err) => {
                 return Err(StageError::Download(format!(
                     "connection lost after {size} bytes of {shown_url}: {}",
-                    error_chain(&err)
+                    root_cause(&err)
                 )));
             }
         };
@@ -312,6 +312,21 @@ fn find_tls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
         };
     }
     None
+}
+
+/// The innermost error's text (for a broken body the layers above only say
+/// "error reading a body"), without the documentation links rustls appends.
+fn root_cause(err: &reqwest::Error) -> String {
+    let mut deepest: &(dyn std::error::Error + 'static) = err;
+    while let Some(next) = deepest.source() {
+        deepest = next;
+    }
+    let text = deepest.to_string();
+    let text = match text.find(": https://docs.rs/") {
+        Some(cut) => text[..cut].to_string(),
+        None => text,
+    };
+    redact_url(&text).into_owned()
 }
 
 /// "a: b: c" from an error and its sources, without reqwest's URL.

@@ -209,8 +209,8 @@ impl std::fmt::Debug for Stager {
 }
 
 impl Stager {
-    /// Prepares the cache directory (removing downloads a crash left behind)
-    /// and the HTTP clients (system roots plus `image_ca_file`).
+    /// Prepares the cache directory (removing what a previous run left:
+    /// incomplete downloads and images) and the HTTP clients (system roots plus `image_ca_file`).
     pub fn new(config: StagingConfig) -> Result<Self, StageError> {
         if !matches!(config.public_url.scheme(), "http" | "https") {
             return Err(StageError::Io(format!(
@@ -237,7 +237,7 @@ impl Stager {
         };
         let verified = build_client(&config, &extra_roots, false)?;
         let insecure = build_client(&config, &extra_roots, true)?;
-        Ok(Self {
+        let stager = Self {
             inner: Arc::new(Inner {
                 config,
                 blob_dir,
@@ -247,7 +247,14 @@ impl Stager {
                 key_salt: rand::random(),
                 state: Mutex::new(State::default()),
             }),
-        })
+        };
+        // Download keys live in memory only, so images of a previous run
+        // cannot be matched to hosts again: they are downloaded anew.
+        let stale = stager.evict_unreferenced();
+        if stale > 0 {
+            tracing::info!(count = stale, "removed images left by a previous run");
+        }
+        Ok(stager)
     }
 
     pub fn config(&self) -> &StagingConfig {
@@ -324,8 +331,9 @@ impl Stager {
         }
     }
 
-    /// Deletes cached images no host references (for example those a previous
-    /// run left behind); returns how many were removed.
+    /// Deletes cached images no host references; returns how many were
+    /// removed. Staging and release already do this; the method is for
+    /// callers that want to be sure (e.g. after files were copied in).
     pub fn evict_unreferenced(&self) -> usize {
         let mut state = self.inner.lock();
         self.inner.evict(&mut state)
