@@ -1,0 +1,598 @@
+//! The Ironic client against a real Ironic 39 + sushy-tools Redfish
+//! emulator (started by `tests/ironic/up.sh`; these tests fail with
+//! instructions when it is not running). Each test owns one node (fixed
+//! index into IRONIC_NODES) so they run concurrently.
+
+#[path = "support/ironic.rs"]
+mod ironic_support;
+#[path = "support/iso.rs"]
+mod iso;
+
+use std::time::Duration;
+
+use ironic_support::{
+    ImageServer, IronicEnv, redfish_cd, reset_node, retry_locked, set_maintenance, wait_redfish_cd,
+};
+use metal3_dataimage::ironic::{
+    Expect, IronicClient, IronicConfig, IronicError, Microversion, Verdict,
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn our_image_name(node: &str) -> String {
+    format!("cdrom-{node}.iso")
+}
+
+/// What Ironic republished for the BMC (it serves this copy, not ours).
+async fn published_copy(env: &IronicEnv, node: &str) -> Vec<u8> {
+    let url = format!("{}/redfish/{}", env.http_url, our_image_name(node));
+    let resp = ironic_support::http()
+        .get(&url)
+        .send()
+        .await
+        .expect("GET published image");
+    assert_eq!(resp.status().as_u16(), 200, "{url}");
+    resp.bytes().await.expect("published image body").to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_is_confirmed_by_the_bmc_then_detach_ejects() {
+    let env = IronicEnv::load();
+    let node = env.node(0);
+    let client = env.client().await;
+    reset_node(&env, &env.url, &client, &node).await;
+    assert!(client.microversion() >= Microversion::new(1, 93));
+
+    let image = iso::data_iso("METAL3DATA", b"hello from the attach test\n");
+    assert!(iso::has_iso9660_signature(&image));
+    let server = ImageServer::start(vec![("data.iso", image.clone())]).await;
+
+    client
+        .attach_cdrom(&node, &server.url("data.iso"))
+        .await
+        .expect("attach accepted");
+    let obs = client
+        .wait_cdrom(&node, Expect::Inserted, WAIT)
+        .await
+        .expect("observe");
+    assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
+    let cd = obs.cd().expect("a CD slot");
+    assert!(cd.inserted);
+    assert!(
+        cd.image
+            .as_deref()
+            .unwrap_or("")
+            .ends_with(&our_image_name(&node)),
+        "{cd:?}"
+    );
+    assert_eq!(obs.node.reservation, None);
+    assert_eq!(obs.node.last_error, None);
+
+    // The emulator's Redfish VirtualMedia resource agrees, and the image
+    // the BMC got is byte for byte ours.
+    let (inserted, bmc_image) = redfish_cd(&env, &env.url, &node, None).await;
+    assert!(inserted, "Redfish Cd not inserted");
+    assert!(bmc_image.ends_with(&our_image_name(&node)), "{bmc_image}");
+    assert_eq!(published_copy(&env, &node).await, image);
+
+    client.detach_cdrom(&node).await.expect("detach accepted");
+    let obs = client
+        .wait_cdrom(&node, Expect::Ejected, WAIT)
+        .await
+        .expect("observe");
+    assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
+    assert!(!obs.cd().expect("a CD slot").inserted);
+    let (inserted, _) = wait_redfish_cd(&env, &env.url, &node, false, None).await;
+    assert!(!inserted, "Redfish Cd still inserted after detach");
+
+    // Detaching an empty drive is fine too.
+    client.detach_cdrom(&node).await.expect("second detach");
+    let obs = client
+        .wait_cdrom(&node, Expect::Ejected, WAIT)
+        .await
+        .expect("observe");
+    assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_change_replaces_the_image() {
+    let env = IronicEnv::load();
+    let node = env.node(1);
+    let client = env.client().await;
+    reset_node(&env, &env.url, &client, &node).await;
+    let first = iso::data_iso("FIRST", b"first\n");
+    let second = iso::IsoBuilder::new("SECOND")
+        .file("README.TXT", b"second\n")
+        .file("META.JSON", br#"{"v": 2}"#)
+        .build();
+    assert_ne!(first, second);
+    let server = ImageServer::start(vec![
+        ("first.iso", first.clone()),
+        ("second.iso", second.clone()),
+    ])
+    .await;
+
+    client
+        .attach_cdrom(&node, &server.url("first.iso"))
+        .await
+        .expect("attach first");
+    let obs = client
+        .wait_cdrom(&node, Expect::Inserted, WAIT)
+        .await
+        .expect("observe");
+    assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
+    assert_eq!(published_copy(&env, &node).await, first);
+
+    // As the reconciler does: detach, confirm, attach the new URL.
+    let second_url = server.url("second.iso");
+    retry_locked(|| client.detach_cdrom(&node))
+        .await
+        .expect("detach");
+    let obs = client
+        .wait_cdrom(&node, Expect::Ejected, WAIT)
+        .await
+        .expect("observe");
+    assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
+    retry_locked(|| client.attach_cdrom(&node, &second_url))
+        .await
+        .expect("attach second");
+    let obs = client
+        .wait_cdrom(&node, Expect::Inserted, WAIT)
+        .await
+        .expect("observe");
+    assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
+    assert_eq!(published_copy(&env, &node).await, second);
+    let (inserted, _) = redfish_cd(&env, &env.url, &node, None).await;
+    assert!(inserted);
+
+    reset_node(&env, &env.url, &client, &node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_image_fails_asynchronously_in_last_error() {
+    let env = IronicEnv::load();
+    let node = env.node(2);
+    let client = env.client().await;
+    reset_node(&env, &env.url, &client, &node).await;
+    let server = ImageServer::start(vec![]).await;
+    let missing = server.url("missing.iso");
+
+    // Accepted: 204 does not mean attached.
+    client
+        .attach_cdrom(&node, &missing)
+        .await
+        .expect("attach accepted");
+    let obs = client
+        .wait_cdrom(&node, Expect::Inserted, WAIT)
+        .await
+        .expect("observe");
+    let Verdict::Failed(message) = &obs.verdict else {
+        panic!("expected a failure, got {obs:?}");
+    };
+    assert!(
+        message.starts_with("Could not attach device cdrom to node"),
+        "{message}"
+    );
+    assert!(message.contains("404"), "{message}");
+    assert!(message.contains(&missing), "{message}");
+    assert_eq!(obs.node.last_error.as_deref(), Some(message.as_str()));
+    assert!(!obs.cd().expect("CD slot").inserted);
+
+    // The next accepted call clears last_error.
+    retry_locked(|| client.detach_cdrom(&node))
+        .await
+        .expect("detach");
+    let obs = client
+        .wait_cdrom(&node, Expect::Ejected, WAIT)
+        .await
+        .expect("observe");
+    assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
+    assert_eq!(obs.node.last_error, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_url_credentials_never_appear_in_errors() {
+    let env = IronicEnv::load();
+    let node = env.node(2 + 5); // index 7: its own node
+    let client = env.client().await;
+    reset_node(&env, &env.url, &client, &node).await;
+    let server = ImageServer::start(vec![]).await;
+    let with_creds = server
+        .url("missing.iso")
+        .replace("http://", "http://user:s3cret@");
+
+    client
+        .attach_cdrom(&node, &with_creds)
+        .await
+        .expect("attach accepted");
+    let obs = client
+        .wait_cdrom(&node, Expect::Inserted, WAIT)
+        .await
+        .expect("observe");
+    let Verdict::Failed(message) = &obs.verdict else {
+        panic!("expected a failure, got {obs:?}");
+    };
+    assert!(!message.contains("s3cret"), "{message}");
+    assert!(!format!("{obs:?}").contains("s3cret"));
+    reset_node(&env, &env.url, &client, &node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locked_node_answers_locked_and_still_lists_media() {
+    let env = IronicEnv::load();
+    let node = env.node(3);
+    let client = env.client().await;
+    reset_node(&env, &env.url, &client, &node).await;
+    let server = ImageServer::start(vec![("data.iso", iso::data_iso("LOCKED", b"x"))]).await;
+
+    // Another conductor's operation holds the node lock.
+    env.ctl(&["lock-node", "noauth", &node, "other-conductor"]);
+    let attach = client.attach_cdrom(&node, &server.url("data.iso")).await;
+    let detach = client.detach_cdrom(&node).await;
+    let listed = client.list_vmedia(&node).await;
+    let observed = client.observe_cdrom(&node, Expect::Inserted).await;
+    env.ctl(&["unlock-node", "noauth", &node]);
+
+    let err = attach.expect_err("attach on a locked node");
+    assert!(
+        matches!(&err, IronicError::Locked(m) if m.contains("is locked by host other-conductor")),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert!(matches!(detach, Err(IronicError::Locked(_))), "{detach:?}");
+    // GET vmedia takes a shared lock: it works while the node is locked.
+    assert!(
+        listed
+            .expect("list while locked")
+            .iter()
+            .any(|m| m.media_types.iter().any(|t| t == "CD"))
+    );
+    let observed = observed.expect("observe while locked");
+    assert!(
+        matches!(&observed.verdict, Verdict::Pending(r) if r.contains("other-conductor")),
+        "{observed:?}"
+    );
+
+    client
+        .attach_cdrom(&node, &server.url("data.iso"))
+        .await
+        .expect("attach after unlock");
+    let obs = client
+        .wait_cdrom(&node, Expect::Inserted, WAIT)
+        .await
+        .expect("observe");
+    assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
+    reset_node(&env, &env.url, &client, &node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_allows_vmedia_but_power_failure_is_unavailable() {
+    let env = IronicEnv::load();
+    let node = env.node(4);
+    let client = env.client().await;
+    reset_node(&env, &env.url, &client, &node).await;
+    let server = ImageServer::start(vec![("data.iso", iso::data_iso("MAINT", b"x"))]).await;
+    let data_url = server.url("data.iso");
+
+    set_maintenance(&env.url, &node, true).await;
+    assert!(client.get_node(&node).await.expect("node").maintenance);
+    // Ironic does not gate vmedia on maintenance (the reconciler's job).
+    client
+        .attach_cdrom(&node, &server.url("data.iso"))
+        .await
+        .expect("attach in maintenance");
+    let obs = client
+        .wait_cdrom(&node, Expect::Inserted, WAIT)
+        .await
+        .expect("observe");
+    assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
+    assert!(obs.node.maintenance);
+
+    // Maintenance with a power failure fault: 503, transient.
+    env.ctl(&["set-fault", "noauth", &node, "power failure"]);
+    let attach = retry_locked(|| client.attach_cdrom(&node, &data_url)).await;
+    let detach = retry_locked(|| client.detach_cdrom(&node)).await;
+    env.ctl(&["clear-fault", "noauth", &node]);
+    let err = attach.expect_err("attach with power failure");
+    assert!(
+        matches!(&err, IronicError::Unavailable(m) if m.contains("due to power failure state")),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert!(
+        matches!(detach, Err(IronicError::Unavailable(_))),
+        "{detach:?}"
+    );
+
+    reset_node(&env, &env.url, &client, &node).await;
+    assert!(!client.get_node(&node).await.expect("node").maintenance);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_ironic_is_refused_and_wrong_microversions_are_errors() {
+    let env = IronicEnv::load();
+    // A real Ironic pinned to release 26.0: API 1.91, no GET vmedia.
+    env.ctl(&["start-api", "old"]);
+    let err = IronicClient::connect(IronicConfig::new(env.old_url.parse().unwrap()))
+        .await
+        .expect_err("Ironic 26.0 must be refused");
+    assert_eq!(
+        err,
+        IronicError::VersionTooOld {
+            found: "1.91".into(),
+            needed: "1.93".into()
+        }
+    );
+    assert!(err.to_string().contains("too old"), "{err}");
+
+    // Against Ironic 39: the negotiated version is the server's maximum.
+    let client = env.client().await;
+    let (_, server_max) = client.server_versions();
+    assert_eq!(client.microversion(), server_max);
+    let node = env.node(5);
+    client
+        .list_vmedia(&node)
+        .await
+        .expect("list at the negotiated version");
+
+    // Pinned below 1.93, GET vmedia does not exist (404); above the
+    // server's maximum every call is 406.
+    let old = client.clone().with_microversion(Microversion::new(1, 89));
+    let err = old
+        .list_vmedia(&node)
+        .await
+        .expect_err("GET vmedia at 1.89");
+    assert!(matches!(err, IronicError::NotFound(_)), "{err:?}");
+    let too_new = client.with_microversion(Microversion::new(1, 999));
+    let err = too_new.get_node(&node).await.expect_err("1.999");
+    assert!(
+        matches!(&err, IronicError::Http { status: 406, message } if message.contains("supported version range")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_node_is_not_found() {
+    let env = IronicEnv::load();
+    let client = env.client().await;
+    let missing = "00000000-0000-4000-8000-00000000dead";
+    for result in [
+        client.get_node(missing).await.map(|_| ()),
+        client.list_vmedia(missing).await.map(|_| ()),
+        client
+            .attach_cdrom(missing, "http://127.0.0.1:1/x.iso")
+            .await,
+        client.detach_cdrom(missing).await,
+    ] {
+        let err = result.expect_err("unknown node");
+        assert!(
+            matches!(&err, IronicError::NotFound(m) if m.contains("could not be found")),
+            "{err:?}"
+        );
+    }
+    // Names with URL metacharacters are escaped into one path segment,
+    // not interpreted: Ironic rejects the identifier itself.
+    let err = client
+        .get_node("no/such?node")
+        .await
+        .expect_err("weird name");
+    assert!(
+        matches!(&err, IronicError::BadRequest(m) if m.contains("Expected UUID or name")),
+        "{err:?}"
+    );
+    let err = client.get_node("").await.expect_err("empty name");
+    assert!(matches!(err, IronicError::BadRequest(_)), "{err:?}");
+    // Bad image URLs are refused before calling Ironic.
+    let node = env.node(5);
+    let err = client
+        .attach_cdrom(&node, "file:///etc/passwd")
+        .await
+        .expect_err("file URL");
+    assert!(matches!(err, IronicError::BadRequest(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_good_and_bad_credentials() {
+    let env = IronicEnv::load();
+    let node = env
+        .basic_nodes
+        .first()
+        .cloned()
+        .expect("IRONIC_BASIC_NODES has a node");
+    let url: url::Url = env.basic_url.parse().unwrap();
+
+    // Right credentials, password from a file (--ironic-password-file).
+    let config = IronicConfig::new(url.clone())
+        .with_basic_auth_file(&env.basic_user, &env.basic_password_file)
+        .expect("password file");
+    let client = IronicClient::connect(config)
+        .await
+        .expect("connect with basic auth");
+    assert_eq!(client.get_node(&node).await.expect("node").uuid, node);
+    let auth = Some((env.basic_user.as_str(), env.basic_password.as_str()));
+    let server = ImageServer::start(vec![("data.iso", iso::data_iso("BASIC", b"x"))]).await;
+    let data_url = server.url("data.iso");
+    retry_locked(|| client.attach_cdrom(&node, &data_url))
+        .await
+        .expect("attach");
+    let obs = client
+        .wait_cdrom(&node, Expect::Inserted, WAIT)
+        .await
+        .expect("observe");
+    assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
+    let (inserted, _) = redfish_cd(&env, &env.basic_url, &node, auth).await;
+    assert!(inserted);
+    retry_locked(|| client.detach_cdrom(&node))
+        .await
+        .expect("detach");
+    let obs = client
+        .wait_cdrom(&node, Expect::Ejected, WAIT)
+        .await
+        .expect("observe");
+    assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
+
+    // Credentials in the URL work the same way.
+    let mut with_userinfo = url.clone();
+    with_userinfo.set_username(&env.basic_user).unwrap();
+    with_userinfo
+        .set_password(Some(&env.basic_password))
+        .unwrap();
+    let client = IronicClient::connect(IronicConfig::new(with_userinfo))
+        .await
+        .expect("connect");
+    client
+        .get_node(&node)
+        .await
+        .expect("node via URL credentials");
+    assert!(!format!("{client:?}").contains(&env.basic_password));
+
+    // Wrong password, and none: the version document is public, node calls are 401.
+    let mut wrong = IronicConfig::new(url.clone());
+    wrong.username = Some(env.basic_user.clone());
+    wrong.password = Some("not-the-password".into());
+    let client = IronicClient::connect(wrong).await.expect("GET / is public");
+    let err = client.get_node(&node).await.expect_err("wrong password");
+    assert!(
+        matches!(&err, IronicError::Http { status: 401, .. }),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("not-the-password"));
+    let client = IronicClient::connect(IronicConfig::new(url))
+        .await
+        .expect("GET / is public");
+    let err = client.get_node(&node).await.expect_err("no credentials");
+    assert!(
+        matches!(&err, IronicError::Http { status: 401, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ironic_stopped_then_restarted() {
+    let env = IronicEnv::load();
+    let node = env
+        .restart_nodes
+        .first()
+        .cloned()
+        .expect("IRONIC_RESTART_NODES has a node");
+    env.ctl(&["start-api", "restart"]);
+    let client = IronicClient::connect(IronicConfig::new(env.restart_url.parse().unwrap()))
+        .await
+        .expect("connect");
+    assert_eq!(
+        client.get_node(&node).await.expect("node").provision_state,
+        "active"
+    );
+
+    env.ctl(&["stop-api", "restart"]);
+    let err = client.get_node(&node).await.expect_err("Ironic is stopped");
+    assert!(
+        matches!(&err, IronicError::Unavailable(m) if m.contains("cannot connect")),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    let err = client
+        .detach_cdrom(&node)
+        .await
+        .expect_err("Ironic is stopped");
+    assert!(matches!(err, IronicError::Unavailable(_)), "{err:?}");
+    let err = IronicClient::connect(IronicConfig::new(env.restart_url.parse().unwrap()))
+        .await
+        .expect_err("connect while stopped");
+    assert!(matches!(err, IronicError::Unavailable(_)), "{err:?}");
+
+    env.ctl(&["start-api", "restart"]);
+    // The same client works again: no reconnect needed.
+    let server = ImageServer::start(vec![("data.iso", iso::data_iso("RESTART", b"x"))]).await;
+    let data_url = server.url("data.iso");
+    assert_eq!(
+        client
+            .get_node(&node)
+            .await
+            .expect("node after restart")
+            .uuid,
+        node
+    );
+    retry_locked(|| client.attach_cdrom(&node, &data_url))
+        .await
+        .expect("attach");
+    let obs = client
+        .wait_cdrom(&node, Expect::Inserted, WAIT)
+        .await
+        .expect("observe");
+    assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
+    retry_locked(|| client.detach_cdrom(&node))
+        .await
+        .expect("detach");
+    let obs = client
+        .wait_cdrom(&node, Expect::Ejected, WAIT)
+        .await
+        .expect("observe");
+    assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_or_non_ironic_endpoints_are_clear_errors() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = IronicClient::connect(IronicConfig::new(
+        format!("http://127.0.0.1:{port}").parse().unwrap(),
+    ))
+    .await
+    .expect_err("nothing listens");
+    assert!(
+        matches!(&err, IronicError::Unavailable(m) if m.contains("cannot connect")),
+        "{err:?}"
+    );
+
+    // Something that is not Ironic.
+    let server = ImageServer::start(vec![("x", b"not ironic".to_vec())]).await;
+    let err = IronicClient::connect(IronicConfig::new(server.base.parse().unwrap()))
+        .await
+        .expect_err("not Ironic");
+    assert!(
+        matches!(err, IronicError::NotFound(_) | IronicError::Http { .. }),
+        "{err:?}"
+    );
+
+    // Configuration errors.
+    let err = IronicClient::connect(IronicConfig::new("ftp://127.0.0.1/".parse().unwrap()))
+        .await
+        .expect_err("ftp");
+    assert!(matches!(err, IronicError::Config(_)), "{err:?}");
+    let mut config = IronicConfig::new(server.base.parse().unwrap());
+    config.ca_file = Some("/nonexistent/ca.pem".into());
+    let err = IronicClient::connect(config).await.expect_err("missing CA");
+    assert!(matches!(err, IronicError::Config(_)), "{err:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("ca.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let mut config = IronicConfig::new(server.base.parse().unwrap());
+    config.ca_file = Some(junk);
+    let err = IronicClient::connect(config).await.expect_err("junk CA");
+    assert!(matches!(err, IronicError::Config(_)), "{err:?}");
+}
+
+#[test]
+fn iso_builder_writes_iso9660() {
+    let plain = iso::data_iso("DATA", b"content");
+    assert!(iso::has_iso9660_signature(&plain));
+    assert_eq!(plain.len() % iso::SECTOR, 0);
+    // Sector 17 is the terminator for a data image, the El Torito boot
+    // record for a bootable one.
+    assert_eq!(plain[17 * iso::SECTOR], 255);
+    let bootable = iso::IsoBuilder::new("BOOT")
+        .file("A.TXT", b"a")
+        .bootable(true)
+        .build();
+    assert!(iso::has_iso9660_signature(&bootable));
+    assert_eq!(bootable[17 * iso::SECTOR], 0);
+    assert_eq!(
+        &bootable[17 * iso::SECTOR + 7..17 * iso::SECTOR + 30],
+        b"EL TORITO SPECIFICATION"
+    );
+}
