@@ -246,6 +246,123 @@ mod tests {
         );
     }
 
+    /// A kube client whose API server is this test: answers each GET from
+    /// `answers` (status, JSON body) in order, and records the paths asked.
+    fn mock_client(
+        answers: Vec<(u16, serde_json::Value)>,
+    ) -> (kube::Client, tokio::task::JoinHandle<Vec<String>>) {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let server = tokio::spawn(async move {
+            let mut handle = std::pin::pin!(handle);
+            let mut paths = Vec::new();
+            for (status, body) in answers {
+                let Some((request, respond)) = handle.next_request().await else {
+                    break;
+                };
+                paths.push(request.uri().path().to_string());
+                let response = Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap();
+                respond.send_response(response);
+            }
+            // No further request may come (the cache must answer).
+            if let Some((request, _)) = handle.next_request().await {
+                paths.push(format!("unexpected {}", request.uri().path()));
+            }
+            paths
+        });
+        (kube::Client::new(service, "default"), server)
+    }
+
+    fn status(code: u16, reason: &str) -> serde_json::Value {
+        serde_json::json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+            "message":"secret says no","reason":reason,"code":code})
+    }
+
+    #[tokio::test]
+    async fn kube_lookup_gets_the_one_secret_and_caches_answers() {
+        let secret = serde_json::json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"creds","namespace":"ns"},
+            "data":{"username":"YWRtaW4=","password":"c2VjcmV0"}});
+        let (client, server) = mock_client(vec![(200, secret), (404, status(404, "NotFound"))]);
+        let secrets = KubeSecrets::new(client);
+        let found = SecretLookup::Found {
+            has_username: true,
+            has_password: true,
+        };
+        assert_eq!(secrets.lookup("ns", "creds").await, found);
+        assert_eq!(
+            secrets.lookup("ns", "creds").await,
+            found,
+            "second answer from the cache"
+        );
+        assert_eq!(
+            secrets.lookup("ns", "missing").await,
+            SecretLookup::NotFound
+        );
+        assert_eq!(
+            secrets.lookup("ns", "missing").await,
+            SecretLookup::NotFound
+        );
+        drop(secrets);
+        assert_eq!(
+            server.await.unwrap(),
+            vec![
+                "/api/v1/namespaces/ns/secrets/creds",
+                "/api/v1/namespaces/ns/secrets/missing"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn kube_lookup_refused_is_unknown_and_not_cached() {
+        let (client, server) = mock_client(vec![
+            (403, status(403, "Forbidden")),
+            (403, status(403, "Forbidden")),
+        ]);
+        let secrets = KubeSecrets::new(client);
+        for _ in 0..2 {
+            match secrets.lookup("ns", "creds").await {
+                SecretLookup::Unknown { reason } => {
+                    assert!(reason.contains("403"), "{reason}");
+                    assert!(
+                        !reason.contains("secret says no"),
+                        "no server text in reasons: {reason}"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        drop(secrets);
+        assert_eq!(
+            server.await.unwrap().len(),
+            2,
+            "failures are retried, not cached"
+        );
+    }
+
+    #[tokio::test]
+    async fn cache_is_bounded() {
+        let answers = (0..5)
+            .map(|i| {
+                (
+                    200,
+                    serde_json::json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":format!("s{i}")}}),
+                )
+            })
+            .collect();
+        let (client, _server) = mock_client(answers);
+        let mut secrets = KubeSecrets::new(client);
+        secrets.max_entries = 3;
+        for i in 0..5 {
+            secrets.lookup("ns", &format!("s{i}")).await;
+        }
+        assert_eq!(secrets.cache.lock().unwrap().len(), 3);
+    }
+
     #[tokio::test]
     async fn slow_lookup_degrades_to_unknown() {
         let slow = StaticSecrets {
