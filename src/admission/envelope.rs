@@ -144,23 +144,9 @@ fn known_api_version(api_version: &str) -> Option<&'static str> {
 
 /// Parses an AdmissionReview request body.
 pub fn parse_review(body: &[u8]) -> Result<Review<'_>, EnvelopeError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let parsed = serde_path_to_error::deserialize::<_, WireReview<'_>>(&mut deserializer)
-        .map_err(|err| {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
-            if path.is_empty() || path == "." {
-                inner.to_string()
-            } else {
-                format!("{path}: {inner}")
-            }
-        })
-        .and_then(|wire| {
-            deserializer
-                .end()
-                .map(|()| wire)
-                .map_err(|err| err.to_string())
-        });
+    // Fast path without path tracking; on failure parse again to name the field.
+    let parsed =
+        serde_json::from_slice::<WireReview<'_>>(body).map_err(|_| describe_parse_error(body));
     let wire = match parsed {
         Ok(wire) => wire,
         Err(message) => return Err(damaged(body, message)),
@@ -229,6 +215,26 @@ pub fn parse_review(body: &[u8]) -> Result<Review<'_>, EnvelopeError> {
         object: request.object,
         old_object: request.old_object,
     })
+}
+
+/// The parse error of `body`, naming the JSON path of the offending value.
+fn describe_parse_error(body: &[u8]) -> String {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, WireReview<'_>>(&mut deserializer) {
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            if path.is_empty() || path == "." {
+                inner.to_string()
+            } else {
+                format!("{path}: {inner}")
+            }
+        }
+        Ok(_) => match deserializer.end() {
+            Err(err) => err.to_string(),
+            Ok(()) => "invalid JSON".to_string(),
+        },
+    }
 }
 
 /// Builds the error for a body that did not parse: in-band when the uid can
