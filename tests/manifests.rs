@@ -873,3 +873,92 @@ fn container_args_and_environment_are_accepted_by_the_cli() {
     }
     assert_eq!(checked, 3, "webhook, reconciler and cleanup");
 }
+
+/// Send a recorded AdmissionReview to the server's router at `path`.
+async fn post_review(path: &str, fixture: &str) -> (u16, Value) {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let state = metal3_dataimage::admission::handler::AppState::new(
+        metal3_dataimage::rules::Policy::default(),
+        std::sync::Arc::new(metal3_dataimage::admission::secrets::NoClusterAccess {
+            reason: "test".into(),
+        }),
+        std::time::Duration::from_secs(1),
+        metal3_dataimage::admission::metrics::Metrics::register(
+            &mut prometheus_client::registry::Registry::default(),
+        ),
+    );
+    let body = std::fs::read_to_string(
+        repo()
+            .join("tests/fixtures/admission-reviews")
+            .join(fixture),
+    )
+    .unwrap();
+    let request = axum::http::Request::post(format!("{path}?timeout=5s"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))
+        .unwrap();
+    let response = metal3_dataimage::admission::handler::router(state)
+        .oneshot(request)
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn configured_paths_reach_the_right_handlers_in_the_server() {
+    let docs = render("cert-manager").docs;
+    let hooks = |kind: &str, name: &str| {
+        find(&docs, kind, name)["webhooks"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let validating = hooks(
+        "ValidatingWebhookConfiguration",
+        certs::VALIDATING_WEBHOOK_CONFIGURATION,
+    );
+    let mutating = hooks(
+        "MutatingWebhookConfiguration",
+        certs::MUTATING_WEBHOOK_CONFIGURATION,
+    );
+    let path = |hook: &Value| {
+        hook["clientConfig"]["service"]["path"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // The mutating configuration's path defaults disableCertificateVerification (a patch).
+    let (status, review) = post_review(
+        &path(&mutating[0]),
+        "bmh-create-dataimage-http-no-creds.mutate.json",
+    )
+    .await;
+    assert_eq!(status, 200, "{review}");
+    assert_eq!(
+        review["response"]["patchType"], "JSONPatch",
+        "mutating config must reach the mutating handler: {review}"
+    );
+
+    // The validating configuration's paths answer without patches.
+    for (hook, fixture) in validating.iter().zip([
+        "bmh-create-dataimage-http-no-creds.json",
+        "dataimage-create.json",
+    ]) {
+        let (status, review) = post_review(&path(hook), fixture).await;
+        assert_eq!(status, 200, "{}: {review}", path(hook));
+        assert!(review["response"]["uid"].is_string(), "{review}");
+        assert!(review["response"]["allowed"].is_boolean(), "{review}");
+        assert!(
+            review["response"].get("patch").is_none(),
+            "validating {} answered with a patch",
+            path(hook)
+        );
+    }
+}
