@@ -411,3 +411,25 @@ async fn client_ca_is_reloaded() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_never_completes_the_handshake_is_dropped() {
+    use tokio::io::AsyncReadExt as _;
+    let server =
+        start(|_, _, settings| settings.timeouts.handshake = Duration::from_millis(300)).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buffer))
+        .await
+        .expect("the server kept a silent connection open");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // The server still serves others.
+    let body = fixture("bmh-create-minimal.json");
+    assert_eq!(
+        post(&server.client(), &server.url(VALIDATE), &body)
+            .await
+            .response()["allowed"],
+        true
+    );
+    server.stop().await;
+}
