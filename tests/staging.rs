@@ -571,7 +571,7 @@ async fn a_connection_dropped_midway_leaves_no_partial_image() {
     assert_eq!(harness.cache_files().len(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_hosts_sharing_a_url_download_it_once() {
     let pki = Pki::new();
     let origin = good_server(&pki).await;
@@ -930,4 +930,46 @@ async fn the_image_server_speaks_https_with_the_configured_certificate() {
     // Plain HTTP on the TLS port gets nothing.
     let plain = staged.ironic_url.replacen("https://", "http://", 1);
     assert!(http().get(&plain).send().await.is_err());
+}
+
+#[tokio::test]
+async fn a_cancelled_caller_does_not_abort_a_shared_download() {
+    let image = iso_image(IMAGE_LEN, false, 20);
+    let origin = GatedServer::start(image.clone(), 40_000).await;
+    let harness = StagingHarness::start(None, MIB).await;
+    let url = origin.url("/data.iso");
+
+    // Host a's reconcile starts the download, then gives up (cancelled).
+    let stager = harness.stager.clone();
+    let first_url = url.clone();
+    let first =
+        tokio::spawn(async move { stager.stage(request("ns/a", &first_url, None, false)).await });
+    origin.wait_for_requests(1).await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+
+    // Host b asks for the same image: it joins the running download.
+    let stager = harness.stager.clone();
+    let second_url = url.clone();
+    let second = tokio::spawn(async move {
+        stager
+            .stage(request("ns/b", &second_url, None, false))
+            .await
+    });
+    origin.open();
+    let staged = second.await.unwrap().unwrap();
+    assert_eq!(staged.digest, format!("sha256:{}", sha256_hex(&image)));
+    assert_eq!(origin.requests(), 1, "one download for both");
+    assert!(
+        harness.stager.staged("ns/a").is_none(),
+        "the cancelled host got nothing"
+    );
+
+    // Nothing keeps the image alive once b lets go (no leaked pin).
+    harness.stager.release("ns/b");
+    assert!(
+        harness.cache_files().is_empty(),
+        "{:?}",
+        harness.cache_files()
+    );
 }

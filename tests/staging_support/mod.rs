@@ -427,6 +427,89 @@ impl DropServer {
     }
 }
 
+/// A plain-HTTP server that sends the first `split` bytes of `body` and the
+/// rest only once [`GatedServer::open`] is called: a download that stays in
+/// progress for as long as the test wants.
+pub struct GatedServer {
+    pub addr: SocketAddr,
+    gate: Arc<tokio::sync::Semaphore>,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for GatedServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl GatedServer {
+    pub async fn start(body: Vec<u8>, split: usize) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (gate2, counter, body) = (gate.clone(), requests.clone(), Arc::new(body));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (gate, counter, body) = (gate2.clone(), counter.clone(), body.clone());
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let _ = stream.write_all(&body[..split]).await;
+                    let _ = stream.flush().await;
+                    // Held open until the test opens the gate (never closed).
+                    let _permit = gate.acquire().await;
+                    let _ = stream.write_all(&body[split..]).await;
+                    let _ = stream.flush().await;
+                });
+            }
+        });
+        Self {
+            addr,
+            gate,
+            requests,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Lets every held transfer finish.
+    pub fn open(&self) {
+        self.gate.add_permits(1000);
+    }
+
+    /// Waits (without a deadline of its own) until `n` requests arrived.
+    pub async fn wait_for_requests(&self, n: usize) {
+        while self.requests() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 /// A Stager with its image server running on 127.0.0.1 (plain HTTP).
 pub struct StagingHarness {
     pub stager: Stager,
