@@ -89,7 +89,11 @@ impl Loop {
                     "{what}: reached after {:?}",
                     limit - deadline.saturating_duration_since(Instant::now())
                 );
+                eprintln!("{what}: status.dataImage = {}", self.data_image_status());
                 return;
+            }
+            if std::env::var_os("RECONCILE_TEST_TRACE").is_some() {
+                eprintln!("{what}: {}", self.data_image_status());
             }
             assert!(
                 Instant::now() < deadline,
