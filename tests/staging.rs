@@ -207,7 +207,7 @@ async fn bad_credentials_are_unauthorized_with_a_clear_message() {
     assert_eq!(err, StageError::Unauthorized(401));
     assert_eq!(
         err.to_string(),
-        "image server refused the credentials (HTTP 401)"
+        "the image's server refused the credentials from the Secret (HTTP 401)"
     );
     assert!(harness.cache_files().is_empty());
     assert!(harness.stager.staged("ns/h").is_none());

@@ -35,16 +35,22 @@ pub use fetch::MAX_REDIRECTS;
 use crate::model::SecretCredentials;
 use crate::telemetry::redact_url;
 
+/// How to fetch, store and serve staged images (see [`StagingArgs`]).
 #[derive(Clone, Debug)]
 pub struct StagingConfig {
+    /// Cache directory; one per replica (emptied of a previous run's files).
     pub cache_dir: PathBuf,
+    /// Largest image accepted, in bytes.
     pub max_image_size: u64,
+    /// Extra CA certificates (PEM bundle) trusted besides the system roots.
     pub image_ca_file: Option<PathBuf>,
     /// Where the image server listens.
     pub listen: SocketAddr,
     /// Base URL under which Ironic reaches that listener.
     pub public_url: url::Url,
+    /// Time allowed to connect to the image's server.
     pub connect_timeout: Duration,
+    /// Time allowed for each read (a stalled transfer fails after it).
     pub read_timeout: Duration,
 }
 
@@ -87,7 +93,7 @@ pub struct StagedImage {
 /// Why staging failed. Messages never contain credentials.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum StageError {
-    #[error("image server refused the credentials (HTTP {0})")]
+    #[error("the image's server refused the credentials from the Secret (HTTP {0})")]
     Unauthorized(u16),
     #[error("image download failed: {0}")]
     Download(String),
