@@ -145,20 +145,21 @@ pub(crate) mod decoded {
     pub enum Inner {
         /// Nothing to judge (DELETE/CONNECT, or no object).
         Nothing,
+        /// oldObject is decoded only when needed (ratcheting a violation),
+        /// which keeps the common case to one pass over the object.
         Host {
             new: Box<BareMetalHost>,
-            /// `None` on CREATE, and when oldObject itself does not decode
-            /// (the new object is then judged without ratcheting).
-            old: Option<Box<BareMetalHost>>,
         },
         DataImage {
             new: Box<UpstreamDataImage>,
-            old: Option<Box<UpstreamDataImage>>,
         },
         /// The object does not fit the schema. `field` is the JSON path of
         /// the offending value (e.g. `spec.dataImage.url`), empty for the
         /// object itself; `message` says what is wrong with it.
-        Invalid { field: String, message: String },
+        Invalid {
+            field: String,
+            message: String,
+        },
     }
 }
 

@@ -45,8 +45,8 @@ pub(super) fn validate(
     let verdict = match &decoded.inner {
         Inner::Nothing => allow(Vec::new()),
         Inner::Invalid { field, message } => bad_request(input, decoded, field, message),
-        Inner::Host { new, old } => judge_host(input, new, old.as_deref(), secret, policy),
-        Inner::DataImage { new, old } => judge_data_image(input, new, old.as_deref()),
+        Inner::Host { new } => judge_host(input, new, secret, policy),
+        Inner::DataImage { new } => judge_data_image(input, new),
     };
     if quiet {
         Verdict {
@@ -122,7 +122,6 @@ fn bad_request(
 fn judge_host(
     input: &ReviewInput<'_>,
     new: &BareMetalHost,
-    old: Option<&BareMetalHost>,
     secret: &SecretLookup,
     policy: &Policy,
 ) -> Verdict {
@@ -196,11 +195,9 @@ fn judge_host(
     }
 
     // Ratcheting: unchanged inputs of a rule relax it to a warning.
+    let old: Option<BareMetalHost> = findings.old_if_needed(input);
     let unchanged = |depends: DependsOn| {
-        if input.operation != Operation::Update {
-            return false;
-        }
-        let Some(old) = old else { return false };
+        let Some(old) = &old else { return false };
         let same_data_image = old
             .data_image()
             .is_some_and(|o| o.same_for_rules(data_image));
@@ -221,11 +218,7 @@ fn judge_host(
     findings.finish(ResourceKind::BareMetalHost, name, unchanged)
 }
 
-fn judge_data_image(
-    input: &ReviewInput<'_>,
-    new: &UpstreamDataImage,
-    old: Option<&UpstreamDataImage>,
-) -> Verdict {
+fn judge_data_image(input: &ReviewInput<'_>, new: &UpstreamDataImage) -> Verdict {
     if new.metadata.deletion_timestamp.is_some() {
         return allow(Vec::new());
     }
@@ -239,9 +232,8 @@ fn judge_data_image(
     );
     findings.add(url.errors, DependsOn::DataImageOnly);
     findings.warnings.extend(url.warnings);
-    let unchanged = |_: DependsOn| {
-        input.operation == Operation::Update && old.is_some_and(|o| url_of(o) == new_url)
-    };
+    let old: Option<UpstreamDataImage> = findings.old_if_needed(input);
+    let unchanged = |_: DependsOn| old.as_ref().is_some_and(|o| url_of(o) == new_url);
     let name = display_name(
         input,
         new.metadata
@@ -253,6 +245,15 @@ fn judge_data_image(
 }
 
 impl Findings {
+    /// oldObject, decoded only for an UPDATE with something to ratchet.
+    fn old_if_needed<T: serde::de::DeserializeOwned>(&self, input: &ReviewInput<'_>) -> Option<T> {
+        if input.operation == Operation::Update && !self.violations.is_empty() {
+            super::decode::decode_old(input.old_object)
+        } else {
+            None
+        }
+    }
+
     fn add(&mut self, errors: impl IntoIterator<Item = FieldError>, depends: DependsOn) {
         self.violations
             .extend(errors.into_iter().map(|e| (e, depends)));
