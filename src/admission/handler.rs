@@ -23,8 +23,10 @@ use crate::rules::{self, Policy, SecretLookup, Verdict};
 
 /// The request body limit: two 3 MiB objects plus slack, as controller-runtime.
 pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
-/// How much of an oversized body we read to find its uid.
+/// How much of an oversized body we keep to find its uid.
 const OVERSIZED_PREFIX_BYTES: usize = 64 * 1024;
+/// How much more of an oversized body we read (and drop) before giving up.
+const MAX_DISCARDED_BYTES: usize = 64 * 1024 * 1024;
 /// Body read limit when the API server gave no `?timeout=`.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -379,41 +381,53 @@ enum BodyRead {
 }
 
 async fn read_body(mut body: Body, headers: &HeaderMap, within: Duration) -> BodyRead {
+    let deadline = tokio::time::Instant::now() + within;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<usize>().ok());
-    // Over the limit by its own account: read only enough to find the uid.
-    let (limit, known_too_large) = match declared {
-        Some(length) if length > MAX_BODY_BYTES => (OVERSIZED_PREFIX_BYTES, true),
-        _ => (MAX_BODY_BYTES, false),
-    };
-    let reading = async move {
-        let mut buffer = Vec::with_capacity(declared.unwrap_or(16 * 1024).min(limit));
-        while let Some(frame) = body.frame().await {
-            let frame = match frame {
-                Ok(frame) => frame,
-                Err(err) => return BodyRead::Failed(format!("reading the request body: {err}")),
-            };
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            if buffer.len() + data.len() > limit {
-                let room = limit - buffer.len();
-                buffer.extend_from_slice(&data[..room]);
-                return BodyRead::TooLarge(buffer);
+    let mut buffer = Vec::with_capacity(declared.unwrap_or(16 * 1024).min(MAX_BODY_BYTES));
+    let mut too_large = declared.is_some_and(|length| length > MAX_BODY_BYTES);
+    let mut discarded = 0usize;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(None) => break,
+            Ok(Some(Err(err))) => {
+                return BodyRead::Failed(format!("reading the request body: {err}"));
             }
+            // An oversized body that stops arriving still gets its 413.
+            Err(_) if too_large => break,
+            Err(_) => return BodyRead::TimedOut,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if !too_large && buffer.len() + data.len() > MAX_BODY_BYTES {
+            too_large = true;
+            buffer.truncate(OVERSIZED_PREFIX_BYTES);
+            buffer.shrink_to_fit();
+        }
+        if too_large {
+            // Keep only what is needed to find the uid; drain the rest so the
+            // client reads our answer instead of a reset connection.
+            let room = OVERSIZED_PREFIX_BYTES
+                .saturating_sub(buffer.len())
+                .min(data.len());
+            buffer.extend_from_slice(&data[..room]);
+            discarded += data.len() - room;
+            if discarded > MAX_DISCARDED_BYTES {
+                break;
+            }
+        } else {
             buffer.extend_from_slice(&data);
         }
-        if known_too_large {
-            BodyRead::TooLarge(buffer)
-        } else {
-            BodyRead::Complete(buffer)
-        }
-    };
-    tokio::time::timeout(within, reading)
-        .await
-        .unwrap_or(BodyRead::TimedOut)
+    }
+    if too_large {
+        BodyRead::TooLarge(buffer)
+    } else {
+        BodyRead::Complete(buffer)
+    }
 }
 
 fn too_large(webhook: Webhook, prefix: &[u8]) -> Response {
