@@ -118,6 +118,7 @@ pub fn ensure_dev_certs(dir: &Path) -> anyhow::Result<DevCerts> {
         )
         .is_ok()
     {
+        restrict_to_owner(&paths.key)?;
         return Ok(paths);
     }
     if dir.join(KUSTOMIZATION_FILE).exists() {
@@ -307,6 +308,25 @@ pub fn describe_cert(cert_pem: &str) -> anyhow::Result<String> {
         cert.raw_serial_as_string(),
         cert.validity().not_after
     ))
+}
+
+/// Make a reused private key file readable by its owner only (0600).
+fn restrict_to_owner(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = fs::metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("restricting {} to mode 0600", path.display()))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Write `contents` to `path` through a temporary file and a rename, so a
@@ -636,8 +656,19 @@ mod tests {
             );
         }
 
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(&first.key, fs::Permissions::from_mode(0o644)).unwrap();
+        }
         let second = ensure_dev_certs(dir.path()).unwrap();
         assert!(!second.generated);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = fs::metadata(&second.key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "a reused key is made private");
+        }
         assert_eq!(
             fs::read_to_string(&second.cert).unwrap(),
             cert,
