@@ -255,22 +255,98 @@ async fn missing_image_surfaces_as_an_error_status() {
     assert!(!inserted);
 }
 
+/// Sets the node's power through Ironic and waits until Ironic reports it
+/// (the emulator applies power changes after a random delay).
+async fn set_power(env: &IronicEnv, node: &str, on: bool) {
+    let target = if on { "power on" } else { "power off" };
+    let (status, body) = ironic_support::ironic_raw(
+        &env.url,
+        reqwest::Method::PUT,
+        &format!("/v1/nodes/{node}/states/power"),
+        Some(json!({ "target": target })),
+        None,
+    )
+    .await;
+    assert!(
+        status == 202 || status == 409,
+        "power {target}: {status} {body}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, doc) = ironic_support::ironic_raw(
+            &env.url,
+            reqwest::Method::GET,
+            &format!("/v1/nodes/{node}"),
+            None,
+            None,
+        )
+        .await;
+        if doc["power_state"] == target && doc["target_power_state"].is_null() {
+            return;
+        }
+        if status == 409 && doc["target_power_state"].is_null() && doc["reservation"].is_null() {
+            // The first request met a lock: send it again.
+            return Box::pin(set_power(env, node, on)).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node} did not reach {target}: {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deletion_detaches_before_the_finalizer_goes() {
+async fn scenario1_powered_off_host_is_held_until_attached_then_detached_before_deletion() {
     let env = IronicEnv::load();
     let node = env.node(7);
     let images =
         ironic_support::ImageServer::start(vec![("config.iso", iso::data_iso("CONFIG_D", b"d"))])
             .await;
     let url = images.url("config.iso");
+    set_power(&env, &node, false).await;
     let l = setup(
         &env,
         &node,
         host_object("externally provisioned", &node, Some(&url)),
     )
     .await;
+
+    // First pass: Ironic reports the node off, so the hold goes on before the attach.
+    controller::reconcile(Arc::new(l.api.host()), l.ctx.clone())
+        .await
+        .expect("reconcile");
+    let hold = l.object()["metadata"]["annotations"][HOLD_ANNOTATION].clone();
+    assert_eq!(
+        hold,
+        json!("{\"mode\":\"soft\"}"),
+        "powered-off host held off"
+    );
+    assert_eq!(l.record().map(|r| r.phase), Some(Phase::Attaching));
+
     l.until("attach", Duration::from_secs(90), state_is("Attached"))
         .await;
+    assert!(
+        l.object()["metadata"]["annotations"][HOLD_ANNOTATION].is_null(),
+        "hold released once attached"
+    );
+    assert_eq!(
+        l.data_image_status()["message"],
+        "attached",
+        "host was off: no next-boot note"
+    );
+    let reasons = event_reasons(&l.api.log());
+    assert!(reasons.iter().any(|r| r == "PowerHold"), "{reasons:?}");
+    // Still off: the reconciler never powers hosts on (the operator does).
+    let (_, doc) = ironic_support::ironic_raw(
+        &env.url,
+        reqwest::Method::GET,
+        &format!("/v1/nodes/{node}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(doc["power_state"], "power off");
 
     let mut object = l.object();
     object["metadata"]["deletionTimestamp"] = json!(jiff::Timestamp::now().to_string());
@@ -285,4 +361,5 @@ async fn deletion_detaches_before_the_finalizer_goes() {
     let (inserted, _) = wait_redfish_cd(&env, &env.url, &node, false, None).await;
     assert!(!inserted, "detached before the host went away");
     assert!(l.record().is_none());
+    set_power(&env, &node, true).await;
 }

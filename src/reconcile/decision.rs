@@ -1181,6 +1181,17 @@ fn deletion(mut b: Builder) -> Step {
         return b.finish(status, None);
     }
     let release = |mut b: Builder, warning: bool, message: String| {
+        // Shown while other finalizers (the operator's) keep the host around.
+        let url = b.host.record.as_ref().map(|r| r.url.clone());
+        let state = if warning {
+            DataImageState::Error
+        } else {
+            DataImageState::Detached
+        };
+        let status = match (&url, b.host.status) {
+            (Some(url), Some(_)) => b.status(Some(url), state, message.clone()),
+            _ => StatusChange::Keep,
+        };
         b.set_hold(false);
         b.write_record(None);
         b.remove_finalizer();
@@ -1193,7 +1204,7 @@ fn deletion(mut b: Builder) -> Step {
             },
             message,
         );
-        b.finish(StatusChange::Keep, None)
+        b.finish(status, None)
     };
     if b.host.detached {
         return release(

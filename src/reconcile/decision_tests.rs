@@ -1081,3 +1081,37 @@ fn idle_hosts_are_recognised() {
     assert!(!is_idle(&H::new("provisioned", Some(URL1)).0));
     assert!(!is_idle(&H::new("provisioned", None).finalizer().0));
 }
+
+#[test]
+fn released_deletion_shows_detached_or_error_while_the_host_lingers() {
+    let detaching = record(URL1, Phase::Detaching, 5);
+    let shown = DataImageStatus {
+        url: Some(URL1.into()),
+        state: Some(DataImageState::Detaching),
+        ..Default::default()
+    };
+    let host = H::new("provisioned", Some(URL1))
+        .finalizer()
+        .record(&detaching)
+        .status(shown.clone())
+        .deleting(10);
+    let plan = Case::new(host)
+        .ironic(observed(node("power on"), empty()))
+        .plan();
+    assert!(has(&plan, &Action::RemoveFinalizer));
+    assert_eq!(state_of(&plan), DataImageState::Detached);
+
+    let host = H::new("provisioned", Some(URL1))
+        .finalizer()
+        .record(&detaching)
+        .status(shown)
+        .deleting(900);
+    let plan = Case::new(host)
+        .ironic(IronicView::Failed(IronicError::Unavailable(
+            "refused".into(),
+        )))
+        .plan();
+    assert!(has(&plan, &Action::RemoveFinalizer));
+    assert_eq!(state_of(&plan), DataImageState::Error);
+    assert!(message_of(&plan).contains("without a confirmed detach"));
+}
