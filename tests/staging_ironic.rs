@@ -5,8 +5,6 @@
 
 #[path = "support/ironic.rs"]
 mod ironic_support;
-#[path = "support/iso.rs"]
-mod iso;
 #[path = "staging_support/mod.rs"]
 mod support;
 
@@ -16,7 +14,7 @@ use axum::body::Bytes;
 use base64::Engine;
 use ironic_support::{IronicEnv, ironic_raw, reset_node, retry_locked, wait_redfish_cd};
 use metal3_dataimage::ironic::{Expect, Verdict};
-use support::{PASSWORD, Pki, Reply, StagingHarness, TestServer, USER, credentials, request};
+use support::{PASSWORD, Pki, Reply, StagingHarness, TestServer, USER, credentials, iso, request};
 
 /// This test's Ironic node (indexes 0-3: Ironic client tests, 5-7: reconciler).
 const NODE_INDEX: usize = 4;

@@ -41,32 +41,30 @@ pub fn basic_header(user: &str, password: &str) -> String {
     )
 }
 
-/// A minimal ISO 9660 image of `len` bytes (at least 3 sectors after the
-/// system area): primary volume descriptor, optional El Torito boot record,
-/// terminator, then filler derived from `seed` so images differ.
+#[path = "../support/iso.rs"]
+pub mod iso;
+
+/// A valid ISO 9660 image of exactly `len` bytes (built by the shared
+/// `tests/support/iso.rs`, padded with zeros): one data file whose content
+/// is derived from `seed` so images differ, optional El Torito boot record.
 pub fn iso_image(len: usize, bootable: bool, seed: u8) -> Vec<u8> {
-    const SECTOR: usize = 2048;
-    let mut data = vec![0u8; 16 * SECTOR];
-    let mut descriptor = |kind: u8, system_id: &[u8]| {
-        let mut d = vec![0u8; SECTOR];
-        d[0] = kind;
-        d[1..6].copy_from_slice(b"CD001");
-        d[6] = 1;
-        d[7..7 + system_id.len()].copy_from_slice(system_id);
-        data.extend_from_slice(&d);
-    };
-    descriptor(1, b"LINUX");
-    if bootable {
-        descriptor(0, b"EL TORITO SPECIFICATION");
+    let mut content = Vec::with_capacity(len / 2);
+    let mut byte = seed;
+    while content.len() < len.saturating_sub(64 * 1024).max(1) {
+        content.push(byte);
+        byte = byte.wrapping_mul(31).wrapping_add(7);
     }
-    descriptor(255, b"");
-    let mut filler = seed;
-    while data.len() < len {
-        data.push(filler);
-        filler = filler.wrapping_mul(31).wrapping_add(7);
-    }
-    data.truncate(len.max(19 * SECTOR));
-    data
+    let mut image = iso::IsoBuilder::new("STAGING_TEST")
+        .file("DATA.BIN", &content)
+        .bootable(bootable)
+        .build();
+    assert!(
+        image.len() <= len,
+        "an ISO of {len} bytes is too small for the test image"
+    );
+    assert!(iso::has_iso9660_signature(&image));
+    image.resize(len, 0);
+    image
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
