@@ -15,6 +15,8 @@ use std::time::Duration;
 
 #[path = "reconcile_support/fake_kube.rs"]
 mod fake_kube;
+#[path = "support/iso.rs"]
+mod iso;
 use fake_kube::*;
 
 use kube::runtime::events::{Recorder, Reporter};
@@ -145,6 +147,14 @@ fn harness(host: Value) -> Harness {
 }
 
 fn harness_with(host: Value, dataimages: Option<Vec<Value>>) -> Harness {
+    harness_full(host, dataimages, None)
+}
+
+fn harness_full(
+    host: Value,
+    dataimages: Option<Vec<Value>>,
+    stager: Option<metal3_dataimage::staging::Stager>,
+) -> Harness {
     let api = Arc::new(FakeApi::default());
     api.put(&host_path(HOST), host);
     let client = fake_client(api.clone());
@@ -171,7 +181,7 @@ fn harness_with(host: Value, dataimages: Option<Vec<Value>>) -> Harness {
         ),
         config: DecisionConfig::default(),
         metrics: Arc::new(Metrics::new()),
-        stager: None,
+        stager,
         dataimages,
     });
     Harness { api, ironic, ctx }
@@ -627,4 +637,164 @@ async fn cleanup_removes_our_finalizer_hold_and_state_only() {
     assert!(!annotations.contains_key(HOLD_ANNOTATION));
     assert!(!annotations.contains_key(STATE_ANNOTATION));
     assert_eq!(annotations.get("owner").map(String::as_str), Some("team-a"));
+}
+
+// ------------------------------------------------------------ staging
+
+const PASSWORD: &str = "s3cr3t-Pa55word-xyz";
+
+/// An image server on 127.0.0.1:0 that wants HTTP basic auth `user:PASSWORD`.
+async fn protected_image_server(image: Vec<u8>) -> String {
+    use axum::http::{HeaderMap, StatusCode as AxStatus};
+    use base64::Engine as _;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("user:{PASSWORD}"))
+    );
+    let app = axum::Router::new().route(
+        "/data.iso",
+        axum::routing::get(move |headers: HeaderMap| {
+            let ok = headers.get("authorization").and_then(|v| v.to_str().ok())
+                == Some(expected.as_str());
+            let image = image.clone();
+            async move {
+                if ok {
+                    Ok(image)
+                } else {
+                    Err(AxStatus::UNAUTHORIZED)
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{address}/data.iso")
+}
+
+fn stager(cache: &std::path::Path) -> metal3_dataimage::staging::Stager {
+    metal3_dataimage::staging::Stager::new(metal3_dataimage::staging::StagingConfig {
+        cache_dir: cache.to_path_buf(),
+        max_image_size: 16 << 20,
+        image_ca_file: None,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: "http://127.0.0.1:9445/".parse().unwrap(),
+        connect_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(5),
+    })
+    .unwrap()
+}
+
+fn secret(password: &str) -> Value {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"image-creds","namespace":NS},
+           "data":{"username": b64("user"), "password": b64(password)}})
+}
+
+fn staged_host(url: &str) -> Value {
+    let mut host = host_object("provisioned", NODE, None);
+    host["spec"]["dataImage"] = json!({"url": url, "credentialsName": "image-creds"});
+    host
+}
+
+#[tokio::test]
+async fn credentialed_image_is_staged_and_ironic_gets_only_the_staging_url() {
+    let image = iso::data_iso("STAGED", b"secret config");
+    let url = protected_image_server(image.clone()).await;
+    let cache = tempfile::tempdir().unwrap();
+    let h = harness_full(staged_host(&url), None, Some(stager(cache.path())));
+    h.api.put(
+        &format!("/api/v1/namespaces/{NS}/secrets/image-creds"),
+        secret(PASSWORD),
+    );
+    h.ironic.state().power_on = true;
+
+    h.reconcile().await.unwrap();
+    h.reconcile().await.unwrap();
+    let calls = h.ironic.state().calls.clone();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(
+        calls[0].starts_with("attach http://127.0.0.1:9445/"),
+        "{calls:?}"
+    );
+    assert!(
+        !calls[0].contains(&url) && !calls[0].contains(PASSWORD),
+        "{calls:?}"
+    );
+
+    let object = h.api.get(&host_path(HOST)).unwrap();
+    let status = &object["status"]["dataImage"];
+    assert_eq!(status["state"], "Attached");
+    assert_eq!(
+        status["url"],
+        url.as_str(),
+        "the user's URL, not the staging URL"
+    );
+    use sha2::Digest as _;
+    let digest = hex::encode(sha2::Sha256::digest(&image));
+    assert!(
+        status["stagedDigest"].as_str().unwrap().contains(&digest),
+        "{status}"
+    );
+    assert_eq!(status["stagedSize"], image.len());
+    assert!(h.record().unwrap().digest.is_some());
+    // The password never reached the Kubernetes objects, events or status.
+    for entry in h.api.log() {
+        assert!(!entry.body.to_string().contains(PASSWORD), "{entry:?}");
+    }
+}
+
+#[tokio::test]
+async fn bad_credentials_or_missing_secret_never_attach() {
+    let url = protected_image_server(iso::data_iso("STAGED", b"x")).await;
+    let cache = tempfile::tempdir().unwrap();
+    let h = harness_full(staged_host(&url), None, Some(stager(cache.path())));
+    h.ironic.state().power_on = true;
+
+    h.reconcile().await.unwrap();
+    let object = h.api.get(&host_path(HOST)).unwrap();
+    let message = object["status"]["dataImage"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("image-creds") && message.contains("not found"),
+        "{message}"
+    );
+
+    h.api.put(
+        &format!("/api/v1/namespaces/{NS}/secrets/image-creds"),
+        secret("wrong-password"),
+    );
+    h.reconcile().await.unwrap();
+    let object = h.api.get(&host_path(HOST)).unwrap();
+    assert_eq!(object["status"]["dataImage"]["state"], "Error");
+    let message = object["status"]["dataImage"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("401"), "{message}");
+    assert!(
+        h.ironic.state().calls.is_empty(),
+        "never attached without the credentials asked for"
+    );
+}
+
+#[tokio::test]
+async fn without_an_image_server_staging_hosts_wait_with_the_reason() {
+    let h = harness(staged_host("https://images.example.test/private.iso"));
+    h.ironic.state().power_on = true;
+    h.reconcile().await.unwrap();
+    let object = h.api.get(&host_path(HOST)).unwrap();
+    assert_eq!(object["status"]["dataImage"]["state"], "Waiting");
+    assert!(
+        object["status"]["dataImage"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--image-server-url")
+    );
+    assert!(h.ironic.state().calls.is_empty());
 }
