@@ -337,6 +337,10 @@ fn webhook_workload_ports_probes_and_certificates() {
     assert_eq!(strings(&webhook["args"])[0], "serve");
     assert_eq!(arg(webhook, "--listen"), Some(admission::DEFAULT_LISTEN));
     assert_eq!(
+        arg(webhook, "--operator-user"),
+        Some(metal3_dataimage::rules::DEFAULT_OPERATOR_USER)
+    );
+    assert_eq!(
         arg(webhook, "--probe-listen"),
         Some(admission::DEFAULT_PROBE_LISTEN)
     );
