@@ -270,3 +270,42 @@ async fn dev_certificates_are_generated_and_served_without_flags() {
     let status = wait_for_exit(&mut server.child, Duration::from_secs(30));
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn in_flight_review_finishes_when_the_listener_closes() {
+    use metal3_dataimage::admission::secrets::StaticSecrets;
+    use metal3_dataimage::rules::SecretLookup;
+    // A Secret lookup that takes a while keeps the review in flight.
+    let server = start(|_, _, settings| {
+        settings.secrets = Arc::new(StaticSecrets {
+            answer: SecretLookup::NotFound,
+            delay: Duration::from_millis(800),
+        });
+    })
+    .await;
+    let body = fixture("bmh-create-dataimage-full.json");
+    let (client, url) = (server.client(), server.url(VALIDATE));
+    let request = tokio::spawn({
+        let body = body.clone();
+        async move { post(&client, &url, &body).await }
+    });
+    // Wait until the server has the request, then shut down without delay.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server
+        .metrics_text()
+        .contains(r#"controller_runtime_webhook_requests_in_flight{webhook="/validate-metal3-io-v1alpha1-baremetalhost"} 1"#)
+    {
+        assert!(Instant::now() < deadline, "the request never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Shutdown delay is zero in these settings: the listener closes at once.
+    server.handle.shutdown();
+    let answer = request.await.unwrap();
+    assert_eq!(answer.response()["uid"], uid_of(&body).as_str());
+    // The server stops once the request is done.
+    tokio::time::timeout(Duration::from_secs(20), server.task)
+        .await
+        .expect("the server did not stop")
+        .unwrap()
+        .unwrap();
+}
