@@ -114,6 +114,7 @@ async fn the_password_never_appears_in_logs_errors_or_results() {
         "the capture works:\n{logged}"
     );
     assert!(logged.contains("image staging failed"), "{logged}");
+    assert!(logged.contains("serving staged image"), "{logged}");
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
     for needle in [PASSWORD, encoded.as_str()] {
         assert!(!logged.contains(needle), "secret in the logs:\n{logged}");

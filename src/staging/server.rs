@@ -153,6 +153,12 @@ async fn image(
         }
         Body::from_stream(ReaderStream::with_capacity(opened.take(len), STREAM_CHUNK))
     };
+    // Never the path: it carries the host's token.
+    if method == Method::GET {
+        tracing::info!(digest = %format!("sha256:{}", blob.digest), status = status.as_u16(), bytes = len, "serving staged image");
+    } else {
+        tracing::debug!(digest = %format!("sha256:{}", blob.digest), status = status.as_u16(), "staged image HEAD");
+    }
     let mut response = Response::new(body);
     *response.status_mut() = status;
     insert(
