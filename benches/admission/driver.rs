@@ -52,8 +52,9 @@ struct Options {
     /// Cold starts to time per server.
     #[arg(long)]
     cold_starts: Option<usize>,
-    /// Mixes to run (see tests/fixtures/bench): `update`, `mixed`.
-    #[arg(long, value_delimiter = ',', default_value = "update,mixed")]
+    /// Mixes to run (see tests/fixtures/bench): `update`, `mixed`
+    /// [default: update,mixed; smoke: mixed, which has every case].
+    #[arg(long, value_delimiter = ',')]
     mixes: Vec<String>,
     /// Do not pin the load client and the servers to different CPUs.
     #[arg(long)]
@@ -67,6 +68,15 @@ struct Options {
     /// Keep the work directory (certificates, server logs) and print its path.
     #[arg(long)]
     keep: bool,
+    /// Record a CPU profile of each server during its max-throughput phases
+    /// with `perf record` into this directory, and print the top symbols.
+    #[arg(long)]
+    perf_dir: Option<PathBuf>,
+    /// Start the webhook under this command (split on spaces), e.g.
+    /// `valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out`; it is then
+    /// stopped with SIGTERM so the wrapper can write its output.
+    #[arg(long)]
+    wrap: Option<String>,
     /// Arguments cargo's test runner may pass (`cargo test -- ...`); ignored.
     #[arg(hide = true, allow_hyphen_values = true)]
     ignored: Vec<String>,
@@ -80,6 +90,7 @@ struct Settings {
     cold_starts: usize,
     load_cpu: Option<u32>,
     server_cpu: Option<u32>,
+    perf_dir: Option<PathBuf>,
 }
 
 pub fn main(args: &[String]) -> ExitCode {
@@ -124,7 +135,11 @@ fn run(options: &Options) -> anyhow::Result<bool> {
             .max(1),
         load_cpu,
         server_cpu,
+        perf_dir: options.perf_dir.clone(),
     };
+    if let Some(dir) = &settings.perf_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
     let rate = if smoke {
         options.rate.min(200.0)
     } else {
@@ -145,8 +160,15 @@ fn run(options: &Options) -> anyhow::Result<bool> {
         .context("work directory")?;
     let certs = tls::generate(workdir.path())?;
     let client_tls = tls::client_config(&certs.ca_der)?;
+    let mix_names: Vec<String> = if !options.mixes.is_empty() {
+        options.mixes.clone()
+    } else if smoke {
+        vec!["mixed".to_string()]
+    } else {
+        vec!["update".to_string(), "mixed".to_string()]
+    };
     let mut mixes = Vec::new();
-    for name in &options.mixes {
+    for name in &mix_names {
         mixes.push((name.clone(), Arc::new(cases::mix(name)?)));
     }
 
@@ -166,8 +188,12 @@ fn run(options: &Options) -> anyhow::Result<bool> {
             key: &certs.key_file,
             workdir: workdir.path(),
             cpu: settings.server_cpu,
+            wrap: match server {
+                Server::Webhook => options.wrap.as_deref(),
+                Server::Baseline => None,
+            },
         };
-        let phases = phase_plan(options, &settings, rate);
+        let phases = phase_plan(options, &settings, rate, &mix_names);
         let result = measure_server(&spawn, &settings, &runtime, &client_tls, &mixes, &phases)?;
         results.push(result);
     }
@@ -235,6 +261,7 @@ struct SpawnSpec<'a> {
     key: &'a Path,
     workdir: &'a Path,
     cpu: Option<u32>,
+    wrap: Option<&'a str>,
 }
 
 /// A started server; killed when dropped so a failed run leaves nothing behind.
@@ -242,6 +269,9 @@ struct Running {
     child: Child,
     listen: SocketAddr,
     log: PathBuf,
+    /// Stop with SIGTERM and wait (a wrapper such as valgrind writes its
+    /// output at exit) instead of SIGKILL.
+    graceful: bool,
 }
 
 impl Running {
@@ -250,6 +280,18 @@ impl Running {
     }
 
     fn stop(mut self) {
+        if self.graceful {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -280,14 +322,16 @@ fn start(spec: &SpawnSpec, attempt: usize) -> anyhow::Result<(Running, Duration)
         Server::Baseline => spec.self_bin,
         Server::Webhook => spec.serve_bin,
     };
-    let mut command = match spec.cpu {
-        Some(cpu) => {
-            let mut command = Command::new("taskset");
-            command.args(["-c", &cpu.to_string()]).arg(program);
-            command
-        }
-        None => Command::new(program),
-    };
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(cpu) = spec.cpu {
+        argv.extend(["taskset".into(), "-c".into(), cpu.to_string().into()]);
+    }
+    if let Some(wrap) = spec.wrap {
+        argv.extend(wrap.split_whitespace().map(Into::into));
+    }
+    argv.push(program.into());
+    let mut command = Command::new(&argv[0]);
+    command.args(&argv[1..]);
     match spec.server {
         Server::Baseline => command.arg("baseline-server"),
         Server::Webhook => command.arg("serve"),
@@ -320,8 +364,13 @@ fn start(spec: &SpawnSpec, attempt: usize) -> anyhow::Result<(Running, Duration)
     let child = command
         .spawn()
         .with_context(|| format!("start {}", program.display()))?;
-    let mut running = Running { child, listen, log };
-    let deadline = started + Duration::from_secs(60);
+    let mut running = Running {
+        child,
+        listen,
+        log,
+        graceful: spec.wrap.is_some(),
+    };
+    let deadline = started + Duration::from_secs(if spec.wrap.is_some() { 300 } else { 60 });
     loop {
         if ready(probe) {
             return Ok((running, started.elapsed()));
@@ -335,7 +384,7 @@ fn start(spec: &SpawnSpec, attempt: usize) -> anyhow::Result<(Running, Duration)
         }
         if Instant::now() > deadline {
             anyhow::bail!(
-                "{} not ready within 60 s; its log:\n{}",
+                "{} not ready in time; its log:\n{}",
                 spec.server.name(),
                 log_tail(&running.log)
             );
@@ -373,9 +422,14 @@ struct PlannedPhase {
     phase: load::Phase,
 }
 
-fn phase_plan(options: &Options, settings: &Settings, rate: f64) -> Vec<PlannedPhase> {
+fn phase_plan(
+    options: &Options,
+    settings: &Settings,
+    rate: f64,
+    mix_names: &[String],
+) -> Vec<PlannedPhase> {
     let mut plan = Vec::new();
-    for (index, name) in options.mixes.iter().enumerate() {
+    for (index, name) in mix_names.iter().enumerate() {
         plan.push(PlannedPhase {
             label: format!("{name}, {rate:.0} req/s open loop"),
             mix: index,
@@ -446,9 +500,20 @@ fn measure_server(
     };
     for planned in phases {
         let cases = Arc::clone(&mixes[planned.mix].1);
+        let profiler = match (&settings.perf_dir, planned.kind) {
+            (Some(dir), PhaseKind::MaxThroughput) => {
+                Some(Profiler::start(dir, spec.server, &planned.label, pid)?)
+            }
+            _ => None,
+        };
         let cpu_before = procstat::cpu_seconds(pid, ticks)?;
         let outcome = runtime.block_on(load::run(&target, cases, &planned.phase))?;
         let cpu = procstat::cpu_seconds(pid, ticks)? - cpu_before;
+        if let Some(profiler) = profiler {
+            result
+                .profiles
+                .push((planned.label.clone(), profiler.finish()?));
+        }
         result.total_requests += outcome.completed_total;
         let ms = |quantile: f64| outcome.histogram.value_at_quantile(quantile) as f64 / 1e6;
         let phase = PhaseResult {
@@ -496,6 +561,71 @@ fn measure_server(
     }
     server.stop();
     Ok(result)
+}
+
+/// `perf record` attached to a server for one phase.
+struct Profiler {
+    child: Child,
+    data: PathBuf,
+}
+
+impl Profiler {
+    fn start(dir: &Path, server: Server, label: &str, pid: u32) -> anyhow::Result<Self> {
+        let slug: String = label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let data = dir.join(format!("{}-{slug}.perf.data", server.name()));
+        let child = Command::new("perf")
+            .args([
+                "record",
+                "-e",
+                "cpu-clock",
+                "-F",
+                "1999",
+                "-p",
+                &pid.to_string(),
+                "-o",
+            ])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start perf record (is perf installed?)")?;
+        // Let perf attach before the load starts.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Self { child, data })
+    }
+
+    /// Stops the recording (SIGINT, as perf expects) and returns the top of
+    /// the flat profile.
+    fn finish(mut self) -> anyhow::Result<String> {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let report = Command::new("perf")
+            .args([
+                "report",
+                "--stdio",
+                "--no-children",
+                "--sort",
+                "dso,symbol",
+                "--percent-limit",
+                "1",
+                "-i",
+            ])
+            .arg(&self.data)
+            .output()
+            .context("perf report")?;
+        let text = String::from_utf8_lossy(&report.stdout);
+        let top: Vec<&str> = text
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+            .take(30)
+            .collect();
+        Ok(format!("{}\n{}", self.data.display(), top.join("\n")))
+    }
 }
 
 fn render_report(
@@ -552,6 +682,13 @@ fn render_report(
     if !notes.is_empty() {
         out.push_str("\nErrors (first samples):\n\n");
         out.push_str(&notes);
+    }
+    for (name, result) in [("webhook", webhook), ("baseline", baseline)] {
+        for (label, profile) in &result.profiles {
+            out.push_str(&format!(
+                "\nCPU profile, {name}, {label} (perf, cpu-clock, self time, symbols ≥ 1%):\n\n```text\n{profile}\n```\n"
+            ));
+        }
     }
     out
 }

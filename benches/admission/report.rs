@@ -39,6 +39,8 @@ pub struct ServerResult {
     pub log_bytes: u64,
     pub total_requests: u64,
     pub phases: Vec<PhaseResult>,
+    /// (phase label, top of the flat CPU profile) when `--perf-dir` is set.
+    pub profiles: Vec<(String, String)>,
 }
 
 impl ServerResult {
