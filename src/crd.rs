@@ -236,24 +236,6 @@ pub fn standalone_crd() -> anyhow::Result<Value> {
     }))
 }
 
-/// Whether an installed BareMetalHost CRD (as JSON) still carries
-/// `spec.dataImage` in its `v1alpha1` schema. Re-applying the operator's own
-/// CRD (an operator upgrade) removes it, and the API server then prunes the
-/// field from every host: the reconciler refuses to run in that case.
-pub fn crd_has_data_image(crd: &Value) -> bool {
-    let Some(versions) = crd.pointer("/spec/versions").and_then(Value::as_array) else {
-        return false;
-    };
-    versions.iter().any(|version| {
-        version.get("name").and_then(Value::as_str) == Some(crate::model::VERSION)
-            && version
-                .pointer(
-                    "/schema/openAPIV3Schema/properties/spec/properties/dataImage/properties/url",
-                )
-                .is_some()
-    })
-}
-
 /// Generate `T`'s schema inline (no `$ref`) and normalise it to a structural schema.
 fn generate<T: schemars::JsonSchema>() -> anyhow::Result<Value> {
     let mut settings = SchemaSettings::openapi3();
@@ -530,18 +512,6 @@ mod tests {
                 "e": {"type": "string", "enum": ["A"], "description": "d"}
             }})
         );
-    }
-
-    #[test]
-    fn crd_has_data_image_reads_the_installed_crd() {
-        let mut crd = standalone_crd().unwrap();
-        assert!(crd_has_data_image(&crd));
-        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"] =
-            json!({});
-        assert!(!crd_has_data_image(&crd));
-        assert!(!crd_has_data_image(
-            &json!({"kind": "CustomResourceDefinition"})
-        ));
     }
 
     #[test]
