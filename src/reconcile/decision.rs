@@ -318,6 +318,20 @@ impl<'a, 'b> Builder<'a, 'b> {
     fn write_record(&mut self, record: Option<AttachedRecord>) {
         if self.host.record != record {
             self.host.record.clone_from(&record);
+            // One patch is enough when no Ironic call sits between two writes.
+            let last_ironic = self
+                .actions
+                .iter()
+                .rposition(|a| matches!(a, Action::Attach { .. } | Action::Detach));
+            let earlier = self
+                .actions
+                .iter()
+                .rposition(|a| matches!(a, Action::WriteRecord(_)));
+            if let Some(index) = earlier
+                && last_ironic.is_none_or(|ironic| ironic < index)
+            {
+                self.actions.remove(index);
+            }
             self.actions.push(Action::WriteRecord(record));
         }
     }
@@ -597,6 +611,15 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
         }
         IronicView::Observed { node, vmedia } => (node, vmedia),
     };
+    if purpose == Purpose::Replace {
+        // Swapping images on a powered-off host: hold it off meanwhile.
+        let _ = hold_step(&mut b, &mut record, Some(node));
+        if b.host.record.as_ref() != Some(&record) {
+            b.write_record(Some(record.clone()));
+        }
+    } else {
+        b.set_hold(false);
+    }
     let drive = drive_state(vmedia, &node.uuid);
     if drive != Drive::Ours {
         if node.reservation.is_some() && record.phase == Phase::Attaching {

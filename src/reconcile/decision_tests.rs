@@ -1115,3 +1115,47 @@ fn released_deletion_shows_detached_or_error_while_the_host_lingers() {
     assert_eq!(state_of(&plan), DataImageState::Error);
     assert!(message_of(&plan).contains("without a confirmed detach"));
 }
+
+#[test]
+fn image_swap_on_a_powered_off_host_is_held_and_removal_releases_the_hold() {
+    let attached = record(URL1, Phase::Attached, 100);
+    let host = H::new("externally provisioned", Some(URL2))
+        .finalizer()
+        .record(&attached);
+    let plan = Case::new(host)
+        .ironic(observed(node("power off"), ours()))
+        .plan();
+    let hold = position(&plan, |a| *a == Action::SetHold(true));
+    let detach = position(&plan, |a| *a == Action::Detach);
+    assert!(hold < detach);
+    let written = written_record(&plan).unwrap();
+    assert!(written.hold_since.is_some());
+
+    // The hold bookkeeping survives the swap into the new URL's record.
+    let host = H::new("externally provisioned", Some(URL2))
+        .finalizer()
+        .record(&written)
+        .hold();
+    let plan = Case::new(host)
+        .ironic(observed(node("power off"), empty()))
+        .plan();
+    let pending = written_record(&plan).unwrap();
+    assert_eq!(
+        (pending.url.as_str(), pending.phase),
+        (URL2, Phase::Pending)
+    );
+    assert_eq!(pending.hold_since, written.hold_since);
+    assert!(!plan.actions.iter().any(|a| matches!(a, Action::SetHold(_))));
+
+    // Removal while held: the hold goes at once, before the detach.
+    let host = H::new("externally provisioned", None)
+        .finalizer()
+        .record(&attached)
+        .hold();
+    let plan = Case::new(host)
+        .ironic(observed(node("power off"), ours()))
+        .plan();
+    let release = position(&plan, |a| *a == Action::SetHold(false));
+    let detach = position(&plan, |a| *a == Action::Detach);
+    assert!(release < detach);
+}
