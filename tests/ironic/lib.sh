@@ -2,7 +2,8 @@
 # Shared by up.sh, down.sh and ctl.sh (sourced, not executed).
 #
 # Layout (all git-ignored):
-#   $IRONIC_VENV  (tests/ironic/.venv)   cached venv + template sqlite DB
+#   $VENV  (~/.cache/metal3-dataimage/ironic-venv-<key>, or $IRONIC_VENV)
+#                                         cached venv + template sqlite DB
 #   $STATE        (tests/ironic/.state)  config, env, pids/, log/, httproot/,
 #                                         one directory per Ironic instance
 # Services: http (Ironic's http_root), sushy (Redfish emulator, fake driver),
@@ -11,8 +12,21 @@
 
 IRONIC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STATE=${IRONIC_STATE_DIR:-$IRONIC_DIR/.state}
-VENV=${IRONIC_VENV:-$IRONIC_DIR/.venv}
 PYTHON=${PYTHON:-python3}
+# The venv is keyed on the Python version and the pins, and kept in the
+# user's cache so every clone (and CI on the same machine) reuses it; a
+# change of either file builds a new one.
+venv_key() {
+    { "$PYTHON" -V 2>&1; cat "$IRONIC_DIR/requirements.txt" "$IRONIC_DIR/constraints.txt"; } |
+        sha256sum | cut -c1-16
+}
+if [[ -n "${IRONIC_VENV:-}" ]]; then
+    VENV=$IRONIC_VENV
+elif [[ -n "${XDG_CACHE_HOME:-}${HOME:-}" ]]; then
+    VENV=${XDG_CACHE_HOME:-$HOME/.cache}/metal3-dataimage/ironic-venv-$(venv_key)
+else
+    VENV=$IRONIC_DIR/.venv
+fi
 HOST=127.0.0.1 # loopback only, deliberately not configurable
 PIDS="$STATE/pids"
 LOGS="$STATE/log"

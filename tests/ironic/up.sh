@@ -3,8 +3,9 @@
 # 127.0.0.1 and write tests/ironic/.state/env for the Rust tests.
 #
 #  * installs the pinned Ironic + sushy-tools (requirements.txt +
-#    constraints.txt, PyPI wheels) into a cached venv (tests/ironic/.venv,
-#    rebuilt when the pins or the Python version change);
+#    constraints.txt, PyPI wheels) into a cached venv
+#    (~/.cache/metal3-dataimage/ironic-venv-<hash of Python version + pins>,
+#    or $IRONIC_VENV), shared by every clone; new pins build a new one;
 #  * starts python http.server for Ironic's http_root, the sushy-tools
 #    Redfish emulator in fake mode, and all-in-one Ironic processes (sqlite,
 #    rpc_transport=none, redfish hardware type):
@@ -51,10 +52,14 @@ ensure_venv() {
     command -v "$PYTHON" >/dev/null 2>&1 || die "no $PYTHON on PATH (set PYTHON=...)"
     "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' ||
         die "Ironic 39 needs Python >= 3.11 ($PYTHON is $("$PYTHON" -V 2>&1))"
-    key=$({ "$PYTHON" -V 2>&1; cat "$IRONIC_DIR/requirements.txt" "$IRONIC_DIR/constraints.txt"; } | sha256sum | cut -c1-16)
-    if [[ -f "$marker" && "$(cat "$marker")" == "$key" && -x "$VENV/bin/ironic" && -f "$VENV/ironic-template.sqlite" ]]; then
-        return 0
-    fi
+    key=$(venv_key)
+    venv_ready() { [[ -f "$marker" && "$(cat "$marker")" == "$key" && -x "$VENV/bin/ironic" && -f "$VENV/ironic-template.sqlite" ]]; }
+    venv_ready && return 0
+    # Another clone may be building the same cached venv.
+    mkdir -p "$(dirname "$VENV")"
+    exec 8>"$VENV.lock"
+    flock 8
+    if venv_ready; then exec 8>&-; return 0; fi
     t=$SECONDS
     log "creating venv $VENV (pins changed or first run; about 30 s)"
     rm -rf "$VENV"
@@ -78,6 +83,7 @@ ensure_venv() {
     mv "$tmp/template.sqlite" "$VENV/ironic-template.sqlite"
     rm -rf "$tmp"
     printf '%s\n' "$key" >"$marker"
+    exec 8>&-
     log "venv ready in $((SECONDS - t)) s ($(du -sh "$VENV" | cut -f1))"
 }
 
