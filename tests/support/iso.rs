@@ -48,6 +48,9 @@ impl IsoBuilder {
     }
 
     pub fn build(&self) -> Vec<u8> {
+        // ISO 9660 wants directory records sorted by identifier.
+        let mut files = self.files.clone();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
         // Sector plan: 16 system area, PVD, [boot record], terminator,
         // L path table, M path table, root directory, [catalog, boot
         // image], file data.
@@ -69,7 +72,7 @@ impl IsoBuilder {
             (next - 2, next - 1)
         });
         let mut file_extents = Vec::new();
-        for (_, data) in &self.files {
+        for (_, data) in &files {
             file_extents.push(next);
             next += data.len().div_ceil(SECTOR).max(1);
         }
@@ -80,7 +83,7 @@ impl IsoBuilder {
         let mut dir = Vec::new();
         dir.extend(dir_record(root_dir, SECTOR, true, &[0]));
         dir.extend(dir_record(root_dir, SECTOR, true, &[1]));
-        for ((name, data), extent) in self.files.iter().zip(&file_extents) {
+        for ((name, data), extent) in files.iter().zip(&file_extents) {
             dir.extend(dir_record(
                 *extent,
                 data.len(),
@@ -187,7 +190,7 @@ impl IsoBuilder {
         put(&mut iso, t + 1, b"CD001");
         iso[t + 6] = 1;
 
-        for ((_, data), extent) in self.files.iter().zip(&file_extents) {
+        for ((_, data), extent) in files.iter().zip(&file_extents) {
             put(&mut iso, extent * SECTOR, data);
         }
         iso
