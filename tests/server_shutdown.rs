@@ -281,6 +281,8 @@ async fn in_flight_review_finishes_when_the_listener_closes() {
             answer: SecretLookup::NotFound,
             delay: Duration::from_millis(800),
         });
+        // Shorter than the request: draining must not reuse this limit.
+        settings.timeouts.header_read = Duration::from_millis(200);
     })
     .await;
     let body = fixture("bmh-create-dataimage-full.json");

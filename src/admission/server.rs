@@ -390,7 +390,7 @@ impl Activity {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ConnectionState {
     Busy,
     Idle,
@@ -568,8 +568,12 @@ async fn serve_connection(
             }
             _ => {}
         }
-        if closing && closing_since.elapsed() > timeouts.header_read {
-            // A peer that never finishes closing cannot keep the socket.
+        if closing
+            && state != ConnectionState::Busy
+            && closing_since.elapsed() > timeouts.header_read
+        {
+            // A peer that never finishes closing cannot keep the socket (an
+            // in-flight request is bounded by the drain timeout instead).
             return;
         }
         tokio::select! {
