@@ -251,6 +251,19 @@ async fn missing_image_surfaces_as_an_error_status() {
             .iter()
             .any(|r| r == "AttachFailed")
     );
+    let async_failures = l
+        .ctx
+        .metrics
+        .failures
+        .get_or_create(&metal3_dataimage::reconcile::metrics::FailureLabels {
+            operation: metal3_dataimage::reconcile::metrics::Operation::Attach,
+            reason: "async",
+        })
+        .get();
+    assert_eq!(
+        async_failures, 1,
+        "the failure seen in last_error is counted"
+    );
     let (inserted, _) = redfish_cd(&env, &env.url, &node, None).await;
     assert!(!inserted);
 }

@@ -505,6 +505,16 @@ async fn synchronous_ironic_failure_is_counted_in_status_events_and_metrics() {
         })
         .get();
     assert_eq!(failures, 1);
+    let async_failures = h
+        .ctx
+        .metrics
+        .failures
+        .get_or_create(&FailureLabels {
+            operation: Operation::Attach,
+            reason: "async",
+        })
+        .get();
+    assert_eq!(async_failures, 0, "a synchronous failure is counted once");
     // Within the backoff nothing is retried.
     h.reconcile().await.unwrap();
     assert_eq!(h.ironic.state().calls.len(), 1);

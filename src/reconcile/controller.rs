@@ -334,6 +334,7 @@ async fn execute<I: IronicApi>(
     .ok()
     .flatten();
     let mut plan = plan;
+    let mut sync_failure = false;
     let mut index = 0;
     while index < plan.actions.len() {
         let action = plan.actions[index].clone();
@@ -391,6 +392,7 @@ async fn execute<I: IronicApi>(
                     };
                     // Replace the rest of the plan with the failure plan.
                     plan = decision::after_failure(input, &written, op, &err);
+                    sync_failure = true;
                     index = 0;
                     continue;
                 }
@@ -402,7 +404,7 @@ async fn execute<I: IronicApi>(
                     } else {
                         Operation::Detach
                     };
-                    if plan_is_async_failure(&plan) {
+                    if !sync_failure && plan_is_async_failure(&plan) {
                         ctx.metrics.failure(operation, "async");
                     }
                 }
