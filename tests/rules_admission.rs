@@ -573,9 +573,11 @@ fn field_preservation_on_the_status_subresource() {
         serde_json::to_value(&patch).unwrap(),
         json!([{"op": "add", "path": "/status/dataImage", "value": old_status_image}])
     );
-    // Status writes never get the spec default, and validation admits them.
+    // Status writes never get the spec default, and validation admits them
+    // without asking for the Secret.
     let status_write = Review::load("extra-bmh-update-status-with-status-rule.json");
     assert!(status_write.validate().allowed);
+    assert_eq!(rules::decode(&status_write.input()).secret_to_check(), None);
     // The whole status dropped: the patch creates it.
     review["request"]["object"]
         .as_object_mut()

@@ -26,7 +26,10 @@ pub(super) fn decode(input: &ReviewInput<'_>) -> Decoded {
             },
         },
     };
-    Decoded { inner }
+    Decoded {
+        inner,
+        sub_resource: input.sub_resource.is_some(),
+    }
 }
 
 /// `None` for an absent or JSON `null` object.

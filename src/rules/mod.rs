@@ -136,6 +136,8 @@ pub enum SecretLookup {
 #[derive(Clone, Debug)]
 pub struct Decoded {
     pub(crate) inner: decoded::Inner,
+    /// A write to a subresource (`status`): spec rules do not apply there.
+    pub(crate) sub_resource: bool,
 }
 
 pub(crate) mod decoded {
@@ -165,9 +167,12 @@ pub(crate) mod decoded {
 
 impl Decoded {
     /// The Secret name whose contents rule 9 wants to see, if any: a host
-    /// with `spec.dataImage.credentialsName` that is a valid Secret name and
-    /// is not being deleted.
+    /// with `spec.dataImage.credentialsName` that is a valid Secret name, is
+    /// not being deleted, and is not a subresource (status) write.
     pub fn secret_to_check(&self) -> Option<&str> {
+        if self.sub_resource {
+            return None;
+        }
         match &self.inner {
             decoded::Inner::Host { new, .. } if !new.is_being_deleted() => {
                 let name = new.data_image()?.credentials_name.as_deref()?;
