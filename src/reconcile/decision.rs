@@ -603,8 +603,8 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
                 shown_url.as_deref(),
                 DataImageState::Error,
                 format!(
-                    "cannot reach Ironic to detach the image: {err}; retrying in {}",
-                    human(delay)
+                    "cannot reach Ironic to detach the image: {err}; retrying at {}",
+                    add(now, delay)
                 ),
             );
             return b.finish(status, Some(delay));
@@ -651,7 +651,7 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
         let status = b.status(
             shown_url.as_deref(),
             DataImageState::Error,
-            format!("detach failed: {message}; retrying in {}", human(wait)),
+            format!("detach failed: {message}; retrying at {}", add(now, wait)),
         );
         return b.finish(status, Some(wait));
     }
@@ -807,7 +807,7 @@ fn failed(
     let status = b.status(
         url.as_deref(),
         DataImageState::Error,
-        format!("{verb} failed: {message}; retrying in {}", human(delay)),
+        format!("{verb} failed: {message}; retrying at {}", add(now, delay)),
     );
     b.finish(status, Some(delay))
 }
@@ -862,7 +862,7 @@ pub fn after_failure(input: &Input, record: &AttachedRecord, op: Op, err: &Ironi
     let status = b.status(
         url.as_deref(),
         DataImageState::Error,
-        format!("{verb} failed: {err}; retrying in {}", human(delay)),
+        format!("{verb} failed: {err}; retrying at {}", add(now, delay)),
     );
     let requeue = if b.host.deletion.is_some() {
         Some(delay.min(BLOCKED_POLL))
@@ -967,7 +967,7 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
                 }
                 other => format!("cannot reach Ironic: {other}"),
             };
-            let message = join_note(format!("{what}; retrying in {}", human(wait)), note);
+            let message = join_note(format!("{what}; retrying at {}", add(now, wait)), note);
             let status = b.status(Some(url), DataImageState::Error, message);
             return b.finish(status, Some(wait));
         }
@@ -1057,7 +1057,7 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
         let message = record.message.clone().unwrap_or_default();
         Some((
             DataImageState::Error,
-            format!("attach failed: {message}; retrying in {}", human(wait)),
+            format!("attach failed: {message}; retrying at {}", add(now, wait)),
             wait,
         ))
     } else if node.maintenance {
@@ -1278,9 +1278,9 @@ fn deletion(mut b: Builder) -> Step {
                 url.as_deref(),
                 DataImageState::Detaching,
                 format!(
-                    "Ironic node {} not found (Ironic may not have registered it again yet); releasing the finalizer in {}",
+                    "Ironic node {} not found (Ironic may not have registered it again yet); releasing the finalizer at {}",
                     record.node,
-                    human(remaining)
+                    add(now, remaining)
                 ),
             );
             return b.finish(status, Some(remaining.min(BLOCKED_POLL)));
@@ -1300,8 +1300,8 @@ fn deletion(mut b: Builder) -> Step {
                 url.as_deref(),
                 DataImageState::Detaching,
                 format!(
-                    "cannot reach Ironic to detach ({err}); releasing the finalizer in {}",
-                    human(remaining)
+                    "cannot reach Ironic to detach ({err}); releasing the finalizer at {}",
+                    add(now, remaining)
                 ),
             );
             return b.finish(status, Some(remaining.min(BLOCKED_POLL)));

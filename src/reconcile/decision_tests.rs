@@ -1159,3 +1159,41 @@ fn image_swap_on_a_powered_off_host_is_held_and_removal_releases_the_hold() {
     let detach = position(&plan, |a| *a == Action::Detach);
     assert!(release < detach);
 }
+
+#[test]
+fn waiting_messages_are_stable_so_status_writes_do_not_loop() {
+    // Our own status write triggers another reconcile a moment later: the
+    // message must not change with the clock, or every pass would write.
+    let mut rec = record(URL1, Phase::Failed, 60);
+    rec.errors = 2;
+    rec.message = Some("boom".into());
+    rec.retry_at = Some(
+        Timestamp::from_second(now().as_second() + 50)
+            .unwrap()
+            .to_string(),
+    );
+    let host = H::new("provisioned", Some(URL1)).finalizer().record(&rec);
+    let at = |seconds_later: i64| {
+        let config = DecisionConfig::default();
+        let ironic = observed(node("power on"), empty());
+        let step = decide(&Input {
+            host: &host.0,
+            ironic: &ironic,
+            staging: &StagingView::NotNeeded,
+            upstream_conflict: false,
+            now: Timestamp::from_second(now().as_second() + seconds_later).unwrap(),
+            jitter: 0.0,
+            config: &config,
+        });
+        match step {
+            Step::Plan(plan) => message_of(&plan),
+            Step::ObserveIronic => panic!("observed already"),
+        }
+    };
+    assert_eq!(at(0), at(7));
+    assert!(
+        at(0).contains("retrying at 2026-03-01T12:00:50Z"),
+        "{}",
+        at(0)
+    );
+}
