@@ -56,6 +56,7 @@ async fn setup(env: &IronicEnv, node: &str, host: Value) -> Loop {
         metrics: Arc::new(Metrics::new()),
         stager: None,
         dataimages: None,
+        verified: Default::default(),
     });
     Loop { api, ctx }
 }

@@ -183,6 +183,7 @@ fn harness_full(
         metrics: Arc::new(Metrics::new()),
         stager,
         dataimages,
+        verified: Default::default(),
     });
     Harness { api, ironic, ctx }
 }

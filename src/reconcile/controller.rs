@@ -75,6 +75,8 @@ pub struct Context<I: IronicApi> {
     /// Upstream DataImages (conflict detection); `None` when the kind is
     /// not installed.
     pub dataimages: Option<(Store<DynamicObject>, ApiResource)>,
+    /// When each host's drive was last read from Ironic by this process.
+    pub verified: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +126,9 @@ async fn reconcile_inner<I: IronicApi>(
     let key = format!("{namespace}/{name}");
     if decision::is_idle(host) {
         ctx.metrics.set_host_state(&key, None);
+        if let Ok(mut map) = ctx.verified.lock() {
+            map.remove(&key);
+        }
         if let Some(stager) = &ctx.stager {
             stager.release(&key);
         }
@@ -141,6 +146,11 @@ async fn reconcile_inner<I: IronicApi>(
         .map(|p| p.id.clone())
         .unwrap_or_default();
     let jitter: f64 = rand::random();
+    let verified_ago = ctx
+        .verified
+        .lock()
+        .ok()
+        .and_then(|map| map.get(&key).map(|at| at.elapsed()));
     let mut ironic = IronicView::NotObserved;
     for _ in 0..2 {
         let input = Input {
@@ -151,10 +161,14 @@ async fn reconcile_inner<I: IronicApi>(
             now: jiff::Timestamp::now(),
             jitter,
             config: &ctx.config,
+            verified_ago,
         };
         match decide(&input) {
             Step::ObserveIronic => {
                 ironic = observe(ctx, &node_id).await;
+                if let (IronicView::Observed { .. }, Ok(mut map)) = (&ironic, ctx.verified.lock()) {
+                    map.insert(key.clone(), std::time::Instant::now());
+                }
             }
             Step::Plan(plan) => {
                 let requeue = execute(ctx, host, &input, &namespace, &name, &node_id, plan).await?;

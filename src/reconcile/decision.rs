@@ -98,6 +98,10 @@ pub struct Input<'a> {
     /// Uniform random number in [0, 1) for backoff jitter.
     pub jitter: f64,
     pub config: &'a DecisionConfig,
+    /// Time since this process last read the host's drive from Ironic
+    /// (`None`: never). An attached host in sync is not re-read before
+    /// `verify_interval`, however often the BMH changes.
+    pub verified_ago: Option<Duration>,
 }
 
 /// One thing for the controller to do, in order.
@@ -949,6 +953,21 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
         Some(r) if r.url == url && r.node == node_id => r,
         _ => AttachedRecord::new(url, &node_id, Phase::Pending, now),
     };
+    let verify = b.input.config.verify_interval;
+    let fresh = b.input.verified_ago.filter(|ago| *ago < verify);
+    if let (IronicView::NotObserved, Some(ago)) = (b.input.ironic, fresh)
+        && record.phase == Phase::Attached
+        && !b.host.hold
+    {
+        // In sync and checked recently: no Ironic (BMC) read for every
+        // unrelated change of the BareMetalHost.
+        let status = b.status(
+            Some(url),
+            DataImageState::Attached,
+            attached_message(&record),
+        );
+        return b.finish(status, Some(verify - ago));
+    }
     let (node, vmedia) = match b.input.ironic {
         IronicView::NotObserved => return Step::ObserveIronic,
         IronicView::Failed(err) => {

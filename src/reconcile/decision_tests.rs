@@ -157,6 +157,7 @@ struct Case {
     staging: StagingView,
     conflict: bool,
     config: DecisionConfig,
+    verified_ago: Option<Duration>,
 }
 
 impl Case {
@@ -167,6 +168,7 @@ impl Case {
             staging: StagingView::NotNeeded,
             conflict: false,
             config: DecisionConfig::default(),
+            verified_ago: None,
         }
     }
     fn ironic(mut self, view: IronicView) -> Self {
@@ -186,6 +188,7 @@ impl Case {
             now: now(),
             jitter: 0.0,
             config: &self.config,
+            verified_ago: self.verified_ago,
         })
     }
     fn plan(&self) -> Plan {
@@ -887,6 +890,7 @@ fn synchronous_failures_back_off_by_kind() {
         now: now(),
         jitter: 0.0,
         config: &config,
+        verified_ago: None,
     };
     let rec = record(URL1, Phase::Attaching, 0);
     let plan = after_failure(
@@ -1184,6 +1188,7 @@ fn waiting_messages_are_stable_so_status_writes_do_not_loop() {
             now: Timestamp::from_second(now().as_second() + seconds_later).unwrap(),
             jitter: 0.0,
             config: &config,
+            verified_ago: None,
         });
         match step {
             Step::Plan(plan) => message_of(&plan),
@@ -1196,4 +1201,26 @@ fn waiting_messages_are_stable_so_status_writes_do_not_loop() {
         "{}",
         at(0)
     );
+}
+
+#[test]
+fn attached_host_checked_recently_is_not_read_again_on_unrelated_changes() {
+    let rec = record(URL1, Phase::Attached, 1000);
+    let host = H::new("provisioned", Some(URL1)).finalizer().record(&rec);
+    let mut case = Case::new(host.clone());
+    case.verified_ago = Some(Duration::from_secs(60));
+    let plan = case.plan();
+    assert!(plan.actions.is_empty());
+    assert_eq!(state_of(&plan), DataImageState::Attached);
+    assert_eq!(plan.requeue, Some(Duration::from_secs(540)));
+    // Due for verification, or never verified by this process: read the drive.
+    case.verified_ago = Some(Duration::from_secs(600));
+    assert_eq!(case.step(), Step::ObserveIronic);
+    let mut case = Case::new(host);
+    case.verified_ago = None;
+    assert_eq!(case.step(), Step::ObserveIronic);
+    // A URL change is never short-circuited.
+    let mut case = Case::new(H::new("provisioned", Some(URL2)).finalizer().record(&rec));
+    case.verified_ago = Some(Duration::from_secs(1));
+    assert_eq!(case.step(), Step::ObserveIronic);
 }

@@ -443,6 +443,7 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             stager: stager.clone(),
             dataimages,
+            verified: Default::default(),
         });
         let hosts: Api<HostResource> = match &args.namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
