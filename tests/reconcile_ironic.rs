@@ -225,7 +225,8 @@ async fn attach_confirm_url_change_and_removal_against_real_ironic() {
 async fn missing_image_surfaces_as_an_error_status() {
     let env = IronicEnv::load();
     let node = env.node(6);
-    let images = ironic_support::ImageServer::start(vec![]).await;
+    let images =
+        ironic_support::ImageServer::start(vec![("good.iso", iso::data_iso("GOOD", b"g"))]).await;
     let missing = images.url("missing.iso");
     let l = setup(
         &env,
@@ -267,6 +268,28 @@ async fn missing_image_surfaces_as_an_error_status() {
     );
     let (inserted, _) = redfish_cd(&env, &env.url, &node, None).await;
     assert!(!inserted);
+
+    // The user fixes the URL while the node is in maintenance: wait, then
+    // attach once it leaves maintenance (the error count resets on success).
+    ironic_support::set_maintenance(&env.url, &node, true).await;
+    let good = images.url("good.iso");
+    l.set_url(Some(&good));
+    l.until("maintenance wait", Duration::from_secs(60), |l| {
+        l.data_image_status()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("maintenance"))
+    })
+    .await;
+    assert_eq!(l.data_image_status()["state"], "Waiting");
+    ironic_support::set_maintenance(&env.url, &node, false).await;
+    l.until(
+        "attach after maintenance",
+        Duration::from_secs(90),
+        state_is("Attached"),
+    )
+    .await;
+    assert_eq!(l.data_image_status()["errorCount"], 0);
+    assert_eq!(l.data_image_status()["url"], good.as_str());
 }
 
 /// Sets the node's power through Ironic and waits until Ironic reports it
