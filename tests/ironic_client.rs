@@ -1,7 +1,9 @@
 //! The Ironic client against a real Ironic 39 + sushy-tools Redfish
 //! emulator (started by `tests/ironic/up.sh`; these tests fail with
 //! instructions when it is not running). Each test owns one node (fixed
-//! index into IRONIC_NODES) so they run concurrently.
+//! index into IRONIC_NODES) so they run concurrently: this file uses nodes
+//! 0-3 and 8-10 (10 read-only); staging_ironic.rs uses 4 and
+//! reconcile_ironic.rs 5-7, so the binaries may also run at the same time.
 
 #[path = "support/ironic.rs"]
 mod ironic_support;
@@ -193,7 +195,7 @@ async fn missing_image_fails_asynchronously_in_last_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_url_credentials_never_appear_in_errors() {
     let env = IronicEnv::load();
-    let node = env.node(2 + 5); // index 7: its own node
+    let node = env.node(9);
     let client = env.client().await;
     reset_node(&env, &env.url, &client, &node).await;
     let server = ImageServer::start(vec![]).await;
@@ -268,7 +270,7 @@ async fn locked_node_answers_locked_and_still_lists_media() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maintenance_allows_vmedia_but_power_failure_is_unavailable() {
     let env = IronicEnv::load();
-    let node = env.node(4);
+    let node = env.node(8);
     let client = env.client().await;
     reset_node(&env, &env.url, &client, &node).await;
     let server = ImageServer::start(vec![("data.iso", iso::data_iso("MAINT", b"x"))]).await;
@@ -329,7 +331,7 @@ async fn old_ironic_is_refused_and_wrong_microversions_are_errors() {
     let client = env.client().await;
     let (_, server_max) = client.server_versions();
     assert_eq!(client.microversion(), server_max);
-    let node = env.node(5);
+    let node = env.node(10);
     client
         .list_vmedia(&node)
         .await
@@ -383,7 +385,7 @@ async fn unknown_node_is_not_found() {
     let err = client.get_node("").await.expect_err("empty name");
     assert!(matches!(err, IronicError::BadRequest(_)), "{err:?}");
     // Bad image URLs are refused before calling Ironic.
-    let node = env.node(5);
+    let node = env.node(10);
     let err = client
         .attach_cdrom(&node, "file:///etc/passwd")
         .await
