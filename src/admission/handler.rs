@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -373,7 +373,7 @@ pub fn lookup_budget(timeout: Option<Duration>, secret_timeout: Duration) -> Dur
 }
 
 enum BodyRead {
-    Complete(Vec<u8>),
+    Complete(Bytes),
     /// The first bytes of a body over the limit.
     TooLarge(Vec<u8>),
     Failed(String),
@@ -386,7 +386,9 @@ async fn read_body(mut body: Body, headers: &HeaderMap, within: Duration) -> Bod
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<usize>().ok());
-    let mut buffer = Vec::with_capacity(declared.unwrap_or(16 * 1024).min(MAX_BODY_BYTES));
+    // A body that arrives in one chunk is used as is (no copy).
+    let mut single: Option<Bytes> = None;
+    let mut buffer: Vec<u8> = Vec::new();
     let mut too_large = declared.is_some_and(|length| length > MAX_BODY_BYTES);
     let mut discarded = 0usize;
     loop {
@@ -403,6 +405,14 @@ async fn read_body(mut body: Body, headers: &HeaderMap, within: Duration) -> Bod
         let Ok(data) = frame.into_data() else {
             continue;
         };
+        if let Some(first) = single.take() {
+            buffer.reserve(
+                declared
+                    .unwrap_or(0)
+                    .clamp(first.len() + data.len(), MAX_BODY_BYTES),
+            );
+            buffer.extend_from_slice(&first);
+        }
         if !too_large && buffer.len() + data.len() > MAX_BODY_BYTES {
             too_large = true;
             buffer.truncate(OVERSIZED_PREFIX_BYTES);
@@ -419,6 +429,8 @@ async fn read_body(mut body: Body, headers: &HeaderMap, within: Duration) -> Bod
             if discarded > MAX_DISCARDED_BYTES {
                 break;
             }
+        } else if buffer.is_empty() {
+            single = Some(data);
         } else {
             buffer.extend_from_slice(&data);
         }
@@ -426,7 +438,7 @@ async fn read_body(mut body: Body, headers: &HeaderMap, within: Duration) -> Bod
     if too_large {
         BodyRead::TooLarge(buffer)
     } else {
-        BodyRead::Complete(buffer)
+        BodyRead::Complete(single.unwrap_or_else(|| Bytes::from(buffer)))
     }
 }
 
@@ -511,6 +523,24 @@ mod tests {
         let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(answer["response"]["uid"], "u-7");
         assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+    }
+
+    #[tokio::test]
+    async fn a_body_in_several_chunks_is_reassembled() {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = REVIEW
+            .as_bytes()
+            .chunks(40)
+            .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
+            .collect();
+        let request = Request::post(VALIDATE_BMH_PATH)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(futures::stream::iter(chunks)))
+            .unwrap();
+        let response = router(state()).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["response"]["uid"], "u-7");
     }
 
     #[tokio::test]
