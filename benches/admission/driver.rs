@@ -49,9 +49,13 @@ struct Options {
     /// Concurrent connectors of the new-connection (handshake) phase.
     #[arg(long, default_value_t = 4)]
     handshake_connections: usize,
-    /// Cold starts to time per server.
+    /// Cold starts to time per server and round.
     #[arg(long)]
     cold_starts: Option<usize>,
+    /// Rounds; baseline and webhook alternate, each figure is the median of
+    /// the rounds (default 3; smoke 1).
+    #[arg(long)]
+    rounds: Option<usize>,
     /// Mixes to run (see tests/fixtures/bench): `update`, `mixed`
     /// [default: update,mixed; smoke: mixed, which has every case].
     #[arg(long, value_delimiter = ',')]
@@ -69,9 +73,13 @@ struct Options {
     #[arg(long)]
     keep: bool,
     /// Record a CPU profile of each server during its max-throughput phases
-    /// with `perf record` into this directory, and print the top symbols.
+    /// with `perf record` into this directory (first round), and print the
+    /// top symbols.
     #[arg(long)]
     perf_dir: Option<PathBuf>,
+    /// With --perf-dir: record call graphs too (`--call-graph dwarf`, large files).
+    #[arg(long)]
+    perf_call_graph: bool,
     /// Start the webhook under this command (split on spaces), e.g.
     /// `valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out`; it is then
     /// stopped with SIGTERM so the wrapper can write its output.
@@ -91,6 +99,8 @@ struct Settings {
     load_cpu: Option<u32>,
     server_cpu: Option<u32>,
     perf_dir: Option<PathBuf>,
+    perf_call_graph: bool,
+    rounds: usize,
 }
 
 pub fn main(args: &[String]) -> ExitCode {
@@ -123,7 +133,7 @@ fn run(options: &Options) -> anyhow::Result<bool> {
     } else {
         pin_self()
     };
-    let measure = options.duration.unwrap_or(if smoke { 1.0 } else { 10.0 });
+    let measure = options.duration.unwrap_or(if smoke { 1.0 } else { 5.0 });
     let settings = Settings {
         smoke,
         warmup: Duration::from_secs_f64(if smoke { 0.2 } else { 1.0 }),
@@ -136,6 +146,8 @@ fn run(options: &Options) -> anyhow::Result<bool> {
         load_cpu,
         server_cpu,
         perf_dir: options.perf_dir.clone(),
+        perf_call_graph: options.perf_call_graph,
+        rounds: options.rounds.unwrap_or(if smoke { 1 } else { 3 }).max(1),
     };
     if let Some(dir) = &settings.perf_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -158,7 +170,11 @@ fn run(options: &Options) -> anyhow::Result<bool> {
         .prefix("metal3-dataimage-bench-")
         .tempdir()
         .context("work directory")?;
-    let certs = tls::generate(workdir.path())?;
+    // Certificates in their own directory, as a mounted Secret: `serve`
+    // watches it, and the server logs written next to it would wake it.
+    let cert_dir = workdir.path().join("certs");
+    std::fs::create_dir(&cert_dir).context("certificate directory")?;
+    let certs = tls::generate(&cert_dir)?;
     let client_tls = tls::client_config(&certs.ca_der)?;
     let mix_names: Vec<String> = if !options.mixes.is_empty() {
         options.mixes.clone()
@@ -177,9 +193,17 @@ fn run(options: &Options) -> anyhow::Result<bool> {
         .build()
         .context("load client runtime")?;
 
-    let mut results = Vec::new();
-    for server in [Server::Baseline, Server::Webhook] {
-        eprintln!("bench: {} ...", server.name());
+    let mut baseline_rounds = Vec::new();
+    let mut webhook_rounds = Vec::new();
+    for (round, server) in
+        (0..settings.rounds).flat_map(|round| [(round, Server::Baseline), (round, Server::Webhook)])
+    {
+        eprintln!(
+            "bench: round {}/{}: {} ...",
+            round + 1,
+            settings.rounds,
+            server.name()
+        );
         let spawn = SpawnSpec {
             server,
             serve_bin: &serve_bin,
@@ -194,11 +218,23 @@ fn run(options: &Options) -> anyhow::Result<bool> {
             },
         };
         let phases = phase_plan(options, &settings, rate, &mix_names);
-        let result = measure_server(&spawn, &settings, &runtime, &client_tls, &mixes, &phases)?;
-        results.push(result);
+        let profile = round == 0;
+        let result = measure_server(
+            &spawn,
+            &settings,
+            profile,
+            &runtime,
+            &client_tls,
+            &mixes,
+            &phases,
+        )?;
+        match server {
+            Server::Baseline => baseline_rounds.push(result),
+            Server::Webhook => webhook_rounds.push(result),
+        }
     }
-    let [baseline, webhook] =
-        <[ServerResult; 2]>::try_from(results).map_err(|_| anyhow::anyhow!("two results"))?;
+    let baseline = ServerResult::combine(&baseline_rounds);
+    let webhook = ServerResult::combine(&webhook_rounds);
 
     let report = render_report(
         options, &settings, rate, &serve_bin, &machine, &mixes, &webhook, &baseline,
@@ -473,6 +509,7 @@ fn phase_plan(
 fn measure_server(
     spec: &SpawnSpec,
     settings: &Settings,
+    profile: bool,
     runtime: &tokio::runtime::Runtime,
     client_tls: &Arc<rustls::ClientConfig>,
     mixes: &[(String, Arc<Vec<cases::Case>>)],
@@ -501,9 +538,13 @@ fn measure_server(
     for planned in phases {
         let cases = Arc::clone(&mixes[planned.mix].1);
         let profiler = match (&settings.perf_dir, planned.kind) {
-            (Some(dir), PhaseKind::MaxThroughput) => {
-                Some(Profiler::start(dir, spec.server, &planned.label, pid)?)
-            }
+            (Some(dir), PhaseKind::MaxThroughput) if profile => Some(Profiler::start(
+                dir,
+                spec.server,
+                &planned.label,
+                pid,
+                settings.perf_call_graph,
+            )?),
             _ => None,
         };
         let cpu_before = procstat::cpu_seconds(pid, ticks)?;
@@ -570,23 +611,33 @@ struct Profiler {
 }
 
 impl Profiler {
-    fn start(dir: &Path, server: Server, label: &str, pid: u32) -> anyhow::Result<Self> {
+    fn start(
+        dir: &Path,
+        server: Server,
+        label: &str,
+        pid: u32,
+        call_graph: bool,
+    ) -> anyhow::Result<Self> {
         let slug: String = label
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
         let data = dir.join(format!("{}-{slug}.perf.data", server.name()));
-        let child = Command::new("perf")
-            .args([
-                "record",
-                "-e",
-                "cpu-clock",
-                "-F",
-                "1999",
-                "-p",
-                &pid.to_string(),
-                "-o",
-            ])
+        let mut command = Command::new("perf");
+        command.args([
+            "record",
+            "-e",
+            "cpu-clock",
+            "-F",
+            "1999",
+            "-p",
+            &pid.to_string(),
+        ]);
+        if call_graph {
+            command.args(["--call-graph", "dwarf,16384"]);
+        }
+        let child = command
+            .arg("-o")
             .arg(&data)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -623,6 +674,11 @@ impl Profiler {
             .lines()
             .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
             .take(30)
+            .collect();
+        // perf pads its columns with spaces and `-` placeholders.
+        let top: Vec<&str> = top
+            .iter()
+            .map(|line| line.trim_end_matches([' ', '-']))
             .collect();
         Ok(format!("{}\n{}", self.data.display(), top.join("\n")))
     }
@@ -661,6 +717,10 @@ fn render_report(
         }
         _ => "- pinning: none (load client and server share the CPUs)\n".to_string(),
     });
+    out.push_str(&format!(
+        "- rounds: {} (baseline and webhook alternate, each freshly started; every figure is the median of the rounds, peak RSS the highest, cold starts over all starts)\n",
+        settings.rounds
+    ));
     out.push_str(&format!(
         "- load: HTTPS (TLS 1.3, ALPN http/1.1, no session resumption), warm-up {:.1} s + {:.1} s measured per phase; open loop at {rate:.0} req/s over {} keep-alive connections (latency from the intended send time); max throughput over {} connections; new-connection phase with {} connectors\n",
         settings.warmup.as_secs_f64(),

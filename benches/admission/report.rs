@@ -57,6 +57,68 @@ impl ServerResult {
     pub fn errors(&self) -> u64 {
         self.phases.iter().map(|p| p.errors).sum()
     }
+
+    /// Combines rounds of the same server: the median of each figure, the
+    /// highest peak RSS, every cold start, summed errors and log volume.
+    pub fn combine(rounds: &[ServerResult]) -> ServerResult {
+        let Some(first) = rounds.first() else {
+            return ServerResult::default();
+        };
+        let median_u64 = |f: &dyn Fn(&ServerResult) -> u64| {
+            let mut values: Vec<u64> = rounds.iter().map(f).collect();
+            values.sort_unstable();
+            values[values.len() / 2]
+        };
+        let phases = first
+            .phases
+            .iter()
+            .enumerate()
+            .map(|(index, phase)| {
+                let same: Vec<&PhaseResult> =
+                    rounds.iter().filter_map(|r| r.phases.get(index)).collect();
+                let median = |f: &dyn Fn(&PhaseResult) -> f64| {
+                    let mut values: Vec<f64> = same.iter().map(|p| f(p)).collect();
+                    values.sort_by(f64::total_cmp);
+                    values[values.len() / 2]
+                };
+                let mut error_samples: Vec<String> = same
+                    .iter()
+                    .flat_map(|p| p.error_samples.iter().cloned())
+                    .collect();
+                error_samples.truncate(5);
+                PhaseResult {
+                    label: phase.label.clone(),
+                    kind: phase.kind,
+                    rate: median(&|p| p.rate),
+                    p50_ms: median(&|p| p.p50_ms),
+                    p90_ms: median(&|p| p.p90_ms),
+                    p99_ms: median(&|p| p.p99_ms),
+                    p999_ms: median(&|p| p.p999_ms),
+                    max_ms: median(&|p| p.max_ms),
+                    errors: same.iter().map(|p| p.errors).sum(),
+                    error_samples,
+                    cpu_seconds: median(&|p| p.cpu_seconds),
+                    cpu_us_per_request: median(&|p| p.cpu_us_per_request),
+                }
+            })
+            .collect();
+        ServerResult {
+            cold_start_ms: rounds
+                .iter()
+                .flat_map(|r| r.cold_start_ms.iter().copied())
+                .collect(),
+            idle_rss_kib: median_u64(&|r| r.idle_rss_kib),
+            after_load_rss_kib: median_u64(&|r| r.after_load_rss_kib),
+            peak_rss_kib: rounds.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0),
+            log_bytes: rounds.iter().map(|r| r.log_bytes).sum(),
+            total_requests: rounds.iter().map(|r| r.total_requests).sum(),
+            phases,
+            profiles: rounds
+                .iter()
+                .flat_map(|r| r.profiles.iter().cloned())
+                .collect(),
+        }
+    }
 }
 
 /// The targets, judged on the webhook's figures.
