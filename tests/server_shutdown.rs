@@ -96,6 +96,16 @@ async fn probe(address: &str, path: &str) -> Option<(u16, String)> {
     Some((response.status().as_u16(), response.text().await.ok()?))
 }
 
+/// Sends SIGTERM to the child (with the shell's builtin `kill`).
+fn sigterm(child: &Child) {
+    let sent = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -TERM {}", child.id()))
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
 fn wait_for_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
@@ -176,12 +186,7 @@ async fn sigterm_during_requests_drops_none_and_exits_zero() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    let sent = Command::new("kill")
-        .arg("-TERM")
-        .arg(server.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    sigterm(&server.child);
 
     // Not ready at once, while requests keep being answered.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -262,11 +267,7 @@ async fn dev_certificates_are_generated_and_served_without_flags() {
     )
     .await;
     assert_eq!(answer.response()["uid"], uid_of(&body).as_str());
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(server.child.id().to_string())
-        .status()
-        .unwrap();
+    sigterm(&server.child);
     let status = wait_for_exit(&mut server.child, Duration::from_secs(30));
     assert!(status.success(), "{status:?}");
 }
