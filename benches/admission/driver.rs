@@ -85,6 +85,14 @@ struct Options {
     /// stopped with SIGTERM so the wrapper can write its output.
     #[arg(long)]
     wrap: Option<String>,
+    /// Extra argument for `serve` (repeatable), for what-if runs such as
+    /// `--webhook-arg=--log-format=json`. The report lists them.
+    #[arg(long, allow_hyphen_values = true)]
+    webhook_arg: Vec<String>,
+    /// Extra environment variable for `serve` (repeatable, `KEY=VALUE`), e.g.
+    /// `RUST_LOG=warn` to measure without per-request logs.
+    #[arg(long)]
+    webhook_env: Vec<String>,
     /// Arguments cargo's test runner may pass (`cargo test -- ...`); ignored.
     #[arg(hide = true, allow_hyphen_values = true)]
     ignored: Vec<String>,
@@ -216,6 +224,14 @@ fn run(options: &Options) -> anyhow::Result<bool> {
                 Server::Webhook => options.wrap.as_deref(),
                 Server::Baseline => None,
             },
+            extra_args: match server {
+                Server::Webhook => &options.webhook_arg,
+                Server::Baseline => &[],
+            },
+            extra_env: match server {
+                Server::Webhook => &options.webhook_env,
+                Server::Baseline => &[],
+            },
         };
         let phases = phase_plan(options, &settings, rate, &mix_names);
         let profile = round == 0;
@@ -298,6 +314,8 @@ struct SpawnSpec<'a> {
     workdir: &'a Path,
     cpu: Option<u32>,
     wrap: Option<&'a str>,
+    extra_args: &'a [String],
+    extra_env: &'a [String],
 }
 
 /// A started server; killed when dropped so a failed run leaves nothing behind.
@@ -392,10 +410,17 @@ fn start(spec: &SpawnSpec, attempt: usize) -> anyhow::Result<(Running, Duration)
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env_remove("KUBERNETES_SERVICE_PORT")
         .env("KUBECONFIG", spec.workdir.join("no-kubeconfig"))
+        .args(spec.extra_args)
         .current_dir(spec.workdir)
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().context("server log file")?)
         .stderr(log_file);
+    for pair in spec.extra_env {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--webhook-env {pair:?}: expected KEY=VALUE"))?;
+        command.env(key, value);
+    }
     let started = Instant::now();
     let child = command
         .spawn()
@@ -528,7 +553,10 @@ fn measure_server(
     let server = running.context("no server started")?;
     std::thread::sleep(settings.idle_wait);
     let pid = server.pid();
-    result.idle_rss_kib = procstat::memory(pid)?.rss_kib;
+    let idle = procstat::memory(pid)?;
+    result.idle_rss_kib = idle.rss_kib;
+    result.idle_anon_kib = idle.anon_kib;
+    result.idle_file_kib = idle.file_kib;
     let ticks = procstat::ticks_per_second();
     let target = load::Target {
         addr: server.listen,
@@ -589,9 +617,10 @@ fn measure_server(
         );
         result.phases.push(phase);
     }
-    let Memory { rss_kib, hwm_kib } = procstat::memory(pid)?;
-    result.after_load_rss_kib = rss_kib;
-    result.peak_rss_kib = hwm_kib;
+    let after: Memory = procstat::memory(pid)?;
+    result.after_load_rss_kib = after.rss_kib;
+    result.after_load_anon_kib = after.anon_kib;
+    result.peak_rss_kib = after.hwm_kib;
     result.log_bytes = std::fs::metadata(&server.log).map_or(0, |m| m.len());
     if result.errors() > 0 {
         eprintln!(
@@ -707,8 +736,19 @@ fn render_report(
     } else {
         "release"
     };
+    let extra: Vec<&str> = options
+        .webhook_env
+        .iter()
+        .chain(&options.webhook_arg)
+        .map(String::as_str)
+        .collect();
+    let settings_text = if extra.is_empty() {
+        "default settings, logging included".to_string()
+    } else {
+        format!("NOT default: {}", extra.join(" "))
+    };
     out.push_str(&format!(
-        "- webhook: `{} serve` (default settings, logging included); benchmark binary built {profile}\n",
+        "- webhook: `{} serve` ({settings_text}); benchmark binary built {profile}\n",
         serve_bin.display()
     ));
     out.push_str(&match (settings.load_cpu, settings.server_cpu) {

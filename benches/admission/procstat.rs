@@ -8,6 +8,11 @@ use anyhow::Context;
 pub struct Memory {
     pub rss_kib: u64,
     pub hwm_kib: u64,
+    /// Private memory: heap, stacks (`RssAnon`).
+    pub anon_kib: u64,
+    /// Mapped files: the binary's code and data, shared libraries
+    /// (`RssFile`); clean pages the kernel can drop and share.
+    pub file_kib: u64,
 }
 
 pub fn memory(pid: u32) -> anyhow::Result<Memory> {
@@ -16,6 +21,8 @@ pub fn memory(pid: u32) -> anyhow::Result<Memory> {
     Ok(Memory {
         rss_kib: status_kib(&status, "VmRSS:").context("VmRSS missing")?,
         hwm_kib: status_kib(&status, "VmHWM:").context("VmHWM missing")?,
+        anon_kib: status_kib(&status, "RssAnon:").unwrap_or(0),
+        file_kib: status_kib(&status, "RssFile:").unwrap_or(0),
     })
 }
 

@@ -34,7 +34,10 @@ pub enum PhaseKind {
 pub struct ServerResult {
     pub cold_start_ms: Vec<f64>,
     pub idle_rss_kib: u64,
+    pub idle_anon_kib: u64,
+    pub idle_file_kib: u64,
     pub after_load_rss_kib: u64,
+    pub after_load_anon_kib: u64,
     pub peak_rss_kib: u64,
     pub log_bytes: u64,
     pub total_requests: u64,
@@ -108,7 +111,10 @@ impl ServerResult {
                 .flat_map(|r| r.cold_start_ms.iter().copied())
                 .collect(),
             idle_rss_kib: median_u64(&|r| r.idle_rss_kib),
+            idle_anon_kib: median_u64(&|r| r.idle_anon_kib),
+            idle_file_kib: median_u64(&|r| r.idle_file_kib),
             after_load_rss_kib: median_u64(&|r| r.after_load_rss_kib),
+            after_load_anon_kib: median_u64(&|r| r.after_load_anon_kib),
             peak_rss_kib: rounds.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0),
             log_bytes: rounds.iter().map(|r| r.log_bytes).sum(),
             total_requests: rounds.iter().map(|r| r.total_requests).sum(),
@@ -233,6 +239,22 @@ pub fn render(webhook: &ServerResult, baseline: &ServerResult) -> String {
         &at_most(mib(webhook.idle_rss_kib), t.idle_rss_mib, "MiB"),
     );
     table.row(
+        "RSS idle: anonymous (heap, stacks), MiB",
+        mib(webhook.idle_anon_kib),
+        mib(baseline.idle_anon_kib),
+        1,
+        "",
+        "",
+    );
+    table.row(
+        "RSS idle: file-backed (binary code, libraries), MiB",
+        mib(webhook.idle_file_kib),
+        mib(baseline.idle_file_kib),
+        1,
+        "",
+        "",
+    );
+    table.row(
         "peak RSS (VmHWM, whole run), MiB",
         mib(webhook.peak_rss_kib),
         mib(baseline.peak_rss_kib),
@@ -244,6 +266,14 @@ pub fn render(webhook: &ServerResult, baseline: &ServerResult) -> String {
         "RSS after load, MiB",
         mib(webhook.after_load_rss_kib),
         mib(baseline.after_load_rss_kib),
+        1,
+        "",
+        "",
+    );
+    table.row(
+        "RSS after load: anonymous, MiB",
+        mib(webhook.after_load_anon_kib),
+        mib(baseline.after_load_anon_kib),
         1,
         "",
         "",
