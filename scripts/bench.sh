@@ -3,7 +3,7 @@
 # `metal3-dataimage serve` and a bare axum + rustls baseline, drives both with
 # the same HTTPS load and prints the comparison table (see docs/bench.md).
 #
-#   scripts/bench.sh                   full run (~2 minutes after the build)
+#   scripts/bench.sh                   full run (~3 minutes after the build)
 #   scripts/bench.sh --output FILE     also write the report to FILE
 #   scripts/bench.sh --smoke           short functional check (debug build, seconds)
 #   scripts/bench.sh --help            every option

@@ -762,7 +762,7 @@ fn render_report(
         settings.rounds
     ));
     out.push_str(&format!(
-        "- load: HTTPS (TLS 1.3, ALPN http/1.1, no session resumption), warm-up {:.1} s + {:.1} s measured per phase; open loop at {rate:.0} req/s over {} keep-alive connections (latency from the intended send time); max throughput over {} connections; new-connection phase with {} connectors\n",
+        "- load: HTTPS (TLS 1.3, ALPN http/1.1, no session resumption), warm-up {:.1} s + {:.1} s measured per phase; open loop at {rate:.0} req/s over {} keep-alive connections (a request due while its connection is still busy is timed from its intended send time: no coordinated omission); max throughput over {} connections; new-connection phase with {} connectors\n",
         settings.warmup.as_secs_f64(),
         settings.measure.as_secs_f64(),
         options.rate_connections,

@@ -2,9 +2,12 @@
 //! single-threaded runtime, an HDR histogram per phase.
 //!
 //! Fixed-rate mode is open loop (as wrk2): each connection owns a schedule of
-//! intended send times, and latency is measured from the intended time, so a
+//! intended send times. When a request's turn comes while the previous answer
+//! is still outstanding, its latency is measured from the intended time, so a
 //! stalled server shows up in the tail instead of slowing the client down
-//! (no coordinated omission).
+//! (no coordinated omission). When the connection was idle, latency starts at
+//! the actual send: tokio's timer wakes up to 1 ms late, and that lateness is
+//! the client's, not the server's.
 
 use std::{
     net::SocketAddr,
@@ -92,12 +95,14 @@ impl Worker {
         }
     }
 
-    fn done(&mut self, scheduled: Instant, measure_from: Instant, now: Instant) {
+    /// Records a completed request: latency from `origin`, measured when it
+    /// was due (`due`) after the warm-up.
+    fn done(&mut self, origin: Instant, due: Instant, measure_from: Instant, now: Instant) {
         self.completed_total += 1;
-        if scheduled >= measure_from {
+        if due >= measure_from {
             self.measured += 1;
-            let nanos = u64::try_from(now.saturating_duration_since(scheduled).as_nanos())
-                .unwrap_or(u64::MAX);
+            let nanos =
+                u64::try_from(now.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX);
             self.histogram.saturating_record(nanos.max(1));
         }
     }
@@ -206,10 +211,17 @@ async fn fixed_rate(
             break;
         }
         k += 1;
+        let idle_since = Instant::now();
         tokio::time::sleep_until(scheduled.into()).await;
+        // Behind schedule (the server was slow): count from the intended time.
+        let origin = if idle_since > scheduled {
+            scheduled
+        } else {
+            Instant::now()
+        };
         let case = &cases[(index + k as usize * connections) % cases.len()];
         match exchange(target, &mut sender, case).await {
-            Ok(()) => worker.done(scheduled, measure_from, Instant::now()),
+            Ok(()) => worker.done(origin, scheduled, measure_from, Instant::now()),
             Err(err) => worker.error(format!("{}: {err:#}", case.name)),
         }
     }
@@ -233,7 +245,7 @@ async fn max_throughput(
         let case = &cases[next % cases.len()];
         next += 1;
         match exchange(target, &mut sender, case).await {
-            Ok(()) => worker.done(sent, measure_from, Instant::now()),
+            Ok(()) => worker.done(sent, sent, measure_from, Instant::now()),
             Err(err) => worker.error(format!("{}: {err:#}", case.name)),
         }
     }
@@ -258,7 +270,7 @@ async fn new_connections(
         // A fresh connection each time; dropping the sender closes it.
         let mut sender = None;
         match exchange(target, &mut sender, case).await {
-            Ok(()) => worker.done(sent, measure_from, Instant::now()),
+            Ok(()) => worker.done(sent, sent, measure_from, Instant::now()),
             Err(err) => worker.error(format!("{}: {err:#}", case.name)),
         }
     }
