@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "metal3-dataimage", version, about = "Attach a non-bootable data ISO to Metal3 BareMetalHosts")]
+#[command(
+    name = "metal3-dataimage",
+    version,
+    about = "Attach a non-bootable data ISO to Metal3 BareMetalHosts"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
