@@ -67,32 +67,11 @@ impl IronicError {
     }
 }
 
-/// Replaces the userinfo of every `scheme://user:pass@host` in free text
-/// (Ironic messages may quote URLs anywhere) with `***`. The authority of
-/// each URL ends at `/ ? # \\`, whitespace or a quote.
+/// Replaces the userinfo of every URL in free text (Ironic messages may quote
+/// URLs anywhere) with `***`: the project's one redaction rule,
+/// [`crate::telemetry::redact_url`].
 pub fn redact_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find("://") {
-        let after = pos + 3;
-        out.push_str(&rest[..after]);
-        let tail = &rest[after..];
-        let end = tail
-            .find(|c: char| {
-                matches!(c, '/' | '?' | '#' | '\\' | '"' | '\'' | '<' | '>') || c.is_whitespace()
-            })
-            .unwrap_or(tail.len());
-        match tail[..end].rfind('@') {
-            Some(at) => {
-                out.push_str("***");
-                out.push_str(&tail[at..end]);
-            }
-            None => out.push_str(&tail[..end]),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
+    crate::telemetry::redact_url(text).into_owned()
 }
 
 #[cfg(test)]

@@ -382,10 +382,22 @@ impl<'a, 'b> Builder<'a, 'b> {
             _ => Some(self.now().to_string()),
         };
         let errors = record.map(|r| r.errors).unwrap_or(0);
+        let mut message = message.into();
+        // A data image should not be bootable: say so when the staged ISO
+        // carries an El Torito record (only staged images are inspected).
+        if let StagingView::Ready(image) = self.input.staging
+            && self
+                .host
+                .desired
+                .is_some_and(|d| Some(d.url.as_str()) == url)
+            && let Some(note) = image.status_note()
+        {
+            message = format!("{message}; {note}");
+        }
         StatusChange::Set(DataImageStatus {
             url: url.map(|u| redact_url(u).into_owned()),
             state: Some(state),
-            message: Some(message.into()),
+            message: Some(message),
             error_count: Some(errors),
             last_transition_time,
             observed_generation: self.host.generation,

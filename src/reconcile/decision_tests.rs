@@ -1224,3 +1224,30 @@ fn attached_host_checked_recently_is_not_read_again_on_unrelated_changes() {
     case.verified_ago = Some(Duration::from_secs(1));
     assert_eq!(case.step(), Step::ObserveIronic);
 }
+
+#[test]
+fn bootable_staged_image_is_noted_in_the_status() {
+    let staged = crate::staging::StagedImage {
+        digest: "ef".repeat(32),
+        size: 4096,
+        ironic_url: "http://10.0.0.5:9445/i/token/efef.iso".into(),
+        bootable: true,
+    };
+    let host = H::new("provisioned", Some(URL1)).credentials();
+    let plan = Case::new(host)
+        .ironic(observed(node("power on"), empty()))
+        .staging(StagingView::Ready(staged.clone()))
+        .plan();
+    assert!(message_of(&plan).contains("El Torito boot record"));
+
+    let not_bootable = crate::staging::StagedImage {
+        bootable: false,
+        ..staged
+    };
+    let host = H::new("provisioned", Some(URL1)).credentials();
+    let plan = Case::new(host)
+        .ironic(observed(node("power on"), empty()))
+        .staging(StagingView::Ready(not_bootable))
+        .plan();
+    assert!(!message_of(&plan).contains("El Torito"));
+}
