@@ -300,9 +300,30 @@ pub async fn guarded(judging: impl Future<Output = Verdict>, metrics: &Metrics) 
     }
 }
 
+/// One line per review. Denials, warnings and patches are logged at `info`;
+/// a plain "allowed" (most traffic: the operator's own status writes) at
+/// `debug`, to keep the log about what changed something.
 fn log_review(webhook: Webhook, review: &Review<'_>, verdict: &Verdict, started: Instant) {
     let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     let patched = verdict.patch.as_ref().is_some_and(|p| !p.0.is_empty());
+    macro_rules! allowed_event {
+        ($log:ident) => {
+            tracing::$log!(
+                webhook = webhook.path(),
+                uid = %review.uid,
+                kind = %review.kind_name,
+                namespace = %review.namespace,
+                name = %review.name,
+                operation = review.operation.as_str(),
+                dry_run = review.dry_run,
+                allowed = verdict.allowed,
+                warnings = verdict.warnings.len(),
+                patched,
+                duration_ms,
+                "admission review"
+            )
+        };
+    }
     match &verdict.status {
         Some(status) if !verdict.allowed => tracing::info!(
             webhook = webhook.path(),
@@ -320,20 +341,8 @@ fn log_review(webhook: Webhook, review: &Review<'_>, verdict: &Verdict, started:
             duration_ms,
             "admission review"
         ),
-        _ => tracing::info!(
-            webhook = webhook.path(),
-            uid = %review.uid,
-            kind = %review.kind_name,
-            namespace = %review.namespace,
-            name = %review.name,
-            operation = review.operation.as_str(),
-            dry_run = review.dry_run,
-            allowed = verdict.allowed,
-            warnings = verdict.warnings.len(),
-            patched,
-            duration_ms,
-            "admission review"
-        ),
+        _ if patched || !verdict.warnings.is_empty() || !verdict.allowed => allowed_event!(info),
+        _ => allowed_event!(debug),
     }
 }
 
