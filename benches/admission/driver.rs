@@ -252,9 +252,13 @@ fn run(options: &Options) -> anyhow::Result<bool> {
     let baseline = ServerResult::combine(&baseline_rounds);
     let webhook = ServerResult::combine(&webhook_rounds);
 
-    let report = render_report(
-        options, &settings, rate, &serve_bin, &machine, &mixes, &webhook, &baseline,
-    );
+    let run = RunInfo {
+        rate,
+        serve_bin: &serve_bin,
+        machine: &machine,
+        mixes: &mixes,
+    };
+    let report = render_report(options, &settings, &run, &webhook, &baseline);
     print!("{report}");
     if let Some(path) = &options.output {
         std::fs::write(path, &report).with_context(|| format!("write {}", path.display()))?;
@@ -713,16 +717,27 @@ impl Profiler {
     }
 }
 
+/// What the report says about the run besides the figures.
+struct RunInfo<'a> {
+    rate: f64,
+    serve_bin: &'a Path,
+    machine: &'a str,
+    mixes: &'a [(String, Arc<Vec<cases::Case>>)],
+}
+
 fn render_report(
     options: &Options,
     settings: &Settings,
-    rate: f64,
-    serve_bin: &Path,
-    machine: &str,
-    mixes: &[(String, Arc<Vec<cases::Case>>)],
+    run: &RunInfo,
     webhook: &ServerResult,
     baseline: &ServerResult,
 ) -> String {
+    let RunInfo {
+        rate,
+        serve_bin,
+        machine,
+        mixes,
+    } = *run;
     let mut out = String::new();
     let mode = if settings.smoke {
         "SMOKE run (checks that the benchmark works; the figures mean nothing)"
