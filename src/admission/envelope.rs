@@ -1,8 +1,12 @@
 //! The AdmissionReview envelope: parsing the request and writing the answer.
 //!
-//! Only the envelope is parsed here, with borrowed strings; `object` and
-//! `oldObject` stay raw JSON for the rules to decode. A body whose envelope is
-//! damaged still yields its `uid` when one can be read (so the API server gets
+//! The envelope is parsed with borrowed strings. [`parse_review_for`] decodes
+//! `object` straight into the rules' types in the same pass (the endpoint
+//! says which kind to expect); `oldObject` stays raw JSON, decoded later only
+//! when the rules need it. Anything unexpected (an object that does not
+//! decode, another kind) falls back to [`parse_review`], which keeps both
+//! objects raw so that the rules can name the offending field. A body whose
+//! envelope is damaged still yields its `uid` when one can be read (so the API server gets
 //! an in-band answer it can show the user); only a body that is not an
 //! AdmissionReview at all, or has no `request.uid`, is an HTTP-level error.
 
@@ -10,11 +14,13 @@ use std::borrow::Cow;
 use std::fmt;
 
 use base64::Engine as _;
+use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::rules::{DenyStatus, Operation, ResourceKind, ReviewInput, Verdict};
+use crate::model::{BareMetalHost, UpstreamDataImage};
+use crate::rules::{DenyStatus, Operation, ResourceKind, ReviewInput, TypedObject, Verdict};
 
 pub const ADMISSION_V1: &str = "admission.k8s.io/v1";
 pub const ADMISSION_V1BETA1: &str = "admission.k8s.io/v1beta1";
@@ -36,6 +42,8 @@ pub struct Review<'a> {
     pub name: Cow<'a, str>,
     pub namespace: Cow<'a, str>,
     pub dry_run: bool,
+    /// Raw `object` ([`parse_review`]); `None` when [`parse_review_for`]
+    /// decoded it already.
     pub object: Option<&'a RawValue>,
     pub old_object: Option<&'a RawValue>,
 }
@@ -77,19 +85,22 @@ impl fmt::Display for EnvelopeError {
     }
 }
 
+/// The envelope, with `object` read as `O`: `&RawValue` (kept raw) or
+/// [`JsonObject`] of a rules type (decoded in the same pass).
 #[derive(Deserialize)]
-struct WireReview<'a> {
+#[serde(bound(deserialize = "O: Deserialize<'de>"))]
+struct WireReview<'a, O> {
     #[serde(rename = "apiVersion", borrow, default)]
     api_version: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "borrowed_str")]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    request: Option<WireRequest<'a>>,
+    request: Option<WireRequest<'a, O>>,
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireRequest<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+struct WireRequest<'a, O> {
     #[serde(borrow, default, deserialize_with = "borrowed_str")]
     uid: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -104,12 +115,34 @@ struct WireRequest<'a> {
     operation: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     user_info: Option<WireUserInfo<'a>>,
-    #[serde(borrow, default)]
-    object: Option<&'a RawValue>,
+    #[serde(default)]
+    object: Option<O>,
     #[serde(borrow, default)]
     old_object: Option<&'a RawValue>,
     #[serde(default)]
     dry_run: Option<bool>,
+}
+
+/// A `T` read only from a JSON object, as `rules::decode_json_text` does
+/// (a derived struct would also accept an array).
+struct JsonObject<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for JsonObject<T> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(ObjectVisitor(std::marker::PhantomData))
+            .map(JsonObject)
+    }
 }
 
 #[derive(Deserialize)]
@@ -142,16 +175,60 @@ fn known_api_version(api_version: &str) -> Option<&'static str> {
     }
 }
 
-/// Parses an AdmissionReview request body.
+/// Parses an AdmissionReview request body, keeping `object` and `oldObject`
+/// raw.
 pub fn parse_review(body: &[u8]) -> Result<Review<'_>, EnvelopeError> {
     // Fast path without path tracking; on failure parse again to name the field.
-    let parsed =
-        serde_json::from_slice::<WireReview<'_>>(body).map_err(|_| describe_parse_error(body));
+    let parsed = serde_json::from_slice::<WireReview<'_, &RawValue>>(body)
+        .map_err(|_| describe_parse_error(body));
     let wire = match parsed {
         Ok(wire) => wire,
         Err(message) => return Err(damaged(body, message)),
     };
+    let (mut review, object) = check_envelope(wire)?;
+    review.object = object;
+    Ok(review)
+}
 
+/// Parses an AdmissionReview request body for an endpoint that judges
+/// `expected`, decoding `object` into the rules' type in the same pass.
+///
+/// Returns the typed object (`None` when there is none) with a [`Review`]
+/// whose `object` is `None`, or falls back to [`parse_review`] (typed object
+/// `None`, raw `object`) when the body does not parse this way (a damaged
+/// envelope, an object the rules would reject as undecodable) or the review
+/// is about another kind. Either way the rules decide the same.
+pub fn parse_review_for(
+    body: &[u8],
+    expected: ResourceKind,
+) -> Result<(Review<'_>, Option<TypedObject>), EnvelopeError> {
+    let typed = match expected {
+        ResourceKind::BareMetalHost => parse_typed::<BareMetalHost>(body, expected)
+            .map(|(review, host)| (review, host.map(|h| TypedObject::Host(Box::new(h))))),
+        ResourceKind::DataImage => parse_typed::<UpstreamDataImage>(body, expected)
+            .map(|(review, image)| (review, image.map(|i| TypedObject::DataImage(Box::new(i))))),
+    };
+    match typed {
+        Some(parsed) => Ok(parsed),
+        None => parse_review(body).map(|review| (review, None)),
+    }
+}
+
+/// The single-pass parse; `None` whenever [`parse_review`] must decide.
+fn parse_typed<'a, T: Deserialize<'a>>(
+    body: &'a [u8],
+    expected: ResourceKind,
+) -> Option<(Review<'a>, Option<T>)> {
+    let wire = serde_json::from_slice::<WireReview<'a, JsonObject<T>>>(body).ok()?;
+    let (review, object) = check_envelope(wire).ok()?;
+    (review.kind == Some(expected)).then(|| (review, object.map(|o| o.0)))
+}
+
+/// Checks a parsed envelope; returns the review (without `object`) and the
+/// object as read.
+fn check_envelope<'a, O>(
+    wire: WireReview<'a, O>,
+) -> Result<(Review<'a>, Option<O>), EnvelopeError> {
     if wire.kind.as_deref() != Some(REVIEW_KIND) {
         return Err(EnvelopeError::NotAReview(format!(
             "not an AdmissionReview (kind is {})",
@@ -198,7 +275,7 @@ pub fn parse_review(body: &[u8]) -> Result<Review<'_>, EnvelopeError> {
         "DataImage" => Some(ResourceKind::DataImage),
         _ => None,
     };
-    Ok(Review {
+    let review = Review {
         api_version,
         uid,
         kind_name,
@@ -212,15 +289,16 @@ pub fn parse_review(body: &[u8]) -> Result<Review<'_>, EnvelopeError> {
         name: request.name.unwrap_or(Cow::Borrowed("")),
         namespace: request.namespace.unwrap_or(Cow::Borrowed("")),
         dry_run: request.dry_run.unwrap_or(false),
-        object: request.object,
+        object: None,
         old_object: request.old_object,
-    })
+    };
+    Ok((review, request.object))
 }
 
 /// The parse error of `body`, naming the JSON path of the offending value.
 fn describe_parse_error(body: &[u8]) -> String {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    match serde_path_to_error::deserialize::<_, WireReview<'_>>(&mut deserializer) {
+    match serde_path_to_error::deserialize::<_, WireReview<'_, &RawValue>>(&mut deserializer) {
         Err(err) => {
             let path = err.path().to_string();
             let inner = err.into_inner();
@@ -513,6 +591,169 @@ mod tests {
             parse_review(truncated.as_bytes()),
             Err(EnvelopeError::InBand { .. })
         ));
+    }
+
+    /// The verdicts of both paths (single pass and raw two-pass) for a body.
+    fn verdicts_both_ways(body: &str, expected: ResourceKind) -> [(Verdict, Verdict); 2] {
+        let mut policy = crate::rules::Policy::default();
+        policy.operator_users.push("operator".to_string());
+        let secret = crate::rules::SecretLookup::NotNeeded;
+        let judge = |review: &Review<'_>, typed: Option<TypedObject>| {
+            let input = review.input().unwrap();
+            let decoded = match typed {
+                Some(object) => crate::rules::decode_typed(&input, object),
+                None => crate::rules::decode(&input),
+            };
+            (
+                crate::rules::validate(&input, &decoded, &secret, &policy),
+                crate::rules::mutate(&input, &decoded, &policy),
+            )
+        };
+        let raw = parse_review(body.as_bytes()).unwrap();
+        let (review, typed) = parse_review_for(body.as_bytes(), expected).unwrap();
+        [judge(&raw, None), judge(&review, typed)]
+    }
+
+    fn review_with(kind: &str, operation: &str, user: &str, object: &str, old: &str) -> String {
+        format!(
+            r#"{{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{{"uid":"u",
+            "kind":{{"kind":"{kind}"}},"name":"h","namespace":"n","operation":"{operation}",
+            "userInfo":{{"username":"{user}"}},"object":{object},"oldObject":{old}}}}}"#
+        )
+    }
+
+    #[test]
+    fn single_pass_decodes_the_object_typed_and_keeps_old_object_raw() {
+        let body = review_with(
+            "BareMetalHost",
+            "UPDATE",
+            "admin",
+            r#"{"metadata":{"name":"h"},"spec":{"dataImage":{"url":"https://h/a.iso"}}}"#,
+            r#"{"spec":{}}"#,
+        );
+        let (review, typed) =
+            parse_review_for(body.as_bytes(), ResourceKind::BareMetalHost).unwrap();
+        let Some(TypedObject::Host(host)) = typed else {
+            panic!("{typed:?}")
+        };
+        assert_eq!(
+            host.data_image().and_then(|d| d.url.as_deref()),
+            Some("https://h/a.iso")
+        );
+        assert!(review.object.is_none());
+        assert_eq!(review.old_object.unwrap().get(), r#"{"spec":{}}"#);
+        assert_eq!(review.uid, "u");
+    }
+
+    #[test]
+    fn single_pass_falls_back_to_raw_objects_when_unsure() {
+        let cases = [
+            // A field of the wrong type: the rules must name it.
+            (
+                "BareMetalHost",
+                r#"{"spec":{"dataImage":{"url":42}}}"#,
+                ResourceKind::BareMetalHost,
+            ),
+            // Not a JSON object.
+            ("BareMetalHost", "[1]", ResourceKind::BareMetalHost),
+            // Another kind than the endpoint's.
+            (
+                "DataImage",
+                r#"{"spec":{"url":"https://h/a.iso"}}"#,
+                ResourceKind::BareMetalHost,
+            ),
+            ("Pod", r#"{"spec":{}}"#, ResourceKind::BareMetalHost),
+        ];
+        for (kind, object, expected) in cases {
+            let body = review_with(kind, "CREATE", "admin", object, "null");
+            let (review, typed) = parse_review_for(body.as_bytes(), expected).unwrap();
+            assert!(typed.is_none(), "{kind} {object}");
+            assert_eq!(review.object.map(RawValue::get), Some(object));
+        }
+        // A damaged envelope gives the same error both ways.
+        let bad = V1_REVIEW.replace("\"UPDATE\"", "7");
+        assert_eq!(
+            parse_review_for(bad.as_bytes(), ResourceKind::BareMetalHost).unwrap_err(),
+            parse_review(bad.as_bytes()).unwrap_err()
+        );
+    }
+
+    #[test]
+    fn single_pass_and_raw_objects_give_the_same_verdicts() {
+        let host = r#"{"metadata":{"name":"h","annotations":{"a":"b"}},
+            "spec":{"online":true,"bmc":{"address":"redfish-virtualmedia://10.0.0.1/redfish/v1/Systems/1"},
+                "dataImage":{"url":"https://u:p@h/a.iso"}},
+            "status":{"hardware":{"cpu":{"count":8}},"dataImage":{"state":"Attached"}}}"#;
+        let without = r#"{"metadata":{"name":"h"},"spec":{"online":true},"status":{"x":1}}"#;
+        let old = r#"{"metadata":{"name":"h"},"spec":{"dataImage":{"url":"http://h/old.iso","extra":1}},
+            "status":{"dataImage":{"state":"Attached"}}}"#;
+        let image = r#"{"metadata":{"name":"h"},"spec":{"url":"ftp://h/a.iso"}}"#;
+        let mut cases = vec![
+            (
+                review_with("BareMetalHost", "CREATE", "admin", host, "null"),
+                ResourceKind::BareMetalHost,
+            ),
+            (
+                review_with("BareMetalHost", "UPDATE", "admin", host, old),
+                ResourceKind::BareMetalHost,
+            ),
+            (
+                review_with("BareMetalHost", "UPDATE", "operator", without, old),
+                ResourceKind::BareMetalHost,
+            ),
+            (
+                review_with("BareMetalHost", "DELETE", "admin", "null", old),
+                ResourceKind::BareMetalHost,
+            ),
+            (
+                review_with(
+                    "BareMetalHost",
+                    "UPDATE",
+                    "admin",
+                    r#"{"spec":{"dataImage":{"url":42}}}"#,
+                    old,
+                ),
+                ResourceKind::BareMetalHost,
+            ),
+            (
+                review_with("DataImage", "CREATE", "admin", image, "null"),
+                ResourceKind::DataImage,
+            ),
+            (
+                review_with("DataImage", "UPDATE", "admin", image, image),
+                ResourceKind::DataImage,
+            ),
+        ];
+        let status = review_with("BareMetalHost", "UPDATE", "operator", without, old)
+            .replace(r#""operation""#, r#""subResource":"status","operation""#);
+        cases.push((status, ResourceKind::BareMetalHost));
+        for (body, expected) in cases {
+            let [raw, single] = verdicts_both_ways(&body, expected);
+            assert_eq!(raw, single, "{body}");
+        }
+    }
+
+    #[test]
+    fn single_pass_matches_on_the_bench_fixtures() {
+        for (name, expected) in [
+            ("update-allow", ResourceKind::BareMetalHost),
+            ("update-deny", ResourceKind::BareMetalHost),
+            ("update-mutate-nopatch", ResourceKind::BareMetalHost),
+            ("status-restore-patch", ResourceKind::BareMetalHost),
+            ("create-allow", ResourceKind::BareMetalHost),
+            ("create-deny", ResourceKind::BareMetalHost),
+            ("create-mutate-patch", ResourceKind::BareMetalHost),
+        ] {
+            let path = format!(
+                "{}/tests/fixtures/bench/{name}.json",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let body = std::fs::read_to_string(&path).unwrap();
+            let [raw, single] = verdicts_both_ways(&body, expected);
+            assert_eq!(raw, single, "{name}");
+            let (_, typed) = parse_review_for(body.as_bytes(), expected).unwrap();
+            assert!(typed.is_some(), "{name} takes the single pass");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::envelope::{self, EnvelopeError, Review};
 use super::metrics::{AdmissionLabels, Metrics, WebhookCodeLabels, WebhookLabels};
 use super::secrets::{self, SharedSecretSource};
 use super::{MUTATE_BMH_PATH, VALIDATE_BMH_PATH, VALIDATE_DATAIMAGE_PATH};
-use crate::rules::{self, Policy, SecretLookup, Verdict};
+use crate::rules::{self, Policy, ResourceKind, SecretLookup, TypedObject, Verdict};
 
 /// The request body limit: two 3 MiB objects plus slack, as controller-runtime.
 pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
@@ -49,6 +49,14 @@ impl Webhook {
 
     fn is_mutating(self) -> bool {
         self == Self::MutateHost
+    }
+
+    /// The kind this endpoint is registered for.
+    fn kind(self) -> ResourceKind {
+        match self {
+            Self::ValidateHost | Self::MutateHost => ResourceKind::BareMetalHost,
+            Self::ValidateDataImage => ResourceKind::DataImage,
+        }
     }
 }
 
@@ -201,8 +209,8 @@ async fn answer(
             );
         }
     };
-    let review = match envelope::parse_review(&body) {
-        Ok(review) => review,
+    let (review, typed_object) = match envelope::parse_review_for(&body, webhook.kind()) {
+        Ok(parsed) => parsed,
         Err(EnvelopeError::NotAReview(message)) => {
             tracing::info!(webhook = webhook.path(), error = %message, "rejected request: not an AdmissionReview");
             return plain(StatusCode::BAD_REQUEST, message);
@@ -220,7 +228,7 @@ async fn answer(
 
     let lookup_budget = lookup_budget(timeout, state.0.secret_timeout);
     let verdict = guarded(
-        judge(state, webhook, &review, lookup_budget),
+        judge(state, webhook, &review, typed_object, lookup_budget),
         &state.0.metrics,
     )
     .await;
@@ -246,6 +254,7 @@ async fn judge(
     state: &AppState,
     webhook: Webhook,
     review: &Review<'_>,
+    typed_object: Option<TypedObject>,
     lookup_budget: Duration,
 ) -> Verdict {
     let Some(input) = review.input() else {
@@ -256,7 +265,10 @@ async fn judge(
             ..Verdict::default()
         };
     };
-    let decoded = rules::decode(&input);
+    let decoded = match typed_object {
+        Some(object) => rules::decode_typed(&input, object),
+        None => rules::decode(&input),
+    };
     if webhook.is_mutating() {
         return rules::mutate(&input, &decoded, &state.0.policy);
     }

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use super::decoded::Inner;
-use super::{Decoded, Operation, ResourceKind, ReviewInput};
+use super::{Decoded, Operation, ResourceKind, ReviewInput, TypedObject};
 use crate::model::{BareMetalHost, UpstreamDataImage};
 
 pub(super) fn decode(input: &ReviewInput<'_>) -> Decoded {
@@ -25,6 +25,23 @@ pub(super) fn decode(input: &ReviewInput<'_>) -> Decoded {
                 },
             },
         },
+    };
+    Decoded {
+        inner,
+        sub_resource: input.sub_resource.is_some(),
+    }
+}
+
+pub(super) fn decode_typed(input: &ReviewInput<'_>, object: TypedObject) -> Decoded {
+    let inner = match (input.operation, object) {
+        (Operation::Delete | Operation::Connect, _) => Inner::Nothing,
+        (_, TypedObject::Host(new)) if input.kind == ResourceKind::BareMetalHost => {
+            Inner::Host { new }
+        }
+        (_, TypedObject::DataImage(new)) if input.kind == ResourceKind::DataImage => {
+            Inner::DataImage { new }
+        }
+        _ => return decode(input),
     };
     Decoded {
         inner,
@@ -209,6 +226,30 @@ mod tests {
         i.object = Some(&obj);
         i.operation = Operation::Delete;
         assert!(matches!(decode(&i).inner, Inner::Nothing));
+    }
+
+    #[test]
+    fn typed_objects_decode_like_their_json_text() {
+        let text = r#"{"metadata":{"name":"h"},"spec":{"dataImage":{"url":"https://h/a.iso"}}}"#;
+        let obj = raw(text);
+        let host: BareMetalHost = decode_str(text).unwrap();
+        let typed = || TypedObject::Host(Box::new(host.clone()));
+        let mut i = input(&obj, None);
+        assert_eq!(
+            format!("{:?}", decode_typed(&i, typed())),
+            format!("{:?}", decode(&i))
+        );
+        // DELETE judges nothing, whatever the object.
+        i.operation = Operation::Delete;
+        assert!(matches!(decode_typed(&i, typed()).inner, Inner::Nothing));
+        // Another kind than the input's: decoded from the raw object instead.
+        i.operation = Operation::Create;
+        i.kind = ResourceKind::DataImage;
+        let d = decode_typed(&i, TypedObject::Host(Box::new(host)));
+        let Inner::DataImage { new } = &d.inner else {
+            panic!("{d:?}")
+        };
+        assert_eq!(new.metadata.name.as_deref(), Some("h"));
     }
 
     #[test]

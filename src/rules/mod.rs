@@ -267,6 +267,34 @@ pub fn decode(input: &ReviewInput<'_>) -> Decoded {
     decode::decode(input)
 }
 
+/// A request object the caller already decoded into the rules' types (the
+/// webhook does it while parsing the AdmissionReview envelope, which saves a
+/// second scan of the object). It must have been decoded the way
+/// [`decode_json_text`] does (a JSON object, unknown fields skipped).
+#[derive(Clone, Debug)]
+pub enum TypedObject {
+    Host(Box<crate::model::BareMetalHost>),
+    DataImage(Box<crate::model::UpstreamDataImage>),
+}
+
+impl TypedObject {
+    pub fn kind(&self) -> ResourceKind {
+        match self {
+            Self::Host(_) => ResourceKind::BareMetalHost,
+            Self::DataImage(_) => ResourceKind::DataImage,
+        }
+    }
+}
+
+/// Like [`decode`] for a request whose object is already typed: the same
+/// [`Decoded`] as [`decode`] on the object's JSON text. `input.object` is not
+/// read (it may be `None`); `input.old_object` stays raw, decoded later only
+/// when needed. An object of another kind than `input.kind` falls back to
+/// [`decode`] of `input.object`.
+pub fn decode_typed(input: &ReviewInput<'_>, object: TypedObject) -> Decoded {
+    decode::decode_typed(input, object)
+}
+
 /// The validating webhook's decision.
 pub fn validate(
     input: &ReviewInput<'_>,
