@@ -49,8 +49,9 @@ pub fn check_url(field: &str, value: Option<&str>, credentials_hint: &str) -> Ur
         report.errors.push(FieldError::required(field, ""));
         return report;
     }
-    let parsed = Url::parse(raw).ok();
-    let echo = echo_url(raw, parsed.as_ref());
+    // Parsed once: the echo needs to know whether it parsed, rule 2 why not.
+    let parsed = Url::parse(raw);
+    let echo = echo_url(raw, parsed.as_ref().ok());
     let invalid = |detail: &str| FieldError::invalid(field, &echo, detail);
     let too_long = raw.chars().count() > MAX_URL_CHARS;
     let length_error = || {
@@ -83,7 +84,7 @@ pub fn check_url(field: &str, value: Option<&str>, credentials_hint: &str) -> Ur
     }
 
     // Rule 2 (and rule 4 where the parser rejects the port or host).
-    let url = match Url::parse(raw) {
+    let url = match parsed {
         Ok(url) => url,
         Err(err) => {
             let detail = match err {
