@@ -580,8 +580,10 @@ fn measure_server(
             _ => None,
         };
         let cpu_before = procstat::cpu_seconds(pid, ticks)?;
+        let switches_before = procstat::context_switches(pid);
         let outcome = runtime.block_on(load::run(&target, cases, &planned.phase))?;
         let cpu = procstat::cpu_seconds(pid, ticks)? - cpu_before;
+        let switches = procstat::context_switches(pid).saturating_sub(switches_before);
         if let Some(profiler) = profiler {
             result
                 .profiles
@@ -605,6 +607,11 @@ fn measure_server(
                 0.0
             } else {
                 cpu * 1e6 / outcome.completed_total as f64
+            },
+            switches_per_request: if outcome.completed_total == 0 {
+                0.0
+            } else {
+                switches as f64 / outcome.completed_total as f64
             },
         };
         eprintln!(
@@ -717,6 +724,19 @@ impl Profiler {
     }
 }
 
+/// `git describe --always --dirty` of the checkout this bench was built from.
+fn git_commit() -> String {
+    Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|text| format!("`{}`", text.trim()))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
 /// What the report says about the run besides the figures.
 struct RunInfo<'a> {
     rate: f64,
@@ -746,6 +766,16 @@ fn render_report(
     };
     out.push_str(&format!("## Admission benchmark: {mode}\n\n"));
     out.push_str(machine);
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| arg != "--bench")
+        .collect();
+    out.push_str(&format!(
+        "- command: `scripts/bench.sh{}{}` at commit {}\n",
+        if args.is_empty() { "" } else { " " },
+        args.join(" "),
+        git_commit()
+    ));
     let profile = if cfg!(debug_assertions) {
         "debug"
     } else {

@@ -53,6 +53,23 @@ fn stat_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Context switches (voluntary + involuntary) of every thread of a process:
+/// each one is a thread going to sleep or being preempted, so per request it
+/// shows wake-up overhead.
+pub fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .map(|status| {
+            status_kib(&status, "voluntary_ctxt_switches:").unwrap_or(0)
+                + status_kib(&status, "nonvoluntary_ctxt_switches:").unwrap_or(0)
+        })
+        .sum()
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`, 100 on Linux).
 pub fn ticks_per_second() -> f64 {
     std::process::Command::new("getconf")

@@ -20,6 +20,8 @@ pub struct PhaseResult {
     pub cpu_seconds: f64,
     /// `cpu_seconds` divided by every request of the phase, warm-up included.
     pub cpu_us_per_request: f64,
+    /// Server context switches divided by every request of the phase.
+    pub switches_per_request: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +104,7 @@ impl ServerResult {
                     error_samples,
                     cpu_seconds: median(&|p| p.cpu_seconds),
                     cpu_us_per_request: median(&|p| p.cpu_us_per_request),
+                    switches_per_request: median(&|p| p.switches_per_request),
                 }
             })
             .collect();
@@ -351,6 +354,14 @@ pub fn render(webhook: &ServerResult, baseline: &ServerResult) -> String {
             w.cpu_us_per_request,
             b.cpu_us_per_request,
             1,
+            "",
+            "",
+        );
+        table.row(
+            &format!("{label}: server context switches per {per}"),
+            w.switches_per_request,
+            b.switches_per_request,
+            2,
             "",
             "",
         );
