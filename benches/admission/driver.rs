@@ -818,7 +818,7 @@ fn render_report(
         out.push_str(&format!("- mix `{name}`: {}\n", cases::describe(cases)));
     }
     out.push('\n');
-    out.push_str(&report::render(webhook, baseline));
+    out.push_str(&report::render(webhook, baseline, !settings.smoke));
     let notes = format!(
         "{}{}",
         report::error_notes("webhook", webhook),

@@ -184,13 +184,20 @@ fn at_least(value: f64, limit: f64) -> String {
     }
 }
 
-struct Table(String);
+struct Table {
+    text: String,
+    /// Smoke runs print the targets but judge nothing.
+    judge: bool,
+}
 
 impl Table {
-    fn new() -> Self {
-        Self(String::from(
-            "| figure | webhook | baseline | webhook/baseline | target | verdict |\n|---|---:|---:|---:|---|---|\n",
-        ))
+    fn new(judge: bool) -> Self {
+        Self {
+            text: String::from(
+                "| figure | webhook | baseline | webhook/baseline | target | verdict |\n|---|---:|---:|---:|---|---|\n",
+            ),
+            judge,
+        }
     }
 
     fn row(
@@ -202,8 +209,13 @@ impl Table {
         target: &str,
         verdict: &str,
     ) {
+        let verdict = if self.judge || verdict.is_empty() {
+            verdict
+        } else {
+            "not judged (smoke)"
+        };
         let _ = writeln!(
-            self.0,
+            self.text,
             "| {figure} | {webhook:.precision$} | {baseline:.precision$} | {} | {target} | {verdict} |",
             ratio(webhook, baseline)
         );
@@ -211,8 +223,8 @@ impl Table {
 }
 
 /// Renders the Markdown table (one row per figure) and the target verdicts.
-pub fn render(webhook: &ServerResult, baseline: &ServerResult) -> String {
-    let mut table = Table::new();
+pub fn render(webhook: &ServerResult, baseline: &ServerResult, judge: bool) -> String {
+    let mut table = Table::new(judge);
     let t = TARGETS;
     table.row(
         &format!(
@@ -389,7 +401,7 @@ pub fn render(webhook: &ServerResult, baseline: &ServerResult) -> String {
         "",
         "",
     );
-    table.0
+    table.text
 }
 
 /// Error samples of both servers, for the report.
