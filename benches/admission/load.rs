@@ -191,6 +191,9 @@ pub async fn run(
 
 type Window = (Instant, Instant, Instant);
 
+/// Per request, connection set-up included (kube-apiserver's default `timeoutSeconds`).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn fixed_rate(
     target: &Target,
     cases: &[Case],
@@ -284,7 +287,16 @@ async fn exchange(
     sender: &mut Option<SendRequest<Full<Bytes>>>,
     case: &Case,
 ) -> anyhow::Result<()> {
-    let result = exchange_inner(target, sender, case).await;
+    // The API server's default webhook timeout: a server that never answers
+    // is an error, not a hung benchmark.
+    let result =
+        match tokio::time::timeout(REQUEST_TIMEOUT, exchange_inner(target, sender, case)).await {
+            Ok(result) => result,
+            Err(_) => Err(anyhow::anyhow!(
+                "no answer within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            )),
+        };
     if result.is_err() {
         *sender = None;
     }
