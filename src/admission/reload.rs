@@ -233,6 +233,19 @@ impl TlsState {
         }
     }
 
+    /// File names of the watched files (certificate, key, client CA).
+    fn watched_names(&self) -> BTreeSet<std::ffi::OsString> {
+        [
+            Some(&self.settings.cert_file),
+            Some(&self.settings.key_file),
+            self.settings.client_ca_file.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|file| file.file_name().map(ToOwned::to_owned))
+        .collect()
+    }
+
     /// Directories holding the watched files.
     fn watched_dirs(&self) -> BTreeSet<PathBuf> {
         let files = [
@@ -251,6 +264,23 @@ impl TlsState {
     }
 }
 
+/// Whether a directory event can concern our files: one of their names, the
+/// kubelet's `..data` / `..<timestamp>` entries of a Secret volume swap, or an
+/// event without paths (a rescan). Other files in the directory (logs, say)
+/// must not trigger a reload on every write; polling still covers anything
+/// this misses.
+fn is_relevant(event: &notify::Event, names: &BTreeSet<std::ffi::OsString>) -> bool {
+    if matches!(event.kind, notify::EventKind::Access(_)) {
+        return false;
+    }
+    event.paths.is_empty()
+        || event.paths.iter().any(|path| {
+            path.file_name().is_some_and(|name| {
+                names.contains(name) || name.as_encoded_bytes().starts_with(b"..")
+            })
+        })
+}
+
 fn log_loaded(what: &str, settings: &TlsSettings, cert: &tls::LoadedCert) {
     let not_after = jiff::Timestamp::from_second(cert.not_after)
         .map(|t| t.to_string())
@@ -267,8 +297,11 @@ fn log_loaded(what: &str, settings: &TlsSettings, cert: &tls::LoadedCert) {
 /// until `stop` is cancelled. Watch failures fall back to polling alone.
 pub fn spawn_reloader(state: Arc<TlsState>, poll_interval: Duration, stop: CancellationToken) {
     let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let names = state.watched_names();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if let Ok(event) = event
+            && is_relevant(&event, &names)
+        {
             let _ = events_tx.send(());
         }
     });
@@ -311,4 +344,36 @@ pub fn spawn_reloader(state: Arc<TlsState>, poll_interval: Duration, stop: Cance
             let _ = tokio::task::spawn_blocking(move || state.reload()).await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use notify::event::{AccessKind, CreateKind, EventKind, ModifyKind};
+
+    use super::is_relevant;
+
+    #[test]
+    fn only_events_about_our_files_or_secret_swaps_trigger_a_reload() {
+        let names: BTreeSet<std::ffi::OsString> =
+            ["tls.crt".into(), "tls.key".into()].into_iter().collect();
+        let event = |kind: EventKind, path: &str| notify::Event::new(kind).add_path(path.into());
+        let modify = EventKind::Modify(ModifyKind::Any);
+        assert!(is_relevant(&event(modify, "/certs/tls.crt"), &names));
+        assert!(is_relevant(
+            &event(EventKind::Create(CreateKind::Any), "/certs/..data_tmp"),
+            &names
+        ));
+        assert!(is_relevant(
+            &event(modify, "/certs/..2026_11_25_13_00_00.123"),
+            &names
+        ));
+        assert!(is_relevant(&notify::Event::new(modify), &names));
+        assert!(!is_relevant(&event(modify, "/certs/serve.log"), &names));
+        assert!(!is_relevant(
+            &event(EventKind::Access(AccessKind::Any), "/certs/tls.crt"),
+            &names
+        ));
+    }
 }
