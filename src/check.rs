@@ -265,6 +265,13 @@ struct HeaderMeta {
     namespace: Option<String>,
 }
 
+impl HeaderMeta {
+    /// `name`, else `generateName`.
+    fn name_or_generate_name(&self) -> Option<&str> {
+        self.name.as_deref().or(self.generate_name.as_deref())
+    }
+}
+
 /// One manifest document as compact JSON text.
 #[derive(Clone, Debug)]
 struct Document {
@@ -478,11 +485,7 @@ fn judge<'a>(
 fn object_label(doc: &Document) -> String {
     let kind = doc.header.kind.as_deref().unwrap_or("(no kind)");
     let meta = &doc.header.metadata;
-    let name = meta
-        .name
-        .as_deref()
-        .or(meta.generate_name.as_deref())
-        .unwrap_or("(unnamed)");
+    let name = meta.name_or_generate_name().unwrap_or("(unnamed)");
     match meta.namespace.as_deref() {
         Some(ns) => format!("{kind} {ns}/{name}"),
         None => format!("{kind} {name}"),
@@ -541,7 +544,7 @@ fn render_json(report: &Report<'_>) -> String {
         "document": doc.index,
         "kind": doc.header.kind,
         "namespace": meta.namespace,
-        "name": meta.name.as_deref().or(meta.generate_name.as_deref()),
+        "name": meta.name_or_generate_name(),
     });
     match &report.verdict {
         None => {

@@ -34,6 +34,13 @@ pub struct ObjectMeta {
     pub deletion_timestamp: Option<String>,
 }
 
+impl ObjectMeta {
+    /// `name`, else `generateName` (a generateName create has no name yet).
+    pub fn name_or_generate_name(&self) -> Option<&str> {
+        self.name.as_deref().or(self.generate_name.as_deref())
+    }
+}
+
 /// `spec.bmc`
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -205,7 +205,7 @@ impl Decoded {
             decoded::Inner::DataImage { new, .. } => &new.metadata,
             _ => return None,
         };
-        meta.name.as_deref().or(meta.generate_name.as_deref())
+        meta.name_or_generate_name()
     }
 }
 

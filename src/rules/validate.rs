@@ -208,13 +208,7 @@ fn judge_host(
                 DependsOn::AlsoBmcAddress => old.bmc_address() == new.bmc_address(),
             }
     };
-    let name = display_name(
-        input,
-        new.metadata
-            .name
-            .as_deref()
-            .or(new.metadata.generate_name.as_deref()),
-    );
+    let name = display_name(input, new.metadata.name_or_generate_name());
     findings.finish(ResourceKind::BareMetalHost, name, unchanged)
 }
 
@@ -234,13 +228,7 @@ fn judge_data_image(input: &ReviewInput<'_>, new: &UpstreamDataImage) -> Verdict
     findings.warnings.extend(url.warnings);
     let old: Option<UpstreamDataImage> = findings.old_if_needed(input);
     let unchanged = |_: DependsOn| old.as_ref().is_some_and(|o| url_of(o) == new_url);
-    let name = display_name(
-        input,
-        new.metadata
-            .name
-            .as_deref()
-            .or(new.metadata.generate_name.as_deref()),
-    );
+    let name = display_name(input, new.metadata.name_or_generate_name());
     findings.finish(ResourceKind::DataImage, name, unchanged)
 }
 
