@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::{Recorder, Reporter};
 use metal3_dataimage::ironic::IronicClient;
 use metal3_dataimage::reconcile::controller::{self, Context};
 use metal3_dataimage::reconcile::decision::DecisionConfig;
@@ -18,7 +17,6 @@ use metal3_dataimage::reconcile::record::{
     AttachedRecord, FINALIZER, HOLD_ANNOTATION, Phase, STATE_ANNOTATION,
 };
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
 
 #[path = "reconcile_support/fake_kube.rs"]
 mod fake_kube;
@@ -41,23 +39,14 @@ async fn setup(env: &IronicEnv, node: &str, host: Value) -> Loop {
     let api = Arc::new(FakeApi::default());
     api.put(&host_path(HOST), host);
     let kube = fake_client(api.clone());
-    let ctx = Arc::new(Context {
-        client: kube.clone(),
-        ironic: client,
-        ironic_permits: Semaphore::new(4),
-        recorder: Recorder::new(
-            kube,
-            Reporter {
-                controller: "metal3-dataimage".into(),
-                instance: None,
-            },
-        ),
-        config: DecisionConfig::default(),
-        metrics: Arc::new(Metrics::new()),
-        stager: None,
-        dataimages: None,
-        verified: Default::default(),
-    });
+    let ctx = Arc::new(Context::new(
+        kube,
+        client,
+        DecisionConfig::default(),
+        4,
+        Arc::new(Metrics::new()),
+        None,
+    ));
     Loop { api, ctx }
 }
 

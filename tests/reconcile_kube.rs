@@ -19,7 +19,6 @@ mod fake_kube;
 mod iso;
 use fake_kube::*;
 
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use metal3_dataimage::ironic::{IronicError, Node, VirtualMedia};
@@ -31,7 +30,6 @@ use metal3_dataimage::reconcile::record::{
     AttachedRecord, FINALIZER, HOLD_ANNOTATION, Phase, STATE_ANNOTATION,
 };
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
 
 const NODE: &str = "5f0b3c1e-7d1a-4b59-9d43-0f5a3f6e2c11";
 const URL1: &str = "https://images.example.test/config-1.iso";
@@ -92,6 +90,9 @@ impl IronicApi for FakeIronic {
         }
         state.inserted = Some(format!("http://127.0.0.1:8088/redfish/cdrom-{node}.iso"));
         state.timeline.push("inserted".into());
+        Ok(())
+    }
+    async fn ping(&self) -> Result<(), IronicError> {
         Ok(())
     }
     async fn detach_cdrom(&self, _node: &str) -> Result<(), IronicError> {
@@ -168,23 +169,17 @@ fn harness_full(
         }
         (writer.as_reader(), resource)
     });
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        ironic: ironic.clone(),
-        ironic_permits: Semaphore::new(2),
-        recorder: Recorder::new(
-            client,
-            Reporter {
-                controller: "metal3-dataimage".into(),
-                instance: Some("test-replica".into()),
-            },
-        ),
-        config: DecisionConfig::default(),
-        metrics: Arc::new(Metrics::new()),
-        stager,
-        dataimages,
-        verified: Default::default(),
-    });
+    let mut ctx = Context::new(
+        client,
+        ironic.clone(),
+        DecisionConfig::default(),
+        2,
+        Arc::new(Metrics::new()),
+        Some("test-replica".into()),
+    );
+    ctx.stager = stager;
+    ctx.dataimages = dataimages;
+    let ctx = Arc::new(ctx);
     Harness { api, ironic, ctx }
 }
 

@@ -628,6 +628,28 @@ impl IronicClient {
         }
     }
 
+    /// `GET /` (the API root, no version header): does Ironic answer at
+    /// all? Used to tell an outage from a host-specific failure.
+    pub async fn ping(&self) -> Result<(), IronicError> {
+        let mut request = self
+            .http
+            .get(self.root.clone())
+            .header("Accept", "application/json");
+        if let Some((user, password)) = &self.auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(&Method::GET, &self.root, e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        Err(classify(status.as_u16(), &body))
+    }
+
     pub async fn get_node(&self, node: &str) -> Result<Node, IronicError> {
         let url = self.node_url(node, None)?;
         let (status, body) = self.call(Method::GET, url, None).await?;

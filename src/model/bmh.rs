@@ -97,6 +97,11 @@ pub struct BareMetalHostStatus {
     pub provisioning: Option<ProvisionStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub powered_on: Option<bool>,
+    /// Written by the baremetal-operator with every status (`OK`,
+    /// `discovered`, `error`, ...): its presence says the operator has
+    /// written the status at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operational_status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_image: Option<DataImageStatus>,
 }

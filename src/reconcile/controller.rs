@@ -8,7 +8,6 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::controller::Action as RequeueAction;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tokio::sync::Semaphore;
@@ -17,6 +16,8 @@ use super::decision::{
     self, Action, DecisionConfig, EventNote, Input, IronicView, Op, Plan, StagingView,
     StatusChange, Step, decide,
 };
+use super::events::EventPublisher;
+use super::health::IronicHealth;
 use super::kube_ops::{self, HostWriter};
 use super::metrics::{Metrics, Operation, error_reason};
 use super::record::AttachedRecord;
@@ -42,6 +43,8 @@ pub trait IronicApi: Send + Sync + 'static {
         image_url: &str,
     ) -> impl Future<Output = Result<(), IronicError>> + Send;
     fn detach_cdrom(&self, node: &str) -> impl Future<Output = Result<(), IronicError>> + Send;
+    /// Does Ironic answer at all (`GET /`)?
+    fn ping(&self) -> impl Future<Output = Result<(), IronicError>> + Send;
 }
 
 impl IronicApi for IronicClient {
@@ -60,23 +63,74 @@ impl IronicApi for IronicClient {
     async fn detach_cdrom(&self, node: &str) -> Result<(), IronicError> {
         IronicClient::detach_cdrom(self, node).await
     }
+    async fn ping(&self) -> Result<(), IronicError> {
+        IronicClient::ping(self).await
+    }
 }
 
 /// Shared state of the reconcile loop.
 pub struct Context<I: IronicApi> {
     pub client: kube::Client,
-    pub ironic: I,
+    pub ironic: Arc<I>,
     /// Bounds concurrent Ironic calls (`--max-concurrent`).
     pub ironic_permits: Semaphore,
-    pub recorder: Recorder,
+    pub events: EventPublisher,
     pub config: DecisionConfig,
     pub metrics: Arc<Metrics>,
+    pub health: Arc<IronicHealth>,
     pub stager: Option<Stager>,
     /// Upstream DataImages (conflict detection); `None` when the kind is
     /// not installed.
     pub dataimages: Option<(Store<DynamicObject>, ApiResource)>,
     /// When each host's drive was last read from Ironic by this process.
     pub verified: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl<I: IronicApi> Context<I> {
+    /// A context without staging or DataImage conflict detection (set those
+    /// fields afterwards when wanted).
+    pub fn new(
+        client: kube::Client,
+        ironic: I,
+        config: DecisionConfig,
+        max_concurrent: usize,
+        metrics: Arc<Metrics>,
+        instance: Option<String>,
+    ) -> Self {
+        let health = Arc::new(IronicHealth::new(metrics.ironic_up.clone()));
+        Self {
+            events: EventPublisher::new(client.clone(), instance),
+            client,
+            ironic: Arc::new(ironic),
+            ironic_permits: Semaphore::new(max_concurrent.max(1)),
+            config,
+            metrics,
+            health,
+            stager: None,
+            dataimages: None,
+            verified: Default::default(),
+        }
+    }
+
+    /// After a failed Ironic call: counts it, and tells an outage (the
+    /// view every host then gets) from a host-specific failure (`None`).
+    async fn judge_failure(&self, call: &'static str, err: &IronicError) -> Option<IronicView> {
+        self.metrics.request_failed(call, err);
+        let ironic = self.ironic.clone();
+        let metrics = self.metrics.clone();
+        let ping = move || {
+            let (ironic, metrics) = (ironic.clone(), metrics.clone());
+            async move {
+                let result = ironic.ping().await;
+                if let Err(err) = &result {
+                    metrics.request_failed("ping", err);
+                }
+                result
+            }
+        };
+        let (since, error) = self.health.confirm_outage(err, ping).await?;
+        Some(IronicView::Unreachable { since, error })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +216,7 @@ async fn reconcile_inner<I: IronicApi>(
             jitter,
             config: &ctx.config,
             verified_ago,
+            ironic_recovered_at: ctx.health.recovered_at(),
         };
         match decide(&input) {
             Step::ObserveIronic => {
@@ -183,16 +238,30 @@ async fn reconcile_inner<I: IronicApi>(
 }
 
 async fn observe<I: IronicApi>(ctx: &Context<I>, node_id: &str) -> IronicView {
-    let Ok(_permit) = ctx.ironic_permits.acquire().await else {
+    if let Some((since, error)) = ctx.health.down() {
+        return IronicView::Unreachable { since, error };
+    }
+    let Ok(permit) = ctx.ironic_permits.acquire().await else {
         return IronicView::Failed(IronicError::Unavailable("shutting down".into()));
     };
     let node = match ctx.ironic.get_node(node_id).await {
         Ok(node) => node,
-        Err(err) => return IronicView::Failed(err),
+        Err(err) => {
+            drop(permit);
+            let outage = ctx.judge_failure("get_node", &err).await;
+            return outage.unwrap_or(IronicView::Failed(err));
+        }
     };
     match ctx.ironic.list_vmedia(node_id).await {
-        Ok(vmedia) => IronicView::Observed { node, vmedia },
-        Err(err) => IronicView::Failed(err),
+        Ok(vmedia) => {
+            ctx.health.mark_up();
+            IronicView::Observed { node, vmedia }
+        }
+        Err(err) => {
+            drop(permit);
+            let outage = ctx.judge_failure("list_vmedia", &err).await;
+            outage.unwrap_or(IronicView::Failed(err))
+        }
     }
 }
 
@@ -334,6 +403,37 @@ async fn execute<I: IronicApi>(
     node_id: &str,
     plan: Plan,
 ) -> Result<Option<Duration>, ReconcileError> {
+    let key = format!("{namespace}/{name}");
+    match run_plan(ctx, host, input, namespace, name, node_id, plan).await {
+        Err(ReconcileError::Kube(kube::Error::Api(status))) if status.code == 404 => {
+            // The host is gone (its last finalizer was ours, or it was
+            // deleted meanwhile): nothing to write, nothing failed.
+            host_gone(ctx, &key);
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
+fn host_gone<I: IronicApi>(ctx: &Context<I>, key: &str) {
+    ctx.metrics.set_host_state(key, None);
+    if let Ok(mut map) = ctx.verified.lock() {
+        map.remove(key);
+    }
+    if let Some(stager) = &ctx.stager {
+        stager.release(key);
+    }
+}
+
+async fn run_plan<I: IronicApi>(
+    ctx: &Context<I>,
+    host: &HostResource,
+    input: &Input<'_>,
+    namespace: &str,
+    name: &str,
+    node_id: &str,
+    plan: Plan,
+) -> Result<Option<Duration>, ReconcileError> {
     let writer = HostWriter::new(ctx.client.clone(), namespace, name);
     let reference = host.object_ref(&());
     let key = format!("{namespace}/{name}");
@@ -379,9 +479,9 @@ async fn execute<I: IronicApi>(
                 record = new;
             }
             Action::Attach { .. } | Action::Detach => {
-                let (op, operation) = match action {
-                    Action::Attach { .. } => (Op::Attach, Operation::Attach),
-                    _ => (Op::Detach, Operation::Detach),
+                let (op, operation, call) = match action {
+                    Action::Attach { .. } => (Op::Attach, Operation::Attach, "attach"),
+                    _ => (Op::Detach, Operation::Detach, "detach"),
                 };
                 ctx.metrics
                     .attempts
@@ -399,32 +499,50 @@ async fn execute<I: IronicApi>(
                     }
                 };
                 if let Err(err) = result {
-                    ctx.metrics.failure(operation, error_reason(&err));
-                    tracing::warn!(host = %key, node = %node_id, error = %err, "ironic {operation:?} failed");
                     let Some(written) = record.clone() else {
                         return Ok(Some(decision::BACKOFF_BASE));
                     };
+                    let outage = ctx.judge_failure(call, &err).await;
+                    if outage.is_none() {
+                        ctx.metrics.failure(operation, error_reason(&err));
+                        tracing::warn!(host = %key, node = %node_id, error = %err, "ironic {call} failed");
+                    }
+                    let view = outage.unwrap_or(IronicView::Failed(err.clone()));
+                    let retry_input = Input {
+                        ironic: &view,
+                        ..input.clone()
+                    };
                     // Replace the rest of the plan with the failure plan.
-                    plan = decision::after_failure(input, &written, op, &err);
+                    plan = decision::after_failure(&retry_input, &written, op, &err);
                     sync_failure = true;
                     index = 0;
                     continue;
                 }
+                ctx.health.mark_up();
             }
             Action::Event(note) => {
-                if note.reason == "AttachFailed" || note.reason == "DetachFailed" {
-                    let operation = if note.reason == "AttachFailed" {
-                        Operation::Attach
-                    } else {
-                        Operation::Detach
-                    };
-                    if !sync_failure && plan_is_async_failure(&plan) {
-                        ctx.metrics.failure(operation, "async");
-                    }
-                }
                 publish(ctx, &reference, &note, &key).await;
             }
         }
+    }
+    if let Some(op) = plan.failure
+        && !sync_failure
+    {
+        // Failures seen by observation (last_error, no effect); synchronous
+        // ones were counted with their error kind above.
+        let operation = match op {
+            Op::Attach => Operation::Attach,
+            Op::Detach => Operation::Detach,
+        };
+        ctx.metrics.failure(operation, "async");
+    }
+    let finished = host.metadata.deletion_timestamp.is_some()
+        && !finalizers.iter().any(|f| f == super::record::FINALIZER);
+    if finished && finalizers.is_empty() {
+        // Ours was the last finalizer: the API server has deleted the host,
+        // and a status write could only answer 404.
+        host_gone(ctx, &key);
+        return Ok(None);
     }
     let state = match &plan.status {
         StatusChange::Set(status) => {
@@ -443,11 +561,14 @@ async fn execute<I: IronicApi>(
             .and_then(|s| s.data_image.as_ref())
             .and_then(|s| s.state),
     };
-    let finished = host.metadata.deletion_timestamp.is_some()
-        && !finalizers.iter().any(|f| f == super::record::FINALIZER);
-    ctx.metrics
-        .set_host_state(&key, if finished { None } else { state });
-    if (finished || (record.is_none() && host.spec.data_image.is_none()))
+    if finished {
+        // Other finalizers keep the host a while; it is no longer ours.
+        host_gone(ctx, &key);
+        return Ok(None);
+    }
+    ctx.metrics.set_host_state(&key, state);
+    if record.is_none()
+        && host.spec.data_image.is_none()
         && let Some(stager) = &ctx.stager
     {
         stager.release(&key);
@@ -461,54 +582,19 @@ async fn execute<I: IronicApi>(
     Ok(plan.requeue)
 }
 
-/// A failure seen in Ironic's `last_error` or by timeout (no synchronous
-/// error preceded it in this plan).
-fn plan_is_async_failure(plan: &Plan) -> bool {
-    !plan
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::Attach { .. }))
-        && plan
-            .actions
-            .iter()
-            .any(|a| matches!(a, Action::WriteRecord(Some(r)) if r.retry_at.is_some()))
-        && matches!(&plan.status, StatusChange::Set(s) if s.error_count.unwrap_or(0) > 0)
-}
-
 async fn publish<I: IronicApi>(
     ctx: &Context<I>,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
     note: &EventNote,
     key: &str,
 ) {
-    let event = KubeEvent {
-        type_: if note.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: note.reason.to_string(),
-        note: Some(truncate(&note.message, 1000)),
-        action: note.reason.to_string(),
-        secondary: None,
-    };
-    if note.warning {
-        tracing::warn!(host = %key, reason = note.reason, message = %note.message, "event");
+    let reason = note.reason.as_str();
+    if note.reason.is_warning() {
+        tracing::warn!(host = %key, reason, message = %note.message, "event");
     } else {
-        tracing::info!(host = %key, reason = note.reason, message = %note.message, "event");
+        tracing::info!(host = %key, reason, message = %note.message, "event");
     }
-    if let Err(err) = ctx.recorder.publish(&event, reference).await {
+    if let Err(err) = ctx.events.publish(note, reference).await {
         tracing::warn!(host = %key, error = %kube_reason(&err), "could not publish event");
     }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }

@@ -33,6 +33,10 @@ pub const CONFIRM_POLL: Duration = Duration::from_secs(3);
 pub const BUSY_POLL: Duration = Duration::from_secs(15);
 /// Re-check interval while something outside our control blocks the drive.
 pub const BLOCKED_POLL: Duration = Duration::from_secs(30);
+/// Re-check interval while Ironic is unreachable. Nothing is sent to Ironic
+/// then (the controller's prober notices its return and wakes every host);
+/// this only bounds power-hold and finalizer deadlines.
+pub const OUTAGE_POLL: Duration = Duration::from_secs(60);
 
 /// Tunables (flags).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,7 +73,14 @@ pub enum IronicView {
         node: Node,
         vmedia: Vec<VirtualMedia>,
     },
+    /// A host-specific failure (404, 400, 409 ...): counted per host.
     Failed(IronicError),
+    /// Ironic itself is down (connection refused, 5xx, and its API root did
+    /// not answer either): one fact for every host, never counted per host.
+    Unreachable {
+        since: Timestamp,
+        error: String,
+    },
 }
 
 /// Whether the host's image must be staged, and how far that is.
@@ -102,6 +113,10 @@ pub struct Input<'a> {
     /// (`None`: never). An attached host in sync is not re-read before
     /// `verify_interval`, however often the BMH changes.
     pub verified_ago: Option<Duration>,
+    /// When Ironic last came back after an outage: an attach or detach sent
+    /// before it is confirmed from then on (the outage does not count
+    /// towards `confirm_timeout`).
+    pub ironic_recovered_at: Option<Timestamp>,
 }
 
 /// One thing for the controller to do, in order.
@@ -126,9 +141,53 @@ pub enum Action {
 /// A Kubernetes Event on the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventNote {
-    pub warning: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
+}
+
+/// The reasons of the Events the reconciler publishes (`kubectl describe
+/// bmh` shows them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Attaching,
+    Attached,
+    AttachFailed,
+    Ejected,
+    Detaching,
+    Detached,
+    DetachFailed,
+    PowerHold,
+    HoldReleased,
+    FinalizerReleased,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Attaching => "Attaching",
+            Self::Attached => "Attached",
+            Self::AttachFailed => "AttachFailed",
+            Self::Ejected => "Ejected",
+            Self::Detaching => "Detaching",
+            Self::Detached => "Detached",
+            Self::DetachFailed => "DetachFailed",
+            Self::PowerHold => "PowerHold",
+            Self::HoldReleased => "HoldReleased",
+            Self::FinalizerReleased => "FinalizerReleased",
+        }
+    }
+
+    /// Published as a `Warning` Event (else `Normal`).
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            Self::AttachFailed
+                | Self::Ejected
+                | Self::DetachFailed
+                | Self::HoldReleased
+                | Self::FinalizerReleased
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -147,6 +206,21 @@ pub struct Plan {
     pub requeue: Option<Duration>,
     /// Seconds from the spec change to this confirmed attach (metrics).
     pub attached_after: Option<f64>,
+    /// This plan records a failed attach/detach (metrics).
+    pub failure: Option<Op>,
+}
+
+impl Plan {
+    /// Nothing to do but look again after `after`.
+    pub fn wait(after: Duration) -> Self {
+        Self {
+            actions: Vec::new(),
+            status: StatusChange::Keep,
+            requeue: Some(after),
+            attached_after: None,
+            failure: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -161,6 +235,15 @@ pub enum Step {
 pub enum Op {
     Attach,
     Detach,
+}
+
+impl Op {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Attach => "attach",
+            Self::Detach => "detach",
+        }
+    }
 }
 
 /// Backoff after `errors` consecutive failures: 30 s doubling to 10 min,
@@ -255,6 +338,10 @@ struct Host<'a> {
     state: &'a str,
     node_id: &'a str,
     status: Option<&'a DataImageStatus>,
+    /// The baremetal-operator has written the host's status. Until then a
+    /// status write would be refused (the CRD requires the operator's
+    /// status fields), so none is made.
+    operator_status: bool,
 }
 
 impl<'a> Host<'a> {
@@ -284,6 +371,10 @@ impl<'a> Host<'a> {
             state: provisioning.map(|p| p.state.as_str()).unwrap_or(""),
             node_id: provisioning.map(|p| p.id.as_str()).unwrap_or(""),
             status: host.status.as_ref().and_then(|s| s.data_image.as_ref()),
+            operator_status: host
+                .status
+                .as_ref()
+                .is_some_and(|s| s.operational_status.is_some()),
         }
     }
 }
@@ -304,9 +395,8 @@ impl<'a, 'b> Builder<'a, 'b> {
         self.actions.push(action);
     }
 
-    fn event(&mut self, warning: bool, reason: &'static str, message: impl Into<String>) {
+    fn event(&mut self, reason: Reason, message: impl Into<String>) {
         self.actions.push(Action::Event(EventNote {
-            warning,
             reason,
             message: message.into(),
         }));
@@ -360,6 +450,9 @@ impl<'a, 'b> Builder<'a, 'b> {
         state: DataImageState,
         message: impl Into<String>,
     ) -> StatusChange {
+        if !self.host.operator_status {
+            return StatusChange::Keep;
+        }
         let previous = self.host.status;
         let record = self.host.record.as_ref();
         let staged = match self.input.staging {
@@ -420,6 +513,7 @@ impl<'a, 'b> Builder<'a, 'b> {
             status,
             requeue,
             attached_after: None,
+            failure: None,
         })
     }
 }
@@ -436,10 +530,45 @@ fn elapsed(since: Option<Timestamp>, now: Timestamp) -> Duration {
     Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
 }
 
-fn until(at: Option<&str>, now: Timestamp) -> Option<Duration> {
-    let at = parse_time(at?)?;
-    let seconds = at.as_second().saturating_sub(now.as_second());
-    (seconds > 0).then(|| Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))
+/// The one failure bookkeeping of every path (attach; detach for a URL
+/// change, a removal, leaving the provisioned states; detach before
+/// deletion): counts a failure and schedules its retry, unless a retry is
+/// already pending. Then the same failure is only being seen again: no new
+/// count, no new random retry time, so nothing to write. Returns the retry
+/// time. `delay` overrides the exponential backoff.
+fn note_failure(
+    record: &mut AttachedRecord,
+    now: Timestamp,
+    jitter: f64,
+    message: String,
+    delay: Option<Duration>,
+) -> Timestamp {
+    if let Some(at) = pending_retry(record, now) {
+        return at;
+    }
+    record.errors = record.errors.saturating_add(1);
+    let delay = delay.unwrap_or_else(|| backoff(record.errors, jitter));
+    let at = add(now, delay);
+    record.message = Some(message);
+    record.retry_at = Some(at.to_string());
+    at
+}
+
+/// The record's retry time, when it is still ahead.
+fn pending_retry(record: &AttachedRecord, now: Timestamp) -> Option<Timestamp> {
+    let at = parse_time(record.retry_at.as_deref()?)?;
+    (at > now).then_some(at)
+}
+
+fn wait_until(at: Timestamp, now: Timestamp) -> Duration {
+    let seconds = at.as_second().saturating_sub(now.as_second()).max(1);
+    Duration::from_secs(u64::try_from(seconds).unwrap_or(1))
+}
+
+/// "Ironic is unreachable since …" (the same text on every pass, so the
+/// status is written once per outage).
+fn unreachable_message(since: Timestamp, error: &str, then: &str) -> String {
+    format!("Ironic is unreachable since {since} ({error}); {then} when it answers again")
 }
 
 fn add(now: Timestamp, d: Duration) -> Timestamp {
@@ -610,20 +739,34 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
         IronicView::NotObserved => return Step::ObserveIronic,
         IronicView::Failed(IronicError::NotFound(_)) => return drive_emptied(b, purpose, false),
         IronicView::Failed(err) => {
-            record.errors = record.errors.saturating_add(1);
-            let delay = backoff(record.errors, b.input.jitter);
-            record.message = Some(err.to_string());
-            record.retry_at = Some(add(now, delay).to_string());
-            b.write_record(Some(record));
+            let at = note_failure(&mut record, now, b.input.jitter, err.to_string(), None);
+            let message = record.message.clone().unwrap_or_default();
+            if b.host.record.as_ref() != Some(&record) {
+                b.write_record(Some(record));
+            }
             let status = b.status(
                 shown_url.as_deref(),
                 DataImageState::Error,
-                format!(
-                    "cannot reach Ironic to detach the image: {err}; retrying at {}",
-                    add(now, delay)
-                ),
+                format!("cannot read the node to detach the image: {message}; retrying at {at}"),
             );
-            return b.finish(status, Some(delay));
+            return b.finish(status, Some(wait_until(at, now)));
+        }
+        IronicView::Unreachable { since, error } => {
+            if purpose == Purpose::Replace {
+                // The hold's deadline still runs while Ironic is away.
+                let _ = hold_step(&mut b, &mut record, None);
+                if b.host.record.as_ref() != Some(&record) {
+                    b.write_record(Some(record));
+                }
+            } else {
+                b.set_hold(false);
+            }
+            let status = b.status(
+                shown_url.as_deref(),
+                DataImageState::Waiting,
+                unreachable_message(*since, error, "detaching"),
+            );
+            return b.finish(status, Some(OUTAGE_POLL));
         }
         IronicView::Observed { node, vmedia } => (node, vmedia),
     };
@@ -654,36 +797,40 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
         );
         return drive_emptied(b, purpose, was_ours);
     }
+    let why = match purpose {
+        Purpose::Removal => "spec.dataImage was removed",
+        Purpose::Replace => "the image changed",
+        Purpose::Leaving => "the host is leaving the provisioned state",
+    };
+    let detaching = format!("detaching {} ({why})", redact_url(&record.url));
     if node.reservation.is_some() {
-        let status = b.status(
-            shown_url.as_deref(),
-            DataImageState::Detaching,
-            "Ironic node is busy (reserved); detaching when it is free",
-        );
+        // While our own detach runs, the reservation is ours.
+        let message = if record.phase == Phase::Detaching && record.retry_at.is_none() {
+            detaching
+        } else {
+            "Ironic node is busy (reserved by another operation); detaching when it is free".into()
+        };
+        let status = b.status(shown_url.as_deref(), DataImageState::Detaching, message);
         return b.finish(status, Some(BUSY_POLL));
     }
-    if let Some(wait) = until(record.retry_at.as_deref(), now) {
+    if let Some(at) = pending_retry(&record, now) {
         let message = record.message.clone().unwrap_or_default();
         let status = b.status(
             shown_url.as_deref(),
             DataImageState::Error,
-            format!("detach failed: {message}; retrying at {}", add(now, wait)),
+            format!("detach failed: {message}; retrying at {at}"),
         );
-        return b.finish(status, Some(wait));
+        return b.finish(status, Some(wait_until(at, now)));
     }
     if record.phase == Phase::Detaching {
-        let waited = elapsed(record.phase_since(), now);
+        let waited = confirm_elapsed(&record, b.input.ironic_recovered_at, now);
         if let Some(error) =
             vmedia_error(node).filter(|e| e.to_ascii_lowercase().contains("detach"))
         {
             return failed(b, record, shown_url, Op::Detach, error);
         }
         if waited < b.input.config.confirm_timeout {
-            let status = b.status(
-                shown_url.as_deref(),
-                DataImageState::Detaching,
-                "waiting for Ironic to eject the image",
-            );
+            let status = b.status(shown_url.as_deref(), DataImageState::Detaching, detaching);
             return b.finish(status, Some(CONFIRM_POLL));
         }
         if record.retry_at.is_none() {
@@ -698,21 +845,8 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
     record.retry_at = None;
     b.write_record(Some(record.clone()));
     b.push(Action::Detach);
-    let why = match purpose {
-        Purpose::Removal => "spec.dataImage was removed",
-        Purpose::Replace => "the image changed",
-        Purpose::Leaving => "the host is leaving the provisioned state",
-    };
-    b.event(
-        false,
-        "Detaching",
-        format!("detaching {} ({why})", redact_url(&record.url)),
-    );
-    let status = b.status(
-        shown_url.as_deref(),
-        DataImageState::Detaching,
-        format!("detaching {} ({why})", redact_url(&record.url)),
-    );
+    b.event(Reason::Detaching, detaching.clone());
+    let status = b.status(shown_url.as_deref(), DataImageState::Detaching, detaching);
     b.finish(status, Some(CONFIRM_POLL))
 }
 
@@ -722,8 +856,7 @@ fn drive_emptied(mut b: Builder, purpose: Purpose, was_ours: bool) -> Step {
     let old = b.host.record.clone();
     if was_ours && let Some(old) = &old {
         b.event(
-            false,
-            "Detached",
+            Reason::Detached,
             format!("detached {}", redact_url(&old.url)),
         );
     }
@@ -777,7 +910,8 @@ fn drive_emptied(mut b: Builder, purpose: Purpose, was_ours: bool) -> Step {
     }
 }
 
-/// Records a failure (async Ironic error, confirmation timeout).
+/// Records a failure seen by observation (Ironic's `last_error`, or no
+/// effect after `confirm_timeout`).
 fn failed(
     mut b: Builder,
     mut record: AttachedRecord,
@@ -786,10 +920,7 @@ fn failed(
     message: String,
 ) -> Step {
     let now = b.now();
-    record.errors = record.errors.saturating_add(1);
-    let delay = backoff(record.errors, b.input.jitter);
-    record.message = Some(message.clone());
-    record.retry_at = Some(add(now, delay).to_string());
+    let at = note_failure(&mut record, now, b.input.jitter, message.clone(), None);
     let drive_ours = match b.input.ironic {
         IronicView::Observed { node, vmedia } => drive_state(vmedia, &node.uuid) == Drive::Ours,
         _ => false,
@@ -804,8 +935,7 @@ fn failed(
                 b.push(Action::Detach);
             }
             b.event(
-                true,
-                "AttachFailed",
+                Reason::AttachFailed,
                 format!("attaching {} failed: {message}", redact_url(&record.url)),
             );
         }
@@ -813,24 +943,49 @@ fn failed(
             // Stay in Detaching; the retry re-sends the detach.
             b.write_record(Some(record.clone()));
             b.event(
-                true,
-                "DetachFailed",
+                Reason::DetachFailed,
                 format!("detaching {} failed: {message}", redact_url(&record.url)),
             );
         }
     }
-    let verb = if op == Op::Attach { "attach" } else { "detach" };
     let status = b.status(
         url.as_deref(),
         DataImageState::Error,
-        format!("{verb} failed: {message}; retrying at {}", add(now, delay)),
+        format!("{} failed: {message}; retrying at {at}", op.verb()),
     );
-    b.finish(status, Some(delay))
+    match b.finish(status, Some(wait_until(at, now))) {
+        Step::Plan(mut plan) => {
+            plan.failure = Some(op);
+            Step::Plan(plan)
+        }
+        other => other,
+    }
 }
 
-/// The plan after an Ironic call of `op` failed synchronously: count it,
-/// back off. `record` is the record as written before the call.
-pub fn after_failure(input: &Input, record: &AttachedRecord, op: Op, err: &IronicError) -> Plan {
+/// The plan after an Ironic call of `op` failed synchronously. `written` is
+/// the record as written before the call.
+///
+/// With `input.ironic` = [`IronicView::Unreachable`] (the controller found
+/// Ironic down), nothing is counted: the record goes back to what it was
+/// before this plan, so the call is made again once Ironic answers.
+/// Otherwise the failure is counted and backed off.
+pub fn after_failure(input: &Input, written: &AttachedRecord, op: Op, err: &IronicError) -> Plan {
+    if let IronicView::Unreachable { .. } = input.ironic {
+        let before = Host::read(input.host).record;
+        let mut plan = match decide(input) {
+            Step::Plan(plan) => plan,
+            // decide never asks to observe when Ironic is known down.
+            Step::ObserveIronic => Plan::wait(OUTAGE_POLL),
+        };
+        // Only the writes of the undone plan are left out: its events and
+        // the Ironic call itself did not happen.
+        plan.actions
+            .retain(|a| !matches!(a, Action::Attach { .. } | Action::Detach));
+        if before.as_ref() != Some(written) {
+            plan.actions.insert(0, Action::WriteRecord(before));
+        }
+        return plan;
+    }
     let host = Host::read(input.host);
     let mut b = Builder {
         input,
@@ -838,18 +993,16 @@ pub fn after_failure(input: &Input, record: &AttachedRecord, op: Op, err: &Ironi
         actions: Vec::new(),
     };
     let now = input.now;
-    let mut record = record.clone();
-    record.errors = record.errors.saturating_add(1);
+    let mut record = written.clone();
     // 400 may come from the node's driver/driver_info, not our request: a
     // long wait before trying again; locks and outages back off normally.
     let delay = match err {
         IronicError::BadRequest(_) | IronicError::Http { .. } => {
-            BACKOFF_CAP.mul_f64(1.0 - 0.25 * input.jitter.clamp(0.0, 1.0))
+            Some(BACKOFF_CAP.mul_f64(1.0 - 0.25 * input.jitter.clamp(0.0, 1.0)))
         }
-        _ => backoff(record.errors, input.jitter),
+        _ => None,
     };
-    record.message = Some(err.to_string());
-    record.retry_at = Some(add(now, delay).to_string());
+    let at = note_failure(&mut record, now, input.jitter, err.to_string(), delay);
     if op == Op::Attach {
         // The request was refused before Ironic touched the drive: nothing
         // to detach, retry later.
@@ -857,15 +1010,13 @@ pub fn after_failure(input: &Input, record: &AttachedRecord, op: Op, err: &Ironi
     }
     b.host.record = None; // force the write
     b.write_record(Some(record.clone()));
-    let verb = if op == Op::Attach { "attach" } else { "detach" };
+    let reason = match op {
+        Op::Attach => Reason::AttachFailed,
+        Op::Detach => Reason::DetachFailed,
+    };
     b.event(
-        true,
-        if op == Op::Attach {
-            "AttachFailed"
-        } else {
-            "DetachFailed"
-        },
-        format!("{verb} of {} failed: {err}", redact_url(&record.url)),
+        reason,
+        format!("{} of {} failed: {err}", op.verb(), redact_url(&record.url)),
     );
     let url = if op == Op::Detach && b.host.desired.is_none() {
         Some(record.url.clone())
@@ -878,25 +1029,20 @@ pub fn after_failure(input: &Input, record: &AttachedRecord, op: Op, err: &Ironi
     let status = b.status(
         url.as_deref(),
         DataImageState::Error,
-        format!("{verb} failed: {err}; retrying at {}", add(now, delay)),
+        format!("{} failed: {err}; retrying at {at}", op.verb()),
     );
+    let delay = wait_until(at, now);
     let requeue = if b.host.deletion.is_some() {
-        Some(delay.min(BLOCKED_POLL))
+        delay.min(BLOCKED_POLL)
     } else {
-        Some(delay)
+        delay
     };
-    match b.finish(status, requeue) {
-        Step::Plan(plan) => plan,
-        Step::ObserveIronic => unreachable_plan(),
-    }
-}
-
-fn unreachable_plan() -> Plan {
     Plan {
-        actions: Vec::new(),
-        status: StatusChange::Keep,
-        requeue: Some(BACKOFF_BASE),
+        actions: b.actions,
+        status,
+        requeue: Some(requeue),
         attached_after: None,
+        failure: Some(op),
     }
 }
 
@@ -939,7 +1085,7 @@ fn hold_step(b: &mut Builder, record: &mut AttachedRecord, node: Option<&Node>) 
                 "released the power hold after {} without a confirmed attach ({why}); the operator may power the host on without the image",
                 human(b.input.config.hold_timeout)
             );
-            b.event(true, "HoldReleased", note.clone());
+            b.event(Reason::HoldReleased, note.clone());
             return Some(note);
         }
         return None;
@@ -950,8 +1096,7 @@ fn hold_step(b: &mut Builder, record: &mut AttachedRecord, node: Option<&Node>) 
         b.set_hold(true);
         record.hold_since = Some(now.to_string());
         b.event(
-            false,
-            "PowerHold",
+            Reason::PowerHold,
             "host is powered off: holding it off (reboot.metal3.io/metal3-dataimage) until the image is attached",
         );
     }
@@ -984,23 +1129,48 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
         IronicView::NotObserved => return Step::ObserveIronic,
         IronicView::Failed(err) => {
             let note = hold_step(&mut b, &mut record, None);
-            if until(record.retry_at.as_deref(), now).is_none() {
-                record.errors = record.errors.saturating_add(1);
-                record.message = Some(err.to_string());
-                let delay = backoff(record.errors, b.input.jitter);
-                record.retry_at = Some(add(now, delay).to_string());
+            let at = note_failure(&mut record, now, b.input.jitter, err.to_string(), None);
+            if b.host.record.as_ref() != Some(&record) {
+                b.write_record(Some(record.clone()));
             }
-            let wait = until(record.retry_at.as_deref(), now).unwrap_or(BACKOFF_BASE);
-            b.write_record(Some(record));
             let what = match err {
                 IronicError::NotFound(_) => {
                     format!("Ironic node {node_id} not found (not registered again yet?)")
                 }
-                other => format!("cannot reach Ironic: {other}"),
+                _ => format!(
+                    "cannot read the Ironic node: {}",
+                    record.message.as_deref().unwrap_or_default()
+                ),
             };
-            let message = join_note(format!("{what}; retrying at {}", add(now, wait)), note);
+            let message = join_note(format!("{what}; retrying at {at}"), note);
             let status = b.status(Some(url), DataImageState::Error, message);
-            return b.finish(status, Some(wait));
+            return b.finish(status, Some(wait_until(at, now)));
+        }
+        IronicView::Unreachable { since, error } => {
+            if record.phase == Phase::Attached {
+                // Nothing says the image left: it stays shown as attached,
+                // and is verified again when Ironic answers.
+                let status = b.status(
+                    Some(url),
+                    DataImageState::Attached,
+                    attached_message(&record),
+                );
+                return b.finish(status, Some(OUTAGE_POLL));
+            }
+            let note = hold_step(&mut b, &mut record, None);
+            if b.host.record.as_ref() != Some(&record)
+                && (b.host.record.is_some() || record.hold_since.is_some() || record.hold_expired)
+            {
+                b.write_record(Some(record.clone()));
+            }
+            let then = if record.phase == Phase::Attaching {
+                "confirming the attach"
+            } else {
+                "attaching"
+            };
+            let message = join_note(unreachable_message(*since, error, then), note);
+            let status = b.status(Some(url), DataImageState::Waiting, message);
+            return b.finish(status, Some(OUTAGE_POLL));
         }
         IronicView::Observed { node, vmedia } => (node, vmedia),
     };
@@ -1041,8 +1211,7 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
             Drive::Empty => {
                 // Ejected behind our back (BMC reset, manual eject): attach again.
                 b.event(
-                    true,
-                    "Ejected",
+                    Reason::Ejected,
                     format!(
                         "{} is no longer inserted; attaching it again",
                         redact_url(url)
@@ -1064,7 +1233,7 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
         if drive == Drive::Ours && node.reservation.is_none() {
             return confirmed(b, record, url, running);
         }
-        let waited = elapsed(record.phase_since(), now);
+        let waited = confirm_elapsed(&record, b.input.ironic_recovered_at, now);
         if node.reservation.is_none() && waited >= b.input.config.confirm_timeout {
             let message = format!(
                 "Ironic accepted the attach but the image was not inserted after {}",
@@ -1082,14 +1251,14 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
 
     // Pending or Failed: attach when every gate is open.
     let note = hold_step(&mut b, &mut record, Some(node));
-    let blocked: Option<(DataImageState, String, Duration)> = if let Some(wait) =
-        until(record.retry_at.as_deref(), now)
+    let blocked: Option<(DataImageState, String, Duration)> = if let Some(at) =
+        pending_retry(&record, now)
     {
         let message = record.message.clone().unwrap_or_default();
         Some((
             DataImageState::Error,
-            format!("attach failed: {message}; retrying at {}", add(now, wait)),
-            wait,
+            format!("attach failed: {message}; retrying at {at}"),
+            wait_until(at, now),
         ))
     } else if node.maintenance {
         Some((
@@ -1167,10 +1336,24 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
     record.retry_at = None;
     b.write_record(Some(record));
     b.push(Action::Attach { image_url });
-    b.event(false, "Attaching", format!("attaching {}", redact_url(url)));
+    b.event(Reason::Attaching, format!("attaching {}", redact_url(url)));
     let message = join_note("attach sent to Ironic".into(), note);
     let status = b.status(Some(url), DataImageState::Attaching, message);
     b.finish(status, Some(CONFIRM_POLL))
+}
+
+/// How long an attach/detach sent at `record`'s phase time has been
+/// waiting for its effect; an Ironic outage since then restarts the clock.
+fn confirm_elapsed(
+    record: &AttachedRecord,
+    recovered_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Duration {
+    let since = match (record.phase_since(), recovered_at) {
+        (Some(sent), Some(back)) => Some(sent.max(back)),
+        (sent, _) => sent,
+    };
+    elapsed(since, now)
 }
 
 fn attached_message(record: &AttachedRecord) -> String {
@@ -1205,7 +1388,7 @@ fn confirmed(mut b: Builder, mut record: AttachedRecord, url: &str, running: boo
     record.attached_running = running;
     b.set_hold(false);
     b.write_record(Some(record.clone()));
-    b.event(false, "Attached", format!("attached {}", redact_url(url)));
+    b.event(Reason::Attached, format!("attached {}", redact_url(url)));
     let status = b.status(
         Some(url),
         DataImageState::Attached,
@@ -1250,11 +1433,10 @@ fn deletion(mut b: Builder) -> Step {
         b.write_record(None);
         b.remove_finalizer();
         b.event(
-            warning,
             if warning {
-                "FinalizerReleased"
+                Reason::FinalizerReleased
             } else {
-                "Detached"
+                Reason::Detached
             },
             message,
         );
@@ -1316,6 +1498,28 @@ fn deletion(mut b: Builder) -> Step {
             );
             return b.finish(status, Some(remaining.min(BLOCKED_POLL)));
         }
+        IronicView::Unreachable { since, error } => {
+            if expired {
+                return release(
+                    b,
+                    true,
+                    format!(
+                        "Ironic unreachable since {since} ({error}): finalizer released after {} without a confirmed detach",
+                        human(timeout)
+                    ),
+                );
+            }
+            let status = b.status(
+                url.as_deref(),
+                DataImageState::Detaching,
+                format!(
+                    "{}, or releasing the finalizer at {}",
+                    unreachable_message(*since, error, "detaching before deletion"),
+                    add(now, remaining)
+                ),
+            );
+            return b.finish(status, Some(remaining.min(OUTAGE_POLL)));
+        }
         IronicView::Failed(err) => {
             if expired {
                 return release(
@@ -1368,8 +1572,9 @@ fn deletion(mut b: Builder) -> Step {
     }
     let recently_sent = record.phase == Phase::Detaching
         && record.retry_at.is_none()
-        && elapsed(record.phase_since(), now) < b.input.config.confirm_timeout;
-    if recently_sent || until(record.retry_at.as_deref(), now).is_some() {
+        && confirm_elapsed(&record, b.input.ironic_recovered_at, now)
+            < b.input.config.confirm_timeout;
+    if recently_sent || pending_retry(&record, now).is_some() {
         let status = b.status(
             url.as_deref(),
             DataImageState::Detaching,
@@ -1383,8 +1588,7 @@ fn deletion(mut b: Builder) -> Step {
     b.write_record(Some(record.clone()));
     b.push(Action::Detach);
     b.event(
-        false,
-        "Detaching",
+        Reason::Detaching,
         format!("detaching {} before deletion", redact_url(&record.url)),
     );
     let status = b.status(

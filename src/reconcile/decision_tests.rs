@@ -47,6 +47,7 @@ impl H {
                 state: state.into(),
                 id: NODE.into(),
             }),
+            operational_status: Some("OK".into()),
             ..Default::default()
         });
         Self(host)
@@ -189,6 +190,7 @@ impl Case {
             jitter: 0.0,
             config: &self.config,
             verified_ago: self.verified_ago,
+            ironic_recovered_at: None,
         })
     }
     fn plan(&self) -> Plan {
@@ -242,7 +244,7 @@ fn event_reasons(plan: &Plan) -> Vec<&'static str> {
     plan.actions
         .iter()
         .filter_map(|a| match a {
-            Action::Event(e) => Some(e.reason),
+            Action::Event(e) => Some(e.reason.as_str()),
             _ => None,
         })
         .collect()
@@ -771,7 +773,7 @@ fn deletion_with_ironic_unreachable_is_released_after_the_timeout() {
     let warning = plan
         .actions
         .iter()
-        .any(|a| matches!(a, Action::Event(e) if e.warning));
+        .any(|a| matches!(a, Action::Event(e) if e.reason.is_warning()));
     assert!(warning);
 }
 
@@ -891,6 +893,7 @@ fn synchronous_failures_back_off_by_kind() {
         jitter: 0.0,
         config: &config,
         verified_ago: None,
+        ironic_recovered_at: None,
     };
     let rec = record(URL1, Phase::Attaching, 0);
     let plan = after_failure(
@@ -1189,6 +1192,7 @@ fn waiting_messages_are_stable_so_status_writes_do_not_loop() {
             jitter: 0.0,
             config: &config,
             verified_ago: None,
+            ironic_recovered_at: None,
         });
         match step {
             Step::Plan(plan) => message_of(&plan),

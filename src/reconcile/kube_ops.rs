@@ -87,6 +87,15 @@ pub fn status_clear_patch() -> Value {
     json!({ "status": { "dataImage": null } })
 }
 
+/// Every merge patch names our field manager (`managedFields` then say
+/// who wrote the annotations, the finalizer and the status).
+fn merge_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    }
+}
+
 /// The writes, against one host.
 pub struct HostWriter {
     pub api: Api<HostResource>,
@@ -103,7 +112,7 @@ impl HostWriter {
 
     pub async fn merge(&self, patch: &Value) -> Result<HostResource, kube::Error> {
         self.api
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(patch))
+            .patch(&self.name, &merge_params(), &Patch::Merge(patch))
             .await
     }
 
@@ -124,7 +133,7 @@ impl HostWriter {
         self.api
             .patch_status(
                 &self.name,
-                &PatchParams::default(),
+                &merge_params(),
                 &Patch::Merge(&status_clear_patch()),
             )
             .await

@@ -35,6 +35,13 @@ pub struct FailureLabels {
     pub reason: &'static str,
 }
 
+/// One Ironic request: which call, and the error kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestFailureLabels {
+    pub call: &'static str,
+    pub kind: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: &'static str,
@@ -47,6 +54,12 @@ pub struct Metrics {
     pub failures: Family<FailureLabels, Counter>,
     pub attach_seconds: Histogram,
     pub hosts: Family<StateLabels, Gauge>,
+    /// Every failed Ironic request (reads, attaches, detaches, probes).
+    pub request_failures: Family<RequestFailureLabels, Counter>,
+    /// 1 while Ironic answers, 0 during an outage.
+    pub ironic_up: Gauge,
+    /// 1 while this replica holds the leader Lease.
+    pub leader: Gauge,
     host_states: Mutex<HashMap<String, DataImageState>>,
 }
 
@@ -62,6 +75,9 @@ impl Metrics {
                 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
             ]),
             hosts: Family::default(),
+            request_failures: Family::default(),
+            ironic_up: Gauge::default(),
+            leader: Gauge::default(),
             host_states: Mutex::new(HashMap::new()),
         }
     }
@@ -93,6 +109,31 @@ impl Metrics {
             "Hosts by status.dataImage state",
             self.hosts.clone(),
         );
+        sub.register(
+            "ironic_request_failures",
+            "Failed Ironic requests by call (get_node, list_vmedia, attach, detach, ping) and error kind",
+            self.request_failures.clone(),
+        );
+        sub.register(
+            "ironic_up",
+            "1 while Ironic answers, 0 while it is unreachable (nothing is sent to it then)",
+            self.ironic_up.clone(),
+        );
+        sub.register(
+            "leader",
+            "1 while this replica holds the leader election Lease and reconciles",
+            self.leader.clone(),
+        );
+    }
+
+    /// Counts one failed Ironic request.
+    pub fn request_failed(&self, call: &'static str, err: &IronicError) {
+        self.request_failures
+            .get_or_create(&RequestFailureLabels {
+                call,
+                kind: error_reason(err),
+            })
+            .inc();
     }
 
     /// Records a host's current state (or `None` when it has no data image).

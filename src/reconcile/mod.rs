@@ -8,6 +8,8 @@
 
 pub mod controller;
 pub mod decision;
+pub mod events;
+pub mod health;
 pub mod kube_ops;
 pub mod metrics;
 pub mod record;
@@ -22,12 +24,10 @@ use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::ironic::{IronicClient, IronicConfig};
@@ -402,10 +402,6 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
         verify_interval: args.verify_interval,
         ..DecisionConfig::default()
     };
-    let reporter = Reporter {
-        controller: record::FIELD_MANAGER.into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
 
     loop {
         // Wait to lead (or to shut down).
@@ -416,6 +412,7 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
             }
         }
         tracing::info!("became leader: reconciling");
+        metrics.leader.set(1);
         let stop = shutdown.child_token();
         let dataimages = if dataimages_installed {
             let writer = reflector::store::Writer::<DynamicObject>::new(dataimage_resource());
@@ -434,17 +431,18 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
         } else {
             None
         };
-        let context = Arc::new(Context {
-            client: client.clone(),
-            ironic: ironic.clone(),
-            ironic_permits: Semaphore::new(usize::from(args.max_concurrent)),
-            recorder: Recorder::new(client.clone(), reporter.clone()),
-            config: decision_config.clone(),
-            metrics: metrics.clone(),
-            stager: stager.clone(),
-            dataimages,
-            verified: Default::default(),
-        });
+        let mut context = Context::new(
+            client.clone(),
+            ironic.clone(),
+            decision_config.clone(),
+            usize::from(args.max_concurrent),
+            metrics.clone(),
+            std::env::var("POD_NAME").ok(),
+        );
+        context.stager = stager.clone();
+        context.dataimages = dataimages;
+        let recoveries = context.health.recoveries();
+        let context = Arc::new(context);
         let hosts: Api<HostResource> = match &args.namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
@@ -464,6 +462,9 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
                 },
             );
         }
+        // When Ironic answers again after an outage, every host is retried
+        // at once (they wait without polling Ironic meanwhile).
+        controller = controller.reconcile_all_on(recoveries);
         let stop_controller = stop.clone();
         let run = controller
             .graceful_shutdown_on(async move { stop_controller.cancelled().await })
@@ -485,6 +486,7 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
             }
         };
         stop.cancel();
+        metrics.leader.set(0);
         if lost {
             tracing::warn!("lost leadership: stopped reconciling");
             run.await;
