@@ -1255,3 +1255,351 @@ fn bootable_staged_image_is_noted_in_the_status() {
         .plan();
     assert!(!message_of(&plan).contains("El Torito"));
 }
+
+// ---------------------------------------------------------------- failures and outages (issue 10)
+
+/// Every path that talks to Ironic, with a host that has just reached it.
+fn failure_paths() -> Vec<(&'static str, H)> {
+    let attached = record(URL1, Phase::Attached, 600);
+    vec![
+        ("attach", H::new("provisioned", Some(URL1)).finalizer()),
+        (
+            "detach for a URL change",
+            H::new("provisioned", Some(URL2))
+                .finalizer()
+                .record(&attached),
+        ),
+        (
+            "detach for a removal",
+            H::new("provisioned", None).finalizer().record(&attached),
+        ),
+        (
+            "detach when leaving the provisioned states",
+            H::new("deprovisioning", Some(URL1))
+                .finalizer()
+                .record(&attached),
+        ),
+        (
+            "detach before deletion",
+            H::new("provisioned", Some(URL1))
+                .finalizer()
+                .record(&attached)
+                .deleting(5),
+        ),
+    ]
+}
+
+/// The host as the next pass sees it: the plan's record and status written.
+fn after(host: &H, plan: &Plan) -> H {
+    let mut next = host.clone();
+    if let Some(record) = plan.actions.iter().rev().find_map(|a| match a {
+        Action::WriteRecord(r) => Some(r.clone()),
+        _ => None,
+    }) {
+        match record {
+            Some(record) => next = next.record(&record),
+            None => {
+                if let Some(a) = next.0.metadata.annotations.as_mut() {
+                    a.remove(STATE_ANNOTATION);
+                }
+            }
+        }
+    }
+    if let StatusChange::Set(status) = &plan.status {
+        next = next.status(status.clone());
+    }
+    next
+}
+
+fn writes_record(plan: &Plan) -> bool {
+    plan.actions
+        .iter()
+        .any(|a| matches!(a, Action::WriteRecord(_)))
+}
+
+#[test]
+fn every_failure_path_counts_once_and_honours_the_pending_retry() {
+    // A host-specific failure (Ironic answers, about this node).
+    let failure = IronicView::Failed(IronicError::Http {
+        status: 406,
+        message: "not acceptable".into(),
+    });
+    // (path, is the failure counted per host?)
+    let counted = [true, true, true, true, false];
+    for ((name, host), counted) in failure_paths().into_iter().zip(counted) {
+        let first = Case::new(host.clone()).ironic(failure.clone()).plan();
+        assert!(
+            !touches_ironic(&first),
+            "{name}: nothing sent on a failed read"
+        );
+        let second_host = after(&host, &first);
+        if counted {
+            let record = written_record(&first).unwrap_or_else(|| panic!("{name}: {first:?}"));
+            assert_eq!(record.errors, 1, "{name}");
+            let retry_at: Timestamp = record.retry_at.as_deref().unwrap().parse().unwrap();
+            assert_eq!(
+                retry_at,
+                Timestamp::from_second(now().as_second() + 30).unwrap(),
+                "{name}"
+            );
+            assert_eq!(state_of(&first), DataImageState::Error, "{name}");
+            assert_eq!(status_of(&first).error_count, Some(1), "{name}");
+            assert!(
+                message_of(&first).contains(&format!("retrying at {retry_at}")),
+                "{name}: {}",
+                message_of(&first)
+            );
+            assert_eq!(first.requeue, Some(Duration::from_secs(30)), "{name}");
+        } else {
+            assert!(!writes_record(&first), "{name}: {first:?}");
+            assert_eq!(state_of(&first), DataImageState::Detaching, "{name}");
+        }
+        // The same failure seen again, before the retry time: no new count,
+        // no new retry time, no record write, the same status (so the
+        // controller writes nothing and its own write cannot loop).
+        let mut case = Case::new(second_host.clone()).ironic(failure.clone());
+        for pass in 0..3 {
+            let again = case.plan();
+            assert!(!writes_record(&again), "{name} pass {pass}: {again:?}");
+            assert_eq!(&again.status, &first.status, "{name} pass {pass}");
+            assert!(!touches_ironic(&again), "{name} pass {pass}");
+            assert!(event_reasons(&again).is_empty(), "{name} pass {pass}");
+            case = Case::new(after(&second_host, &again)).ironic(failure.clone());
+        }
+    }
+}
+
+#[test]
+fn an_ironic_outage_is_waited_out_on_every_path_without_counting_or_writing() {
+    let down = IronicView::Unreachable {
+        since: ago(42),
+        error: "connection refused".into(),
+    };
+    let expected_state = [
+        DataImageState::Waiting,
+        DataImageState::Waiting,
+        DataImageState::Waiting,
+        DataImageState::Waiting,
+        DataImageState::Detaching,
+    ];
+    for ((name, host), state) in failure_paths().into_iter().zip(expected_state) {
+        let plan = Case::new(host.clone()).ironic(down.clone()).plan();
+        assert!(!touches_ironic(&plan), "{name}");
+        assert!(!writes_record(&plan), "{name}: {plan:?}");
+        assert!(event_reasons(&plan).is_empty(), "{name}");
+        assert_eq!(state_of(&plan), state, "{name}");
+        assert_eq!(status_of(&plan).error_count, Some(0), "{name}");
+        let message = message_of(&plan);
+        assert!(
+            message.contains(&format!(
+                "Ironic is unreachable since {} (connection refused)",
+                ago(42)
+            )),
+            "{name}: {message}"
+        );
+        assert!(plan.requeue.is_some_and(|r| r <= OUTAGE_POLL), "{name}");
+        // Written once: the next pass during the outage shows the same status.
+        let again = Case::new(after(&host, &plan)).ironic(down.clone()).plan();
+        assert_eq!(again.status, plan.status, "{name}");
+        assert!(again.actions.is_empty(), "{name}: {again:?}");
+    }
+}
+
+#[test]
+fn an_attached_host_stays_attached_through_an_outage() {
+    let host = H::new("provisioned", Some(URL1))
+        .finalizer()
+        .record(&record(URL1, Phase::Attached, 600));
+    let down = IronicView::Unreachable {
+        since: ago(5),
+        error: "connection refused".into(),
+    };
+    let plan = Case::new(host).ironic(down).plan();
+    assert_eq!(state_of(&plan), DataImageState::Attached);
+    assert!(plan.actions.is_empty(), "{plan:?}");
+}
+
+#[test]
+fn a_synchronous_outage_failure_undoes_the_record_and_counts_nothing() {
+    // The attach's record (Attaching) was written, then the POST found
+    // Ironic gone: back to the record before the plan, Waiting, no count.
+    let host = H::new("provisioned", Some(URL1)).finalizer();
+    let config = DecisionConfig::default();
+    let down = IronicView::Unreachable {
+        since: now(),
+        error: "connection refused".into(),
+    };
+    let input = Input {
+        host: &host.0,
+        ironic: &down,
+        staging: &StagingView::NotNeeded,
+        upstream_conflict: false,
+        now: now(),
+        jitter: 0.0,
+        config: &config,
+        verified_ago: None,
+        ironic_recovered_at: None,
+    };
+    let written = record(URL1, Phase::Attaching, 0);
+    let plan = after_failure(
+        &input,
+        &written,
+        Op::Attach,
+        &IronicError::Unavailable("connection refused".into()),
+    );
+    assert_eq!(plan.actions.first(), Some(&Action::WriteRecord(None)));
+    assert!(!touches_ironic(&plan));
+    assert_eq!(plan.failure, None);
+    assert_eq!(state_of(&plan), DataImageState::Waiting);
+    assert_eq!(status_of(&plan).error_count, Some(0));
+
+    // A detach for a removal: the Attached record comes back.
+    let attached = record(URL1, Phase::Attached, 600);
+    let host = H::new("provisioned", None).finalizer().record(&attached);
+    let input = Input {
+        host: &host.0,
+        ..input
+    };
+    let mut detaching = attached.clone();
+    detaching.enter(Phase::Detaching, now());
+    let plan = after_failure(
+        &input,
+        &detaching,
+        Op::Detach,
+        &IronicError::Unavailable("connection refused".into()),
+    );
+    assert_eq!(
+        plan.actions.first(),
+        Some(&Action::WriteRecord(Some(attached)))
+    );
+    assert_eq!(state_of(&plan), DataImageState::Waiting);
+}
+
+#[test]
+fn the_confirm_timeout_does_not_count_an_outage() {
+    // Sent 5 min ago; Ironic came back 10 s ago; nothing inserted yet.
+    let host = H::new("provisioned", Some(URL1))
+        .finalizer()
+        .record(&record(URL1, Phase::Attaching, 300));
+    let case = Case::new(host).ironic(observed(node("power on"), empty()));
+    let plan = case.plan();
+    assert_eq!(
+        state_of(&plan),
+        DataImageState::Error,
+        "without an outage: no effect after 2m"
+    );
+    let mut input_case = case;
+    let recovered = ago(10);
+    let plan = match decide(&Input {
+        host: &input_case.host.0,
+        ironic: &input_case.ironic,
+        staging: &input_case.staging,
+        upstream_conflict: false,
+        now: now(),
+        jitter: 0.0,
+        config: &input_case.config,
+        verified_ago: None,
+        ironic_recovered_at: Some(recovered),
+    }) {
+        Step::Plan(plan) => plan,
+        Step::ObserveIronic => panic!("observed already"),
+    };
+    assert_eq!(
+        state_of(&plan),
+        DataImageState::Attaching,
+        "{}",
+        message_of(&plan)
+    );
+    input_case.config.confirm_timeout = Duration::from_secs(5);
+    let plan = match decide(&Input {
+        host: &input_case.host.0,
+        ironic: &input_case.ironic,
+        staging: &input_case.staging,
+        upstream_conflict: false,
+        now: now(),
+        jitter: 0.0,
+        config: &input_case.config,
+        verified_ago: None,
+        ironic_recovered_at: Some(recovered),
+    }) {
+        Step::Plan(plan) => plan,
+        Step::ObserveIronic => panic!("observed already"),
+    };
+    assert_eq!(
+        state_of(&plan),
+        DataImageState::Error,
+        "the clock runs from the return"
+    );
+}
+
+#[test]
+fn crash_after_the_attaching_record_before_the_post_takes_the_no_effect_path() {
+    // The record says Attaching, but the process died before the POST left:
+    // the drive stays empty, Ironic has no error and no reservation.
+    let host = H::new("provisioned", Some(URL1))
+        .finalizer()
+        .record(&record(URL1, Phase::Attaching, 30));
+    let view = observed(node("power on"), empty());
+    // Within the confirm timeout: wait, never a second POST.
+    let plan = Case::new(host.clone()).ironic(view.clone()).plan();
+    assert!(!attaches(&plan));
+    assert_eq!(state_of(&plan), DataImageState::Attaching);
+    // After it: counted as failed ("no effect"), retried after the backoff.
+    let late = H::new("provisioned", Some(URL1))
+        .finalizer()
+        .record(&record(URL1, Phase::Attaching, 121));
+    let plan = Case::new(late.clone()).ironic(view.clone()).plan();
+    assert!(!attaches(&plan));
+    assert_eq!(plan.failure, Some(Op::Attach));
+    let failed = written_record(&plan).unwrap();
+    assert_eq!((failed.phase, failed.errors), (Phase::Failed, 1));
+    assert!(message_of(&plan).contains("was not inserted after 2m"));
+    // At the retry time: exactly one attach.
+    let mut due = failed.clone();
+    due.retry_at = Some(ago(1).to_string());
+    let plan = Case::new(late.record(&due)).ironic(view).plan();
+    assert_eq!(
+        plan.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Attach { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn our_own_running_detach_is_called_detaching() {
+    let mut sent = record(URL1, Phase::Detaching, 2);
+    sent.retry_at = None;
+    let mut reserved = node("power on");
+    reserved.reservation = Some("conductor-1".into());
+    let plan = Case::new(H::new("provisioned", None).finalizer().record(&sent))
+        .ironic(observed(reserved.clone(), ours()))
+        .plan();
+    assert_eq!(
+        message_of(&plan),
+        format!("detaching {URL1} (spec.dataImage was removed)")
+    );
+    // Someone else's operation before ours was sent.
+    let attached = record(URL1, Phase::Attached, 600);
+    let plan = Case::new(H::new("provisioned", None).finalizer().record(&attached))
+        .ironic(observed(reserved, ours()))
+        .plan();
+    assert!(message_of(&plan).contains("reserved by another operation"));
+}
+
+#[test]
+fn no_status_is_written_before_the_operator_has_written_one() {
+    let mut host = H::new("provisioned", Some(URL1));
+    if let Some(status) = host.0.status.as_mut() {
+        status.operational_status = None;
+    }
+    let plan = Case::new(host)
+        .ironic(observed(node("power on"), empty()))
+        .plan();
+    assert_eq!(plan.status, StatusChange::Keep);
+    assert!(
+        attaches(&plan),
+        "the attach itself does not need the status"
+    );
+}
