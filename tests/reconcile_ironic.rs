@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action as Requeue;
-use metal3_dataimage::ironic::IronicClient;
+use metal3_dataimage::ironic::{IronicClient, IronicConfig, IronicError};
 use metal3_dataimage::reconcile::controller::{self, Context};
 use metal3_dataimage::reconcile::decision::DecisionConfig;
 use metal3_dataimage::reconcile::metrics::Metrics;
@@ -388,4 +388,336 @@ async fn scenario1_powered_off_host_is_held_until_attached_then_detached_before_
     assert!(!inserted, "detached before the host went away");
     assert!(l.record().is_none());
     set_power(&env, &node, true).await;
+}
+
+// ------------------------------------------------------------------ Ironic outage
+
+/// Counts every request the reconciler makes to the real Ironic.
+struct Counting {
+    inner: IronicClient,
+    calls: Arc<std::sync::Mutex<Vec<(Instant, &'static str, String, bool)>>>,
+}
+
+impl Counting {
+    fn note<T>(&self, call: &'static str, node: &str, result: &Result<T, IronicError>) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((Instant::now(), call, node.to_string(), result.is_ok()));
+    }
+}
+
+impl controller::IronicApi for Counting {
+    async fn get_node(&self, node: &str) -> Result<metal3_dataimage::ironic::Node, IronicError> {
+        let r = self.inner.get_node(node).await;
+        self.note("get_node", node, &r);
+        r
+    }
+    async fn list_vmedia(
+        &self,
+        node: &str,
+    ) -> Result<Vec<metal3_dataimage::ironic::VirtualMedia>, IronicError> {
+        let r = self.inner.list_vmedia(node).await;
+        self.note("list_vmedia", node, &r);
+        r
+    }
+    async fn attach_cdrom(&self, node: &str, image_url: &str) -> Result<(), IronicError> {
+        let r = self.inner.attach_cdrom(node, image_url).await;
+        self.note("attach", node, &r);
+        r
+    }
+    async fn detach_cdrom(&self, node: &str) -> Result<(), IronicError> {
+        let r = self.inner.detach_cdrom(node).await;
+        self.note("detach", node, &r);
+        r
+    }
+    async fn ping(&self) -> Result<(), IronicError> {
+        let r = self.inner.ping().await;
+        self.note("ping", "", &r);
+        r
+    }
+}
+
+/// Runs reconciles the way kube-runtime's `Controller` schedules them
+/// (kube-runtime 5.0 `controller/mod.rs` + `scheduler.rs`): a change of a
+/// host (any write, ours included, arrives as a watch event) reconciles it
+/// at once; otherwise at its requeue time; `reconcile_all_on` (the Ironic
+/// recovery trigger wired in `reconcile::run`) reconciles every host.
+struct Fleet {
+    api: Arc<FakeApi>,
+    ctx: Arc<Context<Counting>>,
+    names: Vec<String>,
+    seen: std::collections::HashMap<String, String>,
+    due: std::collections::HashMap<String, Instant>,
+    recoveries: std::pin::Pin<Box<dyn futures::Stream<Item = ()> + Send>>,
+    reconciles: usize,
+}
+
+impl Fleet {
+    fn object(&self, name: &str) -> Value {
+        self.api.get(&host_path(name)).expect("host exists")
+    }
+
+    fn status(&self, name: &str) -> Value {
+        self.object(name)["status"]["dataImage"].clone()
+    }
+
+    fn put(&self, name: &str, edit: impl FnOnce(&mut Value)) {
+        let mut object = self.object(name);
+        edit(&mut object);
+        let generation = object["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+        object["metadata"]["generation"] = json!(generation);
+        self.api.put(&host_path(name), object);
+    }
+
+    async fn run_until(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&Fleet) -> bool,
+    ) -> Duration {
+        use futures::StreamExt;
+        let start = Instant::now();
+        loop {
+            if done(self) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{what}: not reached within {limit:?}: {}",
+                self.names
+                    .iter()
+                    .map(|n| format!("{n}: {}", self.status(n)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            let now = Instant::now();
+            for name in self.names.clone() {
+                let object = self.object(&name);
+                let rv = object["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                let changed = self.seen.get(&name) != Some(&rv);
+                let due = self.due.get(&name).is_some_and(|at| *at <= now);
+                if !(changed || due) {
+                    continue;
+                }
+                self.seen.insert(name.clone(), rv);
+                let host: metal3_dataimage::model::bmh::HostResource =
+                    serde_json::from_value(object).unwrap();
+                self.reconciles += 1;
+                let requeue = controller::reconcile_once(&host, &self.ctx)
+                    .await
+                    .unwrap_or(Some(Duration::from_secs(1)));
+                match requeue {
+                    Some(after) => self.due.insert(name, Instant::now() + after),
+                    None => self.due.remove(&name),
+                };
+            }
+            // Wait for the next tick or the recovery trigger.
+            if let Ok(Some(())) =
+                tokio::time::timeout(Duration::from_millis(50), self.recoveries.next()).await
+            {
+                for name in &self.names {
+                    self.due.insert(name.clone(), Instant::now());
+                }
+            }
+        }
+    }
+}
+
+fn writes_of(log: &[Logged], name: &str) -> usize {
+    let path = host_path(name);
+    host_writes(log)
+        .iter()
+        .filter(|l| l.path == path || l.path == format!("{path}/status"))
+        .count()
+}
+
+/// Issue 10: an Ironic outage in the middle of a detach, an attach and a
+/// swap. Nothing is sent to Ironic while it is away except one probe every
+/// 2 s; each host's status is written once; nothing counts as a host
+/// failure; every host is retried as soon as Ironic answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ironic_outage_is_waited_out_without_writes_or_errors() {
+    let outage = Duration::from_secs(
+        std::env::var("OUTAGE_TEST_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60),
+    );
+    let env = IronicEnv::load();
+    assert!(
+        env.restart_nodes.len() >= 4,
+        "IRONIC_RESTART_NODES needs 4 nodes (tests/ironic/up.sh)"
+    );
+    env.ctl(&["start-api", "restart"]);
+    let client = IronicClient::connect(IronicConfig::new(env.restart_url.parse().unwrap()))
+        .await
+        .expect("connect to the restart instance");
+    let nodes = &env.restart_nodes[1..4];
+    for node in nodes {
+        reset_node(&env, &env.restart_url, &client, node).await;
+    }
+    let images = ironic_support::ImageServer::start(vec![
+        ("config-a.iso", iso::data_iso("OUTAGE_A", b"a")),
+        ("config-b.iso", iso::data_iso("OUTAGE_B", b"b")),
+    ])
+    .await;
+    let (url_a, url_b) = (images.url("config-a.iso"), images.url("config-b.iso"));
+    let api = Arc::new(FakeApi::default());
+    let names: Vec<String> = ["detach", "attach", "swap"]
+        .iter()
+        .map(|n| format!("outage-{n}"))
+        .collect();
+    for (name, node) in names.iter().zip(nodes) {
+        let url = (name != "outage-attach").then_some(url_a.as_str());
+        let mut host = host_object("provisioned", node, url);
+        host["metadata"]["name"] = json!(name);
+        host["metadata"]["uid"] = json!(format!("uid-{name}"));
+        api.put(&host_path(name), host);
+    }
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ctx = Arc::new(Context::new(
+        fake_client(api.clone()),
+        Counting {
+            inner: client,
+            calls: calls.clone(),
+        },
+        DecisionConfig::default(),
+        4,
+        Arc::new(Metrics::new()),
+        None,
+    ));
+    let recoveries = Box::pin(ctx.health.recoveries());
+    let mut fleet = Fleet {
+        api: api.clone(),
+        ctx: ctx.clone(),
+        names: names.clone(),
+        seen: Default::default(),
+        due: Default::default(),
+        recoveries,
+        reconciles: 0,
+    };
+    fleet
+        .run_until(
+            "attached before the outage",
+            Duration::from_secs(120),
+            |f| {
+                f.status("outage-detach")["state"] == "Attached"
+                    && f.status("outage-swap")["state"] == "Attached"
+            },
+        )
+        .await;
+
+    // The outage: Ironic stops, and meanwhile the user removes, adds and
+    // changes images.
+    env.ctl(&["stop-api", "restart"]);
+    api.clear_log();
+    let mark = calls.lock().unwrap().len();
+    let stopped = Instant::now();
+    fleet.put("outage-detach", |o| {
+        o["spec"].as_object_mut().unwrap().remove("dataImage");
+    });
+    fleet.put("outage-attach", |o| {
+        o["spec"]["dataImage"] = json!({ "url": url_b })
+    });
+    fleet.put("outage-swap", |o| {
+        o["spec"]["dataImage"] = json!({ "url": url_b })
+    });
+    let reconciles_before = fleet.reconciles;
+    fleet
+        .run_until("the outage", outage + Duration::from_secs(5), |_| {
+            stopped.elapsed() >= outage
+        })
+        .await;
+    let during: Vec<_> = calls.lock().unwrap()[mark..].to_vec();
+    let log = api.log();
+    let writes: Vec<usize> = names.iter().map(|n| writes_of(&log, n)).collect();
+    let pings = during.iter().filter(|c| c.1 == "ping").count();
+    let work = during.iter().filter(|c| c.1 != "ping").count();
+    eprintln!(
+        "outage of {outage:?}: host writes {writes:?} ({names:?}), Ironic requests: {work} calls + {pings} probes, {} reconciles",
+        fleet.reconciles - reconciles_before
+    );
+    for (name, writes) in names.iter().zip(&writes) {
+        assert!(*writes <= 2, "{name}: {writes} writes during the outage");
+        let status = fleet.status(name);
+        assert_eq!(status["state"], "Waiting", "{name}: {status}");
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap()
+                .contains("Ironic is unreachable since"),
+            "{status}"
+        );
+        assert_eq!(status["errorCount"], 0, "{name}: {status}");
+    }
+    assert!(
+        work <= names.len(),
+        "at most one failed read per host before the outage was known: {during:?}"
+    );
+    assert!(
+        pings <= (outage.as_secs() / 2 + 3) as usize,
+        "{pings} probes"
+    );
+    assert_eq!(ctx.metrics.ironic_up.get(), 0);
+
+    // Ironic comes back.
+    let started = Instant::now();
+    let ctl = env.ctl.clone();
+    let start = tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("bash")
+            .arg(&ctl)
+            .args(["start-api", "restart"])
+            .output()
+            .expect("ctl.sh");
+        assert!(out.status.success(), "{out:?}");
+        Instant::now()
+    });
+    let url_b2 = url_b.clone();
+    fleet
+        .run_until("recovered", Duration::from_secs(180), move |f| {
+            f.status("outage-detach").is_null()
+                && f.status("outage-attach")["state"] == "Attached"
+                && f.status("outage-swap")["state"] == "Attached"
+                && f.status("outage-swap")["url"] == url_b2.as_str()
+        })
+        .await;
+    let done = Instant::now();
+    let serving = start.await.expect("ctl.sh start-api");
+    let recovered_at = ctx.health.recovered_at().expect("recovery seen");
+    let noticed = jiff::Timestamp::now().duration_since(recovered_at);
+    eprintln!(
+        "recovery: ctl.sh start-api took {:?}; all three hosts done {:?} after ctl.sh returned ({:?} after the start began; recovery noticed {:?} ago)",
+        serving - started,
+        done.saturating_duration_since(serving),
+        done - started,
+        noticed
+    );
+    let all: Vec<_> = calls.lock().unwrap()[mark..].to_vec();
+    let attaches = |node: &str| {
+        all.iter()
+            .filter(|c| c.1 == "attach" && c.2 == node && c.3)
+            .count()
+    };
+    assert_eq!(attaches(&nodes[1]), 1, "one attach for the new image");
+    assert_eq!(attaches(&nodes[2]), 1, "one attach for the swapped image");
+    assert_eq!(attaches(&nodes[0]), 0);
+    for name in &names[1..] {
+        assert_eq!(fleet.status(name)["errorCount"], 0, "{name}");
+    }
+    assert_eq!(ctx.metrics.ironic_up.get(), 1);
+    let failures = ctx
+        .metrics
+        .request_failures
+        .get_or_create(
+            &metal3_dataimage::reconcile::metrics::RequestFailureLabels {
+                call: "ping",
+                kind: "unavailable",
+            },
+        )
+        .get();
+    assert!(failures >= 1, "failed probes are counted");
 }

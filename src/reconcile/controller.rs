@@ -141,12 +141,23 @@ pub enum ReconcileError {
     Kube(#[from] kube::Error),
 }
 
-/// Reconciles one host.
+/// Reconciles one host (the controller's reconcile function).
 pub async fn reconcile<I: IronicApi>(
     host: Arc<HostResource>,
     ctx: Arc<Context<I>>,
 ) -> Result<RequeueAction, ReconcileError> {
-    let result = reconcile_inner(&host, &ctx).await;
+    Ok(match reconcile_once(&host, &ctx).await? {
+        Some(after) => RequeueAction::requeue(after),
+        None => RequeueAction::await_change(),
+    })
+}
+
+/// One reconcile of one host: when to look again (`None`: on a change).
+pub async fn reconcile_once<I: IronicApi>(
+    host: &HostResource,
+    ctx: &Context<I>,
+) -> Result<Option<Duration>, ReconcileError> {
+    let result = reconcile_inner(host, ctx).await;
     let label = if result.is_ok() { "ok" } else { "error" };
     ctx.metrics
         .reconciles
@@ -174,7 +185,7 @@ pub fn error_policy<I: IronicApi>(
 async fn reconcile_inner<I: IronicApi>(
     host: &HostResource,
     ctx: &Context<I>,
-) -> Result<RequeueAction, ReconcileError> {
+) -> Result<Option<Duration>, ReconcileError> {
     let namespace = host.namespace().ok_or(ReconcileError::Unnamed)?;
     let name = host.metadata.name.clone().ok_or(ReconcileError::Unnamed)?;
     let key = format!("{namespace}/{name}");
@@ -186,7 +197,7 @@ async fn reconcile_inner<I: IronicApi>(
         if let Some(stager) = &ctx.stager {
             stager.release(&key);
         }
-        return Ok(RequeueAction::await_change());
+        return Ok(None);
     }
     let conflict = ctx.dataimages.as_ref().is_some_and(|(store, resource)| {
         let reference = ObjectRef::new_with(&name, resource.clone()).within(&namespace);
@@ -226,15 +237,11 @@ async fn reconcile_inner<I: IronicApi>(
                 }
             }
             Step::Plan(plan) => {
-                let requeue = execute(ctx, host, &input, &namespace, &name, &node_id, plan).await?;
-                return Ok(match requeue {
-                    Some(after) => RequeueAction::requeue(after),
-                    None => RequeueAction::await_change(),
-                });
+                return execute(ctx, host, &input, &namespace, &name, &node_id, plan).await;
             }
         }
     }
-    Ok(RequeueAction::requeue(Duration::from_secs(5)))
+    Ok(Some(Duration::from_secs(5)))
 }
 
 async fn observe<I: IronicApi>(ctx: &Context<I>, node_id: &str) -> IronicView {

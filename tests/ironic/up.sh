@@ -11,7 +11,7 @@
 #    rpc_transport=none, redfish hardware type):
 #      noauth  IRONIC_URL        IRONIC_NODE_COUNT nodes (default 12)
 #      basic   IRONIC_BASIC_URL  http_basic auth, IRONIC_BASIC_NODE_COUNT (1)
-#      restart IRONIC_RESTART_URL  1 node, started/stopped by ctl.sh
+#      restart IRONIC_RESTART_URL  4 nodes, started/stopped by ctl.sh
 #      old     IRONIC_OLD_URL    pinned to release 26.0 (API max 1.91), ctl.sh
 #  * enrolls the nodes and brings them to `active` (manage + adopt).
 #
@@ -226,7 +226,7 @@ PORT_restart=${ports[4]}
 PORT_old=${ports[5]}
 NODES_noauth=$NODE_COUNT
 NODES_basic=$BASIC_NODE_COUNT
-NODES_restart=1
+NODES_restart=4
 NODES_old=0
 BASIC_USER=$BASIC_USER
 BASIC_PASSWORD=$BASIC_PASSWORD
