@@ -212,7 +212,11 @@ async fn answer(
     let (review, typed_object) = match envelope::parse_review_for(&body, webhook.kind()) {
         Ok(parsed) => parsed,
         Err(EnvelopeError::NotAReview(message)) => {
-            tracing::info!(webhook = webhook.path(), error = %message, "rejected request: not an AdmissionReview");
+            tracing::info!(
+                webhook = webhook.path(),
+                error = message.as_str(),
+                "rejected request: not an AdmissionReview"
+            );
             return plain(StatusCode::BAD_REQUEST, message);
         }
         Err(EnvelopeError::InBand {
@@ -220,7 +224,12 @@ async fn answer(
             uid,
             message,
         }) => {
-            tracing::info!(webhook = webhook.path(), uid = %uid, error = %message, "malformed AdmissionReview");
+            tracing::info!(
+                webhook = webhook.path(),
+                uid = &*uid,
+                error = message.as_str(),
+                "malformed AdmissionReview"
+            );
             let verdict = envelope::error_verdict(400, "BadRequest", message);
             return json(envelope::render_answer(api_version, &uid, &verdict));
         }
@@ -259,7 +268,11 @@ async fn judge(
 ) -> Verdict {
     let Some(input) = review.input() else {
         // A kind we do not judge (a misconfigured webhook rule): never block it.
-        tracing::warn!(kind = %review.kind_name, webhook = webhook.path(), "admitting a kind this webhook does not handle");
+        tracing::warn!(
+            kind = &*review.kind_name,
+            webhook = webhook.path(),
+            "admitting a kind this webhook does not handle"
+        );
         return Verdict {
             allowed: true,
             ..Verdict::default()
@@ -302,7 +315,7 @@ pub async fn guarded(judging: impl Future<Output = Verdict>, metrics: &Metrics) 
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            tracing::error!(panic = %what, "panic while reviewing a request");
+            tracing::error!(panic = what.as_str(), "panic while reviewing a request");
             envelope::error_verdict(
                 500,
                 "InternalError",
@@ -315,6 +328,11 @@ pub async fn guarded(judging: impl Future<Output = Verdict>, metrics: &Metrics) 
 /// One line per review. Denials, warnings and patches are logged at `info`;
 /// a plain "allowed" (most traffic: the operator's own status writes) at
 /// `debug`, to keep the log about what changed something.
+///
+/// Request-controlled strings (uid, kind, namespace, name, messages quoting
+/// the object) are recorded as `&str`, never with `%`: the text format then
+/// writes them Debug-quoted with `\n`, ESC and NUL escaped, so a request
+/// cannot forge log lines (`%` writes them raw); JSON escapes them either way.
 fn log_review(webhook: Webhook, review: &Review<'_>, verdict: &Verdict, started: Instant) {
     let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     let patched = verdict.patch.as_ref().is_some_and(|p| !p.0.is_empty());
@@ -322,10 +340,10 @@ fn log_review(webhook: Webhook, review: &Review<'_>, verdict: &Verdict, started:
         ($log:ident) => {
             tracing::$log!(
                 webhook = webhook.path(),
-                uid = %review.uid,
-                kind = %review.kind_name,
-                namespace = %review.namespace,
-                name = %review.name,
+                uid = &*review.uid,
+                kind = &*review.kind_name,
+                namespace = &*review.namespace,
+                name = &*review.name,
                 operation = review.operation.as_str(),
                 dry_run = review.dry_run,
                 allowed = verdict.allowed,
@@ -339,16 +357,16 @@ fn log_review(webhook: Webhook, review: &Review<'_>, verdict: &Verdict, started:
     match &verdict.status {
         Some(status) if !verdict.allowed => tracing::info!(
             webhook = webhook.path(),
-            uid = %review.uid,
-            kind = %review.kind_name,
-            namespace = %review.namespace,
-            name = %review.name,
+            uid = &*review.uid,
+            kind = &*review.kind_name,
+            namespace = &*review.namespace,
+            name = &*review.name,
             operation = review.operation.as_str(),
             dry_run = review.dry_run,
             allowed = false,
             code = status.code,
-            reason = %status.reason,
-            status_message = %status.message,
+            reason = &*status.reason,
+            status_message = &*status.message,
             warnings = verdict.warnings.len(),
             duration_ms,
             "admission review"
@@ -470,7 +488,11 @@ fn too_large(webhook: Webhook, prefix: &[u8]) -> Response {
     );
     match envelope::recover_ids(prefix).in_band_target() {
         Some((api_version, uid)) => {
-            tracing::info!(webhook = webhook.path(), uid = %uid, "rejected oversized AdmissionReview");
+            tracing::info!(
+                webhook = webhook.path(),
+                uid = &*uid,
+                "rejected oversized AdmissionReview"
+            );
             let verdict = envelope::error_verdict(413, "RequestEntityTooLarge", message);
             json(envelope::render_answer(api_version, &uid, &verdict))
         }
