@@ -29,6 +29,11 @@ const OVERSIZED_PREFIX_BYTES: usize = 64 * 1024;
 const MAX_DISCARDED_BYTES: usize = 64 * 1024 * 1024;
 /// Body read limit when the API server gave no `?timeout=`.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound of `?timeout=`: the API server never sends more than 30 s
+/// (`timeoutSeconds` is 1..=30), so a larger value comes from some other
+/// client and must not let it hold a request open (e.g. `?timeout=1h` with
+/// one body byte per second).
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Which endpoint a request came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -384,7 +389,8 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// The `?timeout=10s` the API server appends to webhook URLs.
+/// The `?timeout=10s` the API server appends to webhook URLs, capped at
+/// [`MAX_REQUEST_TIMEOUT`].
 pub fn request_timeout(uri: &Uri) -> Result<Option<Duration>, String> {
     let Some(query) = uri.query() else {
         return Ok(None);
@@ -392,7 +398,7 @@ pub fn request_timeout(uri: &Uri) -> Result<Option<Duration>, String> {
     for pair in query.split('&') {
         if let Some(value) = pair.strip_prefix("timeout=") {
             return parse_duration(value)
-                .map(Some)
+                .map(|timeout| Some(timeout.min(MAX_REQUEST_TIMEOUT)))
                 .map_err(|err| format!("bad timeout query parameter: {err}"));
         }
     }
@@ -622,6 +628,52 @@ mod tests {
         assert!(!verdict.allowed);
         assert_eq!(verdict.status.unwrap().code, 500);
         assert_eq!(metrics.panics.get(), 1);
+    }
+
+    #[test]
+    fn timeout_query_is_capped_at_30s() {
+        assert_eq!(MAX_REQUEST_TIMEOUT, Duration::from_secs(30));
+        let cases = [
+            ("/v?timeout=10s", Ok(Some(Duration::from_secs(10)))),
+            (
+                "/v?dryRun=true&timeout=250ms",
+                Ok(Some(Duration::from_millis(250))),
+            ),
+            ("/v?timeout=30s", Ok(Some(MAX_REQUEST_TIMEOUT))),
+            ("/v?timeout=31s", Ok(Some(MAX_REQUEST_TIMEOUT))),
+            ("/v?timeout=1h", Ok(Some(MAX_REQUEST_TIMEOUT))),
+            ("/v?timeout=2562047h", Ok(Some(MAX_REQUEST_TIMEOUT))),
+            ("/v", Ok(None)),
+            ("/v?dryRun=true", Ok(None)),
+        ];
+        for (uri, expected) in cases {
+            assert_eq!(request_timeout(&uri.parse().unwrap()), expected, "{uri}");
+        }
+        for bad in ["/v?timeout=ten", "/v?timeout=", "/v?timeout=-1s"] {
+            assert!(request_timeout(&bad.parse().unwrap()).is_err(), "{bad}");
+        }
+    }
+
+    /// `?timeout=1h` and a body trickling one byte a second: answered 408
+    /// once the 30 s cap is reached (paused clock: no real waiting).
+    #[tokio::test(start_paused = true)]
+    async fn a_trickling_body_is_cut_off_at_the_timeout_cap() {
+        let trickle = futures::stream::unfold(0u8, |n| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some((Ok::<_, std::io::Error>(Bytes::from_static(b" ")), n))
+        });
+        let request = Request::post(format!("{VALIDATE_BMH_PATH}?timeout=1h"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(trickle))
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let response = router(state()).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        let waited = started.elapsed();
+        assert!(
+            waited >= MAX_REQUEST_TIMEOUT && waited < MAX_REQUEST_TIMEOUT + Duration::from_secs(2),
+            "answered after {waited:?}"
+        );
     }
 
     #[test]
