@@ -104,6 +104,8 @@ pub fn router(state: AppState) -> Router {
         .route(VALIDATE_BMH_PATH, post(validate_host))
         .route(MUTATE_BMH_PATH, post(mutate_host))
         .route(VALIDATE_DATAIMAGE_PATH, post(validate_data_image))
+        .fallback(crate::probes::not_found)
+        .method_not_allowed_fallback(|| async { crate::probes::method_not_allowed("POST") })
         .with_state(state)
 }
 
