@@ -1,5 +1,6 @@
 //! What the real `metal3-dataimage serve` binary writes to its log when
-//! requests reach :9443 directly: request fields cannot forge log lines.
+//! requests reach :9443 directly: request fields cannot forge log lines, and
+//! running out of file descriptors does not flood the log.
 
 mod server_support;
 
@@ -73,4 +74,63 @@ async fn text_logs_escape_request_controlled_fields() {
         "{}",
         lines[0]
     );
+}
+
+/// With the file descriptor limit reached, connections wait in the backlog
+/// and every accept fails with EMFILE at once: the accept loop backs off 1 s
+/// and logs one line per 10 s instead of one per retry (~20 a second), and
+/// serves again once descriptors are free.
+#[tokio::test]
+async fn out_of_file_descriptors_logs_one_line_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("test-ca");
+    // `sh` lowers RLIMIT_NOFILE for the binary it execs (same pid).
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(r#"ulimit -n 64 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_metal3-dataimage"))
+        .args(serve_args("json"))
+        .args(tls_args(dir.path(), &pki))
+        // Nothing on the server side closes the held connections, and no
+        // certificate poll needs a descriptor during the test.
+        .args(["--handshake-timeout", "2m", "--cert-poll-interval", "1h"]);
+    let server = spawn_command(command, dir.path());
+    let addr: std::net::SocketAddr = server.address.parse().unwrap();
+    let answered = |client: reqwest::Client| async move {
+        let url = format!("https://{addr}{VALIDATE}");
+        post(&client, &url, &fixture("bmh-create-minimal.json"))
+            .await
+            .response()["allowed"]
+            == true
+    };
+    assert!(answered(client(&pki.ca_pem, None)).await);
+
+    // More idle connections than descriptors left: the last ones stay in
+    // the listen backlog.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let lines = server.lines_within(Duration::from_secs(3));
+    let failures: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["message"] == "accept failed")
+        .collect();
+    assert_eq!(failures.len(), 1, "{lines:#?}");
+    assert!(
+        failures[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("Too many open files"),
+        "{}",
+        failures[0]
+    );
+    assert_eq!(failures[0]["backoff_ms"], 1000);
+    assert_eq!(failures[0]["suppressed"], 0);
+
+    // Descriptors come back: the server accepts and answers again.
+    drop(held);
+    assert!(answered(client(&pki.ca_pem, None)).await);
 }
