@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::registry::Registry;
@@ -93,6 +93,8 @@ impl ProbeServer {
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
+            .fallback(not_found)
+            .method_not_allowed_fallback(|| async { method_not_allowed("GET") })
             .with_state(self.clone())
     }
 
@@ -112,6 +114,35 @@ impl ProbeServer {
 /// Binds the probe listener (so callers learn the port before serving).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+/// Longest part of a request path echoed in a 404 answer.
+const MAX_ECHOED_PATH: usize = 256;
+
+/// 404 with a one-line plain-text reason (axum's default has an empty body,
+/// which tells someone probing the port nothing). Also used by the webhook
+/// listener.
+pub async fn not_found(uri: Uri) -> Response {
+    let path = uri.path();
+    let shown = match path.char_indices().nth(MAX_ECHOED_PATH) {
+        Some((end, _)) => format!("{}...", &path[..end]),
+        None => path.to_string(),
+    };
+    (
+        StatusCode::NOT_FOUND,
+        format!("404 page not found: {shown}\n"),
+    )
+        .into_response()
+}
+
+/// 405 with a one-line plain-text reason naming the method to use (axum
+/// still adds the `Allow` header).
+pub fn method_not_allowed(allowed: &str) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("405 method not allowed: use {allowed}\n"),
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {
@@ -256,6 +287,32 @@ mod tests {
         );
         assert!(body.contains("probe_test_events_total 3"), "{body}");
         assert!(body.ends_with("# EOF\n"));
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_and_methods_get_a_plain_text_reason() {
+        let (server, _, _) = server_with_counter();
+        let (status, body, content_type) = get_path(server.router(), "/foo?x=1", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body, "404 page not found: /foo\n");
+        assert_eq!(content_type, "text/plain; charset=utf-8");
+        let long = format!("/{}", "a".repeat(1000));
+        let (_, body, _) = get_path(server.router(), &long, None).await;
+        assert_eq!(body, format!("404 page not found: {}...\n", &long[..256]));
+
+        let response = server
+            .router()
+            .oneshot(Request::post("/healthz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], "GET,HEAD");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "405 method not allowed: use GET\n");
     }
 
     #[tokio::test]

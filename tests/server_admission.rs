@@ -397,3 +397,102 @@ async fn dry_run_is_judged_like_a_real_request() {
     assert_eq!(real_response["status"], dry_response["status"]);
     server.stop().await;
 }
+
+/// What a request to a wrong path or with a wrong method gets back.
+async fn plain_answer(request: reqwest::RequestBuilder) -> (u16, String, String, String) {
+    let response = request.send().await.unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (content_type, allow) = (header("content-type"), header("allow"));
+    let status = response.status().as_u16();
+    (status, content_type, allow, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn unknown_paths_and_wrong_methods_get_a_one_line_reason_on_both_listeners() {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let server = start(|_, _, _| {}).await;
+    let client = server.client();
+    assert_eq!(
+        plain_answer(client.get(server.url("/foo?x=1"))).await,
+        (
+            404,
+            TEXT.into(),
+            String::new(),
+            "404 page not found: /foo\n".into()
+        )
+    );
+    assert_eq!(
+        plain_answer(
+            client
+                .post(server.url("/validate"))
+                .header("Content-Type", "application/json")
+                .body(fixture("bmh-create-minimal.json"))
+        )
+        .await,
+        (
+            404,
+            TEXT.into(),
+            String::new(),
+            "404 page not found: /validate\n".into()
+        )
+    );
+    for path in [VALIDATE, MUTATE, VALIDATE_DATAIMAGE] {
+        assert_eq!(
+            plain_answer(client.get(server.url(path))).await,
+            (
+                405,
+                TEXT.into(),
+                "POST".into(),
+                "405 method not allowed: use POST\n".into()
+            ),
+            "{path}"
+        );
+    }
+
+    // The plain-HTTP probe listener.
+    let probes = metal3_dataimage::probes::ProbeServer::new(
+        server.registry.clone(),
+        server.handle.readiness_check(),
+    );
+    let listener = metal3_dataimage::probes::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let probe_addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(probes.serve(listener, stop.clone().cancelled_owned()));
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    assert_eq!(
+        plain_answer(http.get(format!("http://{probe_addr}/foo"))).await,
+        (
+            404,
+            TEXT.into(),
+            String::new(),
+            "404 page not found: /foo\n".into()
+        )
+    );
+    assert_eq!(
+        plain_answer(http.post(format!("http://{probe_addr}/healthz"))).await,
+        (
+            405,
+            TEXT.into(),
+            "GET,HEAD".into(),
+            "405 method not allowed: use GET\n".into()
+        )
+    );
+    assert_eq!(
+        plain_answer(http.get(format!("http://{probe_addr}/healthz")))
+            .await
+            .3,
+        "ok"
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    server.stop().await;
+}

@@ -3,86 +3,12 @@
 
 mod server_support;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use server_support::*;
-
-struct Running {
-    child: Child,
-    address: String,
-    probe_address: String,
-    logs: std::sync::mpsc::Receiver<String>,
-    /// Lines printed before the "listening" line.
-    startup: Vec<String>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // Never leave a server behind if an assertion failed.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary on ephemeral loopback ports and waits for its
-/// "listening" log line (JSON logs) to learn the addresses.
-fn spawn_server(
-    dir: &std::path::Path,
-    extra: &[&std::ffi::OsStr],
-    env: &[(&str, &str)],
-) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_metal3-dataimage"))
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0"])
-        .args(["--log-format", "json"])
-        .args(extra)
-        .envs(env.iter().copied())
-        .env("KUBECONFIG", dir.join("no-kubeconfig"))
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the metal3-dataimage binary");
-    let stderr = child.stderr.take();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    // From here on, Drop kills and reaps the child whatever happens.
-    let mut running = Running {
-        child,
-        address: String::new(),
-        probe_address: String::new(),
-        logs: lines_rx,
-        startup: Vec::new(),
-    };
-    let stderr = stderr.expect("piped stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let line = running.logs.recv_timeout(remaining).unwrap_or_else(|_| {
-            panic!("the server did not report listening: {:?}", running.startup)
-        });
-        running.startup.push(line.clone());
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if event["message"] == "webhook server listening" {
-            running.address = event["address"].as_str().unwrap().to_string();
-            running.probe_address = event["probe_address"].as_str().unwrap().to_string();
-            return running;
-        }
-    }
-}
 
 async fn probe(address: &str, path: &str) -> Option<(u16, String)> {
     let response = reqwest::Client::builder()

@@ -29,6 +29,11 @@ const OVERSIZED_PREFIX_BYTES: usize = 64 * 1024;
 const MAX_DISCARDED_BYTES: usize = 64 * 1024 * 1024;
 /// Body read limit when the API server gave no `?timeout=`.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound of `?timeout=`: the API server never sends more than 30 s
+/// (`timeoutSeconds` is 1..=30), so a larger value comes from some other
+/// client and must not let it hold a request open (e.g. `?timeout=1h` with
+/// one body byte per second).
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Which endpoint a request came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +104,8 @@ pub fn router(state: AppState) -> Router {
         .route(VALIDATE_BMH_PATH, post(validate_host))
         .route(MUTATE_BMH_PATH, post(mutate_host))
         .route(VALIDATE_DATAIMAGE_PATH, post(validate_data_image))
+        .fallback(crate::probes::not_found)
+        .method_not_allowed_fallback(|| async { crate::probes::method_not_allowed("POST") })
         .with_state(state)
 }
 
@@ -212,7 +219,11 @@ async fn answer(
     let (review, typed_object) = match envelope::parse_review_for(&body, webhook.kind()) {
         Ok(parsed) => parsed,
         Err(EnvelopeError::NotAReview(message)) => {
-            tracing::info!(webhook = webhook.path(), error = %message, "rejected request: not an AdmissionReview");
+            tracing::info!(
+                webhook = webhook.path(),
+                error = message.as_str(),
+                "rejected request: not an AdmissionReview"
+            );
             return plain(StatusCode::BAD_REQUEST, message);
         }
         Err(EnvelopeError::InBand {
@@ -220,7 +231,12 @@ async fn answer(
             uid,
             message,
         }) => {
-            tracing::info!(webhook = webhook.path(), uid = %uid, error = %message, "malformed AdmissionReview");
+            tracing::info!(
+                webhook = webhook.path(),
+                uid = &*uid,
+                error = message.as_str(),
+                "malformed AdmissionReview"
+            );
             let verdict = envelope::error_verdict(400, "BadRequest", message);
             return json(envelope::render_answer(api_version, &uid, &verdict));
         }
@@ -259,7 +275,11 @@ async fn judge(
 ) -> Verdict {
     let Some(input) = review.input() else {
         // A kind we do not judge (a misconfigured webhook rule): never block it.
-        tracing::warn!(kind = %review.kind_name, webhook = webhook.path(), "admitting a kind this webhook does not handle");
+        tracing::warn!(
+            kind = &*review.kind_name,
+            webhook = webhook.path(),
+            "admitting a kind this webhook does not handle"
+        );
         return Verdict {
             allowed: true,
             ..Verdict::default()
@@ -302,7 +322,7 @@ pub async fn guarded(judging: impl Future<Output = Verdict>, metrics: &Metrics) 
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            tracing::error!(panic = %what, "panic while reviewing a request");
+            tracing::error!(panic = what.as_str(), "panic while reviewing a request");
             envelope::error_verdict(
                 500,
                 "InternalError",
@@ -315,6 +335,11 @@ pub async fn guarded(judging: impl Future<Output = Verdict>, metrics: &Metrics) 
 /// One line per review. Denials, warnings and patches are logged at `info`;
 /// a plain "allowed" (most traffic: the operator's own status writes) at
 /// `debug`, to keep the log about what changed something.
+///
+/// Request-controlled strings (uid, kind, namespace, name, messages quoting
+/// the object) are recorded as `&str`, never with `%`: the text format then
+/// writes them Debug-quoted with `\n`, ESC and NUL escaped, so a request
+/// cannot forge log lines (`%` writes them raw); JSON escapes them either way.
 fn log_review(webhook: Webhook, review: &Review<'_>, verdict: &Verdict, started: Instant) {
     let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     let patched = verdict.patch.as_ref().is_some_and(|p| !p.0.is_empty());
@@ -322,10 +347,10 @@ fn log_review(webhook: Webhook, review: &Review<'_>, verdict: &Verdict, started:
         ($log:ident) => {
             tracing::$log!(
                 webhook = webhook.path(),
-                uid = %review.uid,
-                kind = %review.kind_name,
-                namespace = %review.namespace,
-                name = %review.name,
+                uid = &*review.uid,
+                kind = &*review.kind_name,
+                namespace = &*review.namespace,
+                name = &*review.name,
                 operation = review.operation.as_str(),
                 dry_run = review.dry_run,
                 allowed = verdict.allowed,
@@ -339,16 +364,16 @@ fn log_review(webhook: Webhook, review: &Review<'_>, verdict: &Verdict, started:
     match &verdict.status {
         Some(status) if !verdict.allowed => tracing::info!(
             webhook = webhook.path(),
-            uid = %review.uid,
-            kind = %review.kind_name,
-            namespace = %review.namespace,
-            name = %review.name,
+            uid = &*review.uid,
+            kind = &*review.kind_name,
+            namespace = &*review.namespace,
+            name = &*review.name,
             operation = review.operation.as_str(),
             dry_run = review.dry_run,
             allowed = false,
             code = status.code,
-            reason = %status.reason,
-            status_message = %status.message,
+            reason = &*status.reason,
+            status_message = &*status.message,
             warnings = verdict.warnings.len(),
             duration_ms,
             "admission review"
@@ -366,7 +391,8 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// The `?timeout=10s` the API server appends to webhook URLs.
+/// The `?timeout=10s` the API server appends to webhook URLs, capped at
+/// [`MAX_REQUEST_TIMEOUT`].
 pub fn request_timeout(uri: &Uri) -> Result<Option<Duration>, String> {
     let Some(query) = uri.query() else {
         return Ok(None);
@@ -374,7 +400,7 @@ pub fn request_timeout(uri: &Uri) -> Result<Option<Duration>, String> {
     for pair in query.split('&') {
         if let Some(value) = pair.strip_prefix("timeout=") {
             return parse_duration(value)
-                .map(Some)
+                .map(|timeout| Some(timeout.min(MAX_REQUEST_TIMEOUT)))
                 .map_err(|err| format!("bad timeout query parameter: {err}"));
         }
     }
@@ -470,7 +496,11 @@ fn too_large(webhook: Webhook, prefix: &[u8]) -> Response {
     );
     match envelope::recover_ids(prefix).in_band_target() {
         Some((api_version, uid)) => {
-            tracing::info!(webhook = webhook.path(), uid = %uid, "rejected oversized AdmissionReview");
+            tracing::info!(
+                webhook = webhook.path(),
+                uid = &*uid,
+                "rejected oversized AdmissionReview"
+            );
             let verdict = envelope::error_verdict(413, "RequestEntityTooLarge", message);
             json(envelope::render_answer(api_version, &uid, &verdict))
         }
@@ -600,6 +630,52 @@ mod tests {
         assert!(!verdict.allowed);
         assert_eq!(verdict.status.unwrap().code, 500);
         assert_eq!(metrics.panics.get(), 1);
+    }
+
+    #[test]
+    fn timeout_query_is_capped_at_30s() {
+        assert_eq!(MAX_REQUEST_TIMEOUT, Duration::from_secs(30));
+        let cases = [
+            ("/v?timeout=10s", Ok(Some(Duration::from_secs(10)))),
+            (
+                "/v?dryRun=true&timeout=250ms",
+                Ok(Some(Duration::from_millis(250))),
+            ),
+            ("/v?timeout=30s", Ok(Some(MAX_REQUEST_TIMEOUT))),
+            ("/v?timeout=31s", Ok(Some(MAX_REQUEST_TIMEOUT))),
+            ("/v?timeout=1h", Ok(Some(MAX_REQUEST_TIMEOUT))),
+            ("/v?timeout=2562047h", Ok(Some(MAX_REQUEST_TIMEOUT))),
+            ("/v", Ok(None)),
+            ("/v?dryRun=true", Ok(None)),
+        ];
+        for (uri, expected) in cases {
+            assert_eq!(request_timeout(&uri.parse().unwrap()), expected, "{uri}");
+        }
+        for bad in ["/v?timeout=ten", "/v?timeout=", "/v?timeout=-1s"] {
+            assert!(request_timeout(&bad.parse().unwrap()).is_err(), "{bad}");
+        }
+    }
+
+    /// `?timeout=1h` and a body trickling one byte a second: answered 408
+    /// once the 30 s cap is reached (paused clock: no real waiting).
+    #[tokio::test(start_paused = true)]
+    async fn a_trickling_body_is_cut_off_at_the_timeout_cap() {
+        let trickle = futures::stream::unfold(0u8, |n| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some((Ok::<_, std::io::Error>(Bytes::from_static(b" ")), n))
+        });
+        let request = Request::post(format!("{VALIDATE_BMH_PATH}?timeout=1h"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(trickle))
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let response = router(state()).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        let waited = started.elapsed();
+        assert!(
+            waited >= MAX_REQUEST_TIMEOUT && waited < MAX_REQUEST_TIMEOUT + Duration::from_secs(2),
+            "answered after {waited:?}"
+        );
     }
 
     #[test]

@@ -306,3 +306,138 @@ pub fn patch_of(response: &serde_json::Value) -> Option<serde_json::Value> {
         .unwrap();
     Some(serde_json::from_slice(&bytes).unwrap())
 }
+
+/// The real `metal3-dataimage serve` binary, started by [`spawn_server`].
+pub struct Running {
+    pub child: std::process::Child,
+    pub address: String,
+    pub probe_address: String,
+    /// stderr, one log line per message, after the startup lines.
+    pub logs: std::sync::mpsc::Receiver<String>,
+    /// Lines printed up to and including the "listening" line.
+    pub startup: Vec<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Never leave a server behind if an assertion failed.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on ephemeral loopback ports with JSON logs and waits
+/// for its "listening" log line to learn the addresses.
+pub fn spawn_server(dir: &Path, extra: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Running {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_metal3-dataimage"));
+    command
+        .args(serve_args("json"))
+        .args(extra)
+        .envs(env.iter().copied());
+    spawn_command(command, dir)
+}
+
+/// `serve` on ephemeral loopback ports with the given `--log-format`.
+pub fn serve_args(log_format: &str) -> Vec<String> {
+    [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--probe-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        log_format,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Runs `command` (the binary with [`serve_args`], possibly behind a
+/// wrapper) without cluster access and waits for the "listening" line, in
+/// either log format.
+pub fn spawn_command(mut command: std::process::Command, dir: &Path) -> Running {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::Stdio;
+    use std::time::Instant;
+    let mut child = command
+        .env("KUBECONFIG", dir.join("no-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the metal3-dataimage binary");
+    let stderr = child.stderr.take();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    // From here on, Drop kills and reaps the child whatever happens.
+    let mut running = Running {
+        child,
+        address: String::new(),
+        probe_address: String::new(),
+        logs: lines_rx,
+        startup: Vec::new(),
+    };
+    let stderr = stderr.expect("piped stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let line = running.logs.recv_timeout(remaining).unwrap_or_else(|_| {
+            panic!("the server did not report listening: {:?}", running.startup)
+        });
+        running.startup.push(line.clone());
+        if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+            if event["message"] == "webhook server listening" {
+                running.address = event["address"].as_str().unwrap().to_string();
+                running.probe_address = event["probe_address"].as_str().unwrap().to_string();
+                return running;
+            }
+        } else if line.contains("webhook server listening") {
+            // Text format: `... webhook server listening address=127.0.0.1:1 probe_address=...`
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|token| token.strip_prefix(name))
+                    .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+                    .to_string()
+            };
+            running.address = field("address=");
+            running.probe_address = field("probe_address=");
+            return running;
+        }
+    }
+}
+
+impl Running {
+    /// Log lines printed within `window` from now.
+    pub fn lines_within(&self, window: Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + window;
+        let mut lines = Vec::new();
+        while let Ok(line) = self
+            .logs
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            lines.push(line);
+        }
+        lines
+    }
+}
+
+/// Writes a serving certificate from `pki` into `dir` and returns the
+/// `--tls-cert-file`/`--tls-key-file` arguments for it.
+pub fn tls_args(dir: &Path, pki: &Pki) -> Vec<String> {
+    let serving = pki.serving();
+    write(&dir.join("tls.crt"), &serving.cert_pem);
+    write(&dir.join("tls.key"), &serving.key_pem);
+    vec![
+        "--tls-cert-file".into(),
+        dir.join("tls.crt").display().to_string(),
+        "--tls-key-file".into(),
+        dir.join("tls.key").display().to_string(),
+    ]
+}
