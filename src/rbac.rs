@@ -57,7 +57,7 @@ pub const RECONCILER: &[ApiAccess] = &[
         verbs: &["get"],
         resource_names: &[],
     },
-    // Events on hosts, as kube-runtime's event Recorder writes them (events.k8s.io/v1).
+    // Events on hosts (reconcile::events: create, then patch a repeat's series).
     ApiAccess {
         group: "events.k8s.io",
         resource: "events",
@@ -65,7 +65,8 @@ pub const RECONCILER: &[ApiAccess] = &[
         resource_names: &[],
     },
     // Leader election Lease (namespaced Role in the reconciler's namespace).
-    // kube-lease-manager reads, creates and patches it; it never calls update.
+    // reconcile::leader reads, creates and patches it (merge patches guarded by
+    // resourceVersion); it never calls update.
     ApiAccess {
         group: "coordination.k8s.io",
         resource: "leases",
@@ -95,6 +96,48 @@ mod tests {
                 assert_eq!(access.verbs, ["get"], "Secrets: get only, never list/watch");
             }
         }
+    }
+
+    /// docs/install.md's RBAC table is the one place the docs list the
+    /// access (docs/reconciler.md links to it): it must say what these
+    /// lists say.
+    #[test]
+    fn the_install_docs_table_matches() {
+        let docs = include_str!("../docs/install.md");
+        let section = docs.split("\n## RBAC\n").nth(1).expect("an RBAC section");
+        let section = section.split("\n## ").next().unwrap_or_default();
+        let mut rows: Vec<(String, String, String, Vec<String>)> = section
+            .lines()
+            .filter(|l| l.starts_with("| webhook |") || l.starts_with("| reconciler |"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let group = if cells[2] == "core" { "" } else { cells[2] };
+                let verbs = cells[4].split(", only").next().unwrap_or_default();
+                (
+                    cells[1].to_string(),
+                    group.to_string(),
+                    cells[3].to_string(),
+                    verbs.split(", ").map(str::to_string).collect(),
+                )
+            })
+            .collect();
+        let mut want: Vec<(String, String, String, Vec<String>)> =
+            [("webhook", WEBHOOK), ("reconciler", RECONCILER)]
+                .iter()
+                .flat_map(|(who, list)| {
+                    list.iter().map(move |a| {
+                        (
+                            who.to_string(),
+                            a.group.to_string(),
+                            a.resource.to_string(),
+                            a.verbs.iter().map(|v| v.to_string()).collect(),
+                        )
+                    })
+                })
+                .collect();
+        rows.sort();
+        want.sort();
+        assert_eq!(rows, want);
     }
 
     #[test]

@@ -392,10 +392,13 @@ async fn scenario1_powered_off_host_is_held_until_attached_then_detached_before_
 
 // ------------------------------------------------------------------ Ironic outage
 
+/// One request: when, which call, which node, whether it succeeded.
+type Call = (Instant, &'static str, String, bool);
+
 /// Counts every request the reconciler makes to the real Ironic.
 struct Counting {
     inner: IronicClient,
-    calls: Arc<std::sync::Mutex<Vec<(Instant, &'static str, String, bool)>>>,
+    calls: Arc<std::sync::Mutex<Vec<Call>>>,
 }
 
 impl Counting {

@@ -260,6 +260,17 @@ async fn scenario1_holds_attaches_confirms_then_the_operator_powers_on_with_the_
     for write in host_writes(&log) {
         assert_eq!(write.method, "PATCH", "{write:?}");
     }
+    // Every write (annotations, finalizer, status, Events) names our field
+    // manager: none is recorded as `unknown` in managedFields.
+    for write in log.iter().filter(|l| l.method != "GET") {
+        assert!(
+            write.query.contains("fieldManager=metal3-dataimage"),
+            "{} {} {}",
+            write.method,
+            write.path,
+            write.query
+        );
+    }
     // Status: server-side apply on the status subresource, our field manager.
     let applies: Vec<&Logged> = log
         .iter()
@@ -419,6 +430,66 @@ async fn deletion_detaches_then_removes_only_our_finalizer() {
     assert!(event_reasons(&log).iter().any(|r| r == "Detached"));
 }
 
+/// Issue 10: after our finalizer, the last one, is released, the API server
+/// deletes the host. No status write may follow (it would answer 404 and be
+/// logged and counted as a failed reconcile), and the hosts gauge forgets it.
+#[tokio::test]
+async fn a_normal_deletion_is_not_an_error_and_leaves_no_gauge_entry() {
+    let h = harness(host_object("provisioned", NODE, Some(URL1)));
+    h.ironic.state().power_on = true;
+    h.reconcile().await.unwrap();
+    h.reconcile().await.unwrap();
+    assert_eq!(h.record().unwrap().phase, Phase::Attached);
+    let path = host_path(HOST);
+    let mut object = h.api.get(&path).unwrap();
+    object["metadata"]["deletionTimestamp"] = json!(jiff::Timestamp::now().to_string());
+    object["metadata"]["finalizers"] = json!([FINALIZER]);
+    h.api.put(&path, object);
+    h.reconcile().await.unwrap(); // detach
+    h.api.clear_log();
+    h.reconcile().await.expect("the release is not an error");
+    assert!(h.api.get(&path).is_none(), "the host is gone");
+    let log = h.api.log();
+    assert!(
+        !log.iter().any(|l| l.path.ends_with("/status")),
+        "no status write after the host is gone: {log:?}"
+    );
+    let mut text = String::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    h.ctx.metrics.register(&mut registry);
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let gauge_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("metal3_dataimage_reconciler_hosts{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(gauge_lines.is_empty(), "{gauge_lines:?}");
+    let errors = h
+        .ctx
+        .metrics
+        .reconciles
+        .get_or_create(&metal3_dataimage::reconcile::metrics::ResultLabels { result: "error" })
+        .get();
+    assert_eq!(errors, 0);
+}
+
+/// Issue 10: the upstream CRD requires the operator's status fields, so a
+/// status written before the operator's first one is refused (422).
+#[tokio::test]
+async fn no_status_write_before_the_operator_has_written_a_status() {
+    let mut host = host_object("externally provisioned", NODE, Some(URL1));
+    host["status"] = json!({ "provisioning": { "state": "externally provisioned", "ID": NODE } });
+    let h = harness(host);
+    h.ironic.state().power_on = true;
+    h.reconcile().await.unwrap();
+    let log = h.api.log();
+    assert!(!log.iter().any(|l| l.path.ends_with("/status")), "{log:?}");
+    assert_eq!(
+        h.record().unwrap().phase,
+        Phase::Attaching,
+        "the attach itself goes on"
+    );
+}
+
 #[tokio::test]
 async fn a_concurrent_change_makes_the_finalizer_patch_fail_and_retry() {
     let h = harness(host_object("provisioned", NODE, Some(URL1)));
@@ -568,41 +639,99 @@ async fn crd_check_refuses_a_crd_without_spec_data_image() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn leader_election_takes_the_lease_with_our_identity() {
-    let api = Arc::new(FakeApi::default());
-    let client = fake_client(api.clone());
-    let (mut leader, task) = metal3_dataimage::reconcile::leader_election(
-        client,
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/metal3-dataimage-system/leases/metal3-dataimage-reconciler";
+
+fn elect(
+    api: &Arc<FakeApi>,
+    identity: &str,
+) -> (
+    tokio::sync::watch::Receiver<bool>,
+    tokio::task::JoinHandle<()>,
+    tokio_util::sync::CancellationToken,
+) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (rx, task) = metal3_dataimage::reconcile::leader::start(
+        fake_client(api.clone()),
         "metal3-dataimage-system",
         "metal3-dataimage-reconciler",
-        "replica-a".into(),
-    )
-    .await
-    .unwrap();
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while !*leader.borrow_and_update() {
-            leader.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("became leader");
-    let lease = api
-        .get("/apis/coordination.k8s.io/v1/namespaces/metal3-dataimage-system/leases/metal3-dataimage-reconciler")
-        .expect("lease created");
+        identity.into(),
+        stop.clone(),
+    );
+    (rx, task, stop)
+}
+
+async fn until_leading(rx: &mut tokio::sync::watch::Receiver<bool>, want: bool) {
+    while *rx.borrow_and_update() != want {
+        rx.changed().await.unwrap();
+    }
+}
+
+/// Paused tokio clock: the times below are the election's own schedule,
+/// not this machine's speed.
+#[tokio::test(start_paused = true)]
+async fn leader_election_fails_over_within_one_retry_period_of_a_release() {
+    use metal3_dataimage::reconcile::leader::{LEASE_DURATION, RETRY_PERIOD};
+    let api = Arc::new(FakeApi::default());
+    let (mut a, task_a, stop_a) = elect(&api, "replica-a");
+    until_leading(&mut a, true).await;
+    let (mut b, task_b, stop_b) = elect(&api, "replica-b");
+    // b stays standby while a renews, however long.
+    tokio::time::sleep(LEASE_DURATION * 3).await;
+    assert!(!*b.borrow_and_update(), "two leaders");
+    let lease = api.get(LEASE).expect("lease created");
     assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+
+    // Graceful stop of a: released, and b takes over at its next retry.
+    stop_a.cancel();
+    task_a.await.unwrap();
+    assert!(!*a.borrow());
+    let released = tokio::time::Instant::now();
+    let lease = api.get(LEASE).unwrap();
+    assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
+    until_leading(&mut b, true).await;
+    let failover = released.elapsed();
+    assert!(failover <= RETRY_PERIOD, "standby took {failover:?}");
+    let lease = api.get(LEASE).unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-b");
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+
+    // Every write names our field manager.
     let log = api.log();
     assert!(
         log.iter()
             .any(|l| l.method == "POST" && l.path.ends_with("/leases"))
     );
+    for write in log
+        .iter()
+        .filter(|l| l.method != "GET" && l.path.contains("/leases"))
+    {
+        assert!(
+            write.query.contains("fieldManager=metal3-dataimage"),
+            "{write:?}"
+        );
+    }
+    stop_b.cancel();
+    task_b.await.unwrap();
+}
+
+/// A leader that dies without releasing: the standby waits the lease
+/// duration on its own clock, then takes over.
+#[tokio::test(start_paused = true)]
+async fn leader_election_takes_over_a_crashed_leaders_lease_after_the_lease_duration() {
+    use metal3_dataimage::reconcile::leader::{LEASE_DURATION, RETRY_PERIOD};
+    let api = Arc::new(FakeApi::default());
+    let (mut a, task_a, _stop_a) = elect(&api, "replica-a");
+    until_leading(&mut a, true).await;
+    let (mut b, _task_b, _stop_b) = elect(&api, "replica-b");
+    tokio::time::sleep(RETRY_PERIOD * 2).await;
+    task_a.abort(); // crash: no release
+    let crashed = tokio::time::Instant::now();
+    until_leading(&mut b, true).await;
+    let waited = crashed.elapsed();
     assert!(
-        log.iter()
-            .any(|l| l.method == "PATCH" && l.query.contains("fieldManager=metal3-dataimage")),
-        "{log:?}"
+        waited >= LEASE_DURATION - RETRY_PERIOD * 2 && waited <= LEASE_DURATION + RETRY_PERIOD,
+        "{waited:?}"
     );
-    drop(leader);
-    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
 }
 
 #[tokio::test]
@@ -803,4 +932,68 @@ async fn without_an_image_server_staging_hosts_wait_with_the_reason() {
             .contains("--image-server-url")
     );
     assert!(h.ironic.state().calls.is_empty());
+}
+
+/// Issue 10: "attached …/config-a.iso" must not be shown (count 2) for a
+/// later attach of config-b. A series is one reason and one message, as
+/// client-go keys it.
+#[tokio::test]
+async fn events_repeat_only_with_the_same_message_and_name_our_field_manager() {
+    use metal3_dataimage::reconcile::decision::{EventNote, Reason};
+    use metal3_dataimage::reconcile::events::EventPublisher;
+    let api = Arc::new(FakeApi::default());
+    let publisher = EventPublisher::new(fake_client(api.clone()), Some("pod-a".into()));
+    let regarding = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("metal3.io/v1alpha1".into()),
+        kind: Some("BareMetalHost".into()),
+        name: Some(HOST.into()),
+        namespace: Some(NS.into()),
+        uid: Some("uid-1".into()),
+        ..Default::default()
+    };
+    let note = |message: &str| EventNote {
+        reason: Reason::Attached,
+        message: message.into(),
+    };
+    for message in [
+        "attached http://x/config-a.iso",
+        "attached http://x/config-b.iso",
+        "attached http://x/config-b.iso",
+    ] {
+        publisher.publish(&note(message), &regarding).await.unwrap();
+    }
+    let log = api.log();
+    let writes: Vec<_> = log.iter().filter(|l| l.path.contains("/events")).collect();
+    assert_eq!(writes.len(), 3, "{writes:?}");
+    assert_eq!(writes[0].method, "POST");
+    assert_eq!(writes[0].body["note"], "attached http://x/config-a.iso");
+    assert_eq!(writes[1].method, "POST", "a new message is a new Event");
+    assert_eq!(writes[1].body["note"], "attached http://x/config-b.iso");
+    assert_eq!(
+        writes[2].method, "PATCH",
+        "the same message repeats the series"
+    );
+    assert!(
+        writes[2]
+            .path
+            .ends_with(writes[1].body["metadata"]["name"].as_str().unwrap())
+    );
+    assert_eq!(writes[2].body["series"]["count"], 2);
+    for write in &writes {
+        assert!(
+            write.query.contains("fieldManager=metal3-dataimage"),
+            "{write:?}"
+        );
+    }
+    let stored = api
+        .get(&format!(
+            "{}/{}",
+            writes[1].path,
+            writes[1].body["metadata"]["name"].as_str().unwrap()
+        ))
+        .unwrap();
+    assert_eq!(stored["note"], "attached http://x/config-b.iso");
+    assert_eq!(stored["type"], "Normal");
+    assert_eq!(stored["reportingController"], "metal3-dataimage");
+    assert_eq!(stored["reportingInstance"], "pod-a");
 }

@@ -224,6 +224,8 @@ impl Plan {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+// One Step per reconcile, moved once: boxing the Plan would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Step {
     /// Observe the node and its vmedia, then decide again.
     ObserveIronic,

@@ -11,6 +11,7 @@ pub mod decision;
 pub mod events;
 pub mod health;
 pub mod kube_ops;
+pub mod leader;
 pub mod metrics;
 pub mod record;
 
@@ -27,7 +28,6 @@ use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use kube_lease_manager::LeaseManagerBuilder;
 use tokio_util::sync::CancellationToken;
 
 use crate::ironic::{IronicClient, IronicConfig};
@@ -270,27 +270,6 @@ fn identity() -> String {
     format!("{base}-{suffix:08x}")
 }
 
-/// Starts leader election on the Lease `namespace/name`: the receiver turns
-/// `true` while this replica leads. Only the leader reconciles.
-pub async fn leader_election(
-    client: Client,
-    namespace: &str,
-    name: &str,
-    identity: String,
-) -> anyhow::Result<(
-    tokio::sync::watch::Receiver<bool>,
-    tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
-)> {
-    let manager = LeaseManagerBuilder::new(client, name)
-        .with_namespace(namespace)
-        .with_identity(identity)
-        .with_field_manager(record::FIELD_MANAGER)
-        .build()
-        .await
-        .with_context(|| format!("leader election Lease {namespace}/{name}"))?;
-    Ok(manager.watch().await)
-}
-
 async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
@@ -386,13 +365,14 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| client.default_namespace().to_string());
-    let (mut leader, lease_task) = leader_election(
+    let lease_stop = CancellationToken::new();
+    let (mut leader, lease_task) = leader::start(
         client.clone(),
         &lease_namespace,
         &args.lease_name,
         identity(),
-    )
-    .await?;
+        lease_stop.clone(),
+    );
     readiness.set_ready(true);
     tracing::info!(lease = %format!("{lease_namespace}/{}", args.lease_name), "waiting for leadership");
 
@@ -407,7 +387,7 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
         // Wait to lead (or to shut down).
         while !*leader.borrow_and_update() {
             tokio::select! {
-                _ = shutdown.cancelled() => { drop(leader); let _ = lease_task.await; return Ok(()); }
+                _ = shutdown.cancelled() => { lease_stop.cancel(); let _ = lease_task.await; return Ok(()); }
                 changed = leader.changed() => { if changed.is_err() { bail!("leader election stopped"); } }
             }
         }
@@ -493,7 +473,9 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
             continue;
         }
         run.await;
-        drop(leader);
+        // Released only now that reconciling has stopped: the standby takes
+        // over within one retry period, never while we still work.
+        lease_stop.cancel();
         let _ = lease_task.await;
         return Ok(());
     }
