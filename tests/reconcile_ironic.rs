@@ -724,3 +724,85 @@ async fn ironic_outage_is_waited_out_without_writes_or_errors() {
         .get();
     assert!(failures >= 1, "failed probes are counted");
 }
+
+/// Issue 10: the process wrote the `attaching` record and died before the
+/// POST left. Against the real Ironic: nothing is inserted and no error is
+/// written, so the attach counts as failed after the confirm timeout
+/// ("no effect"), and the retry attaches exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_the_attaching_record_and_the_post_is_retried_once() {
+    let env = IronicEnv::load();
+    let node = env.node(11);
+    let client = env.client().await;
+    reset_node(&env, &env.url, &client, &node).await;
+    let images =
+        ironic_support::ImageServer::start(vec![("crash.iso", iso::data_iso("CRASH", b"c"))]).await;
+    let url = images.url("crash.iso");
+    let api = Arc::new(FakeApi::default());
+    let mut host = host_object("provisioned", &node, Some(&url));
+    // What the crashed process left: finalizer and record, no POST.
+    let record = AttachedRecord::new(&url, &node, Phase::Attaching, jiff::Timestamp::now());
+    host["metadata"]["annotations"][STATE_ANNOTATION] = json!(record.to_annotation());
+    host["metadata"]["finalizers"] = json!([BMO_FINALIZER, FINALIZER]);
+    api.put(&host_path(HOST), host);
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let config = DecisionConfig {
+        confirm_timeout: Duration::from_secs(5),
+        ..DecisionConfig::default()
+    };
+    let ctx = Arc::new(Context::new(
+        fake_client(api.clone()),
+        Counting {
+            inner: client,
+            calls: calls.clone(),
+        },
+        config,
+        4,
+        Arc::new(Metrics::new()),
+        None,
+    ));
+    let mut fleet = Fleet {
+        api: api.clone(),
+        ctx: ctx.clone(),
+        names: vec![HOST.to_string()],
+        seen: Default::default(),
+        due: Default::default(),
+        recoveries: Box::pin(ctx.health.recoveries()),
+        reconciles: 0,
+    };
+    fleet
+        .run_until("no effect noticed", Duration::from_secs(60), |f| {
+            f.status(HOST)["state"] == "Error"
+        })
+        .await;
+    let status = fleet.status(HOST);
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("Ironic accepted the attach but the image was not inserted after 5s"),
+        "{status}"
+    );
+    assert_eq!(status["errorCount"], 1);
+    let attaches = || {
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.1 == "attach")
+            .count()
+    };
+    assert_eq!(
+        attaches(),
+        0,
+        "never attached while the record said attaching"
+    );
+    fleet
+        .run_until("retried", Duration::from_secs(90), |f| {
+            f.status(HOST)["state"] == "Attached"
+        })
+        .await;
+    assert_eq!(attaches(), 1, "exactly one POST");
+    let (inserted, _) = redfish_cd(&env, &env.url, &node, None).await;
+    assert!(inserted);
+}
