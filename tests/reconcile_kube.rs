@@ -203,6 +203,21 @@ impl Harness {
             .map(|text| serde_json::from_str(&text).expect("valid record"))
     }
 
+    /// Reconciles every 50 ms (requeues shortened) until `done` holds.
+    async fn reconcile_until(&self, done: impl Fn(&Harness) -> bool) {
+        for _ in 0..200 {
+            self.reconcile().await.unwrap();
+            if done(self) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "not reached: {}",
+            self.api.get(&host_path(HOST)).unwrap()["status"]["dataImage"]
+        );
+    }
+
     fn status_state(&self) -> Option<String> {
         let object = self.api.get(&host_path(HOST))?;
         object["status"]["dataImage"]["state"]
@@ -818,6 +833,8 @@ fn stager(cache: &std::path::Path) -> metal3_dataimage::staging::Stager {
         public_url: "http://127.0.0.1:9445/".parse().unwrap(),
         connect_timeout: Duration::from_secs(5),
         read_timeout: Duration::from_secs(5),
+        // Short: the tests fix a Secret and want the next try at once.
+        retry_failed: Duration::from_millis(300),
     })
     .unwrap()
 }
@@ -847,8 +864,10 @@ async fn credentialed_image_is_staged_and_ironic_gets_only_the_staging_url() {
     );
     h.ironic.state().power_on = true;
 
-    h.reconcile().await.unwrap();
-    h.reconcile().await.unwrap();
+    // Staging runs in the background: reconcile as the controller's
+    // requeues would until the attach is confirmed.
+    h.reconcile_until(|h| h.status_state().as_deref() == Some("Attached"))
+        .await;
     let calls = h.ironic.state().calls.clone();
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert!(
@@ -889,29 +908,22 @@ async fn bad_credentials_or_missing_secret_never_attach() {
     let h = harness_full(staged_host(&url), None, Some(stager(cache.path())));
     h.ironic.state().power_on = true;
 
-    h.reconcile().await.unwrap();
-    let object = h.api.get(&host_path(HOST)).unwrap();
-    let message = object["status"]["dataImage"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        message.contains("image-creds") && message.contains("not found"),
-        "{message}"
-    );
+    let message = |h: &Harness| {
+        h.api.get(&host_path(HOST)).unwrap()["status"]["dataImage"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    h.reconcile_until(|h| message(h).contains("image-creds") && message(h).contains("not found"))
+        .await;
+    assert_eq!(h.status_state().as_deref(), Some("Error"));
 
     h.api.put(
         &format!("/api/v1/namespaces/{NS}/secrets/image-creds"),
         secret("wrong-password"),
     );
-    h.reconcile().await.unwrap();
-    let object = h.api.get(&host_path(HOST)).unwrap();
-    assert_eq!(object["status"]["dataImage"]["state"], "Error");
-    let message = object["status"]["dataImage"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(message.contains("401"), "{message}");
+    h.reconcile_until(|h| message(h).contains("401")).await;
+    assert_eq!(h.status_state().as_deref(), Some("Error"));
     assert!(
         h.ironic.state().calls.is_empty(),
         "never attached without the credentials asked for"

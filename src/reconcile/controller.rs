@@ -24,7 +24,7 @@ use super::record::AttachedRecord;
 use crate::ironic::{IronicClient, IronicError};
 use crate::model::bmh::HostResource;
 use crate::model::{DataImageState, SecretCredentials};
-use crate::staging::{StageRequest, Stager};
+use crate::staging::{StageRequest, Stager, Staging};
 
 /// What the Ironic side of the controller needs (a trait so the Kubernetes
 /// side can be tested without Ironic).
@@ -203,7 +203,7 @@ async fn reconcile_inner<I: IronicApi>(
         let reference = ObjectRef::new_with(&name, resource.clone()).within(&namespace);
         store.get(&reference).is_some()
     });
-    let staging = staging_view(ctx, host, &namespace, &key, conflict).await;
+    let staging = staging_view(ctx, host, &key);
     let node_id = host
         .status
         .as_ref()
@@ -278,20 +278,18 @@ fn needs_staging(host: &HostResource) -> bool {
     })
 }
 
-async fn staging_view<I: IronicApi>(
-    ctx: &Context<I>,
-    host: &HostResource,
-    namespace: &str,
-    key: &str,
-    conflict: bool,
-) -> StagingView {
-    if !needs_staging(host) {
+/// What the stager knows of the host's image, without waiting for anything.
+/// Whether staging may start is the decision's call ([`Action::Stage`]).
+fn staging_view<I: IronicApi>(ctx: &Context<I>, host: &HostResource, key: &str) -> StagingView {
+    let Some(spec) = host
+        .spec
+        .data_image
+        .as_ref()
+        .filter(|_| needs_staging(host))
+    else {
         if let Some(stager) = &ctx.stager {
             stager.release(key);
         }
-        return StagingView::NotNeeded;
-    }
-    let Some(spec) = host.spec.data_image.as_ref() else {
         return StagingView::NotNeeded;
     };
     let Some(stager) = &ctx.stager else {
@@ -301,43 +299,43 @@ async fn staging_view<I: IronicApi>(
                 .into(),
         );
     };
-    // Stage only when an attach could follow (saves downloads for hosts
-    // that are not provisioned yet).
-    let state = host
-        .status
-        .as_ref()
-        .and_then(|s| s.provisioning.as_ref())
-        .map(|p| p.state.as_str())
-        .unwrap_or("");
-    let annotations = host.annotations();
-    let gated = host.metadata.deletion_timestamp.is_some()
-        || conflict
-        || annotations.contains_key(super::record::PAUSED_ANNOTATION)
-        || annotations.contains_key(super::record::DETACHED_ANNOTATION)
-        || !decision::ACTIVE_STATES.contains(&state);
-    if gated {
-        return match stager.staged(key) {
-            Some(image) => StagingView::Ready(image),
-            None => StagingView::Pending("waiting for the host to be provisioned".into()),
-        };
+    let insecure = spec.disable_certificate_verification == Some(true);
+    match stager.poll(key, &spec.url, insecure) {
+        Staging::Ready(image) => StagingView::Ready(image),
+        Staging::Running { done, total } => StagingView::Running { done, total },
+        Staging::Failed(message) => StagingView::Failed(message),
+        Staging::Idle => StagingView::NotStarted,
     }
+}
+
+/// [`Action::Stage`]: reads the credentials and starts the background
+/// download; a failure shows through [`Stager::poll`].
+async fn start_staging<I: IronicApi>(
+    ctx: &Context<I>,
+    host: &HostResource,
+    namespace: &str,
+    key: &str,
+) {
+    let (Some(stager), Some(spec)) = (&ctx.stager, host.spec.data_image.as_ref()) else {
+        return;
+    };
+    let insecure = spec.disable_certificate_verification == Some(true);
     let credentials = match &spec.credentials_name {
         None => None,
         Some(secret) => match read_credentials(ctx.client.clone(), namespace, secret).await {
             Ok(credentials) => Some(credentials),
-            Err(message) => return StagingView::Failed(message),
+            Err(message) => {
+                stager.fail(key, &spec.url, insecure, message);
+                return;
+            }
         },
     };
-    let request = StageRequest {
+    stager.start(StageRequest {
         host_key: key.to_string(),
         url: spec.url.clone(),
         credentials,
-        insecure: spec.disable_certificate_verification == Some(true),
-    };
-    match stager.stage(request).await {
-        Ok(image) => StagingView::Ready(image),
-        Err(err) => StagingView::Failed(err.to_string()),
-    }
+        insecure,
+    });
 }
 
 /// Reads `username`/`password` from the Secret (a targeted get, re-read on
@@ -527,6 +525,7 @@ async fn run_plan<I: IronicApi>(
                 }
                 ctx.health.mark_up();
             }
+            Action::Stage => start_staging(ctx, host, namespace, &key).await,
             Action::Event(note) => {
                 publish(ctx, &reference, &note, &key).await;
             }

@@ -33,6 +33,8 @@ pub const CONFIRM_POLL: Duration = Duration::from_secs(3);
 pub const BUSY_POLL: Duration = Duration::from_secs(15);
 /// Re-check interval while something outside our control blocks the drive.
 pub const BLOCKED_POLL: Duration = Duration::from_secs(30);
+/// Re-check interval while the host's image is staged in the background.
+pub const STAGING_POLL: Duration = Duration::from_secs(5);
 /// Re-check interval while Ironic is unreachable. Nothing is sent to Ironic
 /// then (the controller's prober notices its return and wakes every host);
 /// this only bounds power-hold and finalizer deadlines.
@@ -89,8 +91,14 @@ pub enum StagingView {
     /// Plain URL: Ironic downloads it itself.
     NotNeeded,
     Ready(StagedImage),
-    /// Download/verification in progress.
-    Pending(String),
+    /// Nothing staged or running for this URL: the decision starts it
+    /// ([`Action::Stage`]) once every other gate is open.
+    NotStarted,
+    /// Downloading in the background: bytes so far, announced size.
+    Running {
+        done: u64,
+        total: Option<u64>,
+    },
     Failed(String),
     /// The host asks for credentials or skipped TLS verification but this
     /// reconciler cannot stage (no image server configured, or not built yet).
@@ -135,6 +143,8 @@ pub enum Action {
     },
     /// `DELETE vmedia?device_types=cdrom`.
     Detach,
+    /// Start staging the host's image in the background (never waited for).
+    Stage,
     Event(EventNote),
 }
 
@@ -1294,10 +1304,25 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
     } else {
         match b.input.staging {
             StagingView::NotNeeded | StagingView::Ready(_) => None,
-            StagingView::Pending(message) => Some((
+            StagingView::NotStarted => {
+                // Only now that an attach could follow: no download for a
+                // host that is gated anyway.
+                b.push(Action::Stage);
+                Some((
+                    DataImageState::Waiting,
+                    "staging the image: starting the download".into(),
+                    STAGING_POLL,
+                ))
+            }
+            StagingView::Running { done, total } => Some((
                 DataImageState::Waiting,
-                format!("staging the image: {message}"),
-                Duration::from_secs(5),
+                match total {
+                    Some(total) => {
+                        format!("staging the image: {} of {}", bytes(*done), bytes(*total))
+                    }
+                    None => format!("staging the image: {} so far", bytes(*done)),
+                },
+                STAGING_POLL,
             )),
             StagingView::Failed(message) => Some((
                 DataImageState::Error,
@@ -1356,6 +1381,21 @@ fn confirm_elapsed(
         (sent, _) => sent,
     };
     elapsed(since, now)
+}
+
+/// "1.2 GiB": one decimal, binary units (the progress shown while staging
+/// changes only every tenth of a unit, so the status is not rewritten for
+/// every chunk).
+fn bytes(n: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, size) in UNITS {
+        if n >= size {
+            // Integer tenths: exact, no float formatting surprises.
+            let tenths = n.saturating_mul(10) / size;
+            return format!("{}.{} {unit}", tenths / 10, tenths % 10);
+        }
+    }
+    format!("{n} bytes")
 }
 
 fn attached_message(record: &AttachedRecord) -> String {

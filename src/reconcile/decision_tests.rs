@@ -1031,10 +1031,71 @@ fn staging_required_but_unavailable_never_attaches() {
     assert!(message_of(&plan).contains("staging"));
     let plan = Case::new(host)
         .ironic(observed(node("power on"), empty()))
-        .staging(StagingView::Pending("downloading".into()))
+        .staging(StagingView::Running {
+            done: 1288 << 20,
+            total: Some(4 << 30),
+        })
         .plan();
     assert!(!attaches(&plan));
     assert_eq!(state_of(&plan), DataImageState::Waiting);
+    assert_eq!(message_of(&plan), "staging the image: 1.2 GiB of 4.0 GiB");
+    assert!(!has(&plan, &Action::Stage), "already running");
+}
+
+#[test]
+fn staging_starts_only_once_every_other_gate_is_open() {
+    let host = H::new("provisioned", Some(URL1)).credentials();
+    let plan = Case::new(host.clone())
+        .ironic(observed(node("power on"), empty()))
+        .staging(StagingView::NotStarted)
+        .plan();
+    assert!(has(&plan, &Action::Stage));
+    assert!(!attaches(&plan));
+    assert_eq!(
+        message_of(&plan),
+        "staging the image: starting the download"
+    );
+    // Gated hosts never start a download.
+    let mut maintenance = node("power on");
+    maintenance.maintenance = true;
+    for (name, case) in [
+        (
+            "maintenance",
+            Case::new(host.clone()).ironic(observed(maintenance, empty())),
+        ),
+        (
+            "deploy media",
+            Case::new(host.clone()).ironic(observed(node("power on"), boot_media())),
+        ),
+        (
+            "not provisioned",
+            Case::new(H::new("provisioning", Some(URL1)).credentials()),
+        ),
+        (
+            "paused",
+            Case::new(host.clone().annotate(PAUSED_ANNOTATION, ""))
+                .ironic(observed(node("power on"), empty())),
+        ),
+    ] {
+        let plan = case.staging(StagingView::NotStarted).plan();
+        assert!(!has(&plan, &Action::Stage), "{name}: {plan:?}");
+    }
+}
+
+#[test]
+fn progress_is_shown_in_binary_units_with_one_decimal() {
+    for (n, want) in [
+        (0, "0 bytes"),
+        (1023, "1023 bytes"),
+        (1024, "1.0 KiB"),
+        (1536, "1.5 KiB"),
+        (5 << 20, "5.0 MiB"),
+        ((4 << 30) - 1, "3.9 GiB"),
+        (4 << 30, "4.0 GiB"),
+        (u64::MAX, "1717986918.3 GiB"),
+    ] {
+        assert_eq!(bytes(n), want, "{n}");
+    }
 }
 
 #[test]

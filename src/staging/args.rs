@@ -64,6 +64,7 @@ impl StagingArgs {
             public_url: self.image_server_url.clone()?,
             connect_timeout: self.image_connect_timeout,
             read_timeout: self.image_read_timeout,
+            retry_failed: super::RETRY_FAILED,
         })
     }
 

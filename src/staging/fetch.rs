@@ -123,6 +123,14 @@ pub fn credentials_allowed(original: &Url, target: &Url) -> bool {
     original.origin() == target.origin()
 }
 
+/// Bytes received so far of a download, and the announced size (0 when
+/// unknown), readable while it runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub done: std::sync::atomic::AtomicU64,
+    pub total: std::sync::atomic::AtomicU64,
+}
+
 /// Fetches `url` into `tmp_path`, following redirects by hand.
 pub(super) async fn download(
     client: &reqwest::Client,
@@ -130,6 +138,7 @@ pub(super) async fn download(
     credentials: Option<&SecretCredentials>,
     max_size: u64,
     tmp_path: PathBuf,
+    progress: &Progress,
 ) -> Result<Downloaded, StageError> {
     let response = open(client, url, credentials).await?;
     let shown_url = redact_url(response.url().as_str()).into_owned();
@@ -139,7 +148,13 @@ pub(super) async fn download(
         return Err(StageError::TooLarge { limit: max_size });
     }
     let announced = response.content_length();
-    stream_to_file(response, &shown_url, announced, max_size, tmp_path).await
+    progress
+        .total
+        .store(announced.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    stream_to_file(
+        response, &shown_url, announced, max_size, tmp_path, progress,
+    )
+    .await
 }
 
 /// Follows redirects until a 2xx answer and returns it (body unread).
@@ -209,6 +224,7 @@ async fn stream_to_file(
     announced: Option<u64>,
     max_size: u64,
     tmp_path: PathBuf,
+    progress: &Progress,
 ) -> Result<Downloaded, StageError> {
     let io_error =
         |err: std::io::Error| StageError::Io(format!("writing the image to the cache: {err}"));
@@ -235,6 +251,9 @@ async fn stream_to_file(
             }
         };
         size += chunk.len() as u64;
+        progress
+            .done
+            .store(size, std::sync::atomic::Ordering::Relaxed);
         if size > max_size {
             return Err(StageError::TooLarge { limit: max_size });
         }

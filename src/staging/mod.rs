@@ -52,6 +52,9 @@ pub struct StagingConfig {
     pub connect_timeout: Duration,
     /// Time allowed for each read (a stalled transfer fails after it).
     pub read_timeout: Duration,
+    /// A failed staging is reported this long before it is tried again
+    /// ([`RETRY_FAILED`]).
+    pub retry_failed: Duration,
 }
 
 /// One host's image to stage. `Debug` redacts credentials (also any the
@@ -179,7 +182,44 @@ struct State {
     inflight: HashMap<FetchKey, SharedFetch>,
     /// Callers waiting on a key: their blob must survive eviction.
     pins: HashMap<FetchKey, usize>,
+    /// Progress of the downloads in `inflight`.
+    progress: HashMap<FetchKey, Arc<fetch::Progress>>,
+    /// Background staging started by [`Stager::start`], per host.
+    jobs: HashMap<String, Job>,
 }
+
+/// One host's background staging: what it asked for and how it went.
+struct Job {
+    url: String,
+    insecure: bool,
+    key: FetchKey,
+    outcome: JobOutcome,
+}
+
+enum JobOutcome {
+    Running,
+    Done,
+    Failed(String, std::time::Instant),
+}
+
+/// Where a host's wanted image stands (see [`Stager::poll`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Staging {
+    Ready(StagedImage),
+    /// Downloading: bytes so far and the announced size, if any.
+    Running {
+        done: u64,
+        total: Option<u64>,
+    },
+    /// The last attempt failed; a new one may start after
+    /// [`StagingConfig::retry_failed`].
+    Failed(String),
+    /// Nothing staged or running for this URL: [`Stager::start`] it.
+    Idle,
+}
+
+/// A failed staging is reported this long before it may be tried again.
+pub const RETRY_FAILED: Duration = Duration::from_secs(30);
 
 /// A staged image file the server may send.
 pub(crate) struct BlobRef {
@@ -317,6 +357,109 @@ impl Stager {
         Ok(staged)
     }
 
+    /// Where `host_key`'s image for `url` stands, without waiting for
+    /// anything (a reconcile never waits for a download).
+    pub fn poll(&self, host_key: &str, url: &str, insecure: bool) -> Staging {
+        let state = self.inner.lock();
+        let Some(job) = state
+            .jobs
+            .get(host_key)
+            .filter(|job| job.url == url && job.insecure == insecure)
+        else {
+            return Staging::Idle;
+        };
+        match &job.outcome {
+            JobOutcome::Running => {
+                let progress = state.progress.get(&job.key);
+                let read = |f: fn(&fetch::Progress) -> &std::sync::atomic::AtomicU64| {
+                    progress.map_or(0, |p| f(p).load(std::sync::atomic::Ordering::Relaxed))
+                };
+                let total = read(|p| &p.total);
+                Staging::Running {
+                    done: read(|p| &p.done),
+                    total: (total > 0).then_some(total),
+                }
+            }
+            JobOutcome::Done => match state.hosts.get(host_key) {
+                Some(entry) if entry.key == job.key => {
+                    Staging::Ready(self.inner.staged_image(entry))
+                }
+                _ => Staging::Idle,
+            },
+            JobOutcome::Failed(message, at) if at.elapsed() < self.inner.config.retry_failed => {
+                Staging::Failed(message.clone())
+            }
+            JobOutcome::Failed(..) => Staging::Idle,
+        }
+    }
+
+    /// Stages `request` in the background (hosts asking for the same image
+    /// share one download); [`Stager::poll`] reports how it goes.
+    pub fn start(&self, request: StageRequest) {
+        let key = match fetch::parse_user_url(&request.url) {
+            Ok(url) => self
+                .inner
+                .fetch_key(&url, request.credentials.as_ref(), request.insecure),
+            Err(err) => {
+                self.fail(
+                    &request.host_key,
+                    &request.url,
+                    request.insecure,
+                    err.to_string(),
+                );
+                return;
+            }
+        };
+        {
+            let mut state = self.inner.lock();
+            let running = state
+                .jobs
+                .get(&request.host_key)
+                .is_some_and(|job| job.key == key && matches!(job.outcome, JobOutcome::Running));
+            if running {
+                return;
+            }
+            state.jobs.insert(
+                request.host_key.clone(),
+                Job {
+                    url: request.url.clone(),
+                    insecure: request.insecure,
+                    key,
+                    outcome: JobOutcome::Running,
+                },
+            );
+        }
+        let stager = self.clone();
+        tokio::spawn(async move {
+            let host_key = request.host_key.clone();
+            let result = stager.stage(request).await;
+            let mut state = stager.inner.lock();
+            if let Some(job) = state.jobs.get_mut(&host_key)
+                && job.key == key
+            {
+                job.outcome = match result {
+                    Ok(_) => JobOutcome::Done,
+                    Err(err) => JobOutcome::Failed(err.to_string(), std::time::Instant::now()),
+                };
+            }
+        });
+    }
+
+    /// Records a failure that happened before any download (an unreadable
+    /// credentials Secret), reported by [`Stager::poll`] like any other.
+    pub fn fail(&self, host_key: &str, url: &str, insecure: bool, message: String) {
+        let mut state = self.inner.lock();
+        state.jobs.insert(
+            host_key.to_string(),
+            Job {
+                url: url.to_string(),
+                insecure,
+                key: [0; 32],
+                outcome: JobOutcome::Failed(message, std::time::Instant::now()),
+            },
+        );
+    }
+
     /// What is staged for a host, if anything.
     pub fn staged(&self, host_key: &str) -> Option<StagedImage> {
         let state = self.inner.lock();
@@ -330,6 +473,7 @@ impl Stager {
     /// the file is deleted unless another host uses the same content.
     pub fn release(&self, host_key: &str) {
         let mut state = self.inner.lock();
+        state.jobs.remove(host_key);
         if let Some(entry) = state.hosts.remove(host_key) {
             state.by_token.remove(&entry.token_hash);
             tracing::info!(host = %host_key, digest = %format!("sha256:{}", entry.blob.hex), "released staged image");
@@ -514,16 +658,20 @@ impl Inner {
             .tmp_dir
             .join(format!("{}.part", hex::encode(rand::random::<[u8; 16]>())));
         tracing::info!(url = %shown, insecure, "downloading image to stage");
+        let progress = Arc::new(fetch::Progress::default());
+        self.lock().progress.insert(key, progress.clone());
         let result = fetch::download(
             client,
             &url,
             credentials.as_ref(),
             self.config.max_image_size,
             tmp,
+            &progress,
         )
         .await;
         let mut state = self.lock();
         state.inflight.remove(&key);
+        state.progress.remove(&key);
         let downloaded = result.inspect_err(|err| {
             tracing::warn!(url = %shown, error = %err, "image staging failed");
         })?;

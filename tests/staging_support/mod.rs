@@ -538,6 +538,7 @@ pub fn config(
         public_url: public_url.parse().unwrap(),
         connect_timeout: Duration::from_secs(5),
         read_timeout: Duration::from_secs(10),
+        retry_failed: metal3_dataimage::staging::RETRY_FAILED,
     }
 }
 
