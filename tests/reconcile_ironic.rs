@@ -806,3 +806,148 @@ async fn crash_between_the_attaching_record_and_the_post_is_retried_once() {
     let (inserted, _) = redfish_cd(&env, &env.url, &node, None).await;
     assert!(inserted);
 }
+
+/// An image server that sends `body` in 64 KiB pieces, one every `pause`
+/// (a large image on a slow link, scaled down).
+async fn trickling_server(body: Vec<u8>, pause: Duration) -> String {
+    use axum::body::Body;
+    use futures::StreamExt as _;
+    let body = Arc::new(body);
+    let app = axum::Router::new().route(
+        "/slow.iso",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move {
+                let chunks: Vec<Vec<u8>> = body.chunks(64 << 10).map(<[u8]>::to_vec).collect();
+                let stream = futures::stream::iter(chunks).then(move |chunk| async move {
+                    tokio::time::sleep(pause).await;
+                    Ok::<_, std::io::Error>(axum::body::Bytes::from(chunk))
+                });
+                axum::response::Response::builder()
+                    .header("content-length", body.len())
+                    .body(Body::from_stream(stream))
+                    .unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{address}/slow.iso")
+}
+
+/// Issue 11: a host whose image is still downloading never delays another
+/// host. Both images must be staged (disableCertificateVerification); the
+/// slow one trickles for about 8 s, the small one is attached meanwhile,
+/// and the slow host shows its progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_staging_download_does_not_delay_another_host() {
+    let env = IronicEnv::load();
+    let (slow_node, fast_node) = (env.node(12), env.node(13));
+    let client = env.client().await;
+    for node in [&slow_node, &fast_node] {
+        reset_node(&env, &env.url, &client, node).await;
+    }
+    let slow_url = trickling_server(
+        iso::data_iso("SLOW", &vec![7u8; 8 << 20]),
+        Duration::from_millis(60),
+    )
+    .await;
+    let images =
+        ironic_support::ImageServer::start(vec![("fast.iso", iso::data_iso("FAST", b"f"))]).await;
+    let fast_url = images.url("fast.iso");
+
+    let cache = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let public = format!("http://{}/", listener.local_addr().unwrap());
+    let stager = metal3_dataimage::staging::Stager::new(metal3_dataimage::staging::StagingConfig {
+        cache_dir: cache.path().to_path_buf(),
+        max_image_size: 64 << 20,
+        image_ca_file: None,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: public.parse().unwrap(),
+        connect_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(10),
+        retry_failed: metal3_dataimage::staging::RETRY_FAILED,
+    })
+    .unwrap();
+    let serving = stager.clone();
+    tokio::spawn(async move {
+        let _ = serving
+            .serve_listener(listener, None, std::future::pending())
+            .await;
+    });
+
+    let api = Arc::new(FakeApi::default());
+    let names = ["slow", "fast"].map(|n| format!("staging-{n}"));
+    for (name, (node, url)) in names
+        .iter()
+        .zip([(&slow_node, &slow_url), (&fast_node, &fast_url)])
+    {
+        let mut host = host_object("provisioned", node, None);
+        host["metadata"]["name"] = json!(name);
+        host["spec"]["dataImage"] = json!({ "url": url, "disableCertificateVerification": true });
+        api.put(&host_path(name), host);
+    }
+    let mut ctx = Context::new(
+        fake_client(api.clone()),
+        Counting {
+            inner: client,
+            calls: Default::default(),
+        },
+        DecisionConfig::default(),
+        4,
+        Arc::new(Metrics::new()),
+        None,
+    );
+    ctx.stager = Some(stager);
+    let ctx = Arc::new(ctx);
+    let mut fleet = Fleet {
+        api: api.clone(),
+        ctx: ctx.clone(),
+        names: names.to_vec(),
+        seen: Default::default(),
+        due: Default::default(),
+        recoveries: Box::pin(ctx.health.recoveries()),
+        reconciles: 0,
+    };
+    let progress = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = progress.clone();
+    fleet
+        .run_until(
+            "the small image attached",
+            Duration::from_secs(60),
+            move |f| {
+                if let Some(message) = f.status("staging-slow")["message"].as_str()
+                    && message.starts_with("staging the image")
+                {
+                    let mut seen = seen.lock().unwrap();
+                    if seen.last().map(String::as_str) != Some(message) {
+                        seen.push(message.to_string());
+                    }
+                }
+                f.status("staging-fast")["state"] == "Attached"
+            },
+        )
+        .await;
+    let slow = fleet.status("staging-slow");
+    assert_eq!(slow["state"], "Waiting", "still downloading: {slow}");
+    eprintln!("slow host while the fast one attached: {slow}");
+    fleet
+        .run_until("the slow image attached", Duration::from_secs(120), |f| {
+            f.status("staging-slow")["state"] == "Attached"
+        })
+        .await;
+    let progress = progress.lock().unwrap().clone();
+    eprintln!("progress shown: {progress:?}");
+    assert!(
+        progress.iter().any(|m| m.contains(" MiB of 8.0 MiB")),
+        "{progress:?}"
+    );
+    assert_eq!(
+        fleet.status("staging-slow")["stagedSize"],
+        iso::data_iso("SLOW", &vec![7u8; 8 << 20]).len()
+    );
+}
