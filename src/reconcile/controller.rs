@@ -232,11 +232,21 @@ async fn reconcile_inner<I: IronicApi>(
         match decide(&input) {
             Step::ObserveIronic => {
                 ironic = observe(ctx, &node_id).await;
-                if let (IronicView::Observed { .. }, Ok(mut map)) = (&ironic, ctx.verified.lock()) {
-                    map.insert(key.clone(), std::time::Instant::now());
-                }
             }
             Step::Plan(plan) => {
+                // Only an observation that showed our image lets the next
+                // reconciles skip Ironic until --verify-interval.
+                let observed = matches!(
+                    ironic,
+                    IronicView::Observed { .. } | IronicView::Busy { .. }
+                );
+                if let Ok(mut map) = ctx.verified.lock() {
+                    if plan.verified {
+                        map.insert(key.clone(), std::time::Instant::now());
+                    } else if observed {
+                        map.remove(&key);
+                    }
+                }
                 return execute(ctx, host, &input, &namespace, &name, &node_id, plan).await;
             }
         }
@@ -263,6 +273,13 @@ async fn observe<I: IronicApi>(ctx: &Context<I>, node_id: &str) -> IronicView {
         Ok(vmedia) => {
             ctx.health.mark_up();
             IronicView::Observed { node, vmedia }
+        }
+        // Ironic before 35.0 takes the node's exclusive lock for GET vmedia
+        // and answers 409 while any operation (ours included) holds it.
+        Err(err @ IronicError::Locked(_)) => {
+            ctx.health.mark_up();
+            ctx.metrics.request_failed("list_vmedia", &err);
+            IronicView::Busy { node }
         }
         Err(err) => {
             drop(permit);

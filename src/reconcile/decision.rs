@@ -75,7 +75,13 @@ pub enum IronicView {
         node: Node,
         vmedia: Vec<VirtualMedia>,
     },
-    /// A host-specific failure (404, 400, 409 ...): counted per host.
+    /// The node was read but its drive could not be: `GET vmedia` answered
+    /// 409 because a conductor holds the node's lock (Ironic before 35.0
+    /// takes an exclusive lock for it). "Not yet", never a failure.
+    Busy {
+        node: Node,
+    },
+    /// A host-specific failure (404, 400 ...): counted per host.
     Failed(IronicError),
     /// Ironic itself is down (connection refused, 5xx, and its API root did
     /// not answer either): one fact for every host, never counted per host.
@@ -218,6 +224,11 @@ pub struct Plan {
     pub attached_after: Option<f64>,
     /// This plan records a failed attach/detach (metrics).
     pub failure: Option<Op>,
+    /// Ironic was read and showed our image in the drive: the controller
+    /// may skip the next reads until `--verify-interval`. Any other
+    /// observation forgets that (a node that went through servicing is read
+    /// again at once).
+    pub verified: bool,
 }
 
 impl Plan {
@@ -229,6 +240,7 @@ impl Plan {
             requeue: Some(after),
             attached_after: None,
             failure: None,
+            verified: false,
         }
     }
 }
@@ -354,6 +366,9 @@ struct Host<'a> {
     /// status write would be refused (the CRD requires the operator's
     /// status fields), so none is made.
     operator_status: bool,
+    /// The operator is servicing the host (firmware updates): Ironic's
+    /// `prepare_ramdisk` ejects the CD, so the drive is read again.
+    servicing: bool,
 }
 
 impl<'a> Host<'a> {
@@ -387,6 +402,11 @@ impl<'a> Host<'a> {
                 .status
                 .as_ref()
                 .is_some_and(|s| s.operational_status.is_some()),
+            servicing: host
+                .status
+                .as_ref()
+                .and_then(|s| s.operational_status.as_deref())
+                == Some("servicing"),
         }
     }
 }
@@ -526,6 +546,7 @@ impl<'a, 'b> Builder<'a, 'b> {
             requeue,
             attached_after: None,
             failure: None,
+            verified: false,
         })
     }
 }
@@ -762,6 +783,19 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
                 format!("cannot read the node to detach the image: {message}; retrying at {at}"),
             );
             return b.finish(status, Some(wait_until(at, now)));
+        }
+        IronicView::Busy { .. } => {
+            let message = if record.phase == Phase::Detaching && record.retry_at.is_none() {
+                format!(
+                    "detaching {} (the node is locked, so its drive cannot be read yet)",
+                    redact_url(&record.url)
+                )
+            } else {
+                "Ironic node is busy (locked by a running operation); detaching when it is free"
+                    .into()
+            };
+            let status = b.status(shown_url.as_deref(), DataImageState::Detaching, message);
+            return b.finish(status, Some(BUSY_POLL));
         }
         IronicView::Unreachable { since, error } => {
             if purpose == Purpose::Replace {
@@ -1055,6 +1089,7 @@ pub fn after_failure(input: &Input, written: &AttachedRecord, op: Op, err: &Iron
         requeue: Some(requeue),
         attached_after: None,
         failure: Some(op),
+        verified: false,
     }
 }
 
@@ -1127,6 +1162,7 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
     if let (IronicView::NotObserved, Some(ago)) = (b.input.ironic, fresh)
         && record.phase == Phase::Attached
         && !b.host.hold
+        && !b.host.servicing
     {
         // In sync and checked recently: no Ironic (BMC) read for every
         // unrelated change of the BareMetalHost.
@@ -1157,6 +1193,29 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
             let message = join_note(format!("{what}; retrying at {at}"), note);
             let status = b.status(Some(url), DataImageState::Error, message);
             return b.finish(status, Some(wait_until(at, now)));
+        }
+        IronicView::Busy { node } => {
+            let (state, message, wait) = match record.phase {
+                Phase::Attached => (DataImageState::Attached, attached_message(&record), BUSY_POLL),
+                Phase::Attaching => (
+                    DataImageState::Attaching,
+                    "Ironic is inserting the image (the node is locked, so its drive cannot be read yet)"
+                        .to_string(),
+                    CONFIRM_POLL,
+                ),
+                _ => (
+                    DataImageState::Waiting,
+                    "Ironic node is busy (locked by a running operation); attaching when it is free"
+                        .to_string(),
+                    BUSY_POLL,
+                ),
+            };
+            let note = hold_step(&mut b, &mut record, Some(node));
+            if b.host.record.as_ref() != Some(&record) && b.host.record.is_some() {
+                b.write_record(Some(record));
+            }
+            let status = b.status(Some(url), state, join_note(message, note));
+            return b.finish(status, Some(wait));
         }
         IronicView::Unreachable { since, error } => {
             if record.phase == Phase::Attached {
@@ -1190,6 +1249,20 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
     let running = power(node) == Power::On;
 
     if record.phase == Phase::Attached {
+        if node.provision_state != "active" && node.reservation.is_none() {
+            // Servicing (or rescue) runs Ironic's prepare_ramdisk, which
+            // ejects the CD: look again once the node is active.
+            let status = b.status(
+                Some(url),
+                DataImageState::Attached,
+                format!(
+                    "{}; Ironic node is {}: the drive is checked again (and the image attached again if it was ejected) once the node is active",
+                    attached_message(&record),
+                    node.provision_state
+                ),
+            );
+            return b.finish(status, Some(BLOCKED_POLL));
+        }
         match &drive {
             Drive::Ours => {
                 b.set_hold(false);
@@ -1203,7 +1276,7 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
                     attached_message(&record),
                 );
                 let verify = b.input.config.verify_interval;
-                return b.finish(status, Some(verify));
+                return verified(b.finish(status, Some(verify)));
             }
             _ if node.reservation.is_some() => {
                 let status = b.status(
@@ -1437,9 +1510,20 @@ fn confirmed(mut b: Builder, mut record: AttachedRecord, url: &str, running: boo
         attached_message(&record),
     );
     let verify = b.input.config.verify_interval;
-    match b.finish(status, Some(verify)) {
+    match verified(b.finish(status, Some(verify))) {
         Step::Plan(mut plan) => {
             plan.attached_after = attached_after;
+            Step::Plan(plan)
+        }
+        other => other,
+    }
+}
+
+/// Marks a plan made from an observation that showed our image in the drive.
+fn verified(step: Step) -> Step {
+    match step {
+        Step::Plan(mut plan) => {
+            plan.verified = true;
             Step::Plan(plan)
         }
         other => other,
@@ -1539,6 +1623,24 @@ fn deletion(mut b: Builder) -> Step {
                 ),
             );
             return b.finish(status, Some(remaining.min(BLOCKED_POLL)));
+        }
+        IronicView::Busy { .. } if !expired => {
+            let status = b.status(
+                url.as_deref(),
+                DataImageState::Detaching,
+                "Ironic node is busy; detaching before deletion when it is free",
+            );
+            return b.finish(status, Some(CONFIRM_POLL));
+        }
+        IronicView::Busy { .. } => {
+            return release(
+                b,
+                true,
+                format!(
+                    "detach not confirmed within {} (the node stayed locked): finalizer released; the image may still be inserted",
+                    human(timeout)
+                ),
+            );
         }
         IronicView::Unreachable { since, error } => {
             if expired {

@@ -1664,3 +1664,115 @@ fn no_status_is_written_before_the_operator_has_written_one() {
         "the attach itself does not need the status"
     );
 }
+
+// ---------------------------------------------------------------- issue 11: locked drive, servicing
+
+#[test]
+fn a_locked_drive_read_is_not_yet_on_every_path() {
+    // Ironic < 35.0: GET vmedia answers 409 while the node is locked.
+    let mut locked = node("power on");
+    locked.reservation = Some("conductor-1".into());
+    let busy = IronicView::Busy { node: locked };
+    let attaching = record(URL1, Phase::Attaching, 2);
+    let mut detaching = record(URL1, Phase::Detaching, 2);
+    detaching.retry_at = None;
+    let cases = [
+        (
+            "confirming our attach",
+            H::new("provisioned", Some(URL1))
+                .finalizer()
+                .record(&attaching),
+            DataImageState::Attaching,
+            "Ironic is inserting the image",
+        ),
+        (
+            "confirming our detach",
+            H::new("provisioned", None).finalizer().record(&detaching),
+            DataImageState::Detaching,
+            "detaching",
+        ),
+        (
+            "before an attach",
+            H::new("provisioned", Some(URL1)),
+            DataImageState::Waiting,
+            "busy",
+        ),
+        (
+            "attached",
+            H::new("provisioned", Some(URL1))
+                .finalizer()
+                .record(&record(URL1, Phase::Attached, 600)),
+            DataImageState::Attached,
+            "attached",
+        ),
+        (
+            "deleting",
+            H::new("provisioned", Some(URL1))
+                .finalizer()
+                .record(&record(URL1, Phase::Attached, 600))
+                .deleting(5),
+            DataImageState::Detaching,
+            "busy",
+        ),
+    ];
+    for (name, host, state, words) in cases {
+        let plan = Case::new(host).ironic(busy.clone()).plan();
+        assert_eq!(state_of(&plan), state, "{name}");
+        assert!(
+            message_of(&plan).contains(words),
+            "{name}: {}",
+            message_of(&plan)
+        );
+        assert!(!touches_ironic(&plan), "{name}");
+        assert!(!writes_record(&plan), "{name}: {plan:?}");
+        assert_eq!(plan.failure, None, "{name}");
+        assert_eq!(status_of(&plan).error_count, Some(0), "{name}");
+    }
+}
+
+#[test]
+fn servicing_makes_the_drive_read_again_and_reattaches_once_active() {
+    let attached = record(URL1, Phase::Attached, 600);
+    let mut host = H::new("provisioned", Some(URL1))
+        .finalizer()
+        .record(&attached);
+    // Verified a minute ago: normally no Ironic read.
+    let mut case = Case::new(host.clone());
+    case.verified_ago = Some(Duration::from_secs(60));
+    assert!(matches!(case.step(), Step::Plan(_)));
+    // The operator services the host: read Ironic regardless.
+    if let Some(status) = host.0.status.as_mut() {
+        status.operational_status = Some("servicing".into());
+    }
+    let mut case = Case::new(host.clone());
+    case.verified_ago = Some(Duration::from_secs(60));
+    assert_eq!(case.step(), Step::ObserveIronic);
+    // While Ironic services the node: wait, and forget the verification.
+    let mut servicing = node("power off");
+    servicing.provision_state = "service wait".into();
+    let plan = Case::new(host.clone())
+        .ironic(observed(servicing, boot_media()))
+        .plan();
+    assert!(!touches_ironic(&plan));
+    assert!(!plan.verified);
+    assert!(
+        message_of(&plan).contains("Ironic node is service wait"),
+        "{}",
+        message_of(&plan)
+    );
+    // Active again, the CD was ejected by prepare_ramdisk: attach at once.
+    let plan = Case::new(host)
+        .ironic(observed(node("power on"), empty()))
+        .plan();
+    assert!(attaches(&plan), "{plan:?}");
+    assert!(event_reasons(&plan).contains(&"Ejected"));
+    // And a read that shows our image is what marks the host verified.
+    let plan = Case::new(
+        H::new("provisioned", Some(URL1))
+            .finalizer()
+            .record(&attached),
+    )
+    .ironic(observed(node("power on"), ours()))
+    .plan();
+    assert!(plan.verified);
+}
