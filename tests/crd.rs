@@ -597,9 +597,9 @@ fn age(timestamp: &str, now: &str) -> String {
 fn printer_columns_render_like_kubectl_get() {
     let crd = patched_in_rust();
     let now = "2026-03-11T10:00:00Z";
-    // README.md shows this table.
+    let table = kubectl_get_table(&crd, &HOSTS, false, now);
     assert_eq!(
-        kubectl_get_table(&crd, &HOSTS, false, now),
+        table,
         "\
 NAME       STATE         CONSUMER             ONLINE   ERROR   AGE   DATAIMAGE
 worker-0   provisioned   cluster-a-worker-0   true             10d   Attached
@@ -607,6 +607,15 @@ worker-1   provisioned                        true             10d   Error
 worker-2   available                          false            10d   
 "
     );
+    // README.md and docs/install.md show this table (trailing spaces trimmed).
+    let shown: String = table
+        .lines()
+        .map(|line| line.trim_end().to_string() + "\n")
+        .collect();
+    for doc in ["README.md", "docs/install.md"] {
+        let text = std::fs::read_to_string(repo().join(doc)).unwrap();
+        assert!(text.contains(&shown), "{doc} does not show:\n{shown}");
+    }
     let wide = kubectl_get_table(&crd, &HOSTS, true, now);
     let header: Vec<&str> = wide
         .lines()
