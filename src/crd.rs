@@ -32,6 +32,8 @@ pub const SPEC_DATA_IMAGE_POINTER: &str =
     "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/dataImage";
 pub const STATUS_DATA_IMAGE_POINTER: &str =
     "/spec/versions/0/schema/openAPIV3Schema/properties/status/properties/dataImage";
+/// JSON Pointer `-`: append to the version's printer columns.
+pub const PRINTER_COLUMNS_APPEND_POINTER: &str = "/spec/versions/0/additionalPrinterColumns/-";
 
 /// Checked-in generated files (relative to the repository root) and the
 /// command that regenerates each.
@@ -46,29 +48,49 @@ pub const GENERATED_FILES: [(&str, Output); 2] = [
     ),
 ];
 
-/// `http`/`https` (any case: the scheme is case-insensitive), something
-/// after `://`, no control characters anywhere (the WHATWG parser silently
-/// drops tabs and newlines, which the webhook denies) and no space at either
-/// end. Deliberately looser than the webhook, which checks the rest with
-/// precise messages: the schema must never deny what the webhook admits.
-pub const URL_PATTERN: &str =
-    r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7F]([^\x00-\x1F\x7F]*[^\x00-\x20\x7F])?$";
-/// A DNS-1123 subdomain: the rule for Secret names.
-pub const DNS1123_SUBDOMAIN_PATTERN: &str =
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// The only keywords `spec.dataImage` carries: structure, no value rules.
+/// The API server checks the CRD schema (pattern, lengths, enum, format, CEL)
+/// *before* the validating webhooks run, so any such rule here would answer
+/// first with its generic message ("should match '^…'", "should be at least 1
+/// chars long") and hide the webhook's precise one. The webhook owns every
+/// value rule, including the ones CEL cannot reproduce (ratcheting, admitting
+/// any update of a host being deleted, every error at once). Without CEL
+/// rules the API server's cost estimation needs no `maxLength` either.
+pub const SPEC_KEYWORDS: [&str; 4] = ["type", "description", "properties", "required"];
+
+/// Columns appended to the BareMetalHost's `additionalPrinterColumns`
+/// (`kubectl get bmh`): `(name, jsonPath, priority, description)`. Priority 1
+/// columns show only with `-o wide`.
+pub const PRINTER_COLUMNS: [(&str, &str, u8, &str); 3] = [
+    (
+        "DataImage",
+        ".status.dataImage.state",
+        0,
+        "State of the data image (metal3-dataimage)",
+    ),
+    (
+        "DataImage URL",
+        ".status.dataImage.url",
+        1,
+        "URL of the data image the state refers to",
+    ),
+    (
+        "DataImage Message",
+        ".status.dataImage.message",
+        1,
+        "Detail for the data image state",
+    ),
+];
 
 /// Keywords a structural schema node may carry here (a subset of what the API
 /// server accepts, and everything schemars emits for these types once normalised).
-const ALLOWED_KEYWORDS: [&str; 12] = [
+const ALLOWED_KEYWORDS: [&str; 9] = [
     "type",
     "description",
     "properties",
     "required",
     "items",
     "enum",
-    "minLength",
-    "maxLength",
-    "pattern",
     "format",
     "minimum",
     "maximum",
@@ -146,16 +168,9 @@ pub fn render(output: Output) -> anyhow::Result<String> {
 
 /// Structural schema of `spec.dataImage`.
 pub fn spec_schema() -> anyhow::Result<Value> {
-    let mut schema = generate::<DataImageSpec>()?;
-    // Rules the schemars attributes on the shared model do not carry.
-    set_keyword(&mut schema, &["url"], "pattern", json!(URL_PATTERN))?;
-    set_keyword(
-        &mut schema,
-        &["credentialsName"],
-        "pattern",
-        json!(DNS1123_SUBDOMAIN_PATTERN),
-    )?;
+    let schema = generate::<DataImageSpec>()?;
     check_structural(&schema)
+        .and_then(|()| check_defers_to_webhook(&schema))
         .map_err(|problems| anyhow::anyhow!("spec.dataImage schema: {}", problems.join("; ")))?;
     Ok(schema)
 }
@@ -174,15 +189,41 @@ pub fn status_schema() -> anyhow::Result<Value> {
     Ok(schema)
 }
 
-/// JSON6902 operations adding both properties to the BareMetalHost CRD.
+/// The [`PRINTER_COLUMNS`] as CRD `additionalPrinterColumns` entries.
+pub fn printer_columns() -> Vec<Value> {
+    PRINTER_COLUMNS
+        .iter()
+        .map(|&(name, json_path, priority, description)| {
+            let mut column = json!({
+                "name": name,
+                "type": "string",
+                "jsonPath": json_path,
+                "description": description,
+            });
+            if priority > 0 {
+                column["priority"] = json!(priority);
+            }
+            column
+        })
+        .collect()
+}
+
+/// JSON6902 operations adding both properties and the printer columns to the
+/// BareMetalHost CRD.
 pub fn crd_patch() -> anyhow::Result<Value> {
-    Ok(json!([
+    let mut operations = vec![
         // Fails the patch (instead of patching the wrong version) if the
         // operator's CRD ever lists another version first.
-        {"op": "test", "path": "/spec/versions/0/name", "value": crate::model::VERSION},
-        {"op": "add", "path": SPEC_DATA_IMAGE_POINTER, "value": spec_schema()?},
-        {"op": "add", "path": STATUS_DATA_IMAGE_POINTER, "value": status_schema()?},
-    ]))
+        json!({"op": "test", "path": "/spec/versions/0/name", "value": crate::model::VERSION}),
+        json!({"op": "add", "path": SPEC_DATA_IMAGE_POINTER, "value": spec_schema()?}),
+        json!({"op": "add", "path": STATUS_DATA_IMAGE_POINTER, "value": status_schema()?}),
+    ];
+    // `/-` appends: the operator's own columns keep their order (a strategic
+    // merge patch would replace the whole list).
+    operations.extend(printer_columns().into_iter().map(
+        |column| json!({"op": "add", "path": PRINTER_COLUMNS_APPEND_POINTER, "value": column}),
+    ));
+    Ok(Value::Array(operations))
 }
 
 /// A minimal BareMetalHost CRD (every other field preserved unvalidated) for
@@ -212,6 +253,7 @@ pub fn standalone_crd() -> anyhow::Result<Value> {
                 "served": true,
                 "storage": true,
                 "subresources": {"status": {}},
+                "additionalPrinterColumns": printer_columns(),
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
                     "description": "BareMetalHost (test CRD): only dataImage is validated.",
@@ -358,6 +400,37 @@ pub fn check_structural(schema: &Value) -> Result<(), Vec<String>> {
     }
 }
 
+/// Problems that would make the API server's schema check answer before the
+/// validating webhook: any keyword outside [`SPEC_KEYWORDS`] anywhere in
+/// `spec.dataImage`; `Ok` when there are none.
+pub fn check_defers_to_webhook(schema: &Value) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    check_spec_node(schema, "", &mut problems);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+fn check_spec_node(schema: &Value, at: &str, problems: &mut Vec<String>) {
+    let Value::Object(node) = schema else {
+        return;
+    };
+    for key in node.keys() {
+        if !SPEC_KEYWORDS.contains(&key.as_str()) {
+            problems.push(format!(
+                "{at}: keyword {key:?} would be checked before the webhook (it owns value rules)"
+            ));
+        }
+    }
+    if let Some(Value::Object(properties)) = node.get("properties") {
+        for (name, property) in properties {
+            check_spec_node(property, &format!("{at}.{name}"), problems);
+        }
+    }
+}
+
 fn check_node(schema: &Value, at: &str, problems: &mut Vec<String>) {
     let Value::Object(node) = schema else {
         problems.push(format!("{at}: not an object schema"));
@@ -420,31 +493,80 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spec_schema_is_structural_with_required_url_and_no_default() {
+    fn spec_schema_is_structure_only_with_required_url_and_no_default() {
         let schema = spec_schema().unwrap();
         assert_eq!(schema["type"], "object");
         assert_eq!(schema["required"], json!(["url"]));
         let url = &schema["properties"]["url"];
         assert_eq!(url["type"], "string");
-        assert_eq!(url["maxLength"], 2048);
-        assert_eq!(url["minLength"], 1);
-        assert_eq!(url["pattern"], URL_PATTERN);
         assert!(
             url["description"]
                 .as_str()
                 .unwrap()
                 .contains("http or https")
         );
-        let credentials = &schema["properties"]["credentialsName"];
-        assert_eq!(credentials["maxLength"], 253);
-        assert_eq!(credentials["pattern"], DNS1123_SUBDOMAIN_PATTERN);
+        assert_eq!(schema["properties"]["credentialsName"]["type"], "string");
         let insecure = &schema["properties"]["disableCertificateVerification"];
         assert_eq!(insecure["type"], "boolean");
         assert!(
             insecure.get("default").is_none(),
             "the mutating webhook owns this default"
         );
-        assert!(!serde_json::to_string(&schema).unwrap().contains("$ref"));
+        let text = serde_json::to_string(&schema).unwrap();
+        for keyword in [
+            "$ref",
+            "pattern",
+            "minLength",
+            "maxLength",
+            "x-kubernetes-validations",
+        ] {
+            assert!(!text.contains(keyword), "spec.dataImage has {keyword}");
+        }
+    }
+
+    #[test]
+    fn value_rules_in_spec_are_reported() {
+        let bad = json!({
+            "type": "object",
+            "properties": {
+                "url": {"type": "string", "minLength": 1, "pattern": "^h"},
+                "n": {"type": "object", "properties": {"m": {"type": "string", "maxLength": 3}}}
+            },
+            "x-kubernetes-validations": [{"rule": "true"}]
+        });
+        let problems = check_defers_to_webhook(&bad).unwrap_err().join("\n");
+        for expected in [
+            ": keyword \"x-kubernetes-validations\"",
+            ".url: keyword \"minLength\"",
+            ".url: keyword \"pattern\"",
+            ".n.m: keyword \"maxLength\"",
+        ] {
+            assert!(
+                problems.contains(expected),
+                "{expected} not in:\n{problems}"
+            );
+        }
+        assert!(check_defers_to_webhook(&spec_schema().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn printer_columns_are_string_columns_with_one_default_column() {
+        let columns = printer_columns();
+        assert_eq!(columns[0]["name"], "DataImage");
+        assert_eq!(columns[0]["jsonPath"], ".status.dataImage.state");
+        assert!(columns[0].get("priority").is_none());
+        for column in &columns[1..] {
+            assert_eq!(column["priority"], 1, "{column}");
+        }
+        let patch = crd_patch().unwrap();
+        let appended: Vec<&Value> = patch
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|op| op["path"] == PRINTER_COLUMNS_APPEND_POINTER)
+            .map(|op| &op["value"])
+            .collect();
+        assert_eq!(appended, columns.iter().collect::<Vec<_>>());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 # test (unit, integration, doc) and a benchmark smoke run. `.ci/run` runs this.
 #
 # Needs only what the machine ships (cargo, python3, kubectl); everything else
-# (the Ironic venv) is installed by the project's own scripts and cached.
+# (the Ironic venv) is installed by the project's own scripts and cached, and
+# promtool by apt-get when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,15 @@ trap cleanup EXIT
 step "starting Ironic + sushy-tools in the background (log: $ironic_log)"
 bash tests/ironic/up.sh >"$ironic_log" 2>&1 &
 ironic_pid=$!
+
+# tests/manifests.rs runs `promtool check rules` / `promtool test rules` on the
+# monitoring component's alerts and fails without it (Debian's `prometheus`).
+if ! command -v promtool >/dev/null 2>&1; then
+    step "installing promtool (Debian package prometheus)"
+    sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -10,15 +10,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DataImageSpec {
-    /// URL of the ISO image (http or https). The BMC fetches it through Ironic;
-    /// put credentials in the Secret named by credentialsName, never in the URL.
-    #[schemars(length(min = 1, max = 2048))]
+    /// URL of the ISO image (http or https, at most 2048 characters; the
+    /// metal3-dataimage admission webhook checks it). The BMC fetches it through
+    /// Ironic; put credentials in the Secret named by credentialsName, never in
+    /// the URL.
     pub url: String,
 
     /// Name of a Secret in the host's namespace holding `username` and
-    /// `password` for HTTP basic authentication to the image server.
+    /// `password` for HTTP basic authentication to the image server (a DNS-1123
+    /// subdomain; the admission webhook checks it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
     pub credentials_name: Option<String>,
 
     /// Skip TLS certificate verification when fetching an https image.
