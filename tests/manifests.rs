@@ -1457,14 +1457,6 @@ fn reconciler_registry() -> prometheus_client::registry::Registry {
     registry
 }
 
-/// Added by the reconciler outage work (Ironic up/failures, leader): listed so
-/// this test passes on a branch without them. Remove once that is merged.
-const ADDED_BY_THE_RECONCILER_OUTAGE_WORK: [&str; 3] = [
-    "metal3_dataimage_reconciler_ironic_up",
-    "metal3_dataimage_reconciler_ironic_request_failures_total",
-    "metal3_dataimage_reconciler_leader",
-];
-
 #[test]
 fn dashboard_and_alerts_use_only_exported_metrics() {
     let webhook_series = exported_series(&webhook_registry());
@@ -1532,7 +1524,7 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
     let mut missing = Vec::new();
     for (metric, place) in &used {
         let exported = webhook_series.contains(metric) || reconciler_series.contains(metric);
-        if !exported && !ADDED_BY_THE_RECONCILER_OUTAGE_WORK.contains(&metric.as_str()) {
+        if !exported {
             missing.push(format!("{metric} (in {place})"));
         }
         // Webhook series are queried in webhook terms, reconciler ones in reconciler terms.

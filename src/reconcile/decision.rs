@@ -1060,9 +1060,14 @@ pub fn after_failure(input: &Input, written: &AttachedRecord, op: Op, err: &Iron
         Op::Attach => Reason::AttachFailed,
         Op::Detach => Reason::DetachFailed,
     };
+    let doing = match op {
+        Op::Attach => "attaching",
+        Op::Detach => "detaching",
+    };
+    // The same words as a failure seen in last_error (see `failed`).
     b.event(
         reason,
-        format!("{} of {} failed: {err}", op.verb(), redact_url(&record.url)),
+        format!("{doing} {} failed: {err}", redact_url(&record.url)),
     );
     let url = if op == Op::Detach && b.host.desired.is_none() {
         Some(record.url.clone())
