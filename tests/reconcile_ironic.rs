@@ -951,3 +951,164 @@ async fn a_slow_staging_download_does_not_delay_another_host() {
         iso::data_iso("SLOW", &vec![7u8; 8 << 20]).len()
     );
 }
+
+/// Polls the node until `done` holds for its JSON.
+async fn wait_node(
+    env: &IronicEnv,
+    node: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, doc) = ironic_support::ironic_raw(
+            &env.url,
+            reqwest::Method::GET,
+            &format!("/v1/nodes/{node}"),
+            None,
+            None,
+        )
+        .await;
+        if done(&doc) {
+            return doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node}: {what} not reached: {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Issue 11: servicing (the operator's firmware updates) runs Ironic's
+/// `prepare_ramdisk`, which ejects the CD. Against the real Ironic: a
+/// service with an agent step makes Ironic power the node off and eject our
+/// image (then it fails, as no ramdisk can boot here, and is aborted back to
+/// `active`, the closest this Ironic allows to a finished service). The
+/// reconciler notices through the operator's `servicing` status, and attaches
+/// again as soon as the node is active, long before `--verify-interval`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servicing_ejects_the_image_and_it_is_attached_again_once_active() {
+    let env = IronicEnv::load();
+    let node = env.node(14);
+    let client = env.client().await;
+    reset_node(&env, &env.url, &client, &node).await;
+    let images = ironic_support::ImageServer::start(vec![
+        ("config.iso", iso::data_iso("SERVICED", b"s")),
+        ("deploy.iso", iso::data_iso("DEPLOY", b"not a ramdisk")),
+    ])
+    .await;
+    let url = images.url("config.iso");
+    let api = Arc::new(FakeApi::default());
+    api.put(
+        &host_path(HOST),
+        host_object("provisioned", &node, Some(&url)),
+    );
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ctx = Arc::new(Context::new(
+        fake_client(api.clone()),
+        Counting {
+            inner: client,
+            calls: calls.clone(),
+        },
+        DecisionConfig::default(),
+        4,
+        Arc::new(Metrics::new()),
+        None,
+    ));
+    let mut fleet = Fleet {
+        api: api.clone(),
+        ctx: ctx.clone(),
+        names: vec![HOST.to_string()],
+        seen: Default::default(),
+        due: Default::default(),
+        recoveries: Box::pin(ctx.health.recoveries()),
+        reconciles: 0,
+    };
+    fleet
+        .run_until("attached", Duration::from_secs(90), |f| {
+            f.status(HOST)["state"] == "Attached"
+        })
+        .await;
+    let attaches = || {
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.1 == "attach" && c.3)
+            .count()
+    };
+    assert_eq!(attaches(), 1);
+
+    // The operator starts servicing: its status says so, and Ironic runs a
+    // service whose step needs the ramdisk.
+    let (status, body) = ironic_support::ironic_raw(
+        &env.url,
+        reqwest::Method::PATCH,
+        &format!("/v1/nodes/{node}"),
+        Some(json!([{"op": "add", "path": "/driver_info/deploy_iso", "value": images.url("deploy.iso")}])),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    fleet.put(HOST, |o| {
+        o["status"]["operationalStatus"] = json!("servicing")
+    });
+    let (status, body) = ironic_support::ironic_raw(
+        &env.url,
+        reqwest::Method::PUT,
+        &format!("/v1/nodes/{node}/states/provision"),
+        Some(json!({"target": "service", "service_steps": [{"interface": "deploy", "step": "burn_in_cpu"}]})),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let failed = wait_node(&env, &node, "service failed", |d| {
+        d["provision_state"] == "service failed" && d["reservation"].is_null()
+    })
+    .await;
+    eprintln!("service: {}", failed["last_error"]);
+    let (inserted, _) = redfish_cd(&env, &env.url, &node, None).await;
+    assert!(!inserted, "prepare_ramdisk ejected the CD");
+    fleet
+        .run_until("servicing noticed", Duration::from_secs(30), |f| {
+            f.status(HOST)["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Ironic node is service failed"))
+        })
+        .await;
+    assert_eq!(attaches(), 1, "nothing attached while the node is serviced");
+
+    // The service ends (aborted back to active), the operator's status too.
+    let (status, body) = ironic_support::ironic_raw(
+        &env.url,
+        reqwest::Method::PUT,
+        &format!("/v1/nodes/{node}/states/provision"),
+        Some(json!({"target": "abort"})),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    wait_node(&env, &node, "active", |d| {
+        d["provision_state"] == "active" && d["reservation"].is_null()
+    })
+    .await;
+    let back = Instant::now();
+    fleet.put(HOST, |o| o["status"]["operationalStatus"] = json!("OK"));
+    fleet
+        .run_until("attached again", Duration::from_secs(90), |f| {
+            f.status(HOST)["state"] == "Attached"
+                && f.status(HOST)["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.contains("Ironic node is"))
+        })
+        .await;
+    eprintln!(
+        "attached again {:?} after the node was active",
+        back.elapsed()
+    );
+    assert_eq!(attaches(), 2, "attached again, once");
+    let (inserted, image) = wait_redfish_cd(&env, &env.url, &node, true, None).await;
+    assert!(inserted, "{image}");
+    assert!(event_reasons(&api.log()).iter().any(|r| r == "Ejected"));
+}
