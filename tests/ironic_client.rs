@@ -1,9 +1,13 @@
-//! The Ironic client against a real Ironic 39 + sushy-tools Redfish
-//! emulator (started by `tests/ironic/up.sh`; these tests fail with
-//! instructions when it is not running). Each test owns one node (fixed
-//! index into IRONIC_NODES) so they run concurrently: this file uses nodes
-//! 0-3 and 8-10 (10 read-only); staging_ironic.rs uses 4 and
-//! reconcile_ironic.rs 5-7, so the binaries may also run at the same time.
+//! The Ironic client against real Ironic releases + the sushy-tools
+//! Redfish emulator (started by `tests/ironic/up.sh`; these tests fail with
+//! instructions when it is not running). The important tests run against
+//! both tested releases (`both_releases!`): the current one (Ironic 39,
+//! IRONIC_URL) and the old one (Ironic 26.1, IRONIC_OLD_RELEASE_URL), whose
+//! `GET vmedia` takes an exclusive node lock. Each test owns one node (fixed
+//! index) so they run concurrently: this file uses noauth nodes 0-3 and
+//! 8-11 (10 read-only) and old-release nodes 0-4; staging_ironic.rs uses 4
+//! and reconcile_ironic.rs 5-7, so the binaries may also run at the same
+//! time.
 
 #[path = "support/ironic.rs"]
 mod ironic_support;
@@ -13,13 +17,39 @@ mod iso;
 use std::time::Duration;
 
 use ironic_support::{
-    ImageServer, IronicEnv, redfish_cd, reset_node, retry_locked, set_maintenance, wait_redfish_cd,
+    ImageServer, IronicEnv, Target, redfish_cd, reset_node, retry_locked, set_maintenance,
+    wait_redfish_cd,
 };
 use metal3_dataimage::ironic::{
     Expect, IronicClient, IronicConfig, IronicError, Microversion, Verdict,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
+
+/// `both_releases!(test_fn, current_node, old_release_node)`: a module
+/// `test_fn` with the tests `current` and `old_release`, each calling
+/// `test_fn(&env, &target, node)` with its own node.
+macro_rules! both_releases {
+    ($test:ident, $current:expr, $old:expr) => {
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn current() {
+                let env = super::IronicEnv::load();
+                let target = env.current();
+                let node = target.node($current);
+                super::$test(&env, &target, node).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn old_release() {
+                let env = super::IronicEnv::load();
+                let target = env.old_release();
+                let node = target.node($old);
+                super::$test(&env, &target, node).await;
+            }
+        }
+    };
+}
 
 fn our_image_name(node: &str) -> String {
     format!("cdrom-{node}.iso")
@@ -37,13 +67,15 @@ async fn published_copy(env: &IronicEnv, node: &str) -> Vec<u8> {
     resp.bytes().await.expect("published image body").to_vec()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attach_is_confirmed_by_the_bmc_then_detach_ejects() {
-    let env = IronicEnv::load();
-    let node = env.node(0);
-    let client = env.client().await;
-    reset_node(&env, &env.url, &client, &node).await;
-    assert!(client.microversion() >= Microversion::new(1, 93));
+both_releases!(attach_is_confirmed_by_the_bmc_then_detach_ejects, 0, 0);
+async fn attach_is_confirmed_by_the_bmc_then_detach_ejects(
+    env: &IronicEnv,
+    target: &Target,
+    node: String,
+) {
+    let client = target.client().await;
+    reset_node(env, &target.url, &client, &node).await;
+    assert_eq!(client.microversion(), Microversion::new(1, 93));
 
     let image = iso::data_iso("METAL3DATA", b"hello from the attach test\n");
     assert!(iso::has_iso9660_signature(&image));
@@ -72,11 +104,13 @@ async fn attach_is_confirmed_by_the_bmc_then_detach_ejects() {
 
     // The emulator's Redfish VirtualMedia resource agrees, and the image
     // the BMC got is byte for byte ours.
-    let (inserted, bmc_image) = redfish_cd(&env, &env.url, &node, None).await;
+    let (inserted, bmc_image) = redfish_cd(env, &target.url, &node, None).await;
     assert!(inserted, "Redfish Cd not inserted");
     assert!(bmc_image.ends_with(&our_image_name(&node)), "{bmc_image}");
-    assert_eq!(published_copy(&env, &node).await, image);
+    assert_eq!(published_copy(env, &node).await, image);
 
+    // Our own worker has finished (Confirmed needs no reservation): the
+    // detach is not refused.
     client.detach_cdrom(&node).await.expect("detach accepted");
     let obs = client
         .wait_cdrom(&node, Expect::Ejected, WAIT)
@@ -84,7 +118,7 @@ async fn attach_is_confirmed_by_the_bmc_then_detach_ejects() {
         .expect("observe");
     assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
     assert!(!obs.cd().expect("a CD slot").inserted);
-    let (inserted, _) = wait_redfish_cd(&env, &env.url, &node, false, None).await;
+    let (inserted, _) = wait_redfish_cd(env, &target.url, &node, false, None).await;
     assert!(!inserted, "Redfish Cd still inserted after detach");
 
     // Detaching an empty drive is fine too.
@@ -150,12 +184,14 @@ async fn url_change_replaces_the_image() {
     reset_node(&env, &env.url, &client, &node).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_image_fails_asynchronously_in_last_error() {
-    let env = IronicEnv::load();
-    let node = env.node(2);
-    let client = env.client().await;
-    reset_node(&env, &env.url, &client, &node).await;
+both_releases!(missing_image_fails_asynchronously_in_last_error, 2, 1);
+async fn missing_image_fails_asynchronously_in_last_error(
+    env: &IronicEnv,
+    target: &Target,
+    node: String,
+) {
+    let client = target.client().await;
+    reset_node(env, &target.url, &client, &node).await;
     let server = ImageServer::start(vec![]).await;
     let missing = server.url("missing.iso");
 
@@ -179,6 +215,11 @@ async fn missing_image_fails_asynchronously_in_last_error() {
     assert!(message.contains(&missing), "{message}");
     assert_eq!(obs.node.last_error.as_deref(), Some(message.as_str()));
     assert!(!obs.cd().expect("CD slot").inserted);
+    // The one judgement of "ours" agrees (the reconciler's decision uses it).
+    assert_eq!(
+        metal3_dataimage::ironic::ours::our_error(obs.node.last_error.as_deref(), None),
+        Some(message.as_str())
+    );
 
     // The next accepted call clears last_error.
     retry_locked(|| client.detach_cdrom(&node))
@@ -219,21 +260,26 @@ async fn image_url_credentials_never_appear_in_errors() {
     reset_node(&env, &env.url, &client, &node).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn locked_node_answers_locked_and_still_lists_media() {
-    let env = IronicEnv::load();
-    let node = env.node(3);
-    let client = env.client().await;
-    reset_node(&env, &env.url, &client, &node).await;
+both_releases!(locked_node_answers_locked_and_is_observed_as_pending, 3, 2);
+async fn locked_node_answers_locked_and_is_observed_as_pending(
+    env: &IronicEnv,
+    target: &Target,
+    node: String,
+) {
+    let client = target.client().await;
+    reset_node(env, &target.url, &client, &node).await;
     let server = ImageServer::start(vec![("data.iso", iso::data_iso("LOCKED", b"x"))]).await;
 
     // Another conductor's operation holds the node lock.
-    env.ctl(&["lock-node", "noauth", &node, "other-conductor"]);
+    env.ctl(&["lock-node", target.instance, &node, "other-conductor"]);
     let attach = client.attach_cdrom(&node, &server.url("data.iso")).await;
     let detach = client.detach_cdrom(&node).await;
     let listed = client.list_vmedia(&node).await;
     let observed = client.observe_cdrom(&node, Expect::Inserted).await;
-    env.ctl(&["unlock-node", "noauth", &node]);
+    let waited = client
+        .wait_cdrom(&node, Expect::Inserted, Duration::from_secs(2))
+        .await;
+    env.ctl(&["unlock-node", target.instance, &node]);
 
     let err = attach.expect_err("attach on a locked node");
     assert!(
@@ -242,41 +288,60 @@ async fn locked_node_answers_locked_and_still_lists_media() {
     );
     assert!(err.is_transient());
     assert!(matches!(detach, Err(IronicError::Locked(_))), "{detach:?}");
-    // GET vmedia takes a shared lock: it works while the node is locked.
-    assert!(
-        listed
-            .expect("list while locked")
-            .iter()
-            .any(|m| m.media_types.iter().any(|t| t == "CD"))
-    );
+    if target.get_vmedia_while_locked() {
+        // Ironic >= 35.0.0: GET vmedia takes a shared lock.
+        assert!(
+            listed
+                .expect("list while locked")
+                .iter()
+                .any(|m| m.media_types.iter().any(|t| t == "CD"))
+        );
+    } else {
+        // Before 35.0.0 it takes an exclusive one: 409, like the writes.
+        assert!(
+            matches!(&listed, Err(IronicError::Locked(m)) if m.contains("other-conductor")),
+            "{listed:?}"
+        );
+    }
+    // Either way the observation is "not yet", never an error.
     let observed = observed.expect("observe while locked");
     assert!(
         matches!(&observed.verdict, Verdict::Pending(r) if r.contains("other-conductor")),
         "{observed:?}"
     );
+    let waited = waited.expect("wait while locked");
+    assert!(matches!(&waited.verdict, Verdict::Pending(_)), "{waited:?}");
 
     client
         .attach_cdrom(&node, &server.url("data.iso"))
         .await
         .expect("attach after unlock");
+    // Right after our own attach the node is reserved by our worker: on the
+    // old release the GETs in between answer 409 and count as pending.
     let obs = client
         .wait_cdrom(&node, Expect::Inserted, WAIT)
         .await
         .expect("observe");
     assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
-    reset_node(&env, &env.url, &client, &node).await;
+    reset_node(env, &target.url, &client, &node).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn maintenance_allows_vmedia_but_power_failure_is_unavailable() {
-    let env = IronicEnv::load();
-    let node = env.node(8);
-    let client = env.client().await;
-    reset_node(&env, &env.url, &client, &node).await;
+both_releases!(
+    maintenance_allows_vmedia_but_power_failure_is_unavailable,
+    8,
+    4
+);
+async fn maintenance_allows_vmedia_but_power_failure_is_unavailable(
+    env: &IronicEnv,
+    target: &Target,
+    node: String,
+) {
+    let client = target.client().await;
+    reset_node(env, &target.url, &client, &node).await;
     let server = ImageServer::start(vec![("data.iso", iso::data_iso("MAINT", b"x"))]).await;
     let data_url = server.url("data.iso");
 
-    set_maintenance(&env.url, &node, true).await;
+    set_maintenance(&target.url, &node, true).await;
     assert!(client.get_node(&node).await.expect("node").maintenance);
     // Ironic does not gate vmedia on maintenance (the reconciler's job).
     client
@@ -291,10 +356,18 @@ async fn maintenance_allows_vmedia_but_power_failure_is_unavailable() {
     assert!(obs.node.maintenance);
 
     // Maintenance with a power failure fault: 503, transient.
-    env.ctl(&["set-fault", "noauth", &node, "power failure"]);
+    env.ctl(&["set-fault", target.instance, &node, "power failure"]);
     let attach = retry_locked(|| client.attach_cdrom(&node, &data_url)).await;
     let detach = retry_locked(|| client.detach_cdrom(&node)).await;
-    env.ctl(&["clear-fault", "noauth", &node]);
+    env.ctl(&["clear-fault", target.instance, &node]);
+    if target.instance == "oldrel" {
+        // Ironic 26.1 does not check the fault: both calls are accepted
+        // (Ironic 39 answers 503).
+        attach.expect("Ironic 26.1 accepts the attach despite the fault");
+        detach.expect("Ironic 26.1 accepts the detach despite the fault");
+        reset_node(env, &target.url, &client, &node).await;
+        return;
+    }
     let err = attach.expect_err("attach with power failure");
     assert!(
         matches!(&err, IronicError::Unavailable(m) if m.contains("due to power failure state")),
@@ -306,7 +379,7 @@ async fn maintenance_allows_vmedia_but_power_failure_is_unavailable() {
         "{detach:?}"
     );
 
-    reset_node(&env, &env.url, &client, &node).await;
+    reset_node(env, &target.url, &client, &node).await;
     assert!(!client.get_node(&node).await.expect("node").maintenance);
 }
 
@@ -327,10 +400,12 @@ async fn old_ironic_is_refused_and_wrong_microversions_are_errors() {
     );
     assert!(err.to_string().contains("too old"), "{err}");
 
-    // Against Ironic 39: the negotiated version is the server's maximum.
+    // Against Ironic 39: the start-up check reads the server's maximum,
+    // but the version sent is the one the client was written for.
     let client = env.client().await;
     let (_, server_max) = client.server_versions();
-    assert_eq!(client.microversion(), server_max);
+    assert!(server_max > Microversion::new(1, 93), "{server_max}");
+    assert_eq!(client.microversion(), Microversion::new(1, 93));
     let node = env.node(10);
     client
         .list_vmedia(&node)
@@ -596,5 +671,166 @@ fn iso_builder_writes_iso9660() {
     assert_eq!(
         &bootable[17 * iso::SECTOR + 7..17 * iso::SECTOR + 30],
         b"EL TORITO SPECIFICATION"
+    );
+}
+
+/// A reverse proxy in front of Ironic that records, for every request, the
+/// method, path, the version header sent and the one Ironic answered with.
+struct RecordingProxy {
+    base: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Exchange>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone, Debug)]
+struct Exchange {
+    method: String,
+    path: String,
+    sent: Option<String>,
+    answered: Option<String>,
+    status: u16,
+}
+
+impl RecordingProxy {
+    async fn start(upstream: &str) -> Self {
+        use axum::extract::{Request, State};
+        use axum::response::Response;
+        use std::sync::{Arc, Mutex};
+        type Shared = (String, Arc<Mutex<Vec<Exchange>>>);
+        async fn forward(State((upstream, seen)): State<Shared>, request: Request) -> Response {
+            const VERSION: &str = "x-openstack-ironic-api-version";
+            let method = request.method().clone();
+            let path = request
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default();
+            let headers = request.headers().clone();
+            let body = axum::body::to_bytes(request.into_body(), usize::MAX)
+                .await
+                .expect("request body");
+            let mut out =
+                ironic_support::http().request(method.clone(), format!("{upstream}{path}"));
+            for (name, value) in &headers {
+                if name != "host" && name != "content-length" {
+                    out = out.header(name, value);
+                }
+            }
+            let answer = out.body(body).send().await.expect("forward to Ironic");
+            let status = answer.status();
+            let answer_headers = answer.headers().clone();
+            let bytes = answer.bytes().await.expect("Ironic answer body");
+            let text = |h: &axum::http::HeaderMap| {
+                h.get(VERSION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            seen.lock().unwrap().push(Exchange {
+                method: method.to_string(),
+                path: path.split('?').next().unwrap_or("").to_string(),
+                sent: text(&headers),
+                answered: text(&answer_headers),
+                status: status.as_u16(),
+            });
+            let mut response = Response::builder().status(status);
+            for (name, value) in &answer_headers {
+                if name != "content-length" && name != "transfer-encoding" {
+                    response = response.header(name, value);
+                }
+            }
+            response
+                .body(axum::body::Body::from(bytes))
+                .expect("proxy response")
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state((upstream.trim_end_matches('/').to_string(), seen.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            base: format!("http://{addr}"),
+            seen,
+            task,
+        }
+    }
+
+    fn exchanges(&self) -> Vec<Exchange> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RecordingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+both_releases!(every_call_sends_the_pinned_microversion, 11, 3);
+async fn every_call_sends_the_pinned_microversion(env: &IronicEnv, target: &Target, node: String) {
+    let direct = target.client().await;
+    reset_node(env, &target.url, &direct, &node).await;
+    let proxy = RecordingProxy::start(&target.url).await;
+    let client = IronicClient::connect(IronicConfig::new(proxy.base.parse().unwrap()))
+        .await
+        .expect("connect through the proxy");
+    let (_, server_max) = client.server_versions();
+    assert!(server_max >= Microversion::new(1, 93), "{server_max}");
+    assert_eq!(client.microversion(), Microversion::new(1, 93));
+
+    let server = ImageServer::start(vec![("data.iso", iso::data_iso("PINNED", b"x"))]).await;
+    client
+        .attach_cdrom(&node, &server.url("data.iso"))
+        .await
+        .expect("attach");
+    let obs = client
+        .wait_cdrom(&node, Expect::Inserted, WAIT)
+        .await
+        .expect("observe");
+    assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
+    retry_locked(|| client.detach_cdrom(&node))
+        .await
+        .expect("detach");
+    let obs = client
+        .wait_cdrom(&node, Expect::Ejected, WAIT)
+        .await
+        .expect("observe");
+    assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
+    client.ping().await.expect("ping");
+
+    let exchanges = proxy.exchanges();
+    // The start-up check: GET / without a version (the answer names the
+    // server's maximum).
+    let first = &exchanges[0];
+    assert_eq!((first.method.as_str(), first.path.as_str()), ("GET", "/"));
+    assert_eq!(first.sent, None, "{first:?}");
+    let calls: Vec<_> = exchanges.iter().filter(|e| e.path != "/").collect();
+    for kind in [
+        ("GET", format!("/v1/nodes/{node}")),
+        ("GET", format!("/v1/nodes/{node}/vmedia")),
+        ("POST", format!("/v1/nodes/{node}/vmedia")),
+        ("DELETE", format!("/v1/nodes/{node}/vmedia")),
+    ] {
+        assert!(
+            calls
+                .iter()
+                .any(|e| (e.method.as_str(), &e.path) == (kind.0, &kind.1)),
+            "no {kind:?} in {calls:#?}"
+        );
+    }
+    // Every node/vmedia call sent 1.93, and Ironic served it as 1.93 (it
+    // echoes the version it used), on both releases.
+    for call in &calls {
+        assert_eq!(call.sent.as_deref(), Some("1.93"), "{call:?}");
+        assert_eq!(call.answered.as_deref(), Some("1.93"), "{call:?}");
+    }
+    assert!(
+        calls.iter().all(|c| c.status < 400 || c.status == 409),
+        "{calls:#?}"
     );
 }

@@ -11,10 +11,10 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::observe::{Expect, Observation, Verdict, evaluate};
+use super::observe::{Expect, Observation, Verdict, evaluate, evaluate_locked};
 use super::{IronicError, MIN_MICROVERSION, Node, VirtualMedia, redact_text};
 
-/// Header carrying the negotiated API microversion on every request.
+/// Header carrying the API microversion ([`MIN_MICROVERSION`]) on every request.
 pub const VERSION_HEADER: &str = "X-OpenStack-Ironic-API-Version";
 /// Header with the server's maximum microversion (sent with every answer).
 pub const MAX_VERSION_HEADER: &str = "X-OpenStack-Ironic-API-Maximum-Version";
@@ -196,9 +196,13 @@ pub(crate) fn parse_version_range(
     Some((min, max))
 }
 
-/// Picks the microversion to use: the server's maximum, refusing servers
-/// older than [`MIN_MICROVERSION`].
-pub(crate) fn negotiate(server_max: Microversion) -> Result<Microversion, IronicError> {
+/// Picks the microversion to use: always [`MIN_MICROVERSION`], the version
+/// this client was written for (a newer server answers every call as that
+/// version did), refusing servers whose range does not include it.
+pub(crate) fn negotiate(
+    server_min: Microversion,
+    server_max: Microversion,
+) -> Result<Microversion, IronicError> {
     let needed = Microversion::from(MIN_MICROVERSION);
     if server_max < needed {
         return Err(IronicError::VersionTooOld {
@@ -206,7 +210,15 @@ pub(crate) fn negotiate(server_max: Microversion) -> Result<Microversion, Ironic
             needed: needed.to_string(),
         });
     }
-    Ok(server_max)
+    if server_min > needed {
+        return Err(IronicError::Http {
+            status: 406,
+            message: format!(
+                "ironic API versions {server_min} to {server_max} do not include {needed}, the version this client speaks"
+            ),
+        });
+    }
+    Ok(needed)
 }
 
 /// API root from the configured endpoint: userinfo removed (returned
@@ -501,7 +513,8 @@ impl IronicClient {
     }
 
     /// `GET /` (no version header): reads the server's version range and
-    /// picks the newest version it supports.
+    /// checks that it supports [`super::MIN_MICROVERSION`], the version every
+    /// later call sends.
     async fn negotiate_version(&mut self) -> Result<(), IronicError> {
         let url = self.root.clone();
         let mut request = self
@@ -540,7 +553,7 @@ impl IronicClient {
                 self.root
             ),
         })?;
-        self.version = negotiate(max)?;
+        self.version = negotiate(min, max)?;
         self.server_min = min;
         self.server_max = max;
         Ok(())
@@ -551,7 +564,8 @@ impl IronicClient {
         &self.root
     }
 
-    /// The microversion sent with every request.
+    /// The microversion sent with every request: [`super::MIN_MICROVERSION`]
+    /// (unless a test pinned another with [`Self::with_microversion`]).
     pub fn microversion(&self) -> Microversion {
         self.version
     }
@@ -700,14 +714,30 @@ impl IronicClient {
 
     /// Reads the node and its virtual media once and judges them against
     /// `expect` (pure verdict: [`super::observe::evaluate`]).
+    ///
+    /// A 409 (node locked) on `GET vmedia` is not an error here: before
+    /// Ironic 35.0.0 that GET takes an exclusive lock, so it answers 409
+    /// while any operation holds the node, our own attach/detach worker
+    /// included. The observation then has no `media` and its verdict is
+    /// [`Verdict::Pending`] (or [`Verdict::Failed`] when `last_error` already
+    /// reports our failure): [`super::observe::evaluate_locked`].
+    /// [`Self::list_vmedia`] itself still returns [`IronicError::Locked`].
     pub async fn observe_cdrom(
         &self,
         node: &str,
         expect: Expect,
     ) -> Result<Observation, IronicError> {
         let node_doc = self.get_node(node).await?;
-        let media = self.list_vmedia(node).await?;
-        let verdict = evaluate(expect, &node_doc, &media);
+        let (media, verdict) = match self.list_vmedia(node).await {
+            Ok(media) => {
+                let verdict = evaluate(expect, &node_doc, &media);
+                (media, verdict)
+            }
+            Err(IronicError::Locked(message)) => {
+                (Vec::new(), evaluate_locked(expect, &node_doc, &message))
+            }
+            Err(err) => return Err(err),
+        };
         Ok(Observation {
             node: node_doc,
             media,
@@ -785,16 +815,16 @@ mod tests {
     }
 
     #[test]
-    fn negotiation_uses_the_server_maximum_and_refuses_old_servers() {
-        assert_eq!(
-            negotiate(Microversion::new(1, 115)).unwrap(),
-            Microversion::new(1, 115)
-        );
-        assert_eq!(
-            negotiate(Microversion::new(1, 93)).unwrap(),
-            Microversion::new(1, 93)
-        );
-        let err = negotiate(Microversion::new(1, 91)).unwrap_err();
+    fn negotiation_pins_the_minimum_and_refuses_old_servers() {
+        let v = Microversion::new;
+        assert_eq!(negotiate(v(1, 1), v(1, 115)).unwrap(), v(1, 93));
+        assert_eq!(negotiate(v(1, 1), v(1, 93)).unwrap(), v(1, 93));
+        assert_eq!(negotiate(v(1, 93), v(2, 1)).unwrap(), v(1, 93));
+        assert!(matches!(
+            negotiate(v(1, 94), v(1, 115)),
+            Err(IronicError::Http { status: 406, .. })
+        ));
+        let err = negotiate(v(1, 1), v(1, 91)).unwrap_err();
         assert_eq!(
             err,
             IronicError::VersionTooOld {

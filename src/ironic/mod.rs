@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod observe;
+pub mod ours;
 
 pub use client::{IronicClient, IronicConfig, Microversion};
 pub use observe::{Expect, Observation, Verdict};

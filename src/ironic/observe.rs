@@ -6,6 +6,7 @@
 //! in the node's `last_error`, which Ironic also uses for its own failures:
 //! only messages about our device count.
 
+use super::ours::{CdContents, Op, cd_contents, cd_slot, our_error};
 use super::{Node, VirtualMedia};
 
 /// The state an attach or detach should lead to.
@@ -44,58 +45,14 @@ impl Observation {
     }
 }
 
-/// The virtual CD/DVD drive among the BMC's media slots.
-pub fn cd_slot(media: &[VirtualMedia]) -> Option<&VirtualMedia> {
-    media.iter().find(|m| {
-        m.media_types
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case("CD") || t.eq_ignore_ascii_case("DVD"))
-    })
-}
-
-fn image_file_name(image: &str) -> &str {
-    let path = image.split(['?', '#']).next().unwrap_or(image);
-    path.rsplit('/').next().unwrap_or(path)
-}
-
-/// Ironic republishes media inserted through the vmedia API as
-/// `cdrom-<node-uuid>.iso`: that file name marks the image as ours.
-pub fn is_vmedia_api_image(image: &str, node_uuid: &str) -> bool {
-    !node_uuid.is_empty() && image_file_name(image) == format!("cdrom-{node_uuid}.iso")
-}
-
-/// Ironic's own boot/deploy media (`boot-<node-uuid>.iso`): never ours to
-/// eject.
-pub fn is_ironic_boot_image(image: &str, node_uuid: &str) -> bool {
-    !node_uuid.is_empty() && image_file_name(image) == format!("boot-{node_uuid}.iso")
-}
-
 /// The part of `last_error` that is about our CD device for `expect`, if
-/// any. Ironic writes `Could not attach device cdrom to node <uuid>: ...`
-/// and `Could not detach device(s) ['cdrom'] from node <uuid>: ...` (or
-/// `None` for all devices); a failure to start the worker mentions
-/// "attaching/detaching virtual media".
-pub fn device_error(last_error: Option<&str>, expect: Expect) -> Option<&str> {
-    let error = last_error?.trim();
-    if error.is_empty() {
-        return None;
-    }
-    let ours = match expect {
-        Expect::Inserted => {
-            error.starts_with("Could not attach device cdrom ")
-                || error.contains("attaching virtual media")
-        }
-        Expect::Ejected => {
-            error
-                .strip_prefix("Could not detach device(s) ")
-                .is_some_and(|rest| {
-                    let devices = rest.split(" from node ").next().unwrap_or("");
-                    devices.contains("cdrom") || devices == "None"
-                })
-                || error.contains("detaching virtual media")
-        }
+/// any: [`super::ours::our_error`].
+fn device_error(last_error: Option<&str>, expect: Expect) -> Option<&str> {
+    let op = match expect {
+        Expect::Inserted => Op::Attach,
+        Expect::Ejected => Op::Detach,
     };
-    ours.then_some(error)
+    our_error(last_error, Some(op))
 }
 
 /// Judges one observation. Meant for right after our attach/detach call:
@@ -110,24 +67,41 @@ pub fn evaluate(expect: Expect, node: &Node, media: &[VirtualMedia]) -> Verdict 
             "node is locked by {holder} (an operation is running)"
         ));
     }
-    let Some(cd) = cd_slot(media) else {
-        return match expect {
-            Expect::Inserted => {
-                Verdict::Failed("the BMC reports no virtual CD/DVD drive".to_string())
-            }
-            Expect::Ejected => Verdict::Confirmed,
-        };
-    };
-    let image = cd.image.as_deref().unwrap_or("");
-    match (expect, cd.inserted) {
-        (Expect::Inserted, true) if is_vmedia_api_image(image, &node.uuid) => Verdict::Confirmed,
-        (Expect::Inserted, true) => {
+    if cd_slot(media).is_none() && expect == Expect::Inserted {
+        return Verdict::Failed("the BMC reports no virtual CD/DVD drive".to_string());
+    }
+    match (expect, cd_contents(media, &node.uuid)) {
+        (Expect::Inserted, CdContents::Ours) => Verdict::Confirmed,
+        (Expect::Inserted, CdContents::Other(image)) => {
             Verdict::Pending(format!("the CD drive holds another image ({image})"))
         }
-        (Expect::Inserted, false) => Verdict::Pending("the CD drive is empty".to_string()),
-        (Expect::Ejected, false) => Verdict::Confirmed,
-        (Expect::Ejected, true) => Verdict::Pending(format!("the CD drive still holds {image}")),
+        (Expect::Inserted, CdContents::Empty) => {
+            Verdict::Pending("the CD drive is empty".to_string())
+        }
+        (Expect::Ejected, CdContents::Empty) => Verdict::Confirmed,
+        (Expect::Ejected, CdContents::Ours) => Verdict::Pending(format!(
+            "the CD drive still holds our image (cdrom-{}.iso)",
+            node.uuid
+        )),
+        (Expect::Ejected, CdContents::Other(image)) => {
+            Verdict::Pending(format!("the CD drive still holds {image}"))
+        }
     }
+}
+
+/// Judges a node whose virtual media could not be read because Ironic
+/// answered `GET vmedia` with 409 (node locked: before Ironic 35.0.0 that
+/// GET takes an exclusive lock, so it fails while any operation, our own
+/// attach/detach included, holds the node). Not an error: our failure in
+/// `last_error` still wins, otherwise the drive is "not yet" known.
+pub fn evaluate_locked(expect: Expect, node: &Node, message: &str) -> Verdict {
+    if let Some(error) = device_error(node.last_error.as_deref(), expect) {
+        return Verdict::Failed(error.to_string());
+    }
+    let holder = node.reservation.as_deref().unwrap_or("another operation");
+    Verdict::Pending(format!(
+        "node is locked by {holder}: Ironic cannot read its virtual media meanwhile (Ironic before 35.0 locks the node to read it): {message}"
+    ))
 }
 
 #[cfg(test)]
@@ -163,29 +137,6 @@ mod tests {
 
     fn ours() -> String {
         format!("http://127.0.0.1:8088/redfish/cdrom-{UUID}.iso")
-    }
-
-    #[test]
-    fn image_names() {
-        assert!(is_vmedia_api_image(&ours(), UUID));
-        assert!(is_vmedia_api_image(
-            &format!("https://h/x/cdrom-{UUID}.iso?t=1"),
-            UUID
-        ));
-        assert!(!is_vmedia_api_image(
-            &format!("http://h/redfish/boot-{UUID}.iso"),
-            UUID
-        ));
-        assert!(!is_vmedia_api_image(
-            "http://h/redfish/cdrom-other.iso",
-            UUID
-        ));
-        assert!(!is_vmedia_api_image("cdrom-.iso", ""));
-        assert!(is_ironic_boot_image(
-            &format!("http://h/redfish/boot-{UUID}.iso"),
-            UUID
-        ));
-        assert!(!is_ironic_boot_image(&ours(), UUID));
     }
 
     #[test]
@@ -263,7 +214,6 @@ mod tests {
         for msg in [
             "Could not detach device(s) ['cdrom'] from node x: BMC said no",
             "Could not detach device(s) None from node x: Driver fake-hardware does not support detach_virtual_media",
-            "Unexpected error while detaching virtual media: no workers",
         ] {
             assert_eq!(device_error(Some(msg), Expect::Ejected), Some(msg));
             assert!(matches!(
@@ -285,6 +235,30 @@ mod tests {
         );
         assert!(matches!(
             evaluate(Expect::Ejected, &node(None, None), &media(true, &ours())),
+            Verdict::Pending(_)
+        ));
+    }
+
+    #[test]
+    fn unreadable_media_of_a_locked_node_is_pending_unless_we_failed() {
+        let locked = "Node x is locked by host other-conductor, please retry after the current operation is completed.";
+        let pending = evaluate_locked(Expect::Inserted, &node(Some("ironic-oldrel"), None), locked);
+        assert!(
+            matches!(&pending, Verdict::Pending(r) if r.contains("ironic-oldrel") && r.contains("35.0")),
+            "{pending:?}"
+        );
+        // Locked again between GET node and GET vmedia.
+        assert!(matches!(
+            evaluate_locked(Expect::Ejected, &node(None, None), locked),
+            Verdict::Pending(r) if r.contains("other-conductor")
+        ));
+        let msg = "Could not attach device cdrom to node x: Validation of image href http://h/x.iso failed";
+        assert_eq!(
+            evaluate_locked(Expect::Inserted, &node(None, Some(msg)), locked),
+            Verdict::Failed(msg.to_string())
+        );
+        assert!(matches!(
+            evaluate_locked(Expect::Ejected, &node(None, Some(msg)), locked),
             Verdict::Pending(_)
         ));
     }

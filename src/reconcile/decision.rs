@@ -296,38 +296,24 @@ pub enum Drive {
     Foreign(String),
 }
 
-/// Reads the CD slot: ours is Ironic's republished `cdrom-<node>.iso`.
+/// Reads the CD slot: ours is Ironic's republished `cdrom-<node>.iso`
+/// (judged by [`crate::ironic::ours::cd_contents`]).
 pub fn drive_state(vmedia: &[VirtualMedia], node: &str) -> Drive {
-    let ours = format!("cdrom-{node}.iso");
-    let cd = vmedia.iter().find(|slot| {
-        slot.media_types
-            .iter()
-            .any(|kind| kind.eq_ignore_ascii_case("CD") || kind.eq_ignore_ascii_case("DVD"))
-    });
-    match cd {
-        Some(slot) if slot.inserted => {
-            let image = slot.image.clone().unwrap_or_default();
-            let file = image.rsplit('/').next().unwrap_or_default();
-            if file == ours {
-                Drive::Ours
-            } else {
-                Drive::Foreign(redact_url(&image).into_owned())
-            }
+    match crate::ironic::ours::cd_contents(vmedia, node) {
+        crate::ironic::ours::CdContents::Empty => Drive::Empty,
+        crate::ironic::ours::CdContents::Ours => Drive::Ours,
+        crate::ironic::ours::CdContents::Other(image) => {
+            Drive::Foreign(redact_url(&image).into_owned())
         }
-        _ => Drive::Empty,
     }
 }
 
-/// `last_error` written by a vmedia attach/detach (Ironic also writes its own
-/// failures there; only ours count).
+/// `last_error` written by our vmedia attach or detach (Ironic also writes
+/// its own failures there, its own virtual-media boot failures included;
+/// only ours count): [`crate::ironic::ours::our_error`], redacted.
 pub fn vmedia_error(node: &Node) -> Option<String> {
-    let text = node.last_error.as_deref()?;
-    let lower = text.to_ascii_lowercase();
-    let ours = lower.contains("attach device")
-        || lower.contains("detach device")
-        || lower.contains("virtual media")
-        || lower.contains("vmedia");
-    ours.then(|| redact_url(text).into_owned())
+    crate::ironic::ours::our_error(node.last_error.as_deref(), None)
+        .map(|text| redact_url(text).into_owned())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 # tests/ironic/ctl.sh - control the environment started by tests/ironic/up.sh
 # from tests.
 #
-#   ctl.sh start-api INSTANCE     start Ironic INSTANCE (restart|old|noauth|basic)
+#   ctl.sh start-api INSTANCE     start Ironic INSTANCE (restart|old|oldrel|noauth|basic)
 #                                 if it is not running; waits until it serves
 #                                 requests and its nodes are active
 #   ctl.sh stop-api INSTANCE      stop Ironic INSTANCE (API and conductor: it

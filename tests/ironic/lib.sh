@@ -4,11 +4,17 @@
 # Layout (all git-ignored):
 #   $VENV  (~/.cache/metal3-dataimage/ironic-venv-<key>, or $IRONIC_VENV)
 #                                         cached venv + template sqlite DB
+#                                         (requirements.txt, constraints.txt)
+#   $OLD_VENV (~/.cache/metal3-dataimage/ironic-old-venv-<key>, or
+#          $IRONIC_OLD_VENV)              the same for the old release
+#                                         (old/requirements.txt, old/constraints.txt)
 #   $STATE        (tests/ironic/.state)  config, env, pids/, log/, httproot/,
 #                                         one directory per Ironic instance
 # Services: http (Ironic's http_root), sushy (Redfish emulator, fake driver),
 # and one all-in-one Ironic per instance: noauth, basic (http_basic),
-# restart (for stop/start tests), old (pinned to Ironic 26.0 = API 1.91).
+# restart (for stop/start tests), old (Ironic 39 pinned to release 26.0 =
+# API 1.91, for the "too old" refusal), oldrel (the old release itself,
+# from $OLD_VENV: Ironic 26.1, whose GET vmedia takes an exclusive lock).
 
 IRONIC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STATE=${IRONIC_STATE_DIR:-$IRONIC_DIR/.state}
@@ -16,10 +22,12 @@ PYTHON=${PYTHON:-python3}
 # The venv is keyed on the Python version and the pins, and kept in the
 # user's cache so every clone (and CI on the same machine) reuses it; a
 # change of either file builds a new one.
-venv_key() {
-    { "$PYTHON" -V 2>&1; cat "$IRONIC_DIR/requirements.txt" "$IRONIC_DIR/constraints.txt"; } |
+venv_key() { # [PINS_DIR]
+    local dir=${1:-$IRONIC_DIR}
+    { "$PYTHON" -V 2>&1; cat "$dir/requirements.txt" "$dir/constraints.txt"; } |
         sha256sum | cut -c1-16
 }
+OLD_PINS=$IRONIC_DIR/old
 if [[ -n "${IRONIC_VENV:-}" ]]; then
     VENV=$IRONIC_VENV
 elif [[ -n "${XDG_CACHE_HOME:-}${HOME:-}" ]]; then
@@ -27,14 +35,25 @@ elif [[ -n "${XDG_CACHE_HOME:-}${HOME:-}" ]]; then
 else
     VENV=$IRONIC_DIR/.venv
 fi
+if [[ -n "${IRONIC_OLD_VENV:-}" ]]; then
+    OLD_VENV=$IRONIC_OLD_VENV
+elif [[ -n "${XDG_CACHE_HOME:-}${HOME:-}" ]]; then
+    OLD_VENV=${XDG_CACHE_HOME:-$HOME/.cache}/metal3-dataimage/ironic-old-venv-$(venv_key "$OLD_PINS")
+else
+    OLD_VENV=$IRONIC_DIR/.venv/old-release
+fi
+# The Ironic release a venv's pins install (ironic==X in requirements.txt).
+pinned_release() { sed -n 's/^ironic==\([0-9.]*\).*/\1/p' "$1/requirements.txt"; }
 HOST=127.0.0.1 # loopback only, deliberately not configurable
 PIDS="$STATE/pids"
 LOGS="$STATE/log"
 CONFIG="$STATE/config"
 ENV_FILE="$STATE/env"
 LOCK_FILE="$STATE/.lock"
-INSTANCES="noauth basic restart old"
-EAGER_INSTANCES="noauth basic" # started by up.sh; the others by ctl.sh
+INSTANCES="noauth basic restart old oldrel"
+EAGER_INSTANCES="noauth basic oldrel" # started by up.sh; the others by ctl.sh
+# instance_venv INSTANCE: the venv whose Ironic the instance runs.
+instance_venv() { if [[ "$1" == oldrel ]]; then printf '%s' "$OLD_VENV"; else printf '%s' "$VENV"; fi; }
 
 log() { printf '[ironic %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -152,7 +171,7 @@ start_ironic() {
         log "ERROR: port $(instance_port "$inst") for ironic-$inst is in use by a process this script did not start"
         return 1
     fi
-    nohup "$VENV/bin/ironic" --config-file "$dir/ironic.conf" \
+    nohup "$(instance_venv "$inst")/bin/ironic" --config-file "$dir/ironic.conf" \
         >>"$LOGS/ironic-$inst.stdout" 2>&1 </dev/null 9>&- &
     record_pid "ironic-$inst" $!
 }

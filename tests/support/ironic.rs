@@ -31,8 +31,15 @@ pub struct IronicEnv {
     /// Ironic that tests may stop and start (`ctl.sh stop-api restart`).
     pub restart_url: String,
     pub restart_nodes: Vec<String>,
-    /// Ironic pinned to release 26.0 (API 1.91), started on demand.
+    /// Ironic 39 pinned to release 26.0 (API 1.91), started on demand.
     pub old_url: String,
+    /// The Ironic release of `url`, `basic_url`, `restart_url` (e.g. 39.0.0).
+    pub version: String,
+    /// The old Ironic release itself (26.1, its own venv), with its nodes
+    /// (all `active`): GET vmedia takes an exclusive lock there.
+    pub old_release_url: String,
+    pub old_release_nodes: Vec<String>,
+    pub old_release_version: String,
     /// The Redfish emulator.
     pub sushy_url: String,
     /// Ironic's http_root web server (republished images).
@@ -84,6 +91,10 @@ impl IronicEnv {
             restart_url: get("IRONIC_RESTART_URL"),
             restart_nodes: list("IRONIC_RESTART_NODES"),
             old_url: get("IRONIC_OLD_URL"),
+            version: get("IRONIC_VERSION"),
+            old_release_url: get("IRONIC_OLD_RELEASE_URL"),
+            old_release_nodes: list("IRONIC_OLD_RELEASE_NODES"),
+            old_release_version: get("IRONIC_OLD_RELEASE_VERSION"),
             sushy_url: get("SUSHY_URL"),
             http_url: get("IRONIC_HTTP_URL"),
             ctl: PathBuf::from(get("IRONIC_CTL")),
@@ -100,6 +111,38 @@ impl IronicEnv {
                 index + 1
             )
         })
+    }
+
+    /// The noauth instance of the current release.
+    pub fn current(&self) -> Target {
+        Target {
+            instance: "noauth",
+            version: self.version.clone(),
+            url: self.url.clone(),
+            nodes: self.nodes.clone(),
+        }
+    }
+
+    /// The old release's instance (`oldrel`).
+    pub fn old_release(&self) -> Target {
+        Target {
+            instance: "oldrel",
+            version: self.old_release_version.clone(),
+            url: self.old_release_url.clone(),
+            nodes: self.old_release_nodes.clone(),
+        }
+    }
+
+    /// The ctl.sh instance serving `base`, for the instances whose nodes
+    /// tests lock and fault.
+    pub fn instance_of(&self, base: &str) -> Option<&'static str> {
+        if base == self.url {
+            Some("noauth")
+        } else if base == self.old_release_url {
+            Some("oldrel")
+        } else {
+            None
+        }
     }
 
     pub fn config(&self) -> IronicConfig {
@@ -126,6 +169,54 @@ impl IronicEnv {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// One tested Ironic release: a noauth instance and its nodes.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// ctl.sh instance name (`noauth`, `oldrel`).
+    pub instance: &'static str,
+    /// Ironic release, e.g. `39.0.0`, `26.1.6`.
+    pub version: String,
+    pub url: String,
+    pub nodes: Vec<String>,
+}
+
+impl Target {
+    /// The node reserved for one test on this release.
+    pub fn node(&self, index: usize) -> String {
+        self.nodes.get(index).cloned().unwrap_or_else(|| {
+            panic!(
+                "this test uses node #{index} of Ironic {} ({}) but it has {}: restart the environment (tests/ironic/up.sh) with more nodes",
+                self.version,
+                self.instance,
+                self.nodes.len()
+            )
+        })
+    }
+
+    pub async fn client(&self) -> IronicClient {
+        IronicClient::connect(IronicConfig::new(self.url.parse().expect("URL")))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot connect to Ironic {} at {}: {e}",
+                    self.version, self.url
+                )
+            })
+    }
+
+    /// `GET /v1/nodes/{node}/vmedia` takes a shared lock (works while the
+    /// node is reserved) only since Ironic 35.0.0.
+    pub fn get_vmedia_while_locked(&self) -> bool {
+        let major: u32 = self
+            .version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("bad Ironic version {:?}", self.version));
+        major >= 35
     }
 }
 
@@ -278,9 +369,9 @@ where
 /// running operation (tests leave nodes as they like; the next run starts
 /// from here).
 pub async fn reset_node(env: &IronicEnv, base: &str, client: &IronicClient, node: &str) {
-    if base == env.url {
-        env.ctl(&["unlock-node", "noauth", node]);
-        env.ctl(&["clear-fault", "noauth", node]);
+    if let Some(instance) = env.instance_of(base) {
+        env.ctl(&["unlock-node", instance, node]);
+        env.ctl(&["clear-fault", instance, node]);
     }
     let current = client.get_node(node).await.expect("get node before reset");
     if current.maintenance {
