@@ -809,7 +809,8 @@ async fn crash_between_the_attaching_record_and_the_post_is_retried_once() {
 
 // ---------------------------------------------------------------------------
 // Sidecar mode: `reconcile` configured only by the baremetal-operator's
-// environment and files (docs/install.md, "Sidecar of the baremetal-operator").
+// environment and files (docs/install.md, "5b. Or: the reconciler as a
+// sidecar of the baremetal-operator").
 // Uses the basic-auth Ironic's one node (IRONIC_BASIC_NODES), which no other
 // test in this binary touches.
 
