@@ -1556,3 +1556,549 @@ fn promql_metric_name_extraction() {
             .collect()
     );
 }
+
+// ---------------------------------------------------------------------------
+// The reconciler as a sidecar of the baremetal-operator
+// (manifests/components/bmo-sidecar), rendered with the operator's own
+// kustomize config (tests/fixtures/bmo-config: a copy of the operator's
+// config/ at the commit its README names).
+
+const BMO_NAMESPACE: &str = "baremetal-operator-system";
+const BMO_DEPLOYMENT: &str = "baremetal-operator-controller-manager";
+const BMO_SERVICE_ACCOUNT: &str = "baremetal-operator-controller-manager";
+const SIDECAR: &str = "dataimage-reconciler";
+
+/// Renders a kustomization with the operator's `config/default` as resource
+/// and `components` (paths relative to a directory holding `bmo-config/` and
+/// `manifests/`), as a user installs the operator.
+fn render_bmo(components: &[&str]) -> Vec<Value> {
+    let workdir = tempfile::tempdir().unwrap();
+    copy_dir(
+        &repo().join("tests/fixtures/bmo-config"),
+        &workdir.path().join("bmo-config"),
+    );
+    copy_dir(&repo().join("manifests"), &workdir.path().join("manifests"));
+    let dir = workdir.path().join("install");
+    std::fs::create_dir(&dir).unwrap();
+    let mut kustomization = String::from(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- ../bmo-config/default\n",
+    );
+    if !components.is_empty() {
+        kustomization.push_str("components:\n");
+        for component in components {
+            kustomization.push_str(&format!("- ../{component}\n"));
+        }
+    }
+    std::fs::write(dir.join("kustomization.yaml"), kustomization).unwrap();
+    let output = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .expect("running `kubectl kustomize`");
+    assert!(
+        output.status.success(),
+        "kubectl kustomize with {components:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_saphyr::from_str_multiple(&String::from_utf8(output.stdout).unwrap()).unwrap()
+}
+
+const WITH_AUTH_AND_TLS: [&str; 3] = [
+    "bmo-config/components/basic-auth",
+    "bmo-config/components/tls",
+    "manifests/components/bmo-sidecar",
+];
+
+fn bmo_pod(docs: &[Value]) -> &Value {
+    let deployment = find(docs, "Deployment", BMO_DEPLOYMENT);
+    assert_eq!(deployment["metadata"]["namespace"], BMO_NAMESPACE);
+    &deployment["spec"]["template"]["spec"]
+}
+
+fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {list}"))
+}
+
+/// Every TCP port a container declares, probes or listens on.
+fn ports_used(container: &Value) -> BTreeSet<u64> {
+    let mut ports: BTreeSet<u64> = container["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|port| port["containerPort"].as_u64().unwrap())
+        .collect();
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if let Some(port) = container[probe]["httpGet"]["port"].as_u64() {
+            ports.insert(port);
+        }
+    }
+    for flag in ["--probe-listen", "--image-server-listen"] {
+        if let Some(listen) = arg(container, flag) {
+            ports.insert(port_of(listen));
+        }
+    }
+    ports
+}
+
+#[test]
+fn bmo_sidecar_container_env_mounts_and_ports() {
+    for components in [
+        &WITH_AUTH_AND_TLS[..],
+        &["manifests/components/bmo-sidecar"][..],
+    ] {
+        let docs = render_bmo(components);
+        let pod = bmo_pod(&docs);
+        let containers = pod["containers"].as_array().unwrap();
+        let names: Vec<&str> = containers
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["manager", SIDECAR], "the operator stays first");
+        let manager = &containers[0];
+        let ours = &containers[1];
+        assert_eq!(pod["serviceAccountName"], BMO_SERVICE_ACCOUNT);
+
+        // The same envFrom: the operator's `ironic` ConfigMap.
+        assert_eq!(ours["envFrom"], manager["envFrom"], "{components:?}");
+        assert_eq!(
+            ours["envFrom"],
+            json!([{"configMapRef": {"name": "ironic"}}])
+        );
+        assert!(find(&docs, "ConfigMap", "ironic")["data"]["IRONIC_ENDPOINT"].is_string());
+        // No Ironic setting of our own: everything falls back to the operator's.
+        let env: Vec<&str> = ours["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|var| var["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            env.iter()
+                .all(|name| !name.starts_with("METAL3_DATAIMAGE_IRONIC")),
+            "{env:?}"
+        );
+        for name in ["POD_NAME", "POD_NAMESPACE", "POD_IP"] {
+            assert!(env.contains(&name), "{name}");
+        }
+        assert!(
+            strings(&ours["args"])
+                .iter()
+                .all(|a| !a.starts_with("--ironic"))
+        );
+
+        // The operator's credential and CA mounts, at the operator's paths,
+        // from the same Secrets (with its basic-auth and tls components).
+        let mounts = |container: &Value| -> Vec<(String, String)> {
+            container["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|mount| {
+                    let volume = named(&pod["volumes"], mount["name"].as_str().unwrap());
+                    let secret = volume["secret"]["secretName"].as_str()?;
+                    Some((
+                        mount["mountPath"].as_str().unwrap().to_string(),
+                        secret.to_string(),
+                    ))
+                })
+                .collect()
+        };
+        let ours_mounts = mounts(ours);
+        let auth_dir = format!("{}/ironic", reconcile::OPERATOR_AUTH_ROOT);
+        let ca_dir = Path::new(reconcile::OPERATOR_CACERT_FILE)
+            .parent()
+            .unwrap()
+            .display()
+            .to_string();
+        assert_eq!(
+            ours_mounts,
+            [
+                (auth_dir.clone(), "ironic-credentials".to_string()),
+                (ca_dir.clone(), "ironic-cacert".to_string())
+            ]
+        );
+        if components.len() == 3 {
+            for shared in mounts(manager)
+                .into_iter()
+                .filter(|(path, _)| path.starts_with("/opt/metal3"))
+            {
+                assert!(ours_mounts.contains(&shared), "{shared:?} not shared");
+            }
+            assert_eq!(mounts(manager).len(), 3, "auth, CA, webhook cert");
+        }
+        for mount in ours["volumeMounts"].as_array().unwrap() {
+            let volume = named(&pod["volumes"], mount["name"].as_str().unwrap());
+            if volume.get("secret").is_some() {
+                assert_eq!(mount["readOnly"], true);
+                assert_eq!(volume["secret"]["optional"], true, "{volume}");
+            }
+        }
+
+        // Ports: ours are declared, probed and listened on; none clashes with
+        // anything the operator uses (9440 probes, 9443 webhook, 8443 metrics).
+        let probe = port_of(arg(ours, "--probe-listen").unwrap());
+        let images = port_of(arg(ours, "--image-server-listen").unwrap());
+        assert_eq!(ours["readinessProbe"]["httpGet"]["port"], probe);
+        assert_eq!(ours["livenessProbe"]["httpGet"]["port"], probe);
+        let declared: Vec<u64> = ours["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["containerPort"].as_u64().unwrap())
+            .collect();
+        assert_eq!(declared, [probe, images]);
+        let image_url = named(&ours["env"], "METAL3_DATAIMAGE_IMAGE_SERVER_URL")["value"]
+            .as_str()
+            .unwrap();
+        assert_eq!(port_of(image_url), images);
+        let operator_ports = ports_used(manager);
+        for port in [9440, 9443, 8443] {
+            assert!(operator_ports.contains(&port), "{operator_ports:?}");
+        }
+        assert!(
+            ports_used(ours).is_disjoint(&operator_ports),
+            "{:?} vs {operator_ports:?}",
+            ports_used(ours)
+        );
+        let port_names: Vec<&str> = containers
+            .iter()
+            .flat_map(|c| c["ports"].as_array().unwrap())
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        let unique: BTreeSet<&str> = port_names.iter().copied().collect();
+        assert_eq!(unique.len(), port_names.len(), "{port_names:?}");
+        assert!(port_names.iter().all(|n| n.len() <= 15), "{port_names:?}");
+
+        // Our own Lease in the pod's namespace (docs/install.md says why).
+        assert_eq!(
+            arg(ours, "--leader-election-namespace"),
+            Some("$(POD_NAMESPACE)")
+        );
+        assert_eq!(
+            arg(ours, "--lease-name"),
+            Some(reconcile::DEFAULT_LEASE_NAME)
+        );
+        assert!(strings(&manager["args"]).contains(&"--enable-leader-election"));
+
+        // The command line parses, and the operator's ConfigMap alone gives
+        // the Ironic settings (no credential files here: no auth, system CAs).
+        use clap::Parser as _;
+        let line = effective_command_line(&docs, ours);
+        let cli = metal3_dataimage::cli::Cli::try_parse_from(&line)
+            .unwrap_or_else(|err| panic!("{line:?}:\n{err}"));
+        let metal3_dataimage::cli::Command::Reconcile(args) = cli.command else {
+            panic!("{line:?} is not reconcile");
+        };
+        let data = find(&docs, "ConfigMap", "ironic")["data"].clone();
+        let env = reconcile::OperatorEnv::from_lookup(|key| data[key].as_str().map(str::to_string));
+        let resolved =
+            reconcile::resolve_ironic_config(&args, &env, &|_| reconcile::FileState::Missing)
+                .unwrap();
+        assert_eq!(
+            resolved.config.endpoint.as_str(),
+            data["IRONIC_ENDPOINT"].as_str().unwrap()
+        );
+        assert_eq!(resolved.config.username, None);
+    }
+}
+
+#[test]
+fn bmo_sidecar_pod_passes_restricted_and_the_projects_hardening() {
+    let docs = render_bmo(&WITH_AUTH_AND_TLS);
+    let pod = bmo_pod(&docs);
+    let pod_security = &pod["securityContext"];
+    // PodSecurity `restricted` (v1.30 rules), for every container of the pod.
+    for flag in ["hostNetwork", "hostPID", "hostIPC"] {
+        assert_ne!(pod[flag], true, "{flag}");
+    }
+    for volume in pod["volumes"].as_array().unwrap() {
+        let kind = volume
+            .as_object()
+            .unwrap()
+            .keys()
+            .find(|key| *key != "name")
+            .unwrap()
+            .as_str();
+        assert!(
+            [
+                "configMap",
+                "csi",
+                "downwardAPI",
+                "emptyDir",
+                "ephemeral",
+                "persistentVolumeClaim",
+                "projected",
+                "secret"
+            ]
+            .contains(&kind),
+            "volume type {kind} is not allowed by restricted"
+        );
+    }
+    for container in pod["containers"].as_array().unwrap() {
+        let name = container["name"].as_str().unwrap();
+        let security = &container["securityContext"];
+        let effective = |key: &str| {
+            if security[key].is_null() {
+                pod_security[key].clone()
+            } else {
+                security[key].clone()
+            }
+        };
+        assert_eq!(effective("runAsNonRoot"), true, "{name}");
+        assert_ne!(effective("runAsUser"), 0, "{name}");
+        assert!(
+            ["RuntimeDefault", "Localhost"]
+                .contains(&effective("seccompProfile")["type"].as_str().unwrap_or("")),
+            "{name}"
+        );
+        assert_eq!(security["allowPrivilegeEscalation"], false, "{name}");
+        assert_ne!(security["privileged"], true, "{name}");
+        assert_eq!(security["capabilities"]["drop"], json!(["ALL"]), "{name}");
+        for added in strings(&security["capabilities"]["add"]) {
+            assert_eq!(added, "NET_BIND_SERVICE", "{name}");
+        }
+        for port in container["ports"].as_array().into_iter().flatten() {
+            assert!(port.get("hostPort").is_none(), "{name}");
+        }
+    }
+    // The project's own checks on its container (every_pod_is_hardened_and_has_resources).
+    let ours = named(&pod["containers"], SIDECAR);
+    let security = &ours["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(security["runAsUser"], 65532);
+    assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+    assert!(security["capabilities"].get("add").is_none());
+    for (kind, resource) in [
+        ("requests", "cpu"),
+        ("requests", "memory"),
+        ("limits", "memory"),
+    ] {
+        assert!(
+            ours["resources"][kind][resource].is_string(),
+            "{kind}.{resource}"
+        );
+    }
+    // The image cache is the one writable path, bounded.
+    let cache = named(&pod["volumes"], "dataimage-cache");
+    assert!(cache["emptyDir"]["sizeLimit"].is_string());
+    assert_eq!(
+        arg(ours, "--image-cache-dir"),
+        named(&ours["volumeMounts"], "dataimage-cache")["mountPath"].as_str()
+    );
+}
+
+/// Without an API server `kubectl apply --dry-run=client` cannot run (it
+/// needs discovery), so the Deployment is checked offline: it decodes into
+/// the typed API object and encodes back to the same JSON (no unknown or
+/// misspelt field, every value of the right type), and the pod's references
+/// hold (mounted volumes exist, names unique).
+#[test]
+fn bmo_sidecar_deployment_is_a_valid_deployment() {
+    let docs = render_bmo(&WITH_AUTH_AND_TLS);
+    let deployment = find(&docs, "Deployment", BMO_DEPLOYMENT).clone();
+    let typed: k8s_openapi::api::apps::v1::Deployment =
+        serde_json::from_value(deployment.clone()).expect("a Deployment");
+    assert_eq!(
+        serde_json::to_value(&typed).unwrap(),
+        deployment,
+        "fields lost in the typed round trip"
+    );
+    let pod = typed.spec.unwrap().template.spec.unwrap();
+    let volumes: BTreeSet<String> = pod
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    let mut container_names = BTreeSet::new();
+    for container in &pod.containers {
+        assert!(container_names.insert(container.name.clone()));
+        let mut paths = BTreeSet::new();
+        for mount in container.volume_mounts.iter().flatten() {
+            assert!(
+                volumes.contains(&mount.name),
+                "{}: {}",
+                container.name,
+                mount.name
+            );
+            assert!(
+                paths.insert(mount.mount_path.clone()),
+                "{}",
+                mount.mount_path
+            );
+        }
+    }
+}
+
+#[test]
+fn bmo_sidecar_rbac_is_what_the_reconciler_needs_minus_the_operators_role() {
+    /// (group, resource, verb, resourceNames) granted to the operator's
+    /// ServiceAccount, split into cluster-wide grants and the grants of
+    /// Roles in the operator's namespace.
+    fn grants(docs: &[Value]) -> (BTreeSet<Grant>, BTreeSet<Grant>, BTreeSet<String>) {
+        let mut cluster = BTreeSet::new();
+        let mut namespaced = BTreeSet::new();
+        let mut bindings = BTreeSet::new();
+        for binding in docs
+            .iter()
+            .filter(|doc| doc["kind"] == "ClusterRoleBinding" || doc["kind"] == "RoleBinding")
+        {
+            let bound = binding["subjects"].as_array().unwrap().iter().any(|s| {
+                s["kind"] == "ServiceAccount"
+                    && s["name"] == BMO_SERVICE_ACCOUNT
+                    && s["namespace"] == BMO_NAMESPACE
+            });
+            if !bound {
+                continue;
+            }
+            bindings.insert(binding["metadata"]["name"].as_str().unwrap().to_string());
+            let role_kind = binding["roleRef"]["kind"].as_str().unwrap();
+            let role = find(
+                docs,
+                role_kind,
+                binding["roleRef"]["name"].as_str().unwrap(),
+            );
+            let target = if role_kind == "Role" {
+                assert_eq!(binding["metadata"]["namespace"], BMO_NAMESPACE);
+                &mut namespaced
+            } else {
+                &mut cluster
+            };
+            for rule in role["rules"].as_array().unwrap() {
+                let names: Vec<String> = strings(&rule["resourceNames"])
+                    .into_iter()
+                    .map(String::from)
+                    .collect();
+                for group in strings(&rule["apiGroups"]) {
+                    for resource in strings(&rule["resources"]) {
+                        for verb in strings(&rule["verbs"]) {
+                            assert!(group != "*" && resource != "*" && verb != "*");
+                            target.insert((
+                                group.to_string(),
+                                resource.to_string(),
+                                verb.to_string(),
+                                names.clone(),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        (cluster, namespaced, bindings)
+    }
+    /// Whether `have` allows `need` (no resourceNames = every name).
+    fn covers(have: &BTreeSet<Grant>, need: &Grant) -> bool {
+        have.iter().any(|g| {
+            (&g.0, &g.1, &g.2) == (&need.0, &need.1, &need.2)
+                && (g.3.is_empty() || need.3.iter().all(|n| g.3.contains(n)))
+        })
+    }
+
+    let operator_only = render_bmo(&WITH_AUTH_AND_TLS[..2]);
+    let with_sidecar = render_bmo(&WITH_AUTH_AND_TLS);
+    let (op_cluster, op_namespaced, op_bindings) = grants(&operator_only);
+    assert!(!op_cluster.is_empty() && !op_namespaced.is_empty());
+
+    // What the reconciler needs that the operator's roles do not give it.
+    // Leases: our Lease lives in the pod's namespace (--leader-election-namespace=$(POD_NAMESPACE)).
+    let needed = flatten(rbac::RECONCILER);
+    let missing: BTreeSet<Grant> = needed
+        .iter()
+        .filter(|need| {
+            let in_namespace = rbac::NAMESPACED_RESOURCES.contains(&need.1.as_str());
+            !(covers(&op_cluster, need) || in_namespace && covers(&op_namespaced, need))
+        })
+        .cloned()
+        .collect();
+
+    // What the component adds: bindings that were not there before.
+    let (all_cluster, all_namespaced, all_bindings) = grants(&with_sidecar);
+    let added: Vec<&String> = all_bindings.difference(&op_bindings).collect();
+    assert_eq!(added, ["metal3-dataimage-sidecar"]);
+    let added_docs: Vec<Value> = with_sidecar
+        .iter()
+        .filter(|doc| doc["metadata"]["name"] == "metal3-dataimage-sidecar")
+        .cloned()
+        .collect();
+    let (added_cluster, added_namespaced, _) = grants(&added_docs);
+    assert!(added_namespaced.is_empty());
+    assert_eq!(
+        added_cluster, missing,
+        "the component must grant exactly crate::rbac::RECONCILER minus the operator's roles"
+    );
+    // The operator's own roles are untouched, and now everything is covered.
+    assert_eq!(all_namespaced, op_namespaced);
+    for need in &needed {
+        assert!(
+            covers(&all_cluster, need) || covers(&all_namespaced, need),
+            "{need:?}"
+        );
+    }
+    // Today's difference, spelled out (fails if the operator's role changes).
+    let names = |grants: &BTreeSet<Grant>| -> Vec<String> {
+        grants
+            .iter()
+            .map(|g| format!("{}/{} {}", g.0, g.1, g.2))
+            .collect()
+    };
+    assert_eq!(
+        names(&missing),
+        [
+            "apiextensions.k8s.io/customresourcedefinitions get",
+            "events.k8s.io/events create",
+            "events.k8s.io/events patch"
+        ]
+    );
+}
+
+#[test]
+fn bmo_sidecar_webhook_only_drops_the_separate_reconciler() {
+    let workdir = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("manifests"), &workdir.path().join("manifests"));
+    let dir = workdir.path().join("webhook");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- ../manifests/overlays/cert-manager\ncomponents:\n- ../manifests/components/bmo-sidecar/webhook-only\n",
+    )
+    .unwrap();
+    let output = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let docs: Vec<Value> =
+        serde_saphyr::from_str_multiple(&String::from_utf8(output.stdout).unwrap()).unwrap();
+    let full = render("cert-manager").docs;
+    let ids = |docs: &[Value]| -> BTreeSet<String> {
+        docs.iter()
+            .map(|d| {
+                format!(
+                    "{}/{}",
+                    d["kind"].as_str().unwrap(),
+                    d["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let dropped: Vec<String> = ids(&full).difference(&ids(&docs)).cloned().collect();
+    assert_eq!(
+        dropped,
+        [
+            "ConfigMap/metal3-dataimage-reconciler",
+            "Deployment/metal3-dataimage-reconciler",
+            "PodDisruptionBudget/metal3-dataimage-reconciler"
+        ]
+    );
+    find(&docs, "Deployment", "metal3-dataimage-webhook");
+}

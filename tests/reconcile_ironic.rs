@@ -1112,3 +1112,147 @@ async fn servicing_ejects_the_image_and_it_is_attached_again_once_active() {
     assert!(inserted, "{image}");
     assert!(event_reasons(&api.log()).iter().any(|r| r == "Ejected"));
 }
+
+// ---------------------------------------------------------------------------
+// Sidecar mode: `reconcile` configured only by the baremetal-operator's
+// environment and files (docs/install.md, "5b. Or: the reconciler as a
+// sidecar of the baremetal-operator").
+// Uses the basic-auth Ironic's one node (IRONIC_BASIC_NODES), which no other
+// test in this binary touches.
+
+#[derive(clap::Parser)]
+struct ReconcileCli {
+    #[command(flatten)]
+    args: metal3_dataimage::reconcile::ReconcileArgs,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_connects_with_only_the_operators_settings_and_attaches() {
+    use clap::Parser as _;
+    use metal3_dataimage::ironic::{Expect, Verdict};
+    use metal3_dataimage::reconcile::{FileState, OperatorEnv, resolve_ironic_config};
+
+    let env = IronicEnv::load();
+    let node = env
+        .basic_nodes
+        .first()
+        .cloned()
+        .expect("IRONIC_BASIC_NODES has a node");
+
+    // The operator's layout: $METAL3_AUTH_ROOT_DIR/ironic/{username,password}
+    // as a mounted Secret writes them (no trailing newline needed, one is fine).
+    let root = tempfile::tempdir().unwrap();
+    let auth_dir = root.path().join("ironic");
+    std::fs::create_dir(&auth_dir).unwrap();
+    std::fs::write(auth_dir.join("username"), &env.basic_user).unwrap();
+    std::fs::write(
+        auth_dir.join("password"),
+        format!("{}\n", env.basic_password),
+    )
+    .unwrap();
+    let absent = root.path().join("absent");
+    let operator_env = |endpoint: String, auth_root: &std::path::Path| {
+        let vars: std::collections::HashMap<&str, String> = [
+            // As in the operator's `ironic` ConfigMap: with the /v1/ suffix.
+            ("IRONIC_ENDPOINT", endpoint),
+            ("METAL3_AUTH_ROOT_DIR", auth_root.display().to_string()),
+            // Plain HTTP Ironic: no CA, no client certificate (paths that do
+            // not exist, so nothing on this machine under /opt/metal3 counts).
+            (
+                "IRONIC_CACERT_FILE",
+                absent.join("ca.crt").display().to_string(),
+            ),
+            (
+                "IRONIC_CLIENT_CERT_FILE",
+                absent.join("tls.crt").display().to_string(),
+            ),
+            (
+                "IRONIC_CLIENT_PRIVATE_KEY_FILE",
+                absent.join("tls.key").display().to_string(),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        OperatorEnv::from_lookup(|key| vars.get(key).cloned())
+    };
+
+    // No reconciler flag at all (and none of METAL3_DATAIMAGE_IRONIC_* set).
+    let args = ReconcileCli::try_parse_from(["reconcile"]).unwrap().args;
+    assert!(
+        args.ironic_url.is_none() && args.ironic_username.is_none(),
+        "METAL3_DATAIMAGE_IRONIC_* must not be set for this test"
+    );
+    let endpoint = format!("{}/v1/", env.basic_url.trim_end_matches('/'));
+    let resolved = resolve_ironic_config(
+        &args,
+        &operator_env(endpoint.clone(), root.path()),
+        &FileState::read,
+    )
+    .expect("the operator's settings resolve");
+    assert_eq!(
+        resolved.sources,
+        [
+            "endpoint from IRONIC_ENDPOINT".to_string(),
+            format!("basic auth from {}", auth_dir.display()),
+        ]
+    );
+    assert_eq!(
+        resolved.config.password.as_deref(),
+        Some(env.basic_password.as_str())
+    );
+
+    let client = IronicClient::connect(resolved.config)
+        .await
+        .expect("connect with the operator's settings");
+    assert_eq!(
+        client.endpoint().as_str(),
+        format!("{}/", env.basic_url.trim_end_matches('/'))
+    );
+    reset_node(&env, &env.basic_url, &client, &node).await;
+    let server =
+        ironic_support::ImageServer::start(vec![("sidecar.iso", iso::data_iso("SIDECAR", b"s"))])
+            .await;
+    let image_url = server.url("sidecar.iso");
+    ironic_support::retry_locked(|| client.attach_cdrom(&node, &image_url))
+        .await
+        .expect("attach");
+    let obs = client
+        .wait_cdrom(&node, Expect::Inserted, Duration::from_secs(60))
+        .await
+        .expect("observe the attach");
+    assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
+    let auth = Some((env.basic_user.as_str(), env.basic_password.as_str()));
+    let (inserted, _) = wait_redfish_cd(&env, &env.basic_url, &node, true, auth).await;
+    assert!(inserted, "the BMC has the image");
+    ironic_support::retry_locked(|| client.detach_cdrom(&node))
+        .await
+        .expect("detach");
+    let obs = client
+        .wait_cdrom(&node, Expect::Ejected, Duration::from_secs(60))
+        .await
+        .expect("observe the detach");
+    assert_eq!(obs.verdict, Verdict::Confirmed, "{obs:?}");
+
+    // An empty credential directory (an optional Secret that does not
+    // exist) means no authentication, as no directory does: this Ironic
+    // then refuses node calls.
+    let empty_root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(empty_root.path().join("ironic")).unwrap();
+    for auth_root in [empty_root.path(), absent.as_path()] {
+        let resolved = resolve_ironic_config(
+            &args,
+            &operator_env(endpoint.clone(), auth_root),
+            &FileState::read,
+        )
+        .expect("no credentials resolve to no auth");
+        assert_eq!(resolved.config.username, None);
+        let client = IronicClient::connect(resolved.config)
+            .await
+            .expect("GET / is public");
+        let err = client.get_node(&node).await.expect_err("no credentials");
+        assert!(
+            matches!(&err, IronicError::Http { status: 401, .. }),
+            "{err:?}"
+        );
+    }
+}

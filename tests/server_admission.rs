@@ -496,3 +496,134 @@ async fn unknown_paths_and_wrong_methods_get_a_one_line_reason_on_both_listeners
     task.await.unwrap().unwrap();
     server.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// Sidecar mode: the reconciler writes under the operator's user. Its writes
+// name the field manager `metal3-dataimage` (options.fieldManager), the
+// operator's controller-runtime Update names none; only the latter gets
+// dataImage restored. Reviews derived from the captures: the API server
+// sends `options.kind: UpdateOptions` for a replace, a merge patch and a
+// server-side apply alike, with the writer's fieldManager, and no
+// fieldManager (nor fieldValidation) for a client that sets none.
+
+/// `file` as if `user` had sent it naming `field_manager`, with `edit`
+/// applied to the new object.
+fn review_as(
+    file: &str,
+    user: &str,
+    field_manager: Option<&str>,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> (String, serde_json::Value) {
+    let mut review: serde_json::Value = serde_json::from_str(&fixture(file)).unwrap();
+    let request = &mut review["request"];
+    request["userInfo"]["username"] = user.into();
+    request["userInfo"]["groups"] = serde_json::json!([
+        "system:serviceaccounts",
+        "system:serviceaccounts:baremetal-operator-system",
+        "system:authenticated"
+    ]);
+    let options = request["options"].as_object_mut().unwrap();
+    assert_eq!(options["kind"], "UpdateOptions", "{file}");
+    match field_manager {
+        Some(manager) => {
+            options.insert("fieldManager".into(), manager.into());
+        }
+        None => {
+            options.remove("fieldManager");
+            options.remove("fieldValidation");
+        }
+    }
+    edit(&mut request["object"]);
+    let old = request["oldObject"].clone();
+    (review.to_string(), old)
+}
+
+#[tokio::test]
+async fn operator_writes_get_data_image_back_and_the_sidecars_own_removals_are_honoured() {
+    let operator = metal3_dataimage::rules::DEFAULT_OPERATOR_USER;
+    let ours = metal3_dataimage::reconcile::record::FIELD_MANAGER;
+    assert_eq!(ours, "metal3-dataimage");
+    let server = start(|_, _, _| {}).await;
+    let mutate = |body: String| {
+        let client = server.client();
+        let url = server.url(MUTATE);
+        async move { post(&client, &url, &body).await.response() }
+    };
+    let drop_status = |object: &mut serde_json::Value| {
+        object["status"]
+            .as_object_mut()
+            .unwrap()
+            .remove("dataImage");
+    };
+    let drop_spec = |object: &mut serde_json::Value| {
+        object["spec"].as_object_mut().unwrap().remove("dataImage");
+    };
+    const STATUS: &str = "extra-bmh-update-status-with-status-rule.mutate.json";
+    const REPLACE: &str = "bmh-update-replace.mutate.json";
+
+    // The operator's typed status Update (its Go types lack dataImage): restored.
+    let (body, old) = review_as(STATUS, operator, None, drop_status);
+    let response = mutate(body).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert_eq!(
+        patch_of(&response),
+        Some(serde_json::json!([
+            {"op": "add", "path": "/status/dataImage", "value": old["status"]["dataImage"]}
+        ])),
+        "{response}"
+    );
+
+    // The operator's whole-object Update of the main resource: spec.dataImage restored.
+    let (body, old) = review_as(REPLACE, operator, None, drop_spec);
+    let response = mutate(body).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert_eq!(
+        patch_of(&response),
+        Some(serde_json::json!([
+            {"op": "add", "path": "/spec/dataImage", "value": old["spec"]["dataImage"]}
+        ])),
+        "{response}"
+    );
+
+    // The sidecar clears status.dataImage after a removal (merge patch on
+    // the status subresource, fieldManager metal3-dataimage) under the same
+    // user: honoured, no patch.
+    let (body, _) = review_as(STATUS, operator, Some(ours), drop_status);
+    let response = mutate(body).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert_eq!(patch_of(&response), None, "{response}");
+
+    // Any write naming our manager is judged like anyone else's: a removal of
+    // spec.dataImage stands, and defaulting still applies.
+    let (body, _) = review_as(REPLACE, operator, Some(ours), drop_spec);
+    let response = mutate(body).await;
+    assert_eq!(patch_of(&response), None, "{response}");
+    let (body, _) = review_as(REPLACE, operator, Some(ours), |object| {
+        object["spec"]["dataImage"]
+            .as_object_mut()
+            .unwrap()
+            .remove("disableCertificateVerification");
+    });
+    let response = mutate(body).await;
+    assert_eq!(
+        patch_of(&response),
+        Some(serde_json::json!([
+            {"op": "add", "path": "/spec/dataImage/disableCertificateVerification", "value": false}
+        ])),
+        "{response}"
+    );
+
+    // Only our name counts: the operator's user under another manager name
+    // (e.g. a future field owner of its own) still gets the field back.
+    let (body, _) = review_as(STATUS, operator, Some("manager"), drop_status);
+    let response = mutate(body).await;
+    assert!(patch_of(&response).is_some(), "{response}");
+
+    // And for anyone else, with or without our manager name, removals stand.
+    for manager in [None, Some(ours), Some("kubectl-patch")] {
+        let (body, _) = review_as(STATUS, "admin", manager, drop_status);
+        let response = mutate(body).await;
+        assert_eq!(patch_of(&response), None, "{manager:?}: {response}");
+    }
+    server.stop().await;
+}

@@ -42,6 +42,11 @@ pub struct Review<'a> {
     pub name: Cow<'a, str>,
     pub namespace: Cow<'a, str>,
     pub dry_run: bool,
+    /// `request.options.fieldManager`: the field manager the writer named
+    /// (absent when it named none, e.g. a controller-runtime `Update` without
+    /// a field owner; the API server then derives the managedFields manager
+    /// from the user agent but leaves the options as sent).
+    pub field_manager: Option<Cow<'a, str>>,
     /// Raw `object` ([`parse_review`]); `None` when [`parse_review_for`]
     /// decoded it already.
     pub object: Option<&'a RawValue>,
@@ -121,6 +126,21 @@ struct WireRequest<'a, O> {
     old_object: Option<&'a RawValue>,
     #[serde(default)]
     dry_run: Option<bool>,
+    /// Kept raw: only `fieldManager` is read, and an odd `options` never
+    /// makes the envelope unreadable.
+    #[serde(borrow, default)]
+    options: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WireOptions<'a> {
+    #[serde(
+        rename = "fieldManager",
+        borrow,
+        default,
+        deserialize_with = "borrowed_str"
+    )]
+    field_manager: Option<Cow<'a, str>>,
 }
 
 /// A `T` read only from a JSON object, as `rules::decode_json_text` does
@@ -289,6 +309,11 @@ fn check_envelope<'a, O>(
         name: request.name.unwrap_or(Cow::Borrowed("")),
         namespace: request.namespace.unwrap_or(Cow::Borrowed("")),
         dry_run: request.dry_run.unwrap_or(false),
+        field_manager: request
+            .options
+            .and_then(|raw| serde_json::from_str::<WireOptions<'_>>(raw.get()).ok())
+            .and_then(|options| options.field_manager)
+            .filter(|manager| !manager.is_empty()),
         object: None,
         old_object: request.old_object,
     };
@@ -814,5 +839,55 @@ mod tests {
             answer["response"],
             serde_json::json!({"uid":"u","allowed":false,"status":{"code":413,"reason":"RequestEntityTooLarge","message":"too big"}})
         );
+    }
+
+    #[test]
+    fn reads_the_field_manager_of_the_options() {
+        let with =
+            |options: &str| V1_REVIEW.replace(r#""options":{"kind":"UpdateOptions"}"#, options);
+        // As sent for a write naming no field manager (controller-runtime's Update).
+        let review = parse_review(V1_REVIEW.as_bytes()).unwrap();
+        assert_eq!(review.field_manager, None);
+        let body = with(
+            r#""options":{"kind":"UpdateOptions","apiVersion":"meta.k8s.io/v1","fieldManager":"metal3-dataimage"}"#,
+        );
+        let review = parse_review(body.as_bytes()).unwrap();
+        assert_eq!(review.field_manager.as_deref(), Some("metal3-dataimage"));
+        let (review, _) = parse_review_for(body.as_bytes(), ResourceKind::BareMetalHost).unwrap();
+        assert_eq!(review.field_manager.as_deref(), Some("metal3-dataimage"));
+        // An empty name is none; odd options never make the review unreadable.
+        for options in [
+            r#""options":{"kind":"UpdateOptions","fieldManager":""}"#,
+            r#""options":"UpdateOptions""#,
+            r#""options":{"fieldManager":42}"#,
+            r#""options":null"#,
+        ] {
+            let body = with(options);
+            let review = parse_review(body.as_bytes()).unwrap_or_else(|e| panic!("{options}: {e}"));
+            assert_eq!(review.field_manager, None, "{options}");
+            assert_eq!(review.uid, "abc-123");
+        }
+    }
+
+    #[test]
+    fn captured_reviews_carry_the_writers_field_manager() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/admission-reviews"
+        );
+        for (file, manager) in [
+            ("bmh-update-replace.mutate.json", Some("kubectl-replace")),
+            ("bmh-update-patch-merge.mutate.json", Some("kubectl-patch")),
+            ("bmh-update-server-side-apply.mutate.json", Some("kubectl")),
+            (
+                "extra-bmh-update-status-with-status-rule.mutate.json",
+                Some("kubectl-patch"),
+            ),
+            ("bmh-delete.mutate.json", None),
+        ] {
+            let body = std::fs::read(format!("{dir}/{file}")).unwrap();
+            let review = parse_review(&body).unwrap();
+            assert_eq!(review.field_manager.as_deref(), manager, "{file}");
+        }
     }
 }

@@ -19,6 +19,7 @@ use super::envelope::{self, EnvelopeError, Review};
 use super::metrics::{AdmissionLabels, Metrics, WebhookCodeLabels, WebhookLabels};
 use super::secrets::{self, SharedSecretSource};
 use super::{MUTATE_BMH_PATH, VALIDATE_BMH_PATH, VALIDATE_DATAIMAGE_PATH};
+use crate::reconcile::record::FIELD_MANAGER;
 use crate::rules::{self, Policy, ResourceKind, SecretLookup, TypedObject, Verdict};
 
 /// The request body limit: two 3 MiB objects plus slack, as controller-runtime.
@@ -71,6 +72,8 @@ pub struct AppState(Arc<AppInner>);
 
 pub struct AppInner {
     pub policy: Policy,
+    /// [`Self::policy`] for the reconciler's own writes (see [`mutate_policy`]).
+    pub own_writes_policy: Policy,
     pub secrets: SharedSecretSource,
     /// Upper bound for one Secret lookup (also bounded by `?timeout=`).
     pub secret_timeout: Duration,
@@ -84,8 +87,13 @@ impl AppState {
         secret_timeout: Duration,
         metrics: Metrics,
     ) -> Self {
+        let own_writes_policy = Policy {
+            operator_users: Vec::new(),
+            ..policy.clone()
+        };
         Self(Arc::new(AppInner {
             policy,
+            own_writes_policy,
             secrets,
             secret_timeout,
             metrics,
@@ -94,6 +102,25 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+}
+
+/// The policy of the mutating path for `review`.
+///
+/// The operator's whole-object writes drop `dataImage`, so the mutating path
+/// restores it for the operator's users. As the operator's sidecar the
+/// reconciler writes under the same user, and its removals (clearing
+/// `status.dataImage` after a detach) must be honoured. The writers differ in
+/// the field manager they name: every write of the reconciler names
+/// [`FIELD_MANAGER`] (`options.fieldManager` of the review, the same for a
+/// merge patch, a server-side apply or a replace), the operator's
+/// controller-runtime client names none. A write naming ours is therefore
+/// judged as anyone else's: removals honoured, defaulting still applied.
+pub fn mutate_policy<'s>(state: &'s AppInner, review: &Review<'_>) -> &'s Policy {
+    if review.field_manager.as_deref() == Some(FIELD_MANAGER) {
+        &state.own_writes_policy
+    } else {
+        &state.policy
     }
 }
 
@@ -290,7 +317,7 @@ async fn judge(
         None => rules::decode(&input),
     };
     if webhook.is_mutating() {
-        return rules::mutate(&input, &decoded, &state.0.policy);
+        return rules::mutate(&input, &decoded, mutate_policy(&state.0, review));
     }
     let secret = match decoded.secret_to_check() {
         Some(name) if !review.namespace.is_empty() => {

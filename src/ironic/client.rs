@@ -37,6 +37,11 @@ pub struct IronicConfig {
     pub insecure: bool,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Client certificate (PEM, leaf first, chain may follow) presented to
+    /// Ironic (mutual TLS); set together with [`Self::client_key_file`].
+    pub client_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM: PKCS#8, RSA or SEC1).
+    pub client_key_file: Option<PathBuf>,
 }
 
 impl IronicConfig {
@@ -49,6 +54,8 @@ impl IronicConfig {
             ca_file: None,
             insecure: false,
             timeout: DEFAULT_TIMEOUT,
+            client_cert_file: None,
+            client_key_file: None,
         }
     }
 
@@ -91,8 +98,40 @@ impl fmt::Debug for IronicConfig {
             .field("ca_file", &self.ca_file)
             .field("insecure", &self.insecure)
             .field("timeout", &self.timeout)
+            .field("client_cert_file", &self.client_cert_file)
+            .field("client_key_file", &self.client_key_file)
             .finish()
     }
+}
+
+/// The client certificate and key of [`IronicConfig`] as one identity
+/// (`None` without them); one without the other is a configuration error.
+fn client_identity(config: &IronicConfig) -> Result<Option<reqwest::Identity>, IronicError> {
+    let (cert_file, key_file) = match (&config.client_cert_file, &config.client_key_file) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (cert, key),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(IronicError::Config(
+                "an ironic client certificate needs both the certificate and the private key file"
+                    .to_string(),
+            ));
+        }
+    };
+    let read = |path: &Path, what: &str| {
+        std::fs::read(path)
+            .map_err(|e| IronicError::Config(format!("cannot read {what} {}: {e}", path.display())))
+    };
+    // reqwest wants the key and the certificates in one PEM buffer.
+    let mut pem = read(key_file, "client private key file")?;
+    pem.push(b'\n');
+    pem.extend(read(cert_file, "client certificate file")?);
+    reqwest::Identity::from_pem(&pem).map(Some).map_err(|e| {
+        IronicError::Config(format!(
+            "invalid client certificate {} or key {}: {e}",
+            cert_file.display(),
+            key_file.display()
+        ))
+    })
 }
 
 /// An Ironic API microversion (`1.93`).
@@ -493,6 +532,9 @@ impl IronicClient {
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
+        }
+        if let Some(identity) = client_identity(&config)? {
+            builder = builder.identity(identity);
         }
         if config.insecure {
             builder = builder.danger_accept_invalid_certs(true);
@@ -998,5 +1040,50 @@ mod tests {
             !debug.contains("hunter2") && !debug.contains("urlpw"),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn client_identity_needs_both_files_and_valid_pem() {
+        let dir = tempfile::tempdir().unwrap();
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["metal3-dataimage".to_string()]).unwrap();
+        let cert_file = dir.path().join("tls.crt");
+        let key_file = dir.path().join("tls.key");
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, signing_key.serialize_pem()).unwrap();
+        let base = IronicConfig::new("https://127.0.0.1:6385".parse().unwrap());
+
+        assert!(client_identity(&base).unwrap().is_none());
+        let both = IronicConfig {
+            client_cert_file: Some(cert_file.clone()),
+            client_key_file: Some(key_file.clone()),
+            ..base.clone()
+        };
+        assert!(client_identity(&both).unwrap().is_some());
+
+        let cert_only = IronicConfig {
+            client_cert_file: Some(cert_file.clone()),
+            ..base.clone()
+        };
+        let err = client_identity(&cert_only).unwrap_err().to_string();
+        assert!(
+            err.contains("both the certificate and the private key"),
+            "{err}"
+        );
+
+        let missing_key = IronicConfig {
+            client_key_file: Some(dir.path().join("absent.key")),
+            ..both.clone()
+        };
+        let err = client_identity(&missing_key).unwrap_err().to_string();
+        assert!(err.contains("absent.key"), "{err}");
+
+        // A certificate where the key should be: no private key in the PEM.
+        let swapped = IronicConfig {
+            client_key_file: Some(cert_file.clone()),
+            ..both
+        };
+        let err = client_identity(&swapped).unwrap_err().to_string();
+        assert!(err.contains("invalid client certificate"), "{err}");
     }
 }

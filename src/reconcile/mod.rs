@@ -16,7 +16,7 @@ pub mod metrics;
 pub mod record;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,10 +48,12 @@ pub const DEFAULT_NAMESPACE: &str = "metal3-dataimage-system";
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ReconcileArgs {
-    /// Ironic API endpoint, e.g. https://ironic.metal3.svc:6385.
+    /// Ironic API endpoint, e.g. https://ironic.metal3.svc:6385 (default: the
+    /// baremetal-operator's IRONIC_ENDPOINT).
     #[arg(long, env = "METAL3_DATAIMAGE_IRONIC_URL")]
-    pub ironic_url: url::Url,
-    /// HTTP basic auth user for Ironic.
+    pub ironic_url: Option<url::Url>,
+    /// HTTP basic auth user for Ironic (default: the baremetal-operator's
+    /// credential files, see docs/install.md).
     #[arg(
         long,
         env = "METAL3_DATAIMAGE_IRONIC_USERNAME",
@@ -65,15 +67,40 @@ pub struct ReconcileArgs {
         requires = "ironic_username"
     )]
     pub ironic_password_file: Option<PathBuf>,
-    /// CA bundle (PEM) to verify Ironic's certificate.
+    /// CA bundle (PEM) to verify Ironic's certificate (default: the
+    /// operator's IRONIC_CACERT_FILE or /opt/metal3/certs/ca/tls.crt, if it exists).
     #[arg(long, env = "METAL3_DATAIMAGE_IRONIC_CA_FILE")]
     pub ironic_ca_file: Option<PathBuf>,
-    /// Do not verify Ironic's TLS certificate (testing only).
-    #[arg(long, env = "METAL3_DATAIMAGE_IRONIC_INSECURE")]
-    pub ironic_insecure: bool,
-    /// Timeout of each Ironic request.
-    #[arg(long, env = "METAL3_DATAIMAGE_IRONIC_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub ironic_timeout: Duration,
+    /// Client certificate (PEM) for mutual TLS with Ironic (default: the
+    /// operator's IRONIC_CLIENT_CERT_FILE or /opt/metal3/certs/client/tls.crt, if it exists).
+    #[arg(
+        long,
+        env = "METAL3_DATAIMAGE_IRONIC_CLIENT_CERT_FILE",
+        requires = "ironic_client_key_file"
+    )]
+    pub ironic_client_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --ironic-client-cert-file.
+    #[arg(
+        long,
+        env = "METAL3_DATAIMAGE_IRONIC_CLIENT_KEY_FILE",
+        requires = "ironic_client_cert_file"
+    )]
+    pub ironic_client_key_file: Option<PathBuf>,
+    /// Do not verify Ironic's TLS certificate (testing only; default: the
+    /// operator's IRONIC_INSECURE). `--ironic-insecure=false` overrides it.
+    #[arg(
+        long,
+        env = "METAL3_DATAIMAGE_IRONIC_INSECURE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub ironic_insecure: Option<bool>,
+    /// Timeout of each Ironic request (default: the operator's
+    /// IRONIC_CLIENT_TIMEOUT, then 30s).
+    #[arg(long, env = "METAL3_DATAIMAGE_IRONIC_TIMEOUT", value_parser = parse_duration)]
+    pub ironic_timeout: Option<Duration>,
     /// /healthz, /readyz and /metrics listener.
     #[arg(long, env = "METAL3_DATAIMAGE_PROBE_LISTEN", default_value = DEFAULT_PROBE_LISTEN)]
     pub probe_listen: SocketAddr,
@@ -106,6 +133,784 @@ pub struct ReconcileArgs {
     pub lease_name: String,
     #[arg(long, env = "METAL3_DATAIMAGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The baremetal-operator's default directory of credential directories
+/// (`METAL3_AUTH_ROOT_DIR`); Ironic's are in its `ironic` subdirectory.
+pub const OPERATOR_AUTH_ROOT: &str = "/opt/metal3/auth";
+/// The operator's default `IRONIC_CACERT_FILE`.
+pub const OPERATOR_CACERT_FILE: &str = "/opt/metal3/certs/ca/tls.crt";
+/// The operator's default `IRONIC_CLIENT_CERT_FILE`.
+pub const OPERATOR_CLIENT_CERT_FILE: &str = "/opt/metal3/certs/client/tls.crt";
+/// The operator's default `IRONIC_CLIENT_PRIVATE_KEY_FILE`.
+pub const OPERATOR_CLIENT_KEY_FILE: &str = "/opt/metal3/certs/client/tls.key";
+
+/// The baremetal-operator's Ironic settings, as its environment variables
+/// carry them (its `pkg/provisioner/ironic/factory.go` and `clients/auth.go`).
+/// `reconcile` falls back to them for every setting its own flags leave
+/// unset, so that as the operator's sidecar it reads the very same
+/// configuration. Empty values count as unset, as with the operator's
+/// `os.Getenv`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OperatorEnv {
+    /// `IRONIC_ENDPOINT`, e.g. `http://172.22.0.2:6385/v1/`.
+    pub ironic_endpoint: Option<String>,
+    /// `METAL3_AUTH_ROOT_DIR` (default [`OPERATOR_AUTH_ROOT`]).
+    pub auth_root_dir: Option<String>,
+    /// `IRONIC_CACERT_FILE` (default [`OPERATOR_CACERT_FILE`]).
+    pub cacert_file: Option<String>,
+    /// `IRONIC_CLIENT_CERT_FILE` (default [`OPERATOR_CLIENT_CERT_FILE`]).
+    pub client_cert_file: Option<String>,
+    /// `IRONIC_CLIENT_PRIVATE_KEY_FILE` (default [`OPERATOR_CLIENT_KEY_FILE`]).
+    pub client_private_key_file: Option<String>,
+    /// `IRONIC_INSECURE` (`true`, any case, skips verification).
+    pub insecure: Option<String>,
+    /// `IRONIC_CLIENT_TIMEOUT` (a duration such as `30s`).
+    pub client_timeout: Option<String>,
+}
+
+impl OperatorEnv {
+    /// Reads the variables through `get` (e.g. `std::env::var`).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
+        let get = |key: &str| get(key).filter(|value| !value.is_empty());
+        Self {
+            ironic_endpoint: get("IRONIC_ENDPOINT"),
+            auth_root_dir: get("METAL3_AUTH_ROOT_DIR"),
+            cacert_file: get("IRONIC_CACERT_FILE"),
+            client_cert_file: get("IRONIC_CLIENT_CERT_FILE"),
+            client_private_key_file: get("IRONIC_CLIENT_PRIVATE_KEY_FILE"),
+            insecure: get("IRONIC_INSECURE"),
+            client_timeout: get("IRONIC_CLIENT_TIMEOUT"),
+        }
+    }
+
+    /// This process's environment.
+    pub fn from_process() -> Self {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+}
+
+/// What [`resolve_ironic_config`] found at a path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileState {
+    /// Does not exist.
+    Missing,
+    /// Exists, with this content.
+    Present(String),
+    /// Exists but cannot be read (the reason).
+    Unreadable(String),
+}
+
+impl FileState {
+    /// Reads `path` from the file system.
+    pub fn read(path: &Path) -> Self {
+        match std::fs::read(path) {
+            Ok(bytes) => Self::Present(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Self::Missing,
+            Err(err) => Self::Unreadable(err.to_string()),
+        }
+    }
+}
+
+/// The Ironic client settings and, for the start-up log, where each came from.
+#[derive(Clone, Debug)]
+pub struct ResolvedIronic {
+    pub config: IronicConfig,
+    /// E.g. `endpoint from IRONIC_ENDPOINT`, `basic auth from /opt/metal3/auth/ironic`.
+    pub sources: Vec<String>,
+}
+
+/// Builds the Ironic client settings from `reconcile`'s own flags and, for
+/// each setting they leave unset, the baremetal-operator's conventions:
+///
+/// | setting | own flag (wins) | operator fallback |
+/// |---|---|---|
+/// | endpoint | `--ironic-url` | `IRONIC_ENDPOINT` (a trailing `/v1/` is fine) |
+/// | basic auth | `--ironic-username` + `--ironic-password-file` | files `username`, `password` in `$METAL3_AUTH_ROOT_DIR/ironic` (default `/opt/metal3/auth/ironic`); neither file = no auth |
+/// | CA | `--ironic-ca-file` | `IRONIC_CACERT_FILE` (default `/opt/metal3/certs/ca/tls.crt`) if it exists |
+/// | client certificate | `--ironic-client-cert-file` + `--ironic-client-key-file` | `IRONIC_CLIENT_CERT_FILE` + `IRONIC_CLIENT_PRIVATE_KEY_FILE` (defaults `/opt/metal3/certs/client/tls.crt`, `.key`) if they exist |
+/// | insecure | `--ironic-insecure[=BOOL]` | `IRONIC_INSECURE=true` |
+/// | timeout | `--ironic-timeout` | `IRONIC_CLIENT_TIMEOUT`, then 30s |
+///
+/// Pure: `files` says what exists at a path (the password file of
+/// `--ironic-password-file` included). The CA and client certificate files
+/// are only checked for existence here; [`IronicClient::connect`] reads them.
+pub fn resolve_ironic_config(
+    args: &ReconcileArgs,
+    env: &OperatorEnv,
+    files: &dyn Fn(&Path) -> FileState,
+) -> Result<ResolvedIronic, String> {
+    let mut sources = Vec::new();
+
+    let endpoint = match (&args.ironic_url, &env.ironic_endpoint) {
+        (Some(url), _) => {
+            sources.push("endpoint from --ironic-url".to_string());
+            url.clone()
+        }
+        (None, Some(endpoint)) => {
+            sources.push("endpoint from IRONIC_ENDPOINT".to_string());
+            let url = url::Url::parse(endpoint.trim()).map_err(|err| {
+                format!(
+                    "IRONIC_ENDPOINT {:?} is not a URL: {err}",
+                    redact_url(endpoint)
+                )
+            })?;
+            crate::ironic::client::api_root(&url)
+                .map_err(|err| format!("IRONIC_ENDPOINT: {err}"))?;
+            url
+        }
+        (None, None) => {
+            return Err(
+                "no Ironic endpoint: set --ironic-url (METAL3_DATAIMAGE_IRONIC_URL) or the baremetal-operator's IRONIC_ENDPOINT"
+                    .to_string(),
+            );
+        }
+    };
+
+    let (username, password) = match (&args.ironic_username, &args.ironic_password_file) {
+        (Some(user), Some(file)) => {
+            let password = match files(file) {
+                FileState::Present(text) => text.trim_end_matches(['\n', '\r']).to_string(),
+                FileState::Missing => {
+                    return Err(format!(
+                        "--ironic-password-file {} does not exist",
+                        file.display()
+                    ));
+                }
+                FileState::Unreadable(reason) => {
+                    return Err(format!(
+                        "reading --ironic-password-file {}: {reason}",
+                        file.display()
+                    ));
+                }
+            };
+            if password.is_empty() {
+                return Err(format!(
+                    "--ironic-password-file {} is empty",
+                    file.display()
+                ));
+            }
+            sources.push("basic auth from --ironic-username".to_string());
+            (Some(user.clone()), Some(password))
+        }
+        (None, None) => operator_auth(env, files, &mut sources)?,
+        // clap enforces both-or-neither; refuse rather than guess.
+        _ => {
+            return Err("--ironic-username and --ironic-password-file go together".to_string());
+        }
+    };
+
+    let ca_file = match &args.ironic_ca_file {
+        Some(file) => {
+            sources.push(format!("CA {} from --ironic-ca-file", file.display()));
+            Some(file.clone())
+        }
+        None => {
+            let (path, var) =
+                operator_path(&env.cacert_file, OPERATOR_CACERT_FILE, "IRONIC_CACERT_FILE");
+            existing(&path, var, files)?.inspect(|p| {
+                sources.push(format!("CA {} ({var})", p.display()));
+            })
+        }
+    };
+
+    let (client_cert_file, client_key_file) = match (
+        &args.ironic_client_cert_file,
+        &args.ironic_client_key_file,
+    ) {
+        (Some(cert), Some(key)) => {
+            sources.push("client certificate from --ironic-client-cert-file".to_string());
+            (Some(cert.clone()), Some(key.clone()))
+        }
+        (None, None) => {
+            let (cert, cert_var) = operator_path(
+                &env.client_cert_file,
+                OPERATOR_CLIENT_CERT_FILE,
+                "IRONIC_CLIENT_CERT_FILE",
+            );
+            let (key, key_var) = operator_path(
+                &env.client_private_key_file,
+                OPERATOR_CLIENT_KEY_FILE,
+                "IRONIC_CLIENT_PRIVATE_KEY_FILE",
+            );
+            match (
+                existing(&cert, cert_var, files)?,
+                existing(&key, key_var, files)?,
+            ) {
+                (Some(cert), Some(key)) => {
+                    sources.push(format!(
+                        "client certificate {} ({cert_var})",
+                        cert.display()
+                    ));
+                    (Some(cert), Some(key))
+                }
+                (None, None) => (None, None),
+                // The operator's TLS transport refuses this too.
+                (Some(found), None) | (None, Some(found)) => {
+                    return Err(format!(
+                        "Ironic client certificate: {} exists but {} does not ({cert_var} and {key_var} go together)",
+                        found.display(),
+                        if found == cert {
+                            key.display()
+                        } else {
+                            cert.display()
+                        }
+                    ));
+                }
+            }
+        }
+        _ => {
+            return Err(
+                "--ironic-client-cert-file and --ironic-client-key-file go together".to_string(),
+            );
+        }
+    };
+
+    let insecure = match (args.ironic_insecure, &env.insecure) {
+        (Some(insecure), _) => {
+            if insecure {
+                sources.push("TLS verification off (--ironic-insecure)".to_string());
+            }
+            insecure
+        }
+        // The operator's rule: `true` in any case, anything else is false.
+        (None, Some(value)) if value.eq_ignore_ascii_case("true") => {
+            sources.push("TLS verification off (IRONIC_INSECURE)".to_string());
+            true
+        }
+        (None, _) => false,
+    };
+
+    let timeout = match (args.ironic_timeout, &env.client_timeout) {
+        (Some(timeout), _) => timeout,
+        (None, Some(value)) => {
+            parse_duration(value).map_err(|err| format!("IRONIC_CLIENT_TIMEOUT: {err}"))?
+        }
+        (None, None) => crate::ironic::client::DEFAULT_TIMEOUT,
+    };
+
+    Ok(ResolvedIronic {
+        config: IronicConfig {
+            endpoint,
+            username,
+            password,
+            ca_file,
+            insecure,
+            timeout,
+            client_cert_file,
+            client_key_file,
+        },
+        sources,
+    })
+}
+
+/// `env` or the operator's default, and the variable's name (for messages).
+fn operator_path(
+    env: &Option<String>,
+    default: &str,
+    var: &'static str,
+) -> (PathBuf, &'static str) {
+    (PathBuf::from(env.as_deref().unwrap_or(default)), var)
+}
+
+/// The operator's rule for optional files: a missing one is ignored, one
+/// that exists but cannot be read is an error.
+fn existing(
+    path: &Path,
+    var: &str,
+    files: &dyn Fn(&Path) -> FileState,
+) -> Result<Option<PathBuf>, String> {
+    match files(path) {
+        FileState::Present(_) => Ok(Some(path.to_path_buf())),
+        FileState::Missing => Ok(None),
+        FileState::Unreadable(reason) => Err(format!("{var} {}: {reason}", path.display())),
+    }
+}
+
+/// The operator's credential files: `username` and `password` in
+/// `$METAL3_AUTH_ROOT_DIR/ironic`, surrounding whitespace trimmed. Neither
+/// file (or no directory) means no authentication; an empty directory counts
+/// as none too, since an optional Secret volume whose Secret does not exist
+/// is mounted as one.
+fn operator_auth(
+    env: &OperatorEnv,
+    files: &dyn Fn(&Path) -> FileState,
+    sources: &mut Vec<String>,
+) -> Result<(Option<String>, Option<String>), String> {
+    let root = PathBuf::from(env.auth_root_dir.as_deref().unwrap_or(OPERATOR_AUTH_ROOT));
+    let dir = root.join("ironic");
+    let read = |name: &str| -> Result<Option<String>, String> {
+        let path = dir.join(name);
+        match files(&path) {
+            FileState::Present(text) => Ok(Some(text.trim().to_string())),
+            FileState::Missing => Ok(None),
+            FileState::Unreadable(reason) => Err(format!(
+                "reading Ironic credentials {}: {reason}",
+                path.display()
+            )),
+        }
+    };
+    match (read("username")?, read("password")?) {
+        (None, None) => Ok((None, None)),
+        (Some(user), Some(password)) => {
+            if user.is_empty() {
+                return Err(format!(
+                    "Ironic credentials in {}: empty HTTP Basic Auth username",
+                    dir.display()
+                ));
+            }
+            if password.is_empty() {
+                return Err(format!(
+                    "Ironic credentials in {}: empty HTTP Basic Auth password",
+                    dir.display()
+                ));
+            }
+            sources.push(format!("basic auth from {}", dir.display()));
+            Ok((Some(user), Some(password)))
+        }
+        (Some(_), None) => Err(format!(
+            "Ironic credentials in {}: username without password",
+            dir.display()
+        )),
+        (None, Some(_)) => Err(format!(
+            "Ironic credentials in {}: password without username",
+            dir.display()
+        )),
+    }
+}
+
+/// [`resolve_ironic_config`] from this process's environment and files:
+/// exactly what `reconcile` connects to Ironic with.
+pub fn ironic_config_from_env(args: &ReconcileArgs) -> Result<ResolvedIronic, String> {
+    resolve_ironic_config(args, &OperatorEnv::from_process(), &FileState::read)
+}
+
+#[cfg(test)]
+mod ironic_settings_tests {
+    use std::collections::HashMap;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ReconcileArgs,
+    }
+
+    fn args(flags: &[&str]) -> ReconcileArgs {
+        let argv = std::iter::once("reconcile").chain(flags.iter().copied());
+        Cli::try_parse_from(argv)
+            .unwrap_or_else(|e| panic!("{flags:?}: {e}"))
+            .args
+    }
+
+    fn env(vars: &[(&str, &str)]) -> OperatorEnv {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        OperatorEnv::from_lookup(|key| map.get(key).cloned())
+    }
+
+    /// The expected IronicConfig, in short.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Want {
+        endpoint: &'static str,
+        auth: Option<(&'static str, &'static str)>,
+        ca: Option<&'static str>,
+        client: Option<(&'static str, &'static str)>,
+        insecure: bool,
+        timeout: u64,
+    }
+
+    const NO_AUTH: Want = Want {
+        endpoint: "http://172.22.0.2:6385/v1/",
+        auth: None,
+        ca: None,
+        client: None,
+        insecure: false,
+        timeout: 30,
+    };
+    const BMO_ENDPOINT: (&str, &str) = ("IRONIC_ENDPOINT", "http://172.22.0.2:6385/v1/");
+    const AUTH_USER: &str = "/opt/metal3/auth/ironic/username";
+    const AUTH_PASSWORD: &str = "/opt/metal3/auth/ironic/password";
+
+    struct Case {
+        name: &'static str,
+        flags: &'static [&'static str],
+        env: &'static [(&'static str, &'static str)],
+        /// Existing files and their content (`!` = unreadable).
+        files: &'static [(&'static str, &'static str)],
+        want: Result<Want, &'static str>,
+    }
+
+    #[test]
+    fn operator_conventions_and_precedence() {
+        let cases = [
+            Case {
+                name: "the operator's endpoint alone: no auth, system CAs",
+                flags: &[],
+                env: &[BMO_ENDPOINT],
+                files: &[],
+                want: Ok(NO_AUTH),
+            },
+            Case {
+                name: "endpoint without /v1/",
+                flags: &[],
+                env: &[("IRONIC_ENDPOINT", "https://ironic.svc:6385")],
+                files: &[],
+                want: Ok(Want {
+                    endpoint: "https://ironic.svc:6385/",
+                    ..NO_AUTH
+                }),
+            },
+            Case {
+                name: "credential files in the default directory, whitespace trimmed",
+                flags: &[],
+                env: &[BMO_ENDPOINT],
+                files: &[(AUTH_USER, "ironic-user\n"), (AUTH_PASSWORD, " s3cret \n")],
+                want: Ok(Want {
+                    auth: Some(("ironic-user", "s3cret")),
+                    ..NO_AUTH
+                }),
+            },
+            Case {
+                name: "METAL3_AUTH_ROOT_DIR moves the credential directory",
+                flags: &[],
+                env: &[BMO_ENDPOINT, ("METAL3_AUTH_ROOT_DIR", "/run/auth")],
+                files: &[
+                    (AUTH_USER, "default-user"),
+                    (AUTH_PASSWORD, "default-password"),
+                    ("/run/auth/ironic/username", "moved-user"),
+                    ("/run/auth/ironic/password", "moved-password"),
+                ],
+                want: Ok(Want {
+                    auth: Some(("moved-user", "moved-password")),
+                    ..NO_AUTH
+                }),
+            },
+            Case {
+                name: "a username without a password",
+                flags: &[],
+                env: &[BMO_ENDPOINT],
+                files: &[(AUTH_USER, "ironic-user")],
+                want: Err("/opt/metal3/auth/ironic: username without password"),
+            },
+            Case {
+                name: "a password without a username",
+                flags: &[],
+                env: &[BMO_ENDPOINT],
+                files: &[(AUTH_PASSWORD, "s3cret")],
+                want: Err("password without username"),
+            },
+            Case {
+                name: "an empty password file",
+                flags: &[],
+                env: &[BMO_ENDPOINT],
+                files: &[(AUTH_USER, "ironic-user"), (AUTH_PASSWORD, "\n")],
+                want: Err("empty HTTP Basic Auth password"),
+            },
+            Case {
+                name: "an unreadable credential file",
+                flags: &[],
+                env: &[BMO_ENDPOINT],
+                files: &[(AUTH_USER, "!"), (AUTH_PASSWORD, "s3cret")],
+                want: Err("reading Ironic credentials /opt/metal3/auth/ironic/username"),
+            },
+            Case {
+                name: "the default CA path, when it exists",
+                flags: &[],
+                env: &[BMO_ENDPOINT],
+                files: &[("/opt/metal3/certs/ca/tls.crt", "PEM")],
+                want: Ok(Want {
+                    ca: Some("/opt/metal3/certs/ca/tls.crt"),
+                    ..NO_AUTH
+                }),
+            },
+            Case {
+                name: "IRONIC_CACERT_FILE replaces the default path",
+                flags: &[],
+                env: &[BMO_ENDPOINT, ("IRONIC_CACERT_FILE", "/etc/ironic-ca.pem")],
+                files: &[
+                    ("/opt/metal3/certs/ca/tls.crt", "PEM"),
+                    ("/etc/ironic-ca.pem", "PEM"),
+                ],
+                want: Ok(Want {
+                    ca: Some("/etc/ironic-ca.pem"),
+                    ..NO_AUTH
+                }),
+            },
+            Case {
+                name: "a missing IRONIC_CACERT_FILE is ignored, as by the operator",
+                flags: &[],
+                env: &[BMO_ENDPOINT, ("IRONIC_CACERT_FILE", "/etc/absent.pem")],
+                files: &[],
+                want: Ok(NO_AUTH),
+            },
+            Case {
+                name: "an unreadable CA file",
+                flags: &[],
+                env: &[BMO_ENDPOINT],
+                files: &[("/opt/metal3/certs/ca/tls.crt", "!")],
+                want: Err("IRONIC_CACERT_FILE /opt/metal3/certs/ca/tls.crt"),
+            },
+            Case {
+                name: "the default client certificate and key",
+                flags: &[],
+                env: &[BMO_ENDPOINT],
+                files: &[
+                    ("/opt/metal3/certs/client/tls.crt", "PEM"),
+                    ("/opt/metal3/certs/client/tls.key", "PEM"),
+                ],
+                want: Ok(Want {
+                    client: Some((
+                        "/opt/metal3/certs/client/tls.crt",
+                        "/opt/metal3/certs/client/tls.key",
+                    )),
+                    ..NO_AUTH
+                }),
+            },
+            Case {
+                name: "client certificate files named by the operator's variables",
+                flags: &[],
+                env: &[
+                    BMO_ENDPOINT,
+                    ("IRONIC_CLIENT_CERT_FILE", "/c/cert.pem"),
+                    ("IRONIC_CLIENT_PRIVATE_KEY_FILE", "/c/key.pem"),
+                ],
+                files: &[("/c/cert.pem", "PEM"), ("/c/key.pem", "PEM")],
+                want: Ok(Want {
+                    client: Some(("/c/cert.pem", "/c/key.pem")),
+                    ..NO_AUTH
+                }),
+            },
+            Case {
+                name: "a client certificate without its key",
+                flags: &[],
+                env: &[BMO_ENDPOINT],
+                files: &[("/opt/metal3/certs/client/tls.crt", "PEM")],
+                want: Err(
+                    "/opt/metal3/certs/client/tls.crt exists but /opt/metal3/certs/client/tls.key does not",
+                ),
+            },
+            Case {
+                name: "IRONIC_INSECURE=true in any case",
+                flags: &[],
+                env: &[BMO_ENDPOINT, ("IRONIC_INSECURE", "TRUE")],
+                files: &[],
+                want: Ok(Want {
+                    insecure: true,
+                    ..NO_AUTH
+                }),
+            },
+            Case {
+                name: "IRONIC_INSECURE other than true is false (the operator's rule)",
+                flags: &[],
+                env: &[BMO_ENDPOINT, ("IRONIC_INSECURE", "1")],
+                files: &[],
+                want: Ok(NO_AUTH),
+            },
+            Case {
+                name: "IRONIC_CLIENT_TIMEOUT",
+                flags: &[],
+                env: &[BMO_ENDPOINT, ("IRONIC_CLIENT_TIMEOUT", "1m30s")],
+                files: &[],
+                want: Ok(Want {
+                    timeout: 90,
+                    ..NO_AUTH
+                }),
+            },
+            Case {
+                name: "an invalid IRONIC_CLIENT_TIMEOUT",
+                flags: &[],
+                env: &[BMO_ENDPOINT, ("IRONIC_CLIENT_TIMEOUT", "soon")],
+                files: &[],
+                want: Err("IRONIC_CLIENT_TIMEOUT"),
+            },
+            Case {
+                name: "no endpoint anywhere",
+                flags: &[],
+                env: &[],
+                files: &[],
+                want: Err(
+                    "set --ironic-url (METAL3_DATAIMAGE_IRONIC_URL) or the baremetal-operator's IRONIC_ENDPOINT",
+                ),
+            },
+            Case {
+                name: "an empty IRONIC_ENDPOINT is unset",
+                flags: &[],
+                env: &[("IRONIC_ENDPOINT", "")],
+                files: &[],
+                want: Err("no Ironic endpoint"),
+            },
+            Case {
+                name: "an IRONIC_ENDPOINT that is no URL",
+                flags: &[],
+                env: &[("IRONIC_ENDPOINT", "ironic:6385")],
+                files: &[],
+                want: Err(
+                    "IRONIC_ENDPOINT: ironic client configuration: ironic URL ironic:6385 must be http:// or https://",
+                ),
+            },
+            Case {
+                name: "an IRONIC_ENDPOINT that does not parse",
+                flags: &[],
+                env: &[("IRONIC_ENDPOINT", "http://[::1")],
+                files: &[],
+                want: Err("IRONIC_ENDPOINT \"http://[::1\" is not a URL"),
+            },
+            Case {
+                name: "our own flags win over every operator setting",
+                flags: &[
+                    "--ironic-url=https://own.example:6385",
+                    "--ironic-username=own-user",
+                    "--ironic-password-file=/own/password",
+                    "--ironic-ca-file=/own/ca.crt",
+                    "--ironic-client-cert-file=/own/tls.crt",
+                    "--ironic-client-key-file=/own/tls.key",
+                    "--ironic-insecure=false",
+                    "--ironic-timeout=5s",
+                ],
+                env: &[
+                    BMO_ENDPOINT,
+                    ("IRONIC_INSECURE", "true"),
+                    ("IRONIC_CLIENT_TIMEOUT", "1m"),
+                ],
+                files: &[
+                    (AUTH_USER, "bmo-user"),
+                    (AUTH_PASSWORD, "bmo-password"),
+                    ("/opt/metal3/certs/ca/tls.crt", "PEM"),
+                    ("/opt/metal3/certs/client/tls.crt", "PEM"),
+                    ("/opt/metal3/certs/client/tls.key", "PEM"),
+                    ("/own/password", "own-password\n"),
+                ],
+                want: Ok(Want {
+                    endpoint: "https://own.example:6385/",
+                    auth: Some(("own-user", "own-password")),
+                    ca: Some("/own/ca.crt"),
+                    client: Some(("/own/tls.crt", "/own/tls.key")),
+                    insecure: false,
+                    timeout: 5,
+                }),
+            },
+            Case {
+                name: "per setting: our URL with the operator's credentials and CA",
+                flags: &["--ironic-url=https://own.example:6385", "--ironic-insecure"],
+                env: &[BMO_ENDPOINT],
+                files: &[
+                    (AUTH_USER, "bmo-user"),
+                    (AUTH_PASSWORD, "bmo-password"),
+                    ("/opt/metal3/certs/ca/tls.crt", "PEM"),
+                ],
+                want: Ok(Want {
+                    endpoint: "https://own.example:6385/",
+                    auth: Some(("bmo-user", "bmo-password")),
+                    ca: Some("/opt/metal3/certs/ca/tls.crt"),
+                    insecure: true,
+                    ..NO_AUTH
+                }),
+            },
+            Case {
+                name: "our password file is missing",
+                flags: &[
+                    "--ironic-username=own-user",
+                    "--ironic-password-file=/own/password",
+                ],
+                env: &[BMO_ENDPOINT],
+                files: &[],
+                want: Err("--ironic-password-file /own/password does not exist"),
+            },
+        ];
+        for case in cases {
+            let files: HashMap<PathBuf, FileState> = case
+                .files
+                .iter()
+                .map(|(path, content)| {
+                    let state = if *content == "!" {
+                        FileState::Unreadable("permission denied".into())
+                    } else {
+                        FileState::Present(content.to_string())
+                    };
+                    (PathBuf::from(path), state)
+                })
+                .collect();
+            let lookup = |path: &Path| files.get(path).cloned().unwrap_or(FileState::Missing);
+            let got = resolve_ironic_config(&args(case.flags), &env(case.env), &lookup);
+            match (got, case.want) {
+                (Ok(resolved), Ok(want)) => {
+                    let config = resolved.config;
+                    let (root, _) = crate::ironic::client::api_root(&config.endpoint).unwrap();
+                    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+                    let got = (
+                        root.to_string(),
+                        config.username.clone().zip(config.password.clone()),
+                        path(&config.ca_file),
+                        path(&config.client_cert_file).zip(path(&config.client_key_file)),
+                        config.insecure,
+                        config.timeout,
+                    );
+                    let root_want = if want.endpoint.ends_with("/v1/") {
+                        want.endpoint.trim_end_matches("v1/").to_string()
+                    } else {
+                        want.endpoint.to_string()
+                    };
+                    let want = (
+                        root_want,
+                        want.auth.map(|(u, p)| (u.to_string(), p.to_string())),
+                        want.ca.map(str::to_string),
+                        want.client.map(|(c, k)| (c.to_string(), k.to_string())),
+                        want.insecure,
+                        Duration::from_secs(want.timeout),
+                    );
+                    assert_eq!(got, want, "{}", case.name);
+                    assert!(!resolved.sources.is_empty(), "{}", case.name);
+                }
+                (Err(err), Err(want)) => {
+                    assert!(err.contains(want), "{}: {err:?} lacks {want:?}", case.name)
+                }
+                (got, want) => panic!("{}: got {got:?}, want {want:?}", case.name),
+            }
+        }
+    }
+
+    #[test]
+    fn sources_name_where_each_setting_came_from() {
+        let files = |path: &Path| {
+            if path == Path::new(AUTH_USER) {
+                FileState::Present("user".into())
+            } else if path == Path::new(AUTH_PASSWORD) {
+                FileState::Present("hunter2".into())
+            } else {
+                FileState::Missing
+            }
+        };
+        let resolved = resolve_ironic_config(&args(&[]), &env(&[BMO_ENDPOINT]), &files).unwrap();
+        assert_eq!(
+            resolved.sources,
+            [
+                "endpoint from IRONIC_ENDPOINT",
+                "basic auth from /opt/metal3/auth/ironic"
+            ]
+        );
+        // The password never reaches the sources or the Debug output.
+        assert!(!format!("{resolved:?}").contains("hunter2"), "{resolved:?}");
+    }
+
+    #[test]
+    fn ironic_insecure_flag_forms() {
+        assert_eq!(args(&[]).ironic_insecure, None);
+        assert_eq!(args(&["--ironic-insecure"]).ironic_insecure, Some(true));
+        assert_eq!(
+            args(&["--ironic-insecure=false"]).ironic_insecure,
+            Some(false)
+        );
+        assert_eq!(
+            args(&["--ironic-insecure=true"]).ironic_insecure,
+            Some(true)
+        );
+    }
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -256,12 +1061,6 @@ pub async fn check_bmh_crd(client: Client) -> anyhow::Result<()> {
     kube_ops::check_crd(&value).map_err(|message| anyhow::anyhow!("refusing to start: {message}"))
 }
 
-fn read_password(path: &PathBuf) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading --ironic-password-file {}", path.display()))?;
-    Ok(text.trim_end_matches(['\n', '\r']).to_string())
-}
-
 fn identity() -> String {
     let base = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
@@ -276,27 +1075,13 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
         .context("connecting to Kubernetes")?;
     check_bmh_crd(client.clone()).await?;
 
-    let password = args
-        .ironic_password_file
-        .as_ref()
-        .map(read_password)
-        .transpose()?;
-    let ironic = IronicClient::connect(IronicConfig {
-        endpoint: args.ironic_url.clone(),
-        username: args.ironic_username.clone(),
-        password,
-        ca_file: args.ironic_ca_file.clone(),
-        insecure: args.ironic_insecure,
-        timeout: args.ironic_timeout,
-    })
-    .await
-    .map_err(|err| {
-        anyhow::anyhow!(
-            "refusing to start: Ironic at {}: {err}",
-            redact_url(args.ironic_url.as_str())
-        )
-    })?;
-    tracing::info!(ironic = %redact_url(args.ironic_url.as_str()), "connected to Ironic");
+    let resolved =
+        ironic_config_from_env(&args).map_err(|err| anyhow::anyhow!("refusing to start: {err}"))?;
+    let endpoint = redact_url(resolved.config.endpoint.as_str()).into_owned();
+    let ironic = IronicClient::connect(resolved.config)
+        .await
+        .map_err(|err| anyhow::anyhow!("refusing to start: Ironic at {endpoint}: {err}"))?;
+    tracing::info!(ironic = %endpoint, settings = %resolved.sources.join(", "), "connected to Ironic");
 
     let shutdown = CancellationToken::new();
     {

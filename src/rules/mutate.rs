@@ -5,6 +5,12 @@
 //! resource) and `status.dataImage` (status subresource). For the operator's
 //! own user the value is restored verbatim from oldObject (unknown subfields
 //! included). Anyone else removing the field is honoured.
+//!
+//! The reconciler running as the operator's sidecar writes under the same
+//! user; its writes name the field manager `metal3-dataimage`, the operator's
+//! name none. The webhook (`admission::handler::mutate_policy`) judges a
+//! write naming ours with a policy without operator users, so the
+//! reconciler's removals (clearing `status.dataImage`) are honoured.
 
 use json_patch::jsonptr::Pointer;
 use json_patch::{AddOperation, Patch, PatchOperation};
