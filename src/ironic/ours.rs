@@ -26,6 +26,15 @@ pub enum Op {
     Detach,
 }
 
+impl Op {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Self::Attach => "attach",
+            Self::Detach => "detach",
+        }
+    }
+}
+
 /// What the virtual CD drive holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CdContents {

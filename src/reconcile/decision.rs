@@ -254,21 +254,9 @@ pub enum Step {
     Plan(Plan),
 }
 
-/// The Ironic operation that failed synchronously (see [`after_failure`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Attach,
-    Detach,
-}
-
-impl Op {
-    fn verb(self) -> &'static str {
-        match self {
-            Self::Attach => "attach",
-            Self::Detach => "detach",
-        }
-    }
-}
+/// The Ironic operation that failed (see [`after_failure`]): the same
+/// notion [`crate::ironic::ours`] judges `last_error` by.
+pub use crate::ironic::ours::Op;
 
 /// Backoff after `errors` consecutive failures: 30 s doubling to 10 min,
 /// minus up to 25 % jitter so hosts that failed together spread out.
@@ -311,8 +299,8 @@ pub fn drive_state(vmedia: &[VirtualMedia], node: &str) -> Drive {
 /// `last_error` written by our vmedia attach or detach (Ironic also writes
 /// its own failures there, its own virtual-media boot failures included;
 /// only ours count): [`crate::ironic::ours::our_error`], redacted.
-pub fn vmedia_error(node: &Node) -> Option<String> {
-    crate::ironic::ours::our_error(node.last_error.as_deref(), None)
+pub fn vmedia_error(node: &Node, op: Op) -> Option<String> {
+    crate::ironic::ours::our_error(node.last_error.as_deref(), Some(op))
         .map(|text| redact_url(text).into_owned())
 }
 
@@ -856,9 +844,7 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
     }
     if record.phase == Phase::Detaching {
         let waited = confirm_elapsed(&record, b.input.ironic_recovered_at, now);
-        if let Some(error) =
-            vmedia_error(node).filter(|e| e.to_ascii_lowercase().contains("detach"))
-        {
+        if let Some(error) = vmedia_error(node, Op::Detach) {
             return failed(b, record, shown_url, Op::Detach, error);
         }
         if waited < b.input.config.confirm_timeout {
@@ -1302,7 +1288,7 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
     if record.phase == Phase::Attaching {
         let note = hold_step(&mut b, &mut record, Some(node));
         if node.reservation.is_none()
-            && let Some(error) = vmedia_error(node)
+            && let Some(error) = vmedia_error(node, Op::Attach)
         {
             return failed(b, record, Some(url.to_string()), Op::Attach, error);
         }
