@@ -1256,3 +1256,95 @@ async fn sidecar_connects_with_only_the_operators_settings_and_attaches() {
         );
     }
 }
+
+/// Issue 11: on Ironic before 35.0 (the old tested release) `GET vmedia`
+/// takes the node's exclusive lock and answers 409 while the node is
+/// reserved. The reconciler's confirmation meets that right after its own
+/// attach, and whenever another operation holds the node: it must read it
+/// as "not yet" (no error, no backoff) and confirm once the lock is gone.
+/// The lock is held here by `ctl.sh lock-node` (as a long conductor
+/// operation would), so the 409s are certain, not a matter of timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_releases_locked_vmedia_read_is_not_an_error() {
+    let env = IronicEnv::load();
+    let target = env.old_release();
+    let node = target.node(5);
+    let client = IronicClient::connect(IronicConfig::new(target.url.parse().unwrap()))
+        .await
+        .expect("connect to the old release");
+    reset_node(&env, &target.url, &client, &node).await;
+    let images =
+        ironic_support::ImageServer::start(vec![("old.iso", iso::data_iso("OLDREL", b"o"))]).await;
+    let url = images.url("old.iso");
+    let api = Arc::new(FakeApi::default());
+    api.put(
+        &host_path(HOST),
+        host_object("provisioned", &node, Some(&url)),
+    );
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ctx = Arc::new(Context::new(
+        fake_client(api.clone()),
+        Counting {
+            inner: client,
+            calls: calls.clone(),
+        },
+        DecisionConfig::default(),
+        4,
+        Arc::new(Metrics::new()),
+        None,
+    ));
+    let mut fleet = Fleet {
+        api: api.clone(),
+        ctx: ctx.clone(),
+        names: vec![HOST.to_string()],
+        seen: Default::default(),
+        due: Default::default(),
+        recoveries: Box::pin(ctx.health.recoveries()),
+        reconciles: 0,
+    };
+    fleet
+        .run_until("attach sent", Duration::from_secs(60), |f| {
+            f.status(HOST)["state"] == "Attaching"
+        })
+        .await;
+    // Let our own attach finish (its worker releases the node lock), then
+    // hold the lock as another conductor's operation would.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    env.ctl(&["lock-node", "oldrel", &node]);
+    let locked_reads = || {
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.1 == "list_vmedia" && !c.3)
+            .count()
+    };
+    fleet
+        .run_until("409s met", Duration::from_secs(60), |_| locked_reads() >= 2)
+        .await;
+    let status = fleet.status(HOST);
+    assert_eq!(status["state"], "Attaching", "{status}");
+    assert_eq!(status["errorCount"], 0, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("the node is locked"),
+        "{status}"
+    );
+    env.ctl(&["unlock-node", "oldrel", &node]);
+    fleet
+        .run_until("confirmed", Duration::from_secs(90), |f| {
+            f.status(HOST)["state"] == "Attached"
+        })
+        .await;
+    assert_eq!(fleet.status(HOST)["errorCount"], 0);
+    let attaches = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.1 == "attach")
+        .count();
+    assert_eq!(attaches, 1, "confirmed, never re-sent");
+    eprintln!("{} locked GET vmedia answers met", locked_reads());
+}

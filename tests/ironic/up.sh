@@ -18,14 +18,14 @@
 #      old     IRONIC_OLD_URL    Ironic 39 pinned to release 26.0 (API max
 #                                1.91), ctl.sh
 #      oldrel  IRONIC_OLD_RELEASE_URL  the old release itself (Ironic 26.1,
-#              IRONIC_OLD_RELEASE_VERSION), IRONIC_OLD_RELEASE_NODE_COUNT (5)
+#              IRONIC_OLD_RELEASE_VERSION), IRONIC_OLD_RELEASE_NODE_COUNT (6)
 #  * enrolls the nodes and brings them to `active` (manage + adopt).
 #
 # Idempotent: when everything it started is still running it only rewrites
 # the env file. Stop with tests/ironic/down.sh.
 #
 # Environment: IRONIC_NODE_COUNT (15), IRONIC_BASIC_NODE_COUNT (1),
-# IRONIC_OLD_RELEASE_NODE_COUNT (5), IRONIC_OLD_VENV,
+# IRONIC_OLD_RELEASE_NODE_COUNT (6), IRONIC_OLD_VENV,
 # IRONIC_UP_TIMEOUT (180 s), PYTHON (python3, >= 3.11), IRONIC_VENV,
 # IRONIC_STATE_DIR, IRONIC_DEBUG (false).
 set -Eeuo pipefail
@@ -34,7 +34,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 NODE_COUNT=${IRONIC_NODE_COUNT:-15}
 BASIC_NODE_COUNT=${IRONIC_BASIC_NODE_COUNT:-1}
-OLDREL_NODE_COUNT=${IRONIC_OLD_RELEASE_NODE_COUNT:-5}
+OLDREL_NODE_COUNT=${IRONIC_OLD_RELEASE_NODE_COUNT:-6}
 TIMEOUT=${IRONIC_UP_TIMEOUT:-180}
 DEBUG=${IRONIC_DEBUG:-false}
 T0=$SECONDS
