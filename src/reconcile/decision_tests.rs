@@ -1776,3 +1776,24 @@ fn servicing_makes_the_drive_read_again_and_reattaches_once_active() {
     .plan();
     assert!(plan.verified);
 }
+
+#[test]
+fn every_event_reason_is_documented_with_its_type() {
+    let docs = include_str!("../../docs/reconciler.md");
+    for reason in [
+        Reason::Attaching,
+        Reason::Attached,
+        Reason::AttachFailed,
+        Reason::Ejected,
+        Reason::Detaching,
+        Reason::Detached,
+        Reason::DetachFailed,
+        Reason::PowerHold,
+        Reason::HoldReleased,
+        Reason::FinalizerReleased,
+    ] {
+        let kind = if reason.is_warning() { "Warning" } else { "Normal" };
+        let row = format!("| {kind} | `{}` |", reason.as_str());
+        assert!(docs.contains(&row), "docs/reconciler.md lacks {row}");
+    }
+}
