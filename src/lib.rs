@@ -16,6 +16,7 @@ pub mod certs;
 pub mod check;
 pub mod cli;
 pub mod crd;
+pub mod duration;
 pub mod ironic;
 pub mod model;
 pub mod probes;

@@ -14,11 +14,11 @@ use axum::routing::post;
 use futures::FutureExt as _;
 use http_body_util::BodyExt as _;
 
-use super::duration::parse_duration;
 use super::envelope::{self, EnvelopeError, Review};
 use super::metrics::{AdmissionLabels, Metrics, WebhookCodeLabels, WebhookLabels};
 use super::secrets::{self, SharedSecretSource};
 use super::{MUTATE_BMH_PATH, VALIDATE_BMH_PATH, VALIDATE_DATAIMAGE_PATH};
+use crate::duration::parse_duration;
 use crate::reconcile::record::FIELD_MANAGER;
 use crate::rules::{self, Policy, ResourceKind, SecretLookup, TypedObject, Verdict};
 

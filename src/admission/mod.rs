@@ -7,7 +7,6 @@
 //! - [`secrets`]: bounded, cached lookups of the referenced Secret
 //! - [`metrics`]: controller-runtime-compatible metrics
 
-pub mod duration;
 pub mod envelope;
 pub mod handler;
 pub mod metrics;
@@ -41,7 +40,7 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:9443";
 pub const DEFAULT_PROBE_LISTEN: &str = "0.0.0.0:9440";
 
 fn duration_arg(value: &str) -> Result<Duration, String> {
-    duration::parse_duration(value)
+    crate::duration::parse_duration(value)
 }
 
 /// `metal3-dataimage serve`: every flag is also an environment variable.

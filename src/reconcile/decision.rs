@@ -1114,8 +1114,12 @@ fn hold_step(b: &mut Builder, record: &mut AttachedRecord, node: Option<&Node>) 
         }
         return None;
     }
-    let wanted =
-        b.host.online && !b.host.disable_power_off && power == Power::Off && !record.hold_expired;
+    // `--hold-timeout 0` turns the hold off.
+    let wanted = b.host.online
+        && !b.host.disable_power_off
+        && power == Power::Off
+        && !record.hold_expired
+        && !b.input.config.hold_timeout.is_zero();
     if wanted {
         b.set_hold(true);
         record.hold_since = Some(now.to_string());

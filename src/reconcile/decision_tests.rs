@@ -1792,8 +1792,22 @@ fn every_event_reason_is_documented_with_its_type() {
         Reason::HoldReleased,
         Reason::FinalizerReleased,
     ] {
-        let kind = if reason.is_warning() { "Warning" } else { "Normal" };
+        let kind = if reason.is_warning() {
+            "Warning"
+        } else {
+            "Normal"
+        };
         let row = format!("| {kind} | `{}` |", reason.as_str());
         assert!(docs.contains(&row), "docs/reconciler.md lacks {row}");
     }
+}
+
+#[test]
+fn a_zero_hold_timeout_never_holds() {
+    let mut case =
+        Case::new(H::new("provisioned", Some(URL1))).ironic(observed(node("power off"), empty()));
+    case.config.hold_timeout = Duration::ZERO;
+    let plan = case.plan();
+    assert!(attaches(&plan));
+    assert!(!has(&plan, &Action::SetHold(true)), "{plan:?}");
 }

@@ -30,10 +30,11 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::duration::{parse_duration, parse_positive_duration};
 use crate::ironic::{IronicClient, IronicConfig};
 use crate::model::bmh::HostResource;
 use crate::staging::Stager;
-use crate::staging::args::{StagingArgs, parse_duration};
+use crate::staging::args::StagingArgs;
 use crate::telemetry::{LogFormat, init_logging, redact_url};
 use controller::Context;
 use decision::DecisionConfig;
@@ -99,7 +100,7 @@ pub struct ReconcileArgs {
     pub ironic_insecure: Option<bool>,
     /// Timeout of each Ironic request (default: the operator's
     /// IRONIC_CLIENT_TIMEOUT, then 30s).
-    #[arg(long, env = "METAL3_DATAIMAGE_IRONIC_TIMEOUT", value_parser = parse_duration)]
+    #[arg(long, env = "METAL3_DATAIMAGE_IRONIC_TIMEOUT", value_parser = parse_positive_duration)]
     pub ironic_timeout: Option<Duration>,
     /// /healthz, /readyz and /metrics listener.
     #[arg(long, env = "METAL3_DATAIMAGE_PROBE_LISTEN", default_value = DEFAULT_PROBE_LISTEN)]
@@ -116,7 +117,7 @@ pub struct ReconcileArgs {
     pub finalizer_timeout: Duration,
     /// How often the drive of an attached host is re-read (notices a BMC
     /// that ejected the image). Each check is a live BMC read by Ironic.
-    #[arg(long, env = "METAL3_DATAIMAGE_VERIFY_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "METAL3_DATAIMAGE_VERIFY_INTERVAL", default_value = "10m", value_parser = parse_positive_duration)]
     pub verify_interval: Duration,
     /// Maximum concurrent Ironic requests.
     #[arg(long, env = "METAL3_DATAIMAGE_MAX_CONCURRENT", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
@@ -384,7 +385,7 @@ pub fn resolve_ironic_config(
     let timeout = match (args.ironic_timeout, &env.client_timeout) {
         (Some(timeout), _) => timeout,
         (None, Some(value)) => {
-            parse_duration(value).map_err(|err| format!("IRONIC_CLIENT_TIMEOUT: {err}"))?
+            parse_positive_duration(value).map_err(|err| format!("IRONIC_CLIENT_TIMEOUT: {err}"))?
         }
         (None, None) => crate::ironic::client::DEFAULT_TIMEOUT,
     };

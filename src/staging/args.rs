@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{StageError, StagingConfig};
+use crate::duration::parse_positive_duration;
 
 pub const DEFAULT_IMAGE_CACHE_DIR: &str = "/var/cache/metal3-dataimage";
 pub const DEFAULT_MAX_IMAGE_SIZE: &str = "4GiB";
@@ -45,10 +46,10 @@ pub struct StagingArgs {
     )]
     pub image_server_tls_key_file: Option<PathBuf>,
     /// Time allowed to connect to the image's server.
-    #[arg(long, env = "METAL3_DATAIMAGE_IMAGE_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "METAL3_DATAIMAGE_IMAGE_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub image_connect_timeout: Duration,
     /// Time allowed for each read while downloading an image (a stalled transfer fails after it).
-    #[arg(long, env = "METAL3_DATAIMAGE_IMAGE_READ_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "METAL3_DATAIMAGE_IMAGE_READ_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
     pub image_read_timeout: Duration,
 }
 
@@ -147,20 +148,6 @@ pub fn parse_size(input: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// Parses `10s`, `2m`, `1h 30m` (units required).
-pub fn parse_duration(input: &str) -> Result<Duration, String> {
-    let parsed: jiff::SignedDuration = input
-        .trim()
-        .parse()
-        .map_err(|err| format!("{input:?} is not a duration such as 10s or 2m: {err}"))?;
-    let duration =
-        Duration::try_from(parsed).map_err(|_| format!("{input:?} must not be negative"))?;
-    if duration.is_zero() {
-        return Err(format!("{input:?} must be longer than zero"));
-    }
-    Ok(duration)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,12 +174,15 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("-5s").is_err());
-        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_positive_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_positive_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(
+            parse_positive_duration("1h30m"),
+            Ok(Duration::from_secs(5400))
+        );
+        assert!(parse_positive_duration("0s").is_err());
+        assert!(parse_positive_duration("-5s").is_err());
+        assert!(parse_positive_duration("soon").is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Go-style durations (`10s`, `1m30s`, `500ms`): the API server's `?timeout=`
-//! query parameter and this server's duration flags use the same spelling.
+//! Go-style durations (`10s`, `1m30s`, `500ms`), as Kubernetes users write
+//! them: the one grammar of the API server's `?timeout=` query parameter and
+//! of every duration flag of every subcommand.
 
 use std::time::Duration;
 
@@ -52,6 +53,16 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total_nanos.round() as u64))
 }
 
+/// Like [`parse_duration`], for flags where zero makes no sense (timeouts,
+/// intervals): `0` is refused with a clear message.
+pub fn parse_positive_duration(input: &str) -> Result<Duration, String> {
+    let duration = parse_duration(input)?;
+    if duration.is_zero() {
+        return Err(format!("{input:?} must be longer than zero"));
+    }
+    Ok(duration)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +76,18 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("10µs"), Ok(Duration::from_micros(10)));
+    }
+
+    #[test]
+    fn zero_only_where_it_makes_sense() {
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(
+            parse_positive_duration("0")
+                .unwrap_err()
+                .contains("longer than zero")
+        );
+        assert!(parse_positive_duration("0s").is_err());
+        assert_eq!(parse_positive_duration("1m"), Ok(Duration::from_secs(60)));
     }
 
     #[test]
