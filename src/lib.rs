@@ -23,5 +23,6 @@ pub mod probes;
 pub mod rbac;
 pub mod reconcile;
 pub mod rules;
+pub mod signals;
 pub mod staging;
 pub mod telemetry;

@@ -259,20 +259,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// First SIGTERM/SIGINT: graceful shutdown. Second: skip the remaining waits.
 async fn handle_signals(handle: ServerHandle) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let Ok(mut signals) = crate::signals::Signals::new() else {
         tracing::warn!("cannot install signal handlers");
         return;
     };
     let mut first = true;
     loop {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
+        let name = signals.next().await;
         if first {
             tracing::info!(signal = name, "graceful shutdown");
             handle.shutdown();

@@ -1087,9 +1087,10 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     {
         let shutdown = shutdown.clone();
+        let mut signals = crate::signals::Signals::new().context("installing signal handlers")?;
         tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down");
+            let name = signals.next().await;
+            tracing::info!(signal = name, "shutting down");
             shutdown.cancel();
         });
     }
@@ -1264,27 +1265,5 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
         lease_stop.cancel();
         let _ = lease_task.await;
         return Ok(());
-    }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
