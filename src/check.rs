@@ -43,8 +43,8 @@ pub struct CheckArgs {
     pub old: Option<PathBuf>,
 
     /// A Secret manifest (`data` or `stringData`) that
-    /// spec.dataImage.credentialsName may name; repeatable. Secrets among the
-    /// FILE documents count too.
+    /// spec.dataImage.credentialsName or spec.dataImage.contentFrom.secretName
+    /// may name; repeatable. Secrets among the FILE documents count too.
     #[arg(
         long = "secret",
         value_name = "SECRET_FILE",
@@ -351,13 +351,12 @@ fn parse_text(text: &str) -> Result<Vec<Value>, String> {
         })
 }
 
-/// A Secret's name, namespace and credentials keys.
+/// A Secret's name, namespace and every key with its decoded value.
 #[derive(Debug)]
 struct SecretEntry {
     name: String,
     namespace: Option<String>,
-    username: Option<Vec<u8>>,
-    password: Option<Vec<u8>>,
+    values: std::collections::BTreeMap<String, Vec<u8>>,
 }
 
 /// `Ok(None)` when the document is not a Secret.
@@ -382,25 +381,26 @@ fn secret_entry(doc: &Document) -> Result<Option<SecretEntry>, String> {
         .ok_or_else(|| format!("{at}: Secret without metadata.name"))?;
     let secret: SecretDoc = rules::decode_json_text(doc.json.get())
         .map_err(|(field, message)| format!("{at}: Secret {name}: {field}: {message}"))?;
-    let value = |key: &str| -> Result<Option<Vec<u8>>, String> {
-        if let Some(Some(plain)) = secret.string_data.as_ref().and_then(|m| m.get(key)) {
-            return Ok(Some(plain.as_bytes().to_vec()));
-        }
-        match secret.data.as_ref().and_then(|m| m.get(key)) {
-            Some(Some(encoded)) => base64::engine::general_purpose::STANDARD
+    // `data` (base64) and `stringData` merged, `stringData` winning as the
+    // API server does; a `null` value counts as absent.
+    let mut values = std::collections::BTreeMap::new();
+    for (key, encoded) in secret.data.iter().flatten() {
+        if let Some(encoded) = encoded {
+            let value = base64::engine::general_purpose::STANDARD
                 .decode(encoded.trim())
-                .map(Some)
-                .map_err(|_| format!("{at}: Secret {name}: data.{key} is not valid base64")),
-            _ => Ok(None),
+                .map_err(|_| format!("{at}: Secret {name}: data.{key} is not valid base64"))?;
+            values.insert(key.clone(), value);
         }
-    };
-    let username = value("username")?;
-    let password = value("password")?;
+    }
+    for (key, plain) in secret.string_data.iter().flatten() {
+        if let Some(plain) = plain {
+            values.insert(key.clone(), plain.as_bytes().to_vec());
+        }
+    }
     Ok(Some(SecretEntry {
         namespace: doc.header.metadata.namespace.clone(),
         name,
-        username,
-        password,
+        values,
     }))
 }
 
@@ -466,7 +466,9 @@ fn judge<'a>(
                         || s.namespace.as_deref() == Some(namespace))
             });
             match found {
-                Some(s) => SecretLookup::from_values(s.username.as_deref(), s.password.as_deref()),
+                Some(s) => SecretLookup::from_entries(
+                    s.values.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+                ),
                 None if secrets_given || policy.strict_secrets => SecretLookup::NotFound,
                 None => SecretLookup::NotNeeded,
             }

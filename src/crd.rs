@@ -493,10 +493,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spec_schema_is_structure_only_with_required_url_and_no_default() {
+    fn spec_schema_is_structure_only_with_optional_url_and_no_default() {
         let schema = spec_schema().unwrap();
         assert_eq!(schema["type"], "object");
-        assert_eq!(schema["required"], json!(["url"]));
+        // url or contentFrom: the webhook's rule 12 says which is missing.
+        assert!(schema.get("required").is_none(), "{schema}");
+        let content = &schema["properties"]["contentFrom"];
+        assert_eq!(content["type"], "object");
+        assert_eq!(content["required"], json!(["secretName"]));
+        assert_eq!(content["properties"]["secretName"]["type"], "string");
+        assert_eq!(schema["properties"]["volumeLabel"]["type"], "string");
         let url = &schema["properties"]["url"];
         assert_eq!(url["type"], "string");
         assert!(

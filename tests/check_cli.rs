@@ -267,3 +267,67 @@ fn secret_not_found_is_a_warning_by_default() {
         "BareMetalHost metal3/worker-3: allowed\nwarning: spec.dataImage.credentialsName: Secret \"other-creds\" does not exist (yet) in namespace \"metal3\"; the image cannot be attached until it does\n"
     );
 }
+
+#[test]
+fn content_from_hosts_are_judged_with_secret_files() {
+    // The Secret as a --secret file, and as another document of the input.
+    let o = check(&[
+        "--secret",
+        "secret-config-iso.yaml",
+        "--strict-secrets",
+        "host-config-iso.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(stdout(&o), "BareMetalHost metal3/worker-5: allowed\n");
+    let o = check(&[
+        "--strict-secrets",
+        "secret-config-iso.yaml",
+        "host-config-iso.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    // Missing: a warning, a denial when strict.
+    let o = check(&["--secret", "secret-data.yaml", "host-config-iso.yaml"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        stdout(&o).contains(
+            "warning: spec.dataImage.contentFrom.secretName: Secret \"worker-5-config\" does not \
+             exist (yet) in namespace \"metal3\"; the ISO cannot be built until it does"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    let o = check(&["--strict-secrets", "host-config-iso.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    // A key that cannot be an ISO file name.
+    let o = check(&[
+        "--secret",
+        "secret-config-iso-bad.yaml",
+        "host-config-iso.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(
+            "key \"this-key-is-far-too-long-to-be-a-joliet-file-name-on-an-iso-9660-image\" cannot \
+             be a file name in the ISO: must be at most 64 characters"
+        ),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn content_from_denials_name_every_field() {
+    let o = check(&["--output", "json", "host-config-iso-denied.yaml"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let text = stdout(&o);
+    for field in [
+        "\"spec.dataImage\"",
+        "\"spec.dataImage.credentialsName\"",
+        "\"spec.dataImage.disableCertificateVerification\"",
+        "\"spec.dataImage.contentFrom.secretName\"",
+        "\"spec.dataImage.volumeLabel\"",
+    ] {
+        assert!(text.contains(field), "{field} missing: {text}");
+    }
+    assert!(text.contains("(found '.')"), "{text}");
+}

@@ -290,7 +290,12 @@ fn spec_data_image_has_no_value_rule_that_answers_before_the_webhook() {
             "spec.dataImage has {keyword}"
         );
     }
-    assert_eq!(schema["required"], json!(["url"]));
+    // url or contentFrom: rule 12 of the webhook says which is missing.
+    assert!(schema.get("required").is_none());
+    assert_eq!(
+        schema["properties"]["contentFrom"]["required"],
+        json!(["secretName"])
+    );
     crd::check_defers_to_webhook(schema).unwrap();
 }
 
@@ -350,11 +355,26 @@ fn every_denial_the_webhook_owns_reaches_the_webhook() {
             "webhook admits {name:?}"
         );
     }
+    // Which source, and the contentFrom Secret and label: the webhook's.
+    for body in [
+        json!({}),
+        json!({"url": "https://h/a.iso", "contentFrom": {"secretName": "s"}}),
+        json!({"contentFrom": {"secretName": "Bad_Name"}, "volumeLabel": "not a label!"}),
+        json!({"contentFrom": {"secretName": "s"}, "credentialsName": "c",
+               "disableCertificateVerification": true, "volumeLabel": "x".repeat(40)}),
+    ] {
+        assert_eq!(
+            schema_denies(&schema, &body, "spec.dataImage"),
+            None,
+            "schema denies {body}"
+        );
+    }
     // What the schema keeps: structure.
     assert_eq!(
-        schema_denies(&schema, &json!({}), "spec.dataImage").as_deref(),
-        Some("spec.dataImage.url: Required value")
+        schema_denies(&schema, &json!({"contentFrom": {}}), "spec.dataImage").as_deref(),
+        Some("spec.dataImage.contentFrom.secretName: Required value")
     );
+    assert!(schema_denies(&schema, &json!({"contentFrom": "s"}), "spec.dataImage").is_some());
     assert!(schema_denies(&schema, &json!({"url": 5}), "spec.dataImage").is_some());
     assert!(
         schema_denies(
@@ -398,6 +418,10 @@ fn every_data_image_field_has_a_description_from_the_doc_comments() {
         url: "u".into(),
         credentials_name: Some("c".into()),
         disable_certificate_verification: Some(true),
+        content_from: Some(metal3_dataimage::model::ContentFrom {
+            secret_name: "s".into(),
+        }),
+        volume_label: Some("cidata".into()),
     })
     .unwrap();
     let status = serde_json::to_value(metal3_dataimage::model::DataImageStatus {
@@ -417,7 +441,7 @@ fn every_data_image_field_has_a_description_from_the_doc_comments() {
             assert!(seen.contains(&path), "{path} missing from the schema");
         }
     }
-    assert_eq!(seen.len(), 2 + 3 + 8, "{seen:?}");
+    assert_eq!(seen.len(), 2 + 5 + 1 + 8, "{seen:?}");
     // The one from the issue: the doc comment is the description.
     let url = &patched.pointer(crd::SPEC_DATA_IMAGE_POINTER).unwrap()["properties"]["url"];
     assert!(

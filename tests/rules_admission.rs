@@ -633,3 +633,232 @@ fn data_image_kind_gets_the_url_rules() {
             .is_none()
     );
 }
+
+// ---- contentFrom: rules 12-16 -------------------------------------------
+
+fn set_data_image(data_image: Value) -> impl Fn(&mut Value) {
+    move |o: &mut Value| o["spec"]["dataImage"] = data_image.clone()
+}
+
+fn config_keys(names: &[&str]) -> SecretLookup {
+    SecretLookup::from_entries(names.iter().map(|n| (*n, &b"x"[..])))
+}
+
+fn nocloud() -> Value {
+    json!({"contentFrom": {"secretName": "worker-5-config"}, "volumeLabel": "cidata"})
+}
+
+#[test]
+fn content_from_host_is_admitted_and_looks_up_its_secret() {
+    let review = Review::edit("bmh-create-dataimage-full.json", set_data_image(nocloud()));
+    let input = review.input();
+    let decoded = rules::decode(&input);
+    assert_eq!(decoded.secret_to_check(), Some("worker-5-config"));
+    let v = review.validate_with(
+        &config_keys(&["user-data", "meta-data", "network-config"]),
+        &Policy::default(),
+    );
+    assert!(v.allowed, "{:?}", v.status);
+    assert!(v.warnings.is_empty(), "{:?}", v.warnings);
+    // Without volumeLabel (the default label) too.
+    let review = Review::edit(
+        "bmh-create-dataimage-full.json",
+        set_data_image(json!({"contentFrom": {"secretName": "worker-5-config"}})),
+    );
+    assert!(
+        review
+            .validate_with(&config_keys(&["user-data"]), &Policy::default())
+            .allowed
+    );
+    // The url default is not written for contentFrom.
+    let m = Review::edit(
+        "bmh-create-dataimage-full.mutate.json",
+        set_data_image(nocloud()),
+    )
+    .mutate();
+    assert!(m.patch.is_none(), "{:?}", m.patch);
+}
+
+#[test]
+fn content_from_violations_are_reported_at_once_in_rule_order() {
+    let review = Review::edit(
+        "bmh-create-dataimage-full.json",
+        set_data_image(json!({
+            "url": "https://images.example.com/a.iso",
+            "contentFrom": {"secretName": "Worker_5"},
+            "credentialsName": "dataimage-creds",
+            "disableCertificateVerification": true,
+            "volumeLabel": "config 2"
+        })),
+    );
+    let v = review.validate_with(&SecretLookup::NotNeeded, &Policy::default());
+    let fields: Vec<(String, String)> = causes(&v)
+        .into_iter()
+        .map(|(reason, field, _)| (reason, field))
+        .collect();
+    let expected = [
+        ("FieldValueInvalid", "spec.dataImage"),
+        ("FieldValueForbidden", "spec.dataImage.credentialsName"),
+        (
+            "FieldValueForbidden",
+            "spec.dataImage.disableCertificateVerification",
+        ),
+        ("FieldValueInvalid", "spec.dataImage.contentFrom.secretName"),
+        ("FieldValueInvalid", "spec.dataImage.volumeLabel"),
+    ];
+    assert_eq!(
+        fields,
+        expected
+            .iter()
+            .map(|(r, f)| (r.to_string(), f.to_string()))
+            .collect::<Vec<_>>()
+    );
+    let message = &v.status.unwrap().message;
+    assert!(
+        message.contains(
+            "spec.dataImage.volumeLabel: Invalid value: \"config 2\": must consist of letters, \
+             digits, '_' or '-' (found U+0020)"
+        ),
+        "{message}"
+    );
+
+    // Neither source.
+    let v = Review::edit(
+        "bmh-create-dataimage-full.json",
+        set_data_image(json!({"volumeLabel": "cidata"})),
+    )
+    .validate();
+    assert_eq!(
+        causes(&v),
+        vec![
+            (
+                "FieldValueRequired".to_string(),
+                "spec.dataImage".to_string(),
+                "Required value: set exactly one of url (an image to fetch) or contentFrom (a \
+                 Secret to build the image from)"
+                    .to_string()
+            ),
+            (
+                "FieldValueForbidden".to_string(),
+                "spec.dataImage.volumeLabel".to_string(),
+                "Forbidden: may only be used with contentFrom: an image fetched from url keeps \
+                 its own label"
+                    .to_string()
+            ),
+        ]
+    );
+    // contentFrom without secretName.
+    let v = Review::edit(
+        "bmh-create-dataimage-full.json",
+        set_data_image(json!({"contentFrom": {}})),
+    )
+    .validate();
+    assert_eq!(
+        causes(&v)[0].1,
+        "spec.dataImage.contentFrom.secretName",
+        "{:?}",
+        causes(&v)
+    );
+}
+
+#[test]
+fn content_secret_rule() {
+    let review = Review::edit("bmh-create-dataimage-full.json", set_data_image(nocloud()));
+    // No keys.
+    let v = review.validate_with(&config_keys(&[]), &Policy::default());
+    assert_eq!(
+        causes(&v)[0].2,
+        "Invalid value: \"worker-5-config\": the Secret has no keys; each key becomes a file of \
+         the ISO"
+    );
+    // A key too long for Joliet.
+    let long = "k".repeat(65);
+    let v = review.validate_with(&config_keys(&["user-data", &long]), &Policy::default());
+    let c = causes(&v);
+    assert_eq!(c.len(), 1);
+    assert!(
+        c[0].2
+            .contains("cannot be a file name in the ISO: must be at most 64 characters")
+    );
+    // Keys differing only in case: admitted with a warning.
+    let v = review.validate_with(&config_keys(&["README", "readme"]), &Policy::default());
+    assert!(v.allowed);
+    assert!(
+        v.warnings[0].contains("differ only in letter case"),
+        "{:?}",
+        v.warnings
+    );
+    // Missing Secret: a warning, a denial when strict (as for credentialsName).
+    let v = review.validate_with(&SecretLookup::NotFound, &Policy::default());
+    assert!(v.allowed);
+    assert_eq!(
+        v.warnings,
+        [
+            "spec.dataImage.contentFrom.secretName: Secret \"worker-5-config\" does not exist (yet) \
+          in namespace \"metal3\"; the ISO cannot be built until it does"
+        ]
+    );
+    let strict = Policy {
+        strict_secrets: true,
+        ..Policy::default()
+    };
+    let v = review.validate_with(&SecretLookup::NotFound, &strict);
+    assert_eq!(
+        causes(&v),
+        vec![(
+            "FieldValueInvalid".to_string(),
+            "spec.dataImage.contentFrom.secretName".to_string(),
+            "Invalid value: \"worker-5-config\": Secret not found in namespace \"metal3\""
+                .to_string()
+        )]
+    );
+    let unknown = SecretLookup::Unknown {
+        reason: "the API server refused the Secret lookup (403 Forbidden)".into(),
+    };
+    assert!(review.validate_with(&unknown, &Policy::default()).allowed);
+    assert!(!review.validate_with(&unknown, &strict).allowed);
+    // A credentials Secret's keys (rule 9) are judged from the same lookup.
+    let url_host = Review::load("bmh-create-dataimage-full.json");
+    assert!(
+        url_host
+            .validate_with(&config_keys(&["username", "password"]), &Policy::default())
+            .allowed
+    );
+    let v = url_host.validate_with(&config_keys(&["username"]), &Policy::default());
+    assert!(causes(&v)[0].2.ends_with("missing or empty: \"password\""));
+}
+
+#[test]
+fn content_from_violations_ratchet_on_update() {
+    let both = json!({
+        "url": "https://images.example.com/config/worker-0-config.iso",
+        "contentFrom": {"secretName": "worker-5-config"}
+    });
+    let review = Review::edit_both(
+        "bmh-update-annotation-only.json",
+        set_data_image(both.clone()),
+    );
+    let v = review.validate_with(&config_keys(&["user-data"]), &Policy::default());
+    assert!(v.allowed, "{:?}", v.status);
+    assert!(
+        v.warnings[0].starts_with("spec.dataImage: Invalid value: \"url and contentFrom\""),
+        "{:?}",
+        v.warnings
+    );
+    // Changing the label is a change of dataImage: enforced again.
+    let review = Review::edit_both("bmh-update-annotation-only.json", set_data_image(both));
+    let mut changed = fixture("bmh-update-annotation-only.json");
+    changed["request"]["oldObject"]["spec"]["dataImage"] = json!({
+        "url": "https://images.example.com/config/worker-0-config.iso",
+        "contentFrom": {"secretName": "worker-5-config"},
+        "volumeLabel": "cidata"
+    });
+    changed["request"]["object"] = review_object(&review);
+    let v = Review::from_value(&changed)
+        .validate_with(&config_keys(&["user-data"]), &Policy::default());
+    assert!(!v.allowed);
+}
+
+fn review_object(review: &Review) -> Value {
+    serde_json::from_str(review.object.as_ref().unwrap().get()).unwrap()
+}

@@ -1,9 +1,10 @@
-//! Looking up the credentials Secret a host references (rule 9).
+//! Looking up the Secret a host references: `credentialsName` (rule 9) or
+//! `contentFrom.secretName` (rule 16).
 //!
 //! Targeted `get`s of the one Secret, in the request's namespace, with a short
 //! TTL cache of bounded size: never a cluster-wide watch of every Secret
-//! (memory, and more privilege than needed). Only the presence of non-empty
-//! `username`/`password` keys is kept; Secret data is dropped at once.
+//! (memory, and more privilege than needed). Only the key names, the size of
+//! each value and whether it is blank are kept; Secret data is dropped at once.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -153,23 +154,17 @@ fn short_error(err: &kube::Error) -> String {
     }
 }
 
-/// Keeps only which keys hold non-empty values.
+/// Keeps only the key names, value sizes and blankness (`data` and
+/// `stringData` merged, `stringData` winning as the API server does).
 pub fn summarize(secret: &Secret) -> SecretLookup {
-    let value = |key: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|data| data.get(key))
-            .map(|value| value.0.as_slice())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|data| data.get(key))
-                    .map(|value| value.as_bytes())
-            })
-    };
-    SecretLookup::from_values(value("username"), value("password"))
+    let mut values: std::collections::BTreeMap<&str, &[u8]> = std::collections::BTreeMap::new();
+    for (key, value) in secret.data.iter().flatten() {
+        values.insert(key, value.0.as_slice());
+    }
+    for (key, value) in secret.string_data.iter().flatten() {
+        values.insert(key, value.as_bytes());
+    }
+    SecretLookup::from_entries(values)
 }
 
 impl SecretSource for KubeSecrets {
@@ -230,19 +225,31 @@ mod tests {
             ])),
             ..Secret::default()
         };
+        let summary = summarize(&secret);
         assert_eq!(
-            summarize(&secret),
-            SecretLookup::Found {
-                has_username: true,
-                has_password: false
-            }
+            summary,
+            SecretLookup::Keys(vec![
+                crate::rules::SecretKey {
+                    name: "password".into(),
+                    size: 0,
+                    blank: true
+                },
+                crate::rules::SecretKey {
+                    name: "username".into(),
+                    size: 5,
+                    blank: false
+                },
+            ])
         );
+        assert_eq!(summary.credentials(), Some((true, false)));
+        assert!(!format!("{summary:?}").contains("admin"), "no values kept");
         assert_eq!(
             summarize(&Secret::default()),
-            SecretLookup::Found {
-                has_username: false,
-                has_password: false
-            }
+            SecretLookup::Keys(Vec::new())
+        );
+        assert_eq!(
+            summarize(&Secret::default()).credentials(),
+            Some((false, false))
         );
     }
 
@@ -289,10 +296,8 @@ mod tests {
             "data":{"username":"YWRtaW4=","password":"c2VjcmV0"}});
         let (client, server) = mock_client(vec![(200, secret), (404, status(404, "NotFound"))]);
         let secrets = KubeSecrets::new(client);
-        let found = SecretLookup::Found {
-            has_username: true,
-            has_password: true,
-        };
+        let found =
+            SecretLookup::from_entries([("password", &b"secret"[..]), ("username", &b"admin"[..])]);
         assert_eq!(secrets.lookup("ns", "creds").await, found);
         assert_eq!(
             secrets.lookup("ns", "creds").await,

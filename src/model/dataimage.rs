@@ -6,26 +6,68 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A non-bootable ISO 9660 image to attach to the host's virtual CD drive once
-/// the host is provisioned or externally provisioned.
+/// the host is provisioned or externally provisioned: either fetched from url,
+/// or built from a Secret (contentFrom). Exactly one of the two is set (the
+/// metal3-dataimage admission webhook checks it).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DataImageSpec {
     /// URL of the ISO image (http or https, at most 2048 characters; the
     /// metal3-dataimage admission webhook checks it). The BMC fetches it through
     /// Ironic; put credentials in the Secret named by credentialsName, never in
-    /// the URL.
+    /// the URL. Leave it out when the image is built from contentFrom.
+    //
+    // An empty string means "not set" (a missing `url` decodes as ""), so
+    // the type stays `String` for the reconciler: `url.is_empty()` is "no URL".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
 
     /// Name of a Secret in the host's namespace holding `username` and
     /// `password` for HTTP basic authentication to the image server (a DNS-1123
-    /// subdomain; the admission webhook checks it).
+    /// subdomain; the admission webhook checks it). Only with url.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_name: Option<String>,
 
     /// Skip TLS certificate verification when fetching an https image.
-    /// Defaulted to false by the mutating webhook.
+    /// Defaulted to false by the mutating webhook when url is used; only with
+    /// url.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_certificate_verification: Option<bool>,
+
+    /// Build the image from a Secret instead of fetching it: each key of the
+    /// Secret becomes a file in the ISO's root directory, its value the file's
+    /// bytes (cloud-init user-data/meta-data/network-config, an Ignition
+    /// config, a Windows autounattend.xml). The ISO is rebuilt when the Secret
+    /// changes. Instead of url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_from: Option<ContentFrom>,
+
+    /// Volume label of the ISO built from contentFrom: at most 32 letters,
+    /// digits, '_' or '-' (lower case and '-' only in labels of at most 16
+    /// characters). Defaults to "config-2"; cloud-init's NoCloud datasource
+    /// looks for "cidata". Only with contentFrom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_label: Option<String>,
+}
+
+/// Where the content of a built data image comes from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContentFrom {
+    /// Name of a Secret in the host's namespace (a DNS-1123 subdomain). Each
+    /// key becomes a file of the same name in the ISO's root directory (at
+    /// most 64 characters); the Secret must have at least one key.
+    pub secret_name: String,
+}
+
+impl DataImageSpec {
+    /// The label of the ISO built from contentFrom: volumeLabel, else
+    /// [`crate::staging::config_iso::DEFAULT_VOLUME_LABEL`].
+    pub fn effective_volume_label(&self) -> &str {
+        self.volume_label
+            .as_deref()
+            .unwrap_or(crate::staging::config_iso::DEFAULT_VOLUME_LABEL)
+    }
 }
 
 /// `spec.dataImage` as the admission rules read it: every field optional, so
@@ -40,6 +82,18 @@ pub struct DataImageInput {
     pub credentials_name: Option<String>,
     #[serde(default)]
     pub disable_certificate_verification: Option<bool>,
+    #[serde(default)]
+    pub content_from: Option<ContentFromInput>,
+    #[serde(default)]
+    pub volume_label: Option<String>,
+}
+
+/// `spec.dataImage.contentFrom` as the admission rules read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContentFromInput {
+    #[serde(default)]
+    pub secret_name: Option<String>,
 }
 
 impl DataImageInput {
@@ -51,6 +105,18 @@ impl DataImageInput {
             && self.credentials_name == other.credentials_name
             && self.disable_certificate_verification.unwrap_or(false)
                 == other.disable_certificate_verification.unwrap_or(false)
+            && self.content_from == other.content_from
+            && self.volume_label == other.volume_label
+    }
+
+    /// `url` when set to a non-empty string.
+    pub fn url_set(&self) -> bool {
+        self.url.as_deref().is_some_and(|u| !u.is_empty())
+    }
+
+    /// `contentFrom.secretName`, when contentFrom is set.
+    pub fn content_secret(&self) -> Option<&str> {
+        self.content_from.as_ref()?.secret_name.as_deref()
     }
 }
 

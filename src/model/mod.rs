@@ -14,8 +14,8 @@ pub use bmh::{
     BmcDetails, HostImage, ObjectMeta,
 };
 pub use dataimage::{
-    DataImage, DataImageInput, DataImageSpec, DataImageState, DataImageStatus, UpstreamDataImage,
-    UpstreamDataImageSpec,
+    ContentFrom, ContentFromInput, DataImage, DataImageInput, DataImageSpec, DataImageState,
+    DataImageStatus, UpstreamDataImage, UpstreamDataImageSpec,
 };
 pub use secret::SecretCredentials;
 

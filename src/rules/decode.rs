@@ -208,6 +208,7 @@ mod tests {
                 url: Some("https://h/a.iso".into()),
                 credentials_name: Some("s".into()),
                 disable_certificate_verification: None,
+                ..DataImageInput::default()
             })
         );
         assert!(new.has_status_data_image());

@@ -24,17 +24,22 @@ const DNS1123_SUBDOMAIN_MAX: usize = 253;
 
 /// Rule 8: `name` must be a DNS-1123 subdomain (Kubernetes' messages).
 pub fn check_secret_name(name: &str) -> Vec<FieldError> {
+    check_secret_name_at(CREDENTIALS_FIELD, name)
+}
+
+/// Rules 8 and 14: the Secret name at `field` must be a DNS-1123 subdomain.
+pub fn check_secret_name_at(field: &str, name: &str) -> Vec<FieldError> {
     let mut errors = Vec::new();
     if name.len() > DNS1123_SUBDOMAIN_MAX {
         errors.push(FieldError::invalid(
-            CREDENTIALS_FIELD,
+            field,
             name,
             "must be no more than 253 characters",
         ));
     }
     if !is_dns1123_subdomain_shape(name) {
         errors.push(FieldError::invalid(
-            CREDENTIALS_FIELD,
+            field,
             name,
             "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, \
              '-' or '.', and must start and end with an alphanumeric character (e.g. \
@@ -77,13 +82,11 @@ pub fn check_secret(name: &str, namespace: &str, lookup: &SecretLookup) -> Secre
     let secret = super::field_error::go_quote(name);
     match lookup {
         SecretLookup::NotNeeded => SecretFinding::Ok,
-        SecretLookup::Found {
-            has_username,
-            has_password,
-        } => {
+        SecretLookup::Found { .. } | SecretLookup::Keys(_) => {
+            let (has_username, has_password) = lookup.credentials().unwrap_or_default();
             let missing: Vec<&str> = [
-                ("\"username\"", *has_username),
-                ("\"password\"", *has_password),
+                ("\"username\"", has_username),
+                ("\"password\"", has_password),
             ]
             .iter()
             .filter(|(_, present)| !present)

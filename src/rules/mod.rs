@@ -15,6 +15,7 @@
 //! let verdict = rules::mutate(&input, &decoded, &policy);              // mutating webhook
 //! ```
 
+pub mod content_rules;
 mod decode;
 pub mod field_error;
 pub mod host_rules;
@@ -125,11 +126,25 @@ pub enum SecretLookup {
         has_username: bool,
         has_password: bool,
     },
+    /// The Secret exists: each key's name and the size of its value, sorted
+    /// by name (what the webhook's lookup and `check` report; never values).
+    /// Serves both rule 9 (credentials) and rule 16 (contentFrom).
+    Keys(Vec<SecretKey>),
     /// The API server says the Secret does not exist.
     NotFound,
     /// The lookup could not be made (no cluster access, timeout, forbidden).
     /// The reason must never contain Secret data.
     Unknown { reason: String },
+}
+
+/// One key of a looked-up Secret, without its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretKey {
+    pub name: String,
+    /// Bytes in the value.
+    pub size: usize,
+    /// The value is empty or only ASCII whitespace.
+    pub blank: bool,
 }
 
 /// The typed objects of a request, or why they could not be decoded.
@@ -166,16 +181,28 @@ pub(crate) mod decoded {
 }
 
 impl Decoded {
-    /// The Secret name whose contents rule 9 wants to see, if any: a host
-    /// with `spec.dataImage.credentialsName` that is a valid Secret name, is
-    /// not being deleted, and is not a subresource (status) write.
+    /// The Secret name whose contents the rules want to see, if any, for a
+    /// host that is not being deleted, outside subresource (status) writes:
+    /// `spec.dataImage.contentFrom.secretName` when contentFrom is set (rule
+    /// 16), else `spec.dataImage.credentialsName` (rule 9); only a valid
+    /// Secret name.
     pub fn secret_to_check(&self) -> Option<&str> {
         if self.sub_resource {
             return None;
         }
         match &self.inner {
             decoded::Inner::Host { new, .. } if !new.is_being_deleted() => {
-                let name = new.data_image()?.credentials_name.as_deref()?;
+                let data_image = new.data_image()?;
+                if data_image.content_from.is_some() {
+                    let name = data_image.content_secret()?;
+                    return host_rules::check_secret_name_at(
+                        content_rules::CONTENT_SECRET_FIELD,
+                        name,
+                    )
+                    .is_empty()
+                    .then_some(name);
+                }
+                let name = data_image.credentials_name.as_deref()?;
                 host_rules::check_secret_name(name)
                     .is_empty()
                     .then_some(name)
@@ -210,6 +237,37 @@ impl Decoded {
 }
 
 impl SecretLookup {
+    /// A found Secret from its keys and values (kept: names and sizes).
+    pub fn from_entries<'v>(entries: impl IntoIterator<Item = (&'v str, &'v [u8])>) -> Self {
+        let mut keys: Vec<SecretKey> = entries
+            .into_iter()
+            .map(|(name, value)| SecretKey {
+                name: name.to_string(),
+                size: value.len(),
+                blank: value.iter().all(u8::is_ascii_whitespace),
+            })
+            .collect();
+        keys.sort_by(|a, b| a.name.cmp(&b.name));
+        keys.dedup_by(|a, b| a.name == b.name);
+        Self::Keys(keys)
+    }
+
+    /// Rule 9's view of a found Secret: whether `username` and `password`
+    /// hold non-blank values; `None` when the Secret was not found.
+    pub fn credentials(&self) -> Option<(bool, bool)> {
+        match self {
+            Self::Found {
+                has_username,
+                has_password,
+            } => Some((*has_username, *has_password)),
+            Self::Keys(keys) => {
+                let present = |name: &str| keys.iter().any(|k| k.name == name && !k.blank);
+                Some((present("username"), present("password")))
+            }
+            _ => None,
+        }
+    }
+
     /// A found Secret, from the raw (decoded) values of its `username` and
     /// `password` keys; a value that is empty or only whitespace counts as
     /// missing (the operator trims credentials too).

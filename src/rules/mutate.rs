@@ -66,7 +66,11 @@ fn main_resource_ops(
     if restore && effective.is_none() {
         effective = restore_ops(input.old_object, Part::Spec, new.spec.is_some(), ops);
     }
-    if effective.is_some_and(|d| d.disable_certificate_verification.is_none()) {
+    // The default belongs to url; an image built from contentFrom is not
+    // fetched (and rule 13 forbids the field there).
+    if effective
+        .is_some_and(|d| d.disable_certificate_verification.is_none() && d.content_from.is_none())
+    {
         ops.push(add(
             "/spec/dataImage/disableCertificateVerification",
             Value::Bool(false),

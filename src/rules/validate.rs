@@ -1,5 +1,6 @@
-//! The validating path: rules 1-11 in a fixed order, warnings, ratcheting.
+//! The validating path: rules 1-16 in a fixed order, warnings, ratcheting.
 
+use super::content_rules;
 use super::decoded::Inner;
 use super::field_error::{FieldError, invalid_message};
 use super::host_rules::{self, CREDENTIALS_FIELD, SecretFinding};
@@ -134,16 +135,31 @@ fn judge_host(
     };
     let mut findings = Findings::default();
 
-    // Rules 1-7.
-    let url = url_rules::check_url(
-        HOST_URL_FIELD,
-        data_image.url.as_deref(),
-        "put them in a Secret named by spec.dataImage.credentialsName",
+    // Rule 12: exactly one source; rule 13: no fields of the other source.
+    findings.add(
+        content_rules::check_source(data_image),
+        DependsOn::DataImageOnly,
     );
+    findings.add(
+        content_rules::check_source_fields(data_image),
+        DependsOn::DataImageOnly,
+    );
+    let content = data_image.content_from.is_some();
+
+    // Rules 1-7, for a URL that is set (an empty one is no URL: rule 12).
+    let url = if data_image.url_set() {
+        url_rules::check_url(
+            HOST_URL_FIELD,
+            data_image.url.as_deref(),
+            "put them in a Secret named by spec.dataImage.credentialsName",
+        )
+    } else {
+        url_rules::UrlReport::default()
+    };
     findings.add(url.errors, DependsOn::DataImageOnly);
 
-    // Rules 8-9.
-    if let Some(name) = data_image.credentials_name.as_deref() {
+    // Rules 8-9 (credentialsName is forbidden with contentFrom: rule 13).
+    if let Some(name) = data_image.credentials_name.as_deref().filter(|_| !content) {
         let name_errors = host_rules::check_secret_name(name);
         let name_ok = name_errors.is_empty();
         findings.add(name_errors, DependsOn::DataImageOnly);
@@ -159,6 +175,29 @@ fn judge_host(
                     }
                 }
             }
+        }
+    }
+
+    // Rules 14-16: the contentFrom Secret and the label.
+    if content {
+        let name_errors = content_rules::check_content_secret_name(data_image);
+        let name_ok = name_errors.is_empty();
+        findings.add(name_errors, DependsOn::DataImageOnly);
+        findings.add(
+            content_rules::check_volume_label(data_image),
+            DependsOn::DataImageOnly,
+        );
+        if let Some(name) = data_image.content_secret().filter(|_| name_ok) {
+            let found = content_rules::check_content_secret(name, input.namespace, secret);
+            findings.add(found.errors, DependsOn::DataImageOnly);
+            if let Some((error, warning)) = found.unverified {
+                if policy.strict_secrets {
+                    findings.add([error], DependsOn::DataImageOnly);
+                } else {
+                    findings.warnings.push(warning);
+                }
+            }
+            findings.warnings.extend(found.warnings);
         }
     }
 

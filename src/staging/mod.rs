@@ -13,6 +13,7 @@
 //! (cache bookkeeping: single-flight, per-host tokens, eviction).
 
 pub mod args;
+pub mod config_iso;
 mod fetch;
 pub mod iso;
 pub mod server;

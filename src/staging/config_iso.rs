@@ -1,0 +1,768 @@
+//! The configuration ISO: a small, deterministic ISO 9660 image with Joliet
+//! and Rock Ridge names, built in memory from a Secret's keys (one file per
+//! key, all in the root directory).
+//!
+//! Pure and synchronous: no I/O, no clock. The same files and label always
+//! give the same bytes, hence the same [`digest`] (every timestamp is
+//! 1970-01-01 00:00:00 UTC, names are sorted, unused bytes are zero).
+//!
+//! Layout (2048-byte sectors):
+//!
+//! | sector | content |
+//! | --- | --- |
+//! | 0-15 | system area (zeros: no boot code, no partition table) |
+//! | 16 | primary volume descriptor (ISO 9660 names, Rock Ridge) |
+//! | 17 | supplementary volume descriptor (Joliet, UCS-2 level 3) |
+//! | 18 | volume descriptor set terminator |
+//! | 19-22 | path tables (primary L, M; Joliet L, M) |
+//! | 23 | Rock Ridge continuation area (the `ER` entry) |
+//! | 24- | primary root directory, Joliet root directory, file data |
+//! | last 150 | zero padding (what `mkisofs -pad` adds for CD readers) |
+//!
+//! There is no El Torito boot record: the image is never bootable.
+//!
+//! Names:
+//! - Joliet: the file name as given (at most [`MAX_NAME_LEN`] characters, no
+//!   `;1` version suffix), read by Windows and by Linux without Rock Ridge;
+//! - Rock Ridge `NM`: the same name, read by Linux, xorriso, pycdlib, 7-Zip;
+//! - ISO 9660 level 1 (8.3, upper case, `_` for other characters, a number
+//!   when two names collide): only for readers that know neither extension.
+//!
+//! Volume label: the primary descriptor holds its ISO 9660 form (upper case,
+//! `_` for `-`: d-characters only), the Joliet descriptor the label as
+//! written (at most 16 characters there). libblkid (udev's
+//! `/dev/disk/by-label/`, `blkid -t LABEL=`) merges the two back into the
+//! label as written, so `cidata` and `config-2` are found under those names.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+/// Bytes per logical sector.
+pub const SECTOR: usize = 2048;
+/// Longest file name (Joliet allows 64 UCS-2 characters).
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest volume label (the primary descriptor's 32 d-characters).
+pub const MAX_LABEL_LEN: usize = 32;
+/// Longest label that may use lower-case letters or `-` (the Joliet
+/// descriptor holds 16 UCS-2 characters; beyond them only the primary
+/// descriptor's upper-case form exists).
+pub const MAX_JOLIET_LABEL_LEN: usize = 16;
+/// The label used when `spec.dataImage.volumeLabel` is not set.
+pub const DEFAULT_VOLUME_LABEL: &str = "config-2";
+/// Most files in one image.
+pub const MAX_FILES: usize = 1024;
+/// Largest total of file sizes accepted (a Secret holds at most 1 MiB).
+pub const MAX_TOTAL_SIZE: usize = 8 * 1024 * 1024;
+
+/// Zero sectors appended after the data.
+const PAD_SECTORS: usize = 150;
+const FIRST_DESCRIPTOR: usize = 16;
+const PRIMARY_PATH_L: usize = 19;
+const PRIMARY_PATH_M: usize = 20;
+const JOLIET_PATH_L: usize = 21;
+const JOLIET_PATH_M: usize = 22;
+const CONTINUATION: usize = 23;
+const FIRST_DIRECTORY: usize = 24;
+
+/// File mode bits in Rock Ridge `PX` entries.
+const FILE_MODE: u32 = 0o100_444;
+const DIR_MODE: u32 = 0o040_555;
+
+/// Directory record dates: 1970-01-01 00:00:00, offset 0 (years since 1900).
+const RECORD_DATE: [u8; 7] = [70, 1, 1, 0, 0, 0, 0];
+/// Volume descriptor dates: `YYYYMMDDHHMMSScc` plus a zero offset.
+const VOLUME_DATE: &[u8; 16] = b"1970010100000000";
+/// "Not specified" volume descriptor date.
+const NO_DATE: &[u8; 16] = b"0000000000000000";
+
+const APPLICATION_ID: &str = "METAL3-DATAIMAGE CONFIG ISO";
+
+/// SUSP/RRIP extension identification (the text every mastering tool writes).
+const RRIP_ID: &[u8] = b"RRIP_1991A";
+const RRIP_DESCRIPTOR: &[u8] =
+    b"THE ROCK RIDGE INTERCHANGE PROTOCOL PROVIDES SUPPORT FOR POSIX FILE SYSTEM SEMANTICS";
+const RRIP_SOURCE: &[u8] = b"PLEASE CONTACT DISC PUBLISHER FOR SPECIFICATION SOURCE.  SEE PUBLISHER IDENTIFIER IN PRIMARY VOLUME DESCRIPTOR FOR CONTACT INFORMATION.";
+
+/// Why an image cannot be built. Messages name the offending file or label
+/// but never file contents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigIsoError {
+    /// No files: an empty Secret.
+    NoFiles,
+    /// More than [`MAX_FILES`] files.
+    TooManyFiles { count: usize },
+    /// A file name the image cannot carry.
+    BadName { name: String, problem: NameProblem },
+    /// A volume label the image cannot carry.
+    BadLabel {
+        label: String,
+        problem: LabelProblem,
+    },
+    /// The files add up to more than [`MAX_TOTAL_SIZE`] bytes.
+    TooLarge { total: usize },
+}
+
+impl fmt::Display for ConfigIsoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoFiles => write!(f, "no files: the Secret has no keys"),
+            Self::TooManyFiles { count } => {
+                write!(
+                    f,
+                    "{count} files; at most {MAX_FILES} fit in a configuration ISO"
+                )
+            }
+            Self::BadName { name, problem } => write!(f, "file name {name:?}: {problem}"),
+            Self::BadLabel { label, problem } => write!(f, "volume label {label:?}: {problem}"),
+            Self::TooLarge { total } => write!(
+                f,
+                "the files add up to {total} bytes; at most {MAX_TOTAL_SIZE} are accepted"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigIsoError {}
+
+/// What is wrong with a file name (shared with the admission rules).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NameProblem {
+    Empty,
+    TooLong {
+        len: usize,
+    },
+    DotOrDotDot,
+    /// Characters outside `[-._a-zA-Z0-9]`, each listed once, in order.
+    Characters(Vec<char>),
+}
+
+impl fmt::Display for NameProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => write!(f, "must not be empty"),
+            Self::TooLong { len } => write!(
+                f,
+                "must be at most {MAX_NAME_LEN} characters (Joliet's limit; it has {len})"
+            ),
+            Self::DotOrDotDot => write!(f, "must not be \".\" or \"..\""),
+            Self::Characters(chars) => write!(
+                f,
+                "must consist of letters, digits, '-', '_' or '.' (found {})",
+                quote_chars(chars)
+            ),
+        }
+    }
+}
+
+/// What is wrong with a volume label (shared with the admission rules).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LabelProblem {
+    Empty,
+    TooLong {
+        len: usize,
+    },
+    /// Characters outside `[A-Za-z0-9_-]`, each listed once, in order.
+    Characters(Vec<char>),
+    /// Lower-case letters or `-` in a label longer than
+    /// [`MAX_JOLIET_LABEL_LEN`].
+    LongNotUpperCase {
+        len: usize,
+    },
+}
+
+impl fmt::Display for LabelProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => write!(f, "must not be empty"),
+            Self::TooLong { len } => write!(
+                f,
+                "must be at most {MAX_LABEL_LEN} characters (ISO 9660's limit; it has {len})"
+            ),
+            Self::Characters(chars) => write!(
+                f,
+                "must consist of letters, digits, '_' or '-' (found {})",
+                quote_chars(chars)
+            ),
+            Self::LongNotUpperCase { len } => write!(
+                f,
+                "lower-case letters and '-' are kept only in the Joliet volume label, which holds \
+                 {MAX_JOLIET_LABEL_LEN} characters (it has {len}); shorten it or use only A-Z, 0-9 and '_'"
+            ),
+        }
+    }
+}
+
+fn quote_chars(chars: &[char]) -> String {
+    chars
+        .iter()
+        .map(|c| {
+            if c.is_control() || c.is_whitespace() {
+                format!("U+{:04X}", *c as u32)
+            } else {
+                format!("'{c}'")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn distinct(chars: impl Iterator<Item = char>) -> Vec<char> {
+    let mut out = Vec::new();
+    for c in chars {
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Checks a file name (a Secret key): 1 to [`MAX_NAME_LEN`] characters of
+/// `[-._a-zA-Z0-9]`, not `.` or `..`. Kubernetes allows the same characters
+/// in Secret keys (up to 253 of them), so in practice only the length can fail.
+pub fn check_file_name(name: &str) -> Result<(), NameProblem> {
+    if name.is_empty() {
+        return Err(NameProblem::Empty);
+    }
+    let bad = distinct(
+        name.chars()
+            .filter(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))),
+    );
+    if !bad.is_empty() {
+        return Err(NameProblem::Characters(bad));
+    }
+    if name == "." || name == ".." {
+        return Err(NameProblem::DotOrDotDot);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameProblem::TooLong { len: name.len() });
+    }
+    Ok(())
+}
+
+/// Checks a volume label: 1 to [`MAX_LABEL_LEN`] characters of
+/// `[A-Za-z0-9_-]`; lower case or `-` only within the first
+/// [`MAX_JOLIET_LABEL_LEN`] characters' worth of label.
+pub fn check_volume_label(label: &str) -> Result<(), LabelProblem> {
+    if label.is_empty() {
+        return Err(LabelProblem::Empty);
+    }
+    let bad = distinct(
+        label
+            .chars()
+            .filter(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))),
+    );
+    if !bad.is_empty() {
+        return Err(LabelProblem::Characters(bad));
+    }
+    let len = label.len();
+    if len > MAX_LABEL_LEN {
+        return Err(LabelProblem::TooLong { len });
+    }
+    if len > MAX_JOLIET_LABEL_LEN && label.bytes().any(|b| b.is_ascii_lowercase() || b == b'-') {
+        return Err(LabelProblem::LongNotUpperCase { len });
+    }
+    Ok(())
+}
+
+/// The label as the primary descriptor holds it: d-characters only.
+pub fn iso9660_label(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| match c.to_ascii_uppercase() {
+            c @ ('A'..='Z' | '0'..='9' | '_') => c,
+            _ => '_',
+        })
+        .collect()
+}
+
+/// `sha256:<hex>` of an image, the form `status.dataImage.stagedDigest` uses.
+pub fn digest(iso: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(iso)))
+}
+
+/// Builds the image: one root-directory file per entry of `files` (name →
+/// content), labelled `volume_label`. Deterministic: equal inputs give equal
+/// bytes.
+pub fn build(
+    files: &BTreeMap<String, Vec<u8>>,
+    volume_label: &str,
+) -> Result<Vec<u8>, ConfigIsoError> {
+    check_volume_label(volume_label).map_err(|problem| ConfigIsoError::BadLabel {
+        label: volume_label.to_string(),
+        problem,
+    })?;
+    if files.is_empty() {
+        return Err(ConfigIsoError::NoFiles);
+    }
+    if files.len() > MAX_FILES {
+        return Err(ConfigIsoError::TooManyFiles { count: files.len() });
+    }
+    for name in files.keys() {
+        check_file_name(name).map_err(|problem| ConfigIsoError::BadName {
+            name: name.clone(),
+            problem,
+        })?;
+    }
+    let total: usize = files.values().map(Vec::len).sum();
+    if total > MAX_TOTAL_SIZE {
+        return Err(ConfigIsoError::TooLarge { total });
+    }
+    Ok(Layout::new(files).write(volume_label))
+}
+
+/// One file and where it goes.
+struct Entry<'a> {
+    name: &'a str,
+    /// ISO 9660 level 1 identifier without `;1` (`USER_DAT.`, `META_DAT.`).
+    short: String,
+    data: &'a [u8],
+    lba: usize,
+}
+
+struct Layout<'a> {
+    /// In Joliet/Rock Ridge order (byte order of the names).
+    entries: Vec<Entry<'a>>,
+    /// Indexes into `entries`, in ISO 9660 order of the short names.
+    primary_order: Vec<usize>,
+    primary_dir_lba: usize,
+    primary_dir_sectors: usize,
+    joliet_dir_lba: usize,
+    joliet_dir_sectors: usize,
+    total_sectors: usize,
+}
+
+impl<'a> Layout<'a> {
+    fn new(files: &'a BTreeMap<String, Vec<u8>>) -> Self {
+        let shorts = short_names(files.keys().map(String::as_str));
+        let mut entries: Vec<Entry<'a>> = files
+            .iter()
+            .zip(shorts)
+            .map(|((name, data), short)| Entry {
+                name,
+                short,
+                data,
+                lba: 0,
+            })
+            .collect();
+        let mut primary_order: Vec<usize> = (0..entries.len()).collect();
+        primary_order.sort_by_key(|&i| iso_sort_key(&entries[i].short));
+
+        let primary_dir_sectors = dir_sectors(
+            [dot_record_len(true, true), dot_record_len(true, false)]
+                .into_iter()
+                .chain(
+                    primary_order
+                        .iter()
+                        .map(|&i| primary_record_len(&entries[i])),
+                ),
+        );
+        let joliet_dir_sectors = dir_sectors(
+            [dot_record_len(false, true), dot_record_len(false, false)]
+                .into_iter()
+                .chain(entries.iter().map(joliet_record_len)),
+        );
+        let primary_dir_lba = FIRST_DIRECTORY;
+        let joliet_dir_lba = primary_dir_lba + primary_dir_sectors;
+        let mut next = joliet_dir_lba + joliet_dir_sectors;
+        // Data in Joliet order; an empty file still gets its own (zero)
+        // sector, so every extent lies inside the volume.
+        for entry in &mut entries {
+            entry.lba = next;
+            next += entry.data.len().div_ceil(SECTOR).max(1);
+        }
+        Self {
+            entries,
+            primary_order,
+            primary_dir_lba,
+            primary_dir_sectors,
+            joliet_dir_lba,
+            joliet_dir_sectors,
+            total_sectors: next + PAD_SECTORS,
+        }
+    }
+
+    fn write(&self, label: &str) -> Vec<u8> {
+        let mut out = vec![0u8; self.total_sectors * SECTOR];
+        let sector = |lba: usize| lba * SECTOR..(lba + 1) * SECTOR;
+
+        let primary_root = root_record(self.primary_dir_lba, self.primary_dir_sectors);
+        let joliet_root = root_record(self.joliet_dir_lba, self.joliet_dir_sectors);
+        let r = sector(FIRST_DESCRIPTOR);
+        self.volume_descriptor(&mut out[r], false, label, &primary_root);
+        let r = sector(FIRST_DESCRIPTOR + 1);
+        self.volume_descriptor(&mut out[r], true, label, &joliet_root);
+        let r = sector(FIRST_DESCRIPTOR + 2);
+        let terminator = &mut out[r];
+        terminator[0] = 255;
+        terminator[1..6].copy_from_slice(b"CD001");
+        terminator[6] = 1;
+
+        for (lba, dir, big_endian) in [
+            (PRIMARY_PATH_L, self.primary_dir_lba, false),
+            (PRIMARY_PATH_M, self.primary_dir_lba, true),
+            (JOLIET_PATH_L, self.joliet_dir_lba, false),
+            (JOLIET_PATH_M, self.joliet_dir_lba, true),
+        ] {
+            let r = sector(lba);
+            write_path_table(&mut out[r], dir, big_endian);
+        }
+
+        let r = sector(CONTINUATION);
+        out[r.start..r.start + er_entry().len()].copy_from_slice(&er_entry());
+
+        // Primary root directory (with Rock Ridge).
+        let mut records = vec![
+            self.dot_record(true, self.primary_dir_lba, self.primary_dir_sectors),
+            self.dot_record(false, self.primary_dir_lba, self.primary_dir_sectors),
+        ];
+        for &i in &self.primary_order {
+            let e = &self.entries[i];
+            let mut id = e.short.clone().into_bytes();
+            id.extend_from_slice(b";1");
+            let mut su = rr_entry(RR_PX | RR_NM);
+            su.extend(px_entry(FILE_MODE, 1));
+            su.extend(nm_entry(e.name));
+            records.push(dir_record(&id, e.lba, e.data.len(), 0, &su));
+        }
+        place_records(&mut out, self.primary_dir_lba, &records);
+
+        // Joliet root directory.
+        let mut records = vec![
+            dir_record(
+                &[0],
+                self.joliet_dir_lba,
+                self.joliet_dir_sectors * SECTOR,
+                2,
+                &[],
+            ),
+            dir_record(
+                &[1],
+                self.joliet_dir_lba,
+                self.joliet_dir_sectors * SECTOR,
+                2,
+                &[],
+            ),
+        ];
+        for e in &self.entries {
+            records.push(dir_record(&ucs2(e.name), e.lba, e.data.len(), 0, &[]));
+        }
+        place_records(&mut out, self.joliet_dir_lba, &records);
+
+        for e in &self.entries {
+            let start = e.lba * SECTOR;
+            out[start..start + e.data.len()].copy_from_slice(e.data);
+        }
+        out
+    }
+
+    /// `.` (`dot`) or `..` of the primary root: Rock Ridge's SP and the CE
+    /// pointing at the ER entry go in `.`.
+    fn dot_record(&self, dot: bool, lba: usize, sectors: usize) -> Vec<u8> {
+        let mut su = Vec::new();
+        if dot {
+            su.extend(sp_entry());
+        }
+        su.extend(rr_entry(RR_PX));
+        su.extend(px_entry(DIR_MODE, 2));
+        if dot {
+            su.extend(ce_entry(CONTINUATION, 0, er_entry().len()));
+        }
+        dir_record(&[if dot { 0 } else { 1 }], lba, sectors * SECTOR, 2, &su)
+    }
+
+    fn volume_descriptor(&self, d: &mut [u8], joliet: bool, label: &str, root: &[u8]) {
+        let text = |d: &mut [u8], range: std::ops::Range<usize>, value: &str| {
+            let field = &mut d[range];
+            if joliet {
+                for pair in field.chunks_exact_mut(2) {
+                    pair.copy_from_slice(&[0, b' ']);
+                }
+                let units = ucs2(value);
+                let n = units.len().min(field.len());
+                field[..n].copy_from_slice(&units[..n]);
+            } else {
+                field.fill(b' ');
+                let n = value.len().min(field.len());
+                field[..n].copy_from_slice(&value.as_bytes()[..n]);
+            }
+        };
+        d[0] = if joliet { 2 } else { 1 };
+        d[1..6].copy_from_slice(b"CD001");
+        d[6] = 1;
+        text(d, 8..40, "");
+        let volume_id = if joliet {
+            label.chars().take(MAX_JOLIET_LABEL_LEN).collect()
+        } else {
+            iso9660_label(label)
+        };
+        text(d, 40..72, &volume_id);
+        both32(&mut d[80..88], self.total_sectors as u32);
+        if joliet {
+            d[88..91].copy_from_slice(b"%/E");
+        }
+        both16(&mut d[120..124], 1);
+        both16(&mut d[124..128], 1);
+        both16(&mut d[128..132], SECTOR as u16);
+        both32(&mut d[132..140], PATH_TABLE_LEN as u32);
+        let (l, m) = if joliet {
+            (JOLIET_PATH_L, JOLIET_PATH_M)
+        } else {
+            (PRIMARY_PATH_L, PRIMARY_PATH_M)
+        };
+        d[140..144].copy_from_slice(&(l as u32).to_le_bytes());
+        d[148..152].copy_from_slice(&(m as u32).to_be_bytes());
+        d[156..156 + root.len()].copy_from_slice(root);
+        text(d, 190..318, "");
+        text(d, 318..446, "");
+        text(d, 446..574, "");
+        text(d, 574..702, APPLICATION_ID);
+        text(d, 702..739, "");
+        text(d, 739..776, "");
+        text(d, 776..813, "");
+        for (at, date) in [
+            (813, VOLUME_DATE),
+            (830, VOLUME_DATE),
+            (847, NO_DATE),
+            (864, NO_DATE),
+        ] {
+            d[at..at + 16].copy_from_slice(date);
+            d[at + 16] = 0;
+        }
+        d[881] = 1;
+    }
+}
+
+/// Path table of a volume whose only directory is the root.
+const PATH_TABLE_LEN: usize = 10;
+
+fn write_path_table(out: &mut [u8], dir_lba: usize, big_endian: bool) {
+    out[0] = 1; // length of directory identifier
+    out[1] = 0;
+    let lba = dir_lba as u32;
+    out[2..6].copy_from_slice(&if big_endian {
+        lba.to_be_bytes()
+    } else {
+        lba.to_le_bytes()
+    });
+    out[6..8].copy_from_slice(&if big_endian {
+        1u16.to_be_bytes()
+    } else {
+        1u16.to_le_bytes()
+    });
+    out[8] = 0; // root identifier
+    out[9] = 0; // padding
+}
+
+/// The 34-byte root directory record of a volume descriptor.
+fn root_record(lba: usize, sectors: usize) -> Vec<u8> {
+    dir_record(&[0], lba, sectors * SECTOR, 2, &[])
+}
+
+/// ECMA-119 9.1 directory record.
+fn dir_record(id: &[u8], lba: usize, size: usize, flags: u8, system_use: &[u8]) -> Vec<u8> {
+    let len = record_len(id.len(), system_use.len());
+    debug_assert!(len <= 255, "directory record of {len} bytes");
+    let mut r = vec![0u8; len];
+    r[0] = len as u8;
+    both32(&mut r[2..10], lba as u32);
+    both32(&mut r[10..18], size as u32);
+    r[18..25].copy_from_slice(&RECORD_DATE);
+    r[25] = flags;
+    both16(&mut r[28..32], 1);
+    r[32] = id.len() as u8;
+    r[33..33 + id.len()].copy_from_slice(id);
+    let su = 33 + id.len() + usize::from(id.len().is_multiple_of(2));
+    r[su..su + system_use.len()].copy_from_slice(system_use);
+    r
+}
+
+/// Writes records from sector `lba` on; a record never straddles a sector.
+fn place_records(out: &mut [u8], lba: usize, records: &[Vec<u8>]) {
+    let mut at = lba * SECTOR;
+    for r in records {
+        if at / SECTOR != (at + r.len() - 1) / SECTOR {
+            at = at.div_ceil(SECTOR) * SECTOR;
+        }
+        out[at..at + r.len()].copy_from_slice(r);
+        at += r.len();
+    }
+}
+
+/// Sectors a directory of records of these lengths occupies.
+fn dir_sectors(lens: impl Iterator<Item = usize>) -> usize {
+    let mut at = 0usize;
+    for len in lens {
+        if at / SECTOR != (at + len - 1) / SECTOR {
+            at = at.div_ceil(SECTOR) * SECTOR;
+        }
+        at += len;
+    }
+    at.div_ceil(SECTOR).max(1)
+}
+
+fn record_len(id_len: usize, su_len: usize) -> usize {
+    // The identifier is followed by a pad byte when its length is even; the
+    // record's length is even.
+    let len = 33 + id_len + usize::from(id_len.is_multiple_of(2)) + su_len;
+    len + len % 2
+}
+
+/// `.` (`dot`) or `..` of a root directory; only the primary one has
+/// Rock Ridge entries (`.` also SP and CE).
+fn dot_record_len(primary: bool, dot: bool) -> usize {
+    let su = match (primary, dot) {
+        (false, _) => 0,
+        (true, true) => 7 + 5 + 36 + 28,
+        (true, false) => 5 + 36,
+    };
+    record_len(1, su)
+}
+
+fn primary_record_len(e: &Entry<'_>) -> usize {
+    record_len(e.short.len() + 2, 5 + 36 + 5 + e.name.len())
+}
+
+fn joliet_record_len(e: &Entry<'_>) -> usize {
+    record_len(e.name.len() * 2, 0)
+}
+
+fn both16(out: &mut [u8], v: u16) {
+    out[0..2].copy_from_slice(&v.to_le_bytes());
+    out[2..4].copy_from_slice(&v.to_be_bytes());
+}
+
+fn both32(out: &mut [u8], v: u32) {
+    out[0..4].copy_from_slice(&v.to_le_bytes());
+    out[4..8].copy_from_slice(&v.to_be_bytes());
+}
+
+fn ucs2(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(u16::to_be_bytes).collect()
+}
+
+// ---- SUSP / Rock Ridge entries -------------------------------------------
+
+fn sp_entry() -> Vec<u8> {
+    vec![b'S', b'P', 7, 1, 0xBE, 0xEF, 0]
+}
+
+/// RRIP 1.09 `RR` flags: which Rock Ridge entries the record has.
+const RR_PX: u8 = 0x01;
+const RR_NM: u8 = 0x08;
+
+fn rr_entry(flags: u8) -> Vec<u8> {
+    vec![b'R', b'R', 5, 1, flags]
+}
+
+fn px_entry(mode: u32, links: u32) -> Vec<u8> {
+    let mut e = vec![0u8; 36];
+    e[0..4].copy_from_slice(&[b'P', b'X', 36, 1]);
+    both32(&mut e[4..12], mode);
+    both32(&mut e[12..20], links);
+    // uid and gid 0.
+    e
+}
+
+fn nm_entry(name: &str) -> Vec<u8> {
+    let mut e = vec![b'N', b'M', (5 + name.len()) as u8, 1, 0];
+    e.extend_from_slice(name.as_bytes());
+    e
+}
+
+fn ce_entry(lba: usize, offset: usize, len: usize) -> Vec<u8> {
+    let mut e = vec![0u8; 28];
+    e[0..4].copy_from_slice(&[b'C', b'E', 28, 1]);
+    both32(&mut e[4..12], lba as u32);
+    both32(&mut e[12..20], offset as u32);
+    both32(&mut e[20..28], len as u32);
+    e
+}
+
+fn er_entry() -> Vec<u8> {
+    let mut e = vec![
+        b'E',
+        b'R',
+        (8 + RRIP_ID.len() + RRIP_DESCRIPTOR.len() + RRIP_SOURCE.len()) as u8,
+        1,
+        RRIP_ID.len() as u8,
+        RRIP_DESCRIPTOR.len() as u8,
+        RRIP_SOURCE.len() as u8,
+        1,
+    ];
+    e.extend_from_slice(RRIP_ID);
+    e.extend_from_slice(RRIP_DESCRIPTOR);
+    e.extend_from_slice(RRIP_SOURCE);
+    e
+}
+
+// ---- ISO 9660 level 1 names ----------------------------------------------
+
+/// 8.3 d-character names for `names` (in the same order), unique: a
+/// collision replaces the end of the base name with a number.
+fn short_names<'n>(names: impl Iterator<Item = &'n str>) -> Vec<String> {
+    let bases: Vec<(String, String)> = names.map(split_short).collect();
+    let mut taken = BTreeSet::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for (base, ext) in &bases {
+        *counts.entry(format!("{base}.{ext}")).or_default() += 1;
+    }
+    let mut out = Vec::with_capacity(bases.len());
+    for (base, ext) in bases {
+        let plain = format!("{base}.{ext}");
+        let name = if counts[&plain] == 1 && taken.insert(plain.clone()) {
+            plain
+        } else {
+            (1..)
+                .map(|n: usize| {
+                    let suffix = n.to_string();
+                    let keep = base.len().min(8 - suffix.len());
+                    format!("{}{suffix}.{ext}", &base[..keep])
+                })
+                .find(|candidate| {
+                    !counts.contains_key(candidate) && taken.insert(candidate.clone())
+                })
+                .unwrap_or_default()
+        };
+        out.push(name);
+    }
+    out
+}
+
+/// `user-data` → (`USER_DAT`, ``), `autounattend.xml` → (`AUTOUNAT`, `XML`).
+fn split_short(name: &str) -> (String, String) {
+    let (base, ext) = match name.rfind('.') {
+        Some(0) | None => (name, ""),
+        Some(i) => (&name[..i], &name[i + 1..]),
+    };
+    let map = |s: &str, n: usize| -> String {
+        s.chars()
+            .map(|c| match c.to_ascii_uppercase() {
+                c @ ('A'..='Z' | '0'..='9') => c,
+                _ => '_',
+            })
+            .take(n)
+            .collect()
+    };
+    let base = map(base, 8);
+    (
+        if base.is_empty() {
+            "_".to_string()
+        } else {
+            base
+        },
+        map(ext, 3),
+    )
+}
+
+/// ECMA-119 9.3 order: name, then extension, each padded with spaces.
+fn iso_sort_key(short: &str) -> Vec<u8> {
+    let (base, ext) = short.split_once('.').unwrap_or((short, ""));
+    let mut key = format!("{base:<8}").into_bytes();
+    key.extend(format!("{ext:<3}").into_bytes());
+    key
+}
+
+#[cfg(test)]
+mod tests;
