@@ -5,7 +5,7 @@
 #
 # Needs only what the machine ships (cargo, python3, kubectl); everything else
 # (the Ironic venv) is installed by the project's own scripts and cached, and
-# promtool by apt-get when it is missing.
+# a few Debian tools (promtool, ISO readers) by apt-get when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,13 +26,21 @@ step "starting Ironic + sushy-tools in the background (log: $ironic_log)"
 bash tests/ironic/up.sh >"$ironic_log" 2>&1 &
 ironic_pid=$!
 
-# tests/manifests.rs runs `promtool check rules` / `promtool test rules` on the
-# monitoring component's alerts and fails without it (Debian's `prometheus`).
-if ! command -v promtool >/dev/null 2>&1; then
-    step "installing promtool (Debian package prometheus)"
+# Debian tools some tests run, installed when missing:
+# - promtool (package prometheus): tests/manifests.rs checks and tests the
+#   monitoring component's alerts;
+# - isoinfo/isovfy (genisoimage), xorriso, 7z (p7zip-full): tests/config_iso.rs
+#   reads the configuration ISOs back with independent readers.
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v isoinfo >/dev/null 2>&1 || missing+=(genisoimage)
+command -v xorriso >/dev/null 2>&1 || missing+=(xorriso)
+command -v 7z >/dev/null 2>&1 || missing+=(p7zip-full)
+if [ ${#missing[@]} -gt 0 ]; then
+    step "installing ${missing[*]} (Debian packages)"
     sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 step "cargo fmt --check"
