@@ -1348,3 +1348,160 @@ async fn the_old_releases_locked_vmedia_read_is_not_an_error() {
     assert_eq!(attaches, 1, "confirmed, never re-sent");
     eprintln!("{} locked GET vmedia answers met", locked_reads());
 }
+
+/// Issue 15: a host whose image is built from a Secret (contentFrom). The
+/// reconciler builds the ISO, serves it from its image server and attaches
+/// it; the bytes behind the staging URL are an ISO whose files are the
+/// Secret's keys (listed by isoinfo, an independent reader); a change of
+/// the Secret is noticed at the next re-read (CONTENT_POLL) and swapped:
+/// detach, confirm, attach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_built_from_a_secret_is_attached_and_swapped_when_the_secret_changes() {
+    use base64::Engine as _;
+    let env = IronicEnv::load();
+    let node = env.node(15);
+    let client = env.client().await;
+    reset_node(&env, &env.url, &client, &node).await;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let secret = |user_data: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "worker-config", "namespace": NS},
+               "data": {"user-data": b64(user_data), "meta-data": b64("instance-id: worker-0\n")}})
+    };
+    let secret_path = format!("/api/v1/namespaces/{NS}/secrets/worker-config");
+    let api = Arc::new(FakeApi::default());
+    api.put(&secret_path, secret("#cloud-config\nhostname: first\n"));
+    let mut host = host_object("provisioned", &node, None);
+    host["spec"]["dataImage"] =
+        json!({"contentFrom": {"secretName": "worker-config"}, "volumeLabel": "cidata"});
+    api.put(&host_path(HOST), host);
+
+    let cache = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let public = format!("http://{}/", listener.local_addr().unwrap());
+    let stager = metal3_dataimage::staging::Stager::new(metal3_dataimage::staging::StagingConfig {
+        cache_dir: cache.path().to_path_buf(),
+        max_image_size: 64 << 20,
+        image_ca_file: None,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: public.parse().unwrap(),
+        connect_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(10),
+        retry_failed: metal3_dataimage::staging::RETRY_FAILED,
+    })
+    .unwrap();
+    let serving = stager.clone();
+    tokio::spawn(async move {
+        let _ = serving
+            .serve_listener(listener, None, std::future::pending())
+            .await;
+    });
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut ctx = Context::new(
+        fake_client(api.clone()),
+        Counting {
+            inner: client,
+            calls: calls.clone(),
+        },
+        DecisionConfig::default(),
+        4,
+        Arc::new(Metrics::new()),
+        None,
+    );
+    ctx.stager = Some(stager.clone());
+    let ctx = Arc::new(ctx);
+    let mut fleet = Fleet {
+        api: api.clone(),
+        ctx: ctx.clone(),
+        names: vec![HOST.to_string()],
+        seen: Default::default(),
+        due: Default::default(),
+        recoveries: Box::pin(ctx.health.recoveries()),
+        reconciles: 0,
+    };
+    fleet
+        .run_until("attached", Duration::from_secs(90), |f| {
+            f.status(HOST)["state"] == "Attached"
+        })
+        .await;
+    let status = fleet.status(HOST);
+    assert_eq!(status["url"], "secret:worker-config", "{status}");
+    let first_digest = status["stagedDigest"].as_str().unwrap().to_string();
+    let (inserted, _) = redfish_cd(&env, &env.url, &node, None).await;
+    assert!(inserted);
+
+    // The bytes behind the staging URL, read by an independent reader.
+    let staged = stager.staged(&format!("{NS}/{HOST}")).expect("staged");
+    let bytes = ironic_support::http()
+        .get(&staged.ironic_url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(status["stagedSize"], bytes.len());
+    let file = cache.path().join("read-back.iso");
+    std::fs::write(&file, &bytes).unwrap();
+    let listing = std::process::Command::new("isoinfo")
+        .args(["-f", "-J", "-i"])
+        .arg(&file)
+        .output()
+        .expect("isoinfo (Debian genisoimage; tests/run.sh installs it)");
+    let names = String::from_utf8_lossy(&listing.stdout).to_string();
+    assert!(
+        names.contains("/user-data") && names.contains("/meta-data"),
+        "{names}"
+    );
+    let label = std::process::Command::new("isoinfo")
+        .args(["-d", "-J", "-i"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let volume = String::from_utf8_lossy(&label.stdout).to_lowercase();
+    assert!(volume.contains("volume id: cidata"), "{volume}");
+    // Ironic republished exactly those bytes for the BMC.
+    let published = ironic_support::http()
+        .get(format!(
+            "{}/redfish/cdrom-{node}.iso",
+            env.http_url.trim_end_matches('/')
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(published, bytes);
+
+    // The Secret changes: swapped at the next re-read.
+    api.put(&secret_path, secret("#cloud-config\nhostname: second\n"));
+    let first = first_digest.clone();
+    fleet
+        .run_until("swapped", Duration::from_secs(150), move |f| {
+            let status = f.status(HOST);
+            status["state"] == "Attached" && status["stagedDigest"].as_str() != Some(first.as_str())
+        })
+        .await;
+    let reasons = event_reasons(&api.log());
+    assert!(reasons.iter().any(|r| r == "Detached"), "{reasons:?}");
+    let attaches = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.1 == "attach" && c.3)
+        .count();
+    assert_eq!(attaches, 2);
+    // No Secret value reached the host object, its events or the status.
+    for entry in api.log() {
+        let text = entry.body.to_string();
+        if entry.path.contains("/secrets/") {
+            continue;
+        }
+        assert!(
+            !text.contains("hostname: second")
+                && !text.contains(&b64("#cloud-config\nhostname: second\n")),
+            "{entry:?}"
+        );
+    }
+}

@@ -60,7 +60,23 @@ pub struct ContentFrom {
     pub secret_name: String,
 }
 
+/// Prefix of [`DataImageSpec::source`] for an image built from a Secret.
+pub const SECRET_SOURCE_PREFIX: &str = "secret:";
+
 impl DataImageSpec {
+    /// What the host asks for, as one string: the URL, or
+    /// `secret:<secretName>` for an image built from contentFrom (the
+    /// reconciler keeps it in its record and shows it in `status.dataImage.url`;
+    /// a change of it is a swap). `None` when neither is set.
+    pub fn source(&self) -> Option<String> {
+        if !self.url.is_empty() {
+            return Some(self.url.clone());
+        }
+        self.content_from
+            .as_ref()
+            .map(|c| format!("{SECRET_SOURCE_PREFIX}{}", c.secret_name))
+    }
+
     /// The label of the ISO built from contentFrom: volumeLabel, else
     /// [`crate::staging::config_iso::DEFAULT_VOLUME_LABEL`].
     pub fn effective_volume_label(&self) -> &str {

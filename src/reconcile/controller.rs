@@ -203,7 +203,7 @@ async fn reconcile_inner<I: IronicApi>(
         let reference = ObjectRef::new_with(&name, resource.clone()).within(&namespace);
         store.get(&reference).is_some()
     });
-    let staging = staging_view(ctx, host, &key);
+    let staging = staging_view(ctx, host, &namespace, &key).await;
     let node_id = host
         .status
         .as_ref()
@@ -295,9 +295,89 @@ fn needs_staging(host: &HostResource) -> bool {
     })
 }
 
+/// An image built from a Secret (contentFrom): read the Secret, build the
+/// ISO (deterministic: the same content gives the same digest, so an
+/// unchanged Secret changes nothing) and hand it to the image server.
+/// A missing or unreadable Secret leaves the host waiting.
+async fn built_view<I: IronicApi>(
+    ctx: &Context<I>,
+    spec: &crate::model::DataImageSpec,
+    secret: &str,
+    namespace: &str,
+    key: &str,
+) -> StagingView {
+    let Some(stager) = &ctx.stager else {
+        return StagingView::Unavailable(
+            "the image is built from a Secret (contentFrom) and served by the reconciler's image server, \
+             and this reconciler has none (--image-server-url): not attached"
+                .into(),
+        );
+    };
+    let files = match read_secret_files(ctx.client.clone(), namespace, secret).await {
+        Ok(files) => files,
+        Err(message) => return StagingView::Unavailable(message),
+    };
+    let iso = match crate::staging::config_iso::build(&files, spec.effective_volume_label()) {
+        Ok(iso) => iso,
+        Err(err) => {
+            return StagingView::Failed(format!(
+                "cannot build the ISO from Secret {namespace}/{secret}: {err}"
+            ));
+        }
+    };
+    match stager.put(key, &iso) {
+        Ok(image) => StagingView::Ready(image),
+        Err(err) => StagingView::Failed(err.to_string()),
+    }
+}
+
+/// A Secret's keys and values (`data`, or `stringData` as a Secret built
+/// client-side may carry). Values never leave this function but as bytes.
+pub async fn read_secret_files(
+    client: kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<std::collections::BTreeMap<String, Vec<u8>>, String> {
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    let secret = match api.get_opt(name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            return Err(format!(
+                "Secret {namespace}/{name} (contentFrom) not found: the image is built once it exists"
+            ));
+        }
+        Err(err) => {
+            return Err(format!(
+                "cannot read Secret {namespace}/{name} (contentFrom): {}",
+                kube_reason(&err)
+            ));
+        }
+    };
+    let mut files: std::collections::BTreeMap<String, Vec<u8>> = secret
+        .string_data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    for (k, v) in secret.data.unwrap_or_default() {
+        files.insert(k, v.0);
+    }
+    Ok(files)
+}
+
 /// What the stager knows of the host's image, without waiting for anything.
 /// Whether staging may start is the decision's call ([`Action::Stage`]).
-fn staging_view<I: IronicApi>(ctx: &Context<I>, host: &HostResource, key: &str) -> StagingView {
+async fn staging_view<I: IronicApi>(
+    ctx: &Context<I>,
+    host: &HostResource,
+    namespace: &str,
+    key: &str,
+) -> StagingView {
+    if let Some(spec) = host.spec.data_image.as_ref().filter(|d| d.url.is_empty())
+        && let Some(content) = &spec.content_from
+    {
+        return built_view(ctx, spec, &content.secret_name, namespace, key).await;
+    }
     let Some(spec) = host
         .spec
         .data_image

@@ -33,6 +33,8 @@ pub const CONFIRM_POLL: Duration = Duration::from_secs(3);
 pub const BUSY_POLL: Duration = Duration::from_secs(15);
 /// Re-check interval while something outside our control blocks the drive.
 pub const BLOCKED_POLL: Duration = Duration::from_secs(30);
+/// Re-read interval of the Secret an image is built from (contentFrom).
+pub const CONTENT_POLL: Duration = Duration::from_secs(60);
 /// Re-check interval while the host's image is staged in the background.
 pub const STAGING_POLL: Duration = Duration::from_secs(5);
 /// Re-check interval while Ironic is unreachable. Nothing is sent to Ironic
@@ -321,6 +323,13 @@ fn power(node: &Node) -> Power {
     }
 }
 
+/// The image the host asks for: its URL, or `secret:<name>` for one built
+/// from a Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Desired {
+    url: String,
+}
+
 /// The host fields the decision reads.
 struct Host<'a> {
     generation: Option<i64>,
@@ -330,7 +339,8 @@ struct Host<'a> {
     detached: bool,
     hold: bool,
     record: Option<AttachedRecord>,
-    desired: Option<&'a crate::model::DataImageSpec>,
+    /// What the host asks for ([`crate::model::DataImageSpec::source`]).
+    desired: Option<Desired>,
     online: bool,
     disable_power_off: bool,
     state: &'a str,
@@ -366,7 +376,12 @@ impl<'a> Host<'a> {
             record: AttachedRecord::from_annotation(annotations.get(STATE_ANNOTATION))
                 .ok()
                 .flatten(),
-            desired: host.spec.data_image.as_ref().filter(|d| !d.url.is_empty()),
+            desired: host
+                .spec
+                .data_image
+                .as_ref()
+                .and_then(|d| d.source())
+                .map(|url| Desired { url }),
             online: host.spec.online.unwrap_or(false),
             disable_power_off: host.spec.disable_power_off.unwrap_or(false),
             state: provisioning.map(|p| p.state.as_str()).unwrap_or(""),
@@ -466,6 +481,7 @@ impl<'a, 'b> Builder<'a, 'b> {
                 if self
                     .host
                     .desired
+                    .as_ref()
                     .is_some_and(|d| Some(d.url.as_str()) == url) =>
             {
                 Some((image.digest.clone(), image.size))
@@ -488,6 +504,7 @@ impl<'a, 'b> Builder<'a, 'b> {
             && self
                 .host
                 .desired
+                .as_ref()
                 .is_some_and(|d| Some(d.url.as_str()) == url)
             && let Some(note) = image.status_note()
         {
@@ -595,6 +612,26 @@ fn human(d: Duration) -> String {
 
 /// Decides the next step for one host.
 pub fn decide(input: &Input) -> Step {
+    let step = decide_host(input);
+    let built = input
+        .host
+        .spec
+        .data_image
+        .as_ref()
+        .is_some_and(|d| d.url.is_empty() && d.content_from.is_some());
+    match step {
+        // The reconciler cannot watch Secrets (it may only get the ones
+        // hosts name), so an image built from one is looked at again every
+        // CONTENT_POLL: a change of the Secret is a swap.
+        Step::Plan(mut plan) if built && input.host.metadata.deletion_timestamp.is_none() => {
+            plan.requeue = Some(plan.requeue.map_or(CONTENT_POLL, |r| r.min(CONTENT_POLL)));
+            Step::Plan(plan)
+        }
+        other => other,
+    }
+}
+
+fn decide_host(input: &Input) -> Step {
     let host = Host::read(input.host);
     let mut b = Builder {
         input,
@@ -606,7 +643,7 @@ pub fn decide(input: &Input) -> Step {
         return deletion(b);
     }
     if b.host.paused {
-        let url = b.host.desired.map(|d| d.url.clone());
+        let url = b.host.desired.as_ref().map(|d| d.url.clone());
         let status = b.status(
             url.as_deref(),
             DataImageState::Waiting,
@@ -615,7 +652,7 @@ pub fn decide(input: &Input) -> Step {
         return b.finish(status, None);
     }
     if b.host.detached {
-        let url = b.host.desired.map(|d| d.url.clone());
+        let url = b.host.desired.as_ref().map(|d| d.url.clone());
         let status = b.status(
             url.as_deref(),
             DataImageState::Waiting,
@@ -627,7 +664,7 @@ pub fn decide(input: &Input) -> Step {
         // The operator would attach the DataImage into the same drive: do not
         // fight over it; only release our hold so the host is not kept off.
         b.set_hold(false);
-        let url = b.host.desired.map(|d| d.url.clone());
+        let url = b.host.desired.as_ref().map(|d| d.url.clone());
         let status = b.status(
             url.as_deref(),
             DataImageState::Error,
@@ -659,7 +696,7 @@ pub fn decide(input: &Input) -> Step {
         } else {
             b.host.state
         };
-        let url = b.host.desired.map(|d| d.url.clone());
+        let url = b.host.desired.as_ref().map(|d| d.url.clone());
         let status = b.status(
             url.as_deref(),
             DataImageState::Waiting,
@@ -668,7 +705,7 @@ pub fn decide(input: &Input) -> Step {
         return b.finish(status, None);
     }
     if b.host.node_id.is_empty() {
-        let url = b.host.desired.map(|d| d.url.clone());
+        let url = b.host.desired.as_ref().map(|d| d.url.clone());
         let status = b.status(
             url.as_deref(),
             DataImageState::Waiting,
@@ -677,7 +714,7 @@ pub fn decide(input: &Input) -> Step {
         return b.finish(status, None);
     }
 
-    let desired = b.host.desired;
+    let desired = b.host.desired.clone();
     match desired {
         None if !record_in_drive => {
             b.set_hold(false);
@@ -732,7 +769,7 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
     let Some(mut record) = b.host.record.clone() else {
         return b.finish(StatusChange::Keep, None);
     };
-    let desired_url = b.host.desired.map(|d| d.url.clone());
+    let desired_url = b.host.desired.as_ref().map(|d| d.url.clone());
     let shown_url = match purpose {
         Purpose::Removal => Some(record.url.clone()),
         Purpose::Replace | Purpose::Leaving => desired_url.clone().or(Some(record.url.clone())),
@@ -889,7 +926,7 @@ fn drive_emptied(mut b: Builder, purpose: Purpose, was_ours: bool) -> Step {
         Purpose::Leaving => {
             b.set_hold(false);
             b.write_record(None);
-            let url = b.host.desired.map(|d| d.url.clone());
+            let url = b.host.desired.as_ref().map(|d| d.url.clone());
             let status = match &url {
                 Some(url) => b.status(
                     Some(url),
@@ -907,7 +944,7 @@ fn drive_emptied(mut b: Builder, purpose: Purpose, was_ours: bool) -> Step {
             b.finish(status, None)
         }
         Purpose::Replace => {
-            let Some(desired) = b.host.desired else {
+            let Some(desired) = b.host.desired.clone() else {
                 return b.finish(StatusChange::Keep, None);
             };
             let url = desired.url.clone();
@@ -1046,6 +1083,7 @@ pub fn after_failure(input: &Input, written: &AttachedRecord, op: Op, err: &Iron
     } else {
         b.host
             .desired
+            .as_ref()
             .map(|d| d.url.clone())
             .or(Some(record.url.clone()))
     };
