@@ -808,8 +808,14 @@ async fn crash_between_the_attaching_record_and_the_post_is_retried_once() {
 }
 
 /// An image server that sends `body` in 64 KiB pieces, one every `pause`
-/// (a large image on a slow link, scaled down).
-async fn trickling_server(body: Vec<u8>, pause: Duration) -> String {
+/// (a large image on a slow link, scaled down); the second half waits until
+/// `gate` is set, so the download is still running whatever the machine's
+/// speed.
+async fn trickling_server(
+    body: Vec<u8>,
+    pause: Duration,
+    gate: Arc<std::sync::atomic::AtomicBool>,
+) -> String {
     use axum::body::Body;
     use futures::StreamExt as _;
     let body = Arc::new(body);
@@ -819,10 +825,20 @@ async fn trickling_server(body: Vec<u8>, pause: Duration) -> String {
             let body = body.clone();
             async move {
                 let chunks: Vec<Vec<u8>> = body.chunks(64 << 10).map(<[u8]>::to_vec).collect();
-                let stream = futures::stream::iter(chunks).then(move |chunk| async move {
-                    tokio::time::sleep(pause).await;
-                    Ok::<_, std::io::Error>(axum::body::Bytes::from(chunk))
-                });
+                let half = chunks.len() / 2;
+                let gate = gate.clone();
+                let stream = futures::stream::iter(chunks.into_iter().enumerate()).then(
+                    move |(i, chunk)| {
+                        let gate = gate.clone();
+                        async move {
+                            tokio::time::sleep(pause).await;
+                            while i >= half && !gate.load(std::sync::atomic::Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                            Ok::<_, std::io::Error>(axum::body::Bytes::from(chunk))
+                        }
+                    },
+                );
                 axum::response::Response::builder()
                     .header("content-length", body.len())
                     .body(Body::from_stream(stream))
@@ -850,9 +866,11 @@ async fn a_slow_staging_download_does_not_delay_another_host() {
     for node in [&slow_node, &fast_node] {
         reset_node(&env, &env.url, &client, node).await;
     }
+    let gate = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let slow_url = trickling_server(
         iso::data_iso("SLOW", &vec![7u8; 8 << 20]),
-        Duration::from_millis(60),
+        Duration::from_millis(20),
+        gate.clone(),
     )
     .await;
     let images =
@@ -935,6 +953,7 @@ async fn a_slow_staging_download_does_not_delay_another_host() {
     let slow = fleet.status("staging-slow");
     assert_eq!(slow["state"], "Waiting", "still downloading: {slow}");
     eprintln!("slow host while the fast one attached: {slow}");
+    gate.store(true, std::sync::atomic::Ordering::SeqCst);
     fleet
         .run_until("the slow image attached", Duration::from_secs(120), |f| {
             f.status("staging-slow")["state"] == "Attached"
