@@ -24,7 +24,9 @@ pub struct FloorResult {
 fn inserted(media: &[VirtualMedia], node: &str) -> bool {
     media.iter().any(|m| {
         m.inserted
-            && m.media_types.iter().any(|t| t == "cdrom")
+            && m.media_types
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case("CD") || t.eq_ignore_ascii_case("DVD"))
             && m.image
                 .as_deref()
                 .is_some_and(|i| i.ends_with(&format!("cdrom-{node}.iso")))

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -61,47 +61,83 @@ fn answers(url: &str) -> bool {
 
 impl IronicEnv {
     /// Reuses the environment in `state_dir` when it runs with at least
-    /// `count` nodes; starts one (`tests/ironic/up.sh`) otherwise.
+    /// `count` nodes; starts one (`tests/ironic/up.sh` with
+    /// `IRONIC_ENROLL=0`) otherwise. Then enrolls and adopts the nodes in
+    /// batches (`enroll.py`; idempotent).
     pub fn ensure(state_dir: &Path, count: usize, up_timeout: Duration) -> anyhow::Result<Self> {
         let env_file = state_dir.join("env");
-        if let Ok(text) = std::fs::read_to_string(&env_file) {
-            let env = parse_env(&text);
-            let nodes: Vec<String> = env
-                .get("IRONIC_NODES")
-                .map(|n| n.split_whitespace().map(str::to_string).collect())
-                .unwrap_or_default();
-            let url = env.get("IRONIC_URL").cloned().unwrap_or_default();
-            if nodes.len() >= count && answers(&url) {
-                eprintln!(
-                    "bench: reusing the Ironic environment in {} ({} nodes, {url})",
-                    state_dir.display(),
-                    nodes.len()
-                );
-                return Self::from_env(state_dir, &env, count, false, None);
-            }
-        }
-        eprintln!(
-            "bench: starting Ironic with {count} nodes in {} (tests/ironic/up.sh; enrolling is slow: about 2 s per node and step on a busy 2-core machine)",
-            state_dir.display()
-        );
         let t0 = Instant::now();
-        let status = Command::new("bash")
-            .arg(repo().join("tests/ironic/up.sh"))
-            .env("IRONIC_STATE_DIR", state_dir)
-            .env("IRONIC_NODE_COUNT", count.to_string())
-            .env("IRONIC_BASIC_NODE_COUNT", "0")
-            .env("IRONIC_UP_TIMEOUT", up_timeout.as_secs().to_string())
-            .status()
-            .context("running tests/ironic/up.sh")?;
-        if !status.success() {
+        let mut started = false;
+        let reusable = std::fs::read_to_string(&env_file).ok().is_some_and(|text| {
+            let env = parse_env(&text);
+            let nodes = env
+                .get("IRONIC_NODES")
+                .map_or(0, |n| n.split_whitespace().count());
+            nodes >= count && env.get("IRONIC_URL").is_some_and(|u| answers(u))
+        });
+        if reusable {
+            eprintln!(
+                "bench: reusing the Ironic environment in {}",
+                state_dir.display()
+            );
+        } else {
+            eprintln!(
+                "bench: starting Ironic for {count} nodes in {} (tests/ironic/up.sh)",
+                state_dir.display()
+            );
+            let status = Command::new("bash")
+                .arg(repo().join("tests/ironic/up.sh"))
+                .env("IRONIC_STATE_DIR", state_dir)
+                .env("IRONIC_NODE_COUNT", count.to_string())
+                .env("IRONIC_BASIC_NODE_COUNT", "0")
+                .env("IRONIC_ENROLL", "0")
+                .env("IRONIC_UP_TIMEOUT", up_timeout.as_secs().to_string())
+                .status()
+                .context("running tests/ironic/up.sh")?;
+            if !status.success() {
+                bail!(
+                    "tests/ironic/up.sh failed ({status}); logs in {}/log",
+                    state_dir.display()
+                );
+            }
+            started = true;
+        }
+        let text = std::fs::read_to_string(&env_file).context("reading the Ironic env file")?;
+        let env = parse_env(&text);
+        let t_enroll = Instant::now();
+        let batch = std::env::var("BENCH_ENROLL_BATCH").unwrap_or_else(|_| "10".into());
+        let output = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+            .arg(repo().join("benches/reconcile/enroll.py"))
+            .arg(env.get("IRONIC_URL").context("IRONIC_URL missing")?)
+            .arg(env.get("SUSHY_URL").context("SUSHY_URL missing")?)
+            .arg(count.to_string())
+            .arg(batch)
+            .arg(up_timeout.as_secs().to_string())
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running benches/reconcile/enroll.py")?;
+        if !output.status.success() {
+            if started {
+                Self::stop_dir(state_dir);
+            }
             bail!(
-                "tests/ironic/up.sh failed ({status}); logs in {}/log",
+                "enrolling {count} nodes failed; logs in {}/log",
                 state_dir.display()
             );
         }
-        let up = t0.elapsed().as_secs_f64();
-        let text = std::fs::read_to_string(&env_file).context("reading the Ironic env file")?;
-        Self::from_env(state_dir, &parse_env(&text), count, true, Some(up))
+        eprintln!(
+            "bench: {count} nodes active; enrolling took {:.0} s",
+            t_enroll.elapsed().as_secs_f64()
+        );
+        let up = started.then(|| t0.elapsed().as_secs_f64());
+        Self::from_env(state_dir, &env, count, started, up)
+    }
+
+    fn stop_dir(state_dir: &Path) {
+        let _ = Command::new("bash")
+            .arg(repo().join("tests/ironic/down.sh"))
+            .env("IRONIC_STATE_DIR", state_dir)
+            .status();
     }
 
     fn from_env(
@@ -151,10 +187,7 @@ impl IronicEnv {
     }
 
     pub fn down(&self) {
-        let _ = Command::new("bash")
-            .arg(repo().join("tests/ironic/down.sh"))
-            .env("IRONIC_STATE_DIR", &self.state_dir)
-            .status();
+        Self::stop_dir(&self.state_dir);
     }
 
     /// Current end of the API log (a phase boundary).
