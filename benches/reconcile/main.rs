@@ -663,7 +663,7 @@ fn report(
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## Reconciler fleet benchmark\n");
-    let _ = writeln!(out, "- machine: {machine}");
+    let _ = writeln!(out, "Machine:\n\n{}\n", machine.trim_end());
     let _ = writeln!(out, "- commit: {commit}");
     let _ = writeln!(
         out,
