@@ -302,7 +302,16 @@ impl ImageServer {
                 let counter = counter.clone();
                 async move {
                     counter.fetch_add(1, Ordering::Relaxed);
-                    image.as_ref().clone()
+                    // Like any web server serving a file: without
+                    // Last-Modified, Ironic's image cache downloads the
+                    // image again for every attach.
+                    (
+                        [(
+                            axum::http::header::LAST_MODIFIED,
+                            "Thu, 01 Jan 2026 00:00:00 GMT",
+                        )],
+                        image.as_ref().clone(),
+                    )
                 }
             }),
         );

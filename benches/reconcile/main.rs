@@ -151,6 +151,9 @@ struct RunResult {
     unknown_paths: Vec<String>,
     fault_note: String,
     image_downloads: u64,
+    /// Distinct `status.dataImage.message`s of hosts seen in Error during
+    /// the rollout (digits folded), with how many hosts showed each.
+    error_messages: std::collections::BTreeMap<String, usize>,
 }
 
 fn delta(after: &Counters, before: &Counters) -> Counters {
@@ -306,6 +309,25 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Records the Error messages of hosts (once per host and message).
+fn note_errors(api: &ApiServer, seen: &mut std::collections::HashSet<(String, String)>) {
+    api.with_hosts(|hosts| {
+        for ((_, name), host) in hosts {
+            if data_image_state(host) == "Error" {
+                let message = host
+                    .pointer("/status/dataImage/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .chars()
+                    .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                    .take(200)
+                    .collect::<String>();
+                seen.insert((name.clone(), message));
+            }
+        }
+    });
+}
+
 fn count_states(api: &ApiServer) -> (usize, usize) {
     api.with_hosts(|hosts| {
         let mut attached = 0;
@@ -424,7 +446,9 @@ async fn run_one(
     let mut fault_done = fault.is_none();
     let mut note = String::new();
     let mut peak = 0;
+    let mut errors_seen = std::collections::HashSet::new();
     loop {
+        note_errors(&api, &mut errors_seen);
         let (attached, attaching) = count_states(&api);
         if let Ok(m) = procstat::memory(reconciler.pid()) {
             peak = peak.max(m.hwm_kib);
@@ -494,6 +518,9 @@ async fn run_one(
     }
     result.converge_seconds = t0.elapsed().as_secs_f64();
     result.fault_note = note;
+    for (_, message) in errors_seen {
+        *result.error_messages.entry(message).or_default() += 1;
+    }
     let (attached, attaching) = count_states(&api);
     result.attached = attached;
     result.attaching_left = attaching;
@@ -888,6 +915,13 @@ fn report(
     for r in results {
         if !r.fault_note.is_empty() {
             let _ = writeln!(out, "\n{}: {}.", r.label, r.fault_note);
+        }
+        for (message, hosts) in &r.error_messages {
+            let _ = writeln!(
+                out,
+                "\n{}: {hosts} host(s) were in Error during the rollout with: `{message}`",
+                r.label
+            );
         }
         let p = problems(r);
         if !p.is_empty() {
