@@ -372,6 +372,7 @@ async fn run_one(
         ..RunResult::default()
     };
     let deadline = Duration::from_secs(600 + 2 * n as u64);
+    let downloads0 = image.downloads.load(std::sync::atomic::Ordering::Relaxed);
 
     // The floor.
     eprintln!(
@@ -601,7 +602,8 @@ async fn run_one(
     result.cpu_seconds =
         procstat::cpu_seconds(reconciler.pid(), procstat::ticks_per_second()).unwrap_or(0.0);
     result.reconciler_warnings += reconciler.warnings();
-    result.image_downloads = image.downloads.load(std::sync::atomic::Ordering::Relaxed);
+    result.image_downloads =
+        image.downloads.load(std::sync::atomic::Ordering::Relaxed) - downloads0;
     reconciler.stop();
     Ok(result)
 }
