@@ -27,7 +27,9 @@
 # Environment: IRONIC_NODE_COUNT (16), IRONIC_BASIC_NODE_COUNT (1),
 # IRONIC_OLD_RELEASE_NODE_COUNT (6), IRONIC_OLD_VENV,
 # IRONIC_UP_TIMEOUT (180 s), PYTHON (python3, >= 3.11), IRONIC_VENV,
-# IRONIC_STATE_DIR, IRONIC_DEBUG (false).
+# IRONIC_STATE_DIR, IRONIC_DEBUG (false), IRONIC_ENROLL (1; 0: create the
+# fake systems but enroll no node: benches/reconcile enrolls its many nodes
+# in batches itself).
 set -Eeuo pipefail
 # shellcheck source=tests/ironic/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -283,6 +285,7 @@ EOF
 
     local pids=() rc=0 pid
     for inst in $EAGER_INSTANCES; do
+        [[ "${IRONIC_ENROLL:-1}" == 0 ]] && continue
         enroll "$inst" "$TIMEOUT" &
         pids+=($!)
     done
