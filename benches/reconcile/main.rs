@@ -934,7 +934,7 @@ fn report(
 }
 
 fn parse_secs(text: &str) -> f64 {
-    metal3_dataimage::staging::args::parse_duration(text)
+    metal3_dataimage::duration::parse_duration(text)
         .map(|d| d.as_secs_f64())
         .unwrap_or(600.0)
 }
@@ -1015,12 +1015,8 @@ async fn run(options: Options) -> anyhow::Result<bool> {
     let _down = Down(&env, env.started && !options.keep_ironic);
     let client =
         metal3_dataimage::ironic::IronicClient::connect(metal3_dataimage::ironic::IronicConfig {
-            endpoint: env.url.parse()?,
-            username: None,
-            password: None,
-            ca_file: None,
-            insecure: false,
             timeout: Duration::from_secs(60),
+            ..metal3_dataimage::ironic::IronicConfig::new(env.url.parse()?)
         })
         .await
         .map_err(|e| anyhow::anyhow!("Ironic at {}: {e}", env.url))?;
