@@ -27,9 +27,9 @@ bash tests/ironic/up.sh >"$ironic_log" 2>&1 &
 ironic_pid=$!
 
 # Debian tools some tests run, installed when missing:
-# - promtool (package prometheus): tests/manifests.rs checks and tests the
+# - promtool (package prometheus): tests/it/manifests.rs checks and tests the
 #   monitoring component's alerts;
-# - isoinfo/isovfy (genisoimage), xorriso, 7z (p7zip-full): tests/config_iso.rs
+# - isoinfo/isovfy (genisoimage), xorriso, 7z (p7zip-full): tests/it/config_iso.rs
 #   reads the configuration ISOs back with independent readers.
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)

@@ -6,7 +6,9 @@
 mod apiserver;
 mod floor;
 mod ironic;
-#[path = "../../tests/support/iso.rs"]
+// The tests' ISO builder; the benchmark uses a part of it.
+#[allow(dead_code)]
+#[path = "../../tests/it/support/iso.rs"]
 mod iso;
 #[allow(dead_code)]
 #[path = "../admission/procstat.rs"]

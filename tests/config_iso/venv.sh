@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/config_iso/venv.sh - print the path of a Python with pycdlib, the
-# independent ISO 9660 reader that tests/config_iso.rs runs read_iso.py with.
+# independent ISO 9660 reader that tests/it/config_iso.rs runs read_iso.py with.
 #
 # The venv is cached in ~/.cache/metal3-dataimage/pycdlib-venv-<key> (key:
 # Python version + the pin below), shared by every clone; PYTHON picks the

@@ -1,6 +1,6 @@
 //! Unit tests of the writer, read back with a small independent parser of
 //! the on-disk structures (the external readers — isoinfo, xorriso, 7-Zip,
-//! pycdlib — are in tests/config_iso.rs).
+//! pycdlib — are in tests/it/config_iso.rs).
 
 use super::*;
 use crate::staging::iso;

@@ -1,8 +1,7 @@
 //! The password must not appear anywhere the staging code writes: logs (every
 //! target, TRACE level), error messages, Debug output, staged results.
 
-#[path = "staging_support/mod.rs"]
-mod support;
+use crate::support::staging as support;
 
 use axum::body::Bytes;
 use base64::Engine;

@@ -1,6 +1,5 @@
 //! Shared helpers for the webhook server tests: a test PKI made with rcgen,
 //! an in-process server on an ephemeral loopback port, and HTTPS clients.
-#![allow(dead_code)] // each test file uses a different subset
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,12 +1,10 @@
 //! Shared helpers for tests against the real Ironic started by
-//! `tests/ironic/up.sh`. Include with
-//! `#[path = "support/ironic.rs"] mod ironic_support;`.
+//! `tests/ironic/up.sh`.
 //!
 //! The environment comes from the variables up.sh writes to
 //! `tests/ironic/.state/env` (`tests/run.sh` exports them); when
 //! `IRONIC_URL` is not set the file itself is read. Missing both is a test
 //! failure with instructions, never a skip.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -156,6 +154,8 @@ impl IronicEnv {
     }
 
     /// Runs `tests/ironic/ctl.sh ARGS`; panics with its output on failure.
+    /// A test that stops the `restart` instance's API holds
+    /// [`restart_instance`] while it does.
     pub fn ctl(&self, args: &[&str]) {
         let out = Command::new("bash")
             .arg(&self.ctl)
@@ -440,4 +440,12 @@ impl Drop for ImageServer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The suites share one process and one Ironic environment: the tests that
+/// stop and start the `restart` instance's API hold this lock, so that one
+/// never stops it under another.
+pub async fn restart_instance() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }

@@ -2,8 +2,6 @@
 //! over a `tower_test::mock::pair` service answered by an in-memory store
 //! (GET, JSON merge patches with resourceVersion preconditions, a simplified
 //! server-side apply of status.dataImage, Events, Leases, host lists).
-//! Include with `#[path = "reconcile_support/fake_kube.rs"] mod fake_kube;`.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

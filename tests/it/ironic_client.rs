@@ -9,10 +9,8 @@
 //! and reconcile_ironic.rs 5-7, so the binaries may also run at the same
 //! time.
 
-#[path = "support/ironic.rs"]
-mod ironic_support;
-#[path = "support/iso.rs"]
-mod iso;
+use crate::support::ironic as ironic_support;
+use crate::support::iso;
 
 use std::time::Duration;
 
@@ -552,6 +550,7 @@ async fn ironic_stopped_then_restarted() {
         .first()
         .cloned()
         .expect("IRONIC_RESTART_NODES has a node");
+    let _restart = ironic_support::restart_instance().await;
     env.ctl(&["start-api", "restart"]);
     let client = IronicClient::connect(IronicConfig::new(env.restart_url.parse().unwrap()))
         .await

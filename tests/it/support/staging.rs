@@ -1,7 +1,6 @@
 //! Test fixtures for the staging tests: a CA and server certificates made
 //! with rcgen, an HTTPS (or HTTP) image server on 127.0.0.1 with basic auth,
 //! redirects and broken transfers, ISO images, and a log capture.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -41,11 +40,10 @@ pub fn basic_header(user: &str, password: &str) -> String {
     )
 }
 
-#[path = "../support/iso.rs"]
-pub mod iso;
+pub use super::iso;
 
 /// A valid ISO 9660 image of exactly `len` bytes (built by the shared
-/// `tests/support/iso.rs`, padded with zeros): one data file whose content
+/// `support::iso`, padded with zeros): one data file whose content
 /// is derived from `seed` so images differ, optional El Torito boot record.
 pub fn iso_image(len: usize, bootable: bool, seed: u8) -> Vec<u8> {
     let mut content = Vec::with_capacity(len / 2);
@@ -74,7 +72,8 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// A test CA and three server identities.
 pub struct Pki {
-    pub dir: tempfile::TempDir,
+    /// Holds the PEM files below for the test's lifetime.
+    _dir: tempfile::TempDir,
     pub ca_file: PathBuf,
     /// Signed by the CA for 127.0.0.1 and localhost.
     pub good: Arc<rustls::ServerConfig>,
@@ -124,7 +123,7 @@ impl Pki {
         let expired = leaf(expired_params, Some(&ca)).0;
         let self_signed = leaf(CertificateParams::new(names).unwrap(), None).0;
         Self {
-            dir,
+            _dir: dir,
             ca_file,
             good,
             expired,

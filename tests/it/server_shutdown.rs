@@ -1,7 +1,7 @@
 //! The real `metal3-dataimage serve` binary: SIGTERM while requests flow
 //! (not ready at once, every request answered, exit 0), and the probes.
 
-mod server_support;
+use crate::support::server as server_support;
 
 use std::process::{Child, Command};
 use std::sync::Arc;

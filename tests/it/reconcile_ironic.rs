@@ -18,12 +18,9 @@ use metal3_dataimage::reconcile::record::{
 };
 use serde_json::{Value, json};
 
-#[path = "reconcile_support/fake_kube.rs"]
-mod fake_kube;
-#[path = "support/ironic.rs"]
-mod ironic_support;
-#[path = "support/iso.rs"]
-mod iso;
+use crate::support::fake_kube;
+use crate::support::ironic as ironic_support;
+use crate::support::iso;
 
 use fake_kube::*;
 use ironic_support::{IronicEnv, redfish_cd, reset_node, wait_redfish_cd};
@@ -555,6 +552,7 @@ async fn ironic_outage_is_waited_out_without_writes_or_errors() {
         env.restart_nodes.len() >= 4,
         "IRONIC_RESTART_NODES needs 4 nodes (tests/ironic/up.sh)"
     );
+    let _restart = ironic_support::restart_instance().await;
     env.ctl(&["start-api", "restart"]);
     let client = IronicClient::connect(IronicConfig::new(env.restart_url.parse().unwrap()))
         .await
@@ -732,7 +730,7 @@ async fn ironic_outage_is_waited_out_without_writes_or_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_between_the_attaching_record_and_the_post_is_retried_once() {
     let env = IronicEnv::load();
-    let node = env.node(11);
+    let node = env.node(16);
     let client = env.client().await;
     reset_node(&env, &env.url, &client, &node).await;
     let images =
@@ -1152,11 +1150,12 @@ async fn sidecar_connects_with_only_the_operators_settings_and_attaches() {
     use metal3_dataimage::reconcile::{FileState, OperatorEnv, resolve_ironic_config};
 
     let env = IronicEnv::load();
+    // Node 0 is `ironic_client::basic_auth_good_and_bad_credentials`'s.
     let node = env
         .basic_nodes
-        .first()
+        .get(1)
         .cloned()
-        .expect("IRONIC_BASIC_NODES has a node");
+        .expect("IRONIC_BASIC_NODES has two nodes (tests/ironic/up.sh)");
 
     // The operator's layout: $METAL3_AUTH_ROOT_DIR/ironic/{username,password}
     // as a mounted Secret writes them (no trailing newline needed, one is fine).

@@ -2,9 +2,6 @@
 //! tools): system area, Primary Volume Descriptor (`CD001`) at sector 16,
 //! an optional El Torito boot record with a boot catalog, the descriptor
 //! set terminator, path tables, the root directory and the files.
-//!
-//! Include with `#[path = "support/iso.rs"] mod iso;`.
-#![allow(dead_code)]
 
 pub const SECTOR: usize = 2048;
 

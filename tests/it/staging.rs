@@ -1,8 +1,7 @@
 //! Image staging against test image servers on 127.0.0.1 (HTTPS with a CA
 //! generated here, basic auth, redirects, broken transfers).
 
-#[path = "staging_support/mod.rs"]
-mod support;
+use crate::support::staging as support;
 
 use axum::body::Bytes;
 use metal3_dataimage::model::SecretCredentials;

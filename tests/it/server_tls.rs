@@ -2,7 +2,7 @@
 //! kubelet-style `..data` symlink swap while requests flow, keeping the last
 //! good certificate, mTLS, ALPN/HTTP/2, minimum TLS version.
 
-mod server_support;
+use crate::support::server as server_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

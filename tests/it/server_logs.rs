@@ -2,7 +2,7 @@
 //! requests reach :9443 directly: request fields cannot forge log lines, and
 //! running out of file descriptors does not flood the log.
 
-mod server_support;
+use crate::support::server as server_support;
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! AdmissionReview semantics over real HTTPS against the in-process server,
 //! with captured kube-apiserver requests as bodies.
 
-mod server_support;
+use crate::support::server as server_support;
 
 use std::sync::Arc;
 use std::time::Duration;

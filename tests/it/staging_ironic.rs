@@ -3,10 +3,8 @@
 //! staging URL and inserts it (seen in the Redfish emulator), and nothing
 //! Ironic keeps about the node holds the credentials.
 
-#[path = "support/ironic.rs"]
-mod ironic_support;
-#[path = "staging_support/mod.rs"]
-mod support;
+use crate::support::ironic as ironic_support;
+use crate::support::staging as support;
 
 use std::time::Duration;
 

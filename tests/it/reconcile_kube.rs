@@ -1,7 +1,7 @@
 //! The reconciler's Kubernetes side, against a fake API server behind kube's
 //! `Client` (a `tower_test::mock::pair` service answered by an in-memory
 //! store) and a fake Ironic (the real Ironic is exercised in
-//! tests/reconcile_ironic.rs).
+//! tests/it/reconcile_ironic.rs).
 //!
 //! There is no baremetal-operator here: its behaviours the reconciler relies
 //! on are simulated by `operator_steady_state` (keeps a host off while any
@@ -13,10 +13,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-#[path = "reconcile_support/fake_kube.rs"]
-mod fake_kube;
-#[path = "support/iso.rs"]
-mod iso;
+use crate::support::fake_kube;
+use crate::support::iso;
 use fake_kube::*;
 
 use kube::runtime::reflector::store::Writer;

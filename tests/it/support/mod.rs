@@ -1,0 +1,7 @@
+//! Fixtures shared by the suites.
+
+pub mod fake_kube;
+pub mod ironic;
+pub mod iso;
+pub mod server;
+pub mod staging;
