@@ -12,19 +12,39 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s (%ss)\n' "$*" "$SECONDS"; }
 
 ironic_log=$(mktemp -t metal3-dataimage-ironic-up.XXXXXX)
+bench_log=$(mktemp -t metal3-dataimage-bench-ironic-up.XXXXXX)
+# The reconciler benchmark's smoke run (benches/reconcile) needs 20 nodes of
+# its own: a second environment in its own state directory.
+export BENCH_IRONIC_STATE=${BENCH_IRONIC_STATE:-$(mktemp -d -t metal3-dataimage-bench-ironic.XXXXXX)}
 cleanup() {
     status=$?
     if [ -n "${ironic_pid:-}" ]; then wait "$ironic_pid" 2>/dev/null || true; fi
+    if [ -n "${bench_pid:-}" ]; then wait "$bench_pid" 2>/dev/null || true; fi
     bash tests/ironic/down.sh || true
+    IRONIC_STATE_DIR=$BENCH_IRONIC_STATE bash tests/ironic/down.sh >/dev/null 2>&1 || true
     exit "$status"
 }
 trap cleanup EXIT
 
 # Installing and starting Ironic is mostly download and Python start-up: run it
-# beside the Rust build instead of after it.
-step "starting Ironic + sushy-tools in the background (log: $ironic_log)"
+# beside the Rust build instead of after it. The benchmark's environment
+# starts when the first is up (they share the cached venvs), and its 20 nodes
+# are enrolled in batches (benches/reconcile/enroll.py), also in the
+# background.
+step "starting Ironic + sushy-tools in the background (logs: $ironic_log, $bench_log)"
 bash tests/ironic/up.sh >"$ironic_log" 2>&1 &
 ironic_pid=$!
+(
+    wait_for_first() { while kill -0 "$ironic_pid" 2>/dev/null; do sleep 2; done; }
+    wait_for_first
+    export IRONIC_STATE_DIR=$BENCH_IRONIC_STATE IRONIC_NODE_COUNT=20 \
+        IRONIC_BASIC_NODE_COUNT=0 IRONIC_OLD_RELEASE_NODE_COUNT=0 IRONIC_ENROLL=0
+    bash tests/ironic/up.sh
+    # shellcheck disable=SC1091
+    . "$BENCH_IRONIC_STATE/env"
+    "${PYTHON:-python3}" benches/reconcile/enroll.py "$IRONIC_URL" "$SUSHY_URL" 20 10 600
+) >"$bench_log" 2>&1 &
+bench_pid=$!
 
 # Debian tools some tests run, installed when missing:
 # - promtool (package prometheus): tests/it/manifests.rs checks and tests the
@@ -66,9 +86,19 @@ set -a
 . tests/ironic/.state/env
 set +a
 
-# --all-targets includes benches/admission, whose test mode is the benchmark
-# smoke run (`scripts/bench.sh --smoke`): both servers start and answer
-# correctly; no timing is judged.
+step "waiting for the benchmark's Ironic"
+if ! wait "$bench_pid"; then
+    bench_pid=
+    echo "the benchmark's Ironic environment failed:" >&2
+    tail -n 80 "$bench_log" >&2
+    exit 1
+fi
+bench_pid=
+tail -n 3 "$bench_log"
+
+# --all-targets includes the benchmarks, whose test mode is their smoke run
+# (`scripts/bench.sh --smoke`, `scripts/bench-reconcile.sh --smoke`): they
+# judge correctness, never timing.
 step "cargo test (unit, integration, benchmark smoke run)"
 cargo test --all-targets
 

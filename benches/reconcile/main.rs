@@ -62,8 +62,9 @@ struct Options {
     #[arg(long)]
     steady: Option<u64>,
     /// Ironic state directory (reused when it runs with enough nodes)
-    /// [default: a temporary one, stopped at the end].
-    #[arg(long)]
+    /// [default: a temporary one, stopped at the end]. tests/run.sh starts
+    /// the smoke run's environment beside the Rust build and passes it here.
+    #[arg(long, env = "BENCH_IRONIC_STATE")]
     ironic_state: Option<PathBuf>,
     /// Keep the Ironic environment running at the end.
     #[arg(long)]
