@@ -34,6 +34,8 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One process-wide rustls provider for every subcommand (see the function).
+    crate::admission::tls::install_default_provider();
     let result = match cli.command {
         Command::Serve(args) => crate::admission::run(args),
         Command::Check(args) => return ExitCode::from(crate::check::run(args)),

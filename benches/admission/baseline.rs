@@ -1,5 +1,6 @@
 //! The baseline: the floor for any Rust webhook. Same stack as `serve`
-//! (tokio multi-thread runtime, rustls with the ring provider, TLS 1.2 + 1.3,
+//! (tokio multi-thread runtime, rustls with the ring or the aws-lc-rs
+//! provider (`--provider`; the driver runs both), TLS 1.2 + 1.3,
 //! ALPN http/1.1, tokio-rustls + hyper HTTP/1.1 keep-alive, TCP_NODELAY, an
 //! axum router), but the handler reads only `request.uid` and answers
 //! "allowed". It also serves a plain-HTTP `/readyz` like `serve`, so cold
@@ -40,6 +41,34 @@ pub struct BaselineArgs {
     tls_cert_file: PathBuf,
     #[arg(long)]
     tls_key_file: PathBuf,
+    /// rustls crypto provider of the listener.
+    #[arg(long, value_enum, default_value_t = Provider::AwsLcRs)]
+    provider: Provider,
+}
+
+/// The rustls crypto providers the baseline can be built with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Provider {
+    #[value(name = "ring")]
+    Ring,
+    #[value(name = "aws-lc-rs")]
+    AwsLcRs,
+}
+
+impl Provider {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ring => "ring",
+            Self::AwsLcRs => "aws-lc-rs",
+        }
+    }
+
+    fn crypto(self) -> rustls::crypto::CryptoProvider {
+        match self {
+            Self::Ring => rustls::crypto::ring::default_provider(),
+            Self::AwsLcRs => rustls::crypto::aws_lc_rs::default_provider(),
+        }
+    }
 }
 
 pub fn main(args: &[String]) -> ExitCode {
@@ -70,13 +99,16 @@ pub fn main(args: &[String]) -> ExitCode {
 }
 
 async fn serve(args: BaselineArgs) -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let chain = CertificateDer::pem_file_iter(&args.tls_cert_file)
         .context("read certificate")?
         .collect::<Result<Vec<_>, _>>()
         .context("parse certificate")?;
     let key = PrivateKeyDer::from_pem_file(&args.tls_key_file).context("read key")?;
-    let mut config = ServerConfig::builder()
+    // rustls' defaults (TLS 1.2 + 1.3, the provider's default suites and
+    // groups), with the provider given explicitly: rustls is built with both.
+    let mut config = ServerConfig::builder_with_provider(Arc::new(args.provider.crypto()))
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .context("TLS config")?;

@@ -15,6 +15,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use crate::{
+    baseline::Provider,
     cases, load,
     procstat::{self, Memory},
     report::{self, PhaseKind, PhaseResult, ServerResult},
@@ -52,7 +53,7 @@ struct Options {
     /// Cold starts to time per server and round.
     #[arg(long)]
     cold_starts: Option<usize>,
-    /// Rounds; baseline and webhook alternate, each figure is the median of
+    /// Rounds; the baselines and the webhook alternate, each figure is the median of
     /// the rounds (default 3; smoke 1).
     #[arg(long)]
     rounds: Option<usize>,
@@ -63,6 +64,11 @@ struct Options {
     /// Do not pin the load client and the servers to different CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// rustls providers to run the baseline with, each as its own server in
+    /// every round; the table compares the webhook with the fastest one (the
+    /// highest max throughput on the first mix) and lists the others.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Provider::AwsLcRs, Provider::Ring])]
+    baseline_providers: Vec<Provider>,
     /// The `metal3-dataimage` binary (default: the one cargo built with this bench).
     #[arg(long)]
     serve_bin: Option<PathBuf>,
@@ -201,10 +207,18 @@ fn run(options: &Options) -> anyhow::Result<bool> {
         .build()
         .context("load client runtime")?;
 
-    let mut baseline_rounds = Vec::new();
+    let mut providers = options.baseline_providers.clone();
+    providers.dedup();
+    anyhow::ensure!(!providers.is_empty(), "--baseline-providers: none given");
+    let mut baseline_rounds: Vec<Vec<ServerResult>> = vec![Vec::new(); providers.len()];
     let mut webhook_rounds = Vec::new();
+    let servers: Vec<Server> = providers
+        .iter()
+        .map(|provider| Server::Baseline(*provider))
+        .chain([Server::Webhook])
+        .collect();
     for (round, server) in
-        (0..settings.rounds).flat_map(|round| [(round, Server::Baseline), (round, Server::Webhook)])
+        (0..settings.rounds).flat_map(|round| servers.iter().map(move |server| (round, *server)))
     {
         eprintln!(
             "bench: round {}/{}: {} ...",
@@ -222,15 +236,15 @@ fn run(options: &Options) -> anyhow::Result<bool> {
             cpu: settings.server_cpu,
             wrap: match server {
                 Server::Webhook => options.wrap.as_deref(),
-                Server::Baseline => None,
+                Server::Baseline(_) => None,
             },
             extra_args: match server {
                 Server::Webhook => &options.webhook_arg,
-                Server::Baseline => &[],
+                Server::Baseline(_) => &[],
             },
             extra_env: match server {
                 Server::Webhook => &options.webhook_env,
-                Server::Baseline => &[],
+                Server::Baseline(_) => &[],
             },
         };
         let phases = phase_plan(options, &settings, rate, &mix_names);
@@ -245,11 +259,30 @@ fn run(options: &Options) -> anyhow::Result<bool> {
             &phases,
         )?;
         match server {
-            Server::Baseline => baseline_rounds.push(result),
+            Server::Baseline(provider) => {
+                let index = providers.iter().position(|p| *p == provider);
+                baseline_rounds[index.unwrap_or(0)].push(result);
+            }
             Server::Webhook => webhook_rounds.push(result),
         }
     }
-    let baseline = ServerResult::combine(&baseline_rounds);
+    let baselines: Vec<(Provider, ServerResult)> = providers
+        .iter()
+        .zip(&baseline_rounds)
+        .map(|(provider, rounds)| (*provider, ServerResult::combine(rounds)))
+        .collect();
+    // The strongest floor: the highest max throughput on the first mix.
+    let reference = |result: &ServerResult| {
+        result
+            .phases
+            .iter()
+            .find(|phase| phase.kind == PhaseKind::MaxThroughput)
+            .map_or(0.0, |phase| phase.rate)
+    };
+    let best = (0..baselines.len())
+        .max_by(|a, b| reference(&baselines[*a].1).total_cmp(&reference(&baselines[*b].1)))
+        .unwrap_or(0);
+    let baseline = baselines[best].1.clone();
     let webhook = ServerResult::combine(&webhook_rounds);
 
     let run = RunInfo {
@@ -258,7 +291,30 @@ fn run(options: &Options) -> anyhow::Result<bool> {
         machine: &machine,
         mixes: &mixes,
     };
-    let report = render_report(options, &settings, &run, &webhook, &baseline);
+    let mut report = render_report(options, &settings, &run, &webhook, &baseline);
+    report.push_str(&report::baselines_section(
+        &baselines
+            .iter()
+            .map(|(provider, result)| (provider.name(), result))
+            .collect::<Vec<_>>(),
+        best,
+        &webhook,
+    ));
+    let mut per_round: Vec<(String, &[ServerResult])> = providers
+        .iter()
+        .zip(&baseline_rounds)
+        .map(|(provider, rounds)| (format!("baseline ({})", provider.name()), rounds.as_slice()))
+        .collect();
+    per_round.push(("webhook".to_string(), webhook_rounds.as_slice()));
+    report.push_str(&report::rounds_section(&per_round, best));
+    for (provider, result) in &baselines {
+        for (label, profile) in &result.profiles {
+            report.push_str(&format!(
+                "\nCPU profile, baseline ({}), {label} (perf, cpu-clock, self time, symbols ≥ 1%):\n\n```text\n{profile}\n```\n",
+                provider.name()
+            ));
+        }
+    }
     print!("{report}");
     if let Some(path) = &options.output {
         std::fs::write(path, &report).with_context(|| format!("write {}", path.display()))?;
@@ -267,7 +323,7 @@ fn run(options: &Options) -> anyhow::Result<bool> {
         let kept = workdir.keep();
         eprintln!("bench: work directory kept: {}", kept.display());
     }
-    let ok = webhook.errors() == 0 && baseline.errors() == 0;
+    let ok = webhook.errors() == 0 && baselines.iter().all(|(_, result)| result.errors() == 0);
     if !ok {
         eprintln!("bench: some requests failed (see the errors rows and notes above)");
     }
@@ -296,14 +352,15 @@ fn pin_self() -> (Option<u32>, Option<u32>) {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Server {
-    Baseline,
+    Baseline(Provider),
     Webhook,
 }
 
 impl Server {
     fn name(self) -> &'static str {
         match self {
-            Self::Baseline => "baseline",
+            Self::Baseline(Provider::Ring) => "baseline-ring",
+            Self::Baseline(Provider::AwsLcRs) => "baseline-aws-lc-rs",
             Self::Webhook => "webhook",
         }
     }
@@ -377,7 +434,7 @@ fn start(spec: &SpawnSpec, attempt: usize) -> anyhow::Result<(Running, Duration)
         .join(format!("{}-{attempt}.log", spec.server.name()));
     let log_file = std::fs::File::create(&log).context("server log file")?;
     let program = match spec.server {
-        Server::Baseline => spec.self_bin,
+        Server::Baseline(_) => spec.self_bin,
         Server::Webhook => spec.serve_bin,
     };
     let mut argv: Vec<std::ffi::OsString> = Vec::new();
@@ -391,7 +448,10 @@ fn start(spec: &SpawnSpec, attempt: usize) -> anyhow::Result<(Running, Duration)
     let mut command = Command::new(&argv[0]);
     command.args(&argv[1..]);
     match spec.server {
-        Server::Baseline => command.arg("baseline-server"),
+        Server::Baseline(provider) => command
+            .arg("baseline-server")
+            .arg("--provider")
+            .arg(provider.name()),
         Server::Webhook => command.arg("serve"),
     };
     command
@@ -803,8 +863,14 @@ fn render_report(
         _ => "- pinning: none (load client and server share the CPUs)\n".to_string(),
     });
     out.push_str(&format!(
-        "- rounds: {} (baseline and webhook alternate, each freshly started; every figure is the median of the rounds, peak RSS the highest, cold starts over all starts)\n",
-        settings.rounds
+        "- rounds: {} (the baselines ({}) and the webhook alternate, each freshly started; every figure is the median of the rounds, peak RSS the highest, cold starts over all starts); the table's baseline is the fastest provider (max throughput, first mix), the others are listed below it\n",
+        settings.rounds,
+        options
+            .baseline_providers
+            .iter()
+            .map(|provider| provider.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     out.push_str(&format!(
         "- load: HTTPS (TLS 1.3, ALPN http/1.1, no session resumption), warm-up {:.1} s + {:.1} s measured per phase; open loop at {rate:.0} req/s over {} keep-alive connections (a request due while its connection is still busy is timed from its intended send time: no coordinated omission); max throughput over {} connections; new-connection phase with {} connectors\n",
@@ -828,7 +894,7 @@ fn render_report(
         out.push_str("\nErrors (first samples):\n\n");
         out.push_str(&notes);
     }
-    for (name, result) in [("webhook", webhook), ("baseline", baseline)] {
+    for (name, result) in [("webhook", webhook)] {
         for (label, profile) in &result.profiles {
             out.push_str(&format!(
                 "\nCPU profile, {name}, {label} (perf, cpu-clock, self time, symbols ≥ 1%):\n\n```text\n{profile}\n```\n"

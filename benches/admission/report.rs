@@ -404,6 +404,106 @@ pub fn render(webhook: &ServerResult, baseline: &ServerResult, judge: bool) -> S
     table.text
 }
 
+/// The baseline of every provider: the max-throughput and handshake figures,
+/// and the webhook's ratio to each; `chosen` is the table's baseline.
+pub fn baselines_section(
+    baselines: &[(&str, &ServerResult)],
+    chosen: usize,
+    webhook: &ServerResult,
+) -> String {
+    let mut out = String::from(
+        "\nBaseline per rustls provider (the table above uses the one marked *):\n\n| phase | figure | webhook |",
+    );
+    for (index, (name, _)) in baselines.iter().enumerate() {
+        let mark = if index == chosen { " *" } else { "" };
+        let _ = write!(out, " baseline {name}{mark} | webhook/{name} |");
+    }
+    out.push_str("\n|---|---|---:|");
+    for _ in baselines {
+        out.push_str("---:|---:|");
+    }
+    out.push('\n');
+    for (index, phase) in webhook.phases.iter().enumerate() {
+        let figures: [(&str, fn(&PhaseResult) -> f64, usize); 2] = match phase.kind {
+            PhaseKind::FixedRate => [
+                ("p99 ms", |p| p.p99_ms, 3),
+                ("server CPU µs per request", |p| p.cpu_us_per_request, 1),
+            ],
+            PhaseKind::MaxThroughput => [
+                ("req/s", |p| p.rate, 0),
+                ("server CPU µs per request", |p| p.cpu_us_per_request, 1),
+            ],
+            PhaseKind::NewConnections => [
+                ("connections/s", |p| p.rate, 0),
+                ("server CPU µs per connection", |p| p.cpu_us_per_request, 1),
+            ],
+        };
+        for (figure, get, digits) in figures {
+            let value = get(phase);
+            let _ = write!(out, "| {} | {figure} | {value:.digits$} |", phase.label);
+            for (_, baseline) in baselines {
+                match baseline.phases.get(index) {
+                    Some(other) => {
+                        let _ = write!(
+                            out,
+                            " {:.digits$} | {} |",
+                            get(other),
+                            ratio(value, get(other))
+                        );
+                    }
+                    None => out.push_str(" | |"),
+                }
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Every round's max-throughput figures, so the spread behind the medians
+/// shows; the ratio is to the chosen baseline of the same round.
+pub fn rounds_section(servers: &[(String, &[ServerResult])], chosen: usize) -> String {
+    let mut out = String::from(
+        "\nMax throughput per round (req/s, server CPU µs per request; ratio: webhook / the chosen baseline of the same round):\n\n| phase | round |",
+    );
+    for (name, _) in servers {
+        let _ = write!(out, " {name} |");
+    }
+    out.push_str(" ratio |\n|---|---:|");
+    for _ in servers {
+        out.push_str("---:|");
+    }
+    out.push_str("---:|\n");
+    let Some((_, webhook_rounds)) = servers.last() else {
+        return out;
+    };
+    let Some((_, chosen_rounds)) = servers.get(chosen) else {
+        return out;
+    };
+    for (round, webhook) in webhook_rounds.iter().enumerate() {
+        for (index, phase) in webhook.phases.iter().enumerate() {
+            if phase.kind != PhaseKind::MaxThroughput {
+                continue;
+            }
+            let _ = write!(out, "| {} | {} |", phase.label, round + 1);
+            for (_, rounds) in servers {
+                match rounds.get(round).and_then(|r| r.phases.get(index)) {
+                    Some(p) => {
+                        let _ = write!(out, " {:.0} ({:.1} µs) |", p.rate, p.cpu_us_per_request);
+                    }
+                    None => out.push_str(" |"),
+                }
+            }
+            let floor = chosen_rounds
+                .get(round)
+                .and_then(|r| r.phases.get(index))
+                .map_or(f64::NAN, |p| p.rate);
+            let _ = writeln!(out, " {} |", ratio(phase.rate, floor));
+        }
+    }
+    out
+}
+
 /// Error samples of both servers, for the report.
 pub fn error_notes(name: &str, result: &ServerResult) -> String {
     let mut notes = String::new();

@@ -361,7 +361,8 @@ pub async fn guarded(judging: impl Future<Output = Verdict>, metrics: &Metrics) 
 
 /// One line per review. Denials, warnings and patches are logged at `info`;
 /// a plain "allowed" (most traffic: the operator's own status writes) at
-/// `debug`, to keep the log about what changed something.
+/// `debug`, to keep the log about what changed something; so is an "allowed"
+/// whose only warnings say the Secret was not checked for lack of cluster access.
 ///
 /// Request-controlled strings (uid, kind, namespace, name, messages quoting
 /// the object) are recorded as `&str`, never with `%`: the text format then
@@ -405,10 +406,25 @@ fn log_review(webhook: Webhook, review: &Review<'_>, verdict: &Verdict, started:
             duration_ms,
             "admission review"
         ),
-        _ if patched || !verdict.warnings.is_empty() || !verdict.allowed => allowed_event!(info),
+        // Without cluster access every Secret reference gets the same "could
+        // not be checked" warning, announced once at start-up: not worth a line
+        // per review. Any other warning (a failed lookup too) stays at info.
+        _ if patched
+            || !verdict.allowed
+            || verdict
+                .warnings
+                .iter()
+                .any(|w| !w.ends_with(NO_CLUSTER_ACCESS)) =>
+        {
+            allowed_event!(info)
+        }
         _ => allowed_event!(debug),
     }
 }
+
+/// The end of the warning for a Secret that could not be checked because the
+/// webhook runs without cluster access (the reason `serve` gives then).
+const NO_CLUSTER_ACCESS: &str = "could not be checked: the webhook has no cluster access";
 
 fn is_json(headers: &HeaderMap) -> bool {
     headers
@@ -601,6 +617,36 @@ mod tests {
         let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(answer["response"]["uid"], "u-7");
         assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+    }
+
+    /// The warning `log_review` keeps at debug is the one `serve` gives
+    /// without cluster access (its reason is set in `admission::serve`).
+    #[tokio::test]
+    async fn no_cluster_access_warning_is_recognised() {
+        let state = AppState::new(
+            Policy::default(),
+            Arc::new(NoClusterAccess {
+                reason: "the webhook has no cluster access".into(),
+            }),
+            Duration::from_secs(1),
+            Metrics::default(),
+        );
+        let body = include_str!("../../tests/fixtures/bench/update-allow.json");
+        let request = Request::post(VALIDATE_BMH_PATH)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let response = router(state).oneshot(request).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let warnings = answer["response"]["warnings"].as_array().unwrap();
+        assert!(!warnings.is_empty(), "{answer}");
+        for warning in warnings {
+            assert!(
+                warning.as_str().unwrap().ends_with(NO_CLUSTER_ACCESS),
+                "{warning}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -52,7 +52,11 @@ pub struct TlsSettings {
     pub enable_http2: bool,
 }
 
-/// Installs the ring provider as the process default (idempotent).
+/// Installs the ring provider as the process default (idempotent). rustls is
+/// built with both ring and aws-lc-rs, so it cannot pick one from its crate
+/// features: every process installs ring before any TLS client is built (the
+/// kube and reqwest clients use the default). The webhook's own listener does
+/// not use it: [`crypto_provider`] hands aws-lc-rs to its `ServerConfig`.
 pub fn install_default_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
@@ -86,7 +90,7 @@ pub fn select_cipher_suites(
     names: &[String],
     min_version: TlsMinVersion,
 ) -> anyhow::Result<Vec<SupportedCipherSuite>> {
-    let all = rustls::crypto::ring::ALL_CIPHER_SUITES;
+    let all = rustls::crypto::aws_lc_rs::ALL_CIPHER_SUITES;
     if names.iter().all(|name| name.trim().is_empty()) {
         return Ok(all.to_vec());
     }
@@ -140,12 +144,15 @@ pub fn select_cipher_suites(
     Ok(suites)
 }
 
-/// The crypto provider (ring) restricted to the chosen suites.
+/// The listener's crypto provider, restricted to the chosen suites: aws-lc-rs
+/// (its AES-GCM and P-256 signing cost less CPU per review and per handshake
+/// than ring's; BENCHMARKS.md). Passed explicitly to every `ServerConfig`,
+/// so it does not depend on the process default.
 pub fn crypto_provider(settings: &TlsSettings) -> anyhow::Result<Arc<CryptoProvider>> {
     let cipher_suites = select_cipher_suites(&settings.cipher_suites, settings.min_version)?;
     Ok(Arc::new(CryptoProvider {
         cipher_suites,
-        ..rustls::crypto::ring::default_provider()
+        ..rustls::crypto::aws_lc_rs::default_provider()
     }))
 }
 
