@@ -2,12 +2,13 @@
 """Count production lines in src/: every .rs file, minus `#[cfg(test)]` items
 (modules, functions, impls) and files that are only compiled under
 `#[cfg(test)]`. Prints total lines and code lines (non-blank, not a `//`
-comment). Usage: scripts/prod-lines.py [src-dir]"""
+comment). Usage: scripts/prod-lines.py [-v] [src-dir] (-v: per file)"""
 import os
 import re
 import sys
 
-root = sys.argv[1] if len(sys.argv) > 1 else "src"
+args = [a for a in sys.argv[1:] if a != "-v"]
+root = args[0] if args else "src"
 
 
 def strip_cfg_test(text):

@@ -148,6 +148,9 @@ pub const TARGETS: Targets = Targets {
     ready_ms: 100.0,
 };
 
+/// One row of the provider table: its label, how to read it from a phase, and its decimals.
+type Figure = (&'static str, fn(&PhaseResult) -> f64, usize);
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -424,7 +427,7 @@ pub fn baselines_section(
     }
     out.push('\n');
     for (index, phase) in webhook.phases.iter().enumerate() {
-        let figures: [(&str, fn(&PhaseResult) -> f64, usize); 2] = match phase.kind {
+        let figures: [Figure; 2] = match phase.kind {
             PhaseKind::FixedRate => [
                 ("p99 ms", |p| p.p99_ms, 3),
                 ("server CPU µs per request", |p| p.cpu_us_per_request, 1),
