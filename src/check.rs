@@ -475,7 +475,8 @@ fn judge<'a>(
         }
     };
     let verdict = rules::validate(&input, &decoded, &lookup, policy);
-    let patch = rules::mutate(&input, &decoded, policy).patch;
+    let old = rules::OldDataImages::from_raw(input.old_object);
+    let patch = rules::mutate(&input, &decoded, &old, policy).patch;
     Report {
         doc,
         verdict: Some(verdict),

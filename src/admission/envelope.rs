@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::model::{BareMetalHost, UpstreamDataImage};
-use crate::rules::{DenyStatus, Operation, ResourceKind, ReviewInput, TypedObject, Verdict};
+use crate::rules::{
+    DenyStatus, OldDataImages, Operation, ResourceKind, ReviewInput, TypedObject, Verdict,
+};
 
 pub const ADMISSION_V1: &str = "admission.k8s.io/v1";
 pub const ADMISSION_V1BETA1: &str = "admission.k8s.io/v1beta1";
@@ -50,10 +52,24 @@ pub struct Review<'a> {
     /// Raw `object` ([`parse_review`]); `None` when [`parse_review_for`]
     /// decoded it already.
     pub object: Option<&'a RawValue>,
+    /// Raw `oldObject`; `None` when [`parse_review_for`] read it as
+    /// [`Self::old_data_images`] already.
     pub old_object: Option<&'a RawValue>,
+    /// What the mutating path restores from `oldObject`, read in the same
+    /// pass by [`parse_review_for`] for the mutating endpoint.
+    pub old_data_images: Option<OldDataImages>,
 }
 
 impl<'a> Review<'a> {
+    /// `spec.dataImage` and `status.dataImage` of `oldObject`, from the same
+    /// pass or else read from the raw `oldObject`.
+    pub fn old_data_images(&self) -> Cow<'_, OldDataImages> {
+        match &self.old_data_images {
+            Some(old) => Cow::Borrowed(old),
+            None => Cow::Owned(OldDataImages::from_raw(self.old_object)),
+        }
+    }
+
     /// The rules' view of this request (`None` for kinds we do not judge).
     pub fn input(&self) -> Option<ReviewInput<'_>> {
         Some(ReviewInput {
@@ -93,19 +109,22 @@ impl fmt::Display for EnvelopeError {
 /// The envelope, with `object` read as `O`: `&RawValue` (kept raw) or
 /// [`JsonObject`] of a rules type (decoded in the same pass).
 #[derive(Deserialize)]
-#[serde(bound(deserialize = "O: Deserialize<'de>"))]
-struct WireReview<'a, O> {
+#[serde(bound(deserialize = "O: Deserialize<'de>, P: Deserialize<'de>"))]
+struct WireReview<'a, O, P = &'a RawValue> {
     #[serde(rename = "apiVersion", borrow, default)]
     api_version: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "borrowed_str")]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    request: Option<WireRequest<'a, O>>,
+    request: Option<WireRequest<'a, O, P>>,
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
-struct WireRequest<'a, O> {
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "O: Deserialize<'de>, P: Deserialize<'de>")
+)]
+struct WireRequest<'a, O, P> {
     #[serde(borrow, default, deserialize_with = "borrowed_str")]
     uid: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -122,8 +141,8 @@ struct WireRequest<'a, O> {
     user_info: Option<WireUserInfo<'a>>,
     #[serde(default)]
     object: Option<O>,
-    #[serde(borrow, default)]
-    old_object: Option<&'a RawValue>,
+    #[serde(default)]
+    old_object: Option<P>,
     #[serde(default)]
     dry_run: Option<bool>,
     /// Kept raw: only `fieldManager` is read, and an odd `options` never
@@ -208,8 +227,9 @@ pub fn parse_review(body: &[u8]) -> Result<Review<'_>, EnvelopeError> {
         Ok(wire) => wire,
         Err(message) => return Err(damaged(body, message)),
     };
-    let (mut review, object) = check_envelope(wire)?;
+    let (mut review, object, old_object) = check_envelope(wire)?;
     review.object = object;
+    review.old_object = old_object;
     Ok(review)
 }
 
@@ -221,14 +241,27 @@ pub fn parse_review(body: &[u8]) -> Result<Review<'_>, EnvelopeError> {
 /// `None`, raw `object`) when the body does not parse this way (a damaged
 /// envelope, an object the rules would reject as undecodable) or the review
 /// is about another kind. Either way the rules decide the same.
+///
+/// With `mutating`, `oldObject` is read as [`OldDataImages`] in the same pass
+/// (all the mutating path needs of it), else it is kept raw.
 pub fn parse_review_for(
     body: &[u8],
     expected: ResourceKind,
+    mutating: bool,
 ) -> Result<(Review<'_>, Option<TypedObject>), EnvelopeError> {
-    let typed = match expected {
-        ResourceKind::BareMetalHost => parse_typed::<BareMetalHost>(body, expected)
-            .map(|(review, host)| (review, host.map(|h| TypedObject::Host(Box::new(h))))),
-        ResourceKind::DataImage => parse_typed::<UpstreamDataImage>(body, expected)
+    fn host(
+        (review, host): (Review<'_>, Option<BareMetalHost>),
+    ) -> (Review<'_>, Option<TypedObject>) {
+        (review, host.map(|h| TypedObject::Host(Box::new(h))))
+    }
+    let typed = match (expected, mutating) {
+        (ResourceKind::BareMetalHost, false) => {
+            parse_typed::<BareMetalHost, &RawValue>(body, expected).map(host)
+        }
+        (ResourceKind::BareMetalHost, true) => {
+            parse_typed::<BareMetalHost, JsonObject<OldDataImages>>(body, expected).map(host)
+        }
+        (ResourceKind::DataImage, _) => parse_typed::<UpstreamDataImage, &RawValue>(body, expected)
             .map(|(review, image)| (review, image.map(|i| TypedObject::DataImage(Box::new(i))))),
     };
     match typed {
@@ -238,23 +271,43 @@ pub fn parse_review_for(
 }
 
 /// The single-pass parse; `None` whenever [`parse_review`] must decide.
-fn parse_typed<'a, T: Deserialize<'a>>(
+fn parse_typed<'a, T: Deserialize<'a>, P: Deserialize<'a> + OldObject<'a>>(
     body: &'a [u8],
     expected: ResourceKind,
 ) -> Option<(Review<'a>, Option<T>)> {
     // Checking UTF-8 once (SIMD) is cheaper than serde_json checking every
     // string and every raw value of a slice (about 5% of a review's CPU).
     let text = simdutf8::basic::from_utf8(body).ok()?;
-    let wire = serde_json::from_str::<WireReview<'a, JsonObject<T>>>(text).ok()?;
-    let (review, object) = check_envelope(wire).ok()?;
+    let wire = serde_json::from_str::<WireReview<'a, JsonObject<T>, P>>(text).ok()?;
+    let (mut review, object, old_object) = check_envelope(wire).ok()?;
+    if let Some(old_object) = old_object {
+        old_object.store(&mut review);
+    }
     (review.kind == Some(expected)).then(|| (review, object.map(|o| o.0)))
 }
 
-/// Checks a parsed envelope; returns the review (without `object`) and the
-/// object as read.
-fn check_envelope<'a, O>(
-    wire: WireReview<'a, O>,
-) -> Result<(Review<'a>, Option<O>), EnvelopeError> {
+/// How `oldObject` was read: raw, or as [`OldDataImages`].
+trait OldObject<'a> {
+    fn store(self, review: &mut Review<'a>);
+}
+
+impl<'a> OldObject<'a> for &'a RawValue {
+    fn store(self, review: &mut Review<'a>) {
+        review.old_object = Some(self);
+    }
+}
+
+impl<'a> OldObject<'a> for JsonObject<OldDataImages> {
+    fn store(self, review: &mut Review<'a>) {
+        review.old_data_images = Some(self.0);
+    }
+}
+
+/// Checks a parsed envelope; returns the review (without `object` and
+/// `oldObject`) and both objects as read.
+fn check_envelope<'a, O, P>(
+    wire: WireReview<'a, O, P>,
+) -> Result<(Review<'a>, Option<O>, Option<P>), EnvelopeError> {
     if wire.kind.as_deref() != Some(REVIEW_KIND) {
         return Err(EnvelopeError::NotAReview(format!(
             "not an AdmissionReview (kind is {})",
@@ -321,9 +374,10 @@ fn check_envelope<'a, O>(
             .and_then(|options| options.field_manager)
             .filter(|manager| !manager.is_empty()),
         object: None,
-        old_object: request.old_object,
+        old_object: None,
+        old_data_images: None,
     };
-    Ok((review, request.object))
+    Ok((review, request.object, request.old_object))
 }
 
 /// The parse error of `body`, naming the JSON path of the offending value.
@@ -637,12 +691,16 @@ mod tests {
             };
             (
                 crate::rules::validate(&input, &decoded, &secret, &policy),
-                crate::rules::mutate(&input, &decoded, &policy),
+                crate::rules::mutate(&input, &decoded, &review.old_data_images(), &policy),
             )
         };
         let raw = parse_review(body.as_bytes()).unwrap();
-        let (review, typed) = parse_review_for(body.as_bytes(), expected).unwrap();
-        [judge(&raw, None), judge(&review, typed)]
+        let (review, typed) = parse_review_for(body.as_bytes(), expected, false).unwrap();
+        let (mutating, mutating_typed) = parse_review_for(body.as_bytes(), expected, true).unwrap();
+        let verdicts = [judge(&raw, None), judge(&review, typed)];
+        // The mutating endpoint reads oldObject's data images in the same pass.
+        assert_eq!(judge(&mutating, mutating_typed).1, verdicts[0].1);
+        verdicts
     }
 
     fn review_with(kind: &str, operation: &str, user: &str, object: &str, old: &str) -> String {
@@ -663,7 +721,7 @@ mod tests {
             r#"{"spec":{}}"#,
         );
         let (review, typed) =
-            parse_review_for(body.as_bytes(), ResourceKind::BareMetalHost).unwrap();
+            parse_review_for(body.as_bytes(), ResourceKind::BareMetalHost, false).unwrap();
         let Some(TypedObject::Host(host)) = typed else {
             panic!("{typed:?}")
         };
@@ -697,14 +755,14 @@ mod tests {
         ];
         for (kind, object, expected) in cases {
             let body = review_with(kind, "CREATE", "admin", object, "null");
-            let (review, typed) = parse_review_for(body.as_bytes(), expected).unwrap();
+            let (review, typed) = parse_review_for(body.as_bytes(), expected, false).unwrap();
             assert!(typed.is_none(), "{kind} {object}");
             assert_eq!(review.object.map(RawValue::get), Some(object));
         }
         // A damaged envelope gives the same error both ways.
         let bad = V1_REVIEW.replace("\"UPDATE\"", "7");
         assert_eq!(
-            parse_review_for(bad.as_bytes(), ResourceKind::BareMetalHost).unwrap_err(),
+            parse_review_for(bad.as_bytes(), ResourceKind::BareMetalHost, false).unwrap_err(),
             parse_review(bad.as_bytes()).unwrap_err()
         );
     }
@@ -782,7 +840,7 @@ mod tests {
             let body = std::fs::read_to_string(&path).unwrap();
             let [raw, single] = verdicts_both_ways(&body, expected);
             assert_eq!(raw, single, "{name}");
-            let (_, typed) = parse_review_for(body.as_bytes(), expected).unwrap();
+            let (_, typed) = parse_review_for(body.as_bytes(), expected, false).unwrap();
             assert!(typed.is_some(), "{name} takes the single pass");
         }
     }
@@ -859,7 +917,8 @@ mod tests {
         );
         let review = parse_review(body.as_bytes()).unwrap();
         assert_eq!(review.field_manager.as_deref(), Some("metal3-dataimage"));
-        let (review, _) = parse_review_for(body.as_bytes(), ResourceKind::BareMetalHost).unwrap();
+        let (review, _) =
+            parse_review_for(body.as_bytes(), ResourceKind::BareMetalHost, false).unwrap();
         assert_eq!(review.field_manager.as_deref(), Some("metal3-dataimage"));
         // An empty name is none; odd options never make the review unreadable.
         for options in [

@@ -243,31 +243,32 @@ async fn answer(
             );
         }
     };
-    let (review, typed_object) = match envelope::parse_review_for(&body, webhook.kind()) {
-        Ok(parsed) => parsed,
-        Err(EnvelopeError::NotAReview(message)) => {
-            tracing::info!(
-                webhook = webhook.path(),
-                error = message.as_str(),
-                "rejected request: not an AdmissionReview"
-            );
-            return plain(StatusCode::BAD_REQUEST, message);
-        }
-        Err(EnvelopeError::InBand {
-            api_version,
-            uid,
-            message,
-        }) => {
-            tracing::info!(
-                webhook = webhook.path(),
-                uid = &*uid,
-                error = message.as_str(),
-                "malformed AdmissionReview"
-            );
-            let verdict = envelope::error_verdict(400, "BadRequest", message);
-            return json(envelope::render_answer(api_version, &uid, &verdict));
-        }
-    };
+    let (review, typed_object) =
+        match envelope::parse_review_for(&body, webhook.kind(), webhook.is_mutating()) {
+            Ok(parsed) => parsed,
+            Err(EnvelopeError::NotAReview(message)) => {
+                tracing::info!(
+                    webhook = webhook.path(),
+                    error = message.as_str(),
+                    "rejected request: not an AdmissionReview"
+                );
+                return plain(StatusCode::BAD_REQUEST, message);
+            }
+            Err(EnvelopeError::InBand {
+                api_version,
+                uid,
+                message,
+            }) => {
+                tracing::info!(
+                    webhook = webhook.path(),
+                    uid = &*uid,
+                    error = message.as_str(),
+                    "malformed AdmissionReview"
+                );
+                let verdict = envelope::error_verdict(400, "BadRequest", message);
+                return json(envelope::render_answer(api_version, &uid, &verdict));
+            }
+        };
 
     let lookup_budget = lookup_budget(timeout, state.0.secret_timeout);
     let verdict = guarded(
@@ -317,7 +318,8 @@ async fn judge(
         None => rules::decode(&input),
     };
     if webhook.is_mutating() {
-        return rules::mutate(&input, &decoded, mutate_policy(&state.0, review));
+        let old = review.old_data_images();
+        return rules::mutate(&input, &decoded, &old, mutate_policy(&state.0, review));
     }
     let secret = match decoded.secret_to_check() {
         Some(name) if !review.namespace.is_empty() => {

@@ -12,7 +12,8 @@
 //!     Some(name) => /* get Secret name in input.namespace, bounded time */,
 //!     None => SecretLookup::NotNeeded };
 //! let verdict = rules::validate(&input, &decoded, &secret, &policy);   // validating webhook
-//! let verdict = rules::mutate(&input, &decoded, &policy);              // mutating webhook
+//! let old     = OldDataImages::from_raw(input.old_object);            // what a write may drop
+//! let verdict = rules::mutate(&input, &decoded, &old, &policy);        // mutating webhook
 //! ```
 
 pub mod content_rules;
@@ -26,6 +27,7 @@ mod validate;
 use serde_json::value::RawValue;
 
 pub use field_error::{CauseReason, FieldError};
+pub use mutate::OldDataImages;
 
 /// The admission operation (`request.operation`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -364,8 +366,15 @@ pub fn validate(
 }
 
 /// The mutating webhook's decision: defaults plus field preservation.
-pub fn mutate(input: &ReviewInput<'_>, decoded: &Decoded, policy: &Policy) -> Verdict {
-    mutate::mutate(input, decoded, policy)
+/// `old`: what oldObject holds of `dataImage` ([`OldDataImages::from_raw`]
+/// reads it from `input.old_object`).
+pub fn mutate(
+    input: &ReviewInput<'_>,
+    decoded: &Decoded,
+    old: &OldDataImages,
+    policy: &Policy,
+) -> Verdict {
+    mutate::mutate(input, decoded, old, policy)
 }
 
 /// Decodes JSON object text into `T` the way the rules do: unknown fields

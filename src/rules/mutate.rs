@@ -25,6 +25,7 @@ use crate::model::{BareMetalHost, DataImageInput};
 pub(super) fn mutate(
     input: &ReviewInput<'_>,
     decoded: &super::Decoded,
+    old: &OldDataImages,
     policy: &Policy,
 ) -> Verdict {
     let mut ops = Vec::new();
@@ -34,15 +35,10 @@ pub(super) fn mutate(
         let operator = policy.operator_users.iter().any(|u| u == input.user);
         let restore = operator && input.operation == Operation::Update;
         match input.sub_resource {
-            None => main_resource_ops(input, new, restore, &mut ops),
+            None => main_resource_ops(new, restore.then_some(old), &mut ops),
             Some("status") => {
                 if restore && !new.has_status_data_image() {
-                    restore_ops(
-                        input.old_object,
-                        Part::Status,
-                        new.status.is_some(),
-                        &mut ops,
-                    );
+                    restore_ops(old, Part::Status, new.status.is_some(), &mut ops);
                 }
             }
             Some(_) => {}
@@ -56,15 +52,18 @@ pub(super) fn mutate(
     }
 }
 
+/// `restore`: oldObject's data images when the operator's write may have
+/// dropped `spec.dataImage`.
 fn main_resource_ops(
-    input: &ReviewInput<'_>,
     new: &BareMetalHost,
-    restore: bool,
+    restore: Option<&OldDataImages>,
     ops: &mut Vec<PatchOperation>,
 ) {
     let mut effective = new.data_image().cloned();
-    if restore && effective.is_none() {
-        effective = restore_ops(input.old_object, Part::Spec, new.spec.is_some(), ops);
+    if let Some(old) = restore
+        && effective.is_none()
+    {
+        effective = restore_ops(old, Part::Spec, new.spec.is_some(), ops);
     }
     // The default belongs to url; an image built from contentFrom is not
     // fetched (and rule 13 forbids the field there).
@@ -84,38 +83,58 @@ enum Part {
     Status,
 }
 
+/// `spec.dataImage` and `status.dataImage` of oldObject, verbatim (unknown
+/// subfields included): all the mutating path reads of oldObject. The webhook
+/// reads it while parsing the envelope; [`OldDataImages::from_raw`] reads it
+/// from a raw oldObject.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct OldDataImages {
+    #[serde(default)]
+    spec: Option<OldPart>,
+    #[serde(default)]
+    status: Option<OldPart>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct OldPart {
+    #[serde(default, rename = "dataImage")]
+    data_image: Option<Box<RawValue>>,
+}
+
+impl OldDataImages {
+    /// From a raw oldObject; absent, or not shaped like a host: nothing to
+    /// restore.
+    pub fn from_raw(old_object: Option<&RawValue>) -> Self {
+        old_object
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or_default()
+    }
+
+    fn get(&self, part: Part) -> Option<&RawValue> {
+        match part {
+            Part::Spec => self.spec.as_ref(),
+            Part::Status => self.status.as_ref(),
+        }?
+        .data_image
+        .as_deref()
+    }
+}
+
 /// Adds the operations that copy `<part>.dataImage` from oldObject into the
 /// new object, and returns it typed (for defaulting) when it is an object.
 fn restore_ops(
-    old_object: Option<&RawValue>,
+    old: &OldDataImages,
     part: Part,
     new_has_part: bool,
     ops: &mut Vec<PatchOperation>,
 ) -> Option<DataImageInput> {
-    #[derive(Deserialize)]
-    struct Old {
-        #[serde(default)]
-        spec: Option<OldPart>,
-        #[serde(default)]
-        status: Option<OldPart>,
-    }
-    #[derive(Deserialize)]
-    struct OldPart {
-        #[serde(default, rename = "dataImage")]
-        data_image: Option<Box<RawValue>>,
-    }
-
-    let old: Old = serde_json::from_str(old_object?.get()).ok()?;
-    let raw = match part {
-        Part::Spec => old.spec,
-        Part::Status => old.status,
-    }?
-    .data_image?;
+    let raw = old.get(part)?;
     let value: Value = serde_json::from_str(raw.get()).ok()?;
     let (part_path, field_path) = match part {
         Part::Spec => ("/spec", "/spec/dataImage"),
         Part::Status => ("/status", "/status/dataImage"),
     };
+    let typed = DataImageInput::deserialize(&value).ok();
     if new_has_part {
         ops.push(add(field_path, value));
     } else {
@@ -123,7 +142,7 @@ fn restore_ops(
         wrapper.insert("dataImage".to_string(), value);
         ops.push(add(part_path, Value::Object(wrapper)));
     }
-    serde_json::from_str(raw.get()).ok()
+    typed
 }
 
 fn add(path: &'static str, value: Value) -> PatchOperation {

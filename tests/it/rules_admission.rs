@@ -99,7 +99,8 @@ impl Review {
     fn mutate(&self) -> Verdict {
         let input = self.input();
         let decoded = rules::decode(&input);
-        rules::mutate(&input, &decoded, &Policy::default())
+        let old = rules::OldDataImages::from_raw(input.old_object);
+        rules::mutate(&input, &decoded, &old, &Policy::default())
     }
 }
 

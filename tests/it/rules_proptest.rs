@@ -100,7 +100,12 @@ fn run(
     let _ = decoded.secret_to_check();
     (
         rules::validate(&input, &decoded, secret, policy),
-        rules::mutate(&input, &decoded, policy),
+        rules::mutate(
+            &input,
+            &decoded,
+            &rules::OldDataImages::from_raw(old),
+            policy,
+        ),
     )
 }
 

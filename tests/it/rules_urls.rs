@@ -168,7 +168,7 @@ fn the_url_is_never_rewritten() {
         old_object: None,
     };
     let decoded = rules::decode(&input);
-    let patch = rules::mutate(&input, &decoded, &Policy::default())
+    let patch = rules::mutate(&input, &decoded, &Default::default(), &Policy::default())
         .patch
         .unwrap();
     let mut doc: serde_json::Value = serde_json::from_str(object.get()).unwrap();
