@@ -12,32 +12,27 @@ root = args[0] if args else "src"
 
 
 def strip_cfg_test(text):
-    """Drop each `#[cfg(test)]` item: from the attribute to the end of the
-    item (a `;` at depth 0, or the closing brace of its first block)."""
+    """Drop each `#[cfg(test)]` item, from the attribute to the end of the
+    item. The code is rustfmt-formatted, so an item that does not end on its
+    first line (`;` or `{}`) ends at the first later line that is its
+    indentation followed by `}` (braces inside strings do not matter)."""
     out, i, lines = [], 0, text.split("\n")
     test_mods = []
     while i < len(lines):
         line = lines[i]
         if line.strip().startswith("#[cfg(test)]"):
-            j, depth, seen = i + 1, 0, False
+            indent = line[: len(line) - len(line.lstrip())]
+            j = i + 1
+            while j < len(lines) and lines[j].strip().startswith("#["):
+                j += 1  # further attributes of the same item
+            first = lines[j] if j < len(lines) else ""
             # `#[cfg(test)] mod name;` names a file that is test-only
-            m = re.match(r"\s*(pub(\([^)]*\))?\s+)?mod\s+(\w+)\s*;", lines[j] if j < len(lines) else "")
+            m = re.match(r"\s*(pub(\([^)]*\))?\s+)?mod\s+(\w+)\s*;", first)
             if m:
                 test_mods.append(m.group(3))
-                i = j + 1
-                continue
-            while j < len(lines):
-                s = re.sub(r'"(\\.|[^"\\])*"', '""', lines[j])
-                s = s.split("//")[0]
-                for ch in s:
-                    if ch == "{":
-                        depth += 1
-                        seen = True
-                    elif ch == "}":
-                        depth -= 1
-                if (seen and depth == 0) or (not seen and s.rstrip().endswith(";")):
-                    break
-                j += 1
+            elif not first.rstrip().endswith((";", "{}")):
+                while j < len(lines) and lines[j].rstrip() not in (indent + "}", indent + "};"):
+                    j += 1
             i = j + 1
             continue
         out.append(line)
