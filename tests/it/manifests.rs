@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::rbac;
 use base64::Engine as _;
-use metal3_dataimage::{admission, certs, rbac, reconcile};
+use metal3_dataimage::{admission, certs, reconcile};
 use serde_json::{Value, json};
 
 const OVERLAYS: [&str; 4] = [

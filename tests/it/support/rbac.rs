@@ -1,5 +1,5 @@
 //! The Kubernetes API access each component needs: the single source for the
-//! RBAC rules shipped in `manifests/base/rbac/` (tests/manifests.rs renders the
+//! RBAC rules shipped in `manifests/base/rbac/` (tests/it/manifests.rs renders the
 //! manifests and checks the rules equal these lists, nothing more, nothing less).
 //!
 //! These lists must match the API calls made in `admission/` (webhook) and
@@ -78,7 +78,7 @@ pub const RECONCILER: &[ApiAccess] = &[
         group: "apiextensions.k8s.io",
         resource: "customresourcedefinitions",
         verbs: &["get"],
-        resource_names: &[crate::crd::BMH_CRD_NAME],
+        resource_names: &[metal3_dataimage::crd::BMH_CRD_NAME],
     },
 ];
 
@@ -103,7 +103,7 @@ mod tests {
     /// lists say.
     #[test]
     fn the_install_docs_table_matches() {
-        let docs = include_str!("../docs/install.md");
+        let docs = include_str!("../../../docs/install.md");
         let section = docs.split("\n## RBAC\n").nth(1).expect("an RBAC section");
         let section = section.split("\n## ").next().unwrap_or_default();
         let mut rows: Vec<(String, String, String, Vec<String>)> = section
