@@ -2,7 +2,6 @@
 //! like the baremetal-operator's flags), the serving certificate behind a
 //! hot-swappable resolver, optional client-certificate verification, ALPN.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,7 +13,6 @@ use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite, SupportedProtocolVersion};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use sha2::{Digest as _, Sha256};
 
 /// `--tls-min-version`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -157,58 +155,54 @@ pub fn crypto_provider(settings: &TlsSettings) -> anyhow::Result<Arc<CryptoProvi
 }
 
 /// A loaded serving certificate with what we log and export about it.
-#[derive(Clone)]
-pub struct LoadedCert {
-    pub certified: Arc<CertifiedKey>,
-    pub serial: String,
+pub(crate) struct LoadedCert {
+    pub(crate) certified: Arc<CertifiedKey>,
+    pub(crate) serial: String,
     /// notAfter as a Unix timestamp.
-    pub not_after: i64,
-    /// SHA-256 of the certificate and key files' bytes (change detection).
-    pub digest: [u8; 32],
-}
-
-impl fmt::Debug for LoadedCert {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoadedCert")
-            .field("serial", &self.serial)
-            .field("not_after", &self.not_after)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Digest of the bytes of some files (order matters).
-pub fn digest_of(parts: &[&[u8]]) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part);
-    }
-    hasher.finalize().into()
+    pub(crate) not_after: i64,
 }
 
 /// Reads the certificate chain and key files.
-pub fn read_cert_files(cert_file: &Path, key_file: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
-    let cert =
-        std::fs::read(cert_file).with_context(|| format!("reading {}", cert_file.display()))?;
-    let key = std::fs::read(key_file).with_context(|| format!("reading {}", key_file.display()))?;
-    Ok((cert, key))
+pub(crate) fn read_cert_files(
+    cert_file: &Path,
+    key_file: &Path,
+) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let read =
+        |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    Ok((read(cert_file)?, read(key_file)?))
+}
+
+/// The one PEM loader (webhook and image server): a certificate chain (at
+/// least one certificate) and a private key.
+pub(crate) fn parse_pem_pair(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let chain = pem_certificates(cert_pem).context("certificate file")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .context("key file holds no usable PEM private key")?;
+    Ok((chain, key))
+}
+
+/// The certificates of a PEM file; none is an error.
+fn pem_certificates(pem: &[u8]) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .context("not valid PEM")?;
+    if certs.is_empty() {
+        bail!("holds no certificate");
+    }
+    Ok(certs)
 }
 
 /// Parses a PEM certificate chain + key and checks that they belong together.
-pub fn parse_cert(
+pub(crate) fn parse_cert(
     cert_pem: &[u8],
     key_pem: &[u8],
     provider: &CryptoProvider,
 ) -> anyhow::Result<LoadedCert> {
-    let chain = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .context("certificate file is not valid PEM")?;
-    let Some(leaf) = chain.first() else {
-        bail!("certificate file holds no certificate");
-    };
-    let (serial, not_after) = describe(leaf)?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .context("key file holds no usable PEM private key")?;
+    let (chain, key) = parse_pem_pair(cert_pem, key_pem)?;
+    let (serial, not_after) = describe(&chain[0])?;
     let certified =
         CertifiedKey::from_der(chain, key, provider).context("certificate and key do not match")?;
     // from_der tolerates "cannot tell"; insist on a positive match.
@@ -219,12 +213,11 @@ pub fn parse_cert(
         certified: Arc::new(certified),
         serial,
         not_after,
-        digest: digest_of(&[cert_pem, key_pem]),
     })
 }
 
 /// Serial (hex, colon-free) and notAfter of a DER certificate.
-pub fn describe(cert: &CertificateDer<'_>) -> anyhow::Result<(String, i64)> {
+fn describe(cert: &CertificateDer<'_>) -> anyhow::Result<(String, i64)> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
         .context("certificate is not valid X.509")?;
     Ok((
@@ -236,22 +229,9 @@ pub fn describe(cert: &CertificateDer<'_>) -> anyhow::Result<(String, i64)> {
     ))
 }
 
-/// The client CA bundle for mTLS.
-#[derive(Clone)]
-pub struct LoadedClientCa {
-    pub roots: Arc<RootCertStore>,
-    /// Earliest notAfter among the CAs.
-    pub not_after: i64,
-    pub digest: [u8; 32],
-}
-
-pub fn parse_client_ca(pem: &[u8]) -> anyhow::Result<LoadedClientCa> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .context("client CA file is not valid PEM")?;
-    if certs.is_empty() {
-        bail!("client CA file holds no certificate");
-    }
+/// The client CA bundle for mTLS and its earliest notAfter.
+pub(crate) fn parse_client_ca(pem: &[u8]) -> anyhow::Result<(Arc<RootCertStore>, i64)> {
+    let certs = pem_certificates(pem).context("client CA file")?;
     let mut roots = RootCertStore::empty();
     let mut not_after = i64::MAX;
     for cert in certs {
@@ -260,62 +240,34 @@ pub fn parse_client_ca(pem: &[u8]) -> anyhow::Result<LoadedClientCa> {
             .add(cert)
             .context("client CA certificate is not usable as a trust anchor")?;
     }
-    Ok(LoadedClientCa {
-        roots: Arc::new(roots),
-        not_after,
-        digest: digest_of(&[pem]),
-    })
+    Ok((Arc::new(roots), not_after))
 }
 
 /// Serves whatever certificate was loaded last; swapped on reload without
 /// touching the `ServerConfig` (session cache and ALPN stay).
 #[derive(Debug)]
-pub struct CertResolver {
-    current: ArcSwap<CertifiedKey>,
-}
-
-impl CertResolver {
-    pub fn new(cert: Arc<CertifiedKey>) -> Self {
-        Self {
-            current: ArcSwap::new(cert),
-        }
-    }
-
-    pub fn swap(&self, cert: Arc<CertifiedKey>) {
-        self.current.store(cert);
-    }
-}
+pub(crate) struct CertResolver(pub(crate) ArcSwap<CertifiedKey>);
 
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
-    }
-}
-
-/// ALPN protocols offered: `http/1.1`, plus `h2` first when enabled (the API
-/// server speaks HTTP/2 whenever the server selects it).
-pub fn alpn_protocols(enable_http2: bool) -> Vec<Vec<u8>> {
-    if enable_http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
+        Some(self.0.load_full())
     }
 }
 
 /// Builds the rustls server configuration.
-pub fn server_config(
+pub(crate) fn server_config(
     settings: &TlsSettings,
     provider: &Arc<CryptoProvider>,
     resolver: Arc<CertResolver>,
-    client_ca: Option<&LoadedClientCa>,
+    client_ca: Option<&Arc<RootCertStore>>,
 ) -> anyhow::Result<Arc<ServerConfig>> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(settings.min_version.versions())
         .context("TLS versions and cipher suites do not fit together")?;
     let builder = match client_ca {
-        Some(ca) => {
+        Some(roots) => {
             let verifier =
-                WebPkiClientVerifier::builder_with_provider(ca.roots.clone(), provider.clone())
+                WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
                     .build()
                     .context("building the client certificate verifier")?;
             builder.with_client_cert_verifier(verifier)
@@ -323,7 +275,12 @@ pub fn server_config(
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(resolver);
-    config.alpn_protocols = alpn_protocols(settings.enable_http2);
+    // `h2` first when enabled: the API server speaks HTTP/2 whenever we select it.
+    config.alpn_protocols = if settings.enable_http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(Arc::new(config))
 }
 
