@@ -10,10 +10,10 @@
 pub mod envelope;
 pub mod handler;
 pub mod metrics;
-pub mod reload;
+mod reload;
 pub mod secrets;
-pub mod server;
-pub mod tls;
+mod server;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

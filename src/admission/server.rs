@@ -1,6 +1,11 @@
-//! The HTTPS listener: our own accept loop so that we control TCP_NODELAY,
-//! the handshake timeout, header-read and idle timeouts, ALPN, and a graceful
-//! shutdown that drains in-flight reviews.
+//! The webhook's HTTPS listener. The accept loop and handshake are shared
+//! (`crate::listener`); the connection handling is our own because neither
+//! `axum::serve` nor hyper-util's `GracefulShutdown` offers: a header-read
+//! timeout that spares idle keep-alive connections (hyper's
+//! `header_read_timeout` also runs while a connection waits for its next
+//! request, so it cannot coexist with an idle timeout above the API server's
+//! 90 s), `Connection: close` on HTTP/1.1 answers while draining, and a
+//! drain bounded by a timeout that a second signal cuts short.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -93,7 +98,6 @@ impl Settings {
 
 struct HandleInner {
     /// Graceful shutdown requested (readiness turns false at once).
-    draining: AtomicBool,
     shutdown_requested: CancellationToken,
     /// Skip the remaining shutdown delay.
     hurry: CancellationToken,
@@ -109,7 +113,6 @@ impl ServerHandle {
     /// Starts a graceful shutdown: not ready now, keep serving for the
     /// shutdown delay, then stop accepting and drain.
     pub fn shutdown(&self) {
-        self.0.draining.store(true, Ordering::SeqCst);
         self.0.shutdown_requested.cancel();
     }
 
@@ -120,7 +123,7 @@ impl ServerHandle {
     }
 
     pub fn is_draining(&self) -> bool {
-        self.0.draining.load(Ordering::SeqCst)
+        self.0.shutdown_requested.is_cancelled()
     }
 
     /// Ready when the listener serves, the certificate is valid, and we are
@@ -174,7 +177,6 @@ impl Server {
             metrics,
         );
         let handle = ServerHandle(Arc::new(HandleInner {
-            draining: AtomicBool::new(false),
             shutdown_requested: CancellationToken::new(),
             hurry: CancellationToken::new(),
             serving: AtomicBool::new(false),
@@ -222,9 +224,8 @@ impl Server {
         );
 
         // Warm up the crypto before readiness turns true.
-        let warm_config = tls.config();
-        let warm_provider = tls.provider().clone();
-        match tokio::task::spawn_blocking(move || tls::warm_up(warm_config, &warm_provider)).await {
+        let (config, provider) = (tls.config(), tls.provider().clone());
+        match tokio::task::spawn_blocking(move || tls::warm_up(config, &provider)).await {
             Ok(Ok(())) => tracing::debug!("TLS warm-up handshake done"),
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "TLS warm-up handshake ended early (harmless)")

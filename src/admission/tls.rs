@@ -55,7 +55,7 @@ pub struct TlsSettings {
 /// features: every process installs ring before any TLS client is built (the
 /// kube and reqwest clients use the default). The webhook's own listener does
 /// not use it: [`crypto_provider`] hands aws-lc-rs to its `ServerConfig`.
-pub fn install_default_provider() {
+pub(crate) fn install_default_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
@@ -84,7 +84,7 @@ fn canonical_suite_name(name: &str) -> String {
 /// enabled unless TLS 1.3 names are listed too. Names rustls does not
 /// implement (CBC, RSA key exchange, 3DES: all insecure) are skipped with a
 /// warning; unknown names are an error.
-pub fn select_cipher_suites(
+pub(crate) fn select_cipher_suites(
     names: &[String],
     min_version: TlsMinVersion,
 ) -> anyhow::Result<Vec<SupportedCipherSuite>> {
@@ -103,7 +103,7 @@ pub fn select_cipher_suites(
                 }
             }
             None if wanted.starts_with("TLS_") && wanted.contains("_WITH_") => {
-                skipped.push(name.trim())
+                skipped.push(name.trim());
             }
             None => bail!(
                 "unknown TLS cipher suite {name:?}; supported: {}",
@@ -146,7 +146,7 @@ pub fn select_cipher_suites(
 /// (its AES-GCM and P-256 signing cost less CPU per review and per handshake
 /// than ring's; BENCHMARKS.md). Passed explicitly to every `ServerConfig`,
 /// so it does not depend on the process default.
-pub fn crypto_provider(settings: &TlsSettings) -> anyhow::Result<Arc<CryptoProvider>> {
+pub(crate) fn crypto_provider(settings: &TlsSettings) -> anyhow::Result<Arc<CryptoProvider>> {
     let cipher_suites = select_cipher_suites(&settings.cipher_suites, settings.min_version)?;
     Ok(Arc::new(CryptoProvider {
         cipher_suites,
@@ -287,7 +287,7 @@ pub(crate) fn server_config(
 /// Runs one in-memory TLS handshake against `config`, so the first real
 /// client does not pay for seeding randomness and initialising the crypto
 /// code. Failures (e.g. mTLS refusing the anonymous client) are harmless.
-pub fn warm_up(
+pub(crate) fn warm_up(
     config: Arc<ServerConfig>,
     provider: &Arc<CryptoProvider>,
 ) -> Result<(), rustls::Error> {
@@ -344,7 +344,7 @@ mod warm_up {
 
     /// Only for the in-memory warm-up handshake with ourselves.
     #[derive(Debug)]
-    pub struct AcceptAnyServer(pub Arc<CryptoProvider>);
+    pub(super) struct AcceptAnyServer(pub(super) Arc<CryptoProvider>);
 
     impl ServerCertVerifier for AcceptAnyServer {
         fn verify_server_cert(

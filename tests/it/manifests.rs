@@ -634,7 +634,7 @@ fn flatten(accesses: &[rbac::ApiAccess]) -> BTreeSet<Grant> {
             let names = access
                 .resource_names
                 .iter()
-                .map(|name| name.to_string())
+                .map(ToString::to_string)
                 .collect();
             grants.insert((
                 access.group.to_string(),
@@ -723,7 +723,7 @@ fn rbac_grants_exactly_what_the_code_calls() {
     );
     let expected_namespaced: BTreeSet<String> = rbac::NAMESPACED_RESOURCES
         .iter()
-        .map(|name| name.to_string())
+        .map(ToString::to_string)
         .collect();
     assert_eq!(
         reconciler_namespaced, expected_namespaced,
