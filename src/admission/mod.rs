@@ -139,7 +139,6 @@ pub struct ServeArgs {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    tls::install_default_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -263,16 +262,10 @@ async fn handle_signals(handle: ServerHandle) {
         tracing::warn!("cannot install signal handlers");
         return;
     };
-    let mut first = true;
-    loop {
-        let name = signals.next().await;
-        if first {
-            tracing::info!(signal = name, "graceful shutdown");
-            handle.shutdown();
-            first = false;
-        } else {
-            tracing::info!(signal = name, "second signal: shutting down now");
-            handle.shutdown_now();
-        }
-    }
+    let name = signals.next().await;
+    tracing::info!(signal = name, "graceful shutdown");
+    handle.shutdown();
+    let name = signals.next().await;
+    tracing::info!(signal = name, "second signal: shutting down now");
+    handle.shutdown_now();
 }
