@@ -8,9 +8,7 @@
 //! drain bounded by a timeout that a second signal cuts short.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderValue, Request, Response, header};
+use axum::http::{HeaderValue, Request, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -393,41 +391,22 @@ impl Drop for RequestGuard {
     }
 }
 
-/// The per-connection hyper service around the axum router.
-#[derive(Clone)]
-struct ConnectionService {
-    router: Router,
-    activity: Arc<Activity>,
-    handle: ServerHandle,
-    http1: bool,
-}
-
-impl hyper::service::Service<Request<Incoming>> for ConnectionService {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
-        self.activity.request_started();
-        let guard = RequestGuard(self.activity.clone());
-        let router = self.router.clone();
-        let handle = self.handle.clone();
-        let http1 = self.http1;
-        Box::pin(async move {
-            let _guard = guard;
-            let mut response = match router.oneshot(request.map(Body::new)).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            };
-            if http1 && handle.is_draining() {
-                // While draining, move HTTP/1.1 clients to another replica.
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            Ok(response)
-        })
+/// HTTP/2 (when ALPN chose it) with stream limits against rapid-reset
+/// floods, else HTTP/1.1 with keep-alive.
+fn connection_builder(http2: bool) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if http2 {
+        builder = builder.http2_only();
+        builder
+            .http2()
+            .max_concurrent_streams(256)
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(Some(256));
+    } else {
+        builder = builder.http1_only();
+        builder.http1().keep_alive(true).max_buf_size(1024 * 1024);
     }
+    builder
 }
 
 async fn serve_connection(
@@ -454,26 +433,27 @@ async fn serve_connection(
             reads.bytes_read();
         }
     }));
-    let service = ConnectionService {
-        router: options.router.clone(),
-        activity: activity.clone(),
-        handle: options.draining.clone(),
-        http1: !http2,
+    let service = {
+        let (router, activity) = (options.router.clone(), activity.clone());
+        let handle = options.draining.clone();
+        // service_fn: the request future is not boxed (this is the hot path).
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            activity.request_started();
+            let guard = RequestGuard(activity.clone());
+            let (router, handle) = (router.clone(), handle.clone());
+            async move {
+                let _guard = guard;
+                let Ok(mut response) = router.oneshot(request.map(Body::new)).await;
+                if !http2 && handle.is_draining() {
+                    // While draining, move HTTP/1.1 clients to another replica.
+                    let close = HeaderValue::from_static("close");
+                    response.headers_mut().insert(header::CONNECTION, close);
+                }
+                Ok::<_, Infallible>(response)
+            }
+        })
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder = if http2 {
-        let mut builder = builder.http2_only();
-        builder
-            .http2()
-            .max_concurrent_streams(256)
-            .max_pending_accept_reset_streams(20)
-            .max_local_error_reset_streams(Some(256));
-        builder
-    } else {
-        let mut builder = builder.http1_only();
-        builder.http1().keep_alive(true).max_buf_size(1024 * 1024);
-        builder
-    };
+    let builder = connection_builder(http2);
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut closing = false;
