@@ -137,6 +137,43 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
+impl Settings {
+    /// The server settings of `serve`'s flags (their defaults are the only
+    /// defaults: the tests start from them too).
+    pub fn from_args(
+        args: &ServeArgs,
+        cert_file: PathBuf,
+        key_file: PathBuf,
+        secrets: SharedSecretSource,
+    ) -> Self {
+        Self {
+            listen: args.listen,
+            tls: TlsSettings {
+                cert_file,
+                key_file,
+                client_ca_file: args.client_ca_file.clone(),
+                min_version: args.tls_min_version,
+                cipher_suites: args.tls_cipher_suites.clone(),
+                enable_http2: args.enable_http2,
+            },
+            policy: Policy {
+                strict_secrets: args.strict_secrets,
+                operator_users: args.operator_users.clone(),
+            },
+            secrets,
+            secret_timeout: args.secret_timeout,
+            timeouts: Timeouts {
+                handshake: args.handshake_timeout,
+                header_read: args.header_read_timeout,
+                idle: args.idle_timeout,
+                drain: args.drain_timeout,
+            },
+            shutdown_delay: args.shutdown_delay,
+            cert_poll_interval: args.cert_poll_interval,
+        }
+    }
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -199,30 +236,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
 
-    let tls_settings = TlsSettings {
-        cert_file,
-        key_file,
-        client_ca_file: args.client_ca_file.clone(),
-        min_version: args.tls_min_version,
-        cipher_suites: args.tls_cipher_suites.clone(),
-        enable_http2: args.enable_http2,
-    };
-    let settings = Settings {
-        policy: Policy {
-            strict_secrets: args.strict_secrets,
-            operator_users: args.operator_users.clone(),
-        },
-        secret_timeout: args.secret_timeout,
-        timeouts: Timeouts {
-            handshake: args.handshake_timeout,
-            header_read: args.header_read_timeout,
-            idle: args.idle_timeout,
-            drain: args.drain_timeout,
-        },
-        shutdown_delay: args.shutdown_delay,
-        cert_poll_interval: args.cert_poll_interval,
-        ..Settings::new(args.listen, tls_settings, secrets)
-    };
+    let settings = Settings::from_args(&args, cert_file, key_file, secrets);
     if settings.timeouts.idle <= Duration::from_secs(90) {
         tracing::warn!(
             idle_timeout_s = settings.timeouts.idle.as_secs(),

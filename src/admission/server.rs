@@ -52,18 +52,7 @@ pub struct Timeouts {
     pub drain: Duration,
 }
 
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            handshake: Duration::from_secs(10),
-            header_read: Duration::from_secs(10),
-            idle: Duration::from_secs(120),
-            drain: Duration::from_secs(30),
-        }
-    }
-}
-
-/// Everything needed to run the webhook server.
+/// Everything needed to run the webhook server ([`Settings::from_args`]).
 #[derive(Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
@@ -76,22 +65,6 @@ pub struct Settings {
     pub shutdown_delay: Duration,
     /// Certificate files are re-read at least this often (besides file events).
     pub cert_poll_interval: Duration,
-}
-
-impl Settings {
-    /// Defaults for everything but the listen address and certificate files.
-    pub fn new(listen: SocketAddr, tls: TlsSettings, secrets: SharedSecretSource) -> Self {
-        Self {
-            listen,
-            tls,
-            policy: Policy::default(),
-            secrets,
-            secret_timeout: Duration::from_secs(2),
-            timeouts: Timeouts::default(),
-            shutdown_delay: Duration::from_secs(5),
-            cert_poll_interval: Duration::from_secs(10),
-        }
-    }
 }
 
 struct HandleInner {
@@ -505,9 +478,10 @@ mod tests {
 
     fn timeouts() -> Timeouts {
         Timeouts {
+            handshake: Duration::from_secs(10),
             header_read: Duration::from_millis(40),
             idle: Duration::from_millis(200),
-            ..Timeouts::default()
+            drain: Duration::from_secs(30),
         }
     }
 

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::Parser as _;
 use metal3_dataimage::admission::secrets::{NoClusterAccess, SharedSecretSource};
-use metal3_dataimage::admission::{Server, ServerHandle, Settings, TlsMinVersion, TlsSettings};
+use metal3_dataimage::admission::{Server, ServerHandle, Settings};
+use metal3_dataimage::cli::{Cli, Command};
 use prometheus_client::registry::Registry;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -132,15 +134,16 @@ pub(crate) fn settings(dir: &Path, pki: &Pki) -> Settings {
     let serving = pki.serving();
     write(&dir.join("tls.crt"), &serving.cert_pem);
     write(&dir.join("tls.key"), &serving.key_pem);
-    let tls = TlsSettings {
-        cert_file: dir.join("tls.crt"),
-        key_file: dir.join("tls.key"),
-        client_ca_file: None,
-        min_version: TlsMinVersion::Tls12,
-        cipher_suites: Vec::new(),
-        enable_http2: false,
+    let line = ["metal3-dataimage", "serve", "--listen", "127.0.0.1:0"];
+    let Command::Serve(args) = Cli::try_parse_from(line).unwrap().command else {
+        unreachable!("serve parses as serve")
     };
-    let mut settings = Settings::new("127.0.0.1:0".parse().unwrap(), tls, no_cluster());
+    let mut settings = Settings::from_args(
+        &args,
+        dir.join("tls.crt"),
+        dir.join("tls.key"),
+        no_cluster(),
+    );
     settings.shutdown_delay = Duration::ZERO;
     settings
 }
