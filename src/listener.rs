@@ -1,11 +1,16 @@
-//! The accept loop and TLS handshake shared by the HTTPS listeners (webhook
-//! and image server). The plain-HTTP probes use `axum::serve`, which backs
-//! off on accept errors the same way but cannot do TLS or set timeouts.
+//! One way to run an HTTP listener: the accept loop and TLS handshake every
+//! listener shares, and [`serve_router`] for the probes and the image server.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -84,6 +89,57 @@ pub(crate) async fn tls_handshake(
         }
     }
 }
+
+/// Serves `router` on `listener` (TLS when `tls` is given) until `shutdown`
+/// completes, then lets open requests and downloads finish: the probes and
+/// the image server. (The webhook handles its connections itself, see
+/// `admission::server`.)
+pub(crate) async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let service = TowerToHyperService::new(router);
+    accept_until(&listener, shutdown, |stream, peer| {
+        let (builder, service) = (builder.clone(), service.clone());
+        let (watcher, acceptor) = (graceful.watcher(), acceptor.clone());
+        tokio::spawn(async move {
+            let result = match acceptor {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => {
+                    let handshake = tls_handshake(acceptor, stream, HEADER_READ_TIMEOUT, peer);
+                    let Some(tls_stream) = handshake.await else {
+                        return;
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
+    })
+    .await;
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Slow clients may not hold a connection open without sending headers
+/// (hyper's timer also runs while a keep-alive connection is idle).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Back-off after an accept error, by cause. Out of file descriptors or
 /// memory, the same error comes back at once until something is closed:

@@ -77,16 +77,13 @@ impl ProbeServer {
     }
 
     /// Serves plain HTTP on `listener` until `shutdown` completes, then stops
-    /// accepting and finishes open requests. `axum::serve` is enough here: no
-    /// TLS, and scrapes and probes are short.
+    /// accepting and finishes open requests.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        crate::listener::serve_router(listener, self.router(), None, shutdown).await
     }
 }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-pub use handler::{AppState, MAX_BODY_BYTES, MAX_REQUEST_TIMEOUT, Webhook, router};
+pub use handler::MAX_BODY_BYTES;
 pub use server::{Server, ServerHandle, Settings, Timeouts};
 pub use tls::{TlsMinVersion, TlsSettings};
 

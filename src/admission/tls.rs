@@ -26,12 +26,12 @@ pub enum TlsMinVersion {
 
 impl TlsMinVersion {
     fn versions(self) -> &'static [&'static SupportedProtocolVersion] {
-        static TLS12_AND_13: [&SupportedProtocolVersion; 2] =
-            [&rustls::version::TLS13, &rustls::version::TLS12];
-        static TLS13_ONLY: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
         match self {
-            Self::Tls12 => &TLS12_AND_13,
-            Self::Tls13 => &TLS13_ONLY,
+            Self::Tls12 => rustls::DEFAULT_VERSIONS,
+            Self::Tls13 => {
+                static TLS13_ONLY: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+                &TLS13_ONLY
+            }
         }
     }
 }

@@ -1,28 +1,20 @@
 //! The image server Ironic downloads staged images from: one route,
 //! `/images/{token}/{digest}.iso`, `GET` and `HEAD` with single-range
 //! support (tower-http's `ServeFile`); everything else is an empty 404.
+//! Served by [`crate::listener::serve_router`].
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, Method, Response, StatusCode, header};
 use axum::routing::any;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 use tower_http::services::ServeFile;
 
 use super::Inner;
 
-/// Slow clients may not hold a connection open without sending headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const STREAM_CHUNK: usize = 256 * 1024;
 
 pub(super) fn router(inner: Arc<Inner>) -> Router {
@@ -83,50 +75,4 @@ async fn image(
         }
     }
     response
-}
-
-/// Serves `router` on `listener` (TLS when `tls` is given) until `shutdown`
-/// completes, then lets open downloads finish.
-pub(super) async fn serve(
-    listener: TcpListener,
-    router: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> std::io::Result<()> {
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
-    let service = TowerToHyperService::new(router);
-    crate::listener::accept_until(&listener, shutdown, |stream, peer| {
-        let (builder, service) = (builder.clone(), service.clone());
-        let (watcher, acceptor) = (graceful.watcher(), acceptor.clone());
-        tokio::spawn(async move {
-            let result = match acceptor {
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
-                }
-                Some(acceptor) => {
-                    let handshake =
-                        crate::listener::tls_handshake(acceptor, stream, HEADER_READ_TIMEOUT, peer);
-                    let Some(tls_stream) = handshake.await else {
-                        return;
-                    };
-                    let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
-                    watcher.watch(conn.into_owned()).await
-                }
-            };
-            if let Err(err) = result {
-                tracing::debug!(error = %err, "image server connection ended with an error");
-            }
-        });
-    })
-    .await;
-    graceful.shutdown().await;
-    Ok(())
 }
