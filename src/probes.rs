@@ -27,19 +27,19 @@ pub type ReadinessCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// A settable readiness flag (not ready until [`Readiness::set_ready`]).
 #[derive(Clone, Debug, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub(crate) struct Readiness(Arc<AtomicBool>);
 
 impl Readiness {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.0.store(ready, Ordering::SeqCst);
     }
 
     /// A [`ReadinessCheck`] reading this flag.
-    pub fn checker(&self) -> ReadinessCheck {
+    pub(crate) fn checker(&self) -> ReadinessCheck {
         let flag = self.0.clone();
         Arc::new(move || {
             if flag.load(Ordering::SeqCst) {

@@ -11,7 +11,7 @@ pub enum LogFormat {
 }
 
 /// Installs the global tracing subscriber (level from `RUST_LOG`, default info).
-pub fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal: escape codes in log files are noise, and
@@ -34,7 +34,7 @@ pub fn init_logging(format: LogFormat) {
 ///
 /// It errs on the side of hiding: an `@` in a URL token is left alone only
 /// when the URL parses cleanly with no userinfo and its authority has no `@`.
-pub fn redact_url(input: &str) -> Cow<'_, str> {
+pub(crate) fn redact_url(input: &str) -> Cow<'_, str> {
     if !input.contains('@') {
         return Cow::Borrowed(input);
     }

@@ -93,7 +93,7 @@ impl ServerHandle {
         self.0.hurry.cancel();
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.0.shutdown_requested.is_cancelled()
     }
 
@@ -188,49 +188,20 @@ impl Server {
             ..
         } = self;
         let reloader_stop = CancellationToken::new();
-        spawn_reloader(
-            tls.clone(),
-            settings.cert_poll_interval,
-            reloader_stop.clone(),
-        );
-
-        // Warm up the crypto before readiness turns true.
-        let (config, provider) = (tls.config(), tls.provider().clone());
-        match tokio::task::spawn_blocking(move || tls::warm_up(config, &provider)).await {
-            Ok(Ok(())) => tracing::debug!("TLS warm-up handshake done"),
-            Ok(Err(err)) => {
-                tracing::debug!(error = %err, "TLS warm-up handshake ended early (harmless)")
-            }
-            Err(err) => tracing::debug!(error = %err, "TLS warm-up task failed"),
-        }
+        let poll = settings.cert_poll_interval;
+        spawn_reloader(tls.clone(), poll, reloader_stop.clone());
+        warm_up(&tls).await;
         handle.0.serving.store(true, Ordering::SeqCst);
 
         let connections = TaskTracker::new();
-        let close_gracefully = CancellationToken::new();
-        let close_now = CancellationToken::new();
         let options = Arc::new(ConnectionOptions {
             timeouts: settings.timeouts,
             router,
             draining: handle.clone(),
-            close_gracefully: close_gracefully.clone(),
-            close_now: close_now.clone(),
+            close_gracefully: CancellationToken::new(),
+            close_now: CancellationToken::new(),
         });
-
-        let stop_accepting = {
-            let handle = handle.clone();
-            let delay = settings.shutdown_delay;
-            async move {
-                handle.0.shutdown_requested.cancelled().await;
-                tracing::info!(
-                    delay_ms = delay.as_millis() as u64,
-                    "shutdown requested: not ready, still serving"
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = handle.0.hurry.cancelled() => {}
-                }
-            }
-        };
+        let stop_accepting = handle.clone().stop_accepting(settings.shutdown_delay);
         crate::listener::accept_until(&listener, stop_accepting, |stream, peer| {
             let acceptor = TlsAcceptor::from(tls.config());
             connections.spawn(serve_connection(stream, peer, acceptor, options.clone()));
@@ -238,32 +209,69 @@ impl Server {
         .await;
         drop(listener);
         handle.0.serving.store(false, Ordering::SeqCst);
-        let open = connections.len();
-        tracing::info!(
-            connections = open,
-            "listener closed; draining in-flight requests"
-        );
-        close_gracefully.cancel();
-        connections.close();
-        let drain = settings.timeouts.drain;
-        let hurried = async {
-            // A second signal during the drain closes what is left at once.
-            handle.0.hurry.cancelled().await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        tokio::select! {
-            _ = connections.wait() => {}
-            _ = tokio::time::sleep(drain) => {
-                tracing::warn!(connections = connections.len(), "drain timeout: closing the remaining connections");
-            }
-            _ = hurried => {}
-        }
-        close_now.cancel();
-        connections.wait().await;
+        drain(&connections, &options, &handle, settings.timeouts.drain).await;
         reloader_stop.cancel();
         tracing::info!("webhook server stopped");
         Ok(())
     }
+}
+
+impl ServerHandle {
+    /// Completes once a shutdown was requested and the shutdown delay (not
+    /// ready, still serving, while endpoints propagate) is over or cut short.
+    async fn stop_accepting(self, delay: Duration) {
+        self.0.shutdown_requested.cancelled().await;
+        let delay_ms = delay.as_millis() as u64;
+        tracing::info!(delay_ms, "shutdown requested: not ready, still serving");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = self.0.hurry.cancelled() => {}
+        }
+    }
+}
+
+/// Warms the crypto up before readiness turns true (see [`tls::warm_up`]).
+async fn warm_up(tls: &TlsState) {
+    let (config, provider) = (tls.config(), tls.provider().clone());
+    match tokio::task::spawn_blocking(move || tls::warm_up(config, &provider)).await {
+        Ok(Ok(())) => tracing::debug!("TLS warm-up handshake done"),
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "TLS warm-up handshake ended early (harmless)")
+        }
+        Err(err) => tracing::debug!(error = %err, "TLS warm-up task failed"),
+    }
+}
+
+/// After the listener closed: idle connections close now, in-flight requests
+/// get `limit` to finish (a second signal cuts it short), then the rest is
+/// closed.
+async fn drain(
+    connections: &TaskTracker,
+    options: &ConnectionOptions,
+    handle: &ServerHandle,
+    limit: Duration,
+) {
+    let open = connections.len();
+    tracing::info!(
+        connections = open,
+        "listener closed; draining in-flight requests"
+    );
+    options.close_gracefully.cancel();
+    connections.close();
+    let hurried = async {
+        handle.0.hurry.cancelled().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::select! {
+        () = connections.wait() => {}
+        () = tokio::time::sleep(limit) => {
+            let open = connections.len();
+            tracing::warn!(connections = open, "drain timeout: closing the remaining connections");
+        }
+        () = hurried => {}
+    }
+    options.close_now.cancel();
+    connections.wait().await;
 }
 
 struct ConnectionOptions {
