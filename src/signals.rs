@@ -24,3 +24,18 @@ impl Signals {
         }
     }
 }
+
+/// The shutdown-signal handler every subcommand can use: the first
+/// SIGTERM/SIGINT calls `first` (graceful shutdown), a second one `second`
+/// (skip the remaining waits). Needs a running Tokio runtime.
+pub(crate) fn spawn_handler(
+    first: impl FnOnce(&'static str) + Send + 'static,
+    second: impl FnOnce(&'static str) + Send + 'static,
+) -> std::io::Result<()> {
+    let mut signals = Signals::new()?;
+    tokio::spawn(async move {
+        first(signals.next().await);
+        second(signals.next().await);
+    });
+    Ok(())
+}

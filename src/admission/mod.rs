@@ -263,23 +263,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "webhook server listening"
     );
 
-    tokio::spawn(handle_signals(handle.clone()));
+    let (graceful, now) = (handle.clone(), handle.clone());
+    let signals = crate::signals::spawn_handler(
+        move |signal| {
+            tracing::info!(signal, "graceful shutdown");
+            graceful.shutdown();
+        },
+        move |signal| {
+            tracing::info!(signal, "second signal: shutting down now");
+            now.shutdown_now();
+        },
+    );
+    if let Err(err) = signals {
+        tracing::warn!(error = %err, "cannot install signal handlers");
+    }
     let result = server.run().await;
     probes_stop.cancel();
     let _ = probes_task.await;
     result
-}
-
-/// First SIGTERM/SIGINT: graceful shutdown. Second: skip the remaining waits.
-async fn handle_signals(handle: ServerHandle) {
-    let Ok(mut signals) = crate::signals::Signals::new() else {
-        tracing::warn!("cannot install signal handlers");
-        return;
-    };
-    let name = signals.next().await;
-    tracing::info!(signal = name, "graceful shutdown");
-    handle.shutdown();
-    let name = signals.next().await;
-    tracing::info!(signal = name, "second signal: shutting down now");
-    handle.shutdown_now();
 }
