@@ -20,11 +20,11 @@ const STREAM_CHUNK: usize = 256 * 1024;
 pub(super) fn router(inner: Arc<Inner>) -> Router {
     Router::new()
         .route("/images/{token}/{file}", any(image))
-        .fallback(not_found)
+        .fallback(async || not_found())
         .with_state(inner)
 }
 
-async fn not_found() -> Response<Body> {
+fn not_found() -> Response<Body> {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::NOT_FOUND;
     response
@@ -37,30 +37,27 @@ async fn image(
 ) -> Response<Body> {
     let method = request.method().clone();
     if method != Method::GET && method != Method::HEAD {
-        return not_found().await;
+        return not_found();
     }
     let Some(blob) = inner.lookup(&token, &file) else {
-        return not_found().await;
+        return not_found();
     };
-    let served = ServeFile::new(&blob.path)
-        .with_buf_chunk_size(STREAM_CHUNK)
-        .oneshot(request)
-        .await;
-    let mut response = match served {
-        Ok(response) => response.map(Body::new),
-        Err(never) => match never {},
-    };
+    let file = ServeFile::new(&blob.path).with_buf_chunk_size(STREAM_CHUNK);
+    let Ok(response) = file.oneshot(request).await;
+    let mut response = response.map(Body::new);
     let status = response.status();
     if status == StatusCode::NOT_FOUND {
         // Evicted between the lookup and the open.
         tracing::warn!(digest = %blob.digest, "staged image missing from the cache");
-        return not_found().await;
+        return not_found();
     }
     // Never the path: it carries the host's token.
     let digest = format!("sha256:{}", blob.digest);
     if method == Method::GET {
-        let bytes = response.headers().get(header::CONTENT_LENGTH).cloned();
-        let bytes = bytes.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("0");
+        let length = response.headers().get(header::CONTENT_LENGTH);
+        let bytes: u64 = length
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
         tracing::info!(%digest, status = status.as_u16(), bytes, "serving staged image");
     } else {
         tracing::debug!(%digest, status = status.as_u16(), "staged image HEAD");
