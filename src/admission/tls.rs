@@ -291,16 +291,16 @@ pub(crate) fn warm_up(
     config: Arc<ServerConfig>,
     provider: &Arc<CryptoProvider>,
 ) -> Result<(), rustls::Error> {
-    use rustls::{ClientConfig, ClientConnection, ServerConnection};
+    use rustls::{ClientConfig, ClientConnection, Connection, ServerConnection};
     let client_config = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(warm_up::AcceptAnyServer(provider.clone())))
         .with_no_client_auth();
     let name = rustls_pki_types::ServerName::try_from("localhost")
         .map_err(|_| rustls::Error::General("name".into()))?;
-    let mut client = ClientConnection::new(Arc::new(client_config), name)?;
-    let mut server = ServerConnection::new(config)?;
+    let mut client = Connection::from(ClientConnection::new(Arc::new(client_config), name)?);
+    let mut server = Connection::from(ServerConnection::new(config)?);
     for _ in 0..16 {
         pump(&mut client, &mut server)?;
         pump(&mut server, &mut client)?;
@@ -313,13 +313,7 @@ pub(crate) fn warm_up(
     ))
 }
 
-fn pump<A, B, DA, DB>(from: &mut A, to: &mut B) -> Result<(), rustls::Error>
-where
-    A: std::ops::DerefMut<Target = rustls::ConnectionCommon<DA>>,
-    B: std::ops::DerefMut<Target = rustls::ConnectionCommon<DB>>,
-    DA: rustls::SideData,
-    DB: rustls::SideData,
-{
+fn pump(from: &mut rustls::Connection, to: &mut rustls::Connection) -> Result<(), rustls::Error> {
     let mut buffer = Vec::new();
     while from.wants_write() {
         from.write_tls(&mut buffer)
@@ -445,5 +439,26 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn the_warm_up_handshake_completes() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let settings = TlsSettings {
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            client_ca_file: None,
+            min_version: TlsMinVersion::Tls12,
+            cipher_suites: Vec::new(),
+            enable_http2: false,
+        };
+        let provider = crypto_provider(&settings).unwrap();
+        let pems = (cert.pem(), key.serialize_pem());
+        let loaded = parse_cert(pems.0.as_bytes(), pems.1.as_bytes(), &provider).unwrap();
+        let resolver = Arc::new(CertResolver(ArcSwap::from(loaded.certified)));
+        let config = server_config(&settings, &provider, resolver, None).unwrap();
+        warm_up(config, &provider).unwrap();
     }
 }
