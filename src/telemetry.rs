@@ -34,7 +34,7 @@ pub(crate) fn init_logging(format: LogFormat) {
 ///
 /// It errs on the side of hiding: an `@` in a URL token is left alone only
 /// when the URL parses cleanly with no userinfo and its authority has no `@`.
-pub(crate) fn redact_url(input: &str) -> Cow<'_, str> {
+pub fn redact_url(input: &str) -> Cow<'_, str> {
     if !input.contains('@') {
         return Cow::Borrowed(input);
     }

@@ -2,8 +2,8 @@
 //!
 //! - [`envelope`]: AdmissionReview parsing (borrowed, objects stay raw) and answers
 //! - [`handler`]: the three endpoints (HTTP checks, rules, metrics, logs)
-//! - [`server`]: TLS listener, connection handling, graceful shutdown
-//! - [`tls`], [`reload`]: rustls configuration and certificate hot reload
+//! - `server`: TLS listener, connection handling, graceful shutdown
+//! - `tls`, `reload`: rustls configuration and certificate hot reload
 //! - [`secrets`]: bounded, cached lookups of the referenced Secret
 //! - [`metrics`]: controller-runtime-compatible metrics
 

@@ -1,7 +1,7 @@
 //! The image server Ironic downloads staged images from: one route,
 //! `/images/{token}/{digest}.iso`, `GET` and `HEAD` with single-range
 //! support (tower-http's `ServeFile`); everything else is an empty 404.
-//! Served by [`crate::listener::serve_router`].
+//! Served by `crate::listener::serve_router`.
 
 use std::sync::Arc;
 
