@@ -10,6 +10,8 @@
 //! - [`staging`]: fetch/verify/serve credentialed images for Ironic
 //! - [`crd`], [`certs`]: manifests support
 //! - [`telemetry`]: logging setup and redaction helpers
+//! - `listener`, [`probes`], `signals`: the one way to serve HTTP, the
+//!   `/healthz` `/readyz` `/metrics` listener, the shutdown signals
 
 pub mod admission;
 pub mod certs;
@@ -18,11 +20,11 @@ pub mod cli;
 pub mod crd;
 pub mod duration;
 pub mod ironic;
+mod listener;
 pub mod model;
 pub mod probes;
-pub mod rbac;
 pub mod reconcile;
 pub mod rules;
-pub mod signals;
+mod signals;
 pub mod staging;
 pub mod telemetry;

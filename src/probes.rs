@@ -1,21 +1,5 @@
-//! A small plain-HTTP server for `/healthz`, `/readyz` and `/metrics`, shared
+//! The plain-HTTP listener for `/healthz`, `/readyz` and `/metrics`, shared
 //! by `serve` (webhook) and `reconcile` (controller).
-//!
-//! ```no_run
-//! # async fn example() -> anyhow::Result<()> {
-//! use std::sync::Arc;
-//! use metal3_dataimage::probes::{self, Readiness};
-//!
-//! let mut registry = prometheus_client::registry::Registry::default();
-//! // ... register metrics into `registry` ...
-//! let readiness = Readiness::new(); // starts not ready
-//! let listener = probes::bind("127.0.0.1:0".parse()?).await?;
-//! let server = probes::ProbeServer::new(Arc::new(registry), readiness.checker());
-//! let shutdown = tokio_util::sync::CancellationToken::new();
-//! tokio::spawn(server.serve(listener, shutdown.clone().cancelled_owned()));
-//! readiness.set_ready(true); // `/readyz` now answers 200
-//! # Ok(()) }
-//! ```
 //!
 //! - `GET /healthz`: 200 `ok` while the process runs (never depends on the
 //!   API server or on readiness).
@@ -31,39 +15,34 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 /// The readiness check: `Ok(())` when ready, `Err(reason)` otherwise.
 pub type ReadinessCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-/// A simple settable readiness flag (not ready until [`Readiness::set_ready`]).
+/// A settable readiness flag (not ready until [`Readiness::set_ready`]).
 #[derive(Clone, Debug, Default)]
-pub struct Readiness {
-    ready: Arc<AtomicBool>,
-}
+pub(crate) struct Readiness(Arc<AtomicBool>);
 
 impl Readiness {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
     }
 
     /// A [`ReadinessCheck`] reading this flag.
-    pub fn checker(&self) -> ReadinessCheck {
-        let flag = self.clone();
+    pub(crate) fn checker(&self) -> ReadinessCheck {
+        let flag = self.0.clone();
         Arc::new(move || {
-            if flag.is_ready() {
+            if flag.load(Ordering::SeqCst) {
                 Ok(())
             } else {
                 Err("not ready".to_string())
@@ -87,10 +66,9 @@ impl ProbeServer {
         }
     }
 
-    /// The axum router (usable with `tower::ServiceExt::oneshot` in tests).
-    pub fn router(&self) -> Router {
+    fn router(&self) -> Router {
         Router::new()
-            .route("/healthz", get(healthz))
+            .route("/healthz", get(async || "ok"))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .fallback(not_found)
@@ -105,9 +83,7 @@ impl ProbeServer {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        crate::listener::serve_router(listener, self.router(), None, shutdown).await
     }
 }
 
@@ -122,31 +98,21 @@ const MAX_ECHOED_PATH: usize = 256;
 /// 404 with a one-line plain-text reason (axum's default has an empty body,
 /// which tells someone probing the port nothing). Also used by the webhook
 /// listener.
-pub async fn not_found(uri: Uri) -> Response {
+pub(crate) async fn not_found(uri: Uri) -> Response {
     let path = uri.path();
     let shown = match path.char_indices().nth(MAX_ECHOED_PATH) {
         Some((end, _)) => format!("{}...", &path[..end]),
         None => path.to_string(),
     };
-    (
-        StatusCode::NOT_FOUND,
-        format!("404 page not found: {shown}\n"),
-    )
-        .into_response()
+    let reason = format!("404 page not found: {shown}\n");
+    (StatusCode::NOT_FOUND, reason).into_response()
 }
 
 /// 405 with a one-line plain-text reason naming the method to use (axum
 /// still adds the `Allow` header).
-pub fn method_not_allowed(allowed: &str) -> Response {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("405 method not allowed: use {allowed}\n"),
-    )
-        .into_response()
-}
-
-async fn healthz() -> &'static str {
-    "ok"
+pub(crate) fn method_not_allowed(allowed: &str) -> Response {
+    let reason = format!("405 method not allowed: use {allowed}\n");
+    (StatusCode::METHOD_NOT_ALLOWED, reason).into_response()
 }
 
 async fn readyz(State(server): State<ProbeServer>) -> Response {
@@ -163,29 +129,18 @@ async fn metrics(State(server): State<ProbeServer>, headers: HeaderMap) -> Respo
         .is_some_and(|accept| accept.contains("application/openmetrics-text"));
     let mut body = String::with_capacity(8 * 1024);
     let (encoded, content_type) = if wants_openmetrics {
-        (
-            prometheus_client::encoding::text::encode(&mut body, &server.registry),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )
+        let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        (text::encode(&mut body, &server.registry), content_type)
     } else {
-        (
-            prometheus_client::encoding::prometheus_text::encode(&mut body, &server.registry),
-            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-        )
+        let encoded = prometheus_text::encode(&mut body, &server.registry);
+        (encoded, prometheus_text::CONTENT_TYPE)
     };
     match encoded {
-        Ok(()) => {
-            let mut response = body.into_response();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            response
+        Ok(()) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(err) => {
+            let reason = format!("encoding metrics: {err}");
+            (StatusCode::INTERNAL_SERVER_ERROR, reason).into_response()
         }
-        Err(err) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encoding metrics: {err}"),
-        )
-            .into_response(),
     }
 }
 

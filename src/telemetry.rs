@@ -11,7 +11,7 @@ pub enum LogFormat {
 }
 
 /// Installs the global tracing subscriber (level from `RUST_LOG`, default info).
-pub fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal: escape codes in log files are noise, and

@@ -183,7 +183,7 @@ fn at_least(value: f64, limit: f64) -> String {
     if value >= limit {
         "met".to_string()
     } else {
-        format!("**MISSED**: {:.2}× of {:.2}×", value, limit)
+        format!("**MISSED**: {value:.2}× of {limit:.2}×")
     }
 }
 

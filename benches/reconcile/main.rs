@@ -420,7 +420,7 @@ async fn run_one(
     for (i, node) in nodes.iter().enumerate() {
         api.put_host(host_object(i, node));
     }
-    let kubeconfig = settings.work.join(format!("kubeconfig-{}", n));
+    let kubeconfig = settings.work.join(format!("kubeconfig-{n}"));
     std::fs::write(&kubeconfig, api.kubeconfig())?;
     let mut reconciler = Reconciler::start(
         settings,

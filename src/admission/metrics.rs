@@ -37,10 +37,6 @@ pub struct CertificateLabels {
     pub certificate: &'static str,
 }
 
-fn latency_histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS)
-}
-
 /// Every metric of the webhook server (cheap to clone: all handles are shared).
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -58,7 +54,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Self {
             requests: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram),
+            latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             in_flight: Family::default(),
             panics: Counter::default(),
             admissions: Family::default(),

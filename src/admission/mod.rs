@@ -2,18 +2,18 @@
 //!
 //! - [`envelope`]: AdmissionReview parsing (borrowed, objects stay raw) and answers
 //! - [`handler`]: the three endpoints (HTTP checks, rules, metrics, logs)
-//! - [`server`]: TLS listener, connection handling, graceful shutdown
-//! - [`tls`], [`reload`]: rustls configuration and certificate hot reload
+//! - `server`: TLS listener, connection handling, graceful shutdown
+//! - `tls`, `reload`: rustls configuration and certificate hot reload
 //! - [`secrets`]: bounded, cached lookups of the referenced Secret
 //! - [`metrics`]: controller-runtime-compatible metrics
 
 pub mod envelope;
 pub mod handler;
 pub mod metrics;
-pub mod reload;
+mod reload;
 pub mod secrets;
-pub mod server;
-pub mod tls;
+mod server;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,10 +22,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-pub use handler::{AppState, MAX_BODY_BYTES, MAX_REQUEST_TIMEOUT, Webhook, router};
+pub use handler::MAX_BODY_BYTES;
 pub use server::{Server, ServerHandle, Settings, Timeouts};
 pub use tls::{TlsMinVersion, TlsSettings};
 
+use crate::duration::parse_duration;
 use crate::rules::{DEFAULT_OPERATOR_USER, Policy};
 use crate::telemetry::{LogFormat, init_logging};
 use secrets::{KubeSecrets, NoClusterAccess, SharedSecretSource};
@@ -38,10 +39,6 @@ pub const WEBHOOK_PATHS: [&str; 3] = [VALIDATE_BMH_PATH, MUTATE_BMH_PATH, VALIDA
 /// Default listeners.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9443";
 pub const DEFAULT_PROBE_LISTEN: &str = "0.0.0.0:9440";
-
-fn duration_arg(value: &str) -> Result<Duration, String> {
-    crate::duration::parse_duration(value)
-}
 
 /// `metal3-dataimage serve`: every flag is also an environment variable.
 #[derive(Clone, Debug, clap::Args)]
@@ -91,10 +88,10 @@ pub struct ServeArgs {
     pub enable_http2: bool,
     /// After SIGTERM/SIGINT, keep serving (reporting not ready) this long
     /// before closing the listener, while endpoints propagate.
-    #[arg(long, env = "METAL3_DATAIMAGE_SHUTDOWN_DELAY", default_value = "5s", value_parser = duration_arg)]
+    #[arg(long, env = "METAL3_DATAIMAGE_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
     /// After closing the listener, how long in-flight requests may take.
-    #[arg(long, env = "METAL3_DATAIMAGE_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration_arg)]
+    #[arg(long, env = "METAL3_DATAIMAGE_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
     /// Deny (instead of warn) when the referenced Secret is missing or cannot be read.
     #[arg(long, env = "METAL3_DATAIMAGE_STRICT_SECRETS")]
@@ -108,24 +105,24 @@ pub struct ServeArgs {
     )]
     pub operator_users: Vec<String>,
     /// Upper bound for one Secret lookup (also kept inside the API server's ?timeout=).
-    #[arg(long, env = "METAL3_DATAIMAGE_SECRET_TIMEOUT", default_value = "2s", value_parser = duration_arg)]
+    #[arg(long, env = "METAL3_DATAIMAGE_SECRET_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub secret_timeout: Duration,
     /// Where the development certificate is generated/reused when no
     /// certificate flags are given.
     #[arg(long, env = "METAL3_DATAIMAGE_CERT_DIR", default_value = "certs")]
     pub cert_dir: PathBuf,
     /// TLS handshake timeout.
-    #[arg(long, env = "METAL3_DATAIMAGE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration_arg)]
+    #[arg(long, env = "METAL3_DATAIMAGE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
     /// Time allowed to receive a request's headers once it started.
-    #[arg(long, env = "METAL3_DATAIMAGE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration_arg)]
+    #[arg(long, env = "METAL3_DATAIMAGE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
     /// Idle keep-alive connections are closed after this (keep it above the
     /// API server's 90 s).
-    #[arg(long, env = "METAL3_DATAIMAGE_IDLE_TIMEOUT", default_value = "120s", value_parser = duration_arg)]
+    #[arg(long, env = "METAL3_DATAIMAGE_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
     /// Certificate files are re-read at least this often (besides file events).
-    #[arg(long, env = "METAL3_DATAIMAGE_CERT_POLL_INTERVAL", default_value = "10s", value_parser = duration_arg)]
+    #[arg(long, env = "METAL3_DATAIMAGE_CERT_POLL_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub cert_poll_interval: Duration,
     /// Log format.
     #[arg(
@@ -137,9 +134,45 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
+impl Settings {
+    /// The server settings of `serve`'s flags (their defaults are the only
+    /// defaults: the tests start from them too).
+    pub fn from_args(
+        args: &ServeArgs,
+        cert_file: PathBuf,
+        key_file: PathBuf,
+        secrets: SharedSecretSource,
+    ) -> Self {
+        Self {
+            listen: args.listen,
+            tls: TlsSettings {
+                cert_file,
+                key_file,
+                client_ca_file: args.client_ca_file.clone(),
+                min_version: args.tls_min_version,
+                cipher_suites: args.tls_cipher_suites.clone(),
+                enable_http2: args.enable_http2,
+            },
+            policy: Policy {
+                strict_secrets: args.strict_secrets,
+                operator_users: args.operator_users.clone(),
+            },
+            secrets,
+            secret_timeout: args.secret_timeout,
+            timeouts: Timeouts {
+                handshake: args.handshake_timeout,
+                header_read: args.header_read_timeout,
+                idle: args.idle_timeout,
+                drain: args.drain_timeout,
+            },
+            shutdown_delay: args.shutdown_delay,
+            cert_poll_interval: args.cert_poll_interval,
+        }
+    }
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    tls::install_default_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -156,37 +189,40 @@ fn curl_host(listen: SocketAddr) -> String {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let (cert_file, key_file) = match (&args.tls_cert_file, &args.tls_key_file) {
-        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
-        _ => {
-            let dev = crate::certs::ensure_dev_certs(&args.cert_dir).with_context(|| {
-                format!(
-                    "preparing development certificates in {}",
-                    args.cert_dir.display()
-                )
-            })?;
-            tracing::info!(
-                ca = %dev.ca_cert.display(),
-                cert = %dev.cert.display(),
-                generated = dev.generated,
-                "no --tls-cert-file/--tls-key-file: serving a development certificate for localhost, 127.0.0.1 and ::1"
-            );
-            eprintln!(
-                "Development CA: {ca}\nTry it:\n  curl --cacert {ca} -H 'Content-Type: application/json' \\\n    \
-                 -d '{{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{{\"uid\":\"1\",\
-                 \"kind\":{{\"group\":\"metal3.io\",\"version\":\"v1alpha1\",\"kind\":\"BareMetalHost\"}},\
-                 \"operation\":\"CREATE\",\"namespace\":\"default\",\"name\":\"host-0\",\"object\":{{\"apiVersion\":\
-                 \"metal3.io/v1alpha1\",\"kind\":\"BareMetalHost\",\"metadata\":{{\"name\":\"host-0\"}},\"spec\":{{\
-                 \"dataImage\":{{\"url\":\"ftp://example.com/a.iso\"}}}}}}}}}}' \\\n    https://{host}{path}",
-                ca = dev.ca_cert.display(),
-                host = curl_host(args.listen),
-                path = VALIDATE_BMH_PATH,
-            );
-            (dev.cert, dev.key)
-        }
-    };
+/// The serving certificate and key files: the flags', or a development
+/// certificate in --cert-dir (with a curl command to try it).
+fn serving_certificate(args: &ServeArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) {
+        return Ok((cert.clone(), key.clone()));
+    }
+    let dev = crate::certs::ensure_dev_certs(&args.cert_dir).with_context(|| {
+        format!(
+            "preparing development certificates in {}",
+            args.cert_dir.display()
+        )
+    })?;
+    tracing::info!(
+        ca = %dev.ca_cert.display(),
+        cert = %dev.cert.display(),
+        generated = dev.generated,
+        "no --tls-cert-file/--tls-key-file: serving a development certificate for localhost, 127.0.0.1 and ::1"
+    );
+    eprintln!(
+        "Development CA: {ca}\nTry it:\n  curl --cacert {ca} -H 'Content-Type: application/json' \\\n    \
+         -d '{{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{{\"uid\":\"1\",\
+         \"kind\":{{\"group\":\"metal3.io\",\"version\":\"v1alpha1\",\"kind\":\"BareMetalHost\"}},\
+         \"operation\":\"CREATE\",\"namespace\":\"default\",\"name\":\"host-0\",\"object\":{{\"apiVersion\":\
+         \"metal3.io/v1alpha1\",\"kind\":\"BareMetalHost\",\"metadata\":{{\"name\":\"host-0\"}},\"spec\":{{\
+         \"dataImage\":{{\"url\":\"ftp://example.com/a.iso\"}}}}}}}}}}' \\\n    https://{host}{path}",
+        ca = dev.ca_cert.display(),
+        host = curl_host(args.listen),
+        path = VALIDATE_BMH_PATH,
+    );
+    Ok((dev.cert, dev.key))
+}
 
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (cert_file, key_file) = serving_certificate(&args)?;
     let secrets: SharedSecretSource = match KubeSecrets::try_default().await {
         Ok(kube) => {
             tracing::info!("Secret lookups use the Kubernetes API");
@@ -200,30 +236,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
 
-    let tls_settings = TlsSettings {
-        cert_file,
-        key_file,
-        client_ca_file: args.client_ca_file.clone(),
-        min_version: args.tls_min_version,
-        cipher_suites: args.tls_cipher_suites.clone(),
-        enable_http2: args.enable_http2,
-    };
-    let settings = Settings {
-        policy: Policy {
-            strict_secrets: args.strict_secrets,
-            operator_users: args.operator_users.clone(),
-        },
-        secret_timeout: args.secret_timeout,
-        timeouts: Timeouts {
-            handshake: args.handshake_timeout,
-            header_read: args.header_read_timeout,
-            idle: args.idle_timeout,
-            drain: args.drain_timeout,
-        },
-        shutdown_delay: args.shutdown_delay,
-        cert_poll_interval: args.cert_poll_interval,
-        ..Settings::new(args.listen, tls_settings, secrets)
-    };
+    let settings = Settings::from_args(&args, cert_file, key_file, secrets);
     if settings.timeouts.idle <= Duration::from_secs(90) {
         tracing::warn!(
             idle_timeout_s = settings.timeouts.idle.as_secs(),
@@ -250,29 +263,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "webhook server listening"
     );
 
-    tokio::spawn(handle_signals(handle.clone()));
+    let (graceful, now) = (handle.clone(), handle.clone());
+    let signals = crate::signals::spawn_handler(
+        move |signal| {
+            tracing::info!(signal, "graceful shutdown");
+            graceful.shutdown();
+        },
+        move |signal| {
+            tracing::info!(signal, "second signal: shutting down now");
+            now.shutdown_now();
+        },
+    );
+    if let Err(err) = signals {
+        tracing::warn!(error = %err, "cannot install signal handlers");
+    }
     let result = server.run().await;
     probes_stop.cancel();
     let _ = probes_task.await;
     result
-}
-
-/// First SIGTERM/SIGINT: graceful shutdown. Second: skip the remaining waits.
-async fn handle_signals(handle: ServerHandle) {
-    let Ok(mut signals) = crate::signals::Signals::new() else {
-        tracing::warn!("cannot install signal handlers");
-        return;
-    };
-    let mut first = true;
-    loop {
-        let name = signals.next().await;
-        if first {
-            tracing::info!(signal = name, "graceful shutdown");
-            handle.shutdown();
-            first = false;
-        } else {
-            tracing::info!(signal = name, "second signal: shutting down now");
-            handle.shutdown_now();
-        }
-    }
 }

@@ -18,10 +18,11 @@ use arc_swap::ArcSwap;
 use notify::Watcher as _;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
+use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::{CertificateLabels, Metrics};
-use super::tls::{self, CertResolver, LoadedClientCa, TlsSettings};
+use super::tls::{self, CertResolver, TlsSettings};
 
 const SERVING: CertificateLabels = CertificateLabels {
     certificate: "serving",
@@ -30,37 +31,42 @@ const CLIENT_CA: CertificateLabels = CertificateLabels {
     certificate: "client-ca",
 };
 
-/// File digests we have seen, so an unchanged (or unchanged-and-bad) file is
-/// neither reloaded nor reported again.
+/// Digests of the file contents last loaded and last rejected, so an
+/// unchanged (or unchanged-and-bad) file is neither reloaded nor reported again.
 #[derive(Default)]
 struct Seen {
-    cert_loaded: [u8; 32],
-    cert_failed: Option<[u8; 32]>,
-    ca_loaded: Option<[u8; 32]>,
-    ca_failed: Option<[u8; 32]>,
+    loaded: Option<[u8; 32]>,
+    failed: Option<[u8; 32]>,
 }
 
 /// The live TLS configuration.
-pub struct TlsState {
+pub(crate) struct TlsState {
     settings: TlsSettings,
     provider: Arc<CryptoProvider>,
     resolver: Arc<CertResolver>,
     config: ArcSwap<ServerConfig>,
-    client_ca: Mutex<Option<LoadedClientCa>>,
-    seen: Mutex<Seen>,
+    /// Serving certificate, client CA.
+    seen: Mutex<[Seen; 2]>,
     cert_not_after: AtomicI64,
     metrics: Metrics,
 }
 
+/// SHA-256 of files' bytes (with their lengths, so the split matters).
+fn digest_of(parts: &[Vec<u8>]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher.finalize().into()
+}
+
 impl TlsState {
     /// Loads the certificate (and client CA); any problem here is fatal.
-    pub fn load(settings: TlsSettings, metrics: Metrics) -> anyhow::Result<Self> {
+    pub(crate) fn load(settings: TlsSettings, metrics: Metrics) -> anyhow::Result<Self> {
         let provider = tls::crypto_provider(&settings)?;
         // Export the error counters at 0 from the start (alerts on `increase()`).
         let _ = metrics.certificate_read_errors.get_or_create(&SERVING);
-        if settings.client_ca_file.is_some() {
-            let _ = metrics.certificate_read_errors.get_or_create(&CLIENT_CA);
-        }
         let (cert_pem, key_pem) = tls::read_cert_files(&settings.cert_file, &settings.key_file)?;
         metrics.certificate_reads.get_or_create(&SERVING).inc();
         let cert = tls::parse_cert(&cert_pem, &key_pem, &provider).with_context(|| {
@@ -70,22 +76,26 @@ impl TlsState {
                 settings.key_file.display()
             )
         })?;
+        let mut seen: [Seen; 2] = Default::default();
+        seen[0].loaded = Some(digest_of(&[cert_pem, key_pem]));
         let client_ca = match &settings.client_ca_file {
             Some(path) => {
+                let _ = metrics.certificate_read_errors.get_or_create(&CLIENT_CA);
                 metrics.certificate_reads.get_or_create(&CLIENT_CA).inc();
                 let pem =
                     std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                let ca = tls::parse_client_ca(&pem)
+                let (roots, not_after) = tls::parse_client_ca(&pem)
                     .with_context(|| format!("loading {}", path.display()))?;
                 metrics
                     .certificate_expiry
                     .get_or_create(&CLIENT_CA)
-                    .set(ca.not_after);
-                Some(ca)
+                    .set(not_after);
+                seen[1].loaded = Some(digest_of(&[pem]));
+                Some(roots)
             }
             None => None,
         };
-        let resolver = Arc::new(CertResolver::new(cert.certified.clone()));
+        let resolver = Arc::new(CertResolver(ArcSwap::new(cert.certified.clone())));
         let config =
             tls::server_config(&settings, &provider, resolver.clone(), client_ca.as_ref())?;
         metrics
@@ -94,13 +104,8 @@ impl TlsState {
             .set(cert.not_after);
         log_loaded("loaded serving certificate", &settings, &cert);
         Ok(Self {
-            seen: Mutex::new(Seen {
-                cert_loaded: cert.digest,
-                ca_loaded: client_ca.as_ref().map(|ca| ca.digest),
-                ..Seen::default()
-            }),
+            seen: Mutex::new(seen),
             cert_not_after: AtomicI64::new(cert.not_after),
-            client_ca: Mutex::new(client_ca),
             settings,
             provider,
             resolver,
@@ -110,157 +115,102 @@ impl TlsState {
     }
 
     /// The rustls configuration for the next accepted connection.
-    pub fn config(&self) -> Arc<ServerConfig> {
+    pub(crate) fn config(&self) -> Arc<ServerConfig> {
         self.config.load_full()
     }
 
-    pub fn provider(&self) -> &Arc<CryptoProvider> {
+    pub(crate) fn provider(&self) -> &Arc<CryptoProvider> {
         &self.provider
     }
 
     /// notAfter (Unix seconds) of the certificate being served.
-    pub fn cert_not_after(&self) -> i64 {
+    pub(crate) fn cert_not_after(&self) -> i64 {
         self.cert_not_after.load(Ordering::Relaxed)
     }
 
     /// Re-reads the files; swaps in what changed and is valid.
-    pub fn reload(&self) {
-        self.reload_cert();
-        if self.settings.client_ca_file.is_some() {
-            self.reload_client_ca();
-        }
-    }
-
-    fn reload_cert(&self) {
-        let (cert_pem, key_pem) =
-            match tls::read_cert_files(&self.settings.cert_file, &self.settings.key_file) {
-                Ok(files) => files,
-                Err(err) => {
-                    // Mid-swap reads can fail transiently; the next event or poll retries.
-                    tracing::debug!(
-                        error = format!("{err:#}"),
-                        "certificate files not readable right now"
-                    );
-                    return;
-                }
-            };
-        let digest = tls::digest_of(&[&cert_pem, &key_pem]);
-        let Ok(mut seen) = self.seen.lock() else {
-            return;
-        };
-        if digest == seen.cert_loaded || Some(digest) == seen.cert_failed {
-            return;
-        }
-        self.metrics.certificate_reads.get_or_create(&SERVING).inc();
-        match tls::parse_cert(&cert_pem, &key_pem, &self.provider) {
-            Ok(cert) => {
-                self.resolver.swap(cert.certified.clone());
-                self.cert_not_after.store(cert.not_after, Ordering::Relaxed);
-                self.metrics
-                    .certificate_expiry
-                    .get_or_create(&SERVING)
-                    .set(cert.not_after);
-                seen.cert_loaded = digest;
-                seen.cert_failed = None;
-                log_loaded("reloaded serving certificate", &self.settings, &cert);
-            }
-            Err(err) => {
-                self.metrics
-                    .certificate_read_errors
-                    .get_or_create(&SERVING)
-                    .inc();
-                seen.cert_failed = Some(digest);
-                tracing::warn!(
-                    error = format!("{err:#}"),
-                    cert_file = %self.settings.cert_file.display(),
-                    "new serving certificate rejected; still serving the previous one"
-                );
-            }
-        }
-    }
-
-    fn reload_client_ca(&self) {
-        let Some(path) = &self.settings.client_ca_file else {
-            return;
-        };
-        let Ok(pem) = std::fs::read(path) else { return };
-        let digest = tls::digest_of(&[&pem]);
-        let Ok(mut seen) = self.seen.lock() else {
-            return;
-        };
-        if Some(digest) == seen.ca_loaded || Some(digest) == seen.ca_failed {
-            return;
-        }
-        self.metrics
-            .certificate_reads
-            .get_or_create(&CLIENT_CA)
-            .inc();
-        let rebuilt = tls::parse_client_ca(&pem).and_then(|ca| {
-            let config = tls::server_config(
-                &self.settings,
-                &self.provider,
-                self.resolver.clone(),
-                Some(&ca),
-            )?;
-            Ok((ca, config))
+    fn reload(&self) {
+        let settings = &self.settings;
+        self.reload_one(0, &[&settings.cert_file, &settings.key_file], |pems| {
+            let cert = tls::parse_cert(&pems[0], &pems[1], &self.provider)?;
+            self.resolver.0.store(cert.certified.clone());
+            self.cert_not_after.store(cert.not_after, Ordering::Relaxed);
+            log_loaded("reloaded serving certificate", settings, &cert);
+            Ok(cert.not_after)
         });
-        match rebuilt {
-            Ok((ca, config)) => {
+        if let Some(path) = &settings.client_ca_file {
+            self.reload_one(1, &[path], |pems| {
+                let (roots, not_after) = tls::parse_client_ca(&pems[0])?;
+                let config = tls::server_config(
+                    settings,
+                    &self.provider,
+                    self.resolver.clone(),
+                    Some(&roots),
+                )?;
                 self.config.store(config);
-                self.metrics
-                    .certificate_expiry
-                    .get_or_create(&CLIENT_CA)
-                    .set(ca.not_after);
-                seen.ca_loaded = Some(digest);
-                seen.ca_failed = None;
-                tracing::info!(file = %path.display(), not_after = ca.not_after, "reloaded client CA");
-                if let Ok(mut current) = self.client_ca.lock() {
-                    *current = Some(ca);
-                }
+                tracing::info!(file = %path.display(), not_after, "reloaded client CA");
+                Ok(not_after)
+            });
+        }
+    }
+
+    /// Reads `files` (input 0: the serving certificate and key, 1: the
+    /// client CA) and, when their bytes are new, lets `apply` parse and
+    /// install them; `apply` returns the notAfter to export.
+    fn reload_one(
+        &self,
+        input: usize,
+        files: &[&PathBuf],
+        apply: impl FnOnce(&[Vec<u8>]) -> anyhow::Result<i64>,
+    ) {
+        let pems: Result<Vec<Vec<u8>>, _> = files.iter().map(std::fs::read).collect();
+        let Ok(pems) = pems else {
+            // Mid-swap reads can fail transiently; the next event or poll retries.
+            tracing::debug!(file = %files[0].display(), "certificate files not readable right now");
+            return;
+        };
+        let digest = Some(digest_of(&pems));
+        let Ok(mut seen) = self.seen.lock() else {
+            return;
+        };
+        let seen = &mut seen[input];
+        if digest == seen.loaded || digest == seen.failed {
+            return;
+        }
+        let labels = [&SERVING, &CLIENT_CA][input];
+        self.metrics.certificate_reads.get_or_create(labels).inc();
+        match apply(&pems) {
+            Ok(not_after) => {
+                let expiry = self.metrics.certificate_expiry.get_or_create(labels);
+                expiry.set(not_after);
+                *seen = Seen {
+                    loaded: digest,
+                    failed: None,
+                };
             }
             Err(err) => {
-                self.metrics
-                    .certificate_read_errors
-                    .get_or_create(&CLIENT_CA)
-                    .inc();
-                seen.ca_failed = Some(digest);
+                let errors = self.metrics.certificate_read_errors.get_or_create(labels);
+                errors.inc();
+                seen.failed = digest;
                 tracing::warn!(
                     error = format!("{err:#}"),
-                    file = %path.display(),
-                    "new client CA rejected; still using the previous one"
+                    file = %files[0].display(),
+                    "{}",
+                    [
+                        "new serving certificate rejected; still serving the previous one",
+                        "new client CA rejected; still using the previous one",
+                    ][input]
                 );
             }
         }
     }
 
-    /// File names of the watched files (certificate, key, client CA).
-    fn watched_names(&self) -> BTreeSet<std::ffi::OsString> {
-        [
-            Some(&self.settings.cert_file),
-            Some(&self.settings.key_file),
-            self.settings.client_ca_file.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .filter_map(|file| file.file_name().map(ToOwned::to_owned))
-        .collect()
-    }
-
-    /// Directories holding the watched files.
-    fn watched_dirs(&self) -> BTreeSet<PathBuf> {
-        let files = [
-            Some(&self.settings.cert_file),
-            Some(&self.settings.key_file),
-            self.settings.client_ca_file.as_ref(),
-        ];
-        files
+    /// The watched files (certificate, key, client CA).
+    fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        let settings = &self.settings;
+        [&settings.cert_file, &settings.key_file]
             .into_iter()
-            .flatten()
-            .map(|file| match file.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-                _ => PathBuf::from("."),
-            })
-            .collect()
+            .chain(&settings.client_ca_file)
     }
 }
 
@@ -295,9 +245,22 @@ fn log_loaded(what: &str, settings: &TlsSettings, cert: &tls::LoadedCert) {
 
 /// Watches the certificate directories and polls every `poll_interval`
 /// until `stop` is cancelled. Watch failures fall back to polling alone.
-pub fn spawn_reloader(state: Arc<TlsState>, poll_interval: Duration, stop: CancellationToken) {
+pub(crate) fn spawn_reloader(
+    state: Arc<TlsState>,
+    poll_interval: Duration,
+    stop: CancellationToken,
+) {
     let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let names = state.watched_names();
+    let names: BTreeSet<_> = (state.files())
+        .filter_map(|file| file.file_name().map(ToOwned::to_owned))
+        .collect();
+    // Directories survive the Secret volume's symlink swaps; the files do not.
+    let dirs: BTreeSet<PathBuf> = (state.files())
+        .map(|file| match file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        })
+        .collect();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
             && is_relevant(&event, &names)
@@ -307,7 +270,7 @@ pub fn spawn_reloader(state: Arc<TlsState>, poll_interval: Duration, stop: Cance
     });
     let watcher = match watcher {
         Ok(mut watcher) => {
-            for dir in state.watched_dirs() {
+            for dir in dirs {
                 if let Err(err) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
                     tracing::warn!(dir = %dir.display(), error = %err, "cannot watch certificate directory; polling only");
                 }

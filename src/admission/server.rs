@@ -1,28 +1,30 @@
-//! The HTTPS listener: our own accept loop so that we control TCP_NODELAY,
-//! the handshake timeout, header-read and idle timeouts, ALPN, and a graceful
-//! shutdown that drains in-flight reviews.
+//! The webhook's HTTPS listener. The accept loop and handshake are shared
+//! (`crate::listener`); the connection handling is our own because neither
+//! `axum::serve` nor hyper-util's `GracefulShutdown` offers: a header-read
+//! timeout that spares idle keep-alive connections (hyper's
+//! `header_read_timeout` also runs while a connection waits for its next
+//! request, so it cannot coexist with an idle timeout above the API server's
+//! 90 s), `Connection: close` on HTTP/1.1 answers while draining, and a
+//! drain bounded by a timeout that a second signal cuts short.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderValue, Request, Response, header};
+use axum::http::{HeaderValue, Request, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::io::InspectReader;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
@@ -50,18 +52,7 @@ pub struct Timeouts {
     pub drain: Duration,
 }
 
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            handshake: Duration::from_secs(10),
-            header_read: Duration::from_secs(10),
-            idle: Duration::from_secs(120),
-            drain: Duration::from_secs(30),
-        }
-    }
-}
-
-/// Everything needed to run the webhook server.
+/// Everything needed to run the webhook server ([`Settings::from_args`]).
 #[derive(Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
@@ -76,25 +67,8 @@ pub struct Settings {
     pub cert_poll_interval: Duration,
 }
 
-impl Settings {
-    /// Defaults for everything but the listen address and certificate files.
-    pub fn new(listen: SocketAddr, tls: TlsSettings, secrets: SharedSecretSource) -> Self {
-        Self {
-            listen,
-            tls,
-            policy: Policy::default(),
-            secrets,
-            secret_timeout: Duration::from_secs(2),
-            timeouts: Timeouts::default(),
-            shutdown_delay: Duration::from_secs(5),
-            cert_poll_interval: Duration::from_secs(10),
-        }
-    }
-}
-
 struct HandleInner {
     /// Graceful shutdown requested (readiness turns false at once).
-    draining: AtomicBool,
     shutdown_requested: CancellationToken,
     /// Skip the remaining shutdown delay.
     hurry: CancellationToken,
@@ -110,7 +84,6 @@ impl ServerHandle {
     /// Starts a graceful shutdown: not ready now, keep serving for the
     /// shutdown delay, then stop accepting and drain.
     pub fn shutdown(&self) {
-        self.0.draining.store(true, Ordering::SeqCst);
         self.0.shutdown_requested.cancel();
     }
 
@@ -120,8 +93,8 @@ impl ServerHandle {
         self.0.hurry.cancel();
     }
 
-    pub fn is_draining(&self) -> bool {
-        self.0.draining.load(Ordering::SeqCst)
+    pub(crate) fn is_draining(&self) -> bool {
+        self.0.shutdown_requested.is_cancelled()
     }
 
     /// Ready when the listener serves, the certificate is valid, and we are
@@ -175,7 +148,6 @@ impl Server {
             metrics,
         );
         let handle = ServerHandle(Arc::new(HandleInner {
-            draining: AtomicBool::new(false),
             shutdown_requested: CancellationToken::new(),
             hurry: CancellationToken::new(),
             serving: AtomicBool::new(false),
@@ -216,195 +188,90 @@ impl Server {
             ..
         } = self;
         let reloader_stop = CancellationToken::new();
-        spawn_reloader(
-            tls.clone(),
-            settings.cert_poll_interval,
-            reloader_stop.clone(),
-        );
-
-        // Warm up the crypto before readiness turns true.
-        let warm_config = tls.config();
-        let warm_provider = tls.provider().clone();
-        match tokio::task::spawn_blocking(move || tls::warm_up(warm_config, &warm_provider)).await {
-            Ok(Ok(())) => tracing::debug!("TLS warm-up handshake done"),
-            Ok(Err(err)) => {
-                tracing::debug!(error = %err, "TLS warm-up handshake ended early (harmless)")
-            }
-            Err(err) => tracing::debug!(error = %err, "TLS warm-up task failed"),
-        }
+        let poll = settings.cert_poll_interval;
+        spawn_reloader(tls.clone(), poll, reloader_stop.clone());
+        warm_up(&tls).await;
         handle.0.serving.store(true, Ordering::SeqCst);
 
         let connections = TaskTracker::new();
-        let close_gracefully = CancellationToken::new();
-        let close_now = CancellationToken::new();
         let options = Arc::new(ConnectionOptions {
             timeouts: settings.timeouts,
             router,
             draining: handle.clone(),
-            close_gracefully: close_gracefully.clone(),
-            close_now: close_now.clone(),
+            close_gracefully: CancellationToken::new(),
+            close_now: CancellationToken::new(),
         });
-
-        let stop_accepting = {
-            let handle = handle.clone();
-            let delay = settings.shutdown_delay;
-            async move {
-                handle.0.shutdown_requested.cancelled().await;
-                tracing::info!(
-                    delay_ms = delay.as_millis() as u64,
-                    "shutdown requested: not ready, still serving"
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = handle.0.hurry.cancelled() => {}
-                }
-            }
-        };
-        tokio::pin!(stop_accepting);
-        let mut accept_errors = AcceptErrors::default();
-        loop {
-            let backoff = tokio::select! {
-                biased;
-                _ = &mut stop_accepting => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        if let Some(unreported) = accept_errors.succeeded(Instant::now()) {
-                            tracing::info!(suppressed = unreported, "accepting connections again");
-                        }
-                        let acceptor = TlsAcceptor::from(tls.config());
-                        connections.spawn(serve_connection(stream, peer, acceptor, options.clone()));
-                        continue;
-                    }
-                    Err(err) => {
-                        let (backoff, report) = accept_errors.failed(&err, Instant::now());
-                        match report {
-                            AcceptReport::Quiet => {
-                                tracing::debug!(error = %err, "accept failed (connection error)");
-                            }
-                            AcceptReport::Log { suppressed } => tracing::warn!(
-                                error = %err,
-                                suppressed,
-                                backoff_ms = backoff.as_millis() as u64,
-                                "accept failed"
-                            ),
-                            AcceptReport::Suppressed => {}
-                        }
-                        backoff
-                    }
-                },
-            };
-            // The shutdown is not delayed by a backoff.
-            tokio::select! {
-                biased;
-                _ = &mut stop_accepting => break,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-        }
+        let stop_accepting = handle.clone().stop_accepting(settings.shutdown_delay);
+        crate::listener::accept_until(&listener, stop_accepting, |stream, peer| {
+            let acceptor = TlsAcceptor::from(tls.config());
+            connections.spawn(serve_connection(stream, peer, acceptor, options.clone()));
+        })
+        .await;
         drop(listener);
         handle.0.serving.store(false, Ordering::SeqCst);
-        let open = connections.len();
-        tracing::info!(
-            connections = open,
-            "listener closed; draining in-flight requests"
-        );
-        close_gracefully.cancel();
-        connections.close();
-        let drain = settings.timeouts.drain;
-        let hurried = async {
-            // A second signal during the drain closes what is left at once.
-            handle.0.hurry.cancelled().await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        tokio::select! {
-            _ = connections.wait() => {}
-            _ = tokio::time::sleep(drain) => {
-                tracing::warn!(connections = connections.len(), "drain timeout: closing the remaining connections");
-            }
-            _ = hurried => {}
-        }
-        close_now.cancel();
-        connections.wait().await;
+        drain(&connections, &options, &handle, settings.timeouts.drain).await;
         reloader_stop.cancel();
         tracing::info!("webhook server stopped");
         Ok(())
     }
 }
 
-/// Back-off after an accept error, by cause. Out of file descriptors or
-/// memory, the same error comes back at once until something is closed:
-/// wait as hyper 0.14 and axum::serve do.
-const ACCEPT_BACKOFF_EXHAUSTED: Duration = Duration::from_secs(1);
-const ACCEPT_BACKOFF_OTHER: Duration = Duration::from_millis(100);
-/// At most one "accept failed" line per this interval; the next one (or the
-/// "accepting connections again" line) counts the errors left out.
-const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Linux errno values of resource exhaustion (no libc dependency for four numbers).
-const ENOMEM: i32 = 12;
-const ENFILE: i32 = 23;
-const EMFILE: i32 = 24;
-const ENOBUFS: i32 = 105;
-
-/// What to log for one accept error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AcceptReport {
-    /// A connection reset/aborted before we took it: the peer's business.
-    Quiet,
-    /// Log it, with the number of errors left out since the last line.
-    Log { suppressed: u64 },
-    /// Within [`ACCEPT_LOG_INTERVAL`] of the last line: only counted.
-    Suppressed,
+impl ServerHandle {
+    /// Completes once a shutdown was requested and the shutdown delay (not
+    /// ready, still serving, while endpoints propagate) is over or cut short.
+    async fn stop_accepting(self, delay: Duration) {
+        self.0.shutdown_requested.cancelled().await;
+        let delay_ms = delay.as_millis() as u64;
+        tracing::info!(delay_ms, "shutdown requested: not ready, still serving");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = self.0.hurry.cancelled() => {}
+        }
+    }
 }
 
-/// Rate limit and back-off of the accept loop's errors (without them, a
-/// process out of file descriptors writes "accept failed" ~20 times a second).
-#[derive(Debug, Default)]
-struct AcceptErrors {
-    last_logged: Option<Instant>,
-    /// Errors not logged since the last line.
-    suppressed: u64,
+/// Warms the crypto up before readiness turns true (see [`tls::warm_up`]).
+async fn warm_up(tls: &TlsState) {
+    let (config, provider) = (tls.config(), tls.provider().clone());
+    match tokio::task::spawn_blocking(move || tls::warm_up(config, &provider)).await {
+        Ok(Ok(())) => tracing::debug!("TLS warm-up handshake done"),
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "TLS warm-up handshake ended early (harmless)")
+        }
+        Err(err) => tracing::debug!(error = %err, "TLS warm-up task failed"),
+    }
 }
 
-impl AcceptErrors {
-    fn failed(&mut self, err: &std::io::Error, now: Instant) -> (Duration, AcceptReport) {
-        use std::io::ErrorKind;
-        if matches!(
-            err.kind(),
-            ErrorKind::ConnectionAborted
-                | ErrorKind::ConnectionReset
-                | ErrorKind::ConnectionRefused
-        ) {
-            // axum::serve's `is_connection_error`: retry at once.
-            return (Duration::ZERO, AcceptReport::Quiet);
+/// After the listener closed: idle connections close now, in-flight requests
+/// get `limit` to finish (a second signal cuts it short), then the rest is
+/// closed.
+async fn drain(
+    connections: &TaskTracker,
+    options: &ConnectionOptions,
+    handle: &ServerHandle,
+    limit: Duration,
+) {
+    let open = connections.len();
+    tracing::info!(
+        connections = open,
+        "listener closed; draining in-flight requests"
+    );
+    options.close_gracefully.cancel();
+    connections.close();
+    let hurried = async {
+        handle.0.hurry.cancelled().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::select! {
+        () = connections.wait() => {}
+        () = tokio::time::sleep(limit) => {
+            let open = connections.len();
+            tracing::warn!(connections = open, "drain timeout: closing the remaining connections");
         }
-        let backoff = match err.raw_os_error() {
-            Some(EMFILE | ENFILE | ENOBUFS | ENOMEM) => ACCEPT_BACKOFF_EXHAUSTED,
-            _ => ACCEPT_BACKOFF_OTHER,
-        };
-        if !self.due(now) {
-            self.suppressed += 1;
-            return (backoff, AcceptReport::Suppressed);
-        }
-        self.last_logged = Some(now);
-        let suppressed = std::mem::take(&mut self.suppressed);
-        (backoff, AcceptReport::Log { suppressed })
+        () = hurried => {}
     }
-
-    /// A connection was accepted: the number of errors not logged yet, once
-    /// a line is due (shares the interval with the error lines, so a listener
-    /// flapping between failing and accepting cannot flood the log either).
-    fn succeeded(&mut self, now: Instant) -> Option<u64> {
-        if self.suppressed == 0 || !self.due(now) {
-            return None;
-        }
-        self.last_logged = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-
-    fn due(&self, now: Instant) -> bool {
-        self.last_logged
-            .is_none_or(|last| now.duration_since(last) >= ACCEPT_LOG_INTERVAL)
-    }
+    options.close_now.cancel();
+    connections.wait().await;
 }
 
 struct ConnectionOptions {
@@ -496,61 +363,6 @@ enum ConnectionState {
     Stalled,
 }
 
-pin_project_lite::pin_project! {
-    /// Records when request bytes arrive (for the header-read timeout).
-    struct TrackedIo<T> {
-        #[pin]
-        inner: T,
-        activity: Arc<Activity>,
-    }
-}
-
-impl<T: AsyncRead> AsyncRead for TrackedIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let result = this.inner.poll_read(cx, buf);
-        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.activity.bytes_read();
-        }
-        result
-    }
-}
-
-impl<T: AsyncWrite> AsyncWrite for TrackedIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
 /// Marks a request finished however its future ends.
 struct RequestGuard(Arc<Activity>);
 
@@ -560,41 +372,22 @@ impl Drop for RequestGuard {
     }
 }
 
-/// The per-connection hyper service around the axum router.
-#[derive(Clone)]
-struct ConnectionService {
-    router: Router,
-    activity: Arc<Activity>,
-    handle: ServerHandle,
-    http1: bool,
-}
-
-impl hyper::service::Service<Request<Incoming>> for ConnectionService {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
-        self.activity.request_started();
-        let guard = RequestGuard(self.activity.clone());
-        let router = self.router.clone();
-        let handle = self.handle.clone();
-        let http1 = self.http1;
-        Box::pin(async move {
-            let _guard = guard;
-            let mut response = match router.oneshot(request.map(Body::new)).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            };
-            if http1 && handle.is_draining() {
-                // While draining, move HTTP/1.1 clients to another replica.
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            Ok(response)
-        })
+/// HTTP/2 (when ALPN chose it) with stream limits against rapid-reset
+/// floods, else HTTP/1.1 with keep-alive.
+fn connection_builder(http2: bool) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if http2 {
+        builder = builder.http2_only();
+        builder
+            .http2()
+            .max_concurrent_streams(256)
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(Some(256));
+    } else {
+        builder = builder.http1_only();
+        builder.http1().keep_alive(true).max_buf_size(1024 * 1024);
     }
+    builder
 }
 
 async fn serve_connection(
@@ -603,51 +396,45 @@ async fn serve_connection(
     acceptor: TlsAcceptor,
     options: Arc<ConnectionOptions>,
 ) {
-    // Without this, about half of new connections wait ~40 ms on a delayed ACK.
-    if let Err(err) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
-    }
     let timeouts = options.timeouts;
+    let handshake = crate::listener::tls_handshake(acceptor, stream, timeouts.handshake, peer);
     let tls_stream = tokio::select! {
-        handshake = tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)) => match handshake {
-            Ok(Ok(tls_stream)) => tls_stream,
-            Ok(Err(err)) => {
-                tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
-            }
+        tls_stream = handshake => match tls_stream {
+            Some(tls_stream) => tls_stream,
+            None => return,
         },
-        _ = options.close_gracefully.cancelled() => return,
+        () = options.close_gracefully.cancelled() => return,
     };
     let http2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let activity = Arc::new(Activity::new(!http2));
-    let io = TokioIo::new(TrackedIo {
-        inner: tls_stream,
-        activity: activity.clone(),
-    });
-    let service = ConnectionService {
-        router: options.router.clone(),
-        activity: activity.clone(),
-        handle: options.draining.clone(),
-        http1: !http2,
+    // Records when request bytes arrive (for the header-read timeout).
+    let reads = activity.clone();
+    let io = TokioIo::new(InspectReader::new(tls_stream, move |bytes: &[u8]| {
+        if !bytes.is_empty() {
+            reads.bytes_read();
+        }
+    }));
+    let service = {
+        let (router, activity) = (options.router.clone(), activity.clone());
+        let handle = options.draining.clone();
+        // service_fn: the request future is not boxed (this is the hot path).
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            activity.request_started();
+            let guard = RequestGuard(activity.clone());
+            let (router, handle) = (router.clone(), handle.clone());
+            async move {
+                let _guard = guard;
+                let Ok(mut response) = router.oneshot(request.map(Body::new)).await;
+                if !http2 && handle.is_draining() {
+                    // While draining, move HTTP/1.1 clients to another replica.
+                    let close = HeaderValue::from_static("close");
+                    response.headers_mut().insert(header::CONNECTION, close);
+                }
+                Ok::<_, Infallible>(response)
+            }
+        })
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder = if http2 {
-        let mut builder = builder.http2_only();
-        builder
-            .http2()
-            .max_concurrent_streams(256)
-            .max_pending_accept_reset_streams(20)
-            .max_local_error_reset_streams(Some(256));
-        builder
-    } else {
-        let mut builder = builder.http1_only();
-        builder.http1().keep_alive(true).max_buf_size(1024 * 1024);
-        builder
-    };
+    let builder = connection_builder(http2);
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut closing = false;
@@ -699,130 +486,11 @@ mod tests {
 
     fn timeouts() -> Timeouts {
         Timeouts {
+            handshake: Duration::from_secs(10),
             header_read: Duration::from_millis(40),
             idle: Duration::from_millis(200),
-            ..Timeouts::default()
+            drain: Duration::from_secs(30),
         }
-    }
-
-    #[test]
-    fn accept_errors_back_off_and_log_at_most_once_per_interval() {
-        use std::io::{Error, ErrorKind};
-        let emfile = || Error::from_raw_os_error(EMFILE);
-        let start = Instant::now();
-        let at = |ms: u64| start + Duration::from_millis(ms);
-        let mut errors = AcceptErrors::default();
-        // (when, error, expected back-off, expected report)
-        let steps: Vec<(u64, Error, Duration, AcceptReport)> = vec![
-            (
-                0,
-                emfile(),
-                ACCEPT_BACKOFF_EXHAUSTED,
-                AcceptReport::Log { suppressed: 0 },
-            ),
-            (
-                1_000,
-                emfile(),
-                ACCEPT_BACKOFF_EXHAUSTED,
-                AcceptReport::Suppressed,
-            ),
-            (
-                2_000,
-                Error::from_raw_os_error(ENFILE),
-                ACCEPT_BACKOFF_EXHAUSTED,
-                AcceptReport::Suppressed,
-            ),
-            (
-                3_000,
-                Error::from_raw_os_error(ENOBUFS),
-                ACCEPT_BACKOFF_EXHAUSTED,
-                AcceptReport::Suppressed,
-            ),
-            (
-                4_000,
-                Error::from_raw_os_error(ENOMEM),
-                ACCEPT_BACKOFF_EXHAUSTED,
-                AcceptReport::Suppressed,
-            ),
-            (
-                4_500,
-                Error::from(ErrorKind::ConnectionAborted),
-                Duration::ZERO,
-                AcceptReport::Quiet,
-            ),
-            (
-                4_600,
-                Error::from(ErrorKind::ConnectionReset),
-                Duration::ZERO,
-                AcceptReport::Quiet,
-            ),
-            (
-                5_000,
-                Error::from(ErrorKind::PermissionDenied),
-                ACCEPT_BACKOFF_OTHER,
-                AcceptReport::Suppressed,
-            ),
-            (
-                9_999,
-                emfile(),
-                ACCEPT_BACKOFF_EXHAUSTED,
-                AcceptReport::Suppressed,
-            ),
-            (
-                10_000,
-                emfile(),
-                ACCEPT_BACKOFF_EXHAUSTED,
-                AcceptReport::Log { suppressed: 6 },
-            ),
-            (
-                11_000,
-                emfile(),
-                ACCEPT_BACKOFF_EXHAUSTED,
-                AcceptReport::Suppressed,
-            ),
-        ];
-        for (ms, err, backoff, report) in steps {
-            assert_eq!(
-                errors.failed(&err, at(ms)),
-                (backoff, report),
-                "at {ms} ms: {err}"
-            );
-        }
-        // Flapping between accepting and failing: still one line per interval.
-        assert_eq!(errors.succeeded(at(12_000)), None);
-        assert_eq!(
-            errors.failed(&emfile(), at(13_000)),
-            (ACCEPT_BACKOFF_EXHAUSTED, AcceptReport::Suppressed)
-        );
-        assert_eq!(errors.succeeded(at(14_000)), None);
-        // Once due, an accepted connection reports the errors never logged.
-        assert_eq!(errors.succeeded(at(20_000)), Some(2));
-        assert_eq!(errors.succeeded(at(40_000)), None);
-        assert_eq!(
-            errors.failed(&emfile(), at(40_001)),
-            (
-                ACCEPT_BACKOFF_EXHAUSTED,
-                AcceptReport::Log { suppressed: 0 }
-            )
-        );
-    }
-
-    /// Out of file descriptors for a minute at the rate a 1 s back-off allows:
-    /// six lines, not the ~1200 of a 50 ms retry that logs every error.
-    #[test]
-    fn a_minute_without_file_descriptors_logs_six_lines() {
-        let start = Instant::now();
-        let mut errors = AcceptErrors::default();
-        let mut now = start;
-        let mut lines = 0;
-        while now < start + Duration::from_secs(60) {
-            let (backoff, report) = errors.failed(&std::io::Error::from_raw_os_error(EMFILE), now);
-            if matches!(report, AcceptReport::Log { .. }) {
-                lines += 1;
-            }
-            now += backoff;
-        }
-        assert_eq!(lines, 6);
     }
 
     #[tokio::test(start_paused = true)]

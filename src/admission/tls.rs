@@ -2,7 +2,6 @@
 //! like the baremetal-operator's flags), the serving certificate behind a
 //! hot-swappable resolver, optional client-certificate verification, ALPN.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,7 +13,6 @@ use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite, SupportedProtocolVersion};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use sha2::{Digest as _, Sha256};
 
 /// `--tls-min-version`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -28,12 +26,12 @@ pub enum TlsMinVersion {
 
 impl TlsMinVersion {
     fn versions(self) -> &'static [&'static SupportedProtocolVersion] {
-        static TLS12_AND_13: [&SupportedProtocolVersion; 2] =
-            [&rustls::version::TLS13, &rustls::version::TLS12];
-        static TLS13_ONLY: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
         match self {
-            Self::Tls12 => &TLS12_AND_13,
-            Self::Tls13 => &TLS13_ONLY,
+            Self::Tls12 => rustls::DEFAULT_VERSIONS,
+            Self::Tls13 => {
+                static TLS13_ONLY: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+                &TLS13_ONLY
+            }
         }
     }
 }
@@ -57,7 +55,7 @@ pub struct TlsSettings {
 /// features: every process installs ring before any TLS client is built (the
 /// kube and reqwest clients use the default). The webhook's own listener does
 /// not use it: [`crypto_provider`] hands aws-lc-rs to its `ServerConfig`.
-pub fn install_default_provider() {
+pub(crate) fn install_default_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
@@ -86,7 +84,7 @@ fn canonical_suite_name(name: &str) -> String {
 /// enabled unless TLS 1.3 names are listed too. Names rustls does not
 /// implement (CBC, RSA key exchange, 3DES: all insecure) are skipped with a
 /// warning; unknown names are an error.
-pub fn select_cipher_suites(
+pub(crate) fn select_cipher_suites(
     names: &[String],
     min_version: TlsMinVersion,
 ) -> anyhow::Result<Vec<SupportedCipherSuite>> {
@@ -105,7 +103,7 @@ pub fn select_cipher_suites(
                 }
             }
             None if wanted.starts_with("TLS_") && wanted.contains("_WITH_") => {
-                skipped.push(name.trim())
+                skipped.push(name.trim());
             }
             None => bail!(
                 "unknown TLS cipher suite {name:?}; supported: {}",
@@ -148,7 +146,7 @@ pub fn select_cipher_suites(
 /// (its AES-GCM and P-256 signing cost less CPU per review and per handshake
 /// than ring's; BENCHMARKS.md). Passed explicitly to every `ServerConfig`,
 /// so it does not depend on the process default.
-pub fn crypto_provider(settings: &TlsSettings) -> anyhow::Result<Arc<CryptoProvider>> {
+pub(crate) fn crypto_provider(settings: &TlsSettings) -> anyhow::Result<Arc<CryptoProvider>> {
     let cipher_suites = select_cipher_suites(&settings.cipher_suites, settings.min_version)?;
     Ok(Arc::new(CryptoProvider {
         cipher_suites,
@@ -157,58 +155,54 @@ pub fn crypto_provider(settings: &TlsSettings) -> anyhow::Result<Arc<CryptoProvi
 }
 
 /// A loaded serving certificate with what we log and export about it.
-#[derive(Clone)]
-pub struct LoadedCert {
-    pub certified: Arc<CertifiedKey>,
-    pub serial: String,
+pub(crate) struct LoadedCert {
+    pub(crate) certified: Arc<CertifiedKey>,
+    pub(crate) serial: String,
     /// notAfter as a Unix timestamp.
-    pub not_after: i64,
-    /// SHA-256 of the certificate and key files' bytes (change detection).
-    pub digest: [u8; 32],
-}
-
-impl fmt::Debug for LoadedCert {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoadedCert")
-            .field("serial", &self.serial)
-            .field("not_after", &self.not_after)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Digest of the bytes of some files (order matters).
-pub fn digest_of(parts: &[&[u8]]) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part);
-    }
-    hasher.finalize().into()
+    pub(crate) not_after: i64,
 }
 
 /// Reads the certificate chain and key files.
-pub fn read_cert_files(cert_file: &Path, key_file: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
-    let cert =
-        std::fs::read(cert_file).with_context(|| format!("reading {}", cert_file.display()))?;
-    let key = std::fs::read(key_file).with_context(|| format!("reading {}", key_file.display()))?;
-    Ok((cert, key))
+pub(crate) fn read_cert_files(
+    cert_file: &Path,
+    key_file: &Path,
+) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let read =
+        |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    Ok((read(cert_file)?, read(key_file)?))
+}
+
+/// The one PEM loader (webhook and image server): a certificate chain (at
+/// least one certificate) and a private key.
+pub(crate) fn parse_pem_pair(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let chain = pem_certificates(cert_pem).context("certificate file")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .context("key file holds no usable PEM private key")?;
+    Ok((chain, key))
+}
+
+/// The certificates of a PEM file; none is an error.
+fn pem_certificates(pem: &[u8]) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .context("not valid PEM")?;
+    if certs.is_empty() {
+        bail!("holds no certificate");
+    }
+    Ok(certs)
 }
 
 /// Parses a PEM certificate chain + key and checks that they belong together.
-pub fn parse_cert(
+pub(crate) fn parse_cert(
     cert_pem: &[u8],
     key_pem: &[u8],
     provider: &CryptoProvider,
 ) -> anyhow::Result<LoadedCert> {
-    let chain = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .context("certificate file is not valid PEM")?;
-    let Some(leaf) = chain.first() else {
-        bail!("certificate file holds no certificate");
-    };
-    let (serial, not_after) = describe(leaf)?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .context("key file holds no usable PEM private key")?;
+    let (chain, key) = parse_pem_pair(cert_pem, key_pem)?;
+    let (serial, not_after) = describe(&chain[0])?;
     let certified =
         CertifiedKey::from_der(chain, key, provider).context("certificate and key do not match")?;
     // from_der tolerates "cannot tell"; insist on a positive match.
@@ -219,12 +213,11 @@ pub fn parse_cert(
         certified: Arc::new(certified),
         serial,
         not_after,
-        digest: digest_of(&[cert_pem, key_pem]),
     })
 }
 
 /// Serial (hex, colon-free) and notAfter of a DER certificate.
-pub fn describe(cert: &CertificateDer<'_>) -> anyhow::Result<(String, i64)> {
+fn describe(cert: &CertificateDer<'_>) -> anyhow::Result<(String, i64)> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
         .context("certificate is not valid X.509")?;
     Ok((
@@ -236,22 +229,9 @@ pub fn describe(cert: &CertificateDer<'_>) -> anyhow::Result<(String, i64)> {
     ))
 }
 
-/// The client CA bundle for mTLS.
-#[derive(Clone)]
-pub struct LoadedClientCa {
-    pub roots: Arc<RootCertStore>,
-    /// Earliest notAfter among the CAs.
-    pub not_after: i64,
-    pub digest: [u8; 32],
-}
-
-pub fn parse_client_ca(pem: &[u8]) -> anyhow::Result<LoadedClientCa> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .context("client CA file is not valid PEM")?;
-    if certs.is_empty() {
-        bail!("client CA file holds no certificate");
-    }
+/// The client CA bundle for mTLS and its earliest notAfter.
+pub(crate) fn parse_client_ca(pem: &[u8]) -> anyhow::Result<(Arc<RootCertStore>, i64)> {
+    let certs = pem_certificates(pem).context("client CA file")?;
     let mut roots = RootCertStore::empty();
     let mut not_after = i64::MAX;
     for cert in certs {
@@ -260,62 +240,34 @@ pub fn parse_client_ca(pem: &[u8]) -> anyhow::Result<LoadedClientCa> {
             .add(cert)
             .context("client CA certificate is not usable as a trust anchor")?;
     }
-    Ok(LoadedClientCa {
-        roots: Arc::new(roots),
-        not_after,
-        digest: digest_of(&[pem]),
-    })
+    Ok((Arc::new(roots), not_after))
 }
 
 /// Serves whatever certificate was loaded last; swapped on reload without
 /// touching the `ServerConfig` (session cache and ALPN stay).
 #[derive(Debug)]
-pub struct CertResolver {
-    current: ArcSwap<CertifiedKey>,
-}
-
-impl CertResolver {
-    pub fn new(cert: Arc<CertifiedKey>) -> Self {
-        Self {
-            current: ArcSwap::new(cert),
-        }
-    }
-
-    pub fn swap(&self, cert: Arc<CertifiedKey>) {
-        self.current.store(cert);
-    }
-}
+pub(crate) struct CertResolver(pub(crate) ArcSwap<CertifiedKey>);
 
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
-    }
-}
-
-/// ALPN protocols offered: `http/1.1`, plus `h2` first when enabled (the API
-/// server speaks HTTP/2 whenever the server selects it).
-pub fn alpn_protocols(enable_http2: bool) -> Vec<Vec<u8>> {
-    if enable_http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
+        Some(self.0.load_full())
     }
 }
 
 /// Builds the rustls server configuration.
-pub fn server_config(
+pub(crate) fn server_config(
     settings: &TlsSettings,
     provider: &Arc<CryptoProvider>,
     resolver: Arc<CertResolver>,
-    client_ca: Option<&LoadedClientCa>,
+    client_ca: Option<&Arc<RootCertStore>>,
 ) -> anyhow::Result<Arc<ServerConfig>> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(settings.min_version.versions())
         .context("TLS versions and cipher suites do not fit together")?;
     let builder = match client_ca {
-        Some(ca) => {
+        Some(roots) => {
             let verifier =
-                WebPkiClientVerifier::builder_with_provider(ca.roots.clone(), provider.clone())
+                WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
                     .build()
                     .context("building the client certificate verifier")?;
             builder.with_client_cert_verifier(verifier)
@@ -323,27 +275,32 @@ pub fn server_config(
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(resolver);
-    config.alpn_protocols = alpn_protocols(settings.enable_http2);
+    // `h2` first when enabled: the API server speaks HTTP/2 whenever we select it.
+    config.alpn_protocols = if settings.enable_http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(Arc::new(config))
 }
 
 /// Runs one in-memory TLS handshake against `config`, so the first real
 /// client does not pay for seeding randomness and initialising the crypto
 /// code. Failures (e.g. mTLS refusing the anonymous client) are harmless.
-pub fn warm_up(
+pub(crate) fn warm_up(
     config: Arc<ServerConfig>,
     provider: &Arc<CryptoProvider>,
 ) -> Result<(), rustls::Error> {
-    use rustls::{ClientConfig, ClientConnection, ServerConnection};
+    use rustls::{ClientConfig, ClientConnection, Connection, ServerConnection};
     let client_config = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(warm_up::AcceptAnyServer(provider.clone())))
         .with_no_client_auth();
     let name = rustls_pki_types::ServerName::try_from("localhost")
         .map_err(|_| rustls::Error::General("name".into()))?;
-    let mut client = ClientConnection::new(Arc::new(client_config), name)?;
-    let mut server = ServerConnection::new(config)?;
+    let mut client = Connection::from(ClientConnection::new(Arc::new(client_config), name)?);
+    let mut server = Connection::from(ServerConnection::new(config)?);
     for _ in 0..16 {
         pump(&mut client, &mut server)?;
         pump(&mut server, &mut client)?;
@@ -356,13 +313,7 @@ pub fn warm_up(
     ))
 }
 
-fn pump<A, B, DA, DB>(from: &mut A, to: &mut B) -> Result<(), rustls::Error>
-where
-    A: std::ops::DerefMut<Target = rustls::ConnectionCommon<DA>>,
-    B: std::ops::DerefMut<Target = rustls::ConnectionCommon<DB>>,
-    DA: rustls::SideData,
-    DB: rustls::SideData,
-{
+fn pump(from: &mut rustls::Connection, to: &mut rustls::Connection) -> Result<(), rustls::Error> {
     let mut buffer = Vec::new();
     while from.wants_write() {
         from.write_tls(&mut buffer)
@@ -387,7 +338,7 @@ mod warm_up {
 
     /// Only for the in-memory warm-up handshake with ourselves.
     #[derive(Debug)]
-    pub struct AcceptAnyServer(pub Arc<CryptoProvider>);
+    pub(super) struct AcceptAnyServer(pub(super) Arc<CryptoProvider>);
 
     impl ServerCertVerifier for AcceptAnyServer {
         fn verify_server_cert(
@@ -488,5 +439,26 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn the_warm_up_handshake_completes() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let settings = TlsSettings {
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            client_ca_file: None,
+            min_version: TlsMinVersion::Tls12,
+            cipher_suites: Vec::new(),
+            enable_http2: false,
+        };
+        let provider = crypto_provider(&settings).unwrap();
+        let pems = (cert.pem(), key.serialize_pem());
+        let loaded = parse_cert(pems.0.as_bytes(), pems.1.as_bytes(), &provider).unwrap();
+        let resolver = Arc::new(CertResolver(ArcSwap::from(loaded.certified)));
+        let config = server_config(&settings, &provider, resolver, None).unwrap();
+        warm_up(config, &provider).unwrap();
     }
 }

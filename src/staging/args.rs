@@ -87,32 +87,25 @@ pub fn load_server_tls(
     cert_file: &Path,
     key_file: &Path,
 ) -> Result<Arc<rustls::ServerConfig>, StageError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let tls_error = |what: &str, path: &Path, err: &dyn std::fmt::Display| {
-        StageError::Tls(format!("image server {what} {}: {err}", path.display()))
-    };
-    let certs = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|err| tls_error("certificate", cert_file, &err))?;
-    if certs.is_empty() {
-        return Err(tls_error(
-            "certificate",
-            cert_file,
-            &"no certificate in the file",
-        ));
-    }
-    let key =
-        PrivateKeyDer::from_pem_file(key_file).map_err(|err| tls_error("key", key_file, &err))?;
+    use crate::admission::tls::{parse_pem_pair, read_cert_files};
+    let (cert_pem, key_pem) = read_cert_files(cert_file, key_file).map_err(tls_error)?;
+    let (certs, key) = parse_pem_pair(&cert_pem, &key_pem)
+        .map_err(|err| tls_error(err.context(cert_file.display().to_string())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|err| tls_error("certificate", cert_file, &err))?
+        .map_err(|err| tls_error(err.into()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|err| tls_error("certificate", cert_file, &err))?;
+        .map_err(|err| {
+            tls_error(anyhow::Error::new(err).context(cert_file.display().to_string()))
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+fn tls_error(err: anyhow::Error) -> StageError {
+    StageError::Tls(format!("image server certificate: {err:#}"))
 }
 
 /// Parses `4GiB`, `512MiB`, `1.5GB`, `1000000` (bytes).

@@ -566,7 +566,7 @@ impl Stager {
         tls: Option<Arc<rustls::ServerConfig>>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
-        server::serve(listener, self.router(), tls, shutdown).await
+        crate::listener::serve_router(listener, self.router(), tls, shutdown).await
     }
 }
 

@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::rbac;
 use base64::Engine as _;
-use metal3_dataimage::{admission, certs, rbac, reconcile};
+use metal3_dataimage::{admission, certs, reconcile};
 use serde_json::{Value, json};
 
 const OVERLAYS: [&str; 4] = [
@@ -633,7 +634,7 @@ fn flatten(accesses: &[rbac::ApiAccess]) -> BTreeSet<Grant> {
             let names = access
                 .resource_names
                 .iter()
-                .map(|name| name.to_string())
+                .map(ToString::to_string)
                 .collect();
             grants.insert((
                 access.group.to_string(),
@@ -722,7 +723,7 @@ fn rbac_grants_exactly_what_the_code_calls() {
     );
     let expected_namespaced: BTreeSet<String> = rbac::NAMESPACED_RESOURCES
         .iter()
-        .map(|name| name.to_string())
+        .map(ToString::to_string)
         .collect();
     assert_eq!(
         reconciler_namespaced, expected_namespaced,

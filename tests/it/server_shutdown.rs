@@ -63,8 +63,13 @@ async fn sigterm_during_requests_drops_none_and_exits_zero() {
             "--tls-key-file".as_ref(),
             key.as_os_str(),
         ],
-        // Flags can also come from the environment.
-        &[("METAL3_DATAIMAGE_SHUTDOWN_DELAY", "2s")],
+        // Flags can also come from the environment. Without cluster access,
+        // a review whose only warning is the unchecked Secret is logged at
+        // debug: ask for it, the per-request line is checked below.
+        &[
+            ("METAL3_DATAIMAGE_SHUTDOWN_DELAY", "2s"),
+            ("RUST_LOG", "info,metal3_dataimage=debug"),
+        ],
     );
 
     // Ready (the probe server answers, and the TLS listener is warmed up).

@@ -6,29 +6,31 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::Parser as _;
 use metal3_dataimage::admission::secrets::{NoClusterAccess, SharedSecretSource};
-use metal3_dataimage::admission::{Server, ServerHandle, Settings, TlsMinVersion, TlsSettings};
+use metal3_dataimage::admission::{Server, ServerHandle, Settings};
+use metal3_dataimage::cli::{Cli, Command};
 use prometheus_client::registry::Registry;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SerialNumber,
 };
 
-pub const VALIDATE: &str = "/validate-metal3-io-v1alpha1-baremetalhost";
-pub const MUTATE: &str = "/mutate-metal3-io-v1alpha1-baremetalhost";
-pub const VALIDATE_DATAIMAGE: &str = "/validate-metal3-io-v1alpha1-dataimage";
+pub(crate) const VALIDATE: &str = "/validate-metal3-io-v1alpha1-baremetalhost";
+pub(crate) const MUTATE: &str = "/mutate-metal3-io-v1alpha1-baremetalhost";
+pub(crate) const VALIDATE_DATAIMAGE: &str = "/validate-metal3-io-v1alpha1-dataimage";
 
 /// A certificate and its key, PEM, plus the DER of the certificate.
 #[derive(Clone)]
-pub struct Issued {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub der: Vec<u8>,
+pub(crate) struct Issued {
+    pub(crate) cert_pem: String,
+    pub(crate) key_pem: String,
+    pub(crate) der: Vec<u8>,
 }
 
 /// A test CA.
-pub struct Pki {
-    pub ca_pem: String,
+pub(crate) struct Pki {
+    pub(crate) ca_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -39,7 +41,7 @@ fn random_serial() -> SerialNumber {
 }
 
 impl Pki {
-    pub fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -73,7 +75,7 @@ impl Pki {
     }
 
     /// A serving certificate for localhost, 127.0.0.1 and ::1.
-    pub fn serving(&self) -> Issued {
+    pub(crate) fn serving(&self) -> Issued {
         self.issue(
             vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -81,18 +83,18 @@ impl Pki {
     }
 
     /// A client certificate (what the API server presents for mTLS).
-    pub fn client(&self, name: &str) -> Issued {
+    pub(crate) fn client(&self, name: &str) -> Issued {
         self.issue(vec![name.into()], ExtendedKeyUsagePurpose::ClientAuth)
     }
 }
 
-pub fn write(path: &Path, contents: &str) {
+pub(crate) fn write(path: &Path, contents: &str) {
     std::fs::write(path, contents).unwrap();
 }
 
 /// Lays out `dir` the way the kubelet mounts a Secret: `tls.crt` ->
 /// `..data/tls.crt`, `..data` -> `..<version>`.
-pub fn kubelet_publish(dir: &Path, version: &str, issued: &Issued) {
+pub(crate) fn kubelet_publish(dir: &Path, version: &str, issued: &Issued) {
     let versioned = dir.join(format!("..{version}"));
     std::fs::create_dir(&versioned).unwrap();
     write(&versioned.join("tls.crt"), &issued.cert_pem);
@@ -112,41 +114,42 @@ pub fn kubelet_publish(dir: &Path, version: &str, issued: &Issued) {
     }
 }
 
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub handle: ServerHandle,
-    pub registry: Arc<Registry>,
-    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    pub pki: Pki,
-    pub dir: tempfile::TempDir,
+pub(crate) struct TestServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) handle: ServerHandle,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub(crate) pki: Pki,
+    pub(crate) dir: tempfile::TempDir,
 }
 
-pub fn no_cluster() -> SharedSecretSource {
+pub(crate) fn no_cluster() -> SharedSecretSource {
     Arc::new(NoClusterAccess {
         reason: "no cluster in tests".into(),
     })
 }
 
 /// Plain settings: certificate files in a temp dir, loopback, ephemeral port.
-pub fn settings(dir: &Path, pki: &Pki) -> Settings {
+pub(crate) fn settings(dir: &Path, pki: &Pki) -> Settings {
     let serving = pki.serving();
     write(&dir.join("tls.crt"), &serving.cert_pem);
     write(&dir.join("tls.key"), &serving.key_pem);
-    let tls = TlsSettings {
-        cert_file: dir.join("tls.crt"),
-        key_file: dir.join("tls.key"),
-        client_ca_file: None,
-        min_version: TlsMinVersion::Tls12,
-        cipher_suites: Vec::new(),
-        enable_http2: false,
+    let line = ["metal3-dataimage", "serve", "--listen", "127.0.0.1:0"];
+    let Command::Serve(args) = Cli::try_parse_from(line).unwrap().command else {
+        unreachable!("serve parses as serve")
     };
-    let mut settings = Settings::new("127.0.0.1:0".parse().unwrap(), tls, no_cluster());
+    let mut settings = Settings::from_args(
+        &args,
+        dir.join("tls.crt"),
+        dir.join("tls.key"),
+        no_cluster(),
+    );
     settings.shutdown_delay = Duration::ZERO;
     settings
 }
 
 /// Starts the server in process; `configure` adjusts the default settings.
-pub async fn start(configure: impl FnOnce(&Path, &Pki, &mut Settings)) -> TestServer {
+pub(crate) async fn start(configure: impl FnOnce(&Path, &Pki, &mut Settings)) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new("test-ca");
     let mut settings = settings(dir.path(), &pki);
@@ -175,22 +178,22 @@ pub async fn start(configure: impl FnOnce(&Path, &Pki, &mut Settings)) -> TestSe
 }
 
 impl TestServer {
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("https://{}{path}", self.addr)
     }
 
-    pub fn client(&self) -> reqwest::Client {
+    pub(crate) fn client(&self) -> reqwest::Client {
         client(&self.pki.ca_pem, None)
     }
 
     /// The metrics in Prometheus text format.
-    pub fn metrics_text(&self) -> String {
+    pub(crate) fn metrics_text(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry).unwrap();
         text
     }
 
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.handle.shutdown_now();
         self.task.await.unwrap().unwrap();
     }
@@ -198,11 +201,11 @@ impl TestServer {
 
 /// An HTTPS client trusting only `ca_pem`, offering h2 and http/1.1 like the
 /// API server.
-pub fn client(ca_pem: &str, identity: Option<&Issued>) -> reqwest::Client {
+pub(crate) fn client(ca_pem: &str, identity: Option<&Issued>) -> reqwest::Client {
     client_builder(ca_pem, identity).build().unwrap()
 }
 
-pub fn client_builder(ca_pem: &str, identity: Option<&Issued>) -> reqwest::ClientBuilder {
+pub(crate) fn client_builder(ca_pem: &str, identity: Option<&Issued>) -> reqwest::ClientBuilder {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
@@ -217,44 +220,44 @@ pub fn client_builder(ca_pem: &str, identity: Option<&Issued>) -> reqwest::Clien
     builder
 }
 
-pub fn fixture_path(name: &str) -> PathBuf {
+pub(crate) fn fixture_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/admission-reviews")
         .join(name)
 }
 
 /// A captured AdmissionReview request body.
-pub fn fixture(name: &str) -> String {
+pub(crate) fn fixture(name: &str) -> String {
     std::fs::read_to_string(fixture_path(name)).unwrap()
 }
 
-pub fn uid_of(body: &str) -> String {
+pub(crate) fn uid_of(body: &str) -> String {
     let review: serde_json::Value = serde_json::from_str(body).unwrap();
     review["request"]["uid"].as_str().unwrap().to_string()
 }
 
 /// A parsed webhook answer.
-pub struct Answer {
-    pub status: reqwest::StatusCode,
-    pub version: reqwest::Version,
-    pub content_type: String,
-    pub text: String,
-    pub peer_cert: Option<Vec<u8>>,
+pub(crate) struct Answer {
+    pub(crate) status: reqwest::StatusCode,
+    pub(crate) version: reqwest::Version,
+    pub(crate) content_type: String,
+    pub(crate) text: String,
+    pub(crate) peer_cert: Option<Vec<u8>>,
 }
 
 impl Answer {
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.text)
             .unwrap_or_else(|err| panic!("not JSON ({err}): {}", self.text))
     }
 
-    pub fn response(&self) -> serde_json::Value {
+    pub(crate) fn response(&self) -> serde_json::Value {
         assert_eq!(self.status, reqwest::StatusCode::OK, "{}", self.text);
         self.json()["response"].clone()
     }
 }
 
-pub async fn post_with(
+pub(crate) async fn post_with(
     client: &reqwest::Client,
     url: &str,
     content_type: &str,
@@ -289,7 +292,7 @@ pub async fn post_with(
 }
 
 /// POSTs a review the way the API server does (`?timeout=10s`, JSON).
-pub async fn post(client: &reqwest::Client, url: &str, body: &str) -> Answer {
+pub(crate) async fn post(client: &reqwest::Client, url: &str, body: &str) -> Answer {
     let url = format!("{url}?timeout=10s");
     post_with(client, &url, "application/json", body.to_string())
         .await
@@ -297,7 +300,7 @@ pub async fn post(client: &reqwest::Client, url: &str, body: &str) -> Answer {
 }
 
 /// Decodes the base64 JSON Patch of an answer.
-pub fn patch_of(response: &serde_json::Value) -> Option<serde_json::Value> {
+pub(crate) fn patch_of(response: &serde_json::Value) -> Option<serde_json::Value> {
     use base64::Engine as _;
     let patch = response["patch"].as_str()?;
     let bytes = base64::engine::general_purpose::STANDARD
@@ -307,14 +310,14 @@ pub fn patch_of(response: &serde_json::Value) -> Option<serde_json::Value> {
 }
 
 /// The real `metal3-dataimage serve` binary, started by [`spawn_server`].
-pub struct Running {
-    pub child: std::process::Child,
-    pub address: String,
-    pub probe_address: String,
+pub(crate) struct Running {
+    pub(crate) child: std::process::Child,
+    pub(crate) address: String,
+    pub(crate) probe_address: String,
     /// stderr, one log line per message, after the startup lines.
-    pub logs: std::sync::mpsc::Receiver<String>,
+    pub(crate) logs: std::sync::mpsc::Receiver<String>,
     /// Lines printed up to and including the "listening" line.
-    pub startup: Vec<String>,
+    pub(crate) startup: Vec<String>,
 }
 
 impl Drop for Running {
@@ -327,7 +330,11 @@ impl Drop for Running {
 
 /// Starts the binary on ephemeral loopback ports with JSON logs and waits
 /// for its "listening" log line to learn the addresses.
-pub fn spawn_server(dir: &Path, extra: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Running {
+pub(crate) fn spawn_server(
+    dir: &Path,
+    extra: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+) -> Running {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_metal3-dataimage"));
     command
         .args(serve_args("json"))
@@ -337,7 +344,7 @@ pub fn spawn_server(dir: &Path, extra: &[&std::ffi::OsStr], env: &[(&str, &str)]
 }
 
 /// `serve` on ephemeral loopback ports with the given `--log-format`.
-pub fn serve_args(log_format: &str) -> Vec<String> {
+pub(crate) fn serve_args(log_format: &str) -> Vec<String> {
     [
         "serve",
         "--listen",
@@ -354,7 +361,7 @@ pub fn serve_args(log_format: &str) -> Vec<String> {
 /// Runs `command` (the binary with [`serve_args`], possibly behind a
 /// wrapper) without cluster access and waits for the "listening" line, in
 /// either log format.
-pub fn spawn_command(mut command: std::process::Command, dir: &Path) -> Running {
+pub(crate) fn spawn_command(mut command: std::process::Command, dir: &Path) -> Running {
     use std::io::{BufRead as _, BufReader};
     use std::process::Stdio;
     use std::time::Instant;
@@ -414,7 +421,7 @@ pub fn spawn_command(mut command: std::process::Command, dir: &Path) -> Running 
 
 impl Running {
     /// Log lines printed within `window` from now.
-    pub fn lines_within(&self, window: Duration) -> Vec<String> {
+    pub(crate) fn lines_within(&self, window: Duration) -> Vec<String> {
         let deadline = std::time::Instant::now() + window;
         let mut lines = Vec::new();
         while let Ok(line) = self
@@ -429,7 +436,7 @@ impl Running {
 
 /// Writes a serving certificate from `pki` into `dir` and returns the
 /// `--tls-cert-file`/`--tls-key-file` arguments for it.
-pub fn tls_args(dir: &Path, pki: &Pki) -> Vec<String> {
+pub(crate) fn tls_args(dir: &Path, pki: &Pki) -> Vec<String> {
     let serving = pki.serving();
     write(&dir.join("tls.crt"), &serving.cert_pem);
     write(&dir.join("tls.key"), &serving.key_pem);

@@ -1,5 +1,5 @@
 //! The Kubernetes API access each component needs: the single source for the
-//! RBAC rules shipped in `manifests/base/rbac/` (tests/manifests.rs renders the
+//! RBAC rules shipped in `manifests/base/rbac/` (tests/it/manifests.rs renders the
 //! manifests and checks the rules equal these lists, nothing more, nothing less).
 //!
 //! These lists must match the API calls made in `admission/` (webhook) and
@@ -8,19 +8,19 @@
 
 /// One API resource and the verbs used on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ApiAccess {
+pub(crate) struct ApiAccess {
     /// API group; `""` is the core group.
-    pub group: &'static str,
+    pub(crate) group: &'static str,
     /// Plural resource, with `/subresource` where one is used.
-    pub resource: &'static str,
-    pub verbs: &'static [&'static str],
+    pub(crate) resource: &'static str,
+    pub(crate) verbs: &'static [&'static str],
     /// Restrict to these object names (`resourceNames`); empty means all.
-    pub resource_names: &'static [&'static str],
+    pub(crate) resource_names: &'static [&'static str],
 }
 
 /// The admission webhook: reads the Secret a host's `credentialsName` names
 /// (targeted `get`s only, never list/watch: no cluster-wide Secret cache).
-pub const WEBHOOK: &[ApiAccess] = &[ApiAccess {
+pub(crate) const WEBHOOK: &[ApiAccess] = &[ApiAccess {
     group: "",
     resource: "secrets",
     verbs: &["get"],
@@ -28,7 +28,7 @@ pub const WEBHOOK: &[ApiAccess] = &[ApiAccess {
 }];
 
 /// The reconciler (and `cleanup`, which runs with the same ServiceAccount).
-pub const RECONCILER: &[ApiAccess] = &[
+pub(crate) const RECONCILER: &[ApiAccess] = &[
     // Watch hosts; patch finalizer and the attached/hold annotations.
     ApiAccess {
         group: "metal3.io",
@@ -78,12 +78,12 @@ pub const RECONCILER: &[ApiAccess] = &[
         group: "apiextensions.k8s.io",
         resource: "customresourcedefinitions",
         verbs: &["get"],
-        resource_names: &[crate::crd::BMH_CRD_NAME],
+        resource_names: &[metal3_dataimage::crd::BMH_CRD_NAME],
     },
 ];
 
 /// Resources granted only in the component's own namespace (a Role, not a ClusterRole).
-pub const NAMESPACED_RESOURCES: &[&str] = &["leases"];
+pub(crate) const NAMESPACED_RESOURCES: &[&str] = &["leases"];
 
 #[cfg(test)]
 mod tests {
@@ -103,7 +103,7 @@ mod tests {
     /// lists say.
     #[test]
     fn the_install_docs_table_matches() {
-        let docs = include_str!("../docs/install.md");
+        let docs = include_str!("../../../docs/install.md");
         let section = docs.split("\n## RBAC\n").nth(1).expect("an RBAC section");
         let section = section.split("\n## ").next().unwrap_or_default();
         let mut rows: Vec<(String, String, String, Vec<String>)> = section
@@ -130,7 +130,7 @@ mod tests {
                             who.to_string(),
                             a.group.to_string(),
                             a.resource.to_string(),
-                            a.verbs.iter().map(|v| v.to_string()).collect(),
+                            a.verbs.iter().map(ToString::to_string).collect(),
                         )
                     })
                 })
