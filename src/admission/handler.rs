@@ -127,40 +127,21 @@ pub fn mutate_policy<'s>(state: &'s AppInner, review: &Review<'_>) -> &'s Policy
 /// The webhook routes (no TLS, no connection handling: usable with
 /// `tower::ServiceExt::oneshot` in tests).
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route(VALIDATE_BMH_PATH, post(validate_host))
-        .route(MUTATE_BMH_PATH, post(mutate_host))
-        .route(VALIDATE_DATAIMAGE_PATH, post(validate_data_image))
-        .fallback(crate::probes::not_found)
-        .method_not_allowed_fallback(|| async { crate::probes::method_not_allowed("POST") })
-        .with_state(state)
-}
-
-async fn validate_host(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    serve(&state, Webhook::ValidateHost, &uri, &headers, body).await
-}
-
-async fn mutate_host(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    serve(&state, Webhook::MutateHost, &uri, &headers, body).await
-}
-
-async fn validate_data_image(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    serve(&state, Webhook::ValidateDataImage, &uri, &headers, body).await
+    [
+        Webhook::ValidateHost,
+        Webhook::MutateHost,
+        Webhook::ValidateDataImage,
+    ]
+    .into_iter()
+    .fold(Router::new(), |router, webhook| {
+        let handler = move |State(state): State<AppState>, uri: Uri, headers: HeaderMap, body| {
+            async move { serve(&state, webhook, &uri, &headers, body).await }
+        };
+        router.route(webhook.path(), post(handler))
+    })
+    .fallback(crate::probes::not_found)
+    .method_not_allowed_fallback(|| async { crate::probes::method_not_allowed("POST") })
+    .with_state(state)
 }
 
 /// Decrements the in-flight gauge however the request ends.
