@@ -3,15 +3,13 @@
 //! Contract used by the reconciler; the implementation lives in `client.rs`.
 
 pub mod client;
-pub mod observe;
 pub mod ours;
 
 pub use client::{IronicClient, IronicConfig, Microversion};
-pub use observe::{Expect, Observation, Verdict};
 
 /// The microversion that introduced `GET /v1/nodes/{node}/vmedia`: without it
 /// an attach cannot be confirmed, so older servers are refused.
-pub const MIN_MICROVERSION: (u32, u32) = (1, 93);
+pub const MIN_MICROVERSION: Microversion = Microversion::new(1, 93);
 
 /// What the reconciler needs to know about a node (`GET /v1/nodes/{node}`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

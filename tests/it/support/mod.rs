@@ -3,5 +3,6 @@
 pub mod fake_kube;
 pub mod ironic;
 pub mod iso;
+pub mod observe;
 pub mod server;
 pub mod staging;
