@@ -14,7 +14,7 @@ use jiff::Timestamp;
 
 use super::record::{
     AttachedRecord, DETACHED_ANNOTATION, FINALIZER, HOLD_ANNOTATION, PAUSED_ANNOTATION, Phase,
-    STATE_ANNOTATION, parse_time,
+    STATE_ANNOTATION,
 };
 use crate::ironic::{IronicError, Node, VirtualMedia};
 use crate::model::bmh::HostResource;
@@ -574,13 +574,13 @@ fn note_failure(
     let delay = delay.unwrap_or_else(|| backoff(record.errors, jitter));
     let at = add(now, delay);
     record.message = Some(message);
-    record.retry_at = Some(at.to_string());
+    record.retry_at = Some(at);
     at
 }
 
 /// The record's retry time, when it is still ahead.
 fn pending_retry(record: &AttachedRecord, now: Timestamp) -> Option<Timestamp> {
-    let at = parse_time(record.retry_at.as_deref()?)?;
+    let at = record.retry_at?;
     (at > now).then_some(at)
 }
 
@@ -1127,14 +1127,7 @@ fn hold_step(b: &mut Builder, record: &mut AttachedRecord, node: Option<&Node>) 
             record.hold_since = None;
             return Some("the host was powered on; attaching while it runs".into());
         }
-        let since = record
-            .hold_since
-            .as_deref()
-            .and_then(parse_time)
-            .unwrap_or_else(|| {
-                record.hold_since = Some(now.to_string());
-                now
-            });
+        let since = *record.hold_since.get_or_insert(now);
         if elapsed(Some(since), now) >= b.input.config.hold_timeout {
             b.set_hold(false);
             record.hold_since = None;
@@ -1160,7 +1153,7 @@ fn hold_step(b: &mut Builder, record: &mut AttachedRecord, node: Option<&Node>) 
         && !b.input.config.hold_timeout.is_zero();
     if wanted {
         b.set_hold(true);
-        record.hold_since = Some(now.to_string());
+        record.hold_since = Some(now);
         b.event(
             Reason::PowerHold,
             "host is powered off: holding it off (reboot.metal3.io/metal3-dataimage) until the image is attached",
@@ -1322,7 +1315,7 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
                     ),
                 );
                 record.enter(Phase::Pending, now);
-                record.requested_at = Some(now.to_string());
+                record.requested_at = Some(now);
             }
         }
     }
@@ -1468,11 +1461,8 @@ fn confirm_elapsed(
     recovered_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Duration {
-    let since = match (record.phase_since(), recovered_at) {
-        (Some(sent), Some(back)) => Some(sent.max(back)),
-        (sent, _) => sent,
-    };
-    elapsed(since, now)
+    let since = recovered_at.map_or(record.time, |back| record.time.max(back));
+    elapsed(Some(since), now)
 }
 
 /// "1.2 GiB": one decimal, binary units (the progress shown while staging
@@ -1509,8 +1499,6 @@ fn confirmed(mut b: Builder, mut record: AttachedRecord, url: &str, running: boo
     let now = b.now();
     let attached_after = record
         .requested_at
-        .as_deref()
-        .and_then(parse_time)
         .map(|t| elapsed(Some(t), now).as_secs_f64());
     record.enter(Phase::Attached, now);
     record.errors = 0;

@@ -53,8 +53,8 @@ pub struct AttachedRecord {
     /// Ironic node UUID the record applies to.
     pub node: String,
     pub phase: Phase,
-    /// When `phase` was entered (RFC 3339).
-    pub time: String,
+    /// When `phase` was entered.
+    pub time: Timestamp,
     /// sha256 of the staged image, when staged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
@@ -65,12 +65,12 @@ pub struct AttachedRecord {
     pub errors: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Earliest time of the next attempt after a failure (RFC 3339).
+    /// Earliest time of the next attempt after a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_at: Option<String>,
-    /// When the power hold was added (RFC 3339).
+    pub retry_at: Option<Timestamp>,
+    /// When the power hold was added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hold_since: Option<String>,
+    pub hold_since: Option<Timestamp>,
     /// The hold timed out for this URL: never re-add it until the URL changes
     /// or an attach succeeds.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -78,7 +78,7 @@ pub struct AttachedRecord {
     /// When this URL was first seen in the spec (start of the
     /// spec-change→Attached histogram).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_at: Option<String>,
+    pub requested_at: Option<Timestamp>,
     /// The host was powered on when the attach was confirmed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attached_running: bool,
@@ -94,7 +94,7 @@ impl AttachedRecord {
             url: url.to_string(),
             node: node.to_string(),
             phase,
-            time: now.to_string(),
+            time: now,
             digest: None,
             size: None,
             errors: 0,
@@ -102,7 +102,7 @@ impl AttachedRecord {
             retry_at: None,
             hold_since: None,
             hold_expired: false,
-            requested_at: Some(now.to_string()),
+            requested_at: Some(now),
             attached_running: false,
         }
     }
@@ -125,16 +125,8 @@ impl AttachedRecord {
     /// Moves to `phase` at `now` (keeps errors, hold and request bookkeeping).
     pub fn enter(&mut self, phase: Phase, now: Timestamp) {
         self.phase = phase;
-        self.time = now.to_string();
+        self.time = now;
     }
-
-    pub fn phase_since(&self) -> Option<Timestamp> {
-        parse_time(&self.time)
-    }
-}
-
-pub fn parse_time(text: &str) -> Option<Timestamp> {
-    text.parse::<Timestamp>().ok()
 }
 
 #[cfg(test)]
@@ -154,6 +146,7 @@ mod tests {
         record.hold_expired = true;
         let text = record.to_annotation();
         assert!(text.contains(r#""phase":"attaching""#), "{text}");
+        assert!(text.contains(r#""time":"2026-01-02T03:04:05Z""#), "{text}");
         let parsed = AttachedRecord::from_annotation(Some(&text))
             .unwrap()
             .unwrap();
@@ -168,6 +161,18 @@ mod tests {
             .unwrap();
         assert_eq!(parsed.phase, Phase::Attached);
         assert_eq!(parsed.errors, 0);
+        assert_eq!(
+            parsed.time,
+            "2026-01-02T03:04:05Z".parse::<Timestamp>().unwrap()
+        );
+        // Written by the previous version (times as RFC 3339 strings, with
+        // fractions and offsets as `Timestamp::to_string` wrote them).
+        let old = r#"{"url":"u","node":"n","phase":"failed","time":"2026-01-02T03:04:05.123456789Z","errors":1,"retryAt":"2026-01-02T03:05:05Z","holdSince":"2026-01-02T03:00:00Z","requestedAt":"2026-01-02T02:59:59Z"}"#.to_string();
+        let parsed = AttachedRecord::from_annotation(Some(&old))
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.retry_at.unwrap().to_string(), "2026-01-02T03:05:05Z");
+        assert_eq!(parsed.to_annotation(), old);
         assert!(AttachedRecord::from_annotation(Some(&"{".to_string())).is_err());
         assert_eq!(AttachedRecord::from_annotation(None).unwrap(), None);
     }
