@@ -2,6 +2,7 @@
 //! asks), calls [`decide`], and executes the plan with patches, Ironic calls
 //! (bounded by a semaphore) and Events.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -331,38 +332,40 @@ async fn built_view<I: IronicApi>(
     }
 }
 
-/// A Secret's keys and values (`data`, or `stringData` as a Secret built
-/// client-side may carry). Values never leave this function but as bytes.
-pub async fn read_secret_files(
+/// A Secret's keys and values ([`crate::model::secret::secret_entries`]).
+/// Values never leave this function but as bytes.
+async fn read_secret_files(
     client: kube::Client,
     namespace: &str,
     name: &str,
-) -> Result<std::collections::BTreeMap<String, Vec<u8>>, String> {
-    let api: Api<Secret> = Api::namespaced(client, namespace);
-    let secret = match api.get_opt(name).await {
-        Ok(Some(secret)) => secret,
-        Ok(None) => {
-            return Err(format!(
-                "Secret {namespace}/{name} (contentFrom) not found: the image is built once it exists"
-            ));
-        }
-        Err(err) => {
-            return Err(format!(
-                "cannot read Secret {namespace}/{name} (contentFrom): {}",
-                kube_reason(&err)
-            ));
-        }
-    };
-    let mut files: std::collections::BTreeMap<String, Vec<u8>> = secret
-        .string_data
-        .unwrap_or_default()
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let secret = get_secret(client, namespace, name, "contentFrom").await?.ok_or_else(|| {
+        format!("Secret {namespace}/{name} (contentFrom) not found: the image is built once it exists")
+    })?;
+    let entries = crate::model::secret::secret_entries(&secret);
+    Ok(entries
         .into_iter()
-        .map(|(k, v)| (k, v.into_bytes()))
-        .collect();
-    for (k, v) in secret.data.unwrap_or_default() {
-        files.insert(k, v.0);
-    }
-    Ok(files)
+        .map(|(k, v)| (k.to_string(), v.to_vec()))
+        .collect())
+}
+
+/// A targeted get of one Secret (the reconciler has no list/watch on
+/// Secrets, so it is re-read on every reconcile).
+async fn get_secret(
+    client: kube::Client,
+    namespace: &str,
+    name: &str,
+    field: &str,
+) -> Result<Option<Secret>, String> {
+    Api::<Secret>::namespaced(client, namespace)
+        .get_opt(name)
+        .await
+        .map_err(|err| {
+            format!(
+                "cannot read Secret {namespace}/{name} ({field}): {}",
+                kube_reason(&err)
+            )
+        })
 }
 
 /// What the stager knows of the host's image, without waiting for anything.
@@ -435,57 +438,17 @@ async fn start_staging<I: IronicApi>(
     });
 }
 
-/// Reads `username`/`password` from the Secret (a targeted get, re-read on
-/// every reconcile: the reconciler has no list/watch on Secrets).
-pub async fn read_credentials(
+/// `username`/`password` from the `credentialsName` Secret.
+async fn read_credentials(
     client: kube::Client,
     namespace: &str,
     name: &str,
 ) -> Result<SecretCredentials, String> {
-    let api: Api<Secret> = Api::namespaced(client, namespace);
-    let secret = match api.get_opt(name).await {
-        Ok(Some(secret)) => secret,
-        Ok(None) => {
-            return Err(format!(
-                "Secret {namespace}/{name} (credentialsName) not found"
-            ));
-        }
-        Err(err) => {
-            return Err(format!(
-                "cannot read Secret {namespace}/{name}: {}",
-                kube_reason(&err)
-            ));
-        }
-    };
-    credentials_from_secret(&secret).ok_or_else(|| {
-        format!(
-            "Secret {namespace}/{name} must hold non-empty `username` and `password` keys (UTF-8)"
-        )
-    })
-}
-
-/// `username`/`password` from a Secret's `data` (or `stringData`, as a
-/// Secret built client-side may carry).
-pub fn credentials_from_secret(secret: &Secret) -> Option<SecretCredentials> {
-    let field = |key: &str| -> Option<String> {
-        let from_data = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .and_then(|b| String::from_utf8(b.0.clone()).ok());
-        let value = from_data.or_else(|| {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .cloned()
-        })?;
-        (!value.is_empty()).then_some(value)
-    };
-    Some(SecretCredentials {
-        username: field("username")?,
-        password: field("password")?,
-    })
+    let secret = get_secret(client, namespace, name, "credentialsName")
+        .await?
+        .ok_or_else(|| format!("Secret {namespace}/{name} (credentialsName) not found"))?;
+    SecretCredentials::from_secret(&secret)
+        .map_err(|why| format!("Secret {namespace}/{name} (credentialsName): {why}"))
 }
 
 fn kube_reason(err: &kube::Error) -> String {
