@@ -522,6 +522,18 @@ impl<'a, 'b> Builder<'a, 'b> {
         })
     }
 
+    /// Shows `message` in `state` for `url`; looks again after `requeue`.
+    fn show(
+        self,
+        url: Option<&str>,
+        state: DataImageState,
+        message: impl Into<String>,
+        requeue: Option<Duration>,
+    ) -> Step {
+        let status = self.status(url, state, message);
+        self.finish(status, requeue)
+    }
+
     fn clear_status(&self) -> StatusChange {
         if self.host.status.is_some() {
             StatusChange::Clear
@@ -644,34 +656,28 @@ fn decide_host(input: &Input) -> Step {
     }
     if b.host.paused {
         let url = b.host.desired.as_ref().map(|d| d.url.clone());
-        let status = b.status(
+        return b.show(
             url.as_deref(),
             DataImageState::Waiting,
-            "host is paused (baremetalhost.metal3.io/paused): nothing is done until the annotation is removed",
-        );
-        return b.finish(status, None);
+            "host is paused (baremetalhost.metal3.io/paused): nothing is done until the annotation is removed", None);
     }
     if b.host.detached {
         let url = b.host.desired.as_ref().map(|d| d.url.clone());
-        let status = b.status(
+        return b.show(
             url.as_deref(),
             DataImageState::Waiting,
-            "host is detached from the operator (baremetalhost.metal3.io/detached): nothing is done until it is reattached",
-        );
-        return b.finish(status, None);
+            "host is detached from the operator (baremetalhost.metal3.io/detached): nothing is done until it is reattached", None);
     }
     if input.upstream_conflict {
         // The operator would attach the DataImage into the same drive: do not
         // fight over it; only release our hold so the host is not kept off.
         b.set_hold(false);
         let url = b.host.desired.as_ref().map(|d| d.url.clone());
-        let status = b.status(
+        return b.show(
             url.as_deref(),
             DataImageState::Error,
             "an upstream DataImage with this host's name exists: the baremetal-operator attaches it into the same \
-             drive; delete it or remove spec.dataImage (left untouched)",
-        );
-        return b.finish(status, None);
+             drive; delete it or remove spec.dataImage (left untouched)", None);
     }
 
     let active = ACTIVE_STATES.contains(&b.host.state);
@@ -697,21 +703,19 @@ fn decide_host(input: &Input) -> Step {
             b.host.state
         };
         let url = b.host.desired.as_ref().map(|d| d.url.clone());
-        let status = b.status(
+        return b.show(
             url.as_deref(),
             DataImageState::Waiting,
-            format!("host is {state}: the image is attached once it is provisioned or externally provisioned"),
-        );
-        return b.finish(status, None);
+            format!("host is {state}: the image is attached once it is provisioned or externally provisioned"), None);
     }
     if b.host.node_id.is_empty() {
         let url = b.host.desired.as_ref().map(|d| d.url.clone());
-        let status = b.status(
+        return b.show(
             url.as_deref(),
             DataImageState::Waiting,
             "host has no Ironic node yet (status.provisioning.ID is empty)",
+            None,
         );
-        return b.finish(status, None);
     }
 
     let desired = b.host.desired.clone();
@@ -785,15 +789,13 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
         IronicView::Failed(err) => {
             let at = note_failure(&mut record, now, b.input.jitter, err.to_string(), None);
             let message = record.message.clone().unwrap_or_default();
-            if b.host.record.as_ref() != Some(&record) {
-                b.write_record(Some(record));
-            }
-            let status = b.status(
+            b.write_record(Some(record));
+            return b.show(
                 shown_url.as_deref(),
                 DataImageState::Error,
                 format!("cannot read the node to detach the image: {message}; retrying at {at}"),
+                Some(wait_until(at, now)),
             );
-            return b.finish(status, Some(wait_until(at, now)));
         }
         IronicView::Busy { .. } => {
             let message = if record.phase == Phase::Detaching && record.retry_at.is_none() {
@@ -805,34 +807,34 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
                 "Ironic node is busy (locked by a running operation); detaching when it is free"
                     .into()
             };
-            let status = b.status(shown_url.as_deref(), DataImageState::Detaching, message);
-            return b.finish(status, Some(BUSY_POLL));
+            return b.show(
+                shown_url.as_deref(),
+                DataImageState::Detaching,
+                message,
+                Some(BUSY_POLL),
+            );
         }
         IronicView::Unreachable { since, error } => {
             if purpose == Purpose::Replace {
                 // The hold's deadline still runs while Ironic is away.
                 let _ = hold_step(&mut b, &mut record, None);
-                if b.host.record.as_ref() != Some(&record) {
-                    b.write_record(Some(record));
-                }
+                b.write_record(Some(record));
             } else {
                 b.set_hold(false);
             }
-            let status = b.status(
+            return b.show(
                 shown_url.as_deref(),
                 DataImageState::Waiting,
                 unreachable_message(*since, error, "detaching"),
+                Some(OUTAGE_POLL),
             );
-            return b.finish(status, Some(OUTAGE_POLL));
         }
         IronicView::Observed { node, vmedia } => (node, vmedia),
     };
     if purpose == Purpose::Replace {
         // Swapping images on a powered-off host: hold it off meanwhile.
         let _ = hold_step(&mut b, &mut record, Some(node));
-        if b.host.record.as_ref() != Some(&record) {
-            b.write_record(Some(record.clone()));
-        }
+        b.write_record(Some(record.clone()));
     } else {
         b.set_hold(false);
     }
@@ -841,12 +843,12 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
         if node.reservation.is_some() && record.phase == Phase::Attaching {
             // Our attach may still be running: wait for it before calling
             // the drive empty.
-            let status = b.status(
+            return b.show(
                 shown_url.as_deref(),
                 DataImageState::Detaching,
                 "waiting for Ironic to finish the previous attach before detaching",
+                Some(CONFIRM_POLL),
             );
-            return b.finish(status, Some(CONFIRM_POLL));
         }
         let was_ours = matches!(
             record.phase,
@@ -867,17 +869,21 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
         } else {
             "Ironic node is busy (reserved by another operation); detaching when it is free".into()
         };
-        let status = b.status(shown_url.as_deref(), DataImageState::Detaching, message);
-        return b.finish(status, Some(BUSY_POLL));
+        return b.show(
+            shown_url.as_deref(),
+            DataImageState::Detaching,
+            message,
+            Some(BUSY_POLL),
+        );
     }
     if let Some(at) = pending_retry(&record, now) {
         let message = record.message.clone().unwrap_or_default();
-        let status = b.status(
+        return b.show(
             shown_url.as_deref(),
             DataImageState::Error,
             format!("detach failed: {message}; retrying at {at}"),
+            Some(wait_until(at, now)),
         );
-        return b.finish(status, Some(wait_until(at, now)));
     }
     if record.phase == Phase::Detaching {
         let waited = confirm_elapsed(&record, b.input.ironic_recovered_at, now);
@@ -885,8 +891,12 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
             return failed(b, record, shown_url, Op::Detach, error);
         }
         if waited < b.input.config.confirm_timeout {
-            let status = b.status(shown_url.as_deref(), DataImageState::Detaching, detaching);
-            return b.finish(status, Some(CONFIRM_POLL));
+            return b.show(
+                shown_url.as_deref(),
+                DataImageState::Detaching,
+                detaching,
+                Some(CONFIRM_POLL),
+            );
         }
         if record.retry_at.is_none() {
             let message = format!(
@@ -901,8 +911,12 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
     b.write_record(Some(record.clone()));
     b.push(Action::Detach);
     b.event(Reason::Detaching, detaching.clone());
-    let status = b.status(shown_url.as_deref(), DataImageState::Detaching, detaching);
-    b.finish(status, Some(CONFIRM_POLL))
+    b.show(
+        shown_url.as_deref(),
+        DataImageState::Detaching,
+        detaching,
+        Some(CONFIRM_POLL),
+    )
 }
 
 /// Nothing of ours is in the drive any more.
@@ -955,12 +969,12 @@ fn drive_emptied(mut b: Builder, purpose: Purpose, was_ours: bool) -> Step {
                 record.hold_expired = old.hold_expired;
             }
             b.write_record(Some(record));
-            let status = b.status(
+            b.show(
                 Some(&url),
                 DataImageState::Attaching,
                 "previous image detached; attaching the new one",
-            );
-            b.finish(status, Some(Duration::from_secs(1)))
+                Some(Duration::from_secs(1)),
+            )
         }
     }
 }
@@ -1178,21 +1192,19 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
     {
         // In sync and checked recently: no Ironic (BMC) read for every
         // unrelated change of the BareMetalHost.
-        let status = b.status(
+        return b.show(
             Some(url),
             DataImageState::Attached,
             attached_message(&record),
+            Some(verify - ago),
         );
-        return b.finish(status, Some(verify - ago));
     }
     let (node, vmedia) = match b.input.ironic {
         IronicView::NotObserved => return Step::ObserveIronic,
         IronicView::Failed(err) => {
             let note = hold_step(&mut b, &mut record, None);
             let at = note_failure(&mut record, now, b.input.jitter, err.to_string(), None);
-            if b.host.record.as_ref() != Some(&record) {
-                b.write_record(Some(record.clone()));
-            }
+            b.write_record(Some(record.clone()));
             let what = match err {
                 IronicError::NotFound(_) => {
                     format!("Ironic node {node_id} not found (not registered again yet?)")
@@ -1203,8 +1215,12 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
                 ),
             };
             let message = join_note(format!("{what}; retrying at {at}"), note);
-            let status = b.status(Some(url), DataImageState::Error, message);
-            return b.finish(status, Some(wait_until(at, now)));
+            return b.show(
+                Some(url),
+                DataImageState::Error,
+                message,
+                Some(wait_until(at, now)),
+            );
         }
         IronicView::Busy { node } => {
             let (state, message, wait) = match record.phase {
@@ -1226,19 +1242,18 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
             if b.host.record.as_ref() != Some(&record) && b.host.record.is_some() {
                 b.write_record(Some(record));
             }
-            let status = b.status(Some(url), state, join_note(message, note));
-            return b.finish(status, Some(wait));
+            return b.show(Some(url), state, join_note(message, note), Some(wait));
         }
         IronicView::Unreachable { since, error } => {
             if record.phase == Phase::Attached {
                 // Nothing says the image left: it stays shown as attached,
                 // and is verified again when Ironic answers.
-                let status = b.status(
+                return b.show(
                     Some(url),
                     DataImageState::Attached,
                     attached_message(&record),
+                    Some(OUTAGE_POLL),
                 );
-                return b.finish(status, Some(OUTAGE_POLL));
             }
             let note = hold_step(&mut b, &mut record, None);
             if b.host.record.as_ref() != Some(&record)
@@ -1252,8 +1267,12 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
                 "attaching"
             };
             let message = join_note(unreachable_message(*since, error, then), note);
-            let status = b.status(Some(url), DataImageState::Waiting, message);
-            return b.finish(status, Some(OUTAGE_POLL));
+            return b.show(
+                Some(url),
+                DataImageState::Waiting,
+                message,
+                Some(OUTAGE_POLL),
+            );
         }
         IronicView::Observed { node, vmedia } => (node, vmedia),
     };
@@ -1264,16 +1283,14 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
         if node.provision_state != "active" && node.reservation.is_none() {
             // Servicing (or rescue) runs Ironic's prepare_ramdisk, which
             // ejects the CD: look again once the node is active.
-            let status = b.status(
+            return b.show(
                 Some(url),
                 DataImageState::Attached,
                 format!(
                     "{}; Ironic node is {}: the drive is checked again (and the image attached again if it was ejected) once the node is active",
                     attached_message(&record),
                     node.provision_state
-                ),
-            );
-            return b.finish(status, Some(BLOCKED_POLL));
+                ), Some(BLOCKED_POLL));
         }
         match &drive {
             Drive::Ours => {
@@ -1291,19 +1308,23 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
                 return verified(b.finish(status, Some(verify)));
             }
             _ if node.reservation.is_some() => {
-                let status = b.status(
+                return b.show(
                     Some(url),
                     DataImageState::Attached,
                     attached_message(&record),
+                    Some(BUSY_POLL),
                 );
-                return b.finish(status, Some(BUSY_POLL));
             }
             Drive::Foreign(image) => {
                 let message = format!(
                     "the CD drive holds media that is not ours ({image}); the image is attached again once it is gone"
                 );
-                let status = b.status(Some(url), DataImageState::Waiting, message);
-                return b.finish(status, Some(BLOCKED_POLL));
+                return b.show(
+                    Some(url),
+                    DataImageState::Waiting,
+                    message,
+                    Some(BLOCKED_POLL),
+                );
             }
             Drive::Empty => {
                 // Ejected behind our back (BMC reset, manual eject): attach again.
@@ -1338,12 +1359,14 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
             );
             return failed(b, record, Some(url.to_string()), Op::Attach, message);
         }
-        if b.host.record.as_ref() != Some(&record) {
-            b.write_record(Some(record));
-        }
+        b.write_record(Some(record));
         let message = join_note("Ironic is downloading and inserting the image".into(), note);
-        let status = b.status(Some(url), DataImageState::Attaching, message);
-        return b.finish(status, Some(CONFIRM_POLL));
+        return b.show(
+            Some(url),
+            DataImageState::Attaching,
+            message,
+            Some(CONFIRM_POLL),
+        );
     }
 
     // Pending or Failed: attach when every gate is open.
@@ -1425,8 +1448,7 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
         {
             b.write_record(Some(record));
         }
-        let status = b.status(Some(url), state, join_note(message, note));
-        return b.finish(status, Some(wait));
+        return b.show(Some(url), state, join_note(message, note), Some(wait));
     }
 
     let image_url = match b.input.staging {
@@ -1450,8 +1472,12 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
     b.push(Action::Attach { image_url });
     b.event(Reason::Attaching, format!("attaching {}", redact_url(url)));
     let message = join_note("attach sent to Ironic".into(), note);
-    let status = b.status(Some(url), DataImageState::Attaching, message);
-    b.finish(status, Some(CONFIRM_POLL))
+    b.show(
+        Some(url),
+        DataImageState::Attaching,
+        message,
+        Some(CONFIRM_POLL),
+    )
 }
 
 /// How long an attach/detach sent at `record`'s phase time has been
@@ -1537,57 +1563,29 @@ fn verified(step: Step) -> Step {
     }
 }
 
+/// The host is being deleted: detach before our finalizer goes, or give up
+/// after `--finalizer-timeout`.
 fn deletion(mut b: Builder) -> Step {
     let now = b.now();
     if !b.host.has_finalizer {
         return b.finish(StatusChange::Keep, None);
     }
     if b.host.paused {
-        let status = b.status(
-            b.host.record.as_ref().map(|r| r.url.clone()).as_deref(),
+        let url = b.host.record.as_ref().map(|r| r.url.clone());
+        return b.show(
+            url.as_deref(),
             DataImageState::Detaching,
             "host is being deleted but paused: waiting for the pause to be lifted",
+            None,
         );
-        return b.finish(status, None);
     }
-    let release = |mut b: Builder, warning: bool, message: String| {
-        // Shown while other finalizers (the operator's) keep the host around.
-        let url = b.host.record.as_ref().map(|r| r.url.clone());
-        let state = if warning {
-            DataImageState::Error
-        } else {
-            DataImageState::Detached
-        };
-        let status = match (&url, b.host.status) {
-            (Some(url), Some(_)) => b.status(Some(url), state, message.clone()),
-            _ => StatusChange::Keep,
-        };
-        b.set_hold(false);
-        b.write_record(None);
-        b.remove_finalizer();
-        b.event(
-            if warning {
-                Reason::FinalizerReleased
-            } else {
-                Reason::Detached
-            },
-            message,
-        );
-        b.finish(status, None)
-    };
     if b.host.detached {
-        return release(
-            b,
-            false,
-            "host is detached: finalizer released without calling Ironic".into(),
-        );
+        let message = "host is detached: finalizer released without calling Ironic";
+        return release(b, false, message.into());
     }
     if b.input.upstream_conflict {
-        return release(
-            b,
-            false,
-            "an upstream DataImage owns the drive: finalizer released".into(),
-        );
+        let message = "an upstream DataImage owns the drive: finalizer released";
+        return release(b, false, message.into());
     }
     let Some(record) = b.host.record.clone() else {
         b.set_hold(false);
@@ -1602,152 +1600,129 @@ fn deletion(mut b: Builder) -> Step {
         return b.finish(StatusChange::Keep, None);
     }
     let timeout = b.input.config.finalizer_timeout;
-    let waited = elapsed(b.host.deletion, now);
-    let remaining = timeout.saturating_sub(waited);
-    let expired = remaining.is_zero();
-    let url = Some(record.url.clone());
-    let (node, vmedia) = match b.input.ironic {
+    let remaining = timeout.saturating_sub(elapsed(b.host.deletion, now));
+    let (at, timeout) = (add(now, remaining), human(timeout));
+    // Without a drive to look at: the message when the deadline releases
+    // the finalizer, the one shown until then, and when to look again.
+    let (released, waiting, poll) = match b.input.ironic {
         IronicView::NotObserved => return Step::ObserveIronic,
-        IronicView::Failed(IronicError::NotFound(_)) => {
-            if expired {
-                return release(
-                    b,
-                    true,
-                    format!(
-                        "Ironic node {} not found for {}: finalizer released without a confirmed detach",
-                        record.node,
-                        human(timeout)
-                    ),
-                );
-            }
-            let status = b.status(
-                url.as_deref(),
-                DataImageState::Detaching,
-                format!(
-                    "Ironic node {} not found (Ironic may not have registered it again yet); releasing the finalizer at {}",
-                    record.node,
-                    add(now, remaining)
-                ),
-            );
-            return b.finish(status, Some(remaining.min(BLOCKED_POLL)));
+        IronicView::Observed { node, vmedia } => {
+            return deletion_observed(b, record, node, vmedia, remaining.is_zero());
         }
-        IronicView::Busy { .. } if !expired => {
-            let status = b.status(
-                url.as_deref(),
-                DataImageState::Detaching,
-                "Ironic node is busy; detaching before deletion when it is free",
-            );
-            return b.finish(status, Some(CONFIRM_POLL));
-        }
-        IronicView::Busy { .. } => {
-            return release(
-                b,
-                true,
-                format!(
-                    "detach not confirmed within {} (the node stayed locked): finalizer released; the image may still be inserted",
-                    human(timeout)
-                ),
-            );
-        }
-        IronicView::Unreachable { since, error } => {
-            if expired {
-                return release(
-                    b,
-                    true,
-                    format!(
-                        "Ironic unreachable since {since} ({error}): finalizer released after {} without a confirmed detach",
-                        human(timeout)
-                    ),
-                );
-            }
-            let status = b.status(
-                url.as_deref(),
-                DataImageState::Detaching,
-                format!(
-                    "{}, or releasing the finalizer at {}",
-                    unreachable_message(*since, error, "detaching before deletion"),
-                    add(now, remaining)
-                ),
-            );
-            return b.finish(status, Some(remaining.min(OUTAGE_POLL)));
-        }
-        IronicView::Failed(err) => {
-            if expired {
-                return release(
-                    b,
-                    true,
-                    format!(
-                        "Ironic unreachable for {} ({err}): finalizer released without a confirmed detach",
-                        human(timeout)
-                    ),
-                );
-            }
-            let status = b.status(
-                url.as_deref(),
-                DataImageState::Detaching,
-                format!(
-                    "cannot reach Ironic to detach ({err}); releasing the finalizer at {}",
-                    add(now, remaining)
-                ),
-            );
-            return b.finish(status, Some(remaining.min(BLOCKED_POLL)));
-        }
-        IronicView::Observed { node, vmedia } => (node, vmedia),
+        IronicView::Failed(IronicError::NotFound(_)) => (
+            format!(
+                "Ironic node {} not found for {timeout}: finalizer released without a confirmed detach",
+                record.node
+            ),
+            format!(
+                "Ironic node {} not found (Ironic may not have registered it again yet); releasing the finalizer at {at}",
+                record.node
+            ),
+            remaining.min(BLOCKED_POLL),
+        ),
+        IronicView::Busy { .. } => (
+            format!(
+                "detach not confirmed within {timeout} (the node stayed locked): finalizer released; the image may still be inserted"
+            ),
+            "Ironic node is busy; detaching before deletion when it is free".into(),
+            CONFIRM_POLL,
+        ),
+        IronicView::Unreachable { since, error } => (
+            format!(
+                "Ironic unreachable since {since} ({error}): finalizer released after {timeout} without a confirmed detach"
+            ),
+            format!(
+                "{}, or releasing the finalizer at {at}",
+                unreachable_message(*since, error, "detaching before deletion")
+            ),
+            remaining.min(OUTAGE_POLL),
+        ),
+        IronicView::Failed(err) => (
+            format!(
+                "Ironic unreachable for {timeout} ({err}): finalizer released without a confirmed detach"
+            ),
+            format!("cannot reach Ironic to detach ({err}); releasing the finalizer at {at}"),
+            remaining.min(BLOCKED_POLL),
+        ),
     };
-    let drive = drive_state(vmedia, &node.uuid);
+    if remaining.is_zero() {
+        return release(b, true, released);
+    }
+    let url = Some(record.url.as_str());
+    b.show(url, DataImageState::Detaching, waiting, Some(poll))
+}
+
+/// Deletion once the node's drive was read.
+fn deletion_observed(
+    mut b: Builder,
+    mut record: AttachedRecord,
+    node: &Node,
+    vmedia: &[VirtualMedia],
+    expired: bool,
+) -> Step {
+    let now = b.now();
     let attach_running = record.phase == Phase::Attaching && node.reservation.is_some();
-    if drive != Drive::Ours && !attach_running {
-        return release(
-            b,
-            false,
-            format!("detached {} before deletion", redact_url(&record.url)),
-        );
+    if drive_state(vmedia, &node.uuid) != Drive::Ours && !attach_running {
+        let message = format!("detached {} before deletion", redact_url(&record.url));
+        return release(b, false, message);
     }
     if expired {
-        return release(
-            b,
-            true,
-            format!(
-                "detach not confirmed within {}: finalizer released; the image may still be inserted",
-                human(timeout)
-            ),
+        let message = format!(
+            "detach not confirmed within {}: finalizer released; the image may still be inserted",
+            human(b.input.config.finalizer_timeout)
         );
+        return release(b, true, message);
     }
-    if node.reservation.is_some() {
-        let status = b.status(
+    let url = Some(record.url.clone());
+    let waiting = |b: Builder, message: &str| {
+        b.show(
             url.as_deref(),
             DataImageState::Detaching,
+            message,
+            Some(CONFIRM_POLL),
+        )
+    };
+    if node.reservation.is_some() {
+        return waiting(
+            b,
             "Ironic node is busy; detaching before deletion when it is free",
         );
-        return b.finish(status, Some(CONFIRM_POLL));
     }
     let recently_sent = record.phase == Phase::Detaching
         && record.retry_at.is_none()
         && confirm_elapsed(&record, b.input.ironic_recovered_at, now)
             < b.input.config.confirm_timeout;
     if recently_sent || pending_retry(&record, now).is_some() {
-        let status = b.status(
-            url.as_deref(),
-            DataImageState::Detaching,
-            "waiting for Ironic to eject the image",
-        );
-        return b.finish(status, Some(CONFIRM_POLL));
+        return waiting(b, "waiting for Ironic to eject the image");
     }
-    let mut record = record;
     record.enter(Phase::Detaching, now);
     record.retry_at = None;
-    b.write_record(Some(record.clone()));
+    let message = format!("detaching {} before deletion", redact_url(&record.url));
+    b.write_record(Some(record));
     b.push(Action::Detach);
-    b.event(
-        Reason::Detaching,
-        format!("detaching {} before deletion", redact_url(&record.url)),
-    );
-    let status = b.status(
-        url.as_deref(),
-        DataImageState::Detaching,
-        "detaching the image before deletion",
-    );
-    b.finish(status, Some(CONFIRM_POLL))
+    b.event(Reason::Detaching, message);
+    waiting(b, "detaching the image before deletion")
+}
+
+/// Lets the deleted host go: hold, record and our finalizer removed.
+/// `warning`: without a confirmed detach.
+fn release(mut b: Builder, warning: bool, message: String) -> Step {
+    // Shown while other finalizers (the operator's) keep the host around.
+    let url = b.host.record.as_ref().map(|r| r.url.clone());
+    let (state, reason) = if warning {
+        (DataImageState::Error, Reason::FinalizerReleased)
+    } else {
+        (DataImageState::Detached, Reason::Detached)
+    };
+    let status = match (&url, b.host.status) {
+        (Some(url), Some(_)) => b.status(Some(url), state, message.clone()),
+        _ => StatusChange::Keep,
+    };
+    b.set_hold(false);
+    b.write_record(None);
+    b.remove_finalizer();
+    b.event(reason, message);
+    b.finish(status, None)
 }
 
 /// Does the host need any work from the reconciler at all (used to keep
