@@ -408,6 +408,14 @@ struct Builder<'a, 'b> {
 }
 
 impl<'a, 'b> Builder<'a, 'b> {
+    fn new(input: &'b Input<'a>) -> Self {
+        Self {
+            input,
+            host: Host::read(input.host),
+            actions: Vec::new(),
+        }
+    }
+
     fn now(&self) -> Timestamp {
         self.input.now
     }
@@ -644,12 +652,7 @@ pub fn decide(input: &Input) -> Step {
 }
 
 fn decide_host(input: &Input) -> Step {
-    let host = Host::read(input.host);
-    let mut b = Builder {
-        input,
-        host,
-        actions: Vec::new(),
-    };
+    let mut b = Builder::new(input);
 
     if b.host.deletion.is_some() {
         return deletion(b);
@@ -982,52 +985,55 @@ fn drive_emptied(mut b: Builder, purpose: Purpose, was_ours: bool) -> Step {
 /// Records a failure seen by observation (Ironic's `last_error`, or no
 /// effect after `confirm_timeout`).
 fn failed(
+    b: Builder,
+    record: AttachedRecord,
+    url: Option<String>,
+    op: Op,
+    message: String,
+) -> Step {
+    Step::Plan(failure_plan(b, record, url, op, message, None))
+}
+
+/// The one failure bookkeeping of an attach or detach (seen by observation
+/// or refused by Ironic): counted and backed off ([`note_failure`]; `delay`
+/// overrides the backoff), an Event, the error status.
+fn failure_plan(
     mut b: Builder,
     mut record: AttachedRecord,
     url: Option<String>,
     op: Op,
     message: String,
-) -> Step {
+    delay: Option<Duration>,
+) -> Plan {
     let now = b.now();
-    let at = note_failure(&mut record, now, b.input.jitter, message.clone(), None);
-    let drive_ours = match b.input.ironic {
-        IronicView::Observed { node, vmedia } => drive_state(vmedia, &node.uuid) == Drive::Ours,
-        _ => false,
+    let at = note_failure(&mut record, now, b.input.jitter, message.clone(), delay);
+    let (reason, doing) = match op {
+        Op::Attach => (Reason::AttachFailed, "attaching"),
+        Op::Detach => (Reason::DetachFailed, "detaching"),
     };
-    match op {
-        Op::Attach => {
-            // A failed attach is followed by a detach before the retry (the
-            // BMC may still show a half-inserted image).
-            record.enter(Phase::Failed, now);
-            b.write_record(Some(record.clone()));
-            if drive_ours {
-                b.push(Action::Detach);
-            }
-            b.event(
-                Reason::AttachFailed,
-                format!("attaching {} failed: {message}", redact_url(&record.url)),
-            );
-        }
-        Op::Detach => {
-            // Stay in Detaching; the retry re-sends the detach.
-            b.write_record(Some(record.clone()));
-            b.event(
-                Reason::DetachFailed,
-                format!("detaching {} failed: {message}", redact_url(&record.url)),
-            );
-        }
+    let event = format!("{doing} {} failed: {message}", redact_url(&record.url));
+    // A failed detach stays in Detaching: the retry re-sends it.
+    if op == Op::Attach {
+        record.enter(Phase::Failed, now);
     }
-    let status = b.status(
-        url.as_deref(),
-        DataImageState::Error,
-        format!("{} failed: {message}; retrying at {at}", op.verb()),
-    );
-    match b.finish(status, Some(wait_until(at, now))) {
-        Step::Plan(mut plan) => {
-            plan.failure = Some(op);
-            Step::Plan(plan)
-        }
-        other => other,
+    b.write_record(Some(record));
+    // A failed attach is followed by a detach before the retry (the BMC may
+    // still show a half-inserted image).
+    if let (Op::Attach, IronicView::Observed { node, vmedia }) = (op, b.input.ironic)
+        && drive_state(vmedia, &node.uuid) == Drive::Ours
+    {
+        b.push(Action::Detach);
+    }
+    b.event(reason, event);
+    let message = format!("{} failed: {message}; retrying at {at}", op.verb());
+    let status = b.status(url.as_deref(), DataImageState::Error, message);
+    Plan {
+        actions: b.actions,
+        status,
+        requeue: Some(wait_until(at, now)),
+        attached_after: None,
+        failure: Some(op),
+        verified: false,
     }
 }
 
@@ -1055,14 +1061,8 @@ pub fn after_failure(input: &Input, written: &AttachedRecord, op: Op, err: &Iron
         }
         return plan;
     }
-    let host = Host::read(input.host);
-    let mut b = Builder {
-        input,
-        host,
-        actions: Vec::new(),
-    };
-    let now = input.now;
-    let mut record = written.clone();
+    let mut b = Builder::new(input);
+    b.host.record = None; // force the write
     // 400 may come from the node's driver/driver_info, not our request: a
     // long wait before trying again; locks and outages back off normally.
     let delay = match err {
@@ -1071,55 +1071,13 @@ pub fn after_failure(input: &Input, written: &AttachedRecord, op: Op, err: &Iron
         }
         _ => None,
     };
-    let at = note_failure(&mut record, now, input.jitter, err.to_string(), delay);
-    if op == Op::Attach {
-        // The request was refused before Ironic touched the drive: nothing
-        // to detach, retry later.
-        record.enter(Phase::Failed, now);
+    let url = (b.host.desired.as_ref()).map_or(written.url.clone(), |d| d.url.clone());
+    let deleting = b.host.deletion.is_some();
+    let mut plan = failure_plan(b, written.clone(), Some(url), op, err.to_string(), delay);
+    if deleting {
+        plan.requeue = plan.requeue.map(|r| r.min(BLOCKED_POLL));
     }
-    b.host.record = None; // force the write
-    b.write_record(Some(record.clone()));
-    let reason = match op {
-        Op::Attach => Reason::AttachFailed,
-        Op::Detach => Reason::DetachFailed,
-    };
-    let doing = match op {
-        Op::Attach => "attaching",
-        Op::Detach => "detaching",
-    };
-    // The same words as a failure seen in last_error (see `failed`).
-    b.event(
-        reason,
-        format!("{doing} {} failed: {err}", redact_url(&record.url)),
-    );
-    let url = if op == Op::Detach && b.host.desired.is_none() {
-        Some(record.url.clone())
-    } else {
-        b.host
-            .desired
-            .as_ref()
-            .map(|d| d.url.clone())
-            .or(Some(record.url.clone()))
-    };
-    let status = b.status(
-        url.as_deref(),
-        DataImageState::Error,
-        format!("{} failed: {err}; retrying at {at}", op.verb()),
-    );
-    let delay = wait_until(at, now);
-    let requeue = if b.host.deletion.is_some() {
-        delay.min(BLOCKED_POLL)
-    } else {
-        delay
-    };
-    Plan {
-        actions: b.actions,
-        status,
-        requeue: Some(requeue),
-        attached_after: None,
-        failure: Some(op),
-        verified: false,
-    }
+    plan
 }
 
 /// Power hold bookkeeping while an attach is pending. Returns a note for the
