@@ -14,7 +14,6 @@ use jiff::Timestamp;
 
 use super::record::{
     AttachedRecord, DETACHED_ANNOTATION, FINALIZER, HOLD_ANNOTATION, PAUSED_ANNOTATION, Phase,
-    STATE_ANNOTATION,
 };
 use crate::ironic::{IronicError, Node, VirtualMedia};
 use crate::model::bmh::HostResource;
@@ -371,11 +370,7 @@ impl<'a> Host<'a> {
             paused: annotations.contains_key(PAUSED_ANNOTATION),
             detached: annotations.contains_key(DETACHED_ANNOTATION),
             hold: annotations.contains_key(HOLD_ANNOTATION),
-            // A corrupt record is treated as absent: whatever is in the drive
-            // is then unknown, and an attach replaces it.
-            record: AttachedRecord::from_annotation(annotations.get(STATE_ANNOTATION))
-                .ok()
-                .flatten(),
+            record: AttachedRecord::of_host(host),
             desired: host
                 .spec
                 .data_image

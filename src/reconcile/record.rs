@@ -8,6 +8,8 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::model::bmh::HostResource;
+
 /// State annotation (JSON [`AttachedRecord`]).
 pub const STATE_ANNOTATION: &str = "dataimage.metal3.io/attached";
 /// Suffixed reboot annotation: the baremetal-operator keeps a provisioned host
@@ -115,6 +117,15 @@ impl AttachedRecord {
                 .map(Some)
                 .map_err(|err| format!("annotation {STATE_ANNOTATION} is not valid: {err}")),
         }
+    }
+
+    /// The host's record. A corrupt one counts as absent: whatever is in
+    /// the drive is then unknown, and an attach replaces it.
+    pub fn of_host(host: &HostResource) -> Option<Self> {
+        let annotations = host.metadata.annotations.as_ref()?;
+        Self::from_annotation(annotations.get(STATE_ANNOTATION))
+            .ok()
+            .flatten()
     }
 
     pub fn to_annotation(&self) -> String {
