@@ -339,53 +339,8 @@ pub fn classify(status: u16, body: &[u8]) -> IronicError {
     }
 }
 
-/// Ironic's JSON node, the fields we read.
-#[derive(Debug, Deserialize)]
-struct NodeDocument {
-    uuid: String,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    provision_state: Option<String>,
-    #[serde(default)]
-    power_state: Option<String>,
-    #[serde(default)]
-    target_power_state: Option<String>,
-    #[serde(default)]
-    reservation: Option<String>,
-    #[serde(default)]
-    maintenance: bool,
-    #[serde(default)]
-    last_error: Option<String>,
-}
-
 pub(crate) fn parse_node(body: &[u8]) -> Result<Node, String> {
-    let doc: NodeDocument =
-        serde_json::from_slice(body).map_err(|e| format!("unexpected node document: {e}"))?;
-    Ok(Node {
-        uuid: doc.uuid,
-        name: doc.name,
-        provision_state: doc.provision_state.unwrap_or_default(),
-        power_state: doc.power_state,
-        target_power_state: doc.target_power_state,
-        reservation: doc.reservation.filter(|r| !r.is_empty()),
-        maintenance: doc.maintenance,
-        // last_error ends up in statuses and events: no credentials.
-        last_error: doc
-            .last_error
-            .filter(|e| !e.is_empty())
-            .map(|e| redact_text(&e)),
-    })
-}
-
-#[derive(Debug, Deserialize)]
-struct VirtualMediaDocument {
-    #[serde(default)]
-    media_types: Vec<String>,
-    #[serde(default)]
-    inserted: Option<bool>,
-    #[serde(default)]
-    image: Option<String>,
+    serde_json::from_slice(body).map_err(|e| format!("unexpected node document: {e}"))
 }
 
 pub(crate) fn parse_vmedia(body: &[u8]) -> Result<Vec<VirtualMedia>, String> {
@@ -400,16 +355,7 @@ pub(crate) fn parse_vmedia(body: &[u8]) -> Result<Vec<VirtualMedia>, String> {
             .ok_or("unexpected vmedia document: no list")?,
         _ => return Err("unexpected vmedia document: not a list".to_string()),
     };
-    let docs: Vec<VirtualMediaDocument> =
-        serde_json::from_value(list).map_err(|e| format!("unexpected vmedia document: {e}"))?;
-    Ok(docs
-        .into_iter()
-        .map(|d| VirtualMedia {
-            media_types: d.media_types,
-            inserted: d.inserted.unwrap_or(false),
-            image: d.image.filter(|i| !i.is_empty()).map(|i| redact_text(&i)),
-        })
-        .collect())
+    serde_json::from_value(list).map_err(|e| format!("unexpected vmedia document: {e}"))
 }
 
 /// Describes a transport failure without the URL's credentials.
@@ -829,8 +775,8 @@ mod tests {
         let node = parse_node(body).unwrap();
         assert_eq!(node.uuid, "8c48");
         assert_eq!(node.name.as_deref(), Some("node-0"));
-        assert_eq!(node.provision_state, "active");
-        assert_eq!(node.power_state.as_deref(), Some("power on"));
+        assert_eq!(node.provision_state, crate::ironic::ProvisionState::Active);
+        assert_eq!(node.power_state, Some(crate::ironic::PowerState::On));
         assert_eq!(node.reservation, None);
         assert!(!node.maintenance);
         let last_error = node.last_error.unwrap();

@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use super::record::{
     AttachedRecord, DETACHED_ANNOTATION, FINALIZER, HOLD_ANNOTATION, PAUSED_ANNOTATION, Phase,
 };
-use crate::ironic::{IronicError, Node, VirtualMedia};
+use crate::ironic::{IronicError, Node, PowerState, ProvisionState, VirtualMedia};
 use crate::model::bmh::HostResource;
 use crate::model::{DataImageState, DataImageStatus};
 use crate::staging::StagedImage;
@@ -313,11 +313,9 @@ enum Power {
 }
 
 fn power(node: &Node) -> Power {
-    let target = node.target_power_state.as_deref().filter(|t| !t.is_empty());
-    match (node.power_state.as_deref(), target) {
-        (_, Some(target)) if target.contains("on") || target.contains("reboot") => Power::On,
-        (Some("power on"), _) => Power::On,
-        (Some("power off"), None) => Power::Off,
+    match (&node.power_state, &node.target_power_state) {
+        (_, Some(PowerState::On | PowerState::Rebooting)) | (Some(PowerState::On), _) => Power::On,
+        (Some(PowerState::Off), None) => Power::Off,
         _ => Power::Unknown,
     }
 }
@@ -1233,7 +1231,7 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
     let running = power(node) == Power::On;
 
     if record.phase == Phase::Attached {
-        if node.provision_state != "active" && node.reservation.is_none() {
+        if node.provision_state != ProvisionState::Active && node.reservation.is_none() {
             // Servicing (or rescue) runs Ironic's prepare_ramdisk, which
             // ejects the CD: look again once the node is active.
             return b.show(
@@ -1345,7 +1343,7 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
             "Ironic node is busy (reserved by a running operation)".into(),
             BUSY_POLL,
         ))
-    } else if node.provision_state != "active" {
+    } else if node.provision_state != ProvisionState::Active {
         Some((
             DataImageState::Waiting,
             format!(

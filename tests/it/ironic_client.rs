@@ -561,7 +561,7 @@ async fn ironic_stopped_then_restarted() {
         .expect("connect");
     assert_eq!(
         client.get_node(&node).await.expect("node").provision_state,
-        "active"
+        metal3_dataimage::ironic::ProvisionState::Active
     );
 
     env.ctl(&["stop-api", "restart"]);
