@@ -13,11 +13,11 @@ use serde::Deserialize;
 use super::{IronicError, MIN_MICROVERSION, Node, VirtualMedia, redact_text};
 
 /// Header carrying the API microversion ([`MIN_MICROVERSION`]) on every request.
-pub const VERSION_HEADER: &str = "X-OpenStack-Ironic-API-Version";
+pub(crate) const VERSION_HEADER: &str = "X-OpenStack-Ironic-API-Version";
 /// Header with the server's maximum microversion (sent with every answer).
-pub const MAX_VERSION_HEADER: &str = "X-OpenStack-Ironic-API-Maximum-Version";
+pub(crate) const MAX_VERSION_HEADER: &str = "X-OpenStack-Ironic-API-Maximum-Version";
 /// Default per-request timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Cap on the TCP/TLS connect phase (an unreachable Ironic fails fast).
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -269,7 +269,7 @@ pub(crate) fn api_root(
 /// document in a string: `{"error_message": "{\"faultstring\": ...}"}`
 /// (`description` for routing errors); http_basic uses
 /// `{"error": {"message": ...}}`. Falls back to the (shortened) body.
-pub fn parse_error_body(body: &[u8]) -> Option<String> {
+pub(crate) fn parse_error_body(body: &[u8]) -> Option<String> {
     fn from_inner(inner: &serde_json::Value) -> Option<String> {
         for key in ["faultstring", "description", "message", "title"] {
             if let Some(s) = inner

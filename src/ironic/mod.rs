@@ -171,7 +171,7 @@ impl IronicError {
 /// Replaces the userinfo of every URL in free text (Ironic messages may quote
 /// URLs anywhere) with `***`: the project's one redaction rule,
 /// [`crate::telemetry::redact_url`].
-pub fn redact_text(text: &str) -> String {
+pub(crate) fn redact_text(text: &str) -> String {
     crate::telemetry::redact_url(text).into_owned()
 }
 

@@ -22,24 +22,24 @@ use crate::staging::StagedImage;
 use crate::telemetry::redact_url;
 
 /// Provisioning states in which the image may be attached.
-pub const ACTIVE_STATES: [&str; 2] = ["provisioned", "externally provisioned"];
+pub(crate) const ACTIVE_STATES: [&str; 2] = ["provisioned", "externally provisioned"];
 /// First retry delay after a failure, and the cap of the exponential backoff.
-pub const BACKOFF_BASE: Duration = Duration::from_secs(30);
-pub const BACKOFF_CAP: Duration = Duration::from_secs(600);
+pub(crate) const BACKOFF_BASE: Duration = Duration::from_secs(30);
+pub(crate) const BACKOFF_CAP: Duration = Duration::from_secs(600);
 /// How often an in-flight attach/detach is re-observed.
-pub const CONFIRM_POLL: Duration = Duration::from_secs(3);
+pub(crate) const CONFIRM_POLL: Duration = Duration::from_secs(3);
 /// Re-check interval while Ironic holds the node (reservation).
-pub const BUSY_POLL: Duration = Duration::from_secs(15);
+pub(crate) const BUSY_POLL: Duration = Duration::from_secs(15);
 /// Re-check interval while something outside our control blocks the drive.
-pub const BLOCKED_POLL: Duration = Duration::from_secs(30);
+pub(crate) const BLOCKED_POLL: Duration = Duration::from_secs(30);
 /// Re-read interval of the Secret an image is built from (contentFrom).
 pub const CONTENT_POLL: Duration = Duration::from_secs(60);
 /// Re-check interval while the host's image is staged in the background.
-pub const STAGING_POLL: Duration = Duration::from_secs(5);
+pub(crate) const STAGING_POLL: Duration = Duration::from_secs(5);
 /// Re-check interval while Ironic is unreachable. Nothing is sent to Ironic
 /// then (the controller's prober notices its return and wakes every host);
 /// this only bounds power-hold and finalizer deadlines.
-pub const OUTAGE_POLL: Duration = Duration::from_secs(60);
+pub(crate) const OUTAGE_POLL: Duration = Duration::from_secs(60);
 
 /// Tunables (flags).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +70,7 @@ impl Default for DecisionConfig {
 
 /// What the controller saw in Ironic for the host's node.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum IronicView {
+pub(crate) enum IronicView {
     NotObserved,
     Observed {
         node: Node,
@@ -94,7 +94,7 @@ pub enum IronicView {
 
 /// Whether the host's image must be staged, and how far that is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StagingView {
+pub(crate) enum StagingView {
     /// Plain URL: Ironic downloads it itself.
     NotNeeded,
     Ready(StagedImage),
@@ -114,7 +114,7 @@ pub enum StagingView {
 
 /// Everything [`decide`] looks at.
 #[derive(Clone, Debug)]
-pub struct Input<'a> {
+pub(crate) struct Input<'a> {
     pub host: &'a HostResource,
     pub ironic: &'a IronicView,
     pub staging: &'a StagingView,
@@ -195,7 +195,7 @@ impl Reason {
     }
 
     /// Published as a `Warning` Event (else `Normal`).
-    pub fn is_warning(self) -> bool {
+    pub(crate) fn is_warning(self) -> bool {
         matches!(
             self,
             Self::AttachFailed
@@ -208,7 +208,7 @@ impl Reason {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub enum StatusChange {
+pub(crate) enum StatusChange {
     Keep,
     Set(DataImageStatus),
     Clear,
@@ -216,7 +216,7 @@ pub enum StatusChange {
 
 /// The outcome of one decision.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub actions: Vec<Action>,
     pub status: StatusChange,
     /// Reconcile again after this long (`None`: only on changes).
@@ -249,7 +249,7 @@ impl Plan {
 #[derive(Clone, Debug, PartialEq)]
 // One Step per reconcile, moved once: boxing the Plan would buy nothing.
 #[allow(clippy::large_enum_variant)]
-pub enum Step {
+pub(crate) enum Step {
     /// Observe the node and its vmedia, then decide again.
     ObserveIronic,
     Plan(Plan),
@@ -276,7 +276,7 @@ pub fn backoff(errors: u32, jitter: f64) -> Duration {
 
 /// What occupies the host's virtual CD drive.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Drive {
+pub(crate) enum Drive {
     Empty,
     /// Media inserted through the vmedia API (`cdrom-<node>.iso`): ours.
     Ours,
@@ -287,7 +287,7 @@ pub enum Drive {
 
 /// Reads the CD slot: ours is Ironic's republished `cdrom-<node>.iso`
 /// (judged by [`crate::ironic::ours::cd_contents`]).
-pub fn drive_state(vmedia: &[VirtualMedia], node: &str) -> Drive {
+pub(crate) fn drive_state(vmedia: &[VirtualMedia], node: &str) -> Drive {
     match crate::ironic::ours::cd_contents(vmedia, node) {
         crate::ironic::ours::CdContents::Empty => Drive::Empty,
         crate::ironic::ours::CdContents::Ours => Drive::Ours,
@@ -300,7 +300,7 @@ pub fn drive_state(vmedia: &[VirtualMedia], node: &str) -> Drive {
 /// `last_error` written by our vmedia attach or detach (Ironic also writes
 /// its own failures there, its own virtual-media boot failures included;
 /// only ours count): [`crate::ironic::ours::our_error`], redacted.
-pub fn vmedia_error(node: &Node, op: Op) -> Option<String> {
+pub(crate) fn vmedia_error(node: &Node, op: Op) -> Option<String> {
     crate::ironic::ours::our_error(node.last_error.as_deref(), Some(op))
         .map(|text| redact_url(text).into_owned())
 }
@@ -624,7 +624,7 @@ fn human(d: Duration) -> String {
 }
 
 /// Decides the next step for one host.
-pub fn decide(input: &Input) -> Step {
+pub(crate) fn decide(input: &Input) -> Step {
     let step = decide_host(input);
     let built = input
         .host
@@ -1037,7 +1037,12 @@ fn failure_plan(
 /// Ironic down), nothing is counted: the record goes back to what it was
 /// before this plan, so the call is made again once Ironic answers.
 /// Otherwise the failure is counted and backed off.
-pub fn after_failure(input: &Input, written: &AttachedRecord, op: Op, err: &IronicError) -> Plan {
+pub(crate) fn after_failure(
+    input: &Input,
+    written: &AttachedRecord,
+    op: Op,
+    err: &IronicError,
+) -> Plan {
     if let IronicView::Unreachable { .. } = input.ironic {
         let before = Host::read(input.host).record;
         let mut plan = match decide(input) {
@@ -1678,7 +1683,7 @@ fn release(mut b: Builder, warning: bool, message: String) -> Step {
 
 /// Does the host need any work from the reconciler at all (used to keep
 /// hosts without dataImage, record, hold or finalizer cheap)?
-pub fn is_idle(host: &HostResource) -> bool {
+pub(crate) fn is_idle(host: &HostResource) -> bool {
     let h = Host::read(host);
     h.desired.is_none() && h.record.is_none() && !h.hold && !h.has_finalizer && h.status.is_none()
 }

@@ -45,7 +45,6 @@ use record::{FINALIZER, HOLD_ANNOTATION, STATE_ANNOTATION};
 pub const DEFAULT_PROBE_LISTEN: &str = "0.0.0.0:9441";
 pub const DEFAULT_IMAGE_SERVER_LISTEN: &str = "0.0.0.0:9445";
 pub const DEFAULT_LEASE_NAME: &str = "metal3-dataimage-reconciler";
-pub const DEFAULT_NAMESPACE: &str = "metal3-dataimage-system";
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ReconcileArgs {
@@ -142,9 +141,9 @@ pub const OPERATOR_AUTH_ROOT: &str = "/opt/metal3/auth";
 /// The operator's default `IRONIC_CACERT_FILE`.
 pub const OPERATOR_CACERT_FILE: &str = "/opt/metal3/certs/ca/tls.crt";
 /// The operator's default `IRONIC_CLIENT_CERT_FILE`.
-pub const OPERATOR_CLIENT_CERT_FILE: &str = "/opt/metal3/certs/client/tls.crt";
+pub(crate) const OPERATOR_CLIENT_CERT_FILE: &str = "/opt/metal3/certs/client/tls.crt";
 /// The operator's default `IRONIC_CLIENT_PRIVATE_KEY_FILE`.
-pub const OPERATOR_CLIENT_KEY_FILE: &str = "/opt/metal3/certs/client/tls.key";
+pub(crate) const OPERATOR_CLIENT_KEY_FILE: &str = "/opt/metal3/certs/client/tls.key";
 
 /// The baremetal-operator's Ironic settings, as its environment variables
 /// carry them (its `pkg/provisioner/ironic/factory.go` and `clients/auth.go`).
@@ -186,7 +185,7 @@ impl OperatorEnv {
     }
 
     /// This process's environment.
-    pub fn from_process() -> Self {
+    pub(crate) fn from_process() -> Self {
         Self::from_lookup(|key| std::env::var(key).ok())
     }
 }
@@ -482,7 +481,7 @@ fn operator_auth(
 
 /// [`resolve_ironic_config`] from this process's environment and files:
 /// exactly what `reconcile` connects to Ironic with.
-pub fn ironic_config_from_env(args: &ReconcileArgs) -> Result<ResolvedIronic, String> {
+pub(crate) fn ironic_config_from_env(args: &ReconcileArgs) -> Result<ResolvedIronic, String> {
     resolve_ironic_config(args, &OperatorEnv::from_process(), &FileState::read)
 }
 

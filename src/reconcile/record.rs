@@ -18,12 +18,12 @@ pub const HOLD_ANNOTATION: &str = "reboot.metal3.io/metal3-dataimage";
 /// Value of the hold annotation. `soft`: if the operator ever acts on it while
 /// the host runs (the race documented in docs/reconciler.md), it asks for a
 /// graceful shutdown, never a hard power cut.
-pub const HOLD_VALUE: &str = r#"{"mode":"soft"}"#;
+pub(crate) const HOLD_VALUE: &str = r#"{"mode":"soft"}"#;
 /// Finalizer added before the first attach; removed after the detach is confirmed.
 pub const FINALIZER: &str = "dataimage.metal3.io/detach";
 /// The baremetal-operator's pause / detach annotations.
-pub const PAUSED_ANNOTATION: &str = "baremetalhost.metal3.io/paused";
-pub const DETACHED_ANNOTATION: &str = "baremetalhost.metal3.io/detached";
+pub(crate) const PAUSED_ANNOTATION: &str = "baremetalhost.metal3.io/paused";
+pub(crate) const DETACHED_ANNOTATION: &str = "baremetalhost.metal3.io/detached";
 /// Field manager for server-side apply (and the events' reporting controller).
 pub const FIELD_MANAGER: &str = "metal3-dataimage";
 
@@ -110,7 +110,7 @@ impl AttachedRecord {
     }
 
     /// Parses the annotation value; `None` when absent, `Err` when corrupt.
-    pub fn from_annotation(value: Option<&String>) -> Result<Option<Self>, String> {
+    pub(crate) fn from_annotation(value: Option<&String>) -> Result<Option<Self>, String> {
         match value {
             None => Ok(None),
             Some(text) => serde_json::from_str(text)
@@ -121,7 +121,7 @@ impl AttachedRecord {
 
     /// The host's record. A corrupt one counts as absent: whatever is in
     /// the drive is then unknown, and an attach replaces it.
-    pub fn of_host(host: &HostResource) -> Option<Self> {
+    pub(crate) fn of_host(host: &HostResource) -> Option<Self> {
         let annotations = host.metadata.annotations.as_ref()?;
         Self::from_annotation(annotations.get(STATE_ANNOTATION))
             .ok()
@@ -134,7 +134,7 @@ impl AttachedRecord {
     }
 
     /// Moves to `phase` at `now` (keeps errors, hold and request bookkeeping).
-    pub fn enter(&mut self, phase: Phase, now: Timestamp) {
+    pub(crate) fn enter(&mut self, phase: Phase, now: Timestamp) {
         self.phase = phase;
         self.time = now;
     }
