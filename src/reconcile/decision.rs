@@ -1232,8 +1232,20 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
         }
         IronicView::Observed { node, vmedia } => (node, vmedia),
     };
+    attach_observed(b, record, url, node, vmedia)
+}
+
+/// Attach once the node's drive was read: verify an attached image,
+/// confirm an attach in flight, or attach when every gate is open.
+fn attach_observed(
+    mut b: Builder,
+    mut record: AttachedRecord,
+    url: &str,
+    node: &Node,
+    vmedia: &[VirtualMedia],
+) -> Step {
+    let now = b.now();
     let drive = drive_state(vmedia, &node.uuid);
-    let running = power(node) == Power::On;
 
     if record.phase == Phase::Attached {
         if node.provision_state != ProvisionState::Active && node.reservation.is_none() {
@@ -1298,34 +1310,58 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
     }
 
     if record.phase == Phase::Attaching {
-        let note = hold_step(&mut b, &mut record, Some(node));
-        if node.reservation.is_none()
-            && let Some(error) = vmedia_error(node, Op::Attach)
-        {
-            return failed(b, record, Some(url.to_string()), Op::Attach, error);
-        }
-        if drive == Drive::Ours && node.reservation.is_none() {
-            return confirmed(b, record, url, running);
-        }
-        let waited = confirm_elapsed(&record, b.input.ironic_recovered_at, now);
-        if node.reservation.is_none() && waited >= b.input.config.confirm_timeout {
-            let message = format!(
-                "Ironic accepted the attach but the image was not inserted after {}",
-                human(b.input.config.confirm_timeout)
-            );
-            return failed(b, record, Some(url.to_string()), Op::Attach, message);
-        }
-        b.write_record(Some(record));
-        let message = join_note("Ironic is downloading and inserting the image".into(), note);
-        return b.show(
-            Some(url),
-            DataImageState::Attaching,
-            message,
-            Some(CONFIRM_POLL),
-        );
+        attaching(b, record, url, node, &drive)
+    } else {
+        attach_pending(b, record, url, node, &drive)
     }
+}
 
-    // Pending or Failed: attach when every gate is open.
+/// An attach was sent: confirm it, or judge it failed.
+fn attaching(
+    mut b: Builder,
+    mut record: AttachedRecord,
+    url: &str,
+    node: &Node,
+    drive: &Drive,
+) -> Step {
+    let now = b.now();
+    let note = hold_step(&mut b, &mut record, Some(node));
+    if node.reservation.is_none()
+        && let Some(error) = vmedia_error(node, Op::Attach)
+    {
+        return failed(b, record, Some(url.to_string()), Op::Attach, error);
+    }
+    if *drive == Drive::Ours && node.reservation.is_none() {
+        let running = power(node) == Power::On;
+        return confirmed(b, record, url, running);
+    }
+    let waited = confirm_elapsed(&record, b.input.ironic_recovered_at, now);
+    if node.reservation.is_none() && waited >= b.input.config.confirm_timeout {
+        let message = format!(
+            "Ironic accepted the attach but the image was not inserted after {}",
+            human(b.input.config.confirm_timeout)
+        );
+        return failed(b, record, Some(url.to_string()), Op::Attach, message);
+    }
+    b.write_record(Some(record));
+    let message = join_note("Ironic is downloading and inserting the image".into(), note);
+    b.show(
+        Some(url),
+        DataImageState::Attaching,
+        message,
+        Some(CONFIRM_POLL),
+    )
+}
+
+/// Pending or Failed: attach when every gate is open.
+fn attach_pending(
+    mut b: Builder,
+    mut record: AttachedRecord,
+    url: &str,
+    node: &Node,
+    drive: &Drive,
+) -> Step {
+    let now = b.now();
     let note = hold_step(&mut b, &mut record, Some(node));
     let blocked: Option<(DataImageState, String, Duration)> = if let Some(at) =
         pending_retry(&record, now)
@@ -1357,7 +1393,7 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
             ),
             BLOCKED_POLL,
         ))
-    } else if let Drive::Foreign(image) = &drive {
+    } else if let Drive::Foreign(image) = drive {
         Some((
             DataImageState::Waiting,
             format!(
