@@ -523,6 +523,30 @@ impl<'a, 'b> Builder<'a, 'b> {
         })
     }
 
+    /// A failure to read the node, counted and backed off like any other
+    /// ([`note_failure`]), shown as `what` of the recorded message until the
+    /// retry.
+    fn read_failed(
+        mut self,
+        mut record: AttachedRecord,
+        url: Option<&str>,
+        err: &IronicError,
+        what: impl FnOnce(&str) -> String,
+        note: Option<String>,
+    ) -> Step {
+        let now = self.now();
+        let at = note_failure(&mut record, now, self.input.jitter, err.to_string(), None);
+        let what = what(record.message.as_deref().unwrap_or_default());
+        self.write_record(Some(record));
+        let message = join_note(format!("{what}; retrying at {at}"), note);
+        self.show(
+            url,
+            DataImageState::Error,
+            message,
+            Some(wait_until(at, now)),
+        )
+    }
+
     /// Shows `message` in `state` for `url`; looks again after `requeue`.
     fn show(
         self,
@@ -783,15 +807,9 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
         IronicView::NotObserved => return Step::ObserveIronic,
         IronicView::Failed(IronicError::NotFound(_)) => return drive_emptied(b, purpose, false),
         IronicView::Failed(err) => {
-            let at = note_failure(&mut record, now, b.input.jitter, err.to_string(), None);
-            let message = record.message.clone().unwrap_or_default();
-            b.write_record(Some(record));
-            return b.show(
-                shown_url.as_deref(),
-                DataImageState::Error,
-                format!("cannot read the node to detach the image: {message}; retrying at {at}"),
-                Some(wait_until(at, now)),
-            );
+            let what =
+                |message: &str| format!("cannot read the node to detach the image: {message}");
+            return b.read_failed(record, shown_url.as_deref(), err, what, None);
         }
         IronicView::Busy { .. } => {
             let message = if record.phase == Phase::Detaching && record.retry_at.is_none() {
@@ -1159,24 +1177,13 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
         IronicView::NotObserved => return Step::ObserveIronic,
         IronicView::Failed(err) => {
             let note = hold_step(&mut b, &mut record, None);
-            let at = note_failure(&mut record, now, b.input.jitter, err.to_string(), None);
-            b.write_record(Some(record.clone()));
-            let what = match err {
+            let what = |message: &str| match err {
                 IronicError::NotFound(_) => {
                     format!("Ironic node {node_id} not found (not registered again yet?)")
                 }
-                _ => format!(
-                    "cannot read the Ironic node: {}",
-                    record.message.as_deref().unwrap_or_default()
-                ),
+                _ => format!("cannot read the Ironic node: {message}"),
             };
-            let message = join_note(format!("{what}; retrying at {at}"), note);
-            return b.show(
-                Some(url),
-                DataImageState::Error,
-                message,
-                Some(wait_until(at, now)),
-            );
+            return b.read_failed(record, Some(url), err, what, note);
         }
         IronicView::Busy { node } => {
             let (state, message, wait) = match record.phase {
