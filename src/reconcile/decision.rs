@@ -547,6 +547,16 @@ impl<'a, 'b> Builder<'a, 'b> {
         )
     }
 
+    /// Shows the image at `url` attached; looks again after `requeue`.
+    fn show_attached(self, url: &str, record: &AttachedRecord, requeue: Duration) -> Step {
+        self.show(
+            Some(url),
+            DataImageState::Attached,
+            attached_message(record),
+            Some(requeue),
+        )
+    }
+
     /// Shows `message` in `state` for `url`; looks again after `requeue`.
     fn show(
         self,
@@ -1166,12 +1176,7 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
     {
         // In sync and checked recently: no Ironic (BMC) read for every
         // unrelated change of the BareMetalHost.
-        return b.show(
-            Some(url),
-            DataImageState::Attached,
-            attached_message(&record),
-            Some(verify - ago),
-        );
+        return b.show_attached(url, &record, verify - ago);
     }
     let (node, vmedia) = match b.input.ironic {
         IronicView::NotObserved => return Step::ObserveIronic,
@@ -1211,12 +1216,7 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
             if record.phase == Phase::Attached {
                 // Nothing says the image left: it stays shown as attached,
                 // and is verified again when Ironic answers.
-                return b.show(
-                    Some(url),
-                    DataImageState::Attached,
-                    attached_message(&record),
-                    Some(OUTAGE_POLL),
-                );
+                return b.show_attached(url, &record, OUTAGE_POLL);
             }
             let note = hold_step(&mut b, &mut record, None);
             if b.host.record.as_ref() != Some(&record)
@@ -1274,21 +1274,11 @@ fn attach_observed(
                 if record_changed {
                     b.write_record(Some(record.clone()));
                 }
-                let status = b.status(
-                    Some(url),
-                    DataImageState::Attached,
-                    attached_message(&record),
-                );
                 let verify = b.input.config.verify_interval;
-                return verified(b.finish(status, Some(verify)));
+                return verified(b.show_attached(url, &record, verify));
             }
             _ if node.reservation.is_some() => {
-                return b.show(
-                    Some(url),
-                    DataImageState::Attached,
-                    attached_message(&record),
-                    Some(BUSY_POLL),
-                );
+                return b.show_attached(url, &record, BUSY_POLL);
             }
             Drive::Foreign(image) => {
                 let message = format!(
@@ -1536,30 +1526,20 @@ fn confirmed(mut b: Builder, mut record: AttachedRecord, url: &str, running: boo
     b.set_hold(false);
     b.write_record(Some(record.clone()));
     b.event(Reason::Attached, format!("attached {}", redact_url(url)));
-    let status = b.status(
-        Some(url),
-        DataImageState::Attached,
-        attached_message(&record),
-    );
     let verify = b.input.config.verify_interval;
-    match verified(b.finish(status, Some(verify))) {
-        Step::Plan(mut plan) => {
-            plan.attached_after = attached_after;
-            Step::Plan(plan)
-        }
-        other => other,
+    let mut step = verified(b.show_attached(url, &record, verify));
+    if let Step::Plan(plan) = &mut step {
+        plan.attached_after = attached_after;
     }
+    step
 }
 
 /// Marks a plan made from an observation that showed our image in the drive.
-fn verified(step: Step) -> Step {
-    match step {
-        Step::Plan(mut plan) => {
-            plan.verified = true;
-            Step::Plan(plan)
-        }
-        other => other,
+fn verified(mut step: Step) -> Step {
+    if let Step::Plan(plan) = &mut step {
+        plan.verified = true;
     }
+    step
 }
 
 /// The host is being deleted: detach before our finalizer goes, or give up
