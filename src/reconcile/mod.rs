@@ -210,6 +210,16 @@ impl FileState {
             Err(err) => Self::Unreadable(err.to_string()),
         }
     }
+
+    /// The content (`None`: missing); an unreadable file is an error about
+    /// `what`.
+    fn content(self, what: std::fmt::Arguments<'_>) -> Result<Option<String>, String> {
+        match self {
+            Self::Present(text) => Ok(Some(text)),
+            Self::Missing => Ok(None),
+            Self::Unreadable(reason) => Err(format!("{what}: {reason}")),
+        }
+    }
 }
 
 /// The Ironic client settings and, for the start-up log, where each came from.
@@ -269,21 +279,14 @@ pub fn resolve_ironic_config(
 
     let (username, password) = match (&args.ironic_username, &args.ironic_password_file) {
         (Some(user), Some(file)) => {
-            let password = match files(file) {
-                FileState::Present(text) => text.trim_end_matches(['\n', '\r']).to_string(),
-                FileState::Missing => {
-                    return Err(format!(
-                        "--ironic-password-file {} does not exist",
-                        file.display()
-                    ));
-                }
-                FileState::Unreadable(reason) => {
-                    return Err(format!(
-                        "reading --ironic-password-file {}: {reason}",
-                        file.display()
-                    ));
-                }
-            };
+            let password = files(file)
+                .content(format_args!(
+                    "reading --ironic-password-file {}",
+                    file.display()
+                ))?
+                .ok_or_else(|| format!("--ironic-password-file {} does not exist", file.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string();
             if password.is_empty() {
                 return Err(format!(
                     "--ironic-password-file {} is empty",
@@ -420,11 +423,8 @@ fn existing(
     var: &str,
     files: &dyn Fn(&Path) -> FileState,
 ) -> Result<Option<PathBuf>, String> {
-    match files(path) {
-        FileState::Present(_) => Ok(Some(path.to_path_buf())),
-        FileState::Missing => Ok(None),
-        FileState::Unreadable(reason) => Err(format!("{var} {}: {reason}", path.display())),
-    }
+    let found = files(path).content(format_args!("{var} {}", path.display()))?;
+    Ok(found.map(|_| path.to_path_buf()))
 }
 
 /// The operator's credential files: `username` and `password` in
@@ -441,14 +441,10 @@ fn operator_auth(
     let dir = root.join("ironic");
     let read = |name: &str| -> Result<Option<String>, String> {
         let path = dir.join(name);
-        match files(&path) {
-            FileState::Present(text) => Ok(Some(text.trim().to_string())),
-            FileState::Missing => Ok(None),
-            FileState::Unreadable(reason) => Err(format!(
-                "reading Ironic credentials {}: {reason}",
-                path.display()
-            )),
-        }
+        let what = format_args!("reading Ironic credentials {}", path.display());
+        Ok(files(&path)
+            .content(what)?
+            .map(|text| text.trim().to_string()))
     };
     match (read("username")?, read("password")?) {
         (None, None) => Ok((None, None)),
