@@ -191,13 +191,7 @@ async fn reconcile_inner<I: IronicApi>(
     let name = host.metadata.name.clone().ok_or(ReconcileError::Unnamed)?;
     let key = format!("{namespace}/{name}");
     if decision::is_idle(host) {
-        ctx.metrics.set_host_state(&key, None);
-        if let Ok(mut map) = ctx.verified.lock() {
-            map.remove(&key);
-        }
-        if let Some(stager) = &ctx.stager {
-            stager.release(&key);
-        }
+        forget(ctx, &key);
         return Ok(None);
     }
     let conflict = ctx.dataimages.as_ref().is_some_and(|(store, resource)| {
@@ -481,14 +475,16 @@ async fn execute<I: IronicApi>(
         Err(ReconcileError::Kube(kube::Error::Api(status))) if status.code == 404 => {
             // The host is gone (its last finalizer was ours, or it was
             // deleted meanwhile): nothing to write, nothing failed.
-            host_gone(ctx, &key);
+            forget(ctx, &key);
             Ok(None)
         }
         other => other,
     }
 }
 
-fn host_gone<I: IronicApi>(ctx: &Context<I>, key: &str) {
+/// Drops what this process keeps about a host it has nothing to do for
+/// (idle, or gone).
+fn forget<I: IronicApi>(ctx: &Context<I>, key: &str) {
     ctx.metrics.set_host_state(key, None);
     if let Ok(mut map) = ctx.verified.lock() {
         map.remove(key);
@@ -672,7 +668,7 @@ impl<I: IronicApi> Run<'_, I> {
         if finished && written.finalizers.is_empty() {
             // Ours was the last finalizer: the API server has deleted the
             // host, and a status write could only answer 404.
-            host_gone(ctx, key);
+            forget(ctx, key);
             return Ok(None);
         }
         let shown = host.status.as_ref().and_then(|s| s.data_image.as_ref());
@@ -691,7 +687,7 @@ impl<I: IronicApi> Run<'_, I> {
         };
         if finished {
             // Other finalizers keep the host a while; it is no longer ours.
-            host_gone(ctx, key);
+            forget(ctx, key);
             return Ok(None);
         }
         ctx.metrics.set_host_state(key, state);
