@@ -547,6 +547,13 @@ impl<'a, 'b> Builder<'a, 'b> {
         )
     }
 
+    /// Shows the image the host asks for in `state`; looks again only on a
+    /// change.
+    fn show_desired(self, state: DataImageState, message: impl Into<String>) -> Step {
+        let url = self.host.desired.as_ref().map(|d| d.url.clone());
+        self.show(url.as_deref(), state, message, None)
+    }
+
     /// Shows the image at `url` attached; looks again after `requeue`.
     fn show_attached(self, url: &str, record: &AttachedRecord, requeue: Duration) -> Step {
         self.show(
@@ -685,29 +692,20 @@ fn decide_host(input: &Input) -> Step {
         return deletion(b);
     }
     if b.host.paused {
-        let url = b.host.desired.as_ref().map(|d| d.url.clone());
-        return b.show(
-            url.as_deref(),
-            DataImageState::Waiting,
-            "host is paused (baremetalhost.metal3.io/paused): nothing is done until the annotation is removed", None);
+        let message = "host is paused (baremetalhost.metal3.io/paused): nothing is done until the annotation is removed";
+        return b.show_desired(DataImageState::Waiting, message);
     }
     if b.host.detached {
-        let url = b.host.desired.as_ref().map(|d| d.url.clone());
-        return b.show(
-            url.as_deref(),
-            DataImageState::Waiting,
-            "host is detached from the operator (baremetalhost.metal3.io/detached): nothing is done until it is reattached", None);
+        let message = "host is detached from the operator (baremetalhost.metal3.io/detached): nothing is done until it is reattached";
+        return b.show_desired(DataImageState::Waiting, message);
     }
     if input.upstream_conflict {
         // The operator would attach the DataImage into the same drive: do not
         // fight over it; only release our hold so the host is not kept off.
         b.set_hold(false);
-        let url = b.host.desired.as_ref().map(|d| d.url.clone());
-        return b.show(
-            url.as_deref(),
-            DataImageState::Error,
-            "an upstream DataImage with this host's name exists: the baremetal-operator attaches it into the same \
-             drive; delete it or remove spec.dataImage (left untouched)", None);
+        let message = "an upstream DataImage with this host's name exists: the baremetal-operator attaches it into the same \
+             drive; delete it or remove spec.dataImage (left untouched)";
+        return b.show_desired(DataImageState::Error, message);
     }
 
     let active = ACTIVE_STATES.contains(&b.host.state);
@@ -732,19 +730,15 @@ fn decide_host(input: &Input) -> Step {
         } else {
             b.host.state
         };
-        let url = b.host.desired.as_ref().map(|d| d.url.clone());
-        return b.show(
-            url.as_deref(),
-            DataImageState::Waiting,
-            format!("host is {state}: the image is attached once it is provisioned or externally provisioned"), None);
+        let message = format!(
+            "host is {state}: the image is attached once it is provisioned or externally provisioned"
+        );
+        return b.show_desired(DataImageState::Waiting, message);
     }
     if b.host.node_id.is_empty() {
-        let url = b.host.desired.as_ref().map(|d| d.url.clone());
-        return b.show(
-            url.as_deref(),
+        return b.show_desired(
             DataImageState::Waiting,
             "host has no Ironic node yet (status.provisioning.ID is empty)",
-            None,
         );
     }
 
