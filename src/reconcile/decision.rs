@@ -797,11 +797,12 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
     let Some(mut record) = b.host.record.clone() else {
         return b.finish(StatusChange::Keep, None);
     };
-    let desired_url = b.host.desired.as_ref().map(|d| d.url.clone());
-    let shown_url = match purpose {
-        Purpose::Removal => Some(record.url.clone()),
-        Purpose::Replace | Purpose::Leaving => desired_url.clone().or(Some(record.url.clone())),
+    // The status shows the image the host asks for, if any.
+    let shown_url = match (purpose, &b.host.desired) {
+        (Purpose::Replace | Purpose::Leaving, Some(desired)) => desired.url.clone(),
+        _ => record.url.clone(),
     };
+    let url = Some(shown_url.as_str());
     if record.node != b.host.node_id && !b.host.node_id.is_empty() {
         // The host was registered again under a new node: the old node's
         // drive is not this host's any more.
@@ -813,7 +814,7 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
         IronicView::Failed(err) => {
             let what =
                 |message: &str| format!("cannot read the node to detach the image: {message}");
-            return b.read_failed(record, shown_url.as_deref(), err, what, None);
+            return b.read_failed(record, url, err, what, None);
         }
         IronicView::Busy { .. } => {
             let message = if record.phase == Phase::Detaching && record.retry_at.is_none() {
@@ -825,12 +826,7 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
                 "Ironic node is busy (locked by a running operation); detaching when it is free"
                     .into()
             };
-            return b.show(
-                shown_url.as_deref(),
-                DataImageState::Detaching,
-                message,
-                Some(BUSY_POLL),
-            );
+            return b.show(url, DataImageState::Detaching, message, Some(BUSY_POLL));
         }
         IronicView::Unreachable { since, error } => {
             if purpose == Purpose::Replace {
@@ -841,7 +837,7 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
                 b.set_hold(false);
             }
             return b.show(
-                shown_url.as_deref(),
+                url,
                 DataImageState::Waiting,
                 unreachable_message(*since, error, "detaching"),
                 Some(OUTAGE_POLL),
@@ -862,7 +858,7 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
             // Our attach may still be running: wait for it before calling
             // the drive empty.
             return b.show(
-                shown_url.as_deref(),
+                url,
                 DataImageState::Detaching,
                 "waiting for Ironic to finish the previous attach before detaching",
                 Some(CONFIRM_POLL),
@@ -887,17 +883,12 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
         } else {
             "Ironic node is busy (reserved by another operation); detaching when it is free".into()
         };
-        return b.show(
-            shown_url.as_deref(),
-            DataImageState::Detaching,
-            message,
-            Some(BUSY_POLL),
-        );
+        return b.show(url, DataImageState::Detaching, message, Some(BUSY_POLL));
     }
     if let Some(at) = pending_retry(&record, now) {
         let message = record.message.clone().unwrap_or_default();
         return b.show(
-            shown_url.as_deref(),
+            url,
             DataImageState::Error,
             format!("detach failed: {message}; retrying at {at}"),
             Some(wait_until(at, now)),
@@ -906,11 +897,11 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
     if record.phase == Phase::Detaching {
         let waited = confirm_elapsed(&record, b.input.ironic_recovered_at, now);
         if let Some(error) = vmedia_error(node, Op::Detach) {
-            return failed(b, record, shown_url, Op::Detach, error);
+            return failed(b, record, Some(shown_url), Op::Detach, error);
         }
         if waited < b.input.config.confirm_timeout {
             return b.show(
-                shown_url.as_deref(),
+                url,
                 DataImageState::Detaching,
                 detaching,
                 Some(CONFIRM_POLL),
@@ -921,7 +912,7 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
                 "Ironic accepted the detach but the image was still inserted after {}",
                 human(b.input.config.confirm_timeout)
             );
-            return failed(b, record, shown_url, Op::Detach, message);
+            return failed(b, record, Some(shown_url), Op::Detach, message);
         }
     }
     record.enter(Phase::Detaching, now);
@@ -930,7 +921,7 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
     b.push(Action::Detach);
     b.event(Reason::Detaching, detaching.clone());
     b.show(
-        shown_url.as_deref(),
+        url,
         DataImageState::Detaching,
         detaching,
         Some(CONFIRM_POLL),
