@@ -749,10 +749,6 @@ mod tests {
                 message: "Unauthorized".into()
             }
         );
-        assert!(classify(409, body).is_transient());
-        assert!(classify(503, body).is_transient());
-        assert!(!classify(400, body).is_transient());
-        assert!(!classify(404, body).is_transient());
     }
 
     #[test]

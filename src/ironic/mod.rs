@@ -161,13 +161,6 @@ pub enum IronicError {
     Config(String),
 }
 
-impl IronicError {
-    /// Worth retrying soon (locks, outages).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Locked(_) | Self::Unavailable(_))
-    }
-}
-
 /// Replaces the userinfo of every URL in free text (Ironic messages may quote
 /// URLs anywhere) with `***`: the project's one redaction rule,
 /// [`crate::telemetry::redact_url`].
@@ -193,13 +186,5 @@ mod tests {
             redact_text("ünïcode http://ü:ö@h/ é"),
             "ünïcode http://***@h/ é"
         );
-    }
-
-    #[test]
-    fn transient_errors() {
-        assert!(IronicError::Locked(String::new()).is_transient());
-        assert!(IronicError::Unavailable(String::new()).is_transient());
-        assert!(!IronicError::BadRequest(String::new()).is_transient());
-        assert!(!IronicError::NotFound(String::new()).is_transient());
     }
 }

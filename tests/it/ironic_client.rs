@@ -14,7 +14,7 @@ use crate::support::iso;
 
 use std::time::Duration;
 
-use crate::support::observe::{CdromExt as _, Expect, Verdict};
+use crate::support::observe::{CdromExt as _, Expect, Verdict, is_transient};
 use ironic_support::{
     ImageServer, IronicEnv, Target, get_at_version, redfish_cd, reset_node, retry_locked,
     server_versions, set_maintenance, wait_redfish_cd,
@@ -282,7 +282,7 @@ async fn locked_node_answers_locked_and_is_observed_as_pending(
         matches!(&err, IronicError::Locked(m) if m.contains("is locked by host other-conductor")),
         "{err:?}"
     );
-    assert!(err.is_transient());
+    assert!(is_transient(&err));
     assert!(matches!(detach, Err(IronicError::Locked(_))), "{detach:?}");
     if target.get_vmedia_while_locked() {
         // Ironic >= 35.0.0: GET vmedia takes a shared lock.
@@ -369,7 +369,7 @@ async fn maintenance_allows_vmedia_but_power_failure_is_unavailable(
         matches!(&err, IronicError::Unavailable(m) if m.contains("due to power failure state")),
         "{err:?}"
     );
-    assert!(err.is_transient());
+    assert!(is_transient(&err));
     assert!(
         matches!(detach, Err(IronicError::Unavailable(_))),
         "{detach:?}"
@@ -570,7 +570,7 @@ async fn ironic_stopped_then_restarted() {
         matches!(&err, IronicError::Unavailable(m) if m.contains("cannot connect")),
         "{err:?}"
     );
-    assert!(err.is_transient());
+    assert!(is_transient(&err));
     let err = client
         .detach_cdrom(&node)
         .await

@@ -162,13 +162,18 @@ impl CdromExt for IronicClient {
             match self.observe_cdrom(node, expect).await {
                 Ok(obs) if !matches!(obs.verdict, Verdict::Pending(_)) => return Ok(obs),
                 Ok(obs) if Instant::now() >= deadline => return Ok(obs),
-                Err(err) if !err.is_transient() || Instant::now() >= deadline => return Err(err),
+                Err(err) if !is_transient(&err) || Instant::now() >= deadline => return Err(err),
                 Ok(_) | Err(_) => {}
             }
             tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
             delay = (delay * 3 / 2).min(Duration::from_secs(1));
         }
     }
+}
+
+/// Worth retrying soon (locks, outages): what the suites wait out.
+pub fn is_transient(err: &IronicError) -> bool {
+    matches!(err, IronicError::Locked(_) | IronicError::Unavailable(_))
 }
 
 #[cfg(test)]
@@ -328,6 +333,14 @@ mod tests {
             evaluate_locked(Expect::Ejected, &node(None, Some(msg)), locked),
             Verdict::Pending(_)
         ));
+    }
+
+    #[test]
+    fn transient_errors() {
+        assert!(is_transient(&IronicError::Locked(String::new())));
+        assert!(is_transient(&IronicError::Unavailable(String::new())));
+        assert!(!is_transient(&IronicError::BadRequest(String::new())));
+        assert!(!is_transient(&IronicError::NotFound(String::new())));
     }
 
     #[test]
