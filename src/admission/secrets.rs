@@ -154,17 +154,10 @@ fn short_error(err: &kube::Error) -> String {
     }
 }
 
-/// Keeps only the key names, value sizes and blankness (`data` and
-/// `stringData` merged, `stringData` winning as the API server does).
+/// Keeps only the key names, value sizes and blankness of the Secret's
+/// entries ([`crate::model::secret::secret_entries`]).
 pub fn summarize(secret: &Secret) -> SecretLookup {
-    let mut values: std::collections::BTreeMap<&str, &[u8]> = std::collections::BTreeMap::new();
-    for (key, value) in secret.data.iter().flatten() {
-        values.insert(key, value.0.as_slice());
-    }
-    for (key, value) in secret.string_data.iter().flatten() {
-        values.insert(key, value.as_bytes());
-    }
-    SecretLookup::from_entries(values)
+    SecretLookup::from_entries(crate::model::secret::secret_entries(secret))
 }
 
 impl SecretSource for KubeSecrets {

@@ -1,7 +1,7 @@
 //! HTTP implementation of the Ironic contract (reqwest + rustls).
 //!
-//! I/O lives here; parsing, error classification and the attach/detach
-//! verdict are pure functions (unit-tested below and in [`super::observe`]).
+//! I/O lives here; parsing and error classification are pure functions
+//! (unit-tested below).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -9,17 +9,15 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
-use tokio::time::Instant;
 
-use super::observe::{Expect, Observation, Verdict, evaluate, evaluate_locked};
 use super::{IronicError, MIN_MICROVERSION, Node, VirtualMedia, redact_text};
 
 /// Header carrying the API microversion ([`MIN_MICROVERSION`]) on every request.
-pub const VERSION_HEADER: &str = "X-OpenStack-Ironic-API-Version";
+pub(crate) const VERSION_HEADER: &str = "X-OpenStack-Ironic-API-Version";
 /// Header with the server's maximum microversion (sent with every answer).
-pub const MAX_VERSION_HEADER: &str = "X-OpenStack-Ironic-API-Maximum-Version";
+pub(crate) const MAX_VERSION_HEADER: &str = "X-OpenStack-Ironic-API-Maximum-Version";
 /// Default per-request timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Cap on the TCP/TLS connect phase (an unreachable Ironic fails fast).
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -58,34 +56,6 @@ impl IronicConfig {
             client_key_file: None,
         }
     }
-
-    /// HTTP basic auth with the password read from `password_file`
-    /// (`--ironic-password-file`; one trailing newline is ignored).
-    pub fn with_basic_auth_file(
-        mut self,
-        username: impl Into<String>,
-        password_file: &Path,
-    ) -> Result<Self, IronicError> {
-        self.username = Some(username.into());
-        self.password = Some(read_password_file(password_file)?);
-        Ok(self)
-    }
-}
-
-/// Reads a password file; trailing `\n`/`\r\n` are not part of the password.
-pub fn read_password_file(path: &Path) -> Result<String, IronicError> {
-    let raw = std::fs::read_to_string(path).map_err(|e| {
-        IronicError::Config(format!("cannot read password file {}: {e}", path.display()))
-    })?;
-    let password = raw.strip_suffix('\n').unwrap_or(&raw);
-    let password = password.strip_suffix('\r').unwrap_or(password);
-    if password.is_empty() {
-        return Err(IronicError::Config(format!(
-            "password file {} is empty",
-            path.display()
-        )));
-    }
-    Ok(password.to_string())
 }
 
 impl fmt::Debug for IronicConfig {
@@ -162,12 +132,6 @@ impl fmt::Display for Microversion {
     }
 }
 
-impl From<(u32, u32)> for Microversion {
-    fn from((major, minor): (u32, u32)) -> Self {
-        Self { major, minor }
-    }
-}
-
 /// A connected client with a negotiated microversion.
 #[derive(Clone)]
 pub struct IronicClient {
@@ -175,9 +139,6 @@ pub struct IronicClient {
     /// API root with userinfo removed and a trailing slash.
     root: url::Url,
     auth: Option<(String, String)>,
-    version: Microversion,
-    server_min: Microversion,
-    server_max: Microversion,
 }
 
 impl fmt::Debug for IronicClient {
@@ -185,7 +146,6 @@ impl fmt::Debug for IronicClient {
         f.debug_struct("IronicClient")
             .field("root", &self.root.as_str())
             .field("auth", &self.auth.as_ref().map(|(user, _)| (user, "***")))
-            .field("version", &self.version.to_string())
             .finish()
     }
 }
@@ -242,7 +202,7 @@ pub(crate) fn negotiate(
     server_min: Microversion,
     server_max: Microversion,
 ) -> Result<Microversion, IronicError> {
-    let needed = Microversion::from(MIN_MICROVERSION);
+    let needed = MIN_MICROVERSION;
     if server_max < needed {
         return Err(IronicError::VersionTooOld {
             found: server_max.to_string(),
@@ -282,9 +242,12 @@ pub(crate) fn api_root(
         None
     } else {
         let decode = |s: &str| {
-            percent_decode(s).ok_or_else(|| {
-                IronicError::Config("ironic URL credentials are not valid UTF-8".to_string())
-            })
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|_| {
+                    IronicError::Config("ironic URL credentials are not valid UTF-8".to_string())
+                })
         };
         let user = decode(root.username())?;
         let pass = decode(root.password().unwrap_or(""))?;
@@ -302,28 +265,11 @@ pub(crate) fn api_root(
     Ok((root, creds))
 }
 
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 3 <= bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// Ironic's error message from an error body. Ironic wraps a JSON
 /// document in a string: `{"error_message": "{\"faultstring\": ...}"}`
 /// (`description` for routing errors); http_basic uses
 /// `{"error": {"message": ...}}`. Falls back to the (shortened) body.
-pub fn parse_error_body(body: &[u8]) -> Option<String> {
+pub(crate) fn parse_error_body(body: &[u8]) -> Option<String> {
     fn from_inner(inner: &serde_json::Value) -> Option<String> {
         for key in ["faultstring", "description", "message", "title"] {
             if let Some(s) = inner
@@ -393,53 +339,8 @@ pub fn classify(status: u16, body: &[u8]) -> IronicError {
     }
 }
 
-/// Ironic's JSON node, the fields we read.
-#[derive(Debug, Deserialize)]
-struct NodeDocument {
-    uuid: String,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    provision_state: Option<String>,
-    #[serde(default)]
-    power_state: Option<String>,
-    #[serde(default)]
-    target_power_state: Option<String>,
-    #[serde(default)]
-    reservation: Option<String>,
-    #[serde(default)]
-    maintenance: bool,
-    #[serde(default)]
-    last_error: Option<String>,
-}
-
 pub(crate) fn parse_node(body: &[u8]) -> Result<Node, String> {
-    let doc: NodeDocument =
-        serde_json::from_slice(body).map_err(|e| format!("unexpected node document: {e}"))?;
-    Ok(Node {
-        uuid: doc.uuid,
-        name: doc.name,
-        provision_state: doc.provision_state.unwrap_or_default(),
-        power_state: doc.power_state,
-        target_power_state: doc.target_power_state,
-        reservation: doc.reservation.filter(|r| !r.is_empty()),
-        maintenance: doc.maintenance,
-        // last_error ends up in statuses and events: no credentials.
-        last_error: doc
-            .last_error
-            .filter(|e| !e.is_empty())
-            .map(|e| redact_text(&e)),
-    })
-}
-
-#[derive(Debug, Deserialize)]
-struct VirtualMediaDocument {
-    #[serde(default)]
-    media_types: Vec<String>,
-    #[serde(default)]
-    inserted: Option<bool>,
-    #[serde(default)]
-    image: Option<String>,
+    serde_json::from_slice(body).map_err(|e| format!("unexpected node document: {e}"))
 }
 
 pub(crate) fn parse_vmedia(body: &[u8]) -> Result<Vec<VirtualMedia>, String> {
@@ -454,16 +355,7 @@ pub(crate) fn parse_vmedia(body: &[u8]) -> Result<Vec<VirtualMedia>, String> {
             .ok_or("unexpected vmedia document: no list")?,
         _ => return Err("unexpected vmedia document: not a list".to_string()),
     };
-    let docs: Vec<VirtualMediaDocument> =
-        serde_json::from_value(list).map_err(|e| format!("unexpected vmedia document: {e}"))?;
-    Ok(docs
-        .into_iter()
-        .map(|d| VirtualMedia {
-            media_types: d.media_types,
-            inserted: d.inserted.unwrap_or(false),
-            image: d.image.filter(|i| !i.is_empty()).map(|i| redact_text(&i)),
-        })
-        .collect())
+    serde_json::from_value(list).map_err(|e| format!("unexpected vmedia document: {e}"))
 }
 
 /// Describes a transport failure without the URL's credentials.
@@ -542,34 +434,31 @@ impl IronicClient {
         let http = builder
             .build()
             .map_err(|e| IronicError::Config(format!("cannot build the HTTP client: {e}")))?;
-        let mut client = Self {
-            http,
-            root,
-            auth,
-            version: Microversion::from(MIN_MICROVERSION),
-            server_min: Microversion::new(1, 1),
-            server_max: Microversion::from(MIN_MICROVERSION),
-        };
+        let client = Self { http, root, auth };
         client.negotiate_version().await?;
         Ok(client)
+    }
+
+    /// `GET /` (the API root, no version header).
+    async fn get_root(&self) -> Result<reqwest::Response, IronicError> {
+        let mut request = self
+            .http
+            .get(self.root.clone())
+            .header("Accept", "application/json");
+        if let Some((user, password)) = &self.auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| transport_error(&Method::GET, &self.root, e))
     }
 
     /// `GET /` (no version header): reads the server's version range and
     /// checks that it supports [`super::MIN_MICROVERSION`], the version every
     /// later call sends.
-    async fn negotiate_version(&mut self) -> Result<(), IronicError> {
-        let url = self.root.clone();
-        let mut request = self
-            .http
-            .get(url.clone())
-            .header("Accept", "application/json");
-        if let Some((user, password)) = &self.auth {
-            request = request.basic_auth(user, Some(password));
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport_error(&Method::GET, &url, e))?;
+    async fn negotiate_version(&self) -> Result<(), IronicError> {
+        let response = self.get_root().await?;
         let status = response.status();
         let header = |name: &str| {
             response
@@ -583,7 +472,7 @@ impl IronicClient {
         let body = response
             .bytes()
             .await
-            .map_err(|e| transport_error(&Method::GET, &url, e))?;
+            .map_err(|e| transport_error(&Method::GET, &self.root, e))?;
         if !status.is_success() {
             return Err(classify(status.as_u16(), &body));
         }
@@ -595,32 +484,13 @@ impl IronicClient {
                 self.root
             ),
         })?;
-        self.version = negotiate(min, max)?;
-        self.server_min = min;
-        self.server_max = max;
+        negotiate(min, max)?;
         Ok(())
     }
 
     /// The API root (without credentials).
     pub fn endpoint(&self) -> &url::Url {
         &self.root
-    }
-
-    /// The microversion sent with every request: [`super::MIN_MICROVERSION`]
-    /// (unless a test pinned another with [`Self::with_microversion`]).
-    pub fn microversion(&self) -> Microversion {
-        self.version
-    }
-
-    /// The server's supported range as read at connect time.
-    pub fn server_versions(&self) -> (Microversion, Microversion) {
-        (self.server_min, self.server_max)
-    }
-
-    /// Sends future requests with `version` (tests pin older ones).
-    pub fn with_microversion(mut self, version: Microversion) -> Self {
-        self.version = version;
-        self
     }
 
     fn node_url(&self, node: &str, sub: Option<&str>) -> Result<url::Url, IronicError> {
@@ -652,7 +522,7 @@ impl IronicClient {
         let mut request = self
             .http
             .request(method.clone(), url.clone())
-            .header(VERSION_HEADER, self.version.to_string())
+            .header(VERSION_HEADER, MIN_MICROVERSION.to_string())
             .header("Accept", "application/json");
         if let Some((user, password)) = &self.auth {
             request = request.basic_auth(user, Some(password));
@@ -687,17 +557,7 @@ impl IronicClient {
     /// `GET /` (the API root, no version header): does Ironic answer at
     /// all? Used to tell an outage from a host-specific failure.
     pub async fn ping(&self) -> Result<(), IronicError> {
-        let mut request = self
-            .http
-            .get(self.root.clone())
-            .header("Accept", "application/json");
-        if let Some((user, password)) = &self.auth {
-            request = request.basic_auth(user, Some(password));
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport_error(&Method::GET, &self.root, e))?;
+        let response = self.get_root().await?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -725,8 +585,7 @@ impl IronicClient {
     }
 
     /// `POST /v1/nodes/{node}/vmedia` with `device_type: cdrom`. A 204 only
-    /// means accepted: confirm with [`Self::list_vmedia`] and `last_error`
-    /// (see [`Self::wait_cdrom`]).
+    /// means accepted: confirm with [`Self::list_vmedia`] and `last_error`.
     pub async fn attach_cdrom(&self, node: &str, image_url: &str) -> Result<(), IronicError> {
         let parsed = url::Url::parse(image_url).map_err(|e| {
             IronicError::BadRequest(format!(
@@ -752,65 +611,6 @@ impl IronicClient {
         url.query_pairs_mut().append_pair("device_types", "cdrom");
         self.call(Method::DELETE, url, None).await?;
         Ok(())
-    }
-
-    /// Reads the node and its virtual media once and judges them against
-    /// `expect` (pure verdict: [`super::observe::evaluate`]).
-    ///
-    /// A 409 (node locked) on `GET vmedia` is not an error here: before
-    /// Ironic 35.0.0 that GET takes an exclusive lock, so it answers 409
-    /// while any operation holds the node, our own attach/detach worker
-    /// included. The observation then has no `media` and its verdict is
-    /// [`Verdict::Pending`] (or [`Verdict::Failed`] when `last_error` already
-    /// reports our failure): [`super::observe::evaluate_locked`].
-    /// [`Self::list_vmedia`] itself still returns [`IronicError::Locked`].
-    pub async fn observe_cdrom(
-        &self,
-        node: &str,
-        expect: Expect,
-    ) -> Result<Observation, IronicError> {
-        let node_doc = self.get_node(node).await?;
-        let (media, verdict) = match self.list_vmedia(node).await {
-            Ok(media) => {
-                let verdict = evaluate(expect, &node_doc, &media);
-                (media, verdict)
-            }
-            Err(IronicError::Locked(message)) => {
-                (Vec::new(), evaluate_locked(expect, &node_doc, &message))
-            }
-            Err(err) => return Err(err),
-        };
-        Ok(Observation {
-            node: node_doc,
-            media,
-            verdict,
-        })
-    }
-
-    /// Polls until the CD drive reaches `expect` (our image inserted /
-    /// drive empty) with no node reservation, or Ironic reports a failure
-    /// of our device in `last_error`, or `timeout` passes. Returns the last
-    /// observation: its `verdict` says which ([`Verdict::Pending`] on
-    /// timeout). Transient errors (Ironic restarting) are retried until the
-    /// deadline, then returned.
-    pub async fn wait_cdrom(
-        &self,
-        node: &str,
-        expect: Expect,
-        timeout: Duration,
-    ) -> Result<Observation, IronicError> {
-        let deadline = Instant::now() + timeout;
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match self.observe_cdrom(node, expect).await {
-                Ok(obs) if !matches!(obs.verdict, Verdict::Pending(_)) => return Ok(obs),
-                Ok(obs) if Instant::now() >= deadline => return Ok(obs),
-                Err(err) if !err.is_transient() || Instant::now() >= deadline => return Err(err),
-                Ok(_) | Err(_) => {}
-            }
-            tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
-            delay = (delay * 3 / 2).min(Duration::from_secs(1));
-        }
     }
 }
 
@@ -889,19 +689,11 @@ mod tests {
         let (root, creds) = api_root(&"http://us%40r:p%3Ass@h:1/".parse().unwrap()).unwrap();
         assert_eq!(root.as_str(), "http://h:1/");
         assert_eq!(creds, Some(("us@r".to_string(), "p:ss".to_string())));
+        let err = api_root(&"http://u:%ff@h/".parse().unwrap()).unwrap_err();
+        assert!(matches!(err, IronicError::Config(_)), "{err:?}");
         let err = api_root(&"ftp://u:secret@h/".parse().unwrap()).unwrap_err();
         assert!(matches!(err, IronicError::Config(_)));
         assert!(!err.to_string().contains("secret"), "{err}");
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%20b%2F"), Some("a b/".into()));
-        assert_eq!(percent_decode("plain"), Some("plain".into()));
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%ff"), None);
-        assert_eq!(percent_decode("tail%"), Some("tail%".into()));
-        assert_eq!(percent_decode("tail%4"), Some("tail%4".into()));
     }
 
     #[test]
@@ -957,10 +749,6 @@ mod tests {
                 message: "Unauthorized".into()
             }
         );
-        assert!(classify(409, body).is_transient());
-        assert!(classify(503, body).is_transient());
-        assert!(!classify(400, body).is_transient());
-        assert!(!classify(404, body).is_transient());
     }
 
     #[test]
@@ -983,8 +771,8 @@ mod tests {
         let node = parse_node(body).unwrap();
         assert_eq!(node.uuid, "8c48");
         assert_eq!(node.name.as_deref(), Some("node-0"));
-        assert_eq!(node.provision_state, "active");
-        assert_eq!(node.power_state.as_deref(), Some("power on"));
+        assert_eq!(node.provision_state, crate::ironic::ProvisionState::Active);
+        assert_eq!(node.power_state, Some(crate::ironic::PowerState::On));
         assert_eq!(node.reservation, None);
         assert!(!node.maintenance);
         let last_error = node.last_error.unwrap();
@@ -1009,25 +797,6 @@ mod tests {
         assert_eq!(parse_vmedia(br#"{"vmedia": []}"#).unwrap(), vec![]);
         assert!(parse_vmedia(b"42").is_err());
         assert!(parse_vmedia(br#"[{"inserted": "yes"}]"#).is_err());
-    }
-
-    #[test]
-    fn password_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("password");
-        std::fs::write(&path, "s3cret\n").unwrap();
-        assert_eq!(read_password_file(&path).unwrap(), "s3cret");
-        std::fs::write(&path, "with space \r\n").unwrap();
-        assert_eq!(read_password_file(&path).unwrap(), "with space ");
-        std::fs::write(&path, "\n").unwrap();
-        assert!(matches!(
-            read_password_file(&path),
-            Err(IronicError::Config(_))
-        ));
-        assert!(matches!(
-            read_password_file(&dir.path().join("missing")),
-            Err(IronicError::Config(_))
-        ));
     }
 
     #[test]

@@ -3,38 +3,138 @@
 //! Contract used by the reconciler; the implementation lives in `client.rs`.
 
 pub mod client;
-pub mod observe;
 pub mod ours;
 
+use std::fmt;
+
+use serde::{Deserialize, Deserializer};
+
 pub use client::{IronicClient, IronicConfig, Microversion};
-pub use observe::{Expect, Observation, Verdict};
 
 /// The microversion that introduced `GET /v1/nodes/{node}/vmedia`: without it
 /// an attach cannot be confirmed, so older servers are refused.
-pub const MIN_MICROVERSION: (u32, u32) = (1, 93);
+pub const MIN_MICROVERSION: Microversion = Microversion::new(1, 93);
 
 /// What the reconciler needs to know about a node (`GET /v1/nodes/{node}`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Empty strings count as absent; `last_error` is redacted (it ends up in
+/// statuses and events).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Node {
     pub uuid: String,
+    #[serde(default)]
     pub name: Option<String>,
-    pub provision_state: String,
-    pub power_state: Option<String>,
-    pub target_power_state: Option<String>,
+    #[serde(default, deserialize_with = "or_default")]
+    pub provision_state: ProvisionState,
+    #[serde(default, deserialize_with = "non_empty")]
+    pub power_state: Option<PowerState>,
+    #[serde(default, deserialize_with = "non_empty")]
+    pub target_power_state: Option<PowerState>,
     /// Conductor holding the node lock, if any (the node is busy).
+    #[serde(default, deserialize_with = "non_empty")]
     pub reservation: Option<String>,
+    #[serde(default)]
     pub maintenance: bool,
+    #[serde(default, deserialize_with = "redacted")]
     pub last_error: Option<String>,
 }
 
+/// Ironic's provision state: only `active` lets an image be attached.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "String")]
+pub enum ProvisionState {
+    Active,
+    /// Any other state (`deploying`, `service wait` ...), as Ironic names it.
+    Other(String),
+}
+
+impl Default for ProvisionState {
+    fn default() -> Self {
+        Self::Other(String::new())
+    }
+}
+
+impl From<String> for ProvisionState {
+    fn from(state: String) -> Self {
+        if state == "active" {
+            Self::Active
+        } else {
+            Self::Other(state)
+        }
+    }
+}
+
+impl From<&str> for ProvisionState {
+    fn from(state: &str) -> Self {
+        Self::from(state.to_string())
+    }
+}
+
+impl fmt::Display for ProvisionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Active => f.write_str("active"),
+            Self::Other(state) => f.write_str(state),
+        }
+    }
+}
+
+/// Ironic's `power_state` or `target_power_state`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "String")]
+pub enum PowerState {
+    /// `power on`.
+    On,
+    /// `power off`, `soft power off`.
+    Off,
+    /// `rebooting`, `soft rebooting`: the host runs afterwards.
+    Rebooting,
+    Other(String),
+}
+
+impl From<String> for PowerState {
+    fn from(state: String) -> Self {
+        match state.as_str() {
+            "power on" => Self::On,
+            "power off" | "soft power off" => Self::Off,
+            "rebooting" | "soft rebooting" => Self::Rebooting,
+            _ => Self::Other(state),
+        }
+    }
+}
+
+impl From<&str> for PowerState {
+    fn from(state: &str) -> Self {
+        Self::from(state.to_string())
+    }
+}
+
+fn or_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+fn non_empty<'de, D: Deserializer<'de>, T: From<String>>(d: D) -> Result<Option<T>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?
+        .filter(|s| !s.is_empty())
+        .map(T::from))
+}
+
+fn redacted<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(non_empty::<D, String>(d)?.map(|text| redact_text(&text)))
+}
+
 /// One virtual media slot (`GET /v1/nodes/{node}/vmedia`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct VirtualMedia {
+    #[serde(default)]
     pub media_types: Vec<String>,
+    #[serde(default, deserialize_with = "or_default")]
     pub inserted: bool,
     /// Ironic's own republished URL (`.../redfish/cdrom-<node>.iso` for media
     /// inserted through the vmedia API, `boot-<node>.iso` for Ironic's boot
     /// media), not the URL we asked for.
+    #[serde(default, deserialize_with = "redacted")]
     pub image: Option<String>,
 }
 
@@ -61,17 +161,10 @@ pub enum IronicError {
     Config(String),
 }
 
-impl IronicError {
-    /// Worth retrying soon (locks, outages).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Locked(_) | Self::Unavailable(_))
-    }
-}
-
 /// Replaces the userinfo of every URL in free text (Ironic messages may quote
 /// URLs anywhere) with `***`: the project's one redaction rule,
 /// [`crate::telemetry::redact_url`].
-pub fn redact_text(text: &str) -> String {
+pub(crate) fn redact_text(text: &str) -> String {
     crate::telemetry::redact_url(text).into_owned()
 }
 
@@ -93,13 +186,5 @@ mod tests {
             redact_text("ünïcode http://ü:ö@h/ é"),
             "ünïcode http://***@h/ é"
         );
-    }
-
-    #[test]
-    fn transient_errors() {
-        assert!(IronicError::Locked(String::new()).is_transient());
-        assert!(IronicError::Unavailable(String::new()).is_transient());
-        assert!(!IronicError::BadRequest(String::new()).is_transient());
-        assert!(!IronicError::NotFound(String::new()).is_transient());
     }
 }

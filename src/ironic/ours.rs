@@ -14,8 +14,8 @@
 //!   `Could not detach device(s) <devices> from node <uuid>: <reason>` with
 //!   `cdrom` among the devices (or `None`: all devices).
 //!
-//! Used by the client's verdict ([`super::observe`]) and the reconciler's
-//! decision (`reconcile::decision::{drive_state, vmedia_error}`).
+//! Used by the reconciler's decision (`reconcile::decision::{drive_state,
+//! vmedia_error}`) and the test suites' drive verdicts.
 
 use super::VirtualMedia;
 
@@ -64,13 +64,8 @@ fn image_file_name(image: &str) -> &str {
 
 /// Ironic republishes media inserted through the vmedia API as
 /// `cdrom-<node-uuid>.iso`: that file name marks the image as ours.
-pub fn is_our_image(image: &str, node_uuid: &str) -> bool {
+pub(crate) fn is_our_image(image: &str, node_uuid: &str) -> bool {
     !node_uuid.is_empty() && image_file_name(image) == format!("cdrom-{node_uuid}.iso")
-}
-
-/// Ironic's own boot/deploy media (`boot-<node-uuid>.iso`): never ours.
-pub fn is_ironic_boot_image(image: &str, node_uuid: &str) -> bool {
-    !node_uuid.is_empty() && image_file_name(image) == format!("boot-{node_uuid}.iso")
 }
 
 /// What the node's CD drive holds, judged by [`is_our_image`].
@@ -150,8 +145,6 @@ mod tests {
         assert!(!is_our_image("http://h/redfish/cdrom-other.iso", UUID));
         assert!(!is_our_image(&format!("http://h/cdrom-{UUID}.iso/x"), UUID));
         assert!(!is_our_image("cdrom-.iso", ""));
-        assert!(is_ironic_boot_image(&boot, UUID));
-        assert!(!is_ironic_boot_image(&ours, UUID));
     }
 
     #[test]

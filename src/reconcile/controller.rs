@@ -2,6 +2,7 @@
 //! asks), calls [`decide`], and executes the plan with patches, Ironic calls
 //! (bounded by a semaphore) and Events.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -190,13 +191,7 @@ async fn reconcile_inner<I: IronicApi>(
     let name = host.metadata.name.clone().ok_or(ReconcileError::Unnamed)?;
     let key = format!("{namespace}/{name}");
     if decision::is_idle(host) {
-        ctx.metrics.set_host_state(&key, None);
-        if let Ok(mut map) = ctx.verified.lock() {
-            map.remove(&key);
-        }
-        if let Some(stager) = &ctx.stager {
-            stager.release(&key);
-        }
+        forget(ctx, &key);
         return Ok(None);
     }
     let conflict = ctx.dataimages.as_ref().is_some_and(|(store, resource)| {
@@ -331,38 +326,40 @@ async fn built_view<I: IronicApi>(
     }
 }
 
-/// A Secret's keys and values (`data`, or `stringData` as a Secret built
-/// client-side may carry). Values never leave this function but as bytes.
-pub async fn read_secret_files(
+/// A Secret's keys and values ([`crate::model::secret::secret_entries`]).
+/// Values never leave this function but as bytes.
+async fn read_secret_files(
     client: kube::Client,
     namespace: &str,
     name: &str,
-) -> Result<std::collections::BTreeMap<String, Vec<u8>>, String> {
-    let api: Api<Secret> = Api::namespaced(client, namespace);
-    let secret = match api.get_opt(name).await {
-        Ok(Some(secret)) => secret,
-        Ok(None) => {
-            return Err(format!(
-                "Secret {namespace}/{name} (contentFrom) not found: the image is built once it exists"
-            ));
-        }
-        Err(err) => {
-            return Err(format!(
-                "cannot read Secret {namespace}/{name} (contentFrom): {}",
-                kube_reason(&err)
-            ));
-        }
-    };
-    let mut files: std::collections::BTreeMap<String, Vec<u8>> = secret
-        .string_data
-        .unwrap_or_default()
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let secret = get_secret(client, namespace, name, "contentFrom").await?.ok_or_else(|| {
+        format!("Secret {namespace}/{name} (contentFrom) not found: the image is built once it exists")
+    })?;
+    let entries = crate::model::secret::secret_entries(&secret);
+    Ok(entries
         .into_iter()
-        .map(|(k, v)| (k, v.into_bytes()))
-        .collect();
-    for (k, v) in secret.data.unwrap_or_default() {
-        files.insert(k, v.0);
-    }
-    Ok(files)
+        .map(|(k, v)| (k.to_string(), v.to_vec()))
+        .collect())
+}
+
+/// A targeted get of one Secret (the reconciler has no list/watch on
+/// Secrets, so it is re-read on every reconcile).
+async fn get_secret(
+    client: kube::Client,
+    namespace: &str,
+    name: &str,
+    field: &str,
+) -> Result<Option<Secret>, String> {
+    Api::<Secret>::namespaced(client, namespace)
+        .get_opt(name)
+        .await
+        .map_err(|err| {
+            format!(
+                "cannot read Secret {namespace}/{name} ({field}): {}",
+                kube_reason(&err)
+            )
+        })
 }
 
 /// What the stager knows of the host's image, without waiting for anything.
@@ -435,57 +432,17 @@ async fn start_staging<I: IronicApi>(
     });
 }
 
-/// Reads `username`/`password` from the Secret (a targeted get, re-read on
-/// every reconcile: the reconciler has no list/watch on Secrets).
-pub async fn read_credentials(
+/// `username`/`password` from the `credentialsName` Secret.
+async fn read_credentials(
     client: kube::Client,
     namespace: &str,
     name: &str,
 ) -> Result<SecretCredentials, String> {
-    let api: Api<Secret> = Api::namespaced(client, namespace);
-    let secret = match api.get_opt(name).await {
-        Ok(Some(secret)) => secret,
-        Ok(None) => {
-            return Err(format!(
-                "Secret {namespace}/{name} (credentialsName) not found"
-            ));
-        }
-        Err(err) => {
-            return Err(format!(
-                "cannot read Secret {namespace}/{name}: {}",
-                kube_reason(&err)
-            ));
-        }
-    };
-    credentials_from_secret(&secret).ok_or_else(|| {
-        format!(
-            "Secret {namespace}/{name} must hold non-empty `username` and `password` keys (UTF-8)"
-        )
-    })
-}
-
-/// `username`/`password` from a Secret's `data` (or `stringData`, as a
-/// Secret built client-side may carry).
-pub fn credentials_from_secret(secret: &Secret) -> Option<SecretCredentials> {
-    let field = |key: &str| -> Option<String> {
-        let from_data = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .and_then(|b| String::from_utf8(b.0.clone()).ok());
-        let value = from_data.or_else(|| {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .cloned()
-        })?;
-        (!value.is_empty()).then_some(value)
-    };
-    Some(SecretCredentials {
-        username: field("username")?,
-        password: field("password")?,
-    })
+    let secret = get_secret(client, namespace, name, "credentialsName")
+        .await?
+        .ok_or_else(|| format!("Secret {namespace}/{name} (credentialsName) not found"))?;
+    SecretCredentials::from_secret(&secret)
+        .map_err(|why| format!("Secret {namespace}/{name} (credentialsName): {why}"))
 }
 
 fn kube_reason(err: &kube::Error) -> String {
@@ -506,18 +463,28 @@ async fn execute<I: IronicApi>(
     plan: Plan,
 ) -> Result<Option<Duration>, ReconcileError> {
     let key = format!("{namespace}/{name}");
-    match run_plan(ctx, host, input, namespace, name, node_id, plan).await {
+    let run = Run {
+        ctx,
+        host,
+        writer: HostWriter::new(ctx.client.clone(), namespace, name),
+        namespace,
+        node_id,
+        key: &key,
+    };
+    match run.plan(input, plan).await {
         Err(ReconcileError::Kube(kube::Error::Api(status))) if status.code == 404 => {
             // The host is gone (its last finalizer was ours, or it was
             // deleted meanwhile): nothing to write, nothing failed.
-            host_gone(ctx, &key);
+            forget(ctx, &key);
             Ok(None)
         }
         other => other,
     }
 }
 
-fn host_gone<I: IronicApi>(ctx: &Context<I>, key: &str) {
+/// Drops what this process keeps about a host it has nothing to do for
+/// (idle, or gone).
+fn forget<I: IronicApi>(ctx: &Context<I>, key: &str) {
     ctx.metrics.set_host_state(key, None);
     if let Ok(mut map) = ctx.verified.lock() {
         map.remove(key);
@@ -527,162 +494,225 @@ fn host_gone<I: IronicApi>(ctx: &Context<I>, key: &str) {
     }
 }
 
-async fn run_plan<I: IronicApi>(
-    ctx: &Context<I>,
-    host: &HostResource,
-    input: &Input<'_>,
-    namespace: &str,
-    name: &str,
-    node_id: &str,
-    plan: Plan,
-) -> Result<Option<Duration>, ReconcileError> {
-    let writer = HostWriter::new(ctx.client.clone(), namespace, name);
-    let reference = host.object_ref(&());
-    let key = format!("{namespace}/{name}");
-    let mut finalizers = host.metadata.finalizers.clone().unwrap_or_default();
-    let mut resource_version = host.metadata.resource_version.clone();
-    let mut record: Option<AttachedRecord> = AttachedRecord::from_annotation(
-        host.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(super::record::STATE_ANNOTATION)),
-    )
-    .ok()
-    .flatten();
-    let mut plan = plan;
-    let mut sync_failure = false;
-    let mut index = 0;
-    while index < plan.actions.len() {
-        let action = plan.actions[index].clone();
-        index += 1;
-        match action {
-            Action::AddFinalizer | Action::RemoveFinalizer => {
-                let patch = if action == Action::AddFinalizer {
-                    kube_ops::finalizer_add_patch(&finalizers, resource_version.as_deref())
-                } else {
-                    kube_ops::finalizer_remove_patch(&finalizers, resource_version.as_deref())
-                };
-                if let Some(patch) = patch {
-                    let updated = writer.merge(&patch).await?;
-                    finalizers = updated.metadata.finalizers.clone().unwrap_or_default();
-                    resource_version = updated.metadata.resource_version.clone();
-                }
-            }
-            Action::SetHold(on) => {
-                let updated = writer.merge(&kube_ops::hold_patch(on)).await?;
-                resource_version = updated.metadata.resource_version.clone();
-            }
-            Action::WriteRecord(new) => {
-                let text = new.as_ref().map(AttachedRecord::to_annotation);
-                let updated = writer
-                    .merge(&kube_ops::record_patch(text.as_deref()))
-                    .await?;
-                resource_version = updated.metadata.resource_version.clone();
-                record = new;
-            }
-            Action::Attach { .. } | Action::Detach => {
-                let (op, operation, call) = match action {
-                    Action::Attach { .. } => (Op::Attach, Operation::Attach, "attach"),
-                    _ => (Op::Detach, Operation::Detach, "detach"),
-                };
-                ctx.metrics
-                    .attempts
-                    .get_or_create(&super::metrics::OperationLabels { operation })
-                    .inc();
-                let result = {
-                    let Ok(_permit) = ctx.ironic_permits.acquire().await else {
-                        return Ok(Some(Duration::from_secs(5)));
-                    };
-                    match &action {
-                        Action::Attach { image_url } => {
-                            ctx.ironic.attach_cdrom(node_id, image_url).await
-                        }
-                        _ => ctx.ironic.detach_cdrom(node_id).await,
-                    }
-                };
-                if let Err(err) = result {
-                    let Some(written) = record.clone() else {
-                        return Ok(Some(decision::BACKOFF_BASE));
-                    };
-                    let outage = ctx.judge_failure(call, &err).await;
-                    if outage.is_none() {
-                        ctx.metrics.failure(operation, error_reason(&err));
-                        tracing::warn!(host = %key, node = %node_id, error = %err, "ironic {call} failed");
-                    }
-                    let view = outage.unwrap_or(IronicView::Failed(err.clone()));
-                    let retry_input = Input {
-                        ironic: &view,
-                        ..input.clone()
-                    };
-                    // Replace the rest of the plan with the failure plan.
-                    plan = decision::after_failure(&retry_input, &written, op, &err);
-                    sync_failure = true;
-                    index = 0;
-                    continue;
-                }
-                ctx.health.mark_up();
-            }
-            Action::Stage => start_staging(ctx, host, namespace, &key).await,
-            Action::Event(note) => {
-                publish(ctx, &reference, &note, &key).await;
-            }
-        }
-    }
-    if let Some(op) = plan.failure
-        && !sync_failure
-    {
-        // Failures seen by observation (last_error, no effect); synchronous
-        // ones were counted with their error kind above.
-        let operation = match op {
-            Op::Attach => Operation::Attach,
-            Op::Detach => Operation::Detach,
+/// The host as the actions so far left it (what the next patch needs).
+struct Written {
+    finalizers: Vec<String>,
+    resource_version: Option<String>,
+    record: Option<AttachedRecord>,
+}
+
+/// Why the actions stopped before the end of the plan.
+enum Stopped {
+    /// An attach or detach failed: `written` is the record written before it.
+    Failed {
+        op: Op,
+        err: IronicError,
+        written: Box<AttachedRecord>,
+    },
+    /// Look again after this long (shutting down, or no record before the call).
+    Requeue(Duration),
+}
+
+/// One plan's execution for one host.
+struct Run<'a, I: IronicApi> {
+    ctx: &'a Context<I>,
+    host: &'a HostResource,
+    writer: HostWriter,
+    namespace: &'a str,
+    node_id: &'a str,
+    key: &'a str,
+}
+
+impl<I: IronicApi> Run<'_, I> {
+    /// The actions, then (when an Ironic call failed) the failure plan in
+    /// their place, then the status and metrics.
+    async fn plan(
+        &self,
+        input: &Input<'_>,
+        plan: Plan,
+    ) -> Result<Option<Duration>, ReconcileError> {
+        let metadata = &self.host.metadata;
+        let mut written = Written {
+            finalizers: metadata.finalizers.clone().unwrap_or_default(),
+            resource_version: metadata.resource_version.clone(),
+            record: AttachedRecord::of_host(self.host),
         };
-        ctx.metrics.failure(operation, "async");
-    }
-    let finished = host.metadata.deletion_timestamp.is_some()
-        && !finalizers.iter().any(|f| f == super::record::FINALIZER);
-    if finished && finalizers.is_empty() {
-        // Ours was the last finalizer: the API server has deleted the host,
-        // and a status write could only answer 404.
-        host_gone(ctx, &key);
-        return Ok(None);
-    }
-    let state = match &plan.status {
-        StatusChange::Set(status) => {
-            if host.status.as_ref().and_then(|s| s.data_image.as_ref()) != Some(status) {
-                writer.apply_status(namespace, status).await?;
+        let (plan, refused) = match self.actions(&plan.actions, &mut written).await? {
+            None => (plan, false),
+            Some(Stopped::Requeue(after)) => return Ok(Some(after)),
+            Some(Stopped::Failed {
+                op,
+                err,
+                written: before,
+            }) => {
+                let view = self.judge(op, &err).await;
+                let input = Input {
+                    ironic: &view,
+                    ..input.clone()
+                };
+                let failure = decision::after_failure(&input, &before, op, &err);
+                // A failure plan makes no Ironic call: nothing stops it.
+                self.actions(&failure.actions, &mut written).await?;
+                (failure, true)
             }
-            status.state
+        };
+        self.finish(&plan, &written, refused).await
+    }
+
+    /// After a refused attach/detach: counted, and an outage told from a
+    /// failure of this host.
+    async fn judge(&self, op: Op, err: &IronicError) -> IronicView {
+        let (operation, call) = operation(op);
+        let outage = self.ctx.judge_failure(call, err).await;
+        if outage.is_none() {
+            self.ctx.metrics.failure(operation, error_reason(err));
+            tracing::warn!(host = %self.key, node = %self.node_id, error = %err, "ironic {call} failed");
         }
-        StatusChange::Clear => {
-            writer.clear_status().await?;
-            None
+        outage.unwrap_or(IronicView::Failed(err.clone()))
+    }
+
+    async fn actions(
+        &self,
+        actions: &[Action],
+        written: &mut Written,
+    ) -> Result<Option<Stopped>, ReconcileError> {
+        let ctx = self.ctx;
+        for action in actions {
+            let version = written.resource_version.as_deref();
+            let updated = match action {
+                Action::AddFinalizer => kube_ops::finalizer_add_patch(&written.finalizers, version),
+                Action::RemoveFinalizer => {
+                    kube_ops::finalizer_remove_patch(&written.finalizers, version)
+                }
+                Action::SetHold(on) => Some(kube_ops::hold_patch(*on)),
+                Action::WriteRecord(new) => {
+                    let text = new.as_ref().map(AttachedRecord::to_annotation);
+                    written.record.clone_from(new);
+                    Some(kube_ops::record_patch(text.as_deref()))
+                }
+                Action::Attach { .. } | Action::Detach => {
+                    let op = match action {
+                        Action::Attach { .. } => Op::Attach,
+                        _ => Op::Detach,
+                    };
+                    ctx.metrics
+                        .attempts
+                        .get_or_create(&super::metrics::OperationLabels {
+                            operation: operation(op).0,
+                        })
+                        .inc();
+                    let Ok(_permit) = ctx.ironic_permits.acquire().await else {
+                        return Ok(Some(Stopped::Requeue(Duration::from_secs(5))));
+                    };
+                    let result = match action {
+                        Action::Attach { image_url } => {
+                            ctx.ironic.attach_cdrom(self.node_id, image_url).await
+                        }
+                        _ => ctx.ironic.detach_cdrom(self.node_id).await,
+                    };
+                    match (result, written.record.clone()) {
+                        (Ok(()), _) => ctx.health.mark_up(),
+                        (Err(err), Some(before)) => {
+                            return Ok(Some(Stopped::Failed {
+                                op,
+                                err,
+                                written: Box::new(before),
+                            }));
+                        }
+                        (Err(_), None) => {
+                            return Ok(Some(Stopped::Requeue(decision::BACKOFF_BASE)));
+                        }
+                    }
+                    None
+                }
+                Action::Stage => {
+                    start_staging(ctx, self.host, self.namespace, self.key).await;
+                    None
+                }
+                Action::Event(note) => {
+                    publish(ctx, &self.host.object_ref(&()), note, self.key).await;
+                    None
+                }
+            };
+            if let Some(patch) = updated {
+                let updated = self.writer.merge(&patch).await?;
+                if matches!(action, Action::AddFinalizer | Action::RemoveFinalizer) {
+                    written.finalizers = updated.metadata.finalizers.clone().unwrap_or_default();
+                }
+                written.resource_version = updated.metadata.resource_version.clone();
+            }
         }
-        StatusChange::Keep => host
-            .status
-            .as_ref()
-            .and_then(|s| s.data_image.as_ref())
-            .and_then(|s| s.state),
-    };
-    if finished {
-        // Other finalizers keep the host a while; it is no longer ours.
-        host_gone(ctx, &key);
-        return Ok(None);
+        Ok(None)
     }
-    ctx.metrics.set_host_state(&key, state);
-    if record.is_none()
-        && host.spec.data_image.is_none()
-        && let Some(stager) = &ctx.stager
-    {
-        stager.release(&key);
+
+    /// The status write and the metrics, once the actions ran.
+    async fn finish(
+        &self,
+        plan: &Plan,
+        written: &Written,
+        refused: bool,
+    ) -> Result<Option<Duration>, ReconcileError> {
+        let (ctx, host, key) = (self.ctx, self.host, self.key);
+        if let Some(op) = plan.failure
+            && !refused
+        {
+            // Failures seen by observation (last_error, no effect); refused
+            // calls were counted with their error kind.
+            ctx.metrics.failure(operation(op).0, "async");
+        }
+        let finished = host.metadata.deletion_timestamp.is_some()
+            && !written
+                .finalizers
+                .iter()
+                .any(|f| f == super::record::FINALIZER);
+        if finished && written.finalizers.is_empty() {
+            // Ours was the last finalizer: the API server has deleted the
+            // host, and a status write could only answer 404.
+            forget(ctx, key);
+            return Ok(None);
+        }
+        let shown = host.status.as_ref().and_then(|s| s.data_image.as_ref());
+        let state = match &plan.status {
+            StatusChange::Set(status) => {
+                if shown != Some(status) {
+                    self.writer.apply_status(self.namespace, status).await?;
+                }
+                status.state
+            }
+            StatusChange::Clear => {
+                self.writer.clear_status().await?;
+                None
+            }
+            StatusChange::Keep => shown.and_then(|s| s.state),
+        };
+        if finished {
+            // Other finalizers keep the host a while; it is no longer ours.
+            forget(ctx, key);
+            return Ok(None);
+        }
+        ctx.metrics.set_host_state(key, state);
+        if written.record.is_none()
+            && host.spec.data_image.is_none()
+            && let Some(stager) = &ctx.stager
+        {
+            stager.release(key);
+        }
+        if let Some(seconds) = plan.attached_after {
+            ctx.metrics.attach_seconds.observe(seconds);
+        }
+        if state == Some(DataImageState::Error) {
+            tracing::info!(host = %key, "data image in error state; see status.dataImage.message");
+        }
+        Ok(plan.requeue)
     }
-    if let Some(seconds) = plan.attached_after {
-        ctx.metrics.attach_seconds.observe(seconds);
+}
+
+/// The metric label and the call name of an operation.
+fn operation(op: Op) -> (Operation, &'static str) {
+    match op {
+        Op::Attach => (Operation::Attach, "attach"),
+        Op::Detach => (Operation::Detach, "detach"),
     }
-    if state == Some(DataImageState::Error) {
-        tracing::info!(host = %key, "data image in error state; see status.dataImage.message");
-    }
-    Ok(plan.requeue)
 }
 
 async fn publish<I: IronicApi>(

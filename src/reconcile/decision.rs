@@ -14,33 +14,32 @@ use jiff::Timestamp;
 
 use super::record::{
     AttachedRecord, DETACHED_ANNOTATION, FINALIZER, HOLD_ANNOTATION, PAUSED_ANNOTATION, Phase,
-    STATE_ANNOTATION, parse_time,
 };
-use crate::ironic::{IronicError, Node, VirtualMedia};
+use crate::ironic::{IronicError, Node, PowerState, ProvisionState, VirtualMedia};
 use crate::model::bmh::HostResource;
 use crate::model::{DataImageState, DataImageStatus};
 use crate::staging::StagedImage;
 use crate::telemetry::redact_url;
 
 /// Provisioning states in which the image may be attached.
-pub const ACTIVE_STATES: [&str; 2] = ["provisioned", "externally provisioned"];
+pub(crate) const ACTIVE_STATES: [&str; 2] = ["provisioned", "externally provisioned"];
 /// First retry delay after a failure, and the cap of the exponential backoff.
-pub const BACKOFF_BASE: Duration = Duration::from_secs(30);
-pub const BACKOFF_CAP: Duration = Duration::from_secs(600);
+pub(crate) const BACKOFF_BASE: Duration = Duration::from_secs(30);
+pub(crate) const BACKOFF_CAP: Duration = Duration::from_secs(600);
 /// How often an in-flight attach/detach is re-observed.
-pub const CONFIRM_POLL: Duration = Duration::from_secs(3);
+pub(crate) const CONFIRM_POLL: Duration = Duration::from_secs(3);
 /// Re-check interval while Ironic holds the node (reservation).
-pub const BUSY_POLL: Duration = Duration::from_secs(15);
+pub(crate) const BUSY_POLL: Duration = Duration::from_secs(15);
 /// Re-check interval while something outside our control blocks the drive.
-pub const BLOCKED_POLL: Duration = Duration::from_secs(30);
+pub(crate) const BLOCKED_POLL: Duration = Duration::from_secs(30);
 /// Re-read interval of the Secret an image is built from (contentFrom).
 pub const CONTENT_POLL: Duration = Duration::from_secs(60);
 /// Re-check interval while the host's image is staged in the background.
-pub const STAGING_POLL: Duration = Duration::from_secs(5);
+pub(crate) const STAGING_POLL: Duration = Duration::from_secs(5);
 /// Re-check interval while Ironic is unreachable. Nothing is sent to Ironic
 /// then (the controller's prober notices its return and wakes every host);
 /// this only bounds power-hold and finalizer deadlines.
-pub const OUTAGE_POLL: Duration = Duration::from_secs(60);
+pub(crate) const OUTAGE_POLL: Duration = Duration::from_secs(60);
 
 /// Tunables (flags).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,7 +70,7 @@ impl Default for DecisionConfig {
 
 /// What the controller saw in Ironic for the host's node.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum IronicView {
+pub(crate) enum IronicView {
     NotObserved,
     Observed {
         node: Node,
@@ -95,7 +94,7 @@ pub enum IronicView {
 
 /// Whether the host's image must be staged, and how far that is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StagingView {
+pub(crate) enum StagingView {
     /// Plain URL: Ironic downloads it itself.
     NotNeeded,
     Ready(StagedImage),
@@ -115,7 +114,7 @@ pub enum StagingView {
 
 /// Everything [`decide`] looks at.
 #[derive(Clone, Debug)]
-pub struct Input<'a> {
+pub(crate) struct Input<'a> {
     pub host: &'a HostResource,
     pub ironic: &'a IronicView,
     pub staging: &'a StagingView,
@@ -196,7 +195,7 @@ impl Reason {
     }
 
     /// Published as a `Warning` Event (else `Normal`).
-    pub fn is_warning(self) -> bool {
+    pub(crate) fn is_warning(self) -> bool {
         matches!(
             self,
             Self::AttachFailed
@@ -209,7 +208,7 @@ impl Reason {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub enum StatusChange {
+pub(crate) enum StatusChange {
     Keep,
     Set(DataImageStatus),
     Clear,
@@ -217,7 +216,7 @@ pub enum StatusChange {
 
 /// The outcome of one decision.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub actions: Vec<Action>,
     pub status: StatusChange,
     /// Reconcile again after this long (`None`: only on changes).
@@ -250,7 +249,7 @@ impl Plan {
 #[derive(Clone, Debug, PartialEq)]
 // One Step per reconcile, moved once: boxing the Plan would buy nothing.
 #[allow(clippy::large_enum_variant)]
-pub enum Step {
+pub(crate) enum Step {
     /// Observe the node and its vmedia, then decide again.
     ObserveIronic,
     Plan(Plan),
@@ -277,7 +276,7 @@ pub fn backoff(errors: u32, jitter: f64) -> Duration {
 
 /// What occupies the host's virtual CD drive.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Drive {
+pub(crate) enum Drive {
     Empty,
     /// Media inserted through the vmedia API (`cdrom-<node>.iso`): ours.
     Ours,
@@ -288,7 +287,7 @@ pub enum Drive {
 
 /// Reads the CD slot: ours is Ironic's republished `cdrom-<node>.iso`
 /// (judged by [`crate::ironic::ours::cd_contents`]).
-pub fn drive_state(vmedia: &[VirtualMedia], node: &str) -> Drive {
+pub(crate) fn drive_state(vmedia: &[VirtualMedia], node: &str) -> Drive {
     match crate::ironic::ours::cd_contents(vmedia, node) {
         crate::ironic::ours::CdContents::Empty => Drive::Empty,
         crate::ironic::ours::CdContents::Ours => Drive::Ours,
@@ -301,7 +300,7 @@ pub fn drive_state(vmedia: &[VirtualMedia], node: &str) -> Drive {
 /// `last_error` written by our vmedia attach or detach (Ironic also writes
 /// its own failures there, its own virtual-media boot failures included;
 /// only ours count): [`crate::ironic::ours::our_error`], redacted.
-pub fn vmedia_error(node: &Node, op: Op) -> Option<String> {
+pub(crate) fn vmedia_error(node: &Node, op: Op) -> Option<String> {
     crate::ironic::ours::our_error(node.last_error.as_deref(), Some(op))
         .map(|text| redact_url(text).into_owned())
 }
@@ -314,11 +313,9 @@ enum Power {
 }
 
 fn power(node: &Node) -> Power {
-    let target = node.target_power_state.as_deref().filter(|t| !t.is_empty());
-    match (node.power_state.as_deref(), target) {
-        (_, Some(target)) if target.contains("on") || target.contains("reboot") => Power::On,
-        (Some("power on"), _) => Power::On,
-        (Some("power off"), None) => Power::Off,
+    match (&node.power_state, &node.target_power_state) {
+        (_, Some(PowerState::On | PowerState::Rebooting)) | (Some(PowerState::On), _) => Power::On,
+        (Some(PowerState::Off), None) => Power::Off,
         _ => Power::Unknown,
     }
 }
@@ -371,11 +368,7 @@ impl<'a> Host<'a> {
             paused: annotations.contains_key(PAUSED_ANNOTATION),
             detached: annotations.contains_key(DETACHED_ANNOTATION),
             hold: annotations.contains_key(HOLD_ANNOTATION),
-            // A corrupt record is treated as absent: whatever is in the drive
-            // is then unknown, and an attach replaces it.
-            record: AttachedRecord::from_annotation(annotations.get(STATE_ANNOTATION))
-                .ok()
-                .flatten(),
+            record: AttachedRecord::of_host(host),
             desired: host
                 .spec
                 .data_image
@@ -408,6 +401,14 @@ struct Builder<'a, 'b> {
 }
 
 impl<'a, 'b> Builder<'a, 'b> {
+    fn new(input: &'b Input<'a>) -> Self {
+        Self {
+            input,
+            host: Host::read(input.host),
+            actions: Vec::new(),
+        }
+    }
+
     fn now(&self) -> Timestamp {
         self.input.now
     }
@@ -522,6 +523,59 @@ impl<'a, 'b> Builder<'a, 'b> {
         })
     }
 
+    /// A failure to read the node, counted and backed off like any other
+    /// ([`note_failure`]), shown as `what` of the recorded message until the
+    /// retry.
+    fn read_failed(
+        mut self,
+        mut record: AttachedRecord,
+        url: Option<&str>,
+        err: &IronicError,
+        what: impl FnOnce(&str) -> String,
+        note: Option<String>,
+    ) -> Step {
+        let now = self.now();
+        let at = note_failure(&mut record, now, self.input.jitter, err.to_string(), None);
+        let what = what(record.message.as_deref().unwrap_or_default());
+        self.write_record(Some(record));
+        let message = join_note(format!("{what}; retrying at {at}"), note);
+        self.show(
+            url,
+            DataImageState::Error,
+            message,
+            Some(wait_until(at, now)),
+        )
+    }
+
+    /// Shows the image the host asks for in `state`; looks again only on a
+    /// change.
+    fn show_desired(self, state: DataImageState, message: impl Into<String>) -> Step {
+        let url = self.host.desired.as_ref().map(|d| d.url.clone());
+        self.show(url.as_deref(), state, message, None)
+    }
+
+    /// Shows the image at `url` attached; looks again after `requeue`.
+    fn show_attached(self, url: &str, record: &AttachedRecord, requeue: Duration) -> Step {
+        self.show(
+            Some(url),
+            DataImageState::Attached,
+            attached_message(record),
+            Some(requeue),
+        )
+    }
+
+    /// Shows `message` in `state` for `url`; looks again after `requeue`.
+    fn show(
+        self,
+        url: Option<&str>,
+        state: DataImageState,
+        message: impl Into<String>,
+        requeue: Option<Duration>,
+    ) -> Step {
+        let status = self.status(url, state, message);
+        self.finish(status, requeue)
+    }
+
     fn clear_status(&self) -> StatusChange {
         if self.host.status.is_some() {
             StatusChange::Clear
@@ -574,13 +628,13 @@ fn note_failure(
     let delay = delay.unwrap_or_else(|| backoff(record.errors, jitter));
     let at = add(now, delay);
     record.message = Some(message);
-    record.retry_at = Some(at.to_string());
+    record.retry_at = Some(at);
     at
 }
 
 /// The record's retry time, when it is still ahead.
 fn pending_retry(record: &AttachedRecord, now: Timestamp) -> Option<Timestamp> {
-    let at = parse_time(record.retry_at.as_deref()?)?;
+    let at = record.retry_at?;
     (at > now).then_some(at)
 }
 
@@ -611,7 +665,7 @@ fn human(d: Duration) -> String {
 }
 
 /// Decides the next step for one host.
-pub fn decide(input: &Input) -> Step {
+pub(crate) fn decide(input: &Input) -> Step {
     let step = decide_host(input);
     let built = input
         .host
@@ -632,46 +686,26 @@ pub fn decide(input: &Input) -> Step {
 }
 
 fn decide_host(input: &Input) -> Step {
-    let host = Host::read(input.host);
-    let mut b = Builder {
-        input,
-        host,
-        actions: Vec::new(),
-    };
+    let mut b = Builder::new(input);
 
     if b.host.deletion.is_some() {
         return deletion(b);
     }
     if b.host.paused {
-        let url = b.host.desired.as_ref().map(|d| d.url.clone());
-        let status = b.status(
-            url.as_deref(),
-            DataImageState::Waiting,
-            "host is paused (baremetalhost.metal3.io/paused): nothing is done until the annotation is removed",
-        );
-        return b.finish(status, None);
+        let message = "host is paused (baremetalhost.metal3.io/paused): nothing is done until the annotation is removed";
+        return b.show_desired(DataImageState::Waiting, message);
     }
     if b.host.detached {
-        let url = b.host.desired.as_ref().map(|d| d.url.clone());
-        let status = b.status(
-            url.as_deref(),
-            DataImageState::Waiting,
-            "host is detached from the operator (baremetalhost.metal3.io/detached): nothing is done until it is reattached",
-        );
-        return b.finish(status, None);
+        let message = "host is detached from the operator (baremetalhost.metal3.io/detached): nothing is done until it is reattached";
+        return b.show_desired(DataImageState::Waiting, message);
     }
     if input.upstream_conflict {
         // The operator would attach the DataImage into the same drive: do not
         // fight over it; only release our hold so the host is not kept off.
         b.set_hold(false);
-        let url = b.host.desired.as_ref().map(|d| d.url.clone());
-        let status = b.status(
-            url.as_deref(),
-            DataImageState::Error,
-            "an upstream DataImage with this host's name exists: the baremetal-operator attaches it into the same \
-             drive; delete it or remove spec.dataImage (left untouched)",
-        );
-        return b.finish(status, None);
+        let message = "an upstream DataImage with this host's name exists: the baremetal-operator attaches it into the same \
+             drive; delete it or remove spec.dataImage (left untouched)";
+        return b.show_desired(DataImageState::Error, message);
     }
 
     let active = ACTIVE_STATES.contains(&b.host.state);
@@ -696,22 +730,16 @@ fn decide_host(input: &Input) -> Step {
         } else {
             b.host.state
         };
-        let url = b.host.desired.as_ref().map(|d| d.url.clone());
-        let status = b.status(
-            url.as_deref(),
-            DataImageState::Waiting,
-            format!("host is {state}: the image is attached once it is provisioned or externally provisioned"),
+        let message = format!(
+            "host is {state}: the image is attached once it is provisioned or externally provisioned"
         );
-        return b.finish(status, None);
+        return b.show_desired(DataImageState::Waiting, message);
     }
     if b.host.node_id.is_empty() {
-        let url = b.host.desired.as_ref().map(|d| d.url.clone());
-        let status = b.status(
-            url.as_deref(),
+        return b.show_desired(
             DataImageState::Waiting,
             "host has no Ironic node yet (status.provisioning.ID is empty)",
         );
-        return b.finish(status, None);
     }
 
     let desired = b.host.desired.clone();
@@ -769,11 +797,12 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
     let Some(mut record) = b.host.record.clone() else {
         return b.finish(StatusChange::Keep, None);
     };
-    let desired_url = b.host.desired.as_ref().map(|d| d.url.clone());
-    let shown_url = match purpose {
-        Purpose::Removal => Some(record.url.clone()),
-        Purpose::Replace | Purpose::Leaving => desired_url.clone().or(Some(record.url.clone())),
+    // The status shows the image the host asks for, if any.
+    let shown_url = match (purpose, &b.host.desired) {
+        (Purpose::Replace | Purpose::Leaving, Some(desired)) => desired.url.clone(),
+        _ => record.url.clone(),
     };
+    let url = Some(shown_url.as_str());
     if record.node != b.host.node_id && !b.host.node_id.is_empty() {
         // The host was registered again under a new node: the old node's
         // drive is not this host's any more.
@@ -783,17 +812,9 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
         IronicView::NotObserved => return Step::ObserveIronic,
         IronicView::Failed(IronicError::NotFound(_)) => return drive_emptied(b, purpose, false),
         IronicView::Failed(err) => {
-            let at = note_failure(&mut record, now, b.input.jitter, err.to_string(), None);
-            let message = record.message.clone().unwrap_or_default();
-            if b.host.record.as_ref() != Some(&record) {
-                b.write_record(Some(record));
-            }
-            let status = b.status(
-                shown_url.as_deref(),
-                DataImageState::Error,
-                format!("cannot read the node to detach the image: {message}; retrying at {at}"),
-            );
-            return b.finish(status, Some(wait_until(at, now)));
+            let what =
+                |message: &str| format!("cannot read the node to detach the image: {message}");
+            return b.read_failed(record, url, err, what, None);
         }
         IronicView::Busy { .. } => {
             let message = if record.phase == Phase::Detaching && record.retry_at.is_none() {
@@ -805,34 +826,29 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
                 "Ironic node is busy (locked by a running operation); detaching when it is free"
                     .into()
             };
-            let status = b.status(shown_url.as_deref(), DataImageState::Detaching, message);
-            return b.finish(status, Some(BUSY_POLL));
+            return b.show(url, DataImageState::Detaching, message, Some(BUSY_POLL));
         }
         IronicView::Unreachable { since, error } => {
             if purpose == Purpose::Replace {
                 // The hold's deadline still runs while Ironic is away.
                 let _ = hold_step(&mut b, &mut record, None);
-                if b.host.record.as_ref() != Some(&record) {
-                    b.write_record(Some(record));
-                }
+                b.write_record(Some(record));
             } else {
                 b.set_hold(false);
             }
-            let status = b.status(
-                shown_url.as_deref(),
+            return b.show(
+                url,
                 DataImageState::Waiting,
                 unreachable_message(*since, error, "detaching"),
+                Some(OUTAGE_POLL),
             );
-            return b.finish(status, Some(OUTAGE_POLL));
         }
         IronicView::Observed { node, vmedia } => (node, vmedia),
     };
     if purpose == Purpose::Replace {
         // Swapping images on a powered-off host: hold it off meanwhile.
         let _ = hold_step(&mut b, &mut record, Some(node));
-        if b.host.record.as_ref() != Some(&record) {
-            b.write_record(Some(record.clone()));
-        }
+        b.write_record(Some(record.clone()));
     } else {
         b.set_hold(false);
     }
@@ -841,12 +857,12 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
         if node.reservation.is_some() && record.phase == Phase::Attaching {
             // Our attach may still be running: wait for it before calling
             // the drive empty.
-            let status = b.status(
-                shown_url.as_deref(),
+            return b.show(
+                url,
                 DataImageState::Detaching,
                 "waiting for Ironic to finish the previous attach before detaching",
+                Some(CONFIRM_POLL),
             );
-            return b.finish(status, Some(CONFIRM_POLL));
         }
         let was_ours = matches!(
             record.phase,
@@ -867,33 +883,36 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
         } else {
             "Ironic node is busy (reserved by another operation); detaching when it is free".into()
         };
-        let status = b.status(shown_url.as_deref(), DataImageState::Detaching, message);
-        return b.finish(status, Some(BUSY_POLL));
+        return b.show(url, DataImageState::Detaching, message, Some(BUSY_POLL));
     }
     if let Some(at) = pending_retry(&record, now) {
         let message = record.message.clone().unwrap_or_default();
-        let status = b.status(
-            shown_url.as_deref(),
+        return b.show(
+            url,
             DataImageState::Error,
             format!("detach failed: {message}; retrying at {at}"),
+            Some(wait_until(at, now)),
         );
-        return b.finish(status, Some(wait_until(at, now)));
     }
     if record.phase == Phase::Detaching {
         let waited = confirm_elapsed(&record, b.input.ironic_recovered_at, now);
         if let Some(error) = vmedia_error(node, Op::Detach) {
-            return failed(b, record, shown_url, Op::Detach, error);
+            return failed(b, record, Some(shown_url), Op::Detach, error);
         }
         if waited < b.input.config.confirm_timeout {
-            let status = b.status(shown_url.as_deref(), DataImageState::Detaching, detaching);
-            return b.finish(status, Some(CONFIRM_POLL));
+            return b.show(
+                url,
+                DataImageState::Detaching,
+                detaching,
+                Some(CONFIRM_POLL),
+            );
         }
         if record.retry_at.is_none() {
             let message = format!(
                 "Ironic accepted the detach but the image was still inserted after {}",
                 human(b.input.config.confirm_timeout)
             );
-            return failed(b, record, shown_url, Op::Detach, message);
+            return failed(b, record, Some(shown_url), Op::Detach, message);
         }
     }
     record.enter(Phase::Detaching, now);
@@ -901,8 +920,12 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
     b.write_record(Some(record.clone()));
     b.push(Action::Detach);
     b.event(Reason::Detaching, detaching.clone());
-    let status = b.status(shown_url.as_deref(), DataImageState::Detaching, detaching);
-    b.finish(status, Some(CONFIRM_POLL))
+    b.show(
+        url,
+        DataImageState::Detaching,
+        detaching,
+        Some(CONFIRM_POLL),
+    )
 }
 
 /// Nothing of ours is in the drive any more.
@@ -955,12 +978,12 @@ fn drive_emptied(mut b: Builder, purpose: Purpose, was_ours: bool) -> Step {
                 record.hold_expired = old.hold_expired;
             }
             b.write_record(Some(record));
-            let status = b.status(
+            b.show(
                 Some(&url),
                 DataImageState::Attaching,
                 "previous image detached; attaching the new one",
-            );
-            b.finish(status, Some(Duration::from_secs(1)))
+                Some(Duration::from_secs(1)),
+            )
         }
     }
 }
@@ -968,52 +991,55 @@ fn drive_emptied(mut b: Builder, purpose: Purpose, was_ours: bool) -> Step {
 /// Records a failure seen by observation (Ironic's `last_error`, or no
 /// effect after `confirm_timeout`).
 fn failed(
+    b: Builder,
+    record: AttachedRecord,
+    url: Option<String>,
+    op: Op,
+    message: String,
+) -> Step {
+    Step::Plan(failure_plan(b, record, url, op, message, None))
+}
+
+/// The one failure bookkeeping of an attach or detach (seen by observation
+/// or refused by Ironic): counted and backed off ([`note_failure`]; `delay`
+/// overrides the backoff), an Event, the error status.
+fn failure_plan(
     mut b: Builder,
     mut record: AttachedRecord,
     url: Option<String>,
     op: Op,
     message: String,
-) -> Step {
+    delay: Option<Duration>,
+) -> Plan {
     let now = b.now();
-    let at = note_failure(&mut record, now, b.input.jitter, message.clone(), None);
-    let drive_ours = match b.input.ironic {
-        IronicView::Observed { node, vmedia } => drive_state(vmedia, &node.uuid) == Drive::Ours,
-        _ => false,
+    let at = note_failure(&mut record, now, b.input.jitter, message.clone(), delay);
+    let (reason, doing) = match op {
+        Op::Attach => (Reason::AttachFailed, "attaching"),
+        Op::Detach => (Reason::DetachFailed, "detaching"),
     };
-    match op {
-        Op::Attach => {
-            // A failed attach is followed by a detach before the retry (the
-            // BMC may still show a half-inserted image).
-            record.enter(Phase::Failed, now);
-            b.write_record(Some(record.clone()));
-            if drive_ours {
-                b.push(Action::Detach);
-            }
-            b.event(
-                Reason::AttachFailed,
-                format!("attaching {} failed: {message}", redact_url(&record.url)),
-            );
-        }
-        Op::Detach => {
-            // Stay in Detaching; the retry re-sends the detach.
-            b.write_record(Some(record.clone()));
-            b.event(
-                Reason::DetachFailed,
-                format!("detaching {} failed: {message}", redact_url(&record.url)),
-            );
-        }
+    let event = format!("{doing} {} failed: {message}", redact_url(&record.url));
+    // A failed detach stays in Detaching: the retry re-sends it.
+    if op == Op::Attach {
+        record.enter(Phase::Failed, now);
     }
-    let status = b.status(
-        url.as_deref(),
-        DataImageState::Error,
-        format!("{} failed: {message}; retrying at {at}", op.verb()),
-    );
-    match b.finish(status, Some(wait_until(at, now))) {
-        Step::Plan(mut plan) => {
-            plan.failure = Some(op);
-            Step::Plan(plan)
-        }
-        other => other,
+    b.write_record(Some(record));
+    // A failed attach is followed by a detach before the retry (the BMC may
+    // still show a half-inserted image).
+    if let (Op::Attach, IronicView::Observed { node, vmedia }) = (op, b.input.ironic)
+        && drive_state(vmedia, &node.uuid) == Drive::Ours
+    {
+        b.push(Action::Detach);
+    }
+    b.event(reason, event);
+    let message = format!("{} failed: {message}; retrying at {at}", op.verb());
+    let status = b.status(url.as_deref(), DataImageState::Error, message);
+    Plan {
+        actions: b.actions,
+        status,
+        requeue: Some(wait_until(at, now)),
+        attached_after: None,
+        failure: Some(op),
+        verified: false,
     }
 }
 
@@ -1024,7 +1050,12 @@ fn failed(
 /// Ironic down), nothing is counted: the record goes back to what it was
 /// before this plan, so the call is made again once Ironic answers.
 /// Otherwise the failure is counted and backed off.
-pub fn after_failure(input: &Input, written: &AttachedRecord, op: Op, err: &IronicError) -> Plan {
+pub(crate) fn after_failure(
+    input: &Input,
+    written: &AttachedRecord,
+    op: Op,
+    err: &IronicError,
+) -> Plan {
     if let IronicView::Unreachable { .. } = input.ironic {
         let before = Host::read(input.host).record;
         let mut plan = match decide(input) {
@@ -1041,14 +1072,8 @@ pub fn after_failure(input: &Input, written: &AttachedRecord, op: Op, err: &Iron
         }
         return plan;
     }
-    let host = Host::read(input.host);
-    let mut b = Builder {
-        input,
-        host,
-        actions: Vec::new(),
-    };
-    let now = input.now;
-    let mut record = written.clone();
+    let mut b = Builder::new(input);
+    b.host.record = None; // force the write
     // 400 may come from the node's driver/driver_info, not our request: a
     // long wait before trying again; locks and outages back off normally.
     let delay = match err {
@@ -1057,55 +1082,13 @@ pub fn after_failure(input: &Input, written: &AttachedRecord, op: Op, err: &Iron
         }
         _ => None,
     };
-    let at = note_failure(&mut record, now, input.jitter, err.to_string(), delay);
-    if op == Op::Attach {
-        // The request was refused before Ironic touched the drive: nothing
-        // to detach, retry later.
-        record.enter(Phase::Failed, now);
+    let url = (b.host.desired.as_ref()).map_or(written.url.clone(), |d| d.url.clone());
+    let deleting = b.host.deletion.is_some();
+    let mut plan = failure_plan(b, written.clone(), Some(url), op, err.to_string(), delay);
+    if deleting {
+        plan.requeue = plan.requeue.map(|r| r.min(BLOCKED_POLL));
     }
-    b.host.record = None; // force the write
-    b.write_record(Some(record.clone()));
-    let reason = match op {
-        Op::Attach => Reason::AttachFailed,
-        Op::Detach => Reason::DetachFailed,
-    };
-    let doing = match op {
-        Op::Attach => "attaching",
-        Op::Detach => "detaching",
-    };
-    // The same words as a failure seen in last_error (see `failed`).
-    b.event(
-        reason,
-        format!("{doing} {} failed: {err}", redact_url(&record.url)),
-    );
-    let url = if op == Op::Detach && b.host.desired.is_none() {
-        Some(record.url.clone())
-    } else {
-        b.host
-            .desired
-            .as_ref()
-            .map(|d| d.url.clone())
-            .or(Some(record.url.clone()))
-    };
-    let status = b.status(
-        url.as_deref(),
-        DataImageState::Error,
-        format!("{} failed: {err}; retrying at {at}", op.verb()),
-    );
-    let delay = wait_until(at, now);
-    let requeue = if b.host.deletion.is_some() {
-        delay.min(BLOCKED_POLL)
-    } else {
-        delay
-    };
-    Plan {
-        actions: b.actions,
-        status,
-        requeue: Some(requeue),
-        attached_after: None,
-        failure: Some(op),
-        verified: false,
-    }
+    plan
 }
 
 /// Power hold bookkeeping while an attach is pending. Returns a note for the
@@ -1127,14 +1110,7 @@ fn hold_step(b: &mut Builder, record: &mut AttachedRecord, node: Option<&Node>) 
             record.hold_since = None;
             return Some("the host was powered on; attaching while it runs".into());
         }
-        let since = record
-            .hold_since
-            .as_deref()
-            .and_then(parse_time)
-            .unwrap_or_else(|| {
-                record.hold_since = Some(now.to_string());
-                now
-            });
+        let since = *record.hold_since.get_or_insert(now);
         if elapsed(Some(since), now) >= b.input.config.hold_timeout {
             b.set_hold(false);
             record.hold_since = None;
@@ -1160,7 +1136,7 @@ fn hold_step(b: &mut Builder, record: &mut AttachedRecord, node: Option<&Node>) 
         && !b.input.config.hold_timeout.is_zero();
     if wanted {
         b.set_hold(true);
-        record.hold_since = Some(now.to_string());
+        record.hold_since = Some(now);
         b.event(
             Reason::PowerHold,
             "host is powered off: holding it off (reboot.metal3.io/metal3-dataimage) until the image is attached",
@@ -1185,33 +1161,19 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
     {
         // In sync and checked recently: no Ironic (BMC) read for every
         // unrelated change of the BareMetalHost.
-        let status = b.status(
-            Some(url),
-            DataImageState::Attached,
-            attached_message(&record),
-        );
-        return b.finish(status, Some(verify - ago));
+        return b.show_attached(url, &record, verify - ago);
     }
     let (node, vmedia) = match b.input.ironic {
         IronicView::NotObserved => return Step::ObserveIronic,
         IronicView::Failed(err) => {
             let note = hold_step(&mut b, &mut record, None);
-            let at = note_failure(&mut record, now, b.input.jitter, err.to_string(), None);
-            if b.host.record.as_ref() != Some(&record) {
-                b.write_record(Some(record.clone()));
-            }
-            let what = match err {
+            let what = |message: &str| match err {
                 IronicError::NotFound(_) => {
                     format!("Ironic node {node_id} not found (not registered again yet?)")
                 }
-                _ => format!(
-                    "cannot read the Ironic node: {}",
-                    record.message.as_deref().unwrap_or_default()
-                ),
+                _ => format!("cannot read the Ironic node: {message}"),
             };
-            let message = join_note(format!("{what}; retrying at {at}"), note);
-            let status = b.status(Some(url), DataImageState::Error, message);
-            return b.finish(status, Some(wait_until(at, now)));
+            return b.read_failed(record, Some(url), err, what, note);
         }
         IronicView::Busy { node } => {
             let (state, message, wait) = match record.phase {
@@ -1233,19 +1195,13 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
             if b.host.record.as_ref() != Some(&record) && b.host.record.is_some() {
                 b.write_record(Some(record));
             }
-            let status = b.status(Some(url), state, join_note(message, note));
-            return b.finish(status, Some(wait));
+            return b.show(Some(url), state, join_note(message, note), Some(wait));
         }
         IronicView::Unreachable { since, error } => {
             if record.phase == Phase::Attached {
                 // Nothing says the image left: it stays shown as attached,
                 // and is verified again when Ironic answers.
-                let status = b.status(
-                    Some(url),
-                    DataImageState::Attached,
-                    attached_message(&record),
-                );
-                return b.finish(status, Some(OUTAGE_POLL));
+                return b.show_attached(url, &record, OUTAGE_POLL);
             }
             let note = hold_step(&mut b, &mut record, None);
             if b.host.record.as_ref() != Some(&record)
@@ -1259,28 +1215,42 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
                 "attaching"
             };
             let message = join_note(unreachable_message(*since, error, then), note);
-            let status = b.status(Some(url), DataImageState::Waiting, message);
-            return b.finish(status, Some(OUTAGE_POLL));
+            return b.show(
+                Some(url),
+                DataImageState::Waiting,
+                message,
+                Some(OUTAGE_POLL),
+            );
         }
         IronicView::Observed { node, vmedia } => (node, vmedia),
     };
+    attach_observed(b, record, url, node, vmedia)
+}
+
+/// Attach once the node's drive was read: verify an attached image,
+/// confirm an attach in flight, or attach when every gate is open.
+fn attach_observed(
+    mut b: Builder,
+    mut record: AttachedRecord,
+    url: &str,
+    node: &Node,
+    vmedia: &[VirtualMedia],
+) -> Step {
+    let now = b.now();
     let drive = drive_state(vmedia, &node.uuid);
-    let running = power(node) == Power::On;
 
     if record.phase == Phase::Attached {
-        if node.provision_state != "active" && node.reservation.is_none() {
+        if node.provision_state != ProvisionState::Active && node.reservation.is_none() {
             // Servicing (or rescue) runs Ironic's prepare_ramdisk, which
             // ejects the CD: look again once the node is active.
-            let status = b.status(
+            return b.show(
                 Some(url),
                 DataImageState::Attached,
                 format!(
                     "{}; Ironic node is {}: the drive is checked again (and the image attached again if it was ejected) once the node is active",
                     attached_message(&record),
                     node.provision_state
-                ),
-            );
-            return b.finish(status, Some(BLOCKED_POLL));
+                ), Some(BLOCKED_POLL));
         }
         match &drive {
             Drive::Ours => {
@@ -1289,28 +1259,22 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
                 if record_changed {
                     b.write_record(Some(record.clone()));
                 }
-                let status = b.status(
-                    Some(url),
-                    DataImageState::Attached,
-                    attached_message(&record),
-                );
                 let verify = b.input.config.verify_interval;
-                return verified(b.finish(status, Some(verify)));
+                return verified(b.show_attached(url, &record, verify));
             }
             _ if node.reservation.is_some() => {
-                let status = b.status(
-                    Some(url),
-                    DataImageState::Attached,
-                    attached_message(&record),
-                );
-                return b.finish(status, Some(BUSY_POLL));
+                return b.show_attached(url, &record, BUSY_POLL);
             }
             Drive::Foreign(image) => {
                 let message = format!(
                     "the CD drive holds media that is not ours ({image}); the image is attached again once it is gone"
                 );
-                let status = b.status(Some(url), DataImageState::Waiting, message);
-                return b.finish(status, Some(BLOCKED_POLL));
+                return b.show(
+                    Some(url),
+                    DataImageState::Waiting,
+                    message,
+                    Some(BLOCKED_POLL),
+                );
             }
             Drive::Empty => {
                 // Ejected behind our back (BMC reset, manual eject): attach again.
@@ -1322,38 +1286,64 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
                     ),
                 );
                 record.enter(Phase::Pending, now);
-                record.requested_at = Some(now.to_string());
+                record.requested_at = Some(now);
             }
         }
     }
 
     if record.phase == Phase::Attaching {
-        let note = hold_step(&mut b, &mut record, Some(node));
-        if node.reservation.is_none()
-            && let Some(error) = vmedia_error(node, Op::Attach)
-        {
-            return failed(b, record, Some(url.to_string()), Op::Attach, error);
-        }
-        if drive == Drive::Ours && node.reservation.is_none() {
-            return confirmed(b, record, url, running);
-        }
-        let waited = confirm_elapsed(&record, b.input.ironic_recovered_at, now);
-        if node.reservation.is_none() && waited >= b.input.config.confirm_timeout {
-            let message = format!(
-                "Ironic accepted the attach but the image was not inserted after {}",
-                human(b.input.config.confirm_timeout)
-            );
-            return failed(b, record, Some(url.to_string()), Op::Attach, message);
-        }
-        if b.host.record.as_ref() != Some(&record) {
-            b.write_record(Some(record));
-        }
-        let message = join_note("Ironic is downloading and inserting the image".into(), note);
-        let status = b.status(Some(url), DataImageState::Attaching, message);
-        return b.finish(status, Some(CONFIRM_POLL));
+        attaching(b, record, url, node, &drive)
+    } else {
+        attach_pending(b, record, url, node, &drive)
     }
+}
 
-    // Pending or Failed: attach when every gate is open.
+/// An attach was sent: confirm it, or judge it failed.
+fn attaching(
+    mut b: Builder,
+    mut record: AttachedRecord,
+    url: &str,
+    node: &Node,
+    drive: &Drive,
+) -> Step {
+    let now = b.now();
+    let note = hold_step(&mut b, &mut record, Some(node));
+    if node.reservation.is_none()
+        && let Some(error) = vmedia_error(node, Op::Attach)
+    {
+        return failed(b, record, Some(url.to_string()), Op::Attach, error);
+    }
+    if *drive == Drive::Ours && node.reservation.is_none() {
+        let running = power(node) == Power::On;
+        return confirmed(b, record, url, running);
+    }
+    let waited = confirm_elapsed(&record, b.input.ironic_recovered_at, now);
+    if node.reservation.is_none() && waited >= b.input.config.confirm_timeout {
+        let message = format!(
+            "Ironic accepted the attach but the image was not inserted after {}",
+            human(b.input.config.confirm_timeout)
+        );
+        return failed(b, record, Some(url.to_string()), Op::Attach, message);
+    }
+    b.write_record(Some(record));
+    let message = join_note("Ironic is downloading and inserting the image".into(), note);
+    b.show(
+        Some(url),
+        DataImageState::Attaching,
+        message,
+        Some(CONFIRM_POLL),
+    )
+}
+
+/// Pending or Failed: attach when every gate is open.
+fn attach_pending(
+    mut b: Builder,
+    mut record: AttachedRecord,
+    url: &str,
+    node: &Node,
+    drive: &Drive,
+) -> Step {
+    let now = b.now();
     let note = hold_step(&mut b, &mut record, Some(node));
     let blocked: Option<(DataImageState, String, Duration)> = if let Some(at) =
         pending_retry(&record, now)
@@ -1376,7 +1366,7 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
             "Ironic node is busy (reserved by a running operation)".into(),
             BUSY_POLL,
         ))
-    } else if node.provision_state != "active" {
+    } else if node.provision_state != ProvisionState::Active {
         Some((
             DataImageState::Waiting,
             format!(
@@ -1385,7 +1375,7 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
             ),
             BLOCKED_POLL,
         ))
-    } else if let Drive::Foreign(image) = &drive {
+    } else if let Drive::Foreign(image) = drive {
         Some((
             DataImageState::Waiting,
             format!(
@@ -1432,8 +1422,7 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
         {
             b.write_record(Some(record));
         }
-        let status = b.status(Some(url), state, join_note(message, note));
-        return b.finish(status, Some(wait));
+        return b.show(Some(url), state, join_note(message, note), Some(wait));
     }
 
     let image_url = match b.input.staging {
@@ -1457,8 +1446,12 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
     b.push(Action::Attach { image_url });
     b.event(Reason::Attaching, format!("attaching {}", redact_url(url)));
     let message = join_note("attach sent to Ironic".into(), note);
-    let status = b.status(Some(url), DataImageState::Attaching, message);
-    b.finish(status, Some(CONFIRM_POLL))
+    b.show(
+        Some(url),
+        DataImageState::Attaching,
+        message,
+        Some(CONFIRM_POLL),
+    )
 }
 
 /// How long an attach/detach sent at `record`'s phase time has been
@@ -1468,11 +1461,8 @@ fn confirm_elapsed(
     recovered_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Duration {
-    let since = match (record.phase_since(), recovered_at) {
-        (Some(sent), Some(back)) => Some(sent.max(back)),
-        (sent, _) => sent,
-    };
-    elapsed(since, now)
+    let since = recovered_at.map_or(record.time, |back| record.time.max(back));
+    elapsed(Some(since), now)
 }
 
 /// "1.2 GiB": one decimal, binary units (the progress shown while staging
@@ -1509,8 +1499,6 @@ fn confirmed(mut b: Builder, mut record: AttachedRecord, url: &str, running: boo
     let now = b.now();
     let attached_after = record
         .requested_at
-        .as_deref()
-        .and_then(parse_time)
         .map(|t| elapsed(Some(t), now).as_secs_f64());
     record.enter(Phase::Attached, now);
     record.errors = 0;
@@ -1523,83 +1511,45 @@ fn confirmed(mut b: Builder, mut record: AttachedRecord, url: &str, running: boo
     b.set_hold(false);
     b.write_record(Some(record.clone()));
     b.event(Reason::Attached, format!("attached {}", redact_url(url)));
-    let status = b.status(
-        Some(url),
-        DataImageState::Attached,
-        attached_message(&record),
-    );
     let verify = b.input.config.verify_interval;
-    match verified(b.finish(status, Some(verify))) {
-        Step::Plan(mut plan) => {
-            plan.attached_after = attached_after;
-            Step::Plan(plan)
-        }
-        other => other,
+    let mut step = verified(b.show_attached(url, &record, verify));
+    if let Step::Plan(plan) = &mut step {
+        plan.attached_after = attached_after;
     }
+    step
 }
 
 /// Marks a plan made from an observation that showed our image in the drive.
-fn verified(step: Step) -> Step {
-    match step {
-        Step::Plan(mut plan) => {
-            plan.verified = true;
-            Step::Plan(plan)
-        }
-        other => other,
+fn verified(mut step: Step) -> Step {
+    if let Step::Plan(plan) = &mut step {
+        plan.verified = true;
     }
+    step
 }
 
+/// The host is being deleted: detach before our finalizer goes, or give up
+/// after `--finalizer-timeout`.
 fn deletion(mut b: Builder) -> Step {
     let now = b.now();
     if !b.host.has_finalizer {
         return b.finish(StatusChange::Keep, None);
     }
     if b.host.paused {
-        let status = b.status(
-            b.host.record.as_ref().map(|r| r.url.clone()).as_deref(),
+        let url = b.host.record.as_ref().map(|r| r.url.clone());
+        return b.show(
+            url.as_deref(),
             DataImageState::Detaching,
             "host is being deleted but paused: waiting for the pause to be lifted",
+            None,
         );
-        return b.finish(status, None);
     }
-    let release = |mut b: Builder, warning: bool, message: String| {
-        // Shown while other finalizers (the operator's) keep the host around.
-        let url = b.host.record.as_ref().map(|r| r.url.clone());
-        let state = if warning {
-            DataImageState::Error
-        } else {
-            DataImageState::Detached
-        };
-        let status = match (&url, b.host.status) {
-            (Some(url), Some(_)) => b.status(Some(url), state, message.clone()),
-            _ => StatusChange::Keep,
-        };
-        b.set_hold(false);
-        b.write_record(None);
-        b.remove_finalizer();
-        b.event(
-            if warning {
-                Reason::FinalizerReleased
-            } else {
-                Reason::Detached
-            },
-            message,
-        );
-        b.finish(status, None)
-    };
     if b.host.detached {
-        return release(
-            b,
-            false,
-            "host is detached: finalizer released without calling Ironic".into(),
-        );
+        let message = "host is detached: finalizer released without calling Ironic";
+        return release(b, false, message.into());
     }
     if b.input.upstream_conflict {
-        return release(
-            b,
-            false,
-            "an upstream DataImage owns the drive: finalizer released".into(),
-        );
+        let message = "an upstream DataImage owns the drive: finalizer released";
+        return release(b, false, message.into());
     }
     let Some(record) = b.host.record.clone() else {
         b.set_hold(false);
@@ -1614,157 +1564,134 @@ fn deletion(mut b: Builder) -> Step {
         return b.finish(StatusChange::Keep, None);
     }
     let timeout = b.input.config.finalizer_timeout;
-    let waited = elapsed(b.host.deletion, now);
-    let remaining = timeout.saturating_sub(waited);
-    let expired = remaining.is_zero();
-    let url = Some(record.url.clone());
-    let (node, vmedia) = match b.input.ironic {
+    let remaining = timeout.saturating_sub(elapsed(b.host.deletion, now));
+    let (at, timeout) = (add(now, remaining), human(timeout));
+    // Without a drive to look at: the message when the deadline releases
+    // the finalizer, the one shown until then, and when to look again.
+    let (released, waiting, poll) = match b.input.ironic {
         IronicView::NotObserved => return Step::ObserveIronic,
-        IronicView::Failed(IronicError::NotFound(_)) => {
-            if expired {
-                return release(
-                    b,
-                    true,
-                    format!(
-                        "Ironic node {} not found for {}: finalizer released without a confirmed detach",
-                        record.node,
-                        human(timeout)
-                    ),
-                );
-            }
-            let status = b.status(
-                url.as_deref(),
-                DataImageState::Detaching,
-                format!(
-                    "Ironic node {} not found (Ironic may not have registered it again yet); releasing the finalizer at {}",
-                    record.node,
-                    add(now, remaining)
-                ),
-            );
-            return b.finish(status, Some(remaining.min(BLOCKED_POLL)));
+        IronicView::Observed { node, vmedia } => {
+            return deletion_observed(b, record, node, vmedia, remaining.is_zero());
         }
-        IronicView::Busy { .. } if !expired => {
-            let status = b.status(
-                url.as_deref(),
-                DataImageState::Detaching,
-                "Ironic node is busy; detaching before deletion when it is free",
-            );
-            return b.finish(status, Some(CONFIRM_POLL));
-        }
-        IronicView::Busy { .. } => {
-            return release(
-                b,
-                true,
-                format!(
-                    "detach not confirmed within {} (the node stayed locked): finalizer released; the image may still be inserted",
-                    human(timeout)
-                ),
-            );
-        }
-        IronicView::Unreachable { since, error } => {
-            if expired {
-                return release(
-                    b,
-                    true,
-                    format!(
-                        "Ironic unreachable since {since} ({error}): finalizer released after {} without a confirmed detach",
-                        human(timeout)
-                    ),
-                );
-            }
-            let status = b.status(
-                url.as_deref(),
-                DataImageState::Detaching,
-                format!(
-                    "{}, or releasing the finalizer at {}",
-                    unreachable_message(*since, error, "detaching before deletion"),
-                    add(now, remaining)
-                ),
-            );
-            return b.finish(status, Some(remaining.min(OUTAGE_POLL)));
-        }
-        IronicView::Failed(err) => {
-            if expired {
-                return release(
-                    b,
-                    true,
-                    format!(
-                        "Ironic unreachable for {} ({err}): finalizer released without a confirmed detach",
-                        human(timeout)
-                    ),
-                );
-            }
-            let status = b.status(
-                url.as_deref(),
-                DataImageState::Detaching,
-                format!(
-                    "cannot reach Ironic to detach ({err}); releasing the finalizer at {}",
-                    add(now, remaining)
-                ),
-            );
-            return b.finish(status, Some(remaining.min(BLOCKED_POLL)));
-        }
-        IronicView::Observed { node, vmedia } => (node, vmedia),
+        IronicView::Failed(IronicError::NotFound(_)) => (
+            format!(
+                "Ironic node {} not found for {timeout}: finalizer released without a confirmed detach",
+                record.node
+            ),
+            format!(
+                "Ironic node {} not found (Ironic may not have registered it again yet); releasing the finalizer at {at}",
+                record.node
+            ),
+            remaining.min(BLOCKED_POLL),
+        ),
+        IronicView::Busy { .. } => (
+            format!(
+                "detach not confirmed within {timeout} (the node stayed locked): finalizer released; the image may still be inserted"
+            ),
+            "Ironic node is busy; detaching before deletion when it is free".into(),
+            CONFIRM_POLL,
+        ),
+        IronicView::Unreachable { since, error } => (
+            format!(
+                "Ironic unreachable since {since} ({error}): finalizer released after {timeout} without a confirmed detach"
+            ),
+            format!(
+                "{}, or releasing the finalizer at {at}",
+                unreachable_message(*since, error, "detaching before deletion")
+            ),
+            remaining.min(OUTAGE_POLL),
+        ),
+        IronicView::Failed(err) => (
+            format!(
+                "Ironic unreachable for {timeout} ({err}): finalizer released without a confirmed detach"
+            ),
+            format!("cannot reach Ironic to detach ({err}); releasing the finalizer at {at}"),
+            remaining.min(BLOCKED_POLL),
+        ),
     };
-    let drive = drive_state(vmedia, &node.uuid);
+    if remaining.is_zero() {
+        return release(b, true, released);
+    }
+    let url = Some(record.url.as_str());
+    b.show(url, DataImageState::Detaching, waiting, Some(poll))
+}
+
+/// Deletion once the node's drive was read.
+fn deletion_observed(
+    mut b: Builder,
+    mut record: AttachedRecord,
+    node: &Node,
+    vmedia: &[VirtualMedia],
+    expired: bool,
+) -> Step {
+    let now = b.now();
     let attach_running = record.phase == Phase::Attaching && node.reservation.is_some();
-    if drive != Drive::Ours && !attach_running {
-        return release(
-            b,
-            false,
-            format!("detached {} before deletion", redact_url(&record.url)),
-        );
+    if drive_state(vmedia, &node.uuid) != Drive::Ours && !attach_running {
+        let message = format!("detached {} before deletion", redact_url(&record.url));
+        return release(b, false, message);
     }
     if expired {
-        return release(
-            b,
-            true,
-            format!(
-                "detach not confirmed within {}: finalizer released; the image may still be inserted",
-                human(timeout)
-            ),
+        let message = format!(
+            "detach not confirmed within {}: finalizer released; the image may still be inserted",
+            human(b.input.config.finalizer_timeout)
         );
+        return release(b, true, message);
     }
-    if node.reservation.is_some() {
-        let status = b.status(
+    let url = Some(record.url.clone());
+    let waiting = |b: Builder, message: &str| {
+        b.show(
             url.as_deref(),
             DataImageState::Detaching,
+            message,
+            Some(CONFIRM_POLL),
+        )
+    };
+    if node.reservation.is_some() {
+        return waiting(
+            b,
             "Ironic node is busy; detaching before deletion when it is free",
         );
-        return b.finish(status, Some(CONFIRM_POLL));
     }
     let recently_sent = record.phase == Phase::Detaching
         && record.retry_at.is_none()
         && confirm_elapsed(&record, b.input.ironic_recovered_at, now)
             < b.input.config.confirm_timeout;
     if recently_sent || pending_retry(&record, now).is_some() {
-        let status = b.status(
-            url.as_deref(),
-            DataImageState::Detaching,
-            "waiting for Ironic to eject the image",
-        );
-        return b.finish(status, Some(CONFIRM_POLL));
+        return waiting(b, "waiting for Ironic to eject the image");
     }
-    let mut record = record;
     record.enter(Phase::Detaching, now);
     record.retry_at = None;
-    b.write_record(Some(record.clone()));
+    let message = format!("detaching {} before deletion", redact_url(&record.url));
+    b.write_record(Some(record));
     b.push(Action::Detach);
-    b.event(
-        Reason::Detaching,
-        format!("detaching {} before deletion", redact_url(&record.url)),
-    );
-    let status = b.status(
-        url.as_deref(),
-        DataImageState::Detaching,
-        "detaching the image before deletion",
-    );
-    b.finish(status, Some(CONFIRM_POLL))
+    b.event(Reason::Detaching, message);
+    waiting(b, "detaching the image before deletion")
+}
+
+/// Lets the deleted host go: hold, record and our finalizer removed.
+/// `warning`: without a confirmed detach.
+fn release(mut b: Builder, warning: bool, message: String) -> Step {
+    // Shown while other finalizers (the operator's) keep the host around.
+    let url = b.host.record.as_ref().map(|r| r.url.clone());
+    let (state, reason) = if warning {
+        (DataImageState::Error, Reason::FinalizerReleased)
+    } else {
+        (DataImageState::Detached, Reason::Detached)
+    };
+    let status = match (&url, b.host.status) {
+        (Some(url), Some(_)) => b.status(Some(url), state, message.clone()),
+        _ => StatusChange::Keep,
+    };
+    b.set_hold(false);
+    b.write_record(None);
+    b.remove_finalizer();
+    b.event(reason, message);
+    b.finish(status, None)
 }
 
 /// Does the host need any work from the reconciler at all (used to keep
 /// hosts without dataImage, record, hold or finalizer cheap)?
-pub fn is_idle(host: &HostResource) -> bool {
+pub(crate) fn is_idle(host: &HostResource) -> bool {
     let h = Host::read(host);
     h.desired.is_none() && h.record.is_none() && !h.hold && !h.has_finalizer && h.status.is_none()
 }

@@ -104,7 +104,7 @@ impl H {
 
 fn record(url: &str, phase: Phase, since: i64) -> AttachedRecord {
     let mut r = AttachedRecord::new(url, NODE, phase, ago(since));
-    r.requested_at = Some(ago(since + 5).to_string());
+    r.requested_at = Some(ago(since + 5));
     r
 }
 
@@ -383,7 +383,7 @@ fn scenario1_powered_off_host_is_held_then_attached() {
 #[test]
 fn scenario1_confirmed_attach_releases_the_hold() {
     let mut rec = record(URL1, Phase::Attaching, 2);
-    rec.hold_since = Some(ago(3).to_string());
+    rec.hold_since = Some(ago(3));
     let plan = Case::new(
         H::new("externally provisioned", Some(URL1))
             .hold()
@@ -437,7 +437,7 @@ fn never_hold_a_disable_power_off_host() {
 #[test]
 fn hold_race_host_powered_on_removes_hold_and_attaches_anyway() {
     let mut rec = record(URL1, Phase::Pending, 1);
-    rec.hold_since = Some(ago(1).to_string());
+    rec.hold_since = Some(ago(1));
     let plan = Case::new(
         H::new("externally provisioned", Some(URL1))
             .hold()
@@ -459,7 +459,7 @@ fn hold_race_host_powered_on_removes_hold_and_attaches_anyway() {
 #[test]
 fn hold_race_during_attaching_removes_hold_without_reattaching() {
     let mut rec = record(URL1, Phase::Attaching, 1);
-    rec.hold_since = Some(ago(2).to_string());
+    rec.hold_since = Some(ago(2));
     let mut n = node("power on");
     n.reservation = Some("c".into());
     let plan = Case::new(
@@ -480,12 +480,8 @@ fn hold_times_out_with_the_reason_and_is_not_added_again() {
     let mut rec = record(URL1, Phase::Failed, 30);
     rec.errors = 4;
     rec.message = Some("ironic unavailable: connection refused".into());
-    rec.retry_at = Some(
-        Timestamp::from_second(now().as_second() + 200)
-            .unwrap()
-            .to_string(),
-    );
-    rec.hold_since = Some(ago(601).to_string());
+    rec.retry_at = Some(Timestamp::from_second(now().as_second() + 200).unwrap());
+    rec.hold_since = Some(ago(601));
     let plan = Case::new(
         H::new("externally provisioned", Some(URL1))
             .hold()
@@ -516,7 +512,7 @@ fn hold_times_out_with_the_reason_and_is_not_added_again() {
 #[test]
 fn hold_within_timeout_is_kept() {
     let mut rec = record(URL1, Phase::Attaching, 10);
-    rec.hold_since = Some(ago(300).to_string());
+    rec.hold_since = Some(ago(300));
     let mut n = node("power off");
     n.reservation = Some("c".into());
     let plan = Case::new(
@@ -847,7 +843,7 @@ fn failed_attach_is_retried_after_the_backoff() {
     let mut rec = record(URL1, Phase::Failed, 60);
     rec.errors = 1;
     rec.message = Some("boom".into());
-    rec.retry_at = Some(ago(1).to_string());
+    rec.retry_at = Some(ago(1));
     let plan = Case::new(H::new("provisioned", Some(URL1)).finalizer().record(&rec))
         .ironic(observed(node("power on"), empty()))
         .plan();
@@ -856,11 +852,7 @@ fn failed_attach_is_retried_after_the_backoff() {
     assert_eq!(written.errors, 1, "count kept until a success");
     assert_eq!(status_of(&plan).error_count, Some(1));
 
-    rec.retry_at = Some(
-        Timestamp::from_second(now().as_second() + 40)
-            .unwrap()
-            .to_string(),
-    );
+    rec.retry_at = Some(Timestamp::from_second(now().as_second() + 40).unwrap());
     let plan = Case::new(H::new("provisioned", Some(URL1)).finalizer().record(&rec))
         .ironic(observed(node("power on"), empty()))
         .plan();
@@ -1235,11 +1227,7 @@ fn waiting_messages_are_stable_so_status_writes_do_not_loop() {
     let mut rec = record(URL1, Phase::Failed, 60);
     rec.errors = 2;
     rec.message = Some("boom".into());
-    rec.retry_at = Some(
-        Timestamp::from_second(now().as_second() + 50)
-            .unwrap()
-            .to_string(),
-    );
+    rec.retry_at = Some(Timestamp::from_second(now().as_second() + 50).unwrap());
     let host = H::new("provisioned", Some(URL1)).finalizer().record(&rec);
     let at = |seconds_later: i64| {
         let config = DecisionConfig::default();
@@ -1397,7 +1385,7 @@ fn every_failure_path_counts_once_and_honours_the_pending_retry() {
         if counted {
             let record = written_record(&first).unwrap_or_else(|| panic!("{name}: {first:?}"));
             assert_eq!(record.errors, 1, "{name}");
-            let retry_at: Timestamp = record.retry_at.as_deref().unwrap().parse().unwrap();
+            let retry_at: Timestamp = record.retry_at.unwrap();
             assert_eq!(
                 retry_at,
                 Timestamp::from_second(now().as_second() + 30).unwrap(),
@@ -1617,7 +1605,7 @@ fn crash_after_the_attaching_record_before_the_post_takes_the_no_effect_path() {
     assert!(message_of(&plan).contains("was not inserted after 2m"));
     // At the retry time: exactly one attach.
     let mut due = failed.clone();
-    due.retry_at = Some(ago(1).to_string());
+    due.retry_at = Some(ago(1));
     let plan = Case::new(late.record(&due)).ironic(view).plan();
     assert_eq!(
         plan.actions

@@ -18,11 +18,11 @@ use tokio::sync::watch;
 use crate::ironic::IronicError;
 
 /// How often the prober asks Ironic's API root during an outage.
-pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Whether `err` may mean that Ironic as a whole is down (as opposed to an
 /// answer about one node).
-pub fn may_be_outage(err: &IronicError) -> bool {
+pub(crate) fn may_be_outage(err: &IronicError) -> bool {
     match err {
         IronicError::Unavailable(_) => true,
         IronicError::Http { status, .. } => *status >= 500,
@@ -83,7 +83,7 @@ impl IronicHealth {
     }
 
     /// Ironic answered: ends an outage (and wakes every host) if one was on.
-    pub fn mark_up(&self) {
+    pub(crate) fn mark_up(&self) {
         let mut state = self.lock();
         if let Some((since, _)) = state.down.take() {
             let now = Timestamp::now();
@@ -114,7 +114,7 @@ impl IronicHealth {
     /// After `err` from a call that may mean an outage: asks the API root.
     /// Returns the outage (since, error) when Ironic does not answer, `None`
     /// when it does (the failure is the host's own).
-    pub async fn confirm_outage<F, Fut>(
+    pub(crate) async fn confirm_outage<F, Fut>(
         self: &std::sync::Arc<Self>,
         err: &IronicError,
         ping: F,

@@ -18,7 +18,7 @@ use crate::model::bmh::HostResource;
 use crate::model::{API_VERSION, DataImageStatus};
 
 /// Merge patch setting (`Some`) or deleting (`None`) annotations.
-pub fn annotations_patch(changes: &[(&str, Option<&str>)]) -> Value {
+pub(crate) fn annotations_patch(changes: &[(&str, Option<&str>)]) -> Value {
     let mut map = serde_json::Map::new();
     for (key, value) in changes {
         map.insert(
@@ -30,18 +30,21 @@ pub fn annotations_patch(changes: &[(&str, Option<&str>)]) -> Value {
 }
 
 /// Merge patch for the state annotation.
-pub fn record_patch(record: Option<&str>) -> Value {
+pub(crate) fn record_patch(record: Option<&str>) -> Value {
     annotations_patch(&[(STATE_ANNOTATION, record)])
 }
 
 /// Merge patch for the power hold.
-pub fn hold_patch(on: bool) -> Value {
+pub(crate) fn hold_patch(on: bool) -> Value {
     annotations_patch(&[(HOLD_ANNOTATION, on.then_some(HOLD_VALUE))])
 }
 
 /// Merge patch adding our finalizer to `current`, guarded by `resource_version`.
 /// `None` when it is already there.
-pub fn finalizer_add_patch(current: &[String], resource_version: Option<&str>) -> Option<Value> {
+pub(crate) fn finalizer_add_patch(
+    current: &[String],
+    resource_version: Option<&str>,
+) -> Option<Value> {
     if current.iter().any(|f| f == FINALIZER) {
         return None;
     }
@@ -52,7 +55,10 @@ pub fn finalizer_add_patch(current: &[String], resource_version: Option<&str>) -
 
 /// Merge patch removing our finalizer from `current`, guarded by
 /// `resource_version`. `None` when it is not there.
-pub fn finalizer_remove_patch(current: &[String], resource_version: Option<&str>) -> Option<Value> {
+pub(crate) fn finalizer_remove_patch(
+    current: &[String],
+    resource_version: Option<&str>,
+) -> Option<Value> {
     if !current.iter().any(|f| f == FINALIZER) {
         return None;
     }
@@ -73,7 +79,7 @@ fn finalizers_patch(list: Vec<String>, resource_version: Option<&str>) -> Value 
 }
 
 /// Server-side apply body for `status.dataImage`.
-pub fn status_apply_body(name: &str, namespace: &str, status: &DataImageStatus) -> Value {
+pub(crate) fn status_apply_body(name: &str, namespace: &str, status: &DataImageStatus) -> Value {
     json!({
         "apiVersion": API_VERSION,
         "kind": "BareMetalHost",
@@ -83,7 +89,7 @@ pub fn status_apply_body(name: &str, namespace: &str, status: &DataImageStatus) 
 }
 
 /// Merge patch clearing `status.dataImage`.
-pub fn status_clear_patch() -> Value {
+pub(crate) fn status_clear_patch() -> Value {
     json!({ "status": { "dataImage": null } })
 }
 
@@ -97,7 +103,7 @@ fn merge_params() -> PatchParams {
 }
 
 /// The writes, against one host.
-pub struct HostWriter {
+pub(crate) struct HostWriter {
     pub api: Api<HostResource>,
     pub name: String,
 }
@@ -116,7 +122,7 @@ impl HostWriter {
             .await
     }
 
-    pub async fn apply_status(
+    pub(crate) async fn apply_status(
         &self,
         namespace: &str,
         status: &DataImageStatus,
@@ -129,7 +135,7 @@ impl HostWriter {
             .map(|_| ())
     }
 
-    pub async fn clear_status(&self) -> Result<(), kube::Error> {
+    pub(crate) async fn clear_status(&self) -> Result<(), kube::Error> {
         self.api
             .patch_status(
                 &self.name,

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::record::FIELD_MANAGER;
 
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
-pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 pub const RETRY_PERIOD: Duration = Duration::from_secs(2);
 
 /// What to do with the Lease as it was read.

@@ -127,7 +127,7 @@ impl Metrics {
     }
 
     /// Counts one failed Ironic request.
-    pub fn request_failed(&self, call: &'static str, err: &IronicError) {
+    pub(crate) fn request_failed(&self, call: &'static str, err: &IronicError) {
         self.request_failures
             .get_or_create(&RequestFailureLabels {
                 call,
@@ -178,7 +178,7 @@ impl Default for Metrics {
 }
 
 /// A bounded label value for an Ironic error.
-pub fn error_reason(err: &IronicError) -> &'static str {
+pub(crate) fn error_reason(err: &IronicError) -> &'static str {
     match err {
         IronicError::NotFound(_) => "not_found",
         IronicError::Locked(_) => "locked",

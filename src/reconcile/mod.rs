@@ -45,7 +45,6 @@ use record::{FINALIZER, HOLD_ANNOTATION, STATE_ANNOTATION};
 pub const DEFAULT_PROBE_LISTEN: &str = "0.0.0.0:9441";
 pub const DEFAULT_IMAGE_SERVER_LISTEN: &str = "0.0.0.0:9445";
 pub const DEFAULT_LEASE_NAME: &str = "metal3-dataimage-reconciler";
-pub const DEFAULT_NAMESPACE: &str = "metal3-dataimage-system";
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ReconcileArgs {
@@ -142,9 +141,9 @@ pub const OPERATOR_AUTH_ROOT: &str = "/opt/metal3/auth";
 /// The operator's default `IRONIC_CACERT_FILE`.
 pub const OPERATOR_CACERT_FILE: &str = "/opt/metal3/certs/ca/tls.crt";
 /// The operator's default `IRONIC_CLIENT_CERT_FILE`.
-pub const OPERATOR_CLIENT_CERT_FILE: &str = "/opt/metal3/certs/client/tls.crt";
+pub(crate) const OPERATOR_CLIENT_CERT_FILE: &str = "/opt/metal3/certs/client/tls.crt";
 /// The operator's default `IRONIC_CLIENT_PRIVATE_KEY_FILE`.
-pub const OPERATOR_CLIENT_KEY_FILE: &str = "/opt/metal3/certs/client/tls.key";
+pub(crate) const OPERATOR_CLIENT_KEY_FILE: &str = "/opt/metal3/certs/client/tls.key";
 
 /// The baremetal-operator's Ironic settings, as its environment variables
 /// carry them (its `pkg/provisioner/ironic/factory.go` and `clients/auth.go`).
@@ -186,7 +185,7 @@ impl OperatorEnv {
     }
 
     /// This process's environment.
-    pub fn from_process() -> Self {
+    pub(crate) fn from_process() -> Self {
         Self::from_lookup(|key| std::env::var(key).ok())
     }
 }
@@ -209,6 +208,16 @@ impl FileState {
             Ok(bytes) => Self::Present(String::from_utf8_lossy(&bytes).into_owned()),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Self::Missing,
             Err(err) => Self::Unreadable(err.to_string()),
+        }
+    }
+
+    /// The content (`None`: missing); an unreadable file is an error about
+    /// `what`.
+    fn content(self, what: std::fmt::Arguments<'_>) -> Result<Option<String>, String> {
+        match self {
+            Self::Present(text) => Ok(Some(text)),
+            Self::Missing => Ok(None),
+            Self::Unreadable(reason) => Err(format!("{what}: {reason}")),
         }
     }
 }
@@ -270,21 +279,14 @@ pub fn resolve_ironic_config(
 
     let (username, password) = match (&args.ironic_username, &args.ironic_password_file) {
         (Some(user), Some(file)) => {
-            let password = match files(file) {
-                FileState::Present(text) => text.trim_end_matches(['\n', '\r']).to_string(),
-                FileState::Missing => {
-                    return Err(format!(
-                        "--ironic-password-file {} does not exist",
-                        file.display()
-                    ));
-                }
-                FileState::Unreadable(reason) => {
-                    return Err(format!(
-                        "reading --ironic-password-file {}: {reason}",
-                        file.display()
-                    ));
-                }
-            };
+            let password = files(file)
+                .content(format_args!(
+                    "reading --ironic-password-file {}",
+                    file.display()
+                ))?
+                .ok_or_else(|| format!("--ironic-password-file {} does not exist", file.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string();
             if password.is_empty() {
                 return Err(format!(
                     "--ironic-password-file {} is empty",
@@ -421,11 +423,8 @@ fn existing(
     var: &str,
     files: &dyn Fn(&Path) -> FileState,
 ) -> Result<Option<PathBuf>, String> {
-    match files(path) {
-        FileState::Present(_) => Ok(Some(path.to_path_buf())),
-        FileState::Missing => Ok(None),
-        FileState::Unreadable(reason) => Err(format!("{var} {}: {reason}", path.display())),
-    }
+    let found = files(path).content(format_args!("{var} {}", path.display()))?;
+    Ok(found.map(|_| path.to_path_buf()))
 }
 
 /// The operator's credential files: `username` and `password` in
@@ -442,14 +441,10 @@ fn operator_auth(
     let dir = root.join("ironic");
     let read = |name: &str| -> Result<Option<String>, String> {
         let path = dir.join(name);
-        match files(&path) {
-            FileState::Present(text) => Ok(Some(text.trim().to_string())),
-            FileState::Missing => Ok(None),
-            FileState::Unreadable(reason) => Err(format!(
-                "reading Ironic credentials {}: {reason}",
-                path.display()
-            )),
-        }
+        let what = format_args!("reading Ironic credentials {}", path.display());
+        Ok(files(&path)
+            .content(what)?
+            .map(|text| text.trim().to_string()))
     };
     match (read("username")?, read("password")?) {
         (None, None) => Ok((None, None)),
@@ -482,7 +477,7 @@ fn operator_auth(
 
 /// [`resolve_ironic_config`] from this process's environment and files:
 /// exactly what `reconcile` connects to Ironic with.
-pub fn ironic_config_from_env(args: &ReconcileArgs) -> Result<ResolvedIronic, String> {
+pub(crate) fn ironic_config_from_env(args: &ReconcileArgs) -> Result<ResolvedIronic, String> {
     resolve_ironic_config(args, &OperatorEnv::from_process(), &FileState::read)
 }
 
@@ -1075,59 +1070,11 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to Kubernetes")?;
     check_bmh_crd(client.clone()).await?;
-
-    let resolved =
-        ironic_config_from_env(&args).map_err(|err| anyhow::anyhow!("refusing to start: {err}"))?;
-    let endpoint = redact_url(resolved.config.endpoint.as_str()).into_owned();
-    let ironic = IronicClient::connect(resolved.config)
-        .await
-        .map_err(|err| anyhow::anyhow!("refusing to start: Ironic at {endpoint}: {err}"))?;
-    tracing::info!(ironic = %endpoint, settings = %resolved.sources.join(", "), "connected to Ironic");
-
-    let shutdown = CancellationToken::new();
-    {
-        let shutdown = shutdown.clone();
-        let mut signals = crate::signals::Signals::new().context("installing signal handlers")?;
-        tokio::spawn(async move {
-            let name = signals.next().await;
-            tracing::info!(signal = name, "shutting down");
-            shutdown.cancel();
-        });
-    }
-
-    let stager = match args.staging.config() {
-        Some(config) => {
-            let tls = args
-                .staging
-                .server_tls()
-                .map_err(|e| anyhow::anyhow!("image server TLS: {e}"))?;
-            let stager = Stager::new(config).map_err(|e| anyhow::anyhow!("image staging: {e}"))?;
-            let serving = stager.clone();
-            let token = shutdown.clone();
-            tokio::spawn(async move {
-                if let Err(err) = serving.serve_tls(tls, token.cancelled_owned()).await {
-                    tracing::error!(error = %err, "image server stopped");
-                }
-            });
-            Some(stager)
-        }
-        None => {
-            tracing::warn!(
-                "--image-server-url not set: hosts whose dataImage has credentialsName or disableCertificateVerification are not attached"
-            );
-            None
-        }
-    };
-
+    let ironic = connect_ironic(&args).await?;
+    let shutdown = shutdown_on_signal()?;
+    let stager = start_image_server(&args, &shutdown)?;
     let metrics = Arc::new(metrics::Metrics::new());
-    let mut registry = prometheus_client::registry::Registry::default();
-    metrics.register(&mut registry);
-    let readiness = crate::probes::Readiness::new();
-    let listener = crate::probes::bind(args.probe_listen)
-        .await
-        .with_context(|| format!("binding --probe-listen {}", args.probe_listen))?;
-    let server = crate::probes::ProbeServer::new(Arc::new(registry), readiness.checker());
-    tokio::spawn(server.serve(listener, shutdown.clone().cancelled_owned()));
+    let readiness = serve_probes(&args, &metrics, &shutdown).await?;
 
     // Upstream DataImage kind: watched only if installed.
     let dataimage_api = match &args.namespace {
@@ -1136,13 +1083,13 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
         }
         None => Api::<DynamicObject>::all_with(client.clone(), &dataimage_resource()),
     };
-    let dataimages_installed = match dataimage_api.list(&ListParams::default().limit(1)).await {
-        Ok(_) => true,
+    let dataimages = match dataimage_api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Some(dataimage_api),
         Err(kube::Error::Api(status)) if status.code == 404 => {
             tracing::info!(
                 "the upstream DataImage kind is not installed: no conflict detection needed"
             );
-            false
+            None
         }
         Err(err) => return Err(err).context("listing upstream DataImages"),
     };
@@ -1163,13 +1110,14 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
     readiness.set_ready(true);
     tracing::info!(lease = %format!("{lease_namespace}/{}", args.lease_name), "waiting for leadership");
 
-    let decision_config = DecisionConfig {
-        hold_timeout: args.hold_timeout,
-        finalizer_timeout: args.finalizer_timeout,
-        verify_interval: args.verify_interval,
-        ..DecisionConfig::default()
+    let leading = Leading {
+        args: &args,
+        client,
+        ironic,
+        stager,
+        metrics,
+        dataimages,
     };
-
     loop {
         // Wait to lead (or to shut down).
         while !*leader.borrow_and_update() {
@@ -1178,48 +1126,147 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
                 changed = leader.changed() => { if changed.is_err() { bail!("leader election stopped"); } }
             }
         }
+        if leading.reconcile(&mut leader, &shutdown).await {
+            continue;
+        }
+        // Released only now that reconciling has stopped: the standby takes
+        // over within one retry period, never while we still work.
+        lease_stop.cancel();
+        let _ = lease_task.await;
+        return Ok(());
+    }
+}
+
+/// The Ironic client from the flags and the operator's settings; refuses to
+/// start without a reachable Ironic of a supported version.
+async fn connect_ironic(args: &ReconcileArgs) -> anyhow::Result<IronicClient> {
+    let resolved =
+        ironic_config_from_env(args).map_err(|err| anyhow::anyhow!("refusing to start: {err}"))?;
+    let endpoint = redact_url(resolved.config.endpoint.as_str()).into_owned();
+    let ironic = IronicClient::connect(resolved.config)
+        .await
+        .map_err(|err| anyhow::anyhow!("refusing to start: Ironic at {endpoint}: {err}"))?;
+    tracing::info!(ironic = %endpoint, settings = %resolved.sources.join(", "), "connected to Ironic");
+    Ok(ironic)
+}
+
+/// A token cancelled at the first SIGTERM or SIGINT.
+fn shutdown_on_signal() -> anyhow::Result<CancellationToken> {
+    let shutdown = CancellationToken::new();
+    let mut signals = crate::signals::Signals::new().context("installing signal handlers")?;
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        let name = signals.next().await;
+        tracing::info!(signal = name, "shutting down");
+        token.cancel();
+    });
+    Ok(shutdown)
+}
+
+/// The image server for staged and built images, when configured.
+fn start_image_server(
+    args: &ReconcileArgs,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Stager>> {
+    let Some(config) = args.staging.config() else {
+        tracing::warn!(
+            "--image-server-url not set: hosts whose dataImage has credentialsName or disableCertificateVerification are not attached"
+        );
+        return Ok(None);
+    };
+    let tls = args
+        .staging
+        .server_tls()
+        .map_err(|e| anyhow::anyhow!("image server TLS: {e}"))?;
+    let stager = Stager::new(config).map_err(|e| anyhow::anyhow!("image staging: {e}"))?;
+    let serving = stager.clone();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(err) = serving.serve_tls(tls, token.cancelled_owned()).await {
+            tracing::error!(error = %err, "image server stopped");
+        }
+    });
+    Ok(Some(stager))
+}
+
+/// `/healthz`, `/readyz` and `/metrics` on `--probe-listen`.
+async fn serve_probes(
+    args: &ReconcileArgs,
+    metrics: &metrics::Metrics,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<crate::probes::Readiness> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let readiness = crate::probes::Readiness::new();
+    let listener = crate::probes::bind(args.probe_listen)
+        .await
+        .with_context(|| format!("binding --probe-listen {}", args.probe_listen))?;
+    let server = crate::probes::ProbeServer::new(Arc::new(registry), readiness.checker());
+    tokio::spawn(server.serve(listener, shutdown.clone().cancelled_owned()));
+    Ok(readiness)
+}
+
+/// What a term of leadership needs.
+struct Leading<'a> {
+    args: &'a ReconcileArgs,
+    client: Client,
+    ironic: IronicClient,
+    stager: Option<Stager>,
+    metrics: Arc<metrics::Metrics>,
+    /// The upstream DataImages, when the kind is installed.
+    dataimages: Option<Api<DynamicObject>>,
+}
+
+impl Leading<'_> {
+    /// Reconciles until leadership is lost (`true`) or the process shuts
+    /// down (`false`); returns once the controller has stopped.
+    async fn reconcile(
+        &self,
+        leader: &mut tokio::sync::watch::Receiver<bool>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let args = self.args;
         tracing::info!("became leader: reconciling");
-        metrics.leader.set(1);
+        self.metrics.leader.set(1);
         let stop = shutdown.child_token();
-        let dataimages = if dataimages_installed {
+        let mut context = Context::new(
+            self.client.clone(),
+            self.ironic.clone(),
+            DecisionConfig {
+                hold_timeout: args.hold_timeout,
+                finalizer_timeout: args.finalizer_timeout,
+                verify_interval: args.verify_interval,
+                ..DecisionConfig::default()
+            },
+            usize::from(args.max_concurrent),
+            self.metrics.clone(),
+            std::env::var("POD_NAME").ok(),
+        );
+        context.stager = self.stager.clone();
+        context.dataimages = self.dataimages.as_ref().map(|api| {
             let writer = reflector::store::Writer::<DynamicObject>::new(dataimage_resource());
             let reader = writer.as_reader();
-            let stream = reflector::reflector(
-                writer,
-                watcher(dataimage_api.clone(), watcher::Config::default()),
-            )
-            .applied_objects()
-            .for_each(|_| futures::future::ready(()));
+            let stream =
+                reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()))
+                    .applied_objects()
+                    .for_each(|_| futures::future::ready(()));
             let stop_reflector = stop.clone();
             tokio::spawn(async move {
                 tokio::select! { _ = stream => {}, _ = stop_reflector.cancelled() => {} }
             });
-            Some((reader, dataimage_resource()))
-        } else {
-            None
-        };
-        let mut context = Context::new(
-            client.clone(),
-            ironic.clone(),
-            decision_config.clone(),
-            usize::from(args.max_concurrent),
-            metrics.clone(),
-            std::env::var("POD_NAME").ok(),
-        );
-        context.stager = stager.clone();
-        context.dataimages = dataimages;
+            (reader, dataimage_resource())
+        });
         let recoveries = context.health.recoveries();
-        let context = Arc::new(context);
         let hosts: Api<HostResource> = match &args.namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
         };
         let mut controller = Controller::new(hosts, watcher::Config::default()).with_config(
             ControllerConfig::default().concurrency(args.max_concurrent.saturating_mul(2)),
         );
-        if dataimages_installed {
+        if let Some(api) = &self.dataimages {
             controller = controller.watches_with(
-                dataimage_api.clone(),
+                api.clone(),
                 dataimage_resource(),
                 watcher::Config::default(),
                 |image: DynamicObject| {
@@ -1235,7 +1282,11 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
         let stop_controller = stop.clone();
         let run = controller
             .graceful_shutdown_on(async move { stop_controller.cancelled().await })
-            .run(controller::reconcile, controller::error_policy, context)
+            .run(
+                controller::reconcile,
+                controller::error_policy,
+                Arc::new(context),
+            )
             .for_each(|result| {
                 if let Err(err) = result {
                     tracing::debug!(error = %err, "controller event");
@@ -1253,17 +1304,11 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
             }
         };
         stop.cancel();
-        metrics.leader.set(0);
+        self.metrics.leader.set(0);
         if lost {
             tracing::warn!("lost leadership: stopped reconciling");
-            run.await;
-            continue;
         }
         run.await;
-        // Released only now that reconciling has stopped: the standby takes
-        // over within one retry period, never while we still work.
-        lease_stop.cancel();
-        let _ = lease_task.await;
-        return Ok(());
+        lost
     }
 }

@@ -8,6 +8,8 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::model::bmh::HostResource;
+
 /// State annotation (JSON [`AttachedRecord`]).
 pub const STATE_ANNOTATION: &str = "dataimage.metal3.io/attached";
 /// Suffixed reboot annotation: the baremetal-operator keeps a provisioned host
@@ -16,12 +18,12 @@ pub const HOLD_ANNOTATION: &str = "reboot.metal3.io/metal3-dataimage";
 /// Value of the hold annotation. `soft`: if the operator ever acts on it while
 /// the host runs (the race documented in docs/reconciler.md), it asks for a
 /// graceful shutdown, never a hard power cut.
-pub const HOLD_VALUE: &str = r#"{"mode":"soft"}"#;
+pub(crate) const HOLD_VALUE: &str = r#"{"mode":"soft"}"#;
 /// Finalizer added before the first attach; removed after the detach is confirmed.
 pub const FINALIZER: &str = "dataimage.metal3.io/detach";
 /// The baremetal-operator's pause / detach annotations.
-pub const PAUSED_ANNOTATION: &str = "baremetalhost.metal3.io/paused";
-pub const DETACHED_ANNOTATION: &str = "baremetalhost.metal3.io/detached";
+pub(crate) const PAUSED_ANNOTATION: &str = "baremetalhost.metal3.io/paused";
+pub(crate) const DETACHED_ANNOTATION: &str = "baremetalhost.metal3.io/detached";
 /// Field manager for server-side apply (and the events' reporting controller).
 pub const FIELD_MANAGER: &str = "metal3-dataimage";
 
@@ -53,8 +55,8 @@ pub struct AttachedRecord {
     /// Ironic node UUID the record applies to.
     pub node: String,
     pub phase: Phase,
-    /// When `phase` was entered (RFC 3339).
-    pub time: String,
+    /// When `phase` was entered.
+    pub time: Timestamp,
     /// sha256 of the staged image, when staged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
@@ -65,12 +67,12 @@ pub struct AttachedRecord {
     pub errors: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Earliest time of the next attempt after a failure (RFC 3339).
+    /// Earliest time of the next attempt after a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_at: Option<String>,
-    /// When the power hold was added (RFC 3339).
+    pub retry_at: Option<Timestamp>,
+    /// When the power hold was added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hold_since: Option<String>,
+    pub hold_since: Option<Timestamp>,
     /// The hold timed out for this URL: never re-add it until the URL changes
     /// or an attach succeeds.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -78,7 +80,7 @@ pub struct AttachedRecord {
     /// When this URL was first seen in the spec (start of the
     /// spec-change→Attached histogram).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_at: Option<String>,
+    pub requested_at: Option<Timestamp>,
     /// The host was powered on when the attach was confirmed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attached_running: bool,
@@ -94,7 +96,7 @@ impl AttachedRecord {
             url: url.to_string(),
             node: node.to_string(),
             phase,
-            time: now.to_string(),
+            time: now,
             digest: None,
             size: None,
             errors: 0,
@@ -102,13 +104,13 @@ impl AttachedRecord {
             retry_at: None,
             hold_since: None,
             hold_expired: false,
-            requested_at: Some(now.to_string()),
+            requested_at: Some(now),
             attached_running: false,
         }
     }
 
     /// Parses the annotation value; `None` when absent, `Err` when corrupt.
-    pub fn from_annotation(value: Option<&String>) -> Result<Option<Self>, String> {
+    pub(crate) fn from_annotation(value: Option<&String>) -> Result<Option<Self>, String> {
         match value {
             None => Ok(None),
             Some(text) => serde_json::from_str(text)
@@ -117,24 +119,25 @@ impl AttachedRecord {
         }
     }
 
+    /// The host's record. A corrupt one counts as absent: whatever is in
+    /// the drive is then unknown, and an attach replaces it.
+    pub(crate) fn of_host(host: &HostResource) -> Option<Self> {
+        let annotations = host.metadata.annotations.as_ref()?;
+        Self::from_annotation(annotations.get(STATE_ANNOTATION))
+            .ok()
+            .flatten()
+    }
+
     pub fn to_annotation(&self) -> String {
         // Serialising a struct of strings and integers cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
 
     /// Moves to `phase` at `now` (keeps errors, hold and request bookkeeping).
-    pub fn enter(&mut self, phase: Phase, now: Timestamp) {
+    pub(crate) fn enter(&mut self, phase: Phase, now: Timestamp) {
         self.phase = phase;
-        self.time = now.to_string();
+        self.time = now;
     }
-
-    pub fn phase_since(&self) -> Option<Timestamp> {
-        parse_time(&self.time)
-    }
-}
-
-pub fn parse_time(text: &str) -> Option<Timestamp> {
-    text.parse::<Timestamp>().ok()
 }
 
 #[cfg(test)]
@@ -154,6 +157,7 @@ mod tests {
         record.hold_expired = true;
         let text = record.to_annotation();
         assert!(text.contains(r#""phase":"attaching""#), "{text}");
+        assert!(text.contains(r#""time":"2026-01-02T03:04:05Z""#), "{text}");
         let parsed = AttachedRecord::from_annotation(Some(&text))
             .unwrap()
             .unwrap();
@@ -168,6 +172,18 @@ mod tests {
             .unwrap();
         assert_eq!(parsed.phase, Phase::Attached);
         assert_eq!(parsed.errors, 0);
+        assert_eq!(
+            parsed.time,
+            "2026-01-02T03:04:05Z".parse::<Timestamp>().unwrap()
+        );
+        // Written by the previous version (times as RFC 3339 strings, with
+        // fractions and offsets as `Timestamp::to_string` wrote them).
+        let old = r#"{"url":"u","node":"n","phase":"failed","time":"2026-01-02T03:04:05.123456789Z","errors":1,"retryAt":"2026-01-02T03:05:05Z","holdSince":"2026-01-02T03:00:00Z","requestedAt":"2026-01-02T02:59:59Z"}"#.to_string();
+        let parsed = AttachedRecord::from_annotation(Some(&old))
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.retry_at.unwrap().to_string(), "2026-01-02T03:05:05Z");
+        assert_eq!(parsed.to_annotation(), old);
         assert!(AttachedRecord::from_annotation(Some(&"{".to_string())).is_err());
         assert_eq!(AttachedRecord::from_annotation(None).unwrap(), None);
     }

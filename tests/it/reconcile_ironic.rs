@@ -1145,8 +1145,8 @@ struct ReconcileCli {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_connects_with_only_the_operators_settings_and_attaches() {
+    use crate::support::observe::{CdromExt as _, Expect, Verdict};
     use clap::Parser as _;
-    use metal3_dataimage::ironic::{Expect, Verdict};
     use metal3_dataimage::reconcile::{FileState, OperatorEnv, resolve_ironic_config};
 
     let env = IronicEnv::load();

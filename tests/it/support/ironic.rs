@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use metal3_dataimage::ironic::{IronicClient, IronicConfig, IronicError};
+use super::observe::CdromExt as _;
+use metal3_dataimage::ironic::{IronicClient, IronicConfig, IronicError, Microversion};
 
 /// Where the test Ironic environment lives.
 #[derive(Clone, Debug)]
@@ -274,6 +275,42 @@ pub async fn ironic_raw(
     )
 }
 
+/// Ironic's supported (min, max) microversions, from its `GET /` document.
+pub async fn server_versions(base: &str) -> (Microversion, Microversion) {
+    let (status, root) = ironic_raw(base, reqwest::Method::GET, "/", None, None).await;
+    assert_eq!(status, 200, "GET /: {root}");
+    let version = |key: &str| {
+        root["default_version"][key]
+            .as_str()
+            .and_then(Microversion::parse)
+            .unwrap_or_else(|| panic!("no {key} in {root}"))
+    };
+    (version("min_version"), version("version"))
+}
+
+/// `GET {path}` at another microversion than the product client's (which
+/// always sends [`metal3_dataimage::ironic::MIN_MICROVERSION`]), judged by
+/// the client's error classification.
+pub async fn get_at_version(
+    base: &str,
+    version: Microversion,
+    path: &str,
+) -> Result<serde_json::Value, IronicError> {
+    let resp = http()
+        .get(format!("{}{path}", base.trim_end_matches('/')))
+        .header("X-OpenStack-Ironic-API-Version", version.to_string())
+        .send()
+        .await
+        .expect("ironic request");
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.expect("ironic body");
+    if (200..300).contains(&status) {
+        Ok(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    } else {
+        Err(metal3_dataimage::ironic::client::classify(status, &bytes))
+    }
+}
+
 /// Turns maintenance on or off (`PUT`/`DELETE /v1/nodes/{n}/maintenance`).
 pub async fn set_maintenance(base: &str, node: &str, on: bool) {
     let path = format!("/v1/nodes/{node}/maintenance");
@@ -383,14 +420,14 @@ pub async fn reset_node(env: &IronicEnv, base: &str, client: &IronicClient, node
     let obs = client
         .wait_cdrom(
             node,
-            metal3_dataimage::ironic::Expect::Ejected,
+            super::observe::Expect::Ejected,
             Duration::from_secs(60),
         )
         .await
         .expect("observe during reset");
     assert_eq!(
         obs.verdict,
-        metal3_dataimage::ironic::Verdict::Confirmed,
+        super::observe::Verdict::Confirmed,
         "node {node} did not reset: {obs:?}"
     );
 }

@@ -3,6 +3,7 @@
 pub mod fake_kube;
 pub mod ironic;
 pub mod iso;
+pub mod observe;
 pub mod rbac;
 pub mod server;
 pub mod staging;

@@ -5,9 +5,15 @@
 //! it, holding the node lock (`reservation`) meanwhile. Failures show only
 //! in the node's `last_error`, which Ironic also uses for its own failures:
 //! only messages about our device count.
+//!
+//! Test-only: the reconciler judges the drive in its decision; the suites
+//! use [`CdromExt::wait_cdrom`] to see what Ironic did.
 
-use super::ours::{CdContents, Op, cd_contents, cd_slot, our_error};
-use super::{Node, VirtualMedia};
+use std::time::Duration;
+
+use metal3_dataimage::ironic::ours::{CdContents, Op, cd_contents, cd_slot, our_error};
+use metal3_dataimage::ironic::{IronicClient, IronicError, Node, VirtualMedia};
+use tokio::time::Instant;
 
 /// The state an attach or detach should lead to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +108,72 @@ pub fn evaluate_locked(expect: Expect, node: &Node, message: &str) -> Verdict {
     Verdict::Pending(format!(
         "node is locked by {holder}: Ironic cannot read its virtual media meanwhile (Ironic before 35.0 locks the node to read it): {message}"
     ))
+}
+
+/// Observing and waiting for the CD drive through the product client.
+pub trait CdromExt {
+    /// Reads the node and its virtual media once and judges them against
+    /// `expect`. A 409 (node locked) on `GET vmedia` is not an error here:
+    /// before Ironic 35.0.0 that GET takes an exclusive lock, so it answers
+    /// 409 while any operation holds the node; the observation then has no
+    /// `media` ([`evaluate_locked`]).
+    async fn observe_cdrom(&self, node: &str, expect: Expect) -> Result<Observation, IronicError>;
+
+    /// Polls until the verdict is not [`Verdict::Pending`] or `timeout`
+    /// passes (then returns the last, pending, observation). Transient
+    /// errors are retried until the deadline, then returned.
+    async fn wait_cdrom(
+        &self,
+        node: &str,
+        expect: Expect,
+        timeout: Duration,
+    ) -> Result<Observation, IronicError>;
+}
+
+impl CdromExt for IronicClient {
+    async fn observe_cdrom(&self, node: &str, expect: Expect) -> Result<Observation, IronicError> {
+        let node_doc = self.get_node(node).await?;
+        let (media, verdict) = match self.list_vmedia(node).await {
+            Ok(media) => {
+                let verdict = evaluate(expect, &node_doc, &media);
+                (media, verdict)
+            }
+            Err(IronicError::Locked(message)) => {
+                (Vec::new(), evaluate_locked(expect, &node_doc, &message))
+            }
+            Err(err) => return Err(err),
+        };
+        Ok(Observation {
+            node: node_doc,
+            media,
+            verdict,
+        })
+    }
+
+    async fn wait_cdrom(
+        &self,
+        node: &str,
+        expect: Expect,
+        timeout: Duration,
+    ) -> Result<Observation, IronicError> {
+        let deadline = Instant::now() + timeout;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.observe_cdrom(node, expect).await {
+                Ok(obs) if !matches!(obs.verdict, Verdict::Pending(_)) => return Ok(obs),
+                Ok(obs) if Instant::now() >= deadline => return Ok(obs),
+                Err(err) if !is_transient(&err) || Instant::now() >= deadline => return Err(err),
+                Ok(_) | Err(_) => {}
+            }
+            tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
+            delay = (delay * 3 / 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Worth retrying soon (locks, outages): what the suites wait out.
+pub fn is_transient(err: &IronicError) -> bool {
+    matches!(err, IronicError::Locked(_) | IronicError::Unavailable(_))
 }
 
 #[cfg(test)]
@@ -261,6 +333,14 @@ mod tests {
             evaluate_locked(Expect::Ejected, &node(None, Some(msg)), locked),
             Verdict::Pending(_)
         ));
+    }
+
+    #[test]
+    fn transient_errors() {
+        assert!(is_transient(&IronicError::Locked(String::new())));
+        assert!(is_transient(&IronicError::Unavailable(String::new())));
+        assert!(!is_transient(&IronicError::BadRequest(String::new())));
+        assert!(!is_transient(&IronicError::NotFound(String::new())));
     }
 
     #[test]
