@@ -25,9 +25,9 @@ use crate::model::{DataImageSpec, DataImageStatus};
 
 /// The CRD the patch applies to.
 pub const BMH_CRD_NAME: &str = "baremetalhosts.metal3.io";
-/// Where the BareMetalHost `v1alpha1` schema lives in that CRD (the upstream
-/// CRD has a single version; the patch's `test` op fails loudly if that changes).
-pub const SCHEMA_POINTER: &str = "/spec/versions/0/schema/openAPIV3Schema";
+/// Where the two properties go in the BareMetalHost `v1alpha1` schema (the
+/// upstream CRD has a single version; the patch's `test` op fails loudly if
+/// that changes).
 pub const SPEC_DATA_IMAGE_POINTER: &str =
     "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/dataImage";
 pub const STATUS_DATA_IMAGE_POINTER: &str =

@@ -13,33 +13,8 @@ use std::borrow::Cow;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::ObjectMeta;
 use super::dataimage::{DataImageInput, DataImageSpec, DataImageStatus};
-
-/// The few metadata fields the rules read. Annotations, labels and
-/// managedFields are deliberately absent: serde skips them without allocating,
-/// which keeps the admission hot path cheap (a client-side-applied host carries
-/// its whole manifest again in an annotation).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ObjectMeta {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub generate_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub generation: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deletion_timestamp: Option<String>,
-}
-
-impl ObjectMeta {
-    /// `name`, else `generateName` (a generateName create has no name yet).
-    pub fn name_or_generate_name(&self) -> Option<&str> {
-        self.name.as_deref().or(self.generate_name.as_deref())
-    }
-}
 
 /// `spec.bmc`
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -206,7 +206,7 @@ pub struct DataImageStatus {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct UpstreamDataImage {
     #[serde(default)]
-    pub metadata: super::bmh::ObjectMeta,
+    pub metadata: super::ObjectMeta,
     #[serde(default)]
     pub spec: Option<UpstreamDataImageSpec>,
 }
@@ -216,6 +216,3 @@ pub struct UpstreamDataImageSpec {
     #[serde(default)]
     pub url: Option<String>,
 }
-
-/// Convenience alias used by the rules for the BMH field.
-pub type DataImage = DataImageSpec;

@@ -7,16 +7,18 @@
 
 pub mod bmh;
 pub mod dataimage;
+mod meta;
 pub mod secret;
 
 pub use bmh::{
     AdmissionHostSpec, AdmissionHostStatus, BareMetalHost, BareMetalHostSpec, BareMetalHostStatus,
-    BmcDetails, HostImage, ObjectMeta,
+    BmcDetails, HostImage,
 };
 pub use dataimage::{
-    ContentFrom, ContentFromInput, DataImage, DataImageInput, DataImageSpec, DataImageState,
-    DataImageStatus, UpstreamDataImage, UpstreamDataImageSpec,
+    ContentFrom, ContentFromInput, DataImageInput, DataImageSpec, DataImageState, DataImageStatus,
+    UpstreamDataImage, UpstreamDataImageSpec,
 };
+pub use meta::ObjectMeta;
 pub use secret::SecretCredentials;
 
 /// API group and version shared by every kind handled here.

@@ -43,7 +43,7 @@ use record::{FINALIZER, HOLD_ANNOTATION, STATE_ANNOTATION};
 /// Default listeners of the reconciler (chosen not to collide with the
 /// baremetal-operator's 9440/9443 when run as its sidecar).
 pub const DEFAULT_PROBE_LISTEN: &str = "0.0.0.0:9441";
-pub const DEFAULT_IMAGE_SERVER_LISTEN: &str = "0.0.0.0:9445";
+pub use crate::staging::args::DEFAULT_IMAGE_SERVER_LISTEN;
 pub const DEFAULT_LEASE_NAME: &str = "metal3-dataimage-reconciler";
 
 #[derive(Clone, Debug, clap::Args)]

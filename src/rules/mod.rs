@@ -213,12 +213,6 @@ impl Decoded {
         }
     }
 
-    /// Whether the object failed to decode (the mutating path then admits
-    /// without a patch).
-    pub fn is_invalid(&self) -> bool {
-        matches!(self.inner, decoded::Inner::Invalid { .. })
-    }
-
     /// The JSON path and message of a decode failure.
     pub fn invalid_field(&self) -> Option<(&str, &str)> {
         match &self.inner {
@@ -335,15 +329,6 @@ pub fn decode(input: &ReviewInput<'_>) -> Decoded {
 pub enum TypedObject {
     Host(Box<crate::model::BareMetalHost>),
     DataImage(Box<crate::model::UpstreamDataImage>),
-}
-
-impl TypedObject {
-    pub fn kind(&self) -> ResourceKind {
-        match self {
-            Self::Host(_) => ResourceKind::BareMetalHost,
-            Self::DataImage(_) => ResourceKind::DataImage,
-        }
-    }
 }
 
 /// Like [`decode`] for a request whose object is already typed: the same

@@ -9,13 +9,15 @@ use std::time::Duration;
 use super::{StageError, StagingConfig};
 use crate::duration::parse_positive_duration;
 
+/// Not the baremetal-operator's 9440/9443: the reconciler may run as its sidecar.
+pub const DEFAULT_IMAGE_SERVER_LISTEN: &str = "0.0.0.0:9445";
 pub const DEFAULT_IMAGE_CACHE_DIR: &str = "/var/cache/metal3-dataimage";
 pub const DEFAULT_MAX_IMAGE_SIZE: &str = "4GiB";
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct StagingArgs {
     /// Address of the image server Ironic downloads staged images from.
-    #[arg(long, env = "METAL3_DATAIMAGE_IMAGE_SERVER_LISTEN", default_value = crate::reconcile::DEFAULT_IMAGE_SERVER_LISTEN)]
+    #[arg(long, env = "METAL3_DATAIMAGE_IMAGE_SERVER_LISTEN", default_value = DEFAULT_IMAGE_SERVER_LISTEN)]
     pub image_server_listen: SocketAddr,
     /// Base URL under which Ironic reaches this replica's image server, e.g.
     /// `http://$(POD_IP):9445`. Without it, hosts whose image needs

@@ -37,8 +37,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use sha2::{Digest, Sha256};
-
 /// Bytes per logical sector.
 pub const SECTOR: usize = 2048;
 /// Longest file name (Joliet allows 64 UCS-2 characters).
@@ -275,11 +273,6 @@ pub fn iso9660_label(label: &str) -> String {
             _ => '_',
         })
         .collect()
-}
-
-/// `sha256:<hex>` of an image, the form `status.dataImage.stagedDigest` uses.
-pub fn digest(iso: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(iso)))
 }
 
 /// Builds the image: one root-directory file per entry of `files` (name →

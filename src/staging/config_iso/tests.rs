@@ -5,6 +5,12 @@
 use super::*;
 use crate::staging::iso;
 
+/// `sha256:<hex>` of an image, the form `status.dataImage.stagedDigest` uses.
+fn digest(iso: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(iso)))
+}
+
 fn files(entries: &[(&str, &[u8])]) -> BTreeMap<String, Vec<u8>> {
     entries
         .iter()
