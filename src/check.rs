@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::model::ObjectMeta;
 use crate::rules::{
     self, Operation, Policy, ResourceKind, ReviewInput, SecretLookup, StatusCause, Verdict,
 };
@@ -251,25 +252,7 @@ struct Header {
     #[serde(default)]
     kind: Option<String>,
     #[serde(default)]
-    metadata: HeaderMeta,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct HeaderMeta {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    generate_name: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-}
-
-impl HeaderMeta {
-    /// `name`, else `generateName`.
-    fn name_or_generate_name(&self) -> Option<&str> {
-        self.name.as_deref().or(self.generate_name.as_deref())
-    }
+    metadata: ObjectMeta,
 }
 
 /// One manifest document as compact JSON text.
@@ -292,21 +275,11 @@ fn load_documents(
     let source = display_path(path);
     let values = parse_text(&text).map_err(|e| format!("{source}: {e}"))?;
     let mut docs = Vec::new();
-    for value in values {
-        let items = match value {
-            Value::Object(ref map)
-                if map.get("kind").and_then(Value::as_str) == Some("List")
-                    && map.get("items").is_some_and(Value::is_array) =>
-            {
-                match value {
-                    Value::Object(mut map) => match map.remove("items") {
-                        Some(Value::Array(items)) => items,
-                        _ => Vec::new(),
-                    },
-                    _ => Vec::new(),
-                }
-            }
-            other => vec![other],
+    for mut value in values {
+        let is_list = value["kind"] == "List" && value["items"].is_array();
+        let items = match value.get_mut("items").filter(|_| is_list).map(Value::take) {
+            Some(Value::Array(items)) => items,
+            _ => vec![value],
         };
         for item in items {
             let index = docs.len() + 1;

@@ -94,7 +94,7 @@ pub fn check_content_secret(name: &str, namespace: &str, lookup: &SecretLookup) 
     let ns = go_quote(namespace);
     match lookup {
         // `Found` carries no key names: nothing more to judge.
-        SecretLookup::NotNeeded | SecretLookup::Found { .. } => {}
+        SecretLookup::NotNeeded => {}
         SecretLookup::Keys(keys) => {
             if keys.is_empty() {
                 finding.errors.push(FieldError::invalid(

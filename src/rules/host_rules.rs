@@ -82,7 +82,7 @@ pub fn check_secret(name: &str, namespace: &str, lookup: &SecretLookup) -> Secre
     let secret = super::field_error::go_quote(name);
     match lookup {
         SecretLookup::NotNeeded => SecretFinding::Ok,
-        SecretLookup::Found { .. } | SecretLookup::Keys(_) => {
+        SecretLookup::Keys(_) => {
             let (has_username, has_password) = lookup.credentials().unwrap_or_default();
             let missing: Vec<&str> = [
                 ("\"username\"", has_username),
@@ -271,10 +271,7 @@ mod tests {
             check_secret("s", "ns", &SecretLookup::NotNeeded),
             SecretFinding::Ok
         ));
-        let found = SecretLookup::Found {
-            has_username: true,
-            has_password: false,
-        };
+        let found = SecretLookup::from_entries([("username", &b"u"[..]), ("password", b" ")]);
         match check_secret("s", "ns", &found) {
             SecretFinding::Violation(e) => {
                 assert!(e.message.ends_with("missing or empty: \"password\""))

@@ -123,11 +123,6 @@ impl Default for Policy {
 pub enum SecretLookup {
     /// No lookup needed or none possible for this request.
     NotNeeded,
-    /// The Secret exists; which keys hold non-empty values.
-    Found {
-        has_username: bool,
-        has_password: bool,
-    },
     /// The Secret exists: each key's name and the size of its value, sorted
     /// by name (what the webhook's lookup and `check` report; never values).
     /// Serves both rule 9 (credentials) and rule 16 (contentFrom).
@@ -252,26 +247,11 @@ impl SecretLookup {
     /// hold non-blank values; `None` when the Secret was not found.
     pub fn credentials(&self) -> Option<(bool, bool)> {
         match self {
-            Self::Found {
-                has_username,
-                has_password,
-            } => Some((*has_username, *has_password)),
             Self::Keys(keys) => {
                 let present = |name: &str| keys.iter().any(|k| k.name == name && !k.blank);
                 Some((present("username"), present("password")))
             }
             _ => None,
-        }
-    }
-
-    /// A found Secret, from the raw (decoded) values of its `username` and
-    /// `password` keys; a value that is empty or only whitespace counts as
-    /// missing (the operator trims credentials too).
-    pub fn from_values(username: Option<&[u8]>, password: Option<&[u8]>) -> Self {
-        let present = |v: Option<&[u8]>| v.is_some_and(|v| !v.iter().all(u8::is_ascii_whitespace));
-        Self::Found {
-            has_username: present(username),
-            has_password: present(password),
         }
     }
 }

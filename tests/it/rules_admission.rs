@@ -105,10 +105,7 @@ impl Review {
 }
 
 fn good_secret() -> SecretLookup {
-    SecretLookup::Found {
-        has_username: true,
-        has_password: true,
-    }
+    SecretLookup::from_entries([("username", &b"admin"[..]), ("password", b"secret")])
 }
 
 fn set_url(url: &str) -> impl Fn(&mut Value) + '_ {
@@ -452,7 +449,7 @@ fn secret_rule() {
         ..Policy::default()
     };
     // Missing password denies, whatever the policy.
-    let missing = SecretLookup::from_values(Some(b"admin"), Some(b"  "));
+    let missing = SecretLookup::from_entries([("username", &b"admin"[..]), ("password", b"  ")]);
     let v = review.validate_with(&missing, &Policy::default());
     assert_eq!(
         causes(&v),

@@ -65,9 +65,9 @@ fn arb_secret() -> impl Strategy<Value = SecretLookup> {
     prop_oneof![
         Just(SecretLookup::NotNeeded),
         Just(SecretLookup::NotFound),
-        (any::<bool>(), any::<bool>()).prop_map(|(u, p)| SecretLookup::Found {
-            has_username: u,
-            has_password: p
+        (any::<bool>(), any::<bool>()).prop_map(|(u, p)| {
+            let value = |set: bool| if set { &b"x"[..] } else { b" " };
+            SecretLookup::from_entries([("username", value(u)), ("password", value(p))])
         }),
         Just(SecretLookup::Unknown {
             reason: "timeout".into()

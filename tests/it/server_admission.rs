@@ -105,10 +105,7 @@ async fn missing_secret_is_a_warning_and_strict_mode_denies() {
 #[tokio::test]
 async fn secret_with_empty_password_denies() {
     let server = start(with_secrets(
-        SecretLookup::Found {
-            has_username: true,
-            has_password: false,
-        },
+        SecretLookup::from_entries([("username", &b"admin"[..]), ("password", b"")]),
         Duration::ZERO,
     ))
     .await;
