@@ -3,7 +3,7 @@
 //! key, all in the root directory).
 //!
 //! Pure and synchronous: no I/O, no clock. The same files and label always
-//! give the same bytes, hence the same [`digest`] (every timestamp is
+//! give the same bytes, hence the same digest (every timestamp is
 //! 1970-01-01 00:00:00 UTC, names are sorted, unused bytes are zero).
 //!
 //! Layout (2048-byte sectors):
@@ -35,7 +35,6 @@
 //! label as written, so `cidata` and `config-2` are found under those names.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
 /// Bytes per logical sector.
 pub const SECTOR: usize = 2048;
@@ -85,111 +84,53 @@ const RRIP_SOURCE: &[u8] = b"PLEASE CONTACT DISC PUBLISHER FOR SPECIFICATION SOU
 
 /// Why an image cannot be built. Messages name the offending file or label
 /// but never file contents.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigIsoError {
-    /// No files: an empty Secret.
+    #[error("no files: the Secret has no keys")]
     NoFiles,
-    /// More than [`MAX_FILES`] files.
+    #[error("{count} files; at most {MAX_FILES} fit in a configuration ISO")]
     TooManyFiles { count: usize },
-    /// A file name the image cannot carry.
+    #[error("file name {name:?}: {problem}")]
     BadName { name: String, problem: NameProblem },
-    /// A volume label the image cannot carry.
+    #[error("volume label {label:?}: {problem}")]
     BadLabel {
         label: String,
         problem: LabelProblem,
     },
-    /// The files add up to more than [`MAX_TOTAL_SIZE`] bytes.
+    #[error("the files add up to {total} bytes; at most {MAX_TOTAL_SIZE} are accepted")]
     TooLarge { total: usize },
 }
 
-impl fmt::Display for ConfigIsoError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NoFiles => write!(f, "no files: the Secret has no keys"),
-            Self::TooManyFiles { count } => {
-                write!(
-                    f,
-                    "{count} files; at most {MAX_FILES} fit in a configuration ISO"
-                )
-            }
-            Self::BadName { name, problem } => write!(f, "file name {name:?}: {problem}"),
-            Self::BadLabel { label, problem } => write!(f, "volume label {label:?}: {problem}"),
-            Self::TooLarge { total } => write!(
-                f,
-                "the files add up to {total} bytes; at most {MAX_TOTAL_SIZE} are accepted"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ConfigIsoError {}
-
 /// What is wrong with a file name (shared with the admission rules).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NameProblem {
+    #[error("must not be empty")]
     Empty,
-    TooLong {
-        len: usize,
-    },
+    #[error("must be at most {MAX_NAME_LEN} characters (Joliet's limit; it has {len})")]
+    TooLong { len: usize },
+    #[error("must not be \".\" or \"..\"")]
     DotOrDotDot,
     /// Characters outside `[-._a-zA-Z0-9]`, each listed once, in order.
+    #[error("must consist of letters, digits, '-', '_' or '.' (found {})", quote_chars(.0))]
     Characters(Vec<char>),
-}
-
-impl fmt::Display for NameProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Empty => write!(f, "must not be empty"),
-            Self::TooLong { len } => write!(
-                f,
-                "must be at most {MAX_NAME_LEN} characters (Joliet's limit; it has {len})"
-            ),
-            Self::DotOrDotDot => write!(f, "must not be \".\" or \"..\""),
-            Self::Characters(chars) => write!(
-                f,
-                "must consist of letters, digits, '-', '_' or '.' (found {})",
-                quote_chars(chars)
-            ),
-        }
-    }
 }
 
 /// What is wrong with a volume label (shared with the admission rules).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LabelProblem {
+    #[error("must not be empty")]
     Empty,
-    TooLong {
-        len: usize,
-    },
+    #[error("must be at most {MAX_LABEL_LEN} characters (ISO 9660's limit; it has {len})")]
+    TooLong { len: usize },
     /// Characters outside `[A-Za-z0-9_-]`, each listed once, in order.
+    #[error("must consist of letters, digits, '_' or '-' (found {})", quote_chars(.0))]
     Characters(Vec<char>),
-    /// Lower-case letters or `-` in a label longer than
-    /// [`MAX_JOLIET_LABEL_LEN`].
-    LongNotUpperCase {
-        len: usize,
-    },
-}
-
-impl fmt::Display for LabelProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Empty => write!(f, "must not be empty"),
-            Self::TooLong { len } => write!(
-                f,
-                "must be at most {MAX_LABEL_LEN} characters (ISO 9660's limit; it has {len})"
-            ),
-            Self::Characters(chars) => write!(
-                f,
-                "must consist of letters, digits, '_' or '-' (found {})",
-                quote_chars(chars)
-            ),
-            Self::LongNotUpperCase { len } => write!(
-                f,
-                "lower-case letters and '-' are kept only in the Joliet volume label, which holds \
-                 {MAX_JOLIET_LABEL_LEN} characters (it has {len}); shorten it or use only A-Z, 0-9 and '_'"
-            ),
-        }
-    }
+    /// Lower-case letters or `-` in a label longer than [`MAX_JOLIET_LABEL_LEN`].
+    #[error(
+        "lower-case letters and '-' are kept only in the Joliet volume label, which holds \
+         {MAX_JOLIET_LABEL_LEN} characters (it has {len}); shorten it or use only A-Z, 0-9 and '_'"
+    )]
+    LongNotUpperCase { len: usize },
 }
 
 fn quote_chars(chars: &[char]) -> String {
