@@ -35,19 +35,6 @@ pub const STATUS_DATA_IMAGE_POINTER: &str =
 /// JSON Pointer `-`: append to the version's printer columns.
 pub const PRINTER_COLUMNS_APPEND_POINTER: &str = "/spec/versions/0/additionalPrinterColumns/-";
 
-/// Checked-in generated files (relative to the repository root) and the
-/// command that regenerates each.
-pub const GENERATED_FILES: [(&str, Output); 2] = [
-    (
-        "manifests/components/crd-dataimage/dataimage-schema.patch.yaml",
-        Output::Patch,
-    ),
-    (
-        "manifests/test-crd/baremetalhosts.metal3.io.yaml",
-        Output::Crd,
-    ),
-];
-
 /// The only keywords `spec.dataImage` carries: structure, no value rules.
 /// The API server checks the CRD schema (pattern, lengths, enum, format, CEL)
 /// *before* the validating webhooks run, so any such rule here would answer

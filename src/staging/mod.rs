@@ -6,7 +6,7 @@
 //! [`StagingConfig`], call [`Stager::stage`] for every host whose data image
 //! needs credentials or a relaxed TLS policy, hand
 //! [`StagedImage::ironic_url`] to Ironic, call [`Stager::release`] when the
-//! host no longer needs it, and run [`Stager::serve`] for the image server.
+//! host no longer needs it, and run [`Stager::serve_tls`] for the image server.
 //!
 //! Layout: [`iso`] (pure ISO 9660 checks), [`server`] (image server, pure
 //! range parsing), `fetch` (download), [`args`] (CLI flags), this module
@@ -304,10 +304,6 @@ impl Stager {
         Ok(stager)
     }
 
-    pub fn config(&self) -> &StagingConfig {
-        &self.inner.config
-    }
-
     /// Makes `request.url` available to Ironic for `request.host_key`.
     ///
     /// Cheap when nothing changed (no network). Downloads again when the URL,
@@ -524,26 +520,14 @@ impl Stager {
         }
     }
 
-    /// Deletes cached images no host references; returns how many were
-    /// removed. Staging and release already do this; the method is for
-    /// callers that want to be sure (e.g. after files were copied in).
-    pub fn evict_unreferenced(&self) -> usize {
+    /// Deletes cached images no host references; returns how many were removed.
+    fn evict_unreferenced(&self) -> usize {
         let mut state = self.inner.lock();
         self.inner.evict(&mut state)
     }
 
-    /// The image server's routes (`/images/{token}/{digest}.iso`).
-    pub fn router(&self) -> axum::Router {
-        server::router(self.inner.clone())
-    }
-
-    /// Serves staged images over plain HTTP on `config.listen` until
-    /// `shutdown` completes.
-    pub async fn serve(&self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
-        self.serve_tls(None, shutdown).await
-    }
-
-    /// Like [`Stager::serve`], over HTTPS when `tls` is given.
+    /// Serves staged images (`/images/{token}/{digest}.iso`) on
+    /// `config.listen` until `shutdown` completes, over HTTPS when `tls` is given.
     pub async fn serve_tls(
         &self,
         tls: Option<Arc<rustls::ServerConfig>>,
@@ -566,7 +550,8 @@ impl Stager {
         tls: Option<Arc<rustls::ServerConfig>>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
-        crate::listener::serve_router(listener, self.router(), tls, shutdown).await
+        let router = server::router(self.inner.clone());
+        crate::listener::serve_router(listener, router, tls, shutdown).await
     }
 }
 

@@ -39,10 +39,23 @@ fn patched_in_rust() -> Value {
     crd
 }
 
+/// Checked-in generated files (relative to the repository root) and the
+/// command that regenerates each.
+const GENERATED_FILES: [(&str, crd::Output); 2] = [
+    (
+        "manifests/components/crd-dataimage/dataimage-schema.patch.yaml",
+        crd::Output::Patch,
+    ),
+    (
+        "manifests/test-crd/baremetalhosts.metal3.io.yaml",
+        crd::Output::Crd,
+    ),
+];
+
 #[test]
 fn checked_in_generated_files_are_up_to_date() {
     let mut stale = Vec::new();
-    for (path, output) in crd::GENERATED_FILES {
+    for (path, output) in GENERATED_FILES {
         let expected = crd::render(output).unwrap();
         let actual = std::fs::read_to_string(repo().join(path)).unwrap_or_default();
         if actual != expected {
