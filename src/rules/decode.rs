@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use super::decoded::Inner;
 use super::{Decoded, Operation, ResourceKind, ReviewInput, TypedObject};
 use crate::model::{BareMetalHost, UpstreamDataImage};
+use crate::telemetry::redact_url;
 
 pub(super) fn decode(input: &ReviewInput<'_>) -> Decoded {
     let inner = match input.operation {
@@ -64,19 +65,15 @@ pub(super) fn decode_old<T: DeserializeOwned>(raw: Option<&RawValue>) -> Option<
 /// Decodes `raw`, or returns the JSON path of the offending value (empty for
 /// the root) and a message without serde_json's line/column suffix.
 pub(crate) fn decode_json<T: DeserializeOwned>(raw: &RawValue) -> Result<T, (String, String)> {
-    decode_str(raw.get())
+    decode_json_text(raw.get())
 }
 
 /// Like [`decode_json`] on JSON text. Only a JSON object is accepted (serde
 /// would otherwise read a struct from an array).
-pub(crate) fn decode_str<T: DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
+pub fn decode_json_text<T: DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
     if !text.trim_start().starts_with('{') {
         return Err((String::new(), "must be a JSON object".to_string()));
     }
-    decode_any(text)
-}
-
-fn decode_any<T: DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
     // The fast path does not track the path; only a failure is decoded
     // again to find out where.
     if let Ok(value) = serde_json::from_str(text) {
@@ -99,30 +96,7 @@ fn clean_message(err: &serde_json::Error) -> String {
     {
         text.truncate(at);
     }
-    let text = text.replace('`', "");
-    mask_userinfo(&text)
-}
-
-/// Masks `user:pass@` after every `://` in free text.
-fn mask_userinfo(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c == '/' || c == '?' || c == '#' || c == '"' || c.is_whitespace())
-            .unwrap_or(tail.len());
-        match tail[..end].rfind('@') {
-            Some(at) => {
-                out.push_str("***");
-                rest = &tail[at..];
-            }
-            None => rest = tail,
-        }
-    }
-    out.push_str(rest);
-    out
+    redact_url(&text.replace('`', "")).into_owned()
 }
 
 #[cfg(test)]
@@ -233,7 +207,7 @@ mod tests {
     fn typed_objects_decode_like_their_json_text() {
         let text = r#"{"metadata":{"name":"h"},"spec":{"dataImage":{"url":"https://h/a.iso"}}}"#;
         let obj = raw(text);
-        let host: BareMetalHost = decode_str(text).unwrap();
+        let host: BareMetalHost = decode_json_text(text).unwrap();
         let typed = || TypedObject::Host(Box::new(host.clone()));
         let mut i = input(&obj, None);
         assert_eq!(
@@ -256,10 +230,10 @@ mod tests {
     #[test]
     fn masks_userinfo_in_free_text() {
         assert_eq!(
-            mask_userinfo(r#"string "http://u:p@h/x""#),
+            redact_url(r#"string "http://u:p@h/x""#),
             r#"string "http://***@h/x""#
         );
-        assert_eq!(mask_userinfo("no url here"), "no url here");
-        assert_eq!(mask_userinfo("a://b c://d@e"), "a://b c://***@e");
+        assert_eq!(redact_url("no url here"), "no url here");
+        assert_eq!(redact_url("a://b c://d@e"), "a://b c://***@e");
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod content_rules;
 mod decode;
+pub use decode::decode_json_text;
 pub mod field_error;
 pub mod host_rules;
 mod mutate;
@@ -340,11 +341,4 @@ pub fn mutate(
     policy: &Policy,
 ) -> Verdict {
     mutate::mutate(input, decoded, old, policy)
-}
-
-/// Decodes JSON object text into `T` the way the rules do: unknown fields
-/// skipped, and on failure the JSON path of the offending value (empty for
-/// the object itself) plus a message without position information.
-pub fn decode_json_text<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
-    decode::decode_str(text)
 }
