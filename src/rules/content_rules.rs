@@ -5,7 +5,9 @@
 
 use super::SecretLookup;
 use super::field_error::{FieldError, go_quote};
-use super::host_rules::{CREDENTIALS_FIELD, DATA_IMAGE_FIELD, check_secret_name_at};
+use super::host_rules::{
+    CREDENTIALS_FIELD, DATA_IMAGE_FIELD, check_secret_name_at, unverified_secret,
+};
 use crate::model::DataImageInput;
 use crate::staging::config_iso;
 
@@ -91,9 +93,7 @@ pub struct ContentFinding {
 pub fn check_content_secret(name: &str, namespace: &str, lookup: &SecretLookup) -> ContentFinding {
     let mut finding = ContentFinding::default();
     let secret = go_quote(name);
-    let ns = go_quote(namespace);
     match lookup {
-        // `Found` carries no key names: nothing more to judge.
         SecretLookup::NotNeeded => {}
         SecretLookup::Keys(keys) => {
             if keys.is_empty() {
@@ -151,28 +151,10 @@ pub fn check_content_secret(name: &str, namespace: &str, lookup: &SecretLookup) 
                 }
             }
         }
-        SecretLookup::NotFound => {
-            finding.unverified = Some((
-                FieldError::invalid(
-                    CONTENT_SECRET_FIELD,
-                    name,
-                    &format!("Secret not found in namespace {ns}"),
-                ),
-                format!(
-                    "{CONTENT_SECRET_FIELD}: Secret {secret} does not exist (yet) in namespace \
-                     {ns}; the ISO cannot be built until it does"
-                ),
-            ));
-        }
-        SecretLookup::Unknown { reason } => {
-            finding.unverified = Some((
-                FieldError::invalid(
-                    CONTENT_SECRET_FIELD,
-                    name,
-                    &format!("the Secret could not be checked: {reason}"),
-                ),
-                format!("{CONTENT_SECRET_FIELD}: Secret {secret} could not be checked: {reason}"),
-            ));
+        SecretLookup::NotFound | SecretLookup::Unknown { .. } => {
+            let consequence = "the ISO cannot be built";
+            finding.unverified =
+                unverified_secret(CONTENT_SECRET_FIELD, name, namespace, lookup, consequence);
         }
     }
     finding

@@ -2,7 +2,7 @@
 //! combinations of a BareMetalHost with `spec.dataImage`.
 
 use super::SecretLookup;
-use super::field_error::FieldError;
+use super::field_error::{FieldError, go_quote};
 
 pub const CREDENTIALS_FIELD: &str = "spec.dataImage.credentialsName";
 pub const BMC_ADDRESS_FIELD: &str = "spec.bmc.address";
@@ -79,7 +79,12 @@ pub enum SecretFinding {
 
 /// Rule 9: what the looked-up Secret `name` (in `namespace`) says.
 pub fn check_secret(name: &str, namespace: &str, lookup: &SecretLookup) -> SecretFinding {
-    let secret = super::field_error::go_quote(name);
+    let consequence = "the image cannot be attached";
+    if let Some((error, warning)) =
+        unverified_secret(CREDENTIALS_FIELD, name, namespace, lookup, consequence)
+    {
+        return SecretFinding::Unverified { error, warning };
+    }
     match lookup {
         SecretLookup::NotNeeded => SecretFinding::Ok,
         SecretLookup::Keys(_) => {
@@ -105,29 +110,38 @@ pub fn check_secret(name: &str, namespace: &str, lookup: &SecretLookup) -> Secre
                 ))
             }
         }
-        SecretLookup::NotFound => SecretFinding::Unverified {
-            error: FieldError::invalid(
-                CREDENTIALS_FIELD,
-                name,
-                &format!(
-                    "Secret not found in namespace {}",
-                    super::field_error::go_quote(namespace)
-                ),
+        SecretLookup::NotFound | SecretLookup::Unknown { .. } => SecretFinding::Ok,
+    }
+}
+
+/// A Secret that is missing or could not be read: the error (denied under
+/// `strict_secrets`) and the warning (otherwise); `None` when it was found or
+/// not needed. `consequence` says what waits for the Secret.
+pub fn unverified_secret(
+    field: &str,
+    name: &str,
+    namespace: &str,
+    lookup: &SecretLookup,
+    consequence: &str,
+) -> Option<(FieldError, String)> {
+    let (secret, ns) = (go_quote(name), go_quote(namespace));
+    match lookup {
+        SecretLookup::NotFound => Some((
+            FieldError::invalid(field, name, &format!("Secret not found in namespace {ns}")),
+            format!(
+                "{field}: Secret {secret} does not exist (yet) in namespace {ns}; {consequence} \
+                 until it does"
             ),
-            warning: format!(
-                "{CREDENTIALS_FIELD}: Secret {secret} does not exist (yet) in namespace {}; the image \
-                 cannot be attached until it does",
-                super::field_error::go_quote(namespace)
-            ),
-        },
-        SecretLookup::Unknown { reason } => SecretFinding::Unverified {
-            error: FieldError::invalid(
-                CREDENTIALS_FIELD,
+        )),
+        SecretLookup::Unknown { reason } => Some((
+            FieldError::invalid(
+                field,
                 name,
                 &format!("the Secret could not be checked: {reason}"),
             ),
-            warning: format!("{CREDENTIALS_FIELD}: Secret {secret} could not be checked: {reason}"),
-        },
+            format!("{field}: Secret {secret} could not be checked: {reason}"),
+        )),
+        SecretLookup::NotNeeded | SecretLookup::Keys(_) => None,
     }
 }
 

@@ -85,39 +85,23 @@ fn bad_request(
     field: &str,
     message: &str,
 ) -> Verdict {
-    let kind = input.kind.as_str();
     let name = display_name(input, decoded.object_name());
-    let text = if field.is_empty() {
-        format!(
-            "{kind}.{GROUP} {} could not be decoded: {message}",
-            super::field_error::go_quote(name)
-        )
+    let at = if field.is_empty() {
+        String::new()
     } else {
-        format!(
-            "{kind}.{GROUP} {} could not be decoded: {field}: {message}",
-            super::field_error::go_quote(name)
-        )
+        format!("{field}: ")
     };
-    Verdict {
-        allowed: false,
-        status: Some(DenyStatus {
-            code: 400,
-            reason: "BadRequest".to_string(),
-            message: text,
-            details: Some(StatusDetails {
-                name: name.to_string(),
-                group: GROUP.to_string(),
-                kind: kind.to_string(),
-                causes: vec![StatusCause {
-                    reason: "FieldValueTypeInvalid".to_string(),
-                    field: field.to_string(),
-                    message: message.to_string(),
-                }],
-            }),
-        }),
-        warnings: Vec::new(),
-        patch: None,
-    }
+    let text = format!(
+        "{}.{GROUP} {} could not be decoded: {at}{message}",
+        input.kind.as_str(),
+        super::field_error::go_quote(name)
+    );
+    let cause = StatusCause {
+        reason: "FieldValueTypeInvalid".to_string(),
+        field: field.to_string(),
+        message: message.to_string(),
+    };
+    deny((400, "BadRequest"), text, input.kind, name, vec![cause])
 }
 
 fn judge_host(
@@ -168,11 +152,7 @@ fn judge_host(
                 SecretFinding::Ok => {}
                 SecretFinding::Violation(e) => findings.add([e], DependsOn::DataImageOnly),
                 SecretFinding::Unverified { error, warning } => {
-                    if policy.strict_secrets {
-                        findings.add([error], DependsOn::DataImageOnly);
-                    } else {
-                        findings.warnings.push(warning);
-                    }
+                    findings.unverified(error, warning, policy)
                 }
             }
         }
@@ -191,11 +171,7 @@ fn judge_host(
             let found = content_rules::check_content_secret(name, input.namespace, secret);
             findings.add(found.errors, DependsOn::DataImageOnly);
             if let Some((error, warning)) = found.unverified {
-                if policy.strict_secrets {
-                    findings.add([error], DependsOn::DataImageOnly);
-                } else {
-                    findings.warnings.push(warning);
-                }
+                findings.unverified(error, warning, policy);
             }
             findings.warnings.extend(found.warnings);
         }
@@ -286,6 +262,16 @@ impl Findings {
             .extend(errors.into_iter().map(|e| (e, depends)));
     }
 
+    /// A Secret that could not be checked: denied under `strict_secrets`,
+    /// else a warning.
+    fn unverified(&mut self, error: FieldError, warning: String, policy: &Policy) {
+        if policy.strict_secrets {
+            self.add([error], DependsOn::DataImageOnly);
+        } else {
+            self.warnings.push(warning);
+        }
+    }
+
     fn finish(
         self,
         kind: ResourceKind,
@@ -312,28 +298,41 @@ impl Findings {
         if denials.is_empty() {
             return allow(warnings);
         }
+        let message = invalid_message(kind.as_str(), GROUP, name, &denials);
+        let causes = denials.into_iter().map(|e| StatusCause {
+            reason: e.reason.as_str().to_string(),
+            field: e.field,
+            message: e.message,
+        });
         Verdict {
-            allowed: false,
-            status: Some(DenyStatus {
-                code: 422,
-                reason: "Invalid".to_string(),
-                message: invalid_message(kind.as_str(), GROUP, name, &denials),
-                details: Some(StatusDetails {
-                    name: name.to_string(),
-                    group: GROUP.to_string(),
-                    kind: kind.as_str().to_string(),
-                    causes: denials
-                        .into_iter()
-                        .map(|e| StatusCause {
-                            reason: e.reason.as_str().to_string(),
-                            field: e.field,
-                            message: e.message,
-                        })
-                        .collect(),
-                }),
-            }),
             warnings,
-            patch: None,
+            ..deny((422, "Invalid"), message, kind, name, causes.collect())
         }
+    }
+}
+
+/// A denial in `metav1.Status` shape (`code`, `reason`) with its causes.
+fn deny(
+    (code, reason): (u16, &str),
+    message: String,
+    kind: ResourceKind,
+    name: &str,
+    causes: Vec<StatusCause>,
+) -> Verdict {
+    Verdict {
+        allowed: false,
+        status: Some(DenyStatus {
+            code,
+            reason: reason.to_string(),
+            message,
+            details: Some(StatusDetails {
+                name: name.to_string(),
+                group: GROUP.to_string(),
+                kind: kind.as_str().to_string(),
+                causes,
+            }),
+        }),
+        warnings: Vec::new(),
+        patch: None,
     }
 }
