@@ -35,48 +35,47 @@ pub struct FieldError {
 }
 
 impl FieldError {
+    fn new(reason: CauseReason, field: &str, message: String) -> Self {
+        let field = field.to_string();
+        Self {
+            reason,
+            field,
+            message,
+        }
+    }
+
     /// `Invalid value: "<value>": <detail>`; `value` must already be redacted.
     pub fn invalid(field: &str, value: &str, detail: &str) -> Self {
-        Self {
-            reason: CauseReason::FieldValueInvalid,
-            field: field.to_string(),
-            message: format!("Invalid value: {}: {detail}", go_quote(value)),
-        }
+        let message = format!("Invalid value: {}: {detail}", go_quote(value));
+        Self::new(CauseReason::FieldValueInvalid, field, message)
     }
 
     /// `Required value` or `Required value: <detail>`.
     pub fn required(field: &str, detail: &str) -> Self {
-        Self {
-            reason: CauseReason::FieldValueRequired,
-            field: field.to_string(),
-            message: with_detail("Required value", detail),
-        }
+        let message = with_detail("Required value", detail);
+        Self::new(CauseReason::FieldValueRequired, field, message)
     }
 
     /// `Unsupported value: "<value>": supported values: "a", "b"` plus an
     /// optional detail.
     pub fn not_supported(field: &str, value: &str, supported: &[&str], detail: &str) -> Self {
-        let mut message = format!("Unsupported value: {}: supported values: ", go_quote(value));
-        for (i, s) in supported.iter().enumerate() {
-            if i > 0 {
-                message.push_str(", ");
-            }
-            message.push_str(&go_quote(s));
-        }
-        Self {
-            reason: CauseReason::FieldValueNotSupported,
-            field: field.to_string(),
-            message: with_detail(&message, detail),
-        }
+        let supported: Vec<String> = supported.iter().map(|s| go_quote(s)).collect();
+        let head = format!(
+            "Unsupported value: {}: supported values: {}",
+            go_quote(value),
+            supported.join(", ")
+        );
+        Self::new(
+            CauseReason::FieldValueNotSupported,
+            field,
+            with_detail(&head, detail),
+        )
     }
 
     /// `Forbidden: <detail>`.
     pub fn forbidden(field: &str, detail: &str) -> Self {
-        Self {
-            reason: CauseReason::FieldValueForbidden,
-            field: field.to_string(),
-            message: with_detail("Forbidden", detail),
-        }
+        let message = with_detail("Forbidden", detail);
+        Self::new(CauseReason::FieldValueForbidden, field, message)
     }
 }
 
@@ -107,20 +106,12 @@ pub fn invalid_message(kind: &str, group: &str, name: &str, errors: &[FieldError
             texts.push(text);
         }
     }
-    let mut out = format!("{kind}.{group} {} is invalid", go_quote(name));
-    match texts.len() {
-        0 => {}
-        1 => {
-            out.push_str(": ");
-            out.push_str(&texts[0]);
-        }
-        _ => {
-            out.push_str(": [");
-            out.push_str(&texts.join(", "));
-            out.push(']');
-        }
-    }
-    out
+    let aggregate = match texts.as_slice() {
+        [] => String::new(),
+        [one] => format!(": {one}"),
+        many => format!(": [{}]", many.join(", ")),
+    };
+    format!("{kind}.{group} {} is invalid{aggregate}", go_quote(name))
 }
 
 /// Quotes like Go's `%q` (`strconv.Quote`): printable characters as they

@@ -43,6 +43,10 @@ impl TempFile {
         }
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Atomically moves the file to `dest` (same filesystem).
     pub fn persist(mut self, dest: &Path) -> std::io::Result<()> {
         std::fs::rename(&self.path, dest)?;

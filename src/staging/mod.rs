@@ -475,17 +475,10 @@ impl Stager {
             iso::inspect(&iso[..iso.len().min(iso::HEADER_LEN)]).map_err(StageError::NotIso)?;
         let dest = self.inner.blob_path(&hex);
         if !dest.is_file() {
-            let tmp = self
-                .inner
-                .tmp_dir
-                .join(format!("{}.part", hex::encode(rand::random::<[u8; 16]>())));
-            let io =
-                |err: std::io::Error| StageError::Io(format!("writing the built image: {err}"));
-            std::fs::write(&tmp, iso).map_err(io)?;
-            std::fs::rename(&tmp, &dest).map_err(|err| {
-                let _ = std::fs::remove_file(&tmp);
-                io(err)
-            })?;
+            let tmp = fetch::TempFile::new(self.inner.tmp_path());
+            std::fs::write(tmp.path(), iso)
+                .and_then(|()| tmp.persist(&dest))
+                .map_err(|err| StageError::Io(format!("writing the built image: {err}")))?;
             sync_dir(&self.inner.blob_dir);
         }
         let blob = Blob {
@@ -631,6 +624,12 @@ impl Inner {
         hasher.finalize().into()
     }
 
+    /// A fresh name for a file being written into the cache.
+    fn tmp_path(&self) -> PathBuf {
+        let name = hex::encode(rand::random::<[u8; 16]>());
+        self.tmp_dir.join(format!("{name}.part"))
+    }
+
     fn blob_path(&self, hex: &str) -> PathBuf {
         self.blob_dir.join(format!("{hex}.iso"))
     }
@@ -692,9 +691,7 @@ impl Inner {
             &self.verified
         };
         let shown = redact_url(url.as_str()).into_owned();
-        let tmp = self
-            .tmp_dir
-            .join(format!("{}.part", hex::encode(rand::random::<[u8; 16]>())));
+        let tmp = self.tmp_path();
         tracing::info!(url = %shown, insecure, "downloading image to stage");
         let progress = Arc::new(fetch::Progress::default());
         self.lock().progress.insert(key, progress.clone());
