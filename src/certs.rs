@@ -26,14 +26,14 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::json;
 
 /// File names, as cert-manager and the kubelet's Secret volume lay them out.
-pub const CA_CERT_FILE: &str = "ca.crt";
-pub const CA_KEY_FILE: &str = "ca.key";
-pub const TLS_CERT_FILE: &str = "tls.crt";
-pub const TLS_KEY_FILE: &str = "tls.key";
+const CA_CERT_FILE: &str = "ca.crt";
+const CA_KEY_FILE: &str = "ca.key";
+const TLS_CERT_FILE: &str = "tls.crt";
+const TLS_KEY_FILE: &str = "tls.key";
 /// The kustomize component written by `certs` (and the caBundle patches it uses).
-pub const KUSTOMIZATION_FILE: &str = "kustomization.yaml";
+const KUSTOMIZATION_FILE: &str = "kustomization.yaml";
 pub const VALIDATING_CA_PATCH_FILE: &str = "validating-ca-bundle.patch.yaml";
-pub const MUTATING_CA_PATCH_FILE: &str = "mutating-ca-bundle.patch.yaml";
+const MUTATING_CA_PATCH_FILE: &str = "mutating-ca-bundle.patch.yaml";
 
 /// Names the shipped manifests use (checked against `manifests/` by tests).
 pub const NAMESPACE: &str = "metal3-dataimage-system";
@@ -49,9 +49,9 @@ pub const VALIDATING_WEBHOOKS: [&str; 2] = [
 pub const MUTATING_WEBHOOKS: [&str; 1] = ["baremetalhost.dataimage.metal3.io"];
 
 /// Names the development serving certificate is valid for.
-pub const DEV_SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+const DEV_SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 /// Existing certificates are reused only while they stay valid at least this long.
-pub const MIN_REMAINING_VALIDITY: Duration = Duration::from_secs(24 * 60 * 60);
+const MIN_REMAINING_VALIDITY: Duration = Duration::from_secs(24 * 60 * 60);
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// Lifetimes of generated certificates.
@@ -178,7 +178,7 @@ pub fn generate_ca(
 
 /// A serving certificate (server auth) for `names` (DNS names or IP
 /// addresses), signed by `ca`, with a fresh key.
-pub fn issue_serving_cert(
+fn issue_serving_cert(
     ca: &KeyedCert,
     names: &[String],
     validity: Duration,
@@ -242,7 +242,7 @@ fn unix_seconds(time: SystemTime) -> i64 {
 /// Check that `cert_pem` is a serving certificate signed by `ca_pem`, valid
 /// for every name in `names` now and still at `valid_until`, that the CA is
 /// valid until then too, and that `key_pem` is its private key.
-pub fn check_serving_cert(
+fn check_serving_cert(
     ca_pem: &str,
     cert_pem: &str,
     key_pem: &str,
@@ -299,7 +299,7 @@ pub fn check_serving_cert(
 }
 
 /// Serial number and expiry of a PEM certificate, for log lines.
-pub fn describe_cert(cert_pem: &str) -> anyhow::Result<String> {
+fn describe_cert(cert_pem: &str) -> anyhow::Result<String> {
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).context("no PEM certificate")?;
     let (_, cert) =
         x509_parser::parse_x509_certificate(&der).context("certificate does not parse")?;
@@ -390,7 +390,7 @@ pub fn service_dns_names(service: &str, namespace: &str) -> Vec<String> {
 /// Files of the kustomize component that installs the certificates: the
 /// serving Secret (generated from the files beside it) and the caBundle of
 /// both webhook configurations. Returns `(file name, contents)` pairs.
-pub fn render_component(namespace: &str, ca_cert_pem: &str) -> Vec<(&'static str, String)> {
+fn render_component(namespace: &str, ca_cert_pem: &str) -> Vec<(&'static str, String)> {
     let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca_cert_pem.as_bytes());
     let patch_target = |kind: &str, name: &str| json!({"group": "admissionregistration.k8s.io", "version": "v1", "kind": kind, "name": name});
     let kustomization = json!({

@@ -18,11 +18,11 @@ use crate::rules::{
 };
 
 /// Exit status: every object admitted.
-pub const EXIT_ADMITTED: u8 = 0;
+const EXIT_ADMITTED: u8 = 0;
 /// Exit status: at least one object denied.
-pub const EXIT_DENIED: u8 = 1;
+const EXIT_DENIED: u8 = 1;
 /// Exit status: some input could not be read or parsed (wins over denied).
-pub const EXIT_UNREADABLE: u8 = 2;
+const EXIT_UNREADABLE: u8 = 2;
 
 /// The user name the rules see for offline checks (never an operator user).
 const CHECK_USER: &str = "metal3-dataimage-check";

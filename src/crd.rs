@@ -33,7 +33,7 @@ pub const SPEC_DATA_IMAGE_POINTER: &str =
 pub const STATUS_DATA_IMAGE_POINTER: &str =
     "/spec/versions/0/schema/openAPIV3Schema/properties/status/properties/dataImage";
 /// JSON Pointer `-`: append to the version's printer columns.
-pub const PRINTER_COLUMNS_APPEND_POINTER: &str = "/spec/versions/0/additionalPrinterColumns/-";
+const PRINTER_COLUMNS_APPEND_POINTER: &str = "/spec/versions/0/additionalPrinterColumns/-";
 
 /// The only keywords `spec.dataImage` carries: structure, no value rules.
 /// The API server checks the CRD schema (pattern, lengths, enum, format, CEL)
@@ -43,12 +43,12 @@ pub const PRINTER_COLUMNS_APPEND_POINTER: &str = "/spec/versions/0/additionalPri
 /// value rule, including the ones CEL cannot reproduce (ratcheting, admitting
 /// any update of a host being deleted, every error at once). Without CEL
 /// rules the API server's cost estimation needs no `maxLength` either.
-pub const SPEC_KEYWORDS: [&str; 4] = ["type", "description", "properties", "required"];
+const SPEC_KEYWORDS: [&str; 4] = ["type", "description", "properties", "required"];
 
 /// Columns appended to the BareMetalHost's `additionalPrinterColumns`
 /// (`kubectl get bmh`): `(name, jsonPath, priority, description)`. Priority 1
 /// columns show only with `-o wide`.
-pub const PRINTER_COLUMNS: [(&str, &str, u8, &str); 3] = [
+const PRINTER_COLUMNS: [(&str, &str, u8, &str); 3] = [
     (
         "DataImage",
         ".status.dataImage.state",

@@ -61,7 +61,7 @@ pub struct ContentFrom {
 }
 
 /// Prefix of [`DataImageSpec::source`] for an image built from a Secret.
-pub const SECRET_SOURCE_PREFIX: &str = "secret:";
+const SECRET_SOURCE_PREFIX: &str = "secret:";
 
 impl DataImageSpec {
     /// What the host asks for, as one string: the URL, or

@@ -12,8 +12,8 @@ use crate::model::DataImageInput;
 use crate::staging::config_iso;
 
 pub const CONTENT_SECRET_FIELD: &str = "spec.dataImage.contentFrom.secretName";
-pub const VOLUME_LABEL_FIELD: &str = "spec.dataImage.volumeLabel";
-pub const INSECURE_FIELD: &str = "spec.dataImage.disableCertificateVerification";
+const VOLUME_LABEL_FIELD: &str = "spec.dataImage.volumeLabel";
+const INSECURE_FIELD: &str = "spec.dataImage.disableCertificateVerification";
 
 /// Rule 12: exactly one of `url` (non-empty) and `contentFrom`.
 pub fn check_source(data_image: &DataImageInput) -> Option<FieldError> {

@@ -5,12 +5,12 @@ use super::SecretLookup;
 use super::field_error::{FieldError, go_quote};
 
 pub const CREDENTIALS_FIELD: &str = "spec.dataImage.credentialsName";
-pub const BMC_ADDRESS_FIELD: &str = "spec.bmc.address";
+const BMC_ADDRESS_FIELD: &str = "spec.bmc.address";
 pub const DATA_IMAGE_FIELD: &str = "spec.dataImage";
 
 /// BMC types (URL schemes) whose Ironic driver can insert virtual media.
 /// Each also accepts a `+http` / `+https` suffix.
-pub const VIRTUAL_MEDIA_BMC_TYPES: [&str; 7] = [
+const VIRTUAL_MEDIA_BMC_TYPES: [&str; 7] = [
     "redfish",
     "redfish-virtualmedia",
     "idrac-redfish",

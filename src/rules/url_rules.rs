@@ -17,7 +17,7 @@ use url::{Host, Position, Url};
 use super::field_error::{FieldError, go_quote};
 
 /// Longest accepted URL (rule 6), in characters.
-pub const MAX_URL_CHARS: usize = 2048;
+const MAX_URL_CHARS: usize = 2048;
 
 /// The scheme of a URL that passed rules 1-7.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,7 +182,7 @@ fn authority_of(raw: &str) -> &str {
 /// otherwise everything between `scheme:` and the last `@` replaced by
 /// `***` (broader than `telemetry::redact_url`, because a malformed URL may
 /// hide a password behind `http:u:p@h` or a `/` in the password).
-pub fn echo_url<'a>(raw: &'a str, parsed: Option<&Url>) -> Cow<'a, str> {
+fn echo_url<'a>(raw: &'a str, parsed: Option<&Url>) -> Cow<'a, str> {
     let clean = parsed.is_some_and(|u| u.username().is_empty() && u.password().is_none())
         && !authority_of(raw).contains('@');
     if clean || !raw.contains('@') {

@@ -11,8 +11,8 @@ use crate::duration::parse_positive_duration;
 
 /// Not the baremetal-operator's 9440/9443: the reconciler may run as its sidecar.
 pub const DEFAULT_IMAGE_SERVER_LISTEN: &str = "0.0.0.0:9445";
-pub const DEFAULT_IMAGE_CACHE_DIR: &str = "/var/cache/metal3-dataimage";
-pub const DEFAULT_MAX_IMAGE_SIZE: &str = "4GiB";
+const DEFAULT_IMAGE_CACHE_DIR: &str = "/var/cache/metal3-dataimage";
+const DEFAULT_MAX_IMAGE_SIZE: &str = "4GiB";
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct StagingArgs {
@@ -111,7 +111,7 @@ fn tls_error(err: anyhow::Error) -> StageError {
 }
 
 /// Parses `4GiB`, `512MiB`, `1.5GB`, `1000000` (bytes).
-pub fn parse_size(input: &str) -> Result<u64, String> {
+fn parse_size(input: &str) -> Result<u64, String> {
     let text = input.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

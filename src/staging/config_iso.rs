@@ -41,7 +41,7 @@ pub const SECTOR: usize = 2048;
 /// Longest file name (Joliet allows 64 UCS-2 characters).
 pub const MAX_NAME_LEN: usize = 64;
 /// Longest volume label (the primary descriptor's 32 d-characters).
-pub const MAX_LABEL_LEN: usize = 32;
+const MAX_LABEL_LEN: usize = 32;
 /// Longest label that may use lower-case letters or `-` (the Joliet
 /// descriptor holds 16 UCS-2 characters; beyond them only the primary
 /// descriptor's upper-case form exists).

@@ -92,7 +92,7 @@ pub fn parse_user_url(raw: &str) -> Result<Url, StageError> {
 
 /// Where a redirect may lead: http(s) only, never from https down to http,
 /// never with userinfo.
-pub fn next_hop(current: &Url, location: &str) -> Result<Url, StageError> {
+fn next_hop(current: &Url, location: &str) -> Result<Url, StageError> {
     let next = current.join(location).map_err(|err| {
         StageError::Download(format!(
             "redirect from {} to an invalid location: {err}",
@@ -123,7 +123,7 @@ pub fn next_hop(current: &Url, location: &str) -> Result<Url, StageError> {
 
 /// Sends the credentials only to the exact origin (scheme, host, port) the
 /// user named: `127.0.0.1` and `localhost` are different hosts.
-pub fn credentials_allowed(original: &Url, target: &Url) -> bool {
+fn credentials_allowed(original: &Url, target: &Url) -> bool {
     original.origin() == target.origin()
 }
 

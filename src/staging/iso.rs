@@ -6,7 +6,7 @@ const SECTOR: usize = 2048;
 /// Volume descriptors start at sector 16 (after the 32 KiB system area).
 const FIRST_DESCRIPTOR: usize = 16 * SECTOR;
 /// `CD001` sits at offset 1 of a volume descriptor: byte 32769 of the image.
-pub const SIGNATURE_OFFSET: usize = FIRST_DESCRIPTOR + 1;
+const SIGNATURE_OFFSET: usize = FIRST_DESCRIPTOR + 1;
 const SIGNATURE: &[u8; 5] = b"CD001";
 /// Bytes needed to decide whether the image is ISO 9660 at all.
 pub const SIGNATURE_END: usize = SIGNATURE_OFFSET + SIGNATURE.len();
