@@ -90,73 +90,59 @@ pub struct Outcome {
     pub exit_code: u8,
 }
 
+impl Outcome {
+    /// An `error:` line; the run then exits [`EXIT_UNREADABLE`].
+    fn error(&mut self, message: String) {
+        self.stderr.push(format!("error: {message}"));
+        self.exit_code = EXIT_UNREADABLE;
+    }
+
+    /// An error that stops the run before any object is judged.
+    fn stop(mut self, message: String) -> Self {
+        self.error(message);
+        self
+    }
+}
+
 /// The whole check, with file reading injected (pure apart from `read`).
 pub fn check(args: &CheckArgs, read: &mut dyn FnMut(&Path) -> Result<String, String>) -> Outcome {
     let mut out = Outcome::default();
-    let mut unreadable = false;
-    let error = |out: &mut Outcome, message: String| {
-        out.stderr.push(format!("error: {message}"));
-    };
 
     // Secrets: --secret files, then Secret documents among the FILEs.
     let mut secrets = Vec::new();
     for path in &args.secrets {
-        match load_documents(path, read) {
-            Ok(docs) => {
-                for doc in docs {
-                    match secret_entry(&doc) {
-                        Ok(Some(entry)) => secrets.push(entry),
-                        Ok(None) => {
-                            unreadable = true;
-                            error(
-                                &mut out,
-                                format!(
-                                    "{}: document {}: --secret files may only hold Secrets, found {}",
-                                    doc.source,
-                                    doc.index,
-                                    doc.header
-                                        .kind
-                                        .as_deref()
-                                        .unwrap_or("an object without kind")
-                                ),
-                            );
-                        }
-                        Err(e) => {
-                            unreadable = true;
-                            error(&mut out, e);
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                unreadable = true;
-                error(&mut out, e);
+        let docs = load_documents(path, read).unwrap_or_else(|e| {
+            out.error(e);
+            Vec::new()
+        });
+        for doc in docs {
+            match secret_entry(&doc) {
+                Ok(Some(entry)) => secrets.push(entry),
+                Ok(None) => out.error(format!(
+                    "{}: document {}: --secret files may only hold Secrets, found {}",
+                    doc.source,
+                    doc.index,
+                    (doc.header.kind.as_deref()).unwrap_or("an object without kind")
+                )),
+                Err(e) => out.error(e),
             }
         }
     }
 
-    let old = match &args.old {
+    let old = match args
+        .old
+        .as_deref()
+        .map(|path| (path, load_documents(path, read)))
+    {
         None => None,
-        Some(path) => match load_documents(path, read) {
-            Ok(mut docs) if docs.len() == 1 => docs.pop(),
-            Ok(docs) => {
-                error(
-                    &mut out,
-                    format!(
-                        "{}: --old takes exactly one document, found {}",
-                        path.display(),
-                        docs.len()
-                    ),
-                );
-                out.exit_code = EXIT_UNREADABLE;
-                return out;
-            }
-            Err(e) => {
-                error(&mut out, e);
-                out.exit_code = EXIT_UNREADABLE;
-                return out;
-            }
-        },
+        Some((_, Ok(mut docs))) if docs.len() == 1 => docs.pop(),
+        Some((path, Ok(docs))) => {
+            let (path, found) = (path.display(), docs.len());
+            return out.stop(format!(
+                "{path}: --old takes exactly one document, found {found}"
+            ));
+        }
+        Some((_, Err(e))) => return out.stop(e),
     };
 
     let mut documents = Vec::new();
@@ -167,31 +153,20 @@ pub fn check(args: &CheckArgs, read: &mut dyn FnMut(&Path) -> Result<String, Str
                     out.stderr
                         .push(format!("note: {}: no documents", display_path(path)));
                 }
-                for doc in &docs {
-                    if doc.header.kind.as_deref() == Some("Secret")
-                        && let Ok(Some(entry)) = secret_entry(doc)
-                    {
-                        secrets.push(entry);
-                    }
-                }
+                secrets.extend(
+                    docs.iter()
+                        .filter_map(|doc| secret_entry(doc).ok().flatten()),
+                );
                 documents.extend(docs);
             }
-            Err(e) => {
-                unreadable = true;
-                error(&mut out, e);
-            }
+            Err(e) => out.error(e),
         }
     }
     if old.is_some() && documents.len() != 1 {
-        error(
-            &mut out,
-            format!(
-                "--old judges exactly one object, but FILE holds {} documents",
-                documents.len()
-            ),
-        );
-        out.exit_code = EXIT_UNREADABLE;
-        return out;
+        let found = documents.len();
+        return out.stop(format!(
+            "--old judges exactly one object, but FILE holds {found} documents"
+        ));
     }
 
     let policy = Policy {
@@ -199,24 +174,16 @@ pub fn check(args: &CheckArgs, read: &mut dyn FnMut(&Path) -> Result<String, Str
         operator_users: Vec::new(),
     };
     let secrets_given = !args.secrets.is_empty();
-    let mut denied = false;
     for doc in &documents {
         let report = judge(doc, old.as_ref(), &secrets, secrets_given, &policy);
-        if report.verdict.as_ref().is_some_and(|v| !v.allowed) {
-            denied = true;
+        if report.verdict.as_ref().is_some_and(|v| !v.allowed) && out.exit_code == EXIT_ADMITTED {
+            out.exit_code = EXIT_DENIED;
         }
         match args.output {
             OutputFormat::Text => out.stdout.extend(render_text(&report)),
             OutputFormat::Json => out.stdout.push(render_json(&report)),
         }
     }
-    out.exit_code = if unreadable {
-        EXIT_UNREADABLE
-    } else if denied {
-        EXIT_DENIED
-    } else {
-        EXIT_ADMITTED
-    };
     out
 }
 
