@@ -148,15 +148,6 @@ pub enum DataImageState {
 }
 
 impl DataImageState {
-    pub const ALL: [DataImageState; 6] = [
-        Self::Waiting,
-        Self::Attaching,
-        Self::Attached,
-        Self::Detaching,
-        Self::Detached,
-        Self::Error,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Waiting => "Waiting",
