@@ -10,7 +10,8 @@ use super::{Decoded, Operation, ResourceKind, ReviewInput, TypedObject};
 use crate::model::{BareMetalHost, UpstreamDataImage};
 use crate::telemetry::redact_url;
 
-pub(super) fn decode(input: &ReviewInput<'_>) -> Decoded {
+/// Reads only the fields the rules use from `input.object`/`old_object`.
+pub fn decode(input: &ReviewInput<'_>) -> Decoded {
     let inner = match input.operation {
         Operation::Delete | Operation::Connect => Inner::Nothing,
         Operation::Create | Operation::Update => match present(input.object) {
@@ -33,7 +34,12 @@ pub(super) fn decode(input: &ReviewInput<'_>) -> Decoded {
     }
 }
 
-pub(super) fn decode_typed(input: &ReviewInput<'_>, object: TypedObject) -> Decoded {
+/// Like [`decode`] for a request whose object is already typed: the same
+/// [`Decoded`] as [`decode`] on the object's JSON text. `input.object` is not
+/// read (it may be `None`); `input.old_object` stays raw, decoded later only
+/// when needed. An object of another kind than `input.kind` falls back to
+/// [`decode`] of `input.object`.
+pub fn decode_typed(input: &ReviewInput<'_>, object: TypedObject) -> Decoded {
     let inner = match (input.operation, object) {
         (Operation::Delete | Operation::Connect, _) => Inner::Nothing,
         (_, TypedObject::Host(new)) if input.kind == ResourceKind::BareMetalHost => {

@@ -18,17 +18,18 @@
 
 pub mod content_rules;
 mod decode;
-pub use decode::decode_json_text;
+pub use decode::{decode, decode_json_text, decode_typed};
 pub mod field_error;
 pub mod host_rules;
 mod mutate;
+pub use mutate::{OldDataImages, mutate};
 pub mod url_rules;
 mod validate;
+pub use validate::validate;
 
 use serde_json::value::RawValue;
 
 pub use field_error::{CauseReason, FieldError};
-pub use mutate::OldDataImages;
 
 /// The admission operation (`request.operation`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -297,11 +298,6 @@ pub struct StatusCause {
     pub message: String,
 }
 
-/// Reads only the fields the rules use from `input.object`/`old_object`.
-pub fn decode(input: &ReviewInput<'_>) -> Decoded {
-    decode::decode(input)
-}
-
 /// A request object the caller already decoded into the rules' types (the
 /// webhook does it while parsing the AdmissionReview envelope, which saves a
 /// second scan of the object). It must have been decoded the way
@@ -310,35 +306,4 @@ pub fn decode(input: &ReviewInput<'_>) -> Decoded {
 pub enum TypedObject {
     Host(Box<crate::model::BareMetalHost>),
     DataImage(Box<crate::model::UpstreamDataImage>),
-}
-
-/// Like [`decode`] for a request whose object is already typed: the same
-/// [`Decoded`] as [`decode`] on the object's JSON text. `input.object` is not
-/// read (it may be `None`); `input.old_object` stays raw, decoded later only
-/// when needed. An object of another kind than `input.kind` falls back to
-/// [`decode`] of `input.object`.
-pub fn decode_typed(input: &ReviewInput<'_>, object: TypedObject) -> Decoded {
-    decode::decode_typed(input, object)
-}
-
-/// The validating webhook's decision.
-pub fn validate(
-    input: &ReviewInput<'_>,
-    decoded: &Decoded,
-    secret: &SecretLookup,
-    policy: &Policy,
-) -> Verdict {
-    validate::validate(input, decoded, secret, policy)
-}
-
-/// The mutating webhook's decision: defaults plus field preservation.
-/// `old`: what oldObject holds of `dataImage` ([`OldDataImages::from_raw`]
-/// reads it from `input.old_object`).
-pub fn mutate(
-    input: &ReviewInput<'_>,
-    decoded: &Decoded,
-    old: &OldDataImages,
-    policy: &Policy,
-) -> Verdict {
-    mutate::mutate(input, decoded, old, policy)
 }

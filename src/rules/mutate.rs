@@ -22,7 +22,10 @@ use super::decoded::Inner;
 use super::{Operation, Policy, ReviewInput, Verdict};
 use crate::model::{BareMetalHost, DataImageInput};
 
-pub(super) fn mutate(
+/// The mutating webhook's decision: defaults plus field preservation.
+/// `old`: what oldObject holds of `dataImage` ([`OldDataImages::from_raw`]
+/// reads it from `input.old_object`).
+pub fn mutate(
     input: &ReviewInput<'_>,
     decoded: &super::Decoded,
     old: &OldDataImages,

@@ -30,7 +30,8 @@ struct Findings {
     warnings: Vec<String>,
 }
 
-pub(super) fn validate(
+/// The validating webhook's decision.
+pub fn validate(
     input: &ReviewInput<'_>,
     decoded: &super::Decoded,
     secret: &SecretLookup,
