@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::net::Ipv6Addr;
 
+use percent_encoding::{CONTROLS, utf8_percent_encode};
 use url::{Host, Position, Url};
 
 use super::field_error::{FieldError, go_quote};
@@ -283,21 +284,11 @@ fn repair(raw: &str, url: &Url) -> Option<String> {
 
     // Path, query and fragment: equal once non-ASCII characters are
     // percent-encoded (IRI → URI) and an empty path is written as `/`.
+    // (`CONTROLS` encodes exactly the non-ASCII bytes here: rule 1 already
+    // refused control characters.)
     let expected = &url[Position::BeforePath..];
-    let mut normalised = String::with_capacity(tail.len() + 8);
-    if !tail.starts_with('/') {
-        normalised.push('/');
-    }
-    for c in tail.chars() {
-        if c.is_ascii() {
-            normalised.push(c);
-        } else {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                normalised.push_str(&format!("%{b:02X}"));
-            }
-        }
-    }
+    let slash = if tail.starts_with('/') { "" } else { "/" };
+    let normalised = format!("{slash}{}", utf8_percent_encode(tail, CONTROLS));
     if normalised != expected {
         return Some(format!(
             "WHATWG URL parsers change the path, query or fragment to {} (dot segments, \
