@@ -18,6 +18,14 @@ async fn the_password_never_appears_in_logs_errors_or_results() {
         .with_max_level(tracing::Level::TRACE)
         .with_ansi(false)
         .finish();
+    // tracing caches each log line's interest process-wide, and while a
+    // single dispatcher is alive tracing-core asks the registering thread's
+    // default (its "just one" shortcut): a line that another test's thread
+    // reaches first (the image server's, the stager's) is then cached as
+    // never enabled and this capture misses it (it failed 2 runs in 3 beside
+    // `staging::`). A global no-op registry keeps a second dispatcher alive,
+    // so every interest is computed from all of them.
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
     // Current-thread runtime: every task of this test logs through it.
     let _guard = tracing::subscriber::set_default(subscriber);
 
