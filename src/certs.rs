@@ -103,7 +103,7 @@ pub fn ensure_dev_certs(dir: &Path) -> anyhow::Result<DevCerts> {
     };
     let names: Vec<String> = DEV_SERVER_NAMES
         .iter()
-        .map(|name| name.to_string())
+        .map(std::string::ToString::to_string)
         .collect();
     let now = SystemTime::now();
 
@@ -529,7 +529,7 @@ mod tests {
     use super::*;
 
     fn names(list: &[&str]) -> Vec<String> {
-        list.iter().map(|name| name.to_string()).collect()
+        list.iter().map(std::string::ToString::to_string).collect()
     }
 
     #[test]

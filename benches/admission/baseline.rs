@@ -32,7 +32,7 @@ use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, Parser)]
 #[command(name = "baseline-server")]
-pub struct BaselineArgs {
+pub(crate) struct BaselineArgs {
     #[arg(long)]
     listen: SocketAddr,
     #[arg(long)]
@@ -48,7 +48,7 @@ pub struct BaselineArgs {
 
 /// The rustls crypto providers the baseline can be built with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Provider {
+pub(crate) enum Provider {
     #[value(name = "ring")]
     Ring,
     #[value(name = "aws-lc-rs")]
@@ -56,7 +56,7 @@ pub enum Provider {
 }
 
 impl Provider {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Ring => "ring",
             Self::AwsLcRs => "aws-lc-rs",
@@ -71,7 +71,7 @@ impl Provider {
     }
 }
 
-pub fn main(args: &[String]) -> ExitCode {
+pub(crate) fn main(args: &[String]) -> ExitCode {
     let args = match BaselineArgs::try_parse_from(
         std::iter::once("baseline-server".to_string()).chain(args.iter().cloned()),
     ) {

@@ -8,7 +8,7 @@ use metal3_dataimage::admission::{MUTATE_BMH_PATH, VALIDATE_BMH_PATH};
 /// What the webhook must answer for a case (the baseline always allows, so
 /// only the uid is checked there).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Expect {
+pub(crate) enum Expect {
     Allow,
     Deny,
     Patch,
@@ -17,7 +17,7 @@ pub enum Expect {
 /// One request: path (with the `?timeout=10s` the apiserver appends), body,
 /// the uid the answer must echo and the expected verdict.
 #[derive(Clone, Debug)]
-pub struct Case {
+pub(crate) struct Case {
     pub name: &'static str,
     pub path_and_query: String,
     pub body: Bytes,
@@ -65,7 +65,7 @@ fn fixtures() -> [Fixture; 7] {
 /// cluster sends: mostly updates (the operator and users writing hosts),
 /// each write seen by the mutating and then the validating webhook, some
 /// creates, some denials and patches.
-pub const MIXES: [(&str, &[(&str, u32)]); 2] = [
+pub(crate) const MIXES: [(&str, &[(&str, u32)]); 2] = [
     ("update", &[("update-allow", 1)]),
     (
         "mixed",
@@ -83,7 +83,7 @@ pub const MIXES: [(&str, &[(&str, u32)]); 2] = [
 
 /// The sequence of cases for a mix: weights spread evenly (smooth weighted
 /// round robin), so every window of the run sees the same proportions.
-pub fn mix(name: &str) -> anyhow::Result<Vec<Case>> {
+pub(crate) fn mix(name: &str) -> anyhow::Result<Vec<Case>> {
     let weights = MIXES
         .iter()
         .find(|(mix_name, _)| *mix_name == name)
@@ -136,7 +136,7 @@ fn case(fixture: &Fixture) -> anyhow::Result<Case> {
 }
 
 /// Body sizes of a mix's distinct cases, for the report.
-pub fn describe(cases: &[Case]) -> String {
+pub(crate) fn describe(cases: &[Case]) -> String {
     let mut seen: Vec<(&str, usize, usize)> = Vec::new();
     for case in cases {
         match seen.iter_mut().find(|(name, _, _)| *name == case.name) {

@@ -117,7 +117,7 @@ struct Settings {
     rounds: usize,
 }
 
-pub fn main(args: &[String]) -> ExitCode {
+pub(crate) fn main(args: &[String]) -> ExitCode {
     let options = match Options::try_parse_from(
         std::iter::once("admission-bench".to_string()).chain(args.iter().cloned()),
     ) {

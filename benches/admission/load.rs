@@ -31,7 +31,7 @@ use crate::cases::{Case, Expect};
 
 /// Where and how to connect.
 #[derive(Clone)]
-pub struct Target {
+pub(crate) struct Target {
     pub addr: SocketAddr,
     pub tls: Arc<ClientConfig>,
     /// Check the verdict (allowed/denied/patch) as well as the uid.
@@ -39,7 +39,7 @@ pub struct Target {
 }
 
 /// What one phase measured.
-pub struct PhaseOutcome {
+pub(crate) struct PhaseOutcome {
     /// Latency of the measured (post warm-up) requests, nanoseconds.
     pub histogram: Histogram<u64>,
     /// Measured requests per second (post warm-up).
@@ -52,7 +52,7 @@ pub struct PhaseOutcome {
 }
 
 #[derive(Clone, Copy, Debug)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Open loop at this many requests per second in total.
     FixedRate(f64),
     /// Closed loop: every connection sends its next request as soon as the
@@ -62,7 +62,7 @@ pub enum Mode {
     NewConnections,
 }
 
-pub struct Phase {
+pub(crate) struct Phase {
     pub mode: Mode,
     pub connections: usize,
     pub warmup: Duration,
@@ -108,12 +108,12 @@ impl Worker {
     }
 }
 
-pub fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+pub(crate) fn new_histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 120_000_000_000, 3).context("histogram bounds")
 }
 
 /// Runs one phase against `target` with `cases` sent round robin.
-pub async fn run(
+pub(crate) async fn run(
     target: &Target,
     cases: Arc<Vec<Case>>,
     phase: &Phase,
@@ -140,7 +140,7 @@ pub async fn run(
                         (start, measure_from, end),
                         &mut worker,
                     )
-                    .await
+                    .await;
                 }
                 Mode::MaxThroughput => {
                     max_throughput(
@@ -150,7 +150,7 @@ pub async fn run(
                         (start, measure_from, end),
                         &mut worker,
                     )
-                    .await
+                    .await;
                 }
                 Mode::NewConnections => {
                     new_connections(
@@ -160,7 +160,7 @@ pub async fn run(
                         (start, measure_from, end),
                         &mut worker,
                     )
-                    .await
+                    .await;
                 }
             }
             anyhow::Ok(worker)
@@ -308,7 +308,10 @@ async fn exchange_inner(
     sender: &mut Option<SendRequest<Full<Bytes>>>,
     case: &Case,
 ) -> anyhow::Result<()> {
-    if sender.as_ref().is_none_or(|s| s.is_closed()) {
+    if sender
+        .as_ref()
+        .is_none_or(hyper::client::conn::http1::SendRequest::is_closed)
+    {
         *sender = Some(connect(target).await?);
     }
     let Some(connection) = sender.as_mut() else {

@@ -5,7 +5,7 @@ use anyhow::Context;
 
 /// Memory of a process, KiB.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Memory {
+pub(crate) struct Memory {
     pub rss_kib: u64,
     pub hwm_kib: u64,
     /// Private memory: heap, stacks (`RssAnon`).
@@ -15,7 +15,7 @@ pub struct Memory {
     pub file_kib: u64,
 }
 
-pub fn memory(pid: u32) -> anyhow::Result<Memory> {
+pub(crate) fn memory(pid: u32) -> anyhow::Result<Memory> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .context("read /proc/<pid>/status")?;
     Ok(Memory {
@@ -36,7 +36,7 @@ fn status_kib(status: &str, key: &str) -> Option<u64> {
 }
 
 /// User + system CPU seconds of a process (all its threads).
-pub fn cpu_seconds(pid: u32, ticks_per_second: f64) -> anyhow::Result<f64> {
+pub(crate) fn cpu_seconds(pid: u32, ticks_per_second: f64) -> anyhow::Result<f64> {
     let stat =
         std::fs::read_to_string(format!("/proc/{pid}/stat")).context("read /proc/<pid>/stat")?;
     let ticks = stat_cpu_ticks(&stat).context("unexpected /proc/<pid>/stat format")?;
@@ -56,7 +56,7 @@ fn stat_cpu_ticks(stat: &str) -> Option<u64> {
 /// Context switches (voluntary + involuntary) of every thread of a process:
 /// each one is a thread going to sleep or being preempted, so per request it
 /// shows wake-up overhead.
-pub fn context_switches(pid: u32) -> u64 {
+pub(crate) fn context_switches(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
     };
@@ -71,7 +71,7 @@ pub fn context_switches(pid: u32) -> u64 {
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`, 100 on Linux).
-pub fn ticks_per_second() -> f64 {
+pub(crate) fn ticks_per_second() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -82,7 +82,7 @@ pub fn ticks_per_second() -> f64 {
 }
 
 /// CPUs this process may run on (`Cpus_allowed_list`, e.g. `0-1` or `0,2-3`).
-pub fn allowed_cpus() -> Vec<u32> {
+pub(crate) fn allowed_cpus() -> Vec<u32> {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return Vec::new();
     };
@@ -115,7 +115,7 @@ fn parse_cpu_list(list: &str) -> Vec<u32> {
 }
 
 /// nproc, CPU model, kernel, rustc, as one Markdown list.
-pub fn machine_description() -> String {
+pub(crate) fn machine_description() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()

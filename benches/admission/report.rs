@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 /// What one load phase measured on one server.
 #[derive(Clone, Debug)]
-pub struct PhaseResult {
+pub(crate) struct PhaseResult {
     /// e.g. `update, 1000 req/s open loop`.
     pub label: String,
     pub kind: PhaseKind,
@@ -25,7 +25,7 @@ pub struct PhaseResult {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PhaseKind {
+pub(crate) enum PhaseKind {
     FixedRate,
     MaxThroughput,
     NewConnections,
@@ -33,7 +33,7 @@ pub enum PhaseKind {
 
 /// Everything measured on one server.
 #[derive(Clone, Debug, Default)]
-pub struct ServerResult {
+pub(crate) struct ServerResult {
     pub cold_start_ms: Vec<f64>,
     pub idle_rss_kib: u64,
     pub idle_anon_kib: u64,
@@ -49,23 +49,23 @@ pub struct ServerResult {
 }
 
 impl ServerResult {
-    pub fn cold_start_median_ms(&self) -> f64 {
+    pub(crate) fn cold_start_median_ms(&self) -> f64 {
         let mut sorted = self.cold_start_ms.clone();
         sorted.sort_by(f64::total_cmp);
         sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
     }
 
-    pub fn cold_start_max_ms(&self) -> f64 {
+    pub(crate) fn cold_start_max_ms(&self) -> f64 {
         self.cold_start_ms.iter().copied().fold(f64::NAN, f64::max)
     }
 
-    pub fn errors(&self) -> u64 {
+    pub(crate) fn errors(&self) -> u64 {
         self.phases.iter().map(|p| p.errors).sum()
     }
 
     /// Combines rounds of the same server: the median of each figure, the
     /// highest peak RSS, every cold start, summed errors and log volume.
-    pub fn combine(rounds: &[ServerResult]) -> ServerResult {
+    pub(crate) fn combine(rounds: &[ServerResult]) -> ServerResult {
         let Some(first) = rounds.first() else {
             return ServerResult::default();
         };
@@ -132,7 +132,7 @@ impl ServerResult {
 
 /// The targets, judged on the webhook's figures.
 #[derive(Clone, Copy, Debug)]
-pub struct Targets {
+pub(crate) struct Targets {
     pub throughput_ratio: f64,
     pub p99_ms: f64,
     pub peak_rss_mib: f64,
@@ -140,7 +140,7 @@ pub struct Targets {
     pub ready_ms: f64,
 }
 
-pub const TARGETS: Targets = Targets {
+pub(crate) const TARGETS: Targets = Targets {
     throughput_ratio: 0.8,
     p99_ms: 2.0,
     peak_rss_mib: 20.0,
@@ -226,7 +226,7 @@ impl Table {
 }
 
 /// Renders the Markdown table (one row per figure) and the target verdicts.
-pub fn render(webhook: &ServerResult, baseline: &ServerResult, judge: bool) -> String {
+pub(crate) fn render(webhook: &ServerResult, baseline: &ServerResult, judge: bool) -> String {
     let mut table = Table::new(judge);
     let t = TARGETS;
     table.row(
@@ -409,7 +409,7 @@ pub fn render(webhook: &ServerResult, baseline: &ServerResult, judge: bool) -> S
 
 /// The baseline of every provider: the max-throughput and handshake figures,
 /// and the webhook's ratio to each; `chosen` is the table's baseline.
-pub fn baselines_section(
+pub(crate) fn baselines_section(
     baselines: &[(&str, &ServerResult)],
     chosen: usize,
     webhook: &ServerResult,
@@ -465,7 +465,7 @@ pub fn baselines_section(
 
 /// Every round's max-throughput figures, so the spread behind the medians
 /// shows; the ratio is to the chosen baseline of the same round.
-pub fn rounds_section(servers: &[(String, &[ServerResult])], chosen: usize) -> String {
+pub(crate) fn rounds_section(servers: &[(String, &[ServerResult])], chosen: usize) -> String {
     let mut out = String::from(
         "\nMax throughput per round (req/s, server CPU µs per request; ratio: webhook / the chosen baseline of the same round):\n\n| phase | round |",
     );
@@ -508,7 +508,7 @@ pub fn rounds_section(servers: &[(String, &[ServerResult])], chosen: usize) -> S
 }
 
 /// Error samples of both servers, for the report.
-pub fn error_notes(name: &str, result: &ServerResult) -> String {
+pub(crate) fn error_notes(name: &str, result: &ServerResult) -> String {
     let mut notes = String::new();
     for phase in &result.phases {
         for sample in &phase.error_samples {

@@ -10,7 +10,7 @@ use rcgen::{
 use rustls::{ClientConfig, RootCertStore, client::Resumption, pki_types::CertificateDer};
 
 /// PEM files of one CA and one serving certificate for 127.0.0.1 / localhost.
-pub struct RunCerts {
+pub(crate) struct RunCerts {
     pub ca_der: CertificateDer<'static>,
     pub cert_file: std::path::PathBuf,
     pub key_file: std::path::PathBuf,
@@ -18,7 +18,7 @@ pub struct RunCerts {
 
 /// Writes a fresh CA + serving certificate (ECDSA P-256, rcgen's default
 /// key type) into `dir`.
-pub fn generate(dir: &Path) -> anyhow::Result<RunCerts> {
+pub(crate) fn generate(dir: &Path) -> anyhow::Result<RunCerts> {
     let ca_key = KeyPair::generate().context("CA key")?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).context("CA params")?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -60,7 +60,7 @@ pub fn generate(dir: &Path) -> anyhow::Result<RunCerts> {
 /// A client like kube-apiserver's: TLS 1.2/1.3, ALPN http/1.1, and no session
 /// resumption (Go's http.Transport keeps no session cache by default), so a
 /// new connection always costs a full handshake.
-pub fn client_config(ca: &CertificateDer<'static>) -> anyhow::Result<Arc<ClientConfig>> {
+pub(crate) fn client_config(ca: &CertificateDer<'static>) -> anyhow::Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
     roots.add(ca.clone()).context("add bench CA")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());

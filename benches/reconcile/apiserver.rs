@@ -42,13 +42,13 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-pub type Body = BoxBody<Bytes, Infallible>;
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
 const CRD_PATH: &str =
     "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/baremetalhosts.metal3.io";
 
 #[derive(Clone, Debug)]
-pub struct ServerConfig {
+pub(crate) struct ServerConfig {
     /// Interval of BOOKMARK events on watches that asked for them.
     pub bookmark_every: Duration,
     /// Watch events kept for resuming watches; older ones are compacted.
@@ -66,7 +66,7 @@ impl Default for ServerConfig {
 
 /// What the clients did, counted by the server.
 #[derive(Clone, Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub host_lists: u64,
     pub host_list_pages: u64,
     pub host_watches: u64,
@@ -101,10 +101,10 @@ pub struct Counters {
 
 impl Counters {
     /// Kubernetes writes to hosts.
-    pub fn host_writes(&self) -> u64 {
+    pub(crate) fn host_writes(&self) -> u64 {
         self.host_patches + self.status_applies + self.status_patches
     }
-    pub fn event_writes(&self) -> u64 {
+    pub(crate) fn event_writes(&self) -> u64 {
         self.event_creates + self.event_patches
     }
 }
@@ -131,7 +131,7 @@ struct State {
     counters: Counters,
 }
 
-pub struct ApiServer {
+pub(crate) struct ApiServer {
     state: Mutex<State>,
     config: ServerConfig,
     pub addr: SocketAddr,
@@ -186,7 +186,7 @@ fn same_object(a: &Value, b: &Value) -> bool {
 
 impl ApiServer {
     /// Binds 127.0.0.1 on a free port and serves until the process ends.
-    pub async fn start(config: ServerConfig) -> anyhow::Result<Arc<Self>> {
+    pub(crate) async fn start(config: ServerConfig) -> anyhow::Result<Arc<Self>> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let crd = metal3_dataimage::crd::standalone_crd()?;
@@ -230,7 +230,7 @@ impl ApiServer {
     }
 
     /// A kubeconfig for this server (plain HTTP, no credentials).
-    pub fn kubeconfig(&self) -> String {
+    pub(crate) fn kubeconfig(&self) -> String {
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: bench\n  cluster:\n    server: http://{}\n\
              contexts:\n- name: bench\n  context:\n    cluster: bench\n    user: bench\n    namespace: bench\n\
@@ -239,12 +239,12 @@ impl ApiServer {
         )
     }
 
-    pub fn counters(&self) -> Counters {
+    pub(crate) fn counters(&self) -> Counters {
         self.state.lock().expect("state").counters.clone()
     }
 
     /// Adds or replaces a host (as another client would), with a watch event.
-    pub fn put_host(&self, mut host: Value) {
+    pub(crate) fn put_host(&self, mut host: Value) {
         let mut state = self.state.lock().expect("state");
         let namespace = host["metadata"]["namespace"]
             .as_str()
@@ -274,7 +274,7 @@ impl ApiServer {
 
     /// Changes a host's spec with a merge patch, as a user (GitOps) would:
     /// bumps generation, sends a watch event; not counted as the reconciler's.
-    pub fn user_patch_host(&self, namespace: &str, name: &str, patch: &Value) -> bool {
+    pub(crate) fn user_patch_host(&self, namespace: &str, name: &str, patch: &Value) -> bool {
         let mut state = self.state.lock().expect("state");
         let key = (namespace.to_string(), name.to_string());
         let Some(mut host) = state.hosts.get(&key).cloned() else {
@@ -299,14 +299,17 @@ impl ApiServer {
     }
 
     /// Runs `f` over every host without copying them.
-    pub fn with_hosts<T>(&self, f: impl FnOnce(&BTreeMap<(String, String), Value>) -> T) -> T {
+    pub(crate) fn with_hosts<T>(
+        &self,
+        f: impl FnOnce(&BTreeMap<(String, String), Value>) -> T,
+    ) -> T {
         f(&self.state.lock().expect("state").hosts)
     }
 
     /// Compacts the watch history past the current resourceVersion and ends
     /// every open watch: a client resuming from its last resourceVersion
     /// gets 410 Gone and must re-list.
-    pub fn expire(&self) {
+    pub(crate) fn expire(&self) {
         let mut state = self.state.lock().expect("state");
         // An unrelated write elsewhere in etcd moves the revision on, so
         // even a client that saw the latest host event is now too old.

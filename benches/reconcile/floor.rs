@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use metal3_dataimage::ironic::{IronicClient, IronicError, VirtualMedia};
 use tokio::sync::Semaphore;
 
-pub struct FloorResult {
+pub(crate) struct FloorResult {
     pub seconds: f64,
     pub attached: usize,
     pub failed: Vec<String>,
@@ -61,7 +61,7 @@ where
     }
 }
 
-pub async fn run(
+pub(crate) async fn run(
     client: &IronicClient,
     nodes: &[String],
     image_url: &str,
@@ -117,7 +117,11 @@ pub async fn run(
 
 /// Ejects the CD of every node (`DELETE vmedia`) and waits until no node
 /// shows one; returns the nodes that still do.
-pub async fn reset(client: &IronicClient, nodes: &[String], concurrency: usize) -> Vec<String> {
+pub(crate) async fn reset(
+    client: &IronicClient,
+    nodes: &[String],
+    concurrency: usize,
+) -> Vec<String> {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();

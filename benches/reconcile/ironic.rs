@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-pub struct IronicEnv {
+pub(crate) struct IronicEnv {
     pub state_dir: PathBuf,
     pub url: String,
     pub nodes: Vec<String>,
@@ -64,7 +64,11 @@ impl IronicEnv {
     /// `count` nodes; starts one (`tests/ironic/up.sh` with
     /// `IRONIC_ENROLL=0`) otherwise. Then enrolls and adopts the nodes in
     /// batches (`enroll.py`; idempotent).
-    pub fn ensure(state_dir: &Path, count: usize, up_timeout: Duration) -> anyhow::Result<Self> {
+    pub(crate) fn ensure(
+        state_dir: &Path,
+        count: usize,
+        up_timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let env_file = state_dir.join("env");
         let t0 = Instant::now();
         let mut started = false;
@@ -173,7 +177,7 @@ impl IronicEnv {
     }
 
     /// `tests/ironic/ctl.sh ARGS...` against this environment.
-    pub fn ctl(&self, args: &[&str]) -> anyhow::Result<()> {
+    pub(crate) fn ctl(&self, args: &[&str]) -> anyhow::Result<()> {
         let status = Command::new("bash")
             .arg(&self.ctl)
             .args(args)
@@ -186,17 +190,17 @@ impl IronicEnv {
         Ok(())
     }
 
-    pub fn down(&self) {
+    pub(crate) fn down(&self) {
         Self::stop_dir(&self.state_dir);
     }
 
     /// Current end of the API log (a phase boundary).
-    pub fn log_mark(&self) -> u64 {
+    pub(crate) fn log_mark(&self) -> u64 {
         std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0)
     }
 
     /// Requests Ironic served between two marks.
-    pub fn count_since(&self, from: u64, to: Option<u64>) -> IronicCounts {
+    pub(crate) fn count_since(&self, from: u64, to: Option<u64>) -> IronicCounts {
         let mut counts = IronicCounts::default();
         let Ok(mut file) = std::fs::File::open(&self.log) else {
             return counts;
@@ -218,7 +222,7 @@ impl IronicEnv {
 
 /// Requests Ironic's API served, from its log.
 #[derive(Clone, Debug, Default)]
-pub struct IronicCounts {
+pub(crate) struct IronicCounts {
     pub total: u64,
     pub post_vmedia: u64,
     pub get_vmedia: u64,
@@ -279,19 +283,19 @@ impl IronicCounts {
     }
 
     /// Nodes that got more than one successful `POST vmedia`.
-    pub fn double_attaches(&self) -> usize {
+    pub(crate) fn double_attaches(&self) -> usize {
         self.posts_per_node.values().filter(|c| **c > 1).count()
     }
 }
 
 /// Serves one ISO on 127.0.0.1 (GET and HEAD), counting downloads.
-pub struct ImageServer {
+pub(crate) struct ImageServer {
     pub url: String,
     pub downloads: Arc<AtomicU64>,
 }
 
 impl ImageServer {
-    pub async fn start(image: Vec<u8>) -> anyhow::Result<Self> {
+    pub(crate) async fn start(image: Vec<u8>) -> anyhow::Result<Self> {
         let downloads = Arc::new(AtomicU64::new(0));
         let image = Arc::new(image);
         let counter = downloads.clone();

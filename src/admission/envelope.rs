@@ -666,7 +666,7 @@ mod tests {
         let bad_op = V1_REVIEW.replace("\"UPDATE\"", "\"PATCH\"");
         match parse_review(bad_op.as_bytes()) {
             Err(EnvelopeError::InBand { message, .. }) => {
-                assert!(message.contains("PATCH"), "{message}")
+                assert!(message.contains("PATCH"), "{message}");
             }
             other => panic!("{other:?}"),
         }

@@ -329,7 +329,7 @@ pub async fn guarded(judging: impl Future<Output = Verdict>, metrics: &Metrics) 
             metrics.panics.inc();
             let what = panic
                 .downcast_ref::<&str>()
-                .map(|s| s.to_string())
+                .map(std::string::ToString::to_string)
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             tracing::error!(panic = what.as_str(), "panic while reviewing a request");
@@ -399,7 +399,7 @@ fn log_review(webhook: Webhook, review: &Review<'_>, verdict: &Verdict, started:
                 .iter()
                 .any(|w| !w.ends_with(NO_CLUSTER_ACCESS)) =>
         {
-            allowed_event!(info)
+            allowed_event!(info);
         }
         _ => allowed_event!(debug),
     }

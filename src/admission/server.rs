@@ -236,7 +236,7 @@ async fn warm_up(tls: &TlsState) {
     match tokio::task::spawn_blocking(move || tls::warm_up(config, &provider)).await {
         Ok(Ok(())) => tracing::debug!("TLS warm-up handshake done"),
         Ok(Err(err)) => {
-            tracing::debug!(error = %err, "TLS warm-up handshake ended early (harmless)")
+            tracing::debug!(error = %err, "TLS warm-up handshake ended early (harmless)");
         }
         Err(err) => tracing::debug!(error = %err, "TLS warm-up task failed"),
     }

@@ -244,7 +244,7 @@ pub(crate) fn api_root(
         let decode = |s: &str| {
             percent_encoding::percent_decode_str(s)
                 .decode_utf8()
-                .map(|s| s.into_owned())
+                .map(std::borrow::Cow::into_owned)
                 .map_err(|_| {
                     IronicError::Config("ironic URL credentials are not valid UTF-8".to_string())
                 })

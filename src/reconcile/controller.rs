@@ -210,7 +210,7 @@ async fn reconcile_inner<I: IronicApi>(
         .verified
         .lock()
         .ok()
-        .and_then(|map| map.get(&key).map(|at| at.elapsed()));
+        .and_then(|map| map.get(&key).map(std::time::Instant::elapsed));
     let mut ironic = IronicView::NotObserved;
     for _ in 0..2 {
         let input = Input {

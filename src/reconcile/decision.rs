@@ -234,7 +234,7 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// Nothing to do but look again after `after`.
-    pub fn wait(after: Duration) -> Self {
+    pub(crate) fn wait(after: Duration) -> Self {
         Self {
             actions: Vec::new(),
             status: StatusChange::Keep,
@@ -373,7 +373,7 @@ impl<'a> Host<'a> {
                 .spec
                 .data_image
                 .as_ref()
-                .and_then(|d| d.source())
+                .and_then(super::super::model::dataimage::DataImageSpec::source)
                 .map(|url| Desired { url }),
             online: host.spec.online.unwrap_or(false),
             disable_power_off: host.spec.disable_power_off.unwrap_or(false),

@@ -109,14 +109,14 @@ pub(crate) struct HostWriter {
 }
 
 impl HostWriter {
-    pub fn new(client: kube::Client, namespace: &str, name: &str) -> Self {
+    pub(crate) fn new(client: kube::Client, namespace: &str, name: &str) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             name: name.to_string(),
         }
     }
 
-    pub async fn merge(&self, patch: &Value) -> Result<HostResource, kube::Error> {
+    pub(crate) async fn merge(&self, patch: &Value) -> Result<HostResource, kube::Error> {
         self.api
             .patch(&self.name, &merge_params(), &Patch::Merge(patch))
             .await

@@ -217,7 +217,7 @@ pub fn start(
             match elector.release().await {
                 Ok(()) => tracing::info!(%lease, "released the leader Lease"),
                 Err(err) => {
-                    tracing::warn!(%lease, error = %err, "could not release the leader Lease")
+                    tracing::warn!(%lease, error = %err, "could not release the leader Lease");
                 }
             }
         }

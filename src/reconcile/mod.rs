@@ -864,7 +864,7 @@ mod ironic_settings_tests {
                     assert!(!resolved.sources.is_empty(), "{}", case.name);
                 }
                 (Err(err), Err(want)) => {
-                    assert!(err.contains(want), "{}: {err:?} lacks {want:?}", case.name)
+                    assert!(err.contains(want), "{}: {err:?} lacks {want:?}", case.name);
                 }
                 (got, want) => panic!("{}: got {got:?}, want {want:?}", case.name),
             }

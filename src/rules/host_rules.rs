@@ -288,13 +288,13 @@ mod tests {
         let found = SecretLookup::from_entries([("username", &b"u"[..]), ("password", b" ")]);
         match check_secret("s", "ns", &found) {
             SecretFinding::Violation(e) => {
-                assert!(e.message.ends_with("missing or empty: \"password\""))
+                assert!(e.message.ends_with("missing or empty: \"password\""));
             }
             _ => panic!("expected a violation"),
         }
         match check_secret("s", "ns", &SecretLookup::NotFound) {
             SecretFinding::Unverified { warning, .. } => {
-                assert!(warning.contains("Secret \"s\" does not exist (yet) in namespace \"ns\""))
+                assert!(warning.contains("Secret \"s\" does not exist (yet) in namespace \"ns\""));
             }
             _ => panic!("expected unverified"),
         }

@@ -158,7 +158,7 @@ pub(crate) mod decoded {
     use crate::model::{BareMetalHost, UpstreamDataImage};
 
     #[derive(Clone, Debug)]
-    pub enum Inner {
+    pub(crate) enum Inner {
         /// Nothing to judge (DELETE/CONNECT, or no object).
         Nothing,
         /// oldObject is decoded only when needed (ratcheting a violation),

@@ -153,7 +153,7 @@ fn judge_host(
                 SecretFinding::Ok => {}
                 SecretFinding::Violation(e) => findings.add([e], DependsOn::DataImageOnly),
                 SecretFinding::Unverified { error, warning } => {
-                    findings.unverified(error, warning, policy)
+                    findings.unverified(error, warning, policy);
                 }
             }
         }

@@ -36,19 +36,19 @@ pub(super) struct TempFile {
 }
 
 impl TempFile {
-    pub fn new(path: PathBuf) -> Self {
+    pub(super) fn new(path: PathBuf) -> Self {
         Self {
             path,
             persisted: false,
         }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Atomically moves the file to `dest` (same filesystem).
-    pub fn persist(mut self, dest: &Path) -> std::io::Result<()> {
+    pub(super) fn persist(mut self, dest: &Path) -> std::io::Result<()> {
         std::fs::rename(&self.path, dest)?;
         self.persisted = true;
         Ok(())
@@ -66,7 +66,7 @@ impl Drop for TempFile {
 /// Checks the user's URL before any network use. The userinfo part is
 /// refused: credentials belong in the Secret, and a URL carrying them would
 /// be echoed in places we do not control.
-pub fn parse_user_url(raw: &str) -> Result<Url, StageError> {
+pub(super) fn parse_user_url(raw: &str) -> Result<Url, StageError> {
     let url = Url::parse(raw.trim()).map_err(|err| {
         StageError::Download(format!("invalid image URL {}: {err}", redact_url(raw)))
     })?;
@@ -130,7 +130,7 @@ fn credentials_allowed(original: &Url, target: &Url) -> bool {
 /// Bytes received so far of a download, and the announced size (0 when
 /// unknown), readable while it runs.
 #[derive(Debug, Default)]
-pub struct Progress {
+pub(super) struct Progress {
     pub done: std::sync::atomic::AtomicU64,
     pub total: std::sync::atomic::AtomicU64,
 }

@@ -807,7 +807,7 @@ impl Inner {
                     tracing::info!(digest = %format!("sha256:{hex}"), "evicted image no host uses");
                 }
                 Err(err) => {
-                    tracing::warn!(digest = %format!("sha256:{hex}"), error = %err, "cannot evict image")
+                    tracing::warn!(digest = %format!("sha256:{hex}"), error = %err, "cannot evict image");
                 }
             }
         }

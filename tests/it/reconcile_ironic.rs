@@ -622,10 +622,10 @@ async fn ironic_outage_is_waited_out_without_writes_or_errors() {
         o["spec"].as_object_mut().unwrap().remove("dataImage");
     });
     fleet.put("outage-attach", |o| {
-        o["spec"]["dataImage"] = json!({ "url": url_b })
+        o["spec"]["dataImage"] = json!({ "url": url_b });
     });
     fleet.put("outage-swap", |o| {
-        o["spec"]["dataImage"] = json!({ "url": url_b })
+        o["spec"]["dataImage"] = json!({ "url": url_b });
     });
     let reconciles_before = fleet.reconciles;
     fleet
@@ -1069,7 +1069,7 @@ async fn servicing_ejects_the_image_and_it_is_attached_again_once_active() {
     .await;
     assert_eq!(status, 200, "{body}");
     fleet.put(HOST, |o| {
-        o["status"]["operationalStatus"] = json!("servicing")
+        o["status"]["operationalStatus"] = json!("servicing");
     });
     let (status, body) = ironic_support::ironic_raw(
         &env.url,

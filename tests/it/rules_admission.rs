@@ -275,7 +275,7 @@ fn all_violations_are_reported_at_once_in_rule_order() {
 #[test]
 fn wrong_json_type_is_a_bad_request_naming_the_field() {
     let review = Review::edit("bmh-create-dataimage-full.json", |o| {
-        o["spec"]["dataImage"]["url"] = json!(42)
+        o["spec"]["dataImage"]["url"] = json!(42);
     });
     let v = review.validate();
     assert!(!v.allowed);
@@ -293,7 +293,7 @@ fn wrong_json_type_is_a_bad_request_naming_the_field() {
 #[test]
 fn null_data_image_and_unknown_fields() {
     let v = Review::edit("bmh-create-dataimage-full.json", |o| {
-        o["spec"]["dataImage"] = Value::Null
+        o["spec"]["dataImage"] = Value::Null;
     });
     assert!(v.validate().allowed && v.validate().warnings.is_empty());
     assert!(v.mutate().patch.is_none());
@@ -309,7 +309,7 @@ fn null_data_image_and_unknown_fields() {
 #[test]
 fn generate_name_create_uses_the_prefix_as_name() {
     let v = Review::edit("bmh-create-generate-name.mutate.json", |o| {
-        o["spec"]["dataImage"] = json!({"url": "ftp://h/a.iso"})
+        o["spec"]["dataImage"] = json!({"url": "ftp://h/a.iso"});
     })
     .validate();
     let status = v.status.unwrap();
@@ -323,7 +323,7 @@ fn generate_name_create_uses_the_prefix_as_name() {
     assert_eq!(status.details.unwrap().name, "host-gen-");
     // The validating call already has the generated name.
     let v = Review::edit("bmh-create-generate-name.json", |o| {
-        o["spec"]["dataImage"] = json!({"url": "ftp://h/a.iso"})
+        o["spec"]["dataImage"] = json!({"url": "ftp://h/a.iso"});
     })
     .validate();
     assert_eq!(v.status.unwrap().details.unwrap().name, "host-gen-dtsw2");
@@ -394,7 +394,7 @@ fn deletion_delete_and_connect_are_always_admitted() {
 #[test]
 fn illegal_combinations() {
     let v = Review::edit("bmh-create-image-live-iso.json", |o| {
-        o["spec"]["dataImage"] = json!({"url": "https://h/a.iso"})
+        o["spec"]["dataImage"] = json!({"url": "https://h/a.iso"});
     })
     .validate();
     assert_eq!(
@@ -406,7 +406,7 @@ fn illegal_combinations() {
         )]
     );
     let v = Review::edit("bmh-create-ipmi.json", |o| {
-        o["spec"]["dataImage"] = json!({"url": "https://h/a.iso"})
+        o["spec"]["dataImage"] = json!({"url": "https://h/a.iso"});
     })
     .validate();
     let (reason, field, message) = causes(&v).remove(0);
@@ -423,7 +423,7 @@ fn illegal_combinations() {
         (json!("irmc://h"), "\"irmc\""),
     ] {
         let v = Review::edit("bmh-create-dataimage-full.json", |o| {
-            o["spec"]["bmc"]["address"] = address.clone()
+            o["spec"]["bmc"]["address"] = address.clone();
         })
         .validate();
         assert!(causes(&v)[0].2.contains(expected), "{address}: {v:?}");
@@ -481,7 +481,7 @@ fn secret_rule() {
     assert!(!review.validate_with(&unknown, &strict).allowed);
     // An invalid name is rule 8, and no lookup is asked for.
     let bad = Review::edit("bmh-create-dataimage-full.json", |o| {
-        o["spec"]["dataImage"]["credentialsName"] = json!("Creds!")
+        o["spec"]["dataImage"]["credentialsName"] = json!("Creds!");
     });
     assert_eq!(rules::decode(&bad.input()).secret_to_check(), None);
     assert!(causes(&bad.validate())[0].2.contains("RFC 1123 subdomain"));
@@ -512,7 +512,7 @@ fn warnings() {
     }
     // The operator's own writes get no warnings.
     let mut review = Review::edit("bmh-create-dataimage-full.json", |o| {
-        o["spec"]["dataImage"]["url"] = json!("http://192.0.2.20/config.img")
+        o["spec"]["dataImage"]["url"] = json!("http://192.0.2.20/config.img");
     });
     assert_eq!(review.validate().warnings.len(), 2);
     review.user = OPERATOR.to_string();
@@ -601,7 +601,7 @@ fn operator_create_is_not_a_removal() {
 #[test]
 fn data_image_kind_gets_the_url_rules() {
     let v = Review::edit("dataimage-create.json", |o| {
-        o["spec"]["url"] = json!("http:///a.iso")
+        o["spec"]["url"] = json!("http:///a.iso");
     })
     .validate();
     let status = v.status.unwrap();
@@ -614,7 +614,7 @@ fn data_image_kind_gets_the_url_rules() {
     );
     assert_eq!(status.details.unwrap().kind, "DataImage");
     let v = Review::edit("dataimage-create.json", |o| {
-        o["spec"]["url"] = json!("https://h/x.qcow2")
+        o["spec"]["url"] = json!("https://h/x.qcow2");
     })
     .validate();
     assert!(v.allowed && v.warnings.len() == 1);

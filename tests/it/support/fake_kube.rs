@@ -12,12 +12,12 @@ use kube::client::Body;
 use metal3_dataimage::model::bmh::HostResource;
 use serde_json::{Value, json};
 
-pub const NS: &str = "metal3";
-pub const HOST: &str = "worker-0";
-pub const BMO_FINALIZER: &str = "baremetalhost.metal3.io";
+pub(crate) const NS: &str = "metal3";
+pub(crate) const HOST: &str = "worker-0";
+pub(crate) const BMO_FINALIZER: &str = "baremetalhost.metal3.io";
 
 #[derive(Clone, Debug)]
-pub struct Logged {
+pub(crate) struct Logged {
     pub method: String,
     pub path: String,
     pub query: String,
@@ -26,17 +26,17 @@ pub struct Logged {
 }
 
 #[derive(Default)]
-pub struct FakeApi {
+pub(crate) struct FakeApi {
     objects: Mutex<HashMap<String, Value>>,
     log: Mutex<Vec<Logged>>,
     rv: AtomicU64,
 }
 
-pub fn host_path(name: &str) -> String {
+pub(crate) fn host_path(name: &str) -> String {
     format!("/apis/metal3.io/v1alpha1/namespaces/{NS}/baremetalhosts/{name}")
 }
 
-pub fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
+pub(crate) fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
     let body = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":message,"reason":reason,"code":code});
     Response::builder()
         .status(code)
@@ -45,7 +45,7 @@ pub fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
         .unwrap()
 }
 
-pub fn ok(value: &Value) -> Response<Body> {
+pub(crate) fn ok(value: &Value) -> Response<Body> {
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/json")
@@ -54,32 +54,32 @@ pub fn ok(value: &Value) -> Response<Body> {
 }
 
 impl FakeApi {
-    pub fn next_rv(&self) -> String {
+    pub(crate) fn next_rv(&self) -> String {
         (self.rv.fetch_add(1, Ordering::SeqCst) + 1).to_string()
     }
 
-    pub fn put(&self, path: &str, mut value: Value) {
+    pub(crate) fn put(&self, path: &str, mut value: Value) {
         value["metadata"]["resourceVersion"] = json!(self.next_rv());
         self.objects.lock().unwrap().insert(path.to_string(), value);
     }
 
-    pub fn get(&self, path: &str) -> Option<Value> {
+    pub(crate) fn get(&self, path: &str) -> Option<Value> {
         self.objects.lock().unwrap().get(path).cloned()
     }
 
-    pub fn host(&self) -> HostResource {
+    pub(crate) fn host(&self) -> HostResource {
         serde_json::from_value(self.get(&host_path(HOST)).expect("host exists")).unwrap()
     }
 
-    pub fn log(&self) -> Vec<Logged> {
+    pub(crate) fn log(&self) -> Vec<Logged> {
         self.log.lock().unwrap().clone()
     }
 
-    pub fn clear_log(&self) {
+    pub(crate) fn clear_log(&self) {
         self.log.lock().unwrap().clear();
     }
 
-    pub async fn handle(&self, request: Request<Body>) -> Response<Body> {
+    pub(crate) async fn handle(&self, request: Request<Body>) -> Response<Body> {
         let method = request.method().to_string();
         let path = request.uri().path().to_string();
         let query = request.uri().query().unwrap_or("").to_string();
@@ -176,7 +176,7 @@ impl FakeApi {
                 let deleting = current["metadata"]["deletionTimestamp"].is_string();
                 let no_finalizers = current["metadata"]["finalizers"]
                     .as_array()
-                    .is_none_or(|f| f.is_empty());
+                    .is_none_or(std::vec::Vec::is_empty);
                 if deleting && no_finalizers {
                     self.objects.lock().unwrap().remove(&object_path);
                     return ok(&current);
@@ -189,7 +189,7 @@ impl FakeApi {
     }
 }
 
-pub fn fake_client(api: Arc<FakeApi>) -> kube::Client {
+pub(crate) fn fake_client(api: Arc<FakeApi>) -> kube::Client {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     tokio::spawn(async move {
         while let Some((request, send)) = handle.next_request().await {
@@ -200,7 +200,7 @@ pub fn fake_client(api: Arc<FakeApi>) -> kube::Client {
     kube::Client::new(service, "default")
 }
 
-pub fn host_object(state: &str, node: &str, url: Option<&str>) -> Value {
+pub(crate) fn host_object(state: &str, node: &str, url: Option<&str>) -> Value {
     let mut spec = json!({"online": true, "bmc": {"address": "redfish-virtualmedia://127.0.0.1:8000/redfish/v1/Systems/1"}});
     if state == "externally provisioned" {
         spec["externallyProvisioned"] = json!(true);
@@ -218,14 +218,14 @@ pub fn host_object(state: &str, node: &str, url: Option<&str>) -> Value {
     })
 }
 
-pub fn event_reasons(log: &[Logged]) -> Vec<String> {
+pub(crate) fn event_reasons(log: &[Logged]) -> Vec<String> {
     log.iter()
         .filter(|l| (l.method == "POST" || l.method == "PATCH") && l.path.contains("/events"))
         .map(|l| l.body["reason"].as_str().unwrap_or("").to_string())
         .collect()
 }
 
-pub fn host_writes(log: &[Logged]) -> Vec<&Logged> {
+pub(crate) fn host_writes(log: &[Logged]) -> Vec<&Logged> {
     log.iter()
         .filter(|l| l.path.contains("/baremetalhosts/") && l.method != "GET")
         .collect()

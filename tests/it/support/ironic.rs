@@ -16,7 +16,7 @@ use metal3_dataimage::ironic::{IronicClient, IronicConfig, IronicError, Microver
 
 /// Where the test Ironic environment lives.
 #[derive(Clone, Debug)]
-pub struct IronicEnv {
+pub(crate) struct IronicEnv {
     /// noauth Ironic.
     pub url: String,
     /// Its nodes (all `active`): one per concurrently running test.
@@ -51,7 +51,7 @@ const HOWTO: &str = "start the test Ironic first: `tests/ironic/up.sh` (then `se
 
 impl IronicEnv {
     /// Reads the environment; panics with instructions when it is missing.
-    pub fn load() -> Self {
+    pub(crate) fn load() -> Self {
         let file_vars = if std::env::var_os("IRONIC_URL").is_none() {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ironic/.state/env");
             match std::fs::read_to_string(&path) {
@@ -102,7 +102,7 @@ impl IronicEnv {
 
     /// The noauth node reserved for one test (fixed index per test, so
     /// tests can run concurrently without fighting over node locks).
-    pub fn node(&self, index: usize) -> String {
+    pub(crate) fn node(&self, index: usize) -> String {
         self.nodes.get(index).cloned().unwrap_or_else(|| {
             panic!(
                 "this test uses Ironic node #{index} but IRONIC_NODES has {}: restart the environment with IRONIC_NODE_COUNT={} tests/ironic/up.sh",
@@ -113,7 +113,7 @@ impl IronicEnv {
     }
 
     /// The noauth instance of the current release.
-    pub fn current(&self) -> Target {
+    pub(crate) fn current(&self) -> Target {
         Target {
             instance: "noauth",
             version: self.version.clone(),
@@ -123,7 +123,7 @@ impl IronicEnv {
     }
 
     /// The old release's instance (`oldrel`).
-    pub fn old_release(&self) -> Target {
+    pub(crate) fn old_release(&self) -> Target {
         Target {
             instance: "oldrel",
             version: self.old_release_version.clone(),
@@ -134,7 +134,7 @@ impl IronicEnv {
 
     /// The ctl.sh instance serving `base`, for the instances whose nodes
     /// tests lock and fault.
-    pub fn instance_of(&self, base: &str) -> Option<&'static str> {
+    pub(crate) fn instance_of(&self, base: &str) -> Option<&'static str> {
         if base == self.url {
             Some("noauth")
         } else if base == self.old_release_url {
@@ -144,11 +144,11 @@ impl IronicEnv {
         }
     }
 
-    pub fn config(&self) -> IronicConfig {
+    pub(crate) fn config(&self) -> IronicConfig {
         IronicConfig::new(self.url.parse().expect("IRONIC_URL is a URL"))
     }
 
-    pub async fn client(&self) -> IronicClient {
+    pub(crate) async fn client(&self) -> IronicClient {
         IronicClient::connect(self.config())
             .await
             .unwrap_or_else(|e| panic!("cannot connect to the test Ironic at {}: {e}", self.url))
@@ -157,7 +157,7 @@ impl IronicEnv {
     /// Runs `tests/ironic/ctl.sh ARGS`; panics with its output on failure.
     /// A test that stops the `restart` instance's API holds
     /// [`restart_instance`] while it does.
-    pub fn ctl(&self, args: &[&str]) {
+    pub(crate) fn ctl(&self, args: &[&str]) {
         let out = Command::new("bash")
             .arg(&self.ctl)
             .args(args)
@@ -175,7 +175,7 @@ impl IronicEnv {
 
 /// One tested Ironic release: a noauth instance and its nodes.
 #[derive(Clone, Debug)]
-pub struct Target {
+pub(crate) struct Target {
     /// ctl.sh instance name (`noauth`, `oldrel`).
     pub instance: &'static str,
     /// Ironic release, e.g. `39.0.0`, `26.1.6`.
@@ -186,7 +186,7 @@ pub struct Target {
 
 impl Target {
     /// The node reserved for one test on this release.
-    pub fn node(&self, index: usize) -> String {
+    pub(crate) fn node(&self, index: usize) -> String {
         self.nodes.get(index).cloned().unwrap_or_else(|| {
             panic!(
                 "this test uses node #{index} of Ironic {} ({}) but it has {}: restart the environment (tests/ironic/up.sh) with more nodes",
@@ -197,7 +197,7 @@ impl Target {
         })
     }
 
-    pub async fn client(&self) -> IronicClient {
+    pub(crate) async fn client(&self) -> IronicClient {
         IronicClient::connect(IronicConfig::new(self.url.parse().expect("URL")))
             .await
             .unwrap_or_else(|e| {
@@ -210,7 +210,7 @@ impl Target {
 
     /// `GET /v1/nodes/{node}/vmedia` takes a shared lock (works while the
     /// node is reserved) only since Ironic 35.0.0.
-    pub fn get_vmedia_while_locked(&self) -> bool {
+    pub(crate) fn get_vmedia_while_locked(&self) -> bool {
         let major: u32 = self
             .version
             .split('.')
@@ -222,7 +222,7 @@ impl Target {
 }
 
 /// Parses `KEY=value` / `KEY='a b'` lines (the format up.sh writes).
-pub fn parse_env_file(text: &str) -> HashMap<String, String> {
+pub(crate) fn parse_env_file(text: &str) -> HashMap<String, String> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -242,7 +242,7 @@ pub fn parse_env_file(text: &str) -> HashMap<String, String> {
 
 /// A raw HTTP client for things the product client does not do (node
 /// maintenance, the emulator's Redfish resources).
-pub fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -250,7 +250,7 @@ pub fn http() -> reqwest::Client {
 }
 
 /// Raw Ironic call with a microversion; returns (status, JSON body or Null).
-pub async fn ironic_raw(
+pub(crate) async fn ironic_raw(
     base: &str,
     method: reqwest::Method,
     path: &str,
@@ -276,7 +276,7 @@ pub async fn ironic_raw(
 }
 
 /// Ironic's supported (min, max) microversions, from its `GET /` document.
-pub async fn server_versions(base: &str) -> (Microversion, Microversion) {
+pub(crate) async fn server_versions(base: &str) -> (Microversion, Microversion) {
     let (status, root) = ironic_raw(base, reqwest::Method::GET, "/", None, None).await;
     assert_eq!(status, 200, "GET /: {root}");
     let version = |key: &str| {
@@ -291,7 +291,7 @@ pub async fn server_versions(base: &str) -> (Microversion, Microversion) {
 /// `GET {path}` at another microversion than the product client's (which
 /// always sends [`metal3_dataimage::ironic::MIN_MICROVERSION`]), judged by
 /// the client's error classification.
-pub async fn get_at_version(
+pub(crate) async fn get_at_version(
     base: &str,
     version: Microversion,
     path: &str,
@@ -312,7 +312,7 @@ pub async fn get_at_version(
 }
 
 /// Turns maintenance on or off (`PUT`/`DELETE /v1/nodes/{n}/maintenance`).
-pub async fn set_maintenance(base: &str, node: &str, on: bool) {
+pub(crate) async fn set_maintenance(base: &str, node: &str, on: bool) {
     let path = format!("/v1/nodes/{node}/maintenance");
     let (status, body) = if on {
         ironic_raw(
@@ -330,7 +330,7 @@ pub async fn set_maintenance(base: &str, node: &str, on: bool) {
 }
 
 /// The emulator's view of the node's virtual CD: (inserted, image).
-pub async fn redfish_cd(
+pub(crate) async fn redfish_cd(
     env: &IronicEnv,
     base: &str,
     node: &str,
@@ -367,7 +367,7 @@ pub async fn redfish_cd(
 }
 
 /// Polls the emulator until the CD's `Inserted` equals `inserted`.
-pub async fn wait_redfish_cd(
+pub(crate) async fn wait_redfish_cd(
     env: &IronicEnv,
     base: &str,
     node: &str,
@@ -386,7 +386,7 @@ pub async fn wait_redfish_cd(
 
 /// Retries `op` while Ironic answers 409 (a previous worker still holds
 /// the node lock).
-pub async fn retry_locked<F, Fut>(mut op: F) -> Result<(), IronicError>
+pub(crate) async fn retry_locked<F, Fut>(mut op: F) -> Result<(), IronicError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), IronicError>>,
@@ -405,7 +405,7 @@ where
 /// Puts a node back to a known state: not in maintenance, CD ejected, no
 /// running operation (tests leave nodes as they like; the next run starts
 /// from here).
-pub async fn reset_node(env: &IronicEnv, base: &str, client: &IronicClient, node: &str) {
+pub(crate) async fn reset_node(env: &IronicEnv, base: &str, client: &IronicClient, node: &str) {
     if let Some(instance) = env.instance_of(base) {
         env.ctl(&["unlock-node", instance, node]);
         env.ctl(&["clear-fault", instance, node]);
@@ -434,13 +434,13 @@ pub async fn reset_node(env: &IronicEnv, base: &str, client: &IronicClient, node
 
 /// A tiny image server on 127.0.0.1:0 (GET and HEAD, as Ironic's
 /// conductor uses: HEAD to validate, then GET to download).
-pub struct ImageServer {
+pub(crate) struct ImageServer {
     pub base: String,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl ImageServer {
-    pub async fn start(files: Vec<(&str, Vec<u8>)>) -> Self {
+    pub(crate) async fn start(files: Vec<(&str, Vec<u8>)>) -> Self {
         use axum::extract::{Path as AxPath, State};
         use axum::http::StatusCode;
         use std::sync::Arc;
@@ -468,7 +468,7 @@ impl ImageServer {
         }
     }
 
-    pub fn url(&self, name: &str) -> String {
+    pub(crate) fn url(&self, name: &str) -> String {
         format!("{}/{name}", self.base)
     }
 }
@@ -482,7 +482,7 @@ impl Drop for ImageServer {
 /// The suites share one process and one Ironic environment: the tests that
 /// stop and start the `restart` instance's API hold this lock, so that one
 /// never stops it under another.
-pub async fn restart_instance() -> tokio::sync::MutexGuard<'static, ()> {
+pub(crate) async fn restart_instance() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }

@@ -3,18 +3,18 @@
 //! an optional El Torito boot record with a boot catalog, the descriptor
 //! set terminator, path tables, the root directory and the files.
 
-pub const SECTOR: usize = 2048;
+pub(crate) const SECTOR: usize = 2048;
 
 /// An ISO 9660 image under construction.
 #[derive(Clone, Debug)]
-pub struct IsoBuilder {
+pub(crate) struct IsoBuilder {
     volume_id: String,
     files: Vec<(String, Vec<u8>)>,
     bootable: bool,
 }
 
 /// A non-bootable image with one `README.TXT` (the usual data image).
-pub fn data_iso(volume_id: &str, content: &[u8]) -> Vec<u8> {
+pub(crate) fn data_iso(volume_id: &str, content: &[u8]) -> Vec<u8> {
     IsoBuilder::new(volume_id)
         .file("README.TXT", content)
         .build()
@@ -22,7 +22,7 @@ pub fn data_iso(volume_id: &str, content: &[u8]) -> Vec<u8> {
 
 impl IsoBuilder {
     /// `volume_id`: up to 32 characters of A-Z, 0-9 and `_` (d-characters).
-    pub fn new(volume_id: &str) -> Self {
+    pub(crate) fn new(volume_id: &str) -> Self {
         Self {
             volume_id: volume_id.to_string(),
             files: Vec::new(),
@@ -32,19 +32,19 @@ impl IsoBuilder {
 
     /// Adds a file in the root directory; `name` is `NAME.EXT` in
     /// d-characters (the `;1` version suffix is added).
-    pub fn file(mut self, name: &str, data: &[u8]) -> Self {
+    pub(crate) fn file(mut self, name: &str, data: &[u8]) -> Self {
         self.files.push((name.to_ascii_uppercase(), data.to_vec()));
         self
     }
 
     /// Adds an El Torito boot record (sector 17), a boot catalog and a
     /// one-sector no-emulation boot image: the image is then "bootable".
-    pub fn bootable(mut self, bootable: bool) -> Self {
+    pub(crate) fn bootable(mut self, bootable: bool) -> Self {
         self.bootable = bootable;
         self
     }
 
-    pub fn build(&self) -> Vec<u8> {
+    pub(crate) fn build(&self) -> Vec<u8> {
         // ISO 9660 wants directory records sorted by identifier.
         let mut files = self.files.clone();
         files.sort_by(|a, b| a.0.cmp(&b.0));
@@ -235,6 +235,6 @@ fn dir_record(extent: usize, size: usize, directory: bool, name: &[u8]) -> Vec<u
 }
 
 /// True when `image` has the ISO 9660 signature at sector 16.
-pub fn has_iso9660_signature(image: &[u8]) -> bool {
+pub(crate) fn has_iso9660_signature(image: &[u8]) -> bool {
     image.len() >= 17 * SECTOR && &image[16 * SECTOR + 1..16 * SECTOR + 6] == b"CD001"
 }

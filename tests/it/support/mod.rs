@@ -1,9 +1,9 @@
 //! Fixtures shared by the suites.
 
-pub mod fake_kube;
-pub mod ironic;
-pub mod iso;
-pub mod observe;
-pub mod rbac;
-pub mod server;
-pub mod staging;
+pub(crate) mod fake_kube;
+pub(crate) mod ironic;
+pub(crate) mod iso;
+pub(crate) mod observe;
+pub(crate) mod rbac;
+pub(crate) mod server;
+pub(crate) mod staging;

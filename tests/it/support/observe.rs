@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 /// The state an attach or detach should lead to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Expect {
+pub(crate) enum Expect {
     /// Our image (`cdrom-<node-uuid>.iso`) is in the CD drive.
     Inserted,
     /// The CD drive is empty.
@@ -26,7 +26,7 @@ pub enum Expect {
 
 /// What one observation says about the expected state.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The drive is in the expected state and no operation holds the node.
     Confirmed,
     /// Not there yet (worker running, node locked, other media): the reason.
@@ -38,7 +38,7 @@ pub enum Verdict {
 
 /// One look at a node: its document, its virtual media and the verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Observation {
+pub(crate) struct Observation {
     pub node: Node,
     pub media: Vec<VirtualMedia>,
     pub verdict: Verdict,
@@ -46,7 +46,7 @@ pub struct Observation {
 
 impl Observation {
     /// The CD/DVD slot, if the BMC has one.
-    pub fn cd(&self) -> Option<&VirtualMedia> {
+    pub(crate) fn cd(&self) -> Option<&VirtualMedia> {
         cd_slot(&self.media)
     }
 }
@@ -64,7 +64,7 @@ fn device_error(last_error: Option<&str>, expect: Expect) -> Option<&str> {
 /// Judges one observation. Meant for right after our attach/detach call:
 /// Ironic clears `last_error` when it accepts the call, so an error about
 /// our device seen afterwards is from this attempt.
-pub fn evaluate(expect: Expect, node: &Node, media: &[VirtualMedia]) -> Verdict {
+pub(crate) fn evaluate(expect: Expect, node: &Node, media: &[VirtualMedia]) -> Verdict {
     if let Some(error) = device_error(node.last_error.as_deref(), expect) {
         return Verdict::Failed(error.to_string());
     }
@@ -100,7 +100,7 @@ pub fn evaluate(expect: Expect, node: &Node, media: &[VirtualMedia]) -> Verdict 
 /// GET takes an exclusive lock, so it fails while any operation, our own
 /// attach/detach included, holds the node). Not an error: our failure in
 /// `last_error` still wins, otherwise the drive is "not yet" known.
-pub fn evaluate_locked(expect: Expect, node: &Node, message: &str) -> Verdict {
+pub(crate) fn evaluate_locked(expect: Expect, node: &Node, message: &str) -> Verdict {
     if let Some(error) = device_error(node.last_error.as_deref(), expect) {
         return Verdict::Failed(error.to_string());
     }
@@ -111,7 +111,7 @@ pub fn evaluate_locked(expect: Expect, node: &Node, message: &str) -> Verdict {
 }
 
 /// Observing and waiting for the CD drive through the product client.
-pub trait CdromExt {
+pub(crate) trait CdromExt {
     /// Reads the node and its virtual media once and judges them against
     /// `expect`. A 409 (node locked) on `GET vmedia` is not an error here:
     /// before Ironic 35.0.0 that GET takes an exclusive lock, so it answers
@@ -172,7 +172,7 @@ impl CdromExt for IronicClient {
 }
 
 /// Worth retrying soon (locks, outages): what the suites wait out.
-pub fn is_transient(err: &IronicError) -> bool {
+pub(crate) fn is_transient(err: &IronicError) -> bool {
     matches!(err, IronicError::Locked(_) | IronicError::Unavailable(_))
 }
 

@@ -22,30 +22,30 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 
-pub const USER: &str = "stager";
+pub(crate) const USER: &str = "stager";
 /// Distinctive so the grep test cannot match it by accident.
-pub const PASSWORD: &str = "pw-Zq8rT3vLk9";
+pub(crate) const PASSWORD: &str = "pw-Zq8rT3vLk9";
 
-pub fn credentials() -> SecretCredentials {
+pub(crate) fn credentials() -> SecretCredentials {
     SecretCredentials {
         username: USER.into(),
         password: PASSWORD.into(),
     }
 }
 
-pub fn basic_header(user: &str, password: &str) -> String {
+pub(crate) fn basic_header(user: &str, password: &str) -> String {
     format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     )
 }
 
-pub use super::iso;
+pub(crate) use super::iso;
 
 /// A valid ISO 9660 image of exactly `len` bytes (built by the shared
 /// `support::iso`, padded with zeros): one data file whose content
 /// is derived from `seed` so images differ, optional El Torito boot record.
-pub fn iso_image(len: usize, bootable: bool, seed: u8) -> Vec<u8> {
+pub(crate) fn iso_image(len: usize, bootable: bool, seed: u8) -> Vec<u8> {
     let mut content = Vec::with_capacity(len / 2);
     let mut byte = seed;
     while content.len() < len.saturating_sub(64 * 1024).max(1) {
@@ -65,13 +65,13 @@ pub fn iso_image(len: usize, bootable: bool, seed: u8) -> Vec<u8> {
     image
 }
 
-pub fn sha256_hex(data: &[u8]) -> String {
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
 }
 
 /// A test CA and three server identities.
-pub struct Pki {
+pub(crate) struct Pki {
     /// Holds the PEM files below for the test's lifetime.
     _dir: tempfile::TempDir,
     pub ca_file: PathBuf,
@@ -87,7 +87,7 @@ pub struct Pki {
 }
 
 impl Pki {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -149,7 +149,7 @@ fn server_config(cert: CertificateDer<'static>, key: &KeyPair) -> Arc<rustls::Se
 
 /// How the test server answers a path.
 #[derive(Clone)]
-pub enum Reply {
+pub(crate) enum Reply {
     File(Bytes),
     /// Basic auth required (401 otherwise).
     Protected {
@@ -163,19 +163,19 @@ pub enum Reply {
 }
 
 #[derive(Clone, Debug)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub method: Method,
     pub path: String,
     pub authorization: Option<String>,
 }
 
 #[derive(Default)]
-pub struct ServerState {
+pub(crate) struct ServerState {
     routes: Mutex<HashMap<String, Reply>>,
     seen: Mutex<Vec<Seen>>,
 }
 
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub addr: SocketAddr,
     pub tls: bool,
     state: Arc<ServerState>,
@@ -189,7 +189,7 @@ impl Drop for TestServer {
 }
 
 impl TestServer {
-    pub async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+    pub(crate) async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(ServerState::default());
@@ -232,12 +232,12 @@ impl TestServer {
     }
 
     /// URL of `path` on this server, naming it `host` (127.0.0.1 or localhost).
-    pub fn url(&self, host: &str, path: &str) -> String {
+    pub(crate) fn url(&self, host: &str, path: &str) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{host}:{}{path}", self.addr.port())
     }
 
-    pub fn set(&self, path: &str, reply: Reply) {
+    pub(crate) fn set(&self, path: &str, reply: Reply) {
         self.state
             .routes
             .lock()
@@ -245,7 +245,7 @@ impl TestServer {
             .insert(path.to_string(), reply);
     }
 
-    pub fn seen(&self, path: &str) -> Vec<Seen> {
+    pub(crate) fn seen(&self, path: &str) -> Vec<Seen> {
         self.state
             .seen
             .lock()
@@ -256,7 +256,7 @@ impl TestServer {
             .collect()
     }
 
-    pub fn gets(&self, path: &str) -> usize {
+    pub(crate) fn gets(&self, path: &str) -> usize {
         self.seen(path)
             .iter()
             .filter(|s| s.method == Method::GET)
@@ -317,7 +317,7 @@ async fn handle(
 /// A raw server that announces `announced` bytes, sends the shorter `body`,
 /// flushes and closes the connection (TLS without close_notify): a transfer
 /// broken midway, deterministically.
-pub struct DropServer {
+pub(crate) struct DropServer {
     pub addr: SocketAddr,
     pub tls: bool,
     requests: Arc<std::sync::atomic::AtomicUsize>,
@@ -331,7 +331,7 @@ impl Drop for DropServer {
 }
 
 impl DropServer {
-    pub async fn start(
+    pub(crate) async fn start(
         tls: Option<Arc<rustls::ServerConfig>>,
         announced: usize,
         body: Vec<u8>,
@@ -340,7 +340,7 @@ impl DropServer {
     }
 
     /// Like `start`, but keeps the connection open, silent, after `body`.
-    pub async fn start_stalling(
+    pub(crate) async fn start_stalling(
         tls: Option<Arc<rustls::ServerConfig>>,
         announced: usize,
         body: Vec<u8>,
@@ -414,12 +414,12 @@ impl DropServer {
         }
     }
 
-    pub fn url(&self, host: &str, path: &str) -> String {
+    pub(crate) fn url(&self, host: &str, path: &str) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{host}:{}{path}", self.addr.port())
     }
 
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.requests.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
@@ -427,7 +427,7 @@ impl DropServer {
 /// A plain-HTTP server that sends the first `split` bytes of `body` and the
 /// rest only once [`GatedServer::open`] is called: a download that stays in
 /// progress for as long as the test wants.
-pub struct GatedServer {
+pub(crate) struct GatedServer {
     pub addr: SocketAddr,
     gate: Arc<tokio::sync::Semaphore>,
     requests: Arc<std::sync::atomic::AtomicUsize>,
@@ -441,7 +441,7 @@ impl Drop for GatedServer {
 }
 
 impl GatedServer {
-    pub async fn start(body: Vec<u8>, split: usize) -> Self {
+    pub(crate) async fn start(body: Vec<u8>, split: usize) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -486,21 +486,21 @@ impl GatedServer {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.addr.port())
     }
 
-    pub fn requests(&self) -> usize {
+    pub(crate) fn requests(&self) -> usize {
         self.requests.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Lets every held transfer finish.
-    pub fn open(&self) {
+    pub(crate) fn open(&self) {
         self.gate.add_permits(1000);
     }
 
     /// Waits (without a deadline of its own) until `n` requests arrived.
-    pub async fn wait_for_requests(&self, n: usize) {
+    pub(crate) async fn wait_for_requests(&self, n: usize) {
         while self.requests() < n {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -508,7 +508,7 @@ impl GatedServer {
 }
 
 /// A Stager with its image server running on 127.0.0.1 (plain HTTP).
-pub struct StagingHarness {
+pub(crate) struct StagingHarness {
     pub stager: Stager,
     pub cache: tempfile::TempDir,
     pub image_server: SocketAddr,
@@ -523,7 +523,7 @@ impl Drop for StagingHarness {
     }
 }
 
-pub fn config(
+pub(crate) fn config(
     cache: &Path,
     ca_file: Option<&Path>,
     max_image_size: u64,
@@ -542,13 +542,13 @@ pub fn config(
 }
 
 impl StagingHarness {
-    pub async fn start(ca_file: Option<&Path>, max_image_size: u64) -> Self {
+    pub(crate) async fn start(ca_file: Option<&Path>, max_image_size: u64) -> Self {
         Self::start_with(ca_file, max_image_size, None, |_| {}).await
     }
 
     /// With an HTTPS image server when `tls` is given, and a chance to
     /// adjust the configuration.
-    pub async fn start_with(
+    pub(crate) async fn start_with(
         ca_file: Option<&Path>,
         max_image_size: u64,
         tls: Option<Arc<rustls::ServerConfig>>,
@@ -581,7 +581,7 @@ impl StagingHarness {
     }
 
     /// Every file under the cache directory (blobs and temporaries).
-    pub fn cache_files(&self) -> Vec<PathBuf> {
+    pub(crate) fn cache_files(&self) -> Vec<PathBuf> {
         fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
             for entry in std::fs::read_dir(dir).unwrap().flatten() {
                 let path = entry.path();
@@ -598,7 +598,7 @@ impl StagingHarness {
     }
 }
 
-pub fn request(
+pub(crate) fn request(
     host: &str,
     url: &str,
     credentials: Option<SecretCredentials>,
@@ -613,16 +613,16 @@ pub fn request(
 }
 
 /// A plain client for talking to the image server.
-pub fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
 /// Collects everything logged through `tracing` into memory.
 #[derive(Clone, Default)]
-pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct LogCapture(Arc<Mutex<Vec<u8>>>);
 
 impl LogCapture {
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
