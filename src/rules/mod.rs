@@ -237,7 +237,7 @@ impl SecretLookup {
             .map(|(name, value)| SecretKey {
                 name: name.to_string(),
                 size: value.len(),
-                blank: value.iter().all(u8::is_ascii_whitespace),
+                blank: crate::model::secret::is_blank(value),
             })
             .collect();
         keys.sort_by(|a, b| a.name.cmp(&b.name));
