@@ -14,7 +14,7 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::Semaphore;
 
 use super::decision::{
-    self, Action, DecisionConfig, EventNote, Input, IronicView, Op, Plan, StagingView,
+    self, Action, DecisionConfig, EventNote, Input, IronicView, Op, Plan, Read, StagingView,
     StatusChange, Step, decide,
 };
 use super::events::EventPublisher;
@@ -212,7 +212,8 @@ async fn reconcile_inner<I: IronicApi>(
         .ok()
         .and_then(|map| map.get(&key).map(std::time::Instant::elapsed));
     let mut ironic = IronicView::NotObserved;
-    for _ in 0..2 {
+    // At most: the drive, then the node (see `Read`), then the plan.
+    for _ in 0..3 {
         let input = Input {
             host,
             ironic: &ironic,
@@ -225,15 +226,17 @@ async fn reconcile_inner<I: IronicApi>(
             ironic_recovered_at: ctx.health.recovered_at(),
         };
         match decide(&input) {
-            Step::ObserveIronic => {
-                ironic = observe(ctx, &node_id).await;
+            Step::ObserveIronic(read) => {
+                ironic = observe(ctx, &node_id, read, ironic).await;
             }
             Step::Plan(plan) => {
                 // Only an observation that showed our image lets the next
                 // reconciles skip Ironic until --verify-interval.
                 let observed = matches!(
                     ironic,
-                    IronicView::Observed { .. } | IronicView::Busy { .. }
+                    IronicView::Observed { .. }
+                        | IronicView::Busy { .. }
+                        | IronicView::Drive { .. }
                 );
                 if let Ok(mut map) = ctx.verified.lock() {
                     if plan.verified {
@@ -249,36 +252,58 @@ async fn reconcile_inner<I: IronicApi>(
     Ok(Some(Duration::from_secs(5)))
 }
 
-async fn observe<I: IronicApi>(ctx: &Context<I>, node_id: &str) -> IronicView {
+/// Makes the read `decide` asked for. `before` is the view of the previous
+/// read in this reconcile: [`Read::Node`] completes a [`Read::Drive`].
+async fn observe<I: IronicApi>(
+    ctx: &Context<I>,
+    node_id: &str,
+    read: Read,
+    before: IronicView,
+) -> IronicView {
     if let Some((since, error)) = ctx.health.down() {
         return IronicView::Unreachable { since, error };
     }
     let Ok(permit) = ctx.ironic_permits.acquire().await else {
         return IronicView::Failed(IronicError::Unavailable("shutting down".into()));
     };
-    let node = match ctx.ironic.get_node(node_id).await {
-        Ok(node) => node,
-        Err(err) => {
-            drop(permit);
-            let outage = ctx.judge_failure("get_node", &err).await;
-            return outage.unwrap_or(IronicView::Failed(err));
-        }
+    let node = async || {
+        ctx.ironic
+            .get_node(node_id)
+            .await
+            .map_err(|e| ("get_node", e))
     };
-    match ctx.ironic.list_vmedia(node_id).await {
-        Ok(vmedia) => {
+    let result = match (read, before) {
+        (Read::Drive, _) => match ctx.ironic.list_vmedia(node_id).await {
+            Ok(vmedia) => Ok(IronicView::Drive { vmedia }),
+            Err(err @ IronicError::Locked(_)) => {
+                ctx.metrics.request_failed("list_vmedia", &err);
+                node().await.map(|node| IronicView::Busy { node })
+            }
+            Err(err) => Err(("list_vmedia", err)),
+        },
+        (Read::Node, IronicView::Drive { vmedia }) => node()
+            .await
+            .map(|node| IronicView::Observed { node, vmedia }),
+        _ => match node().await {
+            Ok(node) => match ctx.ironic.list_vmedia(node_id).await {
+                Ok(vmedia) => Ok(IronicView::Observed { node, vmedia }),
+                Err(err @ IronicError::Locked(_)) => {
+                    ctx.metrics.request_failed("list_vmedia", &err);
+                    Ok(IronicView::Busy { node })
+                }
+                Err(err) => Err(("list_vmedia", err)),
+            },
+            Err(failed) => Err(failed),
+        },
+    };
+    drop(permit);
+    match result {
+        Ok(view) => {
             ctx.health.mark_up();
-            IronicView::Observed { node, vmedia }
+            view
         }
-        // Ironic before 35.0 takes the node's exclusive lock for GET vmedia
-        // and answers 409 while any operation (ours included) holds it.
-        Err(err @ IronicError::Locked(_)) => {
-            ctx.health.mark_up();
-            ctx.metrics.request_failed("list_vmedia", &err);
-            IronicView::Busy { node }
-        }
-        Err(err) => {
-            drop(permit);
-            let outage = ctx.judge_failure("list_vmedia", &err).await;
+        Err((call, err)) => {
+            let outage = ctx.judge_failure(call, &err).await;
             outage.unwrap_or(IronicView::Failed(err))
         }
     }

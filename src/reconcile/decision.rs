@@ -82,6 +82,11 @@ pub(crate) enum IronicView {
     Busy {
         node: Node,
     },
+    /// Only the drive was read ([`Read::Drive`]): enough when it shows our
+    /// image; otherwise the decision asks for the node too ([`Read::Node`]).
+    Drive {
+        vmedia: Vec<VirtualMedia>,
+    },
     /// A host-specific failure (404, 400 ...): counted per host.
     Failed(IronicError),
     /// Ironic itself is down (connection refused, 5xx, and its API root did
@@ -250,9 +255,23 @@ impl Plan {
 // One Step per reconcile, moved once: boxing the Plan would buy nothing.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Step {
-    /// Observe the node and its vmedia, then decide again.
-    ObserveIronic,
+    /// Read Ironic as asked, then decide again.
+    ObserveIronic(Read),
     Plan(Plan),
+}
+
+/// The Ironic read a decision needs. `GET vmedia` is the expensive one (a
+/// live BMC read), `GET node` a database read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// The node, then its drive: what the gates before an attach or a detach
+    /// need.
+    NodeAndDrive,
+    /// The drive alone: confirming or verifying our image, where a drive that
+    /// shows it is all there is to know (one request instead of two).
+    Drive,
+    /// The node, after a [`Read::Drive`] that did not show our image.
+    Node,
 }
 
 /// The Ironic operation that failed (see [`after_failure`]): the same
@@ -350,6 +369,8 @@ struct Host<'a> {
     /// The operator is servicing the host (firmware updates): Ironic's
     /// `prepare_ramdisk` ejects the CD, so the drive is read again.
     servicing: bool,
+    /// `status.poweredOn`, for an attach confirmed without reading the node.
+    powered_on: bool,
 }
 
 impl<'a> Host<'a> {
@@ -389,6 +410,11 @@ impl<'a> Host<'a> {
                 .as_ref()
                 .and_then(|s| s.operational_status.as_deref())
                 == Some("servicing"),
+            powered_on: host
+                .status
+                .as_ref()
+                .and_then(|s| s.powered_on)
+                .unwrap_or(false),
         }
     }
 }
@@ -809,7 +835,8 @@ fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
         return drive_emptied(b, purpose, false);
     }
     let (node, vmedia) = match b.input.ironic {
-        IronicView::NotObserved => return Step::ObserveIronic,
+        IronicView::NotObserved => return Step::ObserveIronic(Read::NodeAndDrive),
+        IronicView::Drive { .. } => return Step::ObserveIronic(Read::Node),
         IronicView::Failed(IronicError::NotFound(_)) => return drive_emptied(b, purpose, false),
         IronicView::Failed(err) => {
             let what =
@@ -1061,7 +1088,7 @@ pub(crate) fn after_failure(
         let mut plan = match decide(input) {
             Step::Plan(plan) => plan,
             // decide never asks to observe when Ironic is known down.
-            Step::ObserveIronic => Plan::wait(OUTAGE_POLL),
+            Step::ObserveIronic(_) => Plan::wait(OUTAGE_POLL),
         };
         // Only the writes of the undone plan are left out: its events and
         // the Ironic call itself did not happen.
@@ -1163,8 +1190,28 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
         // unrelated change of the BareMetalHost.
         return b.show_attached(url, &record, verify - ago);
     }
+    // Confirming or verifying needs the drive alone when it shows our image.
+    // An attach confirmed that way must have gone into an empty drive (a
+    // drive that held `cdrom-<node>.iso` before could still show the old
+    // image). A held or serviced host reads the node first (power, state).
+    let drive_first = !b.host.hold
+        && !b.host.servicing
+        && (record.phase == Phase::Attached
+            || (record.phase == Phase::Attaching && record.into_empty));
     let (node, vmedia) = match b.input.ironic {
-        IronicView::NotObserved => return Step::ObserveIronic,
+        IronicView::NotObserved if drive_first => return Step::ObserveIronic(Read::Drive),
+        IronicView::NotObserved => return Step::ObserveIronic(Read::NodeAndDrive),
+        IronicView::Drive { vmedia } => {
+            if drive_first && drive_state(vmedia, b.host.node_id) == Drive::Ours {
+                return if record.phase == Phase::Attaching {
+                    let running = b.host.powered_on;
+                    confirmed(b, record, url, running)
+                } else {
+                    still_attached(b, record, url)
+                };
+            }
+            return Step::ObserveIronic(Read::Node);
+        }
         IronicView::Failed(err) => {
             let note = hold_step(&mut b, &mut record, None);
             let what = |message: &str| match err {
@@ -1253,15 +1300,7 @@ fn attach_observed(
                 ), Some(BLOCKED_POLL));
         }
         match &drive {
-            Drive::Ours => {
-                b.set_hold(false);
-                let record_changed = record.hold_since.take().is_some();
-                if record_changed {
-                    b.write_record(Some(record.clone()));
-                }
-                let verify = b.input.config.verify_interval;
-                return verified(b.show_attached(url, &record, verify));
-            }
+            Drive::Ours => return still_attached(b, record, url),
             _ if node.reservation.is_some() => {
                 return b.show_attached(url, &record, BUSY_POLL);
             }
@@ -1296,6 +1335,16 @@ fn attach_observed(
     } else {
         attach_pending(b, record, url, node, &drive)
     }
+}
+
+/// A verification found our image in the drive.
+fn still_attached(mut b: Builder, mut record: AttachedRecord, url: &str) -> Step {
+    b.set_hold(false);
+    if record.hold_since.take().is_some() {
+        b.write_record(Some(record.clone()));
+    }
+    let verify = b.input.config.verify_interval;
+    verified(b.show_attached(url, &record, verify))
 }
 
 /// An attach was sent: confirm it, or judge it failed.
@@ -1442,6 +1491,7 @@ fn attach_pending(
     b.add_finalizer();
     record.enter(Phase::Attaching, now);
     record.retry_at = None;
+    record.into_empty = *drive == Drive::Empty;
     b.write_record(Some(record));
     b.push(Action::Attach { image_url });
     b.event(Reason::Attaching, format!("attaching {}", redact_url(url)));
@@ -1569,7 +1619,8 @@ fn deletion(mut b: Builder) -> Step {
     // Without a drive to look at: the message when the deadline releases
     // the finalizer, the one shown until then, and when to look again.
     let (released, waiting, poll) = match b.input.ironic {
-        IronicView::NotObserved => return Step::ObserveIronic,
+        IronicView::NotObserved => return Step::ObserveIronic(Read::NodeAndDrive),
+        IronicView::Drive { .. } => return Step::ObserveIronic(Read::Node),
         IronicView::Observed { node, vmedia } => {
             return deletion_observed(b, record, node, vmedia, remaining.is_zero());
         }

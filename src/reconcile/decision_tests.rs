@@ -196,7 +196,7 @@ impl Case {
     fn plan(&self) -> Plan {
         match self.step() {
             Step::Plan(plan) => plan,
-            Step::ObserveIronic => panic!("expected a plan, got ObserveIronic"),
+            Step::ObserveIronic(_) => panic!("expected a plan, got ObserveIronic"),
         }
     }
 }
@@ -280,7 +280,7 @@ fn active_states_observe_ironic_first() {
     for state in ["provisioned", "externally provisioned"] {
         assert_eq!(
             Case::new(H::new(state, Some(URL1))).step(),
-            Step::ObserveIronic,
+            Step::ObserveIronic(Read::NodeAndDrive),
             "{state}"
         );
     }
@@ -701,7 +701,10 @@ fn deletion_detaches_then_releases_the_finalizer() {
         .finalizer()
         .record(&attached)
         .deleting(1);
-    assert_eq!(Case::new(host.clone()).step(), Step::ObserveIronic);
+    assert_eq!(
+        Case::new(host.clone()).step(),
+        Step::ObserveIronic(Read::NodeAndDrive)
+    );
     let plan = Case::new(host)
         .ironic(observed(node("power on"), ours()))
         .plan();
@@ -1245,7 +1248,7 @@ fn waiting_messages_are_stable_so_status_writes_do_not_loop() {
         });
         match step {
             Step::Plan(plan) => message_of(&plan),
-            Step::ObserveIronic => panic!("observed already"),
+            Step::ObserveIronic(_) => panic!("observed already"),
         }
     };
     assert_eq!(at(0), at(7));
@@ -1268,14 +1271,14 @@ fn attached_host_checked_recently_is_not_read_again_on_unrelated_changes() {
     assert_eq!(plan.requeue, Some(Duration::from_secs(540)));
     // Due for verification, or never verified by this process: read the drive.
     case.verified_ago = Some(Duration::from_secs(600));
-    assert_eq!(case.step(), Step::ObserveIronic);
+    assert_eq!(case.step(), Step::ObserveIronic(Read::Drive));
     let mut case = Case::new(host);
     case.verified_ago = None;
-    assert_eq!(case.step(), Step::ObserveIronic);
+    assert_eq!(case.step(), Step::ObserveIronic(Read::Drive));
     // A URL change is never short-circuited.
     let mut case = Case::new(H::new("provisioned", Some(URL2)).finalizer().record(&rec));
     case.verified_ago = Some(Duration::from_secs(1));
-    assert_eq!(case.step(), Step::ObserveIronic);
+    assert_eq!(case.step(), Step::ObserveIronic(Read::NodeAndDrive));
 }
 
 #[test]
@@ -1551,7 +1554,7 @@ fn the_confirm_timeout_does_not_count_an_outage() {
         ironic_recovered_at: Some(recovered),
     }) {
         Step::Plan(plan) => plan,
-        Step::ObserveIronic => panic!("observed already"),
+        Step::ObserveIronic(_) => panic!("observed already"),
     };
     assert_eq!(
         state_of(&plan),
@@ -1572,7 +1575,7 @@ fn the_confirm_timeout_does_not_count_an_outage() {
         ironic_recovered_at: Some(recovered),
     }) {
         Step::Plan(plan) => plan,
-        Step::ObserveIronic => panic!("observed already"),
+        Step::ObserveIronic(_) => panic!("observed already"),
     };
     assert_eq!(
         state_of(&plan),
@@ -1734,7 +1737,7 @@ fn servicing_makes_the_drive_read_again_and_reattaches_once_active() {
     }
     let mut case = Case::new(host.clone());
     case.verified_ago = Some(Duration::from_secs(60));
-    assert_eq!(case.step(), Step::ObserveIronic);
+    assert_eq!(case.step(), Step::ObserveIronic(Read::NodeAndDrive));
     // While Ironic services the node: wait, and forget the verification.
     let mut servicing = node("power off");
     servicing.provision_state = "service wait".into();
@@ -1798,4 +1801,136 @@ fn a_zero_hold_timeout_never_holds() {
     let plan = case.plan();
     assert!(attaches(&plan));
     assert!(!has(&plan, &Action::SetHold(true)), "{plan:?}");
+}
+
+// ---------------------------------------------------------------- which Ironic read (issue 13)
+
+fn drive(vmedia: Vec<VirtualMedia>) -> IronicView {
+    IronicView::Drive { vmedia }
+}
+
+fn powered_on(mut host: H, on: bool) -> H {
+    if let Some(status) = host.0.status.as_mut() {
+        status.powered_on = Some(on);
+    }
+    host
+}
+
+#[test]
+fn the_read_asked_for_depends_on_the_phase() {
+    let mut into_empty = record(URL1, Phase::Attaching, 2);
+    into_empty.into_empty = true;
+    let attached = record(URL1, Phase::Attached, 1000);
+    let host = |rec: &AttachedRecord| H::new("provisioned", Some(URL1)).finalizer().record(rec);
+    let servicing = {
+        let mut h = host(&attached);
+        if let Some(status) = h.0.status.as_mut() {
+            status.operational_status = Some("servicing".into());
+        }
+        h
+    };
+    for (name, h, read) in [
+        // Before an attach every gate needs the node and the drive.
+        (
+            "pending",
+            H::new("provisioned", Some(URL1)),
+            Read::NodeAndDrive,
+        ),
+        // Sent into an empty drive: our image there is this attach's.
+        (
+            "attaching into an empty drive",
+            host(&into_empty),
+            Read::Drive,
+        ),
+        // Sent while the drive showed cdrom-<node>.iso (an older image of
+        // ours): only a node without the attach's lock confirms it.
+        (
+            "attaching into our old image",
+            host(&record(URL1, Phase::Attaching, 2)),
+            Read::NodeAndDrive,
+        ),
+        ("verifying", host(&attached), Read::Drive),
+        ("held host", host(&into_empty).hold(), Read::NodeAndDrive),
+        ("servicing", servicing, Read::NodeAndDrive),
+        ("deleting", host(&attached).deleting(1), Read::NodeAndDrive),
+        (
+            "url changed",
+            H::new("provisioned", Some(URL2))
+                .finalizer()
+                .record(&attached),
+            Read::NodeAndDrive,
+        ),
+    ] {
+        assert_eq!(Case::new(h).step(), Step::ObserveIronic(read), "{name}");
+    }
+}
+
+#[test]
+fn attach_into_an_empty_drive_is_confirmed_by_the_drive_alone() {
+    let mut rec = record(URL1, Phase::Attaching, 2);
+    rec.into_empty = true;
+    for on in [true, false] {
+        let h = powered_on(
+            H::new("provisioned", Some(URL1)).finalizer().record(&rec),
+            on,
+        );
+        let plan = Case::new(h).ironic(drive(ours())).plan();
+        let written = written_record(&plan).unwrap();
+        assert_eq!(written.phase, Phase::Attached);
+        // Without the node, status.poweredOn says whether the host runs.
+        assert_eq!(written.attached_running, on);
+        assert_eq!(state_of(&plan), DataImageState::Attached);
+        assert_eq!(event_reasons(&plan), vec!["Attached"]);
+        assert!(plan.verified);
+        assert!(!touches_ironic(&plan));
+    }
+}
+
+#[test]
+fn a_drive_without_our_image_asks_for_the_node() {
+    let mut attaching = record(URL1, Phase::Attaching, 2);
+    attaching.into_empty = true;
+    let attached = record(URL1, Phase::Attached, 1000);
+    for rec in [&attaching, &attached] {
+        let h = H::new("provisioned", Some(URL1)).finalizer().record(rec);
+        for vmedia in [empty(), boot_media()] {
+            let step = Case::new(h.clone()).ironic(drive(vmedia)).step();
+            assert_eq!(step, Step::ObserveIronic(Read::Node), "{:?}", rec.phase);
+        }
+    }
+    // Every other flow completes a drive-only view the same way.
+    let deleting = H::new("provisioned", Some(URL1))
+        .finalizer()
+        .record(&attached)
+        .deleting(1);
+    let removed = H::new("provisioned", None).finalizer().record(&attached);
+    for h in [deleting, removed] {
+        assert_eq!(
+            Case::new(h).ironic(drive(ours())).step(),
+            Step::ObserveIronic(Read::Node)
+        );
+    }
+}
+
+#[test]
+fn verification_by_the_drive_alone_keeps_the_host_attached() {
+    let rec = record(URL1, Phase::Attached, 1000);
+    let plan = Case::new(H::new("provisioned", Some(URL1)).finalizer().record(&rec))
+        .ironic(drive(ours()))
+        .plan();
+    assert_eq!(state_of(&plan), DataImageState::Attached);
+    assert!(plan.verified);
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    assert_eq!(plan.requeue, Some(Duration::from_secs(600)));
+}
+
+#[test]
+fn the_attach_records_whether_the_drive_was_empty() {
+    for (vmedia, into_empty) in [(empty(), true), (ours(), false)] {
+        let plan = Case::new(H::new("provisioned", Some(URL1)))
+            .ironic(observed(node("power on"), vmedia))
+            .plan();
+        assert!(attaches(&plan));
+        assert_eq!(written_record(&plan).unwrap().into_empty, into_empty);
+    }
 }

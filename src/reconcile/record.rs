@@ -84,6 +84,10 @@ pub struct AttachedRecord {
     /// The host was powered on when the attach was confirmed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attached_running: bool,
+    /// The attach was sent into an empty drive, so our image in the drive
+    /// afterwards is this attach's: the drive alone confirms it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub into_empty: bool,
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -106,6 +110,7 @@ impl AttachedRecord {
             hold_expired: false,
             requested_at: Some(now),
             attached_running: false,
+            into_empty: false,
         }
     }
 

@@ -12,7 +12,7 @@
 #  * starts python http.server for Ironic's http_root, the sushy-tools
 #    Redfish emulator in fake mode, and all-in-one Ironic processes (sqlite,
 #    rpc_transport=none, redfish hardware type):
-#      noauth  IRONIC_URL        IRONIC_NODE_COUNT nodes (default 17)
+#      noauth  IRONIC_URL        IRONIC_NODE_COUNT nodes (default 18)
 #      basic   IRONIC_BASIC_URL  http_basic auth, IRONIC_BASIC_NODE_COUNT (2)
 #      restart IRONIC_RESTART_URL  4 nodes, started/stopped by ctl.sh
 #      old     IRONIC_OLD_URL    Ironic 39 pinned to release 26.0 (API max
@@ -24,7 +24,7 @@
 # Idempotent: when everything it started is still running it only rewrites
 # the env file. Stop with tests/ironic/down.sh.
 #
-# Environment: IRONIC_NODE_COUNT (17), IRONIC_BASIC_NODE_COUNT (2),
+# Environment: IRONIC_NODE_COUNT (18), IRONIC_BASIC_NODE_COUNT (2),
 # IRONIC_OLD_RELEASE_NODE_COUNT (6), IRONIC_OLD_VENV,
 # IRONIC_UP_TIMEOUT (180 s), PYTHON (python3, >= 3.11), IRONIC_VENV,
 # IRONIC_STATE_DIR, IRONIC_DEBUG (false), IRONIC_ENROLL (1; 0: create the
@@ -34,7 +34,7 @@ set -Eeuo pipefail
 # shellcheck source=tests/ironic/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-NODE_COUNT=${IRONIC_NODE_COUNT:-17}
+NODE_COUNT=${IRONIC_NODE_COUNT:-18}
 BASIC_NODE_COUNT=${IRONIC_BASIC_NODE_COUNT:-2}
 OLDREL_NODE_COUNT=${IRONIC_OLD_RELEASE_NODE_COUNT:-6}
 TIMEOUT=${IRONIC_UP_TIMEOUT:-180}

@@ -126,7 +126,11 @@ async fn attach_confirm_url_change_and_removal_against_real_ironic() {
     ])
     .await;
     let (url_a, url_b) = (images.url("config-a.iso"), images.url("config-b.iso"));
-    let l = setup(&env, &node, host_object("provisioned", &node, Some(&url_a))).await;
+    // The node runs, and the baremetal-operator reports it (`status.poweredOn`
+    // follows Ironic's power state in its host state machine).
+    let mut host = host_object("provisioned", &node, Some(&url_a));
+    host["status"]["poweredOn"] = json!(true);
+    let l = setup(&env, &node, host).await;
 
     // Attach, confirmed by Ironic's GET vmedia and seen by the BMC emulator.
     l.until("attach A", Duration::from_secs(90), state_is("Attached"))
@@ -1522,4 +1526,95 @@ async fn an_image_built_from_a_secret_is_attached_and_swapped_when_the_secret_ch
             "{entry:?}"
         );
     }
+}
+
+/// Issue 13: what one attach costs in Ironic requests. Before the attach the
+/// node and the drive are read (every gate needs both), then one `POST
+/// vmedia`. The attach went into an empty drive, so the drive alone confirms
+/// it: a confirm read that shows our image ends the attach, and only one
+/// that does not costs a node read too. A verification is one drive read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attach_is_confirmed_and_verified_by_the_drive_alone() {
+    let env = IronicEnv::load();
+    let node = env.node(17);
+    let client = env.client().await;
+    reset_node(&env, &env.url, &client, &node).await;
+    let images =
+        ironic_support::ImageServer::start(vec![("config.iso", iso::data_iso("READS", b"r"))])
+            .await;
+    let api = Arc::new(FakeApi::default());
+    let mut host = host_object("provisioned", &node, Some(&images.url("config.iso")));
+    host["status"]["poweredOn"] = json!(true);
+    api.put(&host_path(HOST), host);
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let verify = Duration::from_secs(2);
+    let ctx = Arc::new(Context::new(
+        fake_client(api.clone()),
+        Counting {
+            inner: client,
+            calls: calls.clone(),
+        },
+        DecisionConfig {
+            verify_interval: verify,
+            ..DecisionConfig::default()
+        },
+        4,
+        Arc::new(Metrics::new()),
+        None,
+    ));
+    let mut fleet = Fleet {
+        api: api.clone(),
+        ctx: ctx.clone(),
+        names: vec![HOST.to_string()],
+        seen: Default::default(),
+        due: Default::default(),
+        recoveries: Box::pin(ctx.health.recoveries()),
+        reconciles: 0,
+    };
+    fleet
+        .run_until("attached", Duration::from_secs(120), |f| {
+            f.status(HOST)["state"] == "Attached"
+        })
+        .await;
+    let count = |calls: &[Call], what: &str| calls.iter().filter(|c| c.1 == what).count();
+    let attach: Vec<Call> = calls.lock().unwrap().clone();
+    let (nodes, drives) = (count(&attach, "get_node"), count(&attach, "list_vmedia"));
+    eprintln!(
+        "attach: {nodes} GET node, {drives} GET vmedia, {} POST",
+        count(&attach, "attach")
+    );
+    assert_eq!(count(&attach, "attach"), 1, "{attach:?}");
+    assert!(
+        attach.iter().all(|c| c.3),
+        "every call succeeded: {attach:?}"
+    );
+    assert!(
+        drives >= 2,
+        "a read before and one after the POST: {attach:?}"
+    );
+    // Only the confirm reads that did not show our image yet read the node.
+    assert_eq!(nodes, 1 + (drives - 2), "{attach:?}");
+    assert_eq!(
+        attach.last().unwrap().1,
+        "list_vmedia",
+        "confirmed by the drive"
+    );
+    let record = fleet.api.get(&host_path(HOST)).unwrap()["metadata"]["annotations"]
+        [STATE_ANNOTATION]
+        .as_str()
+        .map(|s| serde_json::from_str::<AttachedRecord>(s).unwrap())
+        .unwrap();
+    assert!(record.attached_running, "status.poweredOn said it runs");
+
+    // Verification after --verify-interval: the drive alone.
+    let mark = attach.len();
+    fleet
+        .run_until("verified twice", Duration::from_secs(30), |_| {
+            count(&calls.lock().unwrap()[mark..], "list_vmedia") >= 2
+        })
+        .await;
+    let verifying: Vec<Call> = calls.lock().unwrap()[mark..].to_vec();
+    assert_eq!(count(&verifying, "get_node"), 0, "{verifying:?}");
+    assert_eq!(count(&verifying, "attach"), 0, "{verifying:?}");
+    assert_eq!(fleet.status(HOST)["state"], "Attached");
 }

@@ -360,7 +360,10 @@ async fn scenario1_holds_attaches_confirms_then_the_operator_powers_on_with_the_
 
 #[tokio::test]
 async fn status_dropped_by_an_operator_write_is_rewritten_from_the_annotation() {
-    let h = harness(host_object("provisioned", NODE, Some(URL1)));
+    // A running host, as the baremetal-operator reports it.
+    let mut host = host_object("provisioned", NODE, Some(URL1));
+    host["status"]["poweredOn"] = json!(true);
+    let h = harness(host);
     h.ironic.state().power_on = true;
     h.reconcile().await.unwrap();
     h.reconcile().await.unwrap();
