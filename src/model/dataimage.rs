@@ -179,6 +179,7 @@ pub struct DataImageStatus {
     pub error_count: Option<u32>,
     /// When state last changed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub last_transition_time: Option<String>,
     /// metadata.generation of the host this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]

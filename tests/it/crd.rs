@@ -11,7 +11,7 @@ use metal3_dataimage::crd;
 use metal3_dataimage::rules::host_rules::check_secret_name;
 use metal3_dataimage::rules::url_rules::check_url;
 use proptest::prelude::*;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -34,7 +34,7 @@ fn upstream_bmh_crd() -> Value {
 
 fn patched_in_rust() -> Value {
     let mut crd = upstream_bmh_crd();
-    let patch: json_patch::Patch = serde_json::from_value(crd::crd_patch().unwrap()).unwrap();
+    let patch: json_patch::Patch = serde_json::from_value(crd::crd_patch()).unwrap();
     json_patch::patch(&mut crd, &patch).expect("the CRD patch applies to the upstream CRD");
     crd
 }
@@ -83,11 +83,11 @@ fn patch_adds_both_fields_to_the_upstream_crd_and_changes_nothing_else() {
     assert!(reconciler_accepts(&patched));
     assert_eq!(
         patched.pointer(crd::SPEC_DATA_IMAGE_POINTER).unwrap(),
-        &crd::spec_schema().unwrap()
+        &crd::spec_schema()
     );
     assert_eq!(
         patched.pointer(crd::STATUS_DATA_IMAGE_POINTER).unwrap(),
-        &crd::status_schema().unwrap()
+        &crd::status_schema()
     );
 
     // The operator's columns keep their order; ours come after them.
@@ -123,7 +123,7 @@ fn patched_data_image_subtrees_are_structural() {
     let patched = patched_in_rust();
     for pointer in [crd::SPEC_DATA_IMAGE_POINTER, crd::STATUS_DATA_IMAGE_POINTER] {
         let schema = patched.pointer(pointer).unwrap();
-        crd::check_structural(schema).unwrap_or_else(|problems| panic!("{pointer}: {problems:?}"));
+        check_structural(schema).unwrap_or_else(|problems| panic!("{pointer}: {problems:?}"));
         let text = serde_json::to_string(schema).unwrap();
         for forbidden in ["$ref", "\"default\"", "nullable", "anyOf", "\"title\""] {
             assert!(!text.contains(forbidden), "{pointer} contains {forbidden}");
@@ -144,7 +144,7 @@ fn patched_data_image_subtrees_are_structural() {
 fn patch_refuses_a_crd_whose_first_version_is_not_v1alpha1() {
     let mut crd = upstream_bmh_crd();
     crd["spec"]["versions"][0]["name"] = json!("v1beta1");
-    let patch: json_patch::Patch = serde_json::from_value(crd::crd_patch().unwrap()).unwrap();
+    let patch: json_patch::Patch = serde_json::from_value(crd::crd_patch()).unwrap();
     assert!(json_patch::patch(&mut crd, &patch).is_err());
 }
 
@@ -202,11 +202,11 @@ fn standalone_test_crd_renders_and_carries_the_schema() {
     let root = &version["schema"]["openAPIV3Schema"];
     assert_eq!(
         root["properties"]["spec"]["properties"]["dataImage"],
-        crd::spec_schema().unwrap()
+        crd::spec_schema()
     );
     assert_eq!(
         root["properties"]["status"]["properties"]["dataImage"],
-        crd::status_schema().unwrap()
+        crd::status_schema()
     );
 }
 
@@ -309,7 +309,7 @@ fn spec_data_image_has_no_value_rule_that_answers_before_the_webhook() {
         schema["properties"]["contentFrom"]["required"],
         json!(["secretName"])
     );
-    crd::check_defers_to_webhook(schema).unwrap();
+    check_defers_to_webhook(schema).unwrap();
 }
 
 /// The cases where a kube-apiserver 1.36 with the old schema answered with
@@ -691,4 +691,182 @@ worker-2   available                          false            10d
         test_crd["spec"]["versions"][0]["additionalPrinterColumns"],
         Value::Array(crd::printer_columns())
     );
+}
+
+// The schema checks. They run here rather than in `crd`: the output is a pure
+// function of the Rust types, so checking it once per test run is enough.
+
+/// The only keywords `spec.dataImage` carries: structure, no value rules.
+/// The API server checks the CRD schema (pattern, lengths, enum, format, CEL)
+/// *before* the validating webhooks run, so any such rule here would answer
+/// first with its generic message ("should match '^…'", "should be at least 1
+/// chars long") and hide the webhook's precise one. The webhook owns every
+/// value rule, including the ones CEL cannot reproduce (ratcheting, admitting
+/// any update of a host being deleted, every error at once). Without CEL
+/// rules the API server's cost estimation needs no `maxLength` either.
+const SPEC_KEYWORDS: [&str; 4] = ["type", "description", "properties", "required"];
+
+/// Keywords a structural schema node may carry here (a subset of what the API
+/// server accepts, and everything schemars emits for these types once normalised).
+const ALLOWED_KEYWORDS: [&str; 9] = [
+    "type",
+    "description",
+    "properties",
+    "required",
+    "items",
+    "enum",
+    "format",
+    "minimum",
+    "maximum",
+];
+
+/// Problems that would make the API server reject the schema (or make it
+/// non-structural), with their location; `Ok` when there are none.
+fn check_structural(schema: &Value) -> Result<(), Vec<String>> {
+    collect(|problems| check_node(schema, "", problems))
+}
+
+/// Problems that would make the API server's schema check answer before the
+/// validating webhook: any keyword outside [`SPEC_KEYWORDS`] anywhere in
+/// `spec.dataImage`; `Ok` when there are none.
+fn check_defers_to_webhook(schema: &Value) -> Result<(), Vec<String>> {
+    collect(|problems| check_spec_node(schema, "", problems))
+}
+
+fn collect(check: impl FnOnce(&mut Vec<String>)) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    check(&mut problems);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+fn check_spec_node(schema: &Value, at: &str, problems: &mut Vec<String>) {
+    let Value::Object(node) = schema else {
+        return;
+    };
+    let why = "would be checked before the webhook (it owns value rules)";
+    check_keywords(node, &SPEC_KEYWORDS, why, at, problems);
+    if let Some(Value::Object(properties)) = node.get("properties") {
+        for (name, property) in properties {
+            check_spec_node(property, &format!("{at}.{name}"), problems);
+        }
+    }
+}
+
+fn check_node(schema: &Value, at: &str, problems: &mut Vec<String>) {
+    let Value::Object(node) = schema else {
+        problems.push(format!("{at}: not an object schema"));
+        return;
+    };
+    let why = "is not allowed in this CRD schema";
+    check_keywords(node, &ALLOWED_KEYWORDS, why, at, problems);
+    if let Some(Value::Array(values)) = node.get("enum") {
+        let kind = node.get("type").and_then(Value::as_str);
+        for value in values {
+            let fits = matches!(
+                (kind, value),
+                (Some("string"), Value::String(_)) | (Some("integer" | "number"), Value::Number(_))
+            );
+            if !fits {
+                problems.push(format!(
+                    "{at}: enum value {value} does not fit type {kind:?}"
+                ));
+            }
+        }
+    }
+    match node.get("type").and_then(Value::as_str) {
+        Some("object") => {
+            if let Some(Value::Object(properties)) = node.get("properties") {
+                for (name, property) in properties {
+                    check_node(property, &format!("{at}.{name}"), problems);
+                }
+                if let Some(Value::Array(required)) = node.get("required") {
+                    for name in required {
+                        if !name
+                            .as_str()
+                            .is_some_and(|name| properties.contains_key(name))
+                        {
+                            problems.push(format!("{at}: required {name} is not a property"));
+                        }
+                    }
+                }
+            }
+        }
+        Some("array") => match node.get("items") {
+            Some(items) => check_node(items, &format!("{at}[]"), problems),
+            None => problems.push(format!("{at}: array without items")),
+        },
+        Some("string" | "integer" | "number" | "boolean") => {}
+        other => problems.push(format!("{at}: missing or unsupported type {other:?}")),
+    }
+}
+
+fn check_keywords(
+    node: &Map<String, Value>,
+    allowed: &[&str],
+    why: &str,
+    at: &str,
+    problems: &mut Vec<String>,
+) {
+    for key in node.keys().filter(|key| !allowed.contains(&key.as_str())) {
+        problems.push(format!("{at}: keyword {key:?} {why}"));
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn value_rules_in_spec_are_reported() {
+    let bad = json!({
+        "type": "object",
+        "properties": {
+            "url": {"type": "string", "minLength": 1, "pattern": "^h"},
+            "n": {"type": "object", "properties": {"m": {"type": "string", "maxLength": 3}}}
+        },
+        "x-kubernetes-validations": [{"rule": "true"}]
+    });
+    let problems = check_defers_to_webhook(&bad).unwrap_err().join("\n");
+    for expected in [
+        ": keyword \"x-kubernetes-validations\"",
+        ".url: keyword \"minLength\"",
+        ".url: keyword \"pattern\"",
+        ".n.m: keyword \"maxLength\"",
+    ] {
+        assert!(
+            problems.contains(expected),
+            "{expected} not in:\n{problems}"
+        );
+    }
+    assert!(check_defers_to_webhook(&crd::spec_schema()).is_ok());
+}
+
+#[test]
+fn checker_reports_what_the_api_server_rejects() {
+    let bad = json!({
+        "type": "object",
+        "properties": {
+            "a": {"$ref": "#/x"},
+            "b": {"type": "string", "default": "x"},
+            "c": {"type": "array"},
+            "d": {"description": "untyped"},
+            "e": {"type": "string", "enum": ["A", null]}
+        },
+        "required": ["a", "zzz"]
+    });
+    let problems = check_structural(&bad).unwrap_err().join("\n");
+    for expected in [
+        "keyword \"$ref\"",
+        "keyword \"default\"",
+        ".c: array without items",
+        ".d: missing",
+        "required \"zzz\"",
+        ".e: enum value null",
+    ] {
+        assert!(
+            problems.contains(expected),
+            "{expected} not in:\n{problems}"
+        );
+    }
 }
