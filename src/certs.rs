@@ -9,10 +9,10 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::net::IpAddr;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
@@ -24,6 +24,8 @@ use rustls::client::danger::ServerCertVerifier as _;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::json;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::time::ASN1Time;
 
 /// File names, as cert-manager and the kubelet's Secret volume lay them out.
 const CA_CERT_FILE: &str = "ca.crt";
@@ -50,31 +52,20 @@ pub const MUTATING_WEBHOOKS: [&str; 1] = ["baremetalhost.dataimage.metal3.io"];
 
 /// Names the development serving certificate is valid for.
 const DEV_SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
-/// Existing certificates are reused only while they stay valid at least this long.
-const MIN_REMAINING_VALIDITY: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// Existing certificates are reused only while they stay valid at least a day.
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
-/// Lifetimes of generated certificates.
-const DEV_CA_VALIDITY: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
+/// Lifetimes of generated CAs (development and `certs`) and development certificates.
+const CA_VALIDITY: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
 const DEV_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
-const CLUSTER_CA_VALIDITY: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
 /// Backdating tolerates clocks a little behind ours (API server, curl).
 const BACKDATE: Duration = Duration::from_secs(5 * 60);
 
-/// A certificate with its private key, both PEM.
+/// A certificate with its private key, both PEM (no `Debug`: never print a key).
 #[derive(Clone)]
 pub struct KeyedCert {
     pub cert_pem: String,
     pub key_pem: String,
-}
-
-impl std::fmt::Debug for KeyedCert {
-    // Never print private keys.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyedCert")
-            .field("key_pem", &"<redacted>")
-            .finish_non_exhaustive()
-    }
 }
 
 /// Where [`ensure_dev_certs`] put the development certificates.
@@ -101,24 +92,23 @@ pub fn ensure_dev_certs(dir: &Path) -> anyhow::Result<DevCerts> {
         key: dir.join(TLS_KEY_FILE),
         generated: false,
     };
-    let names: Vec<String> = DEV_SERVER_NAMES
-        .iter()
-        .map(std::string::ToString::to_string)
-        .collect();
+    let names = DEV_SERVER_NAMES.map(String::from);
     let now = SystemTime::now();
 
-    let existing = read_existing(&paths.ca_cert, &paths.cert, &paths.key);
-    if let Some((ca_pem, cert_pem, key_pem)) = &existing
-        && check_serving_cert(
-            ca_pem,
-            cert_pem,
-            key_pem,
-            &names,
-            now + MIN_REMAINING_VALIDITY,
-        )
-        .is_ok()
+    let read = |path: &Path| fs::read_to_string(path).ok();
+    if let (Some(ca_pem), Some(cert_pem), Some(key_pem)) =
+        (read(&paths.ca_cert), read(&paths.cert), read(&paths.key))
+        && check_serving_cert(&ca_pem, &cert_pem, &key_pem, &names, now + DAY).is_ok()
     {
-        restrict_to_owner(&paths.key)?;
+        // A reused key is made readable by its owner only.
+        let mode = fs::metadata(&paths.key)
+            .with_context(|| format!("reading {}", paths.key.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            fs::set_permissions(&paths.key, fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("restricting {} to mode 0600", paths.key.display()))?;
+        }
         return Ok(paths);
     }
     if dir.join(KUSTOMIZATION_FILE).exists() {
@@ -131,7 +121,7 @@ pub fn ensure_dev_certs(dir: &Path) -> anyhow::Result<DevCerts> {
         );
     }
 
-    let ca = generate_ca("metal3-dataimage development CA", DEV_CA_VALIDITY, now)?;
+    let ca = generate_ca("metal3-dataimage development CA", CA_VALIDITY, now)?;
     let serving = issue_serving_cert(&ca, &names, DEV_CERT_VALIDITY, now)?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write_file(&paths.key, serving.key_pem.as_bytes(), true)?;
@@ -143,14 +133,6 @@ pub fn ensure_dev_certs(dir: &Path) -> anyhow::Result<DevCerts> {
     })
 }
 
-fn read_existing(ca: &Path, cert: &Path, key: &Path) -> Option<(String, String, String)> {
-    Some((
-        fs::read_to_string(ca).ok()?,
-        fs::read_to_string(cert).ok()?,
-        fs::read_to_string(key).ok()?,
-    ))
-}
-
 /// A self-signed CA allowed to sign serving certificates only (path length 0).
 pub fn generate_ca(
     common_name: &str,
@@ -158,26 +140,17 @@ pub fn generate_ca(
     now: SystemTime,
 ) -> anyhow::Result<KeyedCert> {
     let mut params = CertificateParams::default();
-    params.distinguished_name = distinguished_name(common_name);
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    set_validity(&mut params, validity, now)?;
-    let key = KeyPair::generate().context("generating the CA key")?;
-    let cert = params
-        .self_signed(&key)
-        .context("signing the CA certificate")?;
-    Ok(KeyedCert {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    sign(params, common_name, validity, now, None)
 }
 
 /// A serving certificate (server auth) for `names` (DNS names or IP
-/// addresses), signed by `ca`, with a fresh key.
+/// addresses), signed by `ca`.
 fn issue_serving_cert(
     ca: &KeyedCert,
     names: &[String],
@@ -187,56 +160,67 @@ fn issue_serving_cert(
     let Some(first) = names.first() else {
         bail!("a serving certificate needs at least one name");
     };
-    let ca_key = KeyPair::from_pem(&ca.key_pem).context("reading the CA key")?;
-    let issuer =
-        Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).context("reading the CA certificate")?;
     let mut params = CertificateParams::new(names.to_vec()).context("invalid certificate name")?;
-    params.distinguished_name = distinguished_name(first);
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
-    set_validity(&mut params, validity, now)?;
-    let key = KeyPair::generate().context("generating the serving key")?;
-    let cert = params
-        .signed_by(&key, &issuer)
-        .context("signing the serving certificate")?;
+    sign(params, first, validity, now, Some(ca))
+}
+
+/// Names `params` after `common_name`, makes it valid from a little before
+/// `now` for `validity`, and signs it with a fresh key: by `issuer`, or
+/// itself when there is none.
+fn sign(
+    mut params: CertificateParams,
+    common_name: &str,
+    validity: Duration,
+    now: SystemTime,
+    issuer: Option<&KeyedCert>,
+) -> anyhow::Result<KeyedCert> {
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "metal3-dataimage");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    let asn1 = |time| ASN1Time::from_timestamp(unix_seconds(time)).map(|t| t.to_datetime());
+    params.not_before = asn1(now - BACKDATE).context("certificate start out of range")?;
+    params.not_after = asn1(now + validity).context("certificate validity out of range")?;
+    let key = KeyPair::generate().context("generating a key")?;
+    let cert = match issuer {
+        None => params.self_signed(&key),
+        Some(ca) => {
+            let ca_key = KeyPair::from_pem(&ca.key_pem).context("reading the CA key")?;
+            let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)
+                .context("reading the CA certificate")?;
+            params.signed_by(&key, &issuer)
+        }
+    };
     Ok(KeyedCert {
-        cert_pem: cert.pem(),
+        cert_pem: cert.context("signing the certificate")?.pem(),
         key_pem: key.serialize_pem(),
     })
 }
 
-fn distinguished_name(common_name: &str) -> DistinguishedName {
-    let mut name = DistinguishedName::new();
-    name.push(DnType::OrganizationName, "metal3-dataimage");
-    name.push(DnType::CommonName, common_name);
-    name
-}
-
-fn set_validity(
-    params: &mut CertificateParams,
-    validity: Duration,
-    now: SystemTime,
-) -> anyhow::Result<()> {
-    let start = unix_seconds(now.checked_sub(BACKDATE).unwrap_or(UNIX_EPOCH));
-    let end = unix_seconds(
-        now.checked_add(validity)
-            .context("certificate validity out of range")?,
-    );
-    params.not_before = x509_parser::time::ASN1Time::from_timestamp(start)
-        .context("certificate start out of range")?
-        .to_datetime();
-    params.not_after = x509_parser::time::ASN1Time::from_timestamp(end)
-        .context("certificate validity out of range")?
-        .to_datetime();
-    Ok(())
-}
-
 fn unix_seconds(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
-        i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
-    })
+    jiff::Timestamp::try_from(time).map_or(0, |time| time.as_second())
+}
+
+/// The DER of the first certificate in `pem`; [`parse`] reads it.
+fn der(pem: &str) -> anyhow::Result<CertificateDer<'static>> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).context("no PEM certificate")
+}
+
+fn parse<'a>(der: &'a CertificateDer<'_>) -> anyhow::Result<X509Certificate<'a>> {
+    Ok(x509_parser::parse_x509_certificate(der)
+        .context("certificate does not parse")?
+        .1)
+}
+
+fn key_matches(key: &KeyPair, cert: &X509Certificate<'_>) -> bool {
+    key.public_key_raw() == cert.public_key().subject_public_key.data.as_ref()
 }
 
 /// Check that `cert_pem` is a serving certificate signed by `ca_pem`, valid
@@ -249,20 +233,15 @@ fn check_serving_cert(
     names: &[String],
     valid_until: SystemTime,
 ) -> anyhow::Result<()> {
-    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
-        .context("CA certificate: no PEM certificate")?;
-    let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-        .context("serving certificate: no PEM certificate")?;
-
-    let (_, ca) =
-        x509_parser::parse_x509_certificate(&ca_der).context("CA certificate does not parse")?;
+    let ca_der = der(ca_pem).context("CA certificate")?;
+    let cert_der = der(cert_pem).context("serving certificate")?;
+    let ca = parse(&ca_der).context("CA certificate")?;
     if ca.validity().not_after.timestamp() < unix_seconds(valid_until) {
         bail!("CA certificate expires at {}", ca.validity().not_after);
     }
-    let (_, cert) = x509_parser::parse_x509_certificate(&cert_der)
-        .context("serving certificate does not parse")?;
+    let cert = parse(&cert_der).context("serving certificate")?;
     let key = KeyPair::from_pem(key_pem).context("private key does not parse")?;
-    if key.public_key_raw() != cert.public_key().subject_public_key.data.as_ref() {
+    if !key_matches(&key, &cert) {
         bail!("private key does not match the serving certificate");
     }
 
@@ -277,14 +256,14 @@ fn check_serving_cert(
     .build()
     .context("building the certificate verifier")?;
     for at in [SystemTime::now(), valid_until] {
-        let when = UnixTime::since_unix_epoch(at.duration_since(UNIX_EPOCH).unwrap_or_default());
+        let when = UnixTime::since_unix_epoch(
+            at.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
+        );
         for name in names {
-            let server_name = match name.parse::<IpAddr>() {
-                Ok(ip) => ServerName::IpAddress(ip.into()),
-                Err(_) => ServerName::try_from(name.as_str())
-                    .with_context(|| format!("{name:?} is not a valid server name"))?
-                    .to_owned(),
-            };
+            // An IP address or a DNS name.
+            let server_name = ServerName::try_from(name.as_str())
+                .with_context(|| format!("{name:?} is not a valid server name"))?;
             verifier
                 .verify_server_cert(&cert_der, &[], &server_name, &[], when)
                 .with_context(|| {
@@ -300,33 +279,13 @@ fn check_serving_cert(
 
 /// Serial number and expiry of a PEM certificate, for log lines.
 fn describe_cert(cert_pem: &str) -> anyhow::Result<String> {
-    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).context("no PEM certificate")?;
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(&der).context("certificate does not parse")?;
+    let der = der(cert_pem)?;
+    let cert = parse(&der)?;
     Ok(format!(
         "serial {} expires {}",
         cert.raw_serial_as_string(),
         cert.validity().not_after
     ))
-}
-
-/// Make a reused private key file readable by its owner only (0600).
-fn restrict_to_owner(path: &Path) -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = fs::metadata(path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("restricting {} to mode 0600", path.display()))?;
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
 }
 
 /// Write `contents` to `path` through a temporary file and a rename, so a
@@ -338,24 +297,18 @@ fn write_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()>
         .unwrap_or("file");
     let tmp = path.with_file_name(format!(".{file_name}.tmp"));
     let _ = fs::remove_file(&tmp);
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(if private { 0o600 } else { 0o644 });
-    }
-    let mut file = options
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if private { 0o600 } else { 0o644 })
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
     file.write_all(contents)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.sync_all()
+        .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
     drop(file);
     fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 // ---------------------------------------------------------------------------
@@ -474,7 +427,7 @@ pub fn run(args: CertsArgs) -> anyhow::Result<()> {
             ca
         }
         None => {
-            let ca = generate_ca("metal3-dataimage webhook CA", CLUSTER_CA_VALIDITY, now)?;
+            let ca = generate_ca("metal3-dataimage webhook CA", CA_VALIDITY, now)?;
             write_file(&out.join(CA_KEY_FILE), ca.key_pem.as_bytes(), true)?;
             write_file(&out.join(CA_CERT_FILE), ca.cert_pem.as_bytes(), false)?;
             println!("wrote a new CA to {}", out.join(CA_CERT_FILE).display());
@@ -515,11 +468,10 @@ pub fn run(args: CertsArgs) -> anyhow::Result<()> {
 fn reuse_ca(dir: &Path, until: SystemTime) -> Option<KeyedCert> {
     let cert_pem = fs::read_to_string(dir.join(CA_CERT_FILE)).ok()?;
     let key_pem = fs::read_to_string(dir.join(CA_KEY_FILE)).ok()?;
-    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
-    let key = KeyPair::from_pem(&key_pem).ok()?;
+    let der = der(&cert_pem).ok()?;
+    let cert = parse(&der).ok()?;
     let usable = cert.is_ca()
-        && key.public_key_raw() == cert.public_key().subject_public_key.data.as_ref()
+        && key_matches(&KeyPair::from_pem(&key_pem).ok()?, &cert)
         && cert.validity().not_after.timestamp() > unix_seconds(until);
     usable.then_some(KeyedCert { cert_pem, key_pem })
 }
