@@ -4,13 +4,14 @@
 //! converted to JSON text, then [`rules::decode`], [`rules::validate`] and
 //! [`rules::mutate`] run on it as on an AdmissionReview's object.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use serde::Deserialize;
-use serde_json::Value;
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use crate::model::ObjectMeta;
 use crate::rules::{
@@ -71,8 +72,7 @@ pub struct CheckArgs {
 /// Returns the process exit code (0 admitted, 1 denied, 2 unreadable input).
 pub fn run(args: CheckArgs) -> u8 {
     let mut stdin_used = false;
-    let mut read = |path: &Path| read_source(path, &mut stdin_used);
-    let outcome = check(&args, &mut read);
+    let outcome = check(&args, &mut |path| read_source(path, &mut stdin_used));
     for line in &outcome.stdout {
         println!("{line}");
     }
@@ -84,10 +84,10 @@ pub fn run(args: CheckArgs) -> u8 {
 
 /// What a check run prints and returns.
 #[derive(Debug, Default)]
-pub struct Outcome {
-    pub stdout: Vec<String>,
-    pub stderr: Vec<String>,
-    pub exit_code: u8,
+struct Outcome {
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+    exit_code: u8,
 }
 
 impl Outcome {
@@ -105,7 +105,7 @@ impl Outcome {
 }
 
 /// The whole check, with file reading injected (pure apart from `read`).
-pub fn check(args: &CheckArgs, read: &mut dyn FnMut(&Path) -> Result<String, String>) -> Outcome {
+fn check(args: &CheckArgs, read: &mut dyn FnMut(&Path) -> Result<String, String>) -> Outcome {
     let mut out = Outcome::default();
 
     // Secrets: --secret files, then Secret documents among the FILEs.
@@ -129,20 +129,18 @@ pub fn check(args: &CheckArgs, read: &mut dyn FnMut(&Path) -> Result<String, Str
         }
     }
 
-    let old = match args
-        .old
-        .as_deref()
-        .map(|path| (path, load_documents(path, read)))
-    {
+    let old = match &args.old {
         None => None,
-        Some((_, Ok(mut docs))) if docs.len() == 1 => docs.pop(),
-        Some((path, Ok(docs))) => {
-            let (path, found) = (path.display(), docs.len());
-            return out.stop(format!(
-                "{path}: --old takes exactly one document, found {found}"
-            ));
-        }
-        Some((_, Err(e))) => return out.stop(e),
+        Some(path) => match load_documents(path, read) {
+            Ok(mut docs) if docs.len() == 1 => docs.pop(),
+            Ok(docs) => {
+                let (path, found) = (path.display(), docs.len());
+                return out.stop(format!(
+                    "{path}: --old takes exactly one document, found {found}"
+                ));
+            }
+            Err(e) => return out.stop(e),
+        },
     };
 
     let mut documents = Vec::new();
@@ -153,10 +151,7 @@ pub fn check(args: &CheckArgs, read: &mut dyn FnMut(&Path) -> Result<String, Str
                     out.stderr
                         .push(format!("note: {}: no documents", display_path(path)));
                 }
-                secrets.extend(
-                    docs.iter()
-                        .filter_map(|doc| secret_entry(doc).ok().flatten()),
-                );
+                secrets.extend(docs.iter().filter_map(|doc| secret_entry(doc).ok()?));
                 documents.extend(docs);
             }
             Err(e) => out.error(e),
@@ -175,13 +170,13 @@ pub fn check(args: &CheckArgs, read: &mut dyn FnMut(&Path) -> Result<String, Str
     };
     let secrets_given = !args.secrets.is_empty();
     for doc in &documents {
-        let report = judge(doc, old.as_ref(), &secrets, secrets_given, &policy);
-        if report.verdict.as_ref().is_some_and(|v| !v.allowed) && out.exit_code == EXIT_ADMITTED {
+        let judgement = judge(doc, old.as_ref(), &secrets, secrets_given, &policy);
+        if judgement.as_ref().is_some_and(|(v, _)| !v.allowed) && out.exit_code == EXIT_ADMITTED {
             out.exit_code = EXIT_DENIED;
         }
         match args.output {
-            OutputFormat::Text => out.stdout.extend(render_text(&report)),
-            OutputFormat::Json => out.stdout.push(render_json(&report)),
+            OutputFormat::Text => out.stdout.extend(render_text(doc, &judgement)),
+            OutputFormat::Json => out.stdout.push(render_json(doc, &judgement)),
         }
     }
     out
@@ -212,13 +207,10 @@ fn display_path(path: &Path) -> String {
 
 /// The identifying fields of a manifest document, read leniently.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 struct Header {
-    #[serde(default)]
     api_version: Option<String>,
-    #[serde(default)]
     kind: Option<String>,
-    #[serde(default)]
     metadata: ObjectMeta,
 }
 
@@ -274,11 +266,10 @@ fn load_documents(
 fn parse_text(text: &str) -> Result<Vec<Value>, String> {
     let trimmed = text.trim_start_matches('\u{feff}');
     if trimmed.trim_start().starts_with(['{', '[']) {
-        let mut values = Vec::new();
-        for value in serde_json::Deserializer::from_str(trimmed).into_iter::<Value>() {
-            values.push(value.map_err(|e| format!("invalid JSON: {e}"))?);
-        }
-        return Ok(values);
+        return serde_json::Deserializer::from_str(trimmed)
+            .into_iter::<Value>()
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("invalid JSON: {e}"));
     }
     serde_saphyr::from_multiple::<Value>(trimmed)
         .map(|docs| docs.into_iter().filter(|d| !d.is_null()).collect())
@@ -296,47 +287,38 @@ fn parse_text(text: &str) -> Result<Vec<Value>, String> {
 struct SecretEntry {
     name: String,
     namespace: Option<String>,
-    values: std::collections::BTreeMap<String, Vec<u8>>,
+    values: BTreeMap<String, Vec<u8>>,
 }
 
 /// `Ok(None)` when the document is not a Secret.
 fn secret_entry(doc: &Document) -> Result<Option<SecretEntry>, String> {
+    /// A `null` value counts as absent.
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct SecretDoc {
-        #[serde(default)]
-        data: Option<std::collections::BTreeMap<String, Option<String>>>,
-        #[serde(default)]
-        string_data: Option<std::collections::BTreeMap<String, Option<String>>>,
+        data: Option<BTreeMap<String, Option<String>>>,
+        string_data: Option<BTreeMap<String, Option<String>>>,
     }
     if doc.header.kind.as_deref() != Some("Secret") {
         return Ok(None);
     }
     let at = format!("{}: document {}", doc.source, doc.index);
-    let name = doc
-        .header
-        .metadata
-        .name
-        .clone()
+    let name = (doc.header.metadata.name.clone())
         .ok_or_else(|| format!("{at}: Secret without metadata.name"))?;
     let secret: SecretDoc = rules::decode_json_text(doc.json.get())
         .map_err(|(field, message)| format!("{at}: Secret {name}: {field}: {message}"))?;
     // `data` (base64) and `stringData` merged, `stringData` winning as the
-    // API server does; a `null` value counts as absent.
-    let mut values = std::collections::BTreeMap::new();
-    for (key, encoded) in secret.data.iter().flatten() {
-        if let Some(encoded) = encoded {
-            let value = base64::engine::general_purpose::STANDARD
-                .decode(encoded.trim())
-                .map_err(|_| format!("{at}: Secret {name}: data.{key} is not valid base64"))?;
-            values.insert(key.clone(), value);
-        }
+    // API server does.
+    let mut values = BTreeMap::new();
+    for (key, encoded) in secret.data.into_iter().flatten() {
+        let Some(encoded) = encoded else { continue };
+        let value = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| format!("{at}: Secret {name}: data.{key} is not valid base64"))?;
+        values.insert(key, value);
     }
-    for (key, plain) in secret.string_data.iter().flatten() {
-        if let Some(plain) = plain {
-            values.insert(key.clone(), plain.as_bytes().to_vec());
-        }
-    }
+    let string_data = secret.string_data.into_iter().flatten();
+    values.extend(string_data.filter_map(|(key, plain)| Some((key, plain?.into_bytes()))));
     Ok(Some(SecretEntry {
         namespace: doc.header.metadata.namespace.clone(),
         name,
@@ -344,43 +326,25 @@ fn secret_entry(doc: &Document) -> Result<Option<SecretEntry>, String> {
     }))
 }
 
-/// The result for one document.
-struct Report<'a> {
-    doc: &'a Document,
-    /// `None` when skipped.
-    verdict: Option<Verdict>,
-    patch: Option<json_patch::Patch>,
-}
+/// A document's verdict and defaulting patch; `None` when it is skipped.
+type Judgement = Option<(Verdict, Option<json_patch::Patch>)>;
 
-fn judge<'a>(
-    doc: &'a Document,
+fn judge(
+    doc: &Document,
     old: Option<&Document>,
     secrets: &[SecretEntry],
     secrets_given: bool,
     policy: &Policy,
-) -> Report<'a> {
-    let kind = match (
-        doc.header.kind.as_deref(),
-        doc.header.api_version.as_deref(),
-    ) {
-        (Some("BareMetalHost"), Some(v)) if v.starts_with("metal3.io/") => {
-            ResourceKind::BareMetalHost
-        }
-        (Some("DataImage"), Some(v)) if v.starts_with("metal3.io/") => ResourceKind::DataImage,
-        _ => {
-            return Report {
-                doc,
-                verdict: None,
-                patch: None,
-            };
-        }
+) -> Judgement {
+    let (api_version, meta) = (doc.header.api_version.as_deref(), &doc.header.metadata);
+    let kind = match doc.header.kind.as_deref() {
+        _ if !api_version.is_some_and(|v| v.starts_with("metal3.io/")) => None,
+        Some("BareMetalHost") => Some(ResourceKind::BareMetalHost),
+        Some("DataImage") => Some(ResourceKind::DataImage),
+        _ => None,
     };
-    let namespace = doc
-        .header
-        .metadata
-        .namespace
-        .as_deref()
-        .unwrap_or("default");
+    let Some(kind) = kind else { return None };
+    let namespace = meta.namespace.as_deref().unwrap_or("default");
     let input = ReviewInput {
         kind,
         operation: if old.is_some() {
@@ -390,7 +354,7 @@ fn judge<'a>(
         },
         sub_resource: None,
         user: CHECK_USER,
-        name: doc.header.metadata.name.as_deref().unwrap_or(""),
+        name: meta.name.as_deref().unwrap_or(""),
         namespace,
         object: Some(&doc.json),
         old_object: old.map(|o| &*o.json),
@@ -402,7 +366,7 @@ fn judge<'a>(
             let found = secrets.iter().find(|s| {
                 s.name == name
                     && (s.namespace.is_none()
-                        || doc.header.metadata.namespace.is_none()
+                        || meta.namespace.is_none()
                         || s.namespace.as_deref() == Some(namespace))
             });
             match found {
@@ -417,22 +381,7 @@ fn judge<'a>(
     let verdict = rules::validate(&input, &decoded, &lookup, policy);
     let old = rules::OldDataImages::from_raw(input.old_object);
     let patch = rules::mutate(&input, &decoded, &old, policy).patch;
-    Report {
-        doc,
-        verdict: Some(verdict),
-        patch,
-    }
-}
-
-/// `Kind ns/name` (or `Kind name` without a namespace).
-fn object_label(doc: &Document) -> String {
-    let kind = doc.header.kind.as_deref().unwrap_or("(no kind)");
-    let meta = &doc.header.metadata;
-    let name = meta.name_or_generate_name().unwrap_or("(unnamed)");
-    match meta.namespace.as_deref() {
-        Some(ns) => format!("{kind} {ns}/{name}"),
-        None => format!("{kind} {name}"),
-    }
+    Some((verdict, patch))
 }
 
 fn causes_of(verdict: &Verdict) -> &[StatusCause] {
@@ -443,76 +392,51 @@ fn causes_of(verdict: &Verdict) -> &[StatusCause] {
         .map_or(&[], |d| d.causes.as_slice())
 }
 
-fn render_text(report: &Report<'_>) -> Vec<String> {
-    let label = object_label(report.doc);
-    let Some(verdict) = &report.verdict else {
+fn render_text(doc: &Document, judgement: &Judgement) -> Vec<String> {
+    let kind = doc.header.kind.as_deref().unwrap_or("(no kind)");
+    let meta = &doc.header.metadata;
+    let name = meta.name_or_generate_name().unwrap_or("(unnamed)");
+    let label = match meta.namespace.as_deref() {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    };
+    let Some((verdict, _)) = judgement else {
         return vec![format!(
             "{label}: skipped (not a metal3.io BareMetalHost or DataImage)"
         )];
     };
-    let mut lines = Vec::new();
-    if verdict.allowed {
-        lines.push(format!("{label}: allowed"));
-    } else {
-        let causes = causes_of(verdict);
-        let text = if causes.is_empty() {
-            verdict
-                .status
-                .as_ref()
-                .map_or_else(String::new, |s| s.message.clone())
-        } else {
-            causes
-                .iter()
-                .map(|c| {
-                    if c.field.is_empty() {
-                        c.message.clone()
-                    } else {
-                        format!("{}: {}", c.field, c.message)
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
-        lines.push(format!("{label}: denied: {text}"));
-    }
-    lines.extend(verdict.warnings.iter().map(|w| format!("warning: {w}")));
-    lines
+    let causes = causes_of(verdict).iter().map(|c| match c.field.as_str() {
+        "" => c.message.clone(),
+        field => format!("{field}: {}", c.message),
+    });
+    let text = causes.collect::<Vec<_>>().join("; ");
+    let first = match &verdict.status {
+        _ if verdict.allowed => format!("{label}: allowed"),
+        Some(status) if text.is_empty() => format!("{label}: denied: {}", status.message),
+        _ => format!("{label}: denied: {text}"),
+    };
+    let warnings = verdict.warnings.iter().map(|w| format!("warning: {w}"));
+    std::iter::once(first).chain(warnings).collect()
 }
 
-fn render_json(report: &Report<'_>) -> String {
-    let doc = report.doc;
+fn render_json(doc: &Document, judgement: &Judgement) -> String {
     let meta = &doc.header.metadata;
-    let mut line = serde_json::json!({
+    let mut line = json!({
         "file": doc.source,
         "document": doc.index,
         "kind": doc.header.kind,
         "namespace": meta.namespace,
         "name": meta.name_or_generate_name(),
+        "skipped": judgement.is_none(),
     });
-    match &report.verdict {
-        None => {
-            line["skipped"] = Value::Bool(true);
-        }
-        Some(verdict) => {
-            line["skipped"] = Value::Bool(false);
-            line["allowed"] = Value::Bool(verdict.allowed);
-            line["code"] = verdict
-                .status
-                .as_ref()
-                .map_or(Value::Null, |s| Value::from(s.code));
-            line["message"] = verdict
-                .status
-                .as_ref()
-                .map_or(Value::Null, |s| Value::from(s.message.clone()));
-            line["causes"] =
-                serde_json::to_value(causes_of(verdict)).unwrap_or(Value::Array(Vec::new()));
-            line["warnings"] = Value::from(verdict.warnings.clone());
-            line["patch"] = report
-                .patch
-                .as_ref()
-                .and_then(|p| serde_json::to_value(p).ok())
-                .unwrap_or(Value::Array(Vec::new()));
-        }
+    if let Some((verdict, patch)) = judgement {
+        let status = verdict.status.as_ref();
+        line["allowed"] = json!(verdict.allowed);
+        line["code"] = json!(status.map(|s| s.code));
+        line["message"] = json!(status.map(|s| &s.message));
+        line["causes"] = json!(causes_of(verdict));
+        line["warnings"] = json!(verdict.warnings);
+        line["patch"] = patch.as_ref().map_or_else(|| json!([]), |p| json!(p));
     }
     line.to_string()
 }
