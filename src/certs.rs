@@ -205,7 +205,7 @@ fn sign(
 }
 
 fn unix_seconds(time: SystemTime) -> i64 {
-    jiff::Timestamp::try_from(time).map_or(0, |time| time.as_second())
+    jiff::Timestamp::try_from(time).map_or(0, jiff::Timestamp::as_second)
 }
 
 /// The DER of the first certificate in `pem`; [`parse`] reads it.

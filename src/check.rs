@@ -342,8 +342,7 @@ fn judge(
         Some("BareMetalHost") => Some(ResourceKind::BareMetalHost),
         Some("DataImage") => Some(ResourceKind::DataImage),
         _ => None,
-    };
-    let Some(kind) = kind else { return None };
+    }?;
     let namespace = meta.namespace.as_deref().unwrap_or("default");
     let input = ReviewInput {
         kind,
