@@ -86,12 +86,10 @@ pub struct BareMetalHostStatus {
 /// with its path. `spec.dataImage` is read leniently ([`DataImageInput`]) so
 /// that a missing or empty `url` is a field error rather than a decode error.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct BareMetalHost {
-    #[serde(default)]
     pub metadata: ObjectMeta,
-    #[serde(default)]
     pub spec: Option<AdmissionHostSpec>,
-    #[serde(default)]
     pub status: Option<AdmissionHostStatus>,
 }
 
@@ -100,13 +98,9 @@ pub struct BareMetalHost {
 #[serde(rename_all = "camelCase")]
 pub struct AdmissionHostSpec {
     /// `null` decodes as absent.
-    #[serde(default)]
     pub data_image: Option<DataImageInput>,
-    #[serde(default)]
     pub bmc: Option<BmcDetails>,
-    #[serde(default)]
     pub image: Option<HostImage>,
-    #[serde(default)]
     pub disable_power_off: Option<bool>,
 }
 

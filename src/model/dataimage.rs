@@ -92,15 +92,10 @@ impl DataImageSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DataImageInput {
-    #[serde(default)]
     pub url: Option<String>,
-    #[serde(default)]
     pub credentials_name: Option<String>,
-    #[serde(default)]
     pub disable_certificate_verification: Option<bool>,
-    #[serde(default)]
     pub content_from: Option<ContentFromInput>,
-    #[serde(default)]
     pub volume_label: Option<String>,
 }
 
@@ -108,7 +103,6 @@ pub struct DataImageInput {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContentFromInput {
-    #[serde(default)]
     pub secret_name: Option<String>,
 }
 
@@ -196,15 +190,13 @@ pub struct DataImageStatus {
 /// The upstream `DataImage` kind (`metal3.io/v1alpha1`), same name and
 /// namespace as its host; only `spec.url` is read.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct UpstreamDataImage {
-    #[serde(default)]
     pub metadata: super::ObjectMeta,
-    #[serde(default)]
     pub spec: Option<UpstreamDataImageSpec>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct UpstreamDataImageSpec {
-    #[serde(default)]
     pub url: Option<String>,
 }
