@@ -9,7 +9,7 @@
 //! - [`ironic`]: Ironic vmedia API client
 //! - [`staging`]: fetch/verify/serve credentialed images for Ironic
 //! - [`crd`], [`certs`]: manifests support
-//! - [`telemetry`]: logging setup and redaction helpers
+//! - [`telemetry`]: logging setup and redaction helpers; `text`: truncation
 //! - `listener`, [`probes`], `signals`: the one way to serve HTTP, the
 //!   `/healthz` `/readyz` `/metrics` listener, the shutdown signals
 
@@ -28,3 +28,4 @@ pub mod rules;
 mod signals;
 pub mod staging;
 pub mod telemetry;
+mod text;

@@ -99,11 +99,7 @@ const MAX_ECHOED_PATH: usize = 256;
 /// which tells someone probing the port nothing). Also used by the webhook
 /// listener.
 pub(crate) async fn not_found(uri: Uri) -> Response {
-    let path = uri.path();
-    let shown = match path.char_indices().nth(MAX_ECHOED_PATH) {
-        Some((end, _)) => format!("{}...", &path[..end]),
-        None => path.to_string(),
-    };
+    let shown = crate::text::truncate(uri.path(), MAX_ECHOED_PATH, "...");
     let reason = format!("404 page not found: {shown}\n");
     (StatusCode::NOT_FOUND, reason).into_response()
 }

@@ -10,13 +10,10 @@ pub mod dataimage;
 mod meta;
 pub mod secret;
 
-pub use bmh::{
-    AdmissionHostSpec, AdmissionHostStatus, BareMetalHost, BareMetalHostSpec, BareMetalHostStatus,
-    BmcDetails, HostImage,
-};
+pub use bmh::{BareMetalHost, BareMetalHostSpec, BareMetalHostStatus};
 pub use dataimage::{
     ContentFrom, ContentFromInput, DataImageInput, DataImageSpec, DataImageState, DataImageStatus,
-    UpstreamDataImage, UpstreamDataImageSpec,
+    UpstreamDataImage,
 };
 pub use meta::ObjectMeta;
 pub use secret::SecretCredentials;
