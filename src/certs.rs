@@ -178,13 +178,10 @@ fn sign(
     now: SystemTime,
     issuer: Option<&KeyedCert>,
 ) -> anyhow::Result<KeyedCert> {
-    params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "metal3-dataimage");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
+    let mut name = DistinguishedName::new();
+    name.push(DnType::OrganizationName, "metal3-dataimage");
+    name.push(DnType::CommonName, common_name);
+    params.distinguished_name = name;
     let asn1 = |time| ASN1Time::from_timestamp(unix_seconds(time)).map(|t| t.to_datetime());
     params.not_before = asn1(now - BACKDATE).context("certificate start out of range")?;
     params.not_after = asn1(now + validity).context("certificate validity out of range")?;

@@ -118,27 +118,13 @@ pub fn status_schema() -> Value {
 /// The columns appended to the BareMetalHost's `additionalPrinterColumns`
 /// (`kubectl get bmh`); priority 1 columns show only with `-o wide`.
 pub fn printer_columns() -> Vec<Value> {
-    let column = |name, json_path, description| json!({"name": name, "type": "string", "jsonPath": json_path, "description": description});
-    let wide = |mut column: Value| {
-        column["priority"] = json!(1);
-        column
-    };
     vec![
-        column(
-            "DataImage",
-            ".status.dataImage.state",
-            "State of the data image (metal3-dataimage)",
-        ),
-        wide(column(
-            "DataImage URL",
-            ".status.dataImage.url",
-            "URL of the data image the state refers to",
-        )),
-        wide(column(
-            "DataImage Message",
-            ".status.dataImage.message",
-            "Detail for the data image state",
-        )),
+        json!({"name": "DataImage", "type": "string", "jsonPath": ".status.dataImage.state",
+               "description": "State of the data image (metal3-dataimage)"}),
+        json!({"name": "DataImage URL", "type": "string", "jsonPath": ".status.dataImage.url",
+               "description": "URL of the data image the state refers to", "priority": 1}),
+        json!({"name": "DataImage Message", "type": "string", "jsonPath": ".status.dataImage.message",
+               "description": "Detail for the data image state", "priority": 1}),
     ]
 }
 

@@ -22,10 +22,6 @@ use super::dataimage::{DataImageInput, DataImageSpec, DataImageStatus};
 pub struct BmcDetails {
     #[serde(default)]
     pub address: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disable_certificate_verification: Option<bool>,
 }
 
 /// `spec.image` (what the operator provisions; only url and format are read).
@@ -44,13 +40,7 @@ pub struct BareMetalHostSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_image: Option<DataImageSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bmc: Option<BmcDetails>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<HostImage>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub externally_provisioned: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_power_off: Option<bool>,
 }
