@@ -38,31 +38,22 @@ pub fn redact_url(input: &str) -> Cow<'_, str> {
     if !input.contains('@') {
         return Cow::Borrowed(input);
     }
+    // Tokens are separated by characters that cannot be part of a URL as
+    // printed in a message.
+    let separator = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`');
     let mut out = String::with_capacity(input.len());
-    let mut changed = false;
-    let mut rest = input;
-    while !rest.is_empty() {
-        // Tokens are separated by characters that cannot be part of a URL as
-        // printed in a message.
-        let token_end = rest
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
-            .unwrap_or(rest.len());
-        let (token, tail) = rest.split_at(token_end);
+    for piece in input.split_inclusive(separator) {
+        let token = piece.strip_suffix(separator).unwrap_or(piece);
         match redact_token(token) {
-            Some(redacted) => {
-                out.push_str(&redacted);
-                changed = true;
-            }
+            Some(redacted) => out.push_str(&redacted),
             None => out.push_str(token),
         }
-        let sep_len = tail.chars().next().map_or(0, char::len_utf8);
-        out.push_str(&tail[..sep_len]);
-        rest = &tail[sep_len..];
+        out.push_str(&piece[token.len()..]);
     }
-    if changed {
-        Cow::Owned(out)
-    } else {
+    if out == input {
         Cow::Borrowed(input)
+    } else {
+        Cow::Owned(out)
     }
 }
 
