@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
 
 /// Accepts connections until `stop` completes and hands each one, with
 /// TCP_NODELAY set, to `serve`. Accept errors back off (without it, a
@@ -113,20 +114,18 @@ pub(crate) async fn serve_router(
         let (builder, service) = (builder.clone(), service.clone());
         let (watcher, acceptor) = (graceful.watcher(), acceptor.clone());
         tokio::spawn(async move {
-            let result = match acceptor {
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
-                }
+            let stream = match acceptor {
+                None => Either::Left(stream),
                 Some(acceptor) => {
                     let handshake = tls_handshake(acceptor, stream, HEADER_READ_TIMEOUT, peer);
                     let Some(tls_stream) = handshake.await else {
                         return;
                     };
-                    let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    Either::Right(tls_stream)
                 }
             };
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let result = watcher.watch(conn.into_owned()).await;
             if let Err(err) = result {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
