@@ -124,10 +124,7 @@ impl BareMetalHost {
     }
 
     pub fn disable_power_off(&self) -> bool {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.disable_power_off)
-            .unwrap_or(false)
+        self.spec.as_ref().and_then(|s| s.disable_power_off) == Some(true)
     }
 
     pub fn has_status_data_image(&self) -> bool {

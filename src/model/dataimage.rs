@@ -60,9 +60,6 @@ pub struct ContentFrom {
     pub secret_name: String,
 }
 
-/// Prefix of [`DataImageSpec::source`] for an image built from a Secret.
-const SECRET_SOURCE_PREFIX: &str = "secret:";
-
 impl DataImageSpec {
     /// What the host asks for, as one string: the URL, or
     /// `secret:<secretName>` for an image built from contentFrom (the
@@ -74,7 +71,7 @@ impl DataImageSpec {
         }
         self.content_from
             .as_ref()
-            .map(|c| format!("{SECRET_SOURCE_PREFIX}{}", c.secret_name))
+            .map(|c| format!("secret:{}", c.secret_name))
     }
 
     /// The label of the ISO built from contentFrom: volumeLabel, else
