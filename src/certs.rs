@@ -382,15 +382,12 @@ fn render_component(namespace: &str, ca_cert_pem: &str) -> Vec<(&'static str, St
 /// A JSON6902 patch (YAML) setting `clientConfig.caBundle` on every webhook
 /// entry (the entries are addressed by index: see [`VALIDATING_WEBHOOKS`]).
 fn ca_bundle_patch(webhooks: &[&str], ca_bundle: &str) -> String {
-    let operations: Vec<serde_json::Value> = (0..webhooks.len())
-        .map(|index| {
-            let path = format!("/webhooks/{index}/clientConfig/caBundle");
-            json!({"op": "add", "path": path, "value": ca_bundle})
-        })
-        .collect();
-    let names: Vec<String> = (webhooks.iter().enumerate())
-        .map(|(index, name)| format!("{index}: {name}"))
-        .collect();
+    let (mut operations, mut names) = (Vec::new(), Vec::new());
+    for (index, name) in webhooks.iter().enumerate() {
+        let path = format!("/webhooks/{index}/clientConfig/caBundle");
+        operations.push(json!({"op": "add", "path": path, "value": ca_bundle}));
+        names.push(format!("{index}: {name}"));
+    }
     format!("# webhooks {}\n{}", names.join(", "), yaml(&operations))
 }
 
