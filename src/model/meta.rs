@@ -1,23 +1,18 @@
 //! The light `ObjectMeta` shared by the BareMetalHost and DataImage views.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// The few metadata fields the rules read. Annotations, labels and
 /// managedFields are deliberately absent: serde skips them without allocating,
 /// which keeps the admission hot path cheap (a client-side-applied host carries
 /// its whole manifest again in an annotation).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generate_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_timestamp: Option<String>,
 }
 
