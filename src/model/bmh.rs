@@ -10,14 +10,13 @@
 
 use std::borrow::Cow;
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::ObjectMeta;
 use super::dataimage::{DataImageInput, DataImageSpec, DataImageStatus};
 
 /// `spec.bmc`
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BmcDetails {
     #[serde(default)]
@@ -25,28 +24,24 @@ pub struct BmcDetails {
 }
 
 /// `spec.image` (what the operator provisions; only url and format are read).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HostImage {
     #[serde(default)]
     pub url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BareMetalHostSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_image: Option<DataImageSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_power_off: Option<bool>,
 }
 
 /// `status.provisioning`
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct ProvisionStatus {
     #[serde(default)]
     pub state: String,
@@ -55,19 +50,15 @@ pub struct ProvisionStatus {
     pub id: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BareMetalHostStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioning: Option<ProvisionStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub powered_on: Option<bool>,
     /// Written by the baremetal-operator with every status (`OK`,
     /// `discovered`, `error`, ...): its presence says the operator has
     /// written the status at all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operational_status: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_image: Option<DataImageStatus>,
 }
 
@@ -137,12 +128,11 @@ impl BareMetalHost {
 }
 
 /// The reconciler's view: full Kubernetes metadata, same spec/status types.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 pub struct HostResource {
     pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     #[serde(default)]
     pub spec: BareMetalHostSpec,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<BareMetalHostStatus>,
 }
 
