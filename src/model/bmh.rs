@@ -1,12 +1,12 @@
 //! The BareMetalHost fields this project reads.
 //!
-//! Two shapes share the same spec/status types:
+//! Two views, both only ever decoded:
 //! - [`BareMetalHost`]: a light object with a small [`ObjectMeta`], decoded
 //!   straight from an admission request or a manifest (no `managedFields`, no
 //!   `serde_json::Value` trees: the admission hot path stays cheap);
-//! - [`HostResource`]: the same spec/status with Kubernetes' full `ObjectMeta`,
-//!   a `kube::Resource` for the reconciler's `Api`/`Controller`. The reconciler
-//!   only ever *patches*, so the fields we do not model are never lost.
+//! - [`HostResource`]: Kubernetes' full `ObjectMeta`, a `kube::Resource` for
+//!   the reconciler's `Api`/`Controller`. The reconciler only ever *patches*,
+//!   so the fields we do not model are never lost.
 
 use std::borrow::Cow;
 
