@@ -17,18 +17,14 @@ use super::dataimage::{DataImageInput, DataImageSpec, DataImageStatus};
 
 /// `spec.bmc`
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct BmcDetails {
     #[serde(default)]
     pub address: String,
 }
 
-/// `spec.image` (what the operator provisions; only url and format are read).
+/// `spec.image` (what the operator provisions; only its format is read).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct HostImage {
-    #[serde(default)]
-    pub url: String,
     pub format: Option<String>,
 }
 
