@@ -336,13 +336,13 @@ fn judge(
     secrets_given: bool,
     policy: &Policy,
 ) -> Judgement {
-    let (api_version, meta) = (doc.header.api_version.as_deref(), &doc.header.metadata);
+    let meta = &doc.header.metadata;
+    let metal3 = (doc.header.api_version.as_deref()).is_some_and(|v| v.starts_with("metal3.io/"));
     let kind = match doc.header.kind.as_deref() {
-        _ if !api_version.is_some_and(|v| v.starts_with("metal3.io/")) => None,
-        Some("BareMetalHost") => Some(ResourceKind::BareMetalHost),
-        Some("DataImage") => Some(ResourceKind::DataImage),
-        _ => None,
-    }?;
+        Some("BareMetalHost") if metal3 => ResourceKind::BareMetalHost,
+        Some("DataImage") if metal3 => ResourceKind::DataImage,
+        _ => return None,
+    };
     let namespace = meta.namespace.as_deref().unwrap_or("default");
     let input = ReviewInput {
         kind,
