@@ -3,30 +3,35 @@
 //! unguessable per-host URL, so credentials never reach Ironic.
 //!
 //! Contract used by the reconciler: build one [`Stager`] from a
-//! [`StagingConfig`], call [`Stager::stage`] for every host whose data image
-//! needs credentials or a relaxed TLS policy, hand
+//! [`StagingConfig`], [`Stager::start`] staging for every host whose data
+//! image needs credentials or a relaxed TLS policy and [`Stager::poll`] it
+//! (or [`Stager::put`] an image built here), hand
 //! [`StagedImage::ironic_url`] to Ironic, call [`Stager::release`] when the
 //! host no longer needs it, and run [`Stager::serve_tls`] for the image server.
 //!
-//! Layout: [`iso`] (pure ISO 9660 checks), [`server`] (image server, pure
-//! range parsing), `fetch` (download), [`args`] (CLI flags), this module
-//! (cache bookkeeping: single-flight, per-host tokens, eviction).
+//! Layout: `iso` (pure ISO 9660 checks), [`config_iso`] (the ISO built from
+//! a Secret), `server` (image server), `fetch` (download), [`args`] (CLI
+//! flags), this module (cache bookkeeping: single-flight, per-host tokens,
+//! eviction).
 
 pub mod args;
 pub mod config_iso;
 mod fetch;
-pub mod iso;
-pub mod server;
+mod iso;
+mod server;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -39,7 +44,7 @@ use crate::telemetry::redact_url;
 /// How to fetch, store and serve staged images (see [`StagingArgs`]).
 #[derive(Clone, Debug)]
 pub struct StagingConfig {
-    /// Cache directory; one per replica (emptied of a previous run's files).
+    /// One per replica (emptied of a previous run's files).
     pub cache_dir: PathBuf,
     /// Largest image accepted, in bytes.
     pub max_image_size: u64,
@@ -49,7 +54,6 @@ pub struct StagingConfig {
     pub listen: SocketAddr,
     /// Base URL under which Ironic reaches that listener.
     pub public_url: url::Url,
-    /// Time allowed to connect to the image's server.
     pub connect_timeout: Duration,
     /// Time allowed for each read (a stalled transfer fails after it).
     pub read_timeout: Duration,
@@ -94,7 +98,8 @@ pub struct StagedImage {
     pub bootable: bool,
 }
 
-/// Why staging failed. Messages never contain credentials.
+/// Why staging failed. Messages never contain credentials. `Clone` (so
+/// `String` payloads): hosts sharing a download share its result.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum StageError {
     #[error("the image's server refused the credentials from the Secret (HTTP {0})")]
@@ -113,26 +118,20 @@ pub enum StageError {
 
 impl std::fmt::Debug for StagedImage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `.../images/<token>/<digest>.iso` → `.../images/***/<digest>.iso`.
+        let url = match self.ironic_url.rsplit_once("/images/") {
+            Some((base, tail)) => match tail.split_once('/') {
+                Some((_, file)) => format!("{base}/images/***/{file}"),
+                None => self.ironic_url.clone(),
+            },
+            None => self.ironic_url.clone(),
+        };
         f.debug_struct("StagedImage")
             .field("digest", &self.digest)
             .field("size", &self.size)
-            .field("ironic_url", &hide_token(&self.ironic_url))
+            .field("ironic_url", &url)
             .field("bootable", &self.bootable)
             .finish()
-    }
-}
-
-/// `.../images/<token>/<digest>.iso` → `.../images/***/<digest>.iso`.
-fn hide_token(url: &str) -> String {
-    match url.rfind("/images/") {
-        Some(start) => {
-            let after = start + "/images/".len();
-            match url[after..].find('/') {
-                Some(end) => format!("{}***{}", &url[..after], &url[after + end..]),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
     }
 }
 
@@ -179,12 +178,11 @@ struct State {
     by_token: HashMap<[u8; 32], String>,
     /// Completed downloads still referenced (by a host or a waiting caller).
     fetched: HashMap<FetchKey, Blob>,
-    /// Downloads in progress: callers with the same key share one.
-    inflight: HashMap<FetchKey, SharedFetch>,
+    /// Downloads in progress, and how far they got: callers with the same
+    /// key share one.
+    inflight: HashMap<FetchKey, (SharedFetch, Arc<fetch::Progress>)>,
     /// Callers waiting on a key: their blob must survive eviction.
     pins: HashMap<FetchKey, usize>,
-    /// Progress of the downloads in `inflight`.
-    progress: HashMap<FetchKey, Arc<fetch::Progress>>,
     /// Background staging started by [`Stager::start`], per host.
     jobs: HashMap<String, Job>,
 }
@@ -200,7 +198,7 @@ struct Job {
 enum JobOutcome {
     Running,
     Done,
-    Failed(String, std::time::Instant),
+    Failed(String, Instant),
 }
 
 /// Where a host's wanted image stands (see [`Stager::poll`]).
@@ -222,19 +220,13 @@ pub enum Staging {
 /// A failed staging is reported this long before it may be tried again.
 pub const RETRY_FAILED: Duration = Duration::from_secs(30);
 
-/// A staged image file the server may send.
-pub(crate) struct BlobRef {
-    pub path: PathBuf,
-    pub digest: String,
-}
-
 /// Fetches, checks, stores and serves staged images. Cheap to clone.
 #[derive(Clone)]
 pub struct Stager {
     inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
+struct Inner {
     config: StagingConfig,
     blob_dir: PathBuf,
     tmp_dir: PathBuf,
@@ -257,7 +249,8 @@ impl std::fmt::Debug for Stager {
 
 impl Stager {
     /// Prepares the cache directory (removing what a previous run left:
-    /// incomplete downloads and images) and the HTTP clients (system roots plus `image_ca_file`).
+    /// incomplete downloads and images) and the HTTP clients (system roots
+    /// plus `image_ca_file`).
     pub fn new(config: StagingConfig) -> Result<Self, StageError> {
         if !matches!(config.public_url.scheme(), "http" | "https") {
             return Err(StageError::Io(format!(
@@ -282,26 +275,24 @@ impl Stager {
             Some(path) => load_ca_bundle(path)?,
             None => Vec::new(),
         };
-        let verified = build_client(&config, &extra_roots, false)?;
-        let insecure = build_client(&config, &extra_roots, true)?;
-        let stager = Self {
-            inner: Arc::new(Inner {
-                config,
-                blob_dir,
-                tmp_dir,
-                verified,
-                insecure,
-                key_salt: rand::random(),
-                state: Mutex::new(State::default()),
-            }),
+        let inner = Inner {
+            verified: build_client(&config, &extra_roots, false)?,
+            insecure: build_client(&config, &extra_roots, true)?,
+            config,
+            blob_dir,
+            tmp_dir,
+            key_salt: rand::random(),
+            state: Mutex::new(State::default()),
         };
         // Download keys live in memory only, so images of a previous run
         // cannot be matched to hosts again: they are downloaded anew.
-        let stale = stager.evict_unreferenced();
+        let stale = inner.evict(&mut inner.lock());
         if stale > 0 {
             tracing::info!(count = stale, "removed images left by a previous run");
         }
-        Ok(stager)
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Makes `request.url` available to Ironic for `request.host_key`.
@@ -315,41 +306,33 @@ impl Stager {
         let key = self
             .inner
             .fetch_key(&url, request.credentials.as_ref(), request.insecure);
-        let (fetch, pin) = {
+        // Declared before the lock guards below, so dropped after them.
+        let _pin;
+        let fetch = {
             let mut state = self.inner.lock();
             if let Some(staged) = self.inner.reuse(&mut state, &request.host_key, &key) {
                 return Ok(staged);
             }
             *state.pins.entry(key).or_default() += 1;
-            let pin = FetchPin {
+            _pin = FetchPin {
                 inner: self.inner.clone(),
                 key,
-                active: true,
             };
-            let fetch = match state.inflight.get(&key) {
-                Some(fetch) => fetch.clone(),
-                None => {
-                    let fetch = self.inner.start_fetch(
-                        key,
-                        url,
-                        request.credentials.clone(),
-                        request.insecure,
-                    );
-                    state.inflight.insert(key, fetch.clone());
-                    fetch
-                }
-            };
-            (fetch, pin)
+            let (fetch, _) = state.inflight.entry(key).or_insert_with(|| {
+                self.inner
+                    .start_fetch(key, url, request.credentials.clone(), request.insecure)
+            });
+            fetch.clone()
         };
         let result = fetch.clone().await;
         let mut state = self.inner.lock();
-        pin.release(&mut state);
         // Normally the download task removed itself; not if it panicked.
-        if state.inflight.get(&key).is_some_and(|f| f.ptr_eq(&fetch)) {
+        if (state.inflight.get(&key)).is_some_and(|(f, _)| f.ptr_eq(&fetch)) {
             state.inflight.remove(&key);
         }
-        let blob = result?;
-        let staged = self.inner.assign(&mut state, &request.host_key, key, blob);
+        let staged = self
+            .inner
+            .assign(&mut state, &request.host_key, key, result?);
         self.inner.evict(&mut state);
         Ok(staged)
     }
@@ -358,25 +341,19 @@ impl Stager {
     /// anything (a reconcile never waits for a download).
     pub fn poll(&self, host_key: &str, url: &str, insecure: bool) -> Staging {
         let state = self.inner.lock();
-        let Some(job) = state
-            .jobs
-            .get(host_key)
-            .filter(|job| job.url == url && job.insecure == insecure)
+        let Some(job) =
+            (state.jobs.get(host_key)).filter(|j| j.url == url && j.insecure == insecure)
         else {
             return Staging::Idle;
         };
         match &job.outcome {
-            JobOutcome::Running => {
-                let progress = state.progress.get(&job.key);
-                let read = |f: fn(&fetch::Progress) -> &std::sync::atomic::AtomicU64| {
-                    progress.map_or(0, |p| f(p).load(std::sync::atomic::Ordering::Relaxed))
-                };
-                let total = read(|p| &p.total);
-                Staging::Running {
-                    done: read(|p| &p.done),
-                    total: (total > 0).then_some(total),
-                }
-            }
+            JobOutcome::Running => match state.inflight.get(&job.key) {
+                Some((_, progress)) => progress.running(),
+                None => Staging::Running {
+                    done: 0,
+                    total: None,
+                },
+            },
             JobOutcome::Done => match state.hosts.get(host_key) {
                 Some(entry) if entry.key == job.key => {
                     Staging::Ready(self.inner.staged_image(entry))
@@ -393,42 +370,32 @@ impl Stager {
     /// Stages `request` in the background (hosts asking for the same image
     /// share one download); [`Stager::poll`] reports how it goes.
     pub fn start(&self, request: StageRequest) {
+        let (host_key, insecure) = (request.host_key.clone(), request.insecure);
         let key = match fetch::parse_user_url(&request.url) {
-            Ok(url) => self
-                .inner
-                .fetch_key(&url, request.credentials.as_ref(), request.insecure),
-            Err(err) => {
-                self.fail(
-                    &request.host_key,
-                    &request.url,
-                    request.insecure,
-                    err.to_string(),
-                );
-                return;
-            }
+            Ok(url) => (self.inner).fetch_key(&url, request.credentials.as_ref(), insecure),
+            Err(err) => return self.fail(&host_key, &request.url, insecure, err.to_string()),
         };
         {
             let mut state = self.inner.lock();
-            let running = state
-                .jobs
-                .get(&request.host_key)
+            let running = (state.jobs.get(&host_key))
                 .is_some_and(|job| job.key == key && matches!(job.outcome, JobOutcome::Running));
             if running {
                 return;
             }
-            state.jobs.insert(
-                request.host_key.clone(),
+            let url = request.url.clone();
+            let outcome = JobOutcome::Running;
+            (state.jobs).insert(
+                host_key.clone(),
                 Job {
-                    url: request.url.clone(),
-                    insecure: request.insecure,
+                    url,
+                    insecure,
                     key,
-                    outcome: JobOutcome::Running,
+                    outcome,
                 },
             );
         }
         let stager = self.clone();
         tokio::spawn(async move {
-            let host_key = request.host_key.clone();
             let result = stager.stage(request).await;
             let mut state = stager.inner.lock();
             if let Some(job) = state.jobs.get_mut(&host_key)
@@ -436,7 +403,7 @@ impl Stager {
             {
                 job.outcome = match result {
                     Ok(_) => JobOutcome::Done,
-                    Err(err) => JobOutcome::Failed(err.to_string(), std::time::Instant::now()),
+                    Err(err) => JobOutcome::Failed(err.to_string(), Instant::now()),
                 };
             }
         });
@@ -445,16 +412,13 @@ impl Stager {
     /// Records a failure that happened before any download (an unreadable
     /// credentials Secret), reported by [`Stager::poll`] like any other.
     pub fn fail(&self, host_key: &str, url: &str, insecure: bool, message: String) {
-        let mut state = self.inner.lock();
-        state.jobs.insert(
-            host_key.to_string(),
-            Job {
-                url: url.to_string(),
-                insecure,
-                key: [0; 32],
-                outcome: JobOutcome::Failed(message, std::time::Instant::now()),
-            },
-        );
+        let job = Job {
+            url: url.to_string(),
+            insecure,
+            key: [0; 32],
+            outcome: JobOutcome::Failed(message, Instant::now()),
+        };
+        self.inner.lock().jobs.insert(host_key.to_string(), job);
     }
 
     /// Serves `iso` (an image built here, e.g. from a Secret) for
@@ -464,20 +428,20 @@ impl Stager {
     pub fn put(&self, host_key: &str, iso: &[u8]) -> Result<StagedImage, StageError> {
         let hex = hex::encode(Sha256::digest(iso));
         let key = self.inner.content_key(&hex);
+        let dest = self.inner.blob_path(&hex);
         let mut state = self.inner.lock();
         if let Some(entry) = state.hosts.get(host_key)
             && entry.key == key
-            && self.inner.blob_path(&hex).is_file()
+            && dest.is_file()
         {
             return Ok(self.inner.staged_image(entry));
         }
         let info =
             iso::inspect(&iso[..iso.len().min(iso::HEADER_LEN)]).map_err(StageError::NotIso)?;
-        let dest = self.inner.blob_path(&hex);
         if !dest.is_file() {
-            let tmp = fetch::TempFile::new(self.inner.tmp_path());
-            std::fs::write(tmp.path(), iso)
-                .and_then(|()| tmp.persist(&dest))
+            tempfile::NamedTempFile::new_in(&self.inner.tmp_dir)
+                .and_then(|mut tmp| tmp.write_all(iso).map(|()| tmp))
+                .and_then(|tmp| tmp.persist(&dest).map_err(|err| err.error))
                 .map_err(|err| StageError::Io(format!("writing the built image: {err}")))?;
             sync_dir(&self.inner.blob_dir);
         }
@@ -495,10 +459,7 @@ impl Stager {
     /// What is staged for a host, if anything.
     pub fn staged(&self, host_key: &str) -> Option<StagedImage> {
         let state = self.inner.lock();
-        state
-            .hosts
-            .get(host_key)
-            .map(|entry| self.inner.staged_image(entry))
+        (state.hosts.get(host_key)).map(|entry| self.inner.staged_image(entry))
     }
 
     /// The host no longer needs its image: its URL stops working at once and
@@ -511,12 +472,6 @@ impl Stager {
             tracing::info!(host = %host_key, digest = %format!("sha256:{}", entry.blob.hex), "released staged image");
             self.inner.evict(&mut state);
         }
-    }
-
-    /// Deletes cached images no host references; returns how many were removed.
-    fn evict_unreferenced(&self) -> usize {
-        let mut state = self.inner.lock();
-        self.inner.evict(&mut state)
     }
 
     /// Serves staged images (`/images/{token}/{digest}.iso`) on
@@ -549,34 +504,20 @@ impl Stager {
 }
 
 /// Keeps a waited-for download's blob from eviction until the caller has
-/// recorded it; also released if the caller is cancelled.
+/// recorded it (or was cancelled).
 struct FetchPin {
     inner: Arc<Inner>,
     key: FetchKey,
-    active: bool,
-}
-
-impl FetchPin {
-    fn release(mut self, state: &mut State) {
-        unpin(state, &self.key);
-        self.active = false;
-    }
 }
 
 impl Drop for FetchPin {
     fn drop(&mut self) {
-        if self.active {
-            let mut state = self.inner.lock();
-            unpin(&mut state, &self.key);
-        }
-    }
-}
-
-fn unpin(state: &mut State, key: &FetchKey) {
-    if let Some(count) = state.pins.get_mut(key) {
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            state.pins.remove(key);
+        let mut state = self.inner.lock();
+        if let Some(count) = state.pins.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                state.pins.remove(&self.key);
+            }
         }
     }
 }
@@ -624,12 +565,6 @@ impl Inner {
         hasher.finalize().into()
     }
 
-    /// A fresh name for a file being written into the cache.
-    fn tmp_path(&self) -> PathBuf {
-        let name = hex::encode(rand::random::<[u8; 16]>());
-        self.tmp_dir.join(format!("{name}.part"))
-    }
-
     fn blob_path(&self, hex: &str) -> PathBuf {
         self.blob_dir.join(format!("{hex}.iso"))
     }
@@ -643,9 +578,7 @@ impl Inner {
         {
             return Some(self.staged_image(entry));
         }
-        let blob = state
-            .fetched
-            .get(key)
+        let blob = (state.fetched.get(key))
             .filter(|b| self.blob_path(&b.hex).is_file())?
             .clone();
         let staged = self.assign(state, host_key, *key, blob);
@@ -653,73 +586,58 @@ impl Inner {
         Some(staged)
     }
 
+    /// Starts a download in a task of its own: a reconcile that gives up
+    /// waiting does not abort a download other hosts may share.
     fn start_fetch(
         self: &Arc<Self>,
         key: FetchKey,
         url: url::Url,
         credentials: Option<SecretCredentials>,
         insecure: bool,
-    ) -> SharedFetch {
-        let inner = self.clone();
-        // A task of its own: a reconcile that gives up waiting does not
-        // abort a download other hosts may share.
-        let task =
-            tokio::spawn(
-                async move { inner.fetch_and_store(key, url, credentials, insecure).await },
-            );
-        async move {
+    ) -> (SharedFetch, Arc<fetch::Progress>) {
+        let progress = Arc::new(fetch::Progress::default());
+        let (inner, shared) = (self.clone(), progress.clone());
+        let task = tokio::spawn(async move {
+            (inner.fetch_and_store(key, url, credentials.as_ref(), insecure, &shared)).await
+        });
+        let fetch = async move {
             task.await.unwrap_or_else(|err| {
                 Err(StageError::Io(format!(
                     "the download task ended unexpectedly: {err}"
                 )))
             })
-        }
-        .boxed()
-        .shared()
+        };
+        (fetch.boxed().shared(), progress)
     }
 
     async fn fetch_and_store(
-        self: Arc<Self>,
+        &self,
         key: FetchKey,
         url: url::Url,
-        credentials: Option<SecretCredentials>,
+        credentials: Option<&SecretCredentials>,
         insecure: bool,
+        progress: &fetch::Progress,
     ) -> Result<Blob, StageError> {
         let client = if insecure {
             &self.insecure
         } else {
             &self.verified
         };
+        let max_size = self.config.max_image_size;
         let shown = redact_url(url.as_str()).into_owned();
-        let tmp = self.tmp_path();
         tracing::info!(url = %shown, insecure, "downloading image to stage");
-        let progress = Arc::new(fetch::Progress::default());
-        self.lock().progress.insert(key, progress.clone());
-        let result = fetch::download(
-            client,
-            &url,
-            credentials.as_ref(),
-            self.config.max_image_size,
-            tmp,
-            &progress,
-        )
-        .await;
+        let result = fetch::download(client, &url, credentials, max_size, &self.tmp_dir, progress);
+        let result = result.await;
         let mut state = self.lock();
         state.inflight.remove(&key);
-        state.progress.remove(&key);
-        let downloaded = result.inspect_err(|err| {
+        let (file, blob) = result.inspect_err(|err| {
             tracing::warn!(url = %shown, error = %err, "image staging failed");
         })?;
-        let blob = Blob {
-            hex: downloaded.hex_digest,
-            size: downloaded.size,
-            bootable: downloaded.bootable,
-        };
-        let dest = self.blob_path(&blob.hex);
-        downloaded.file.persist(&dest).map_err(|err| {
+        file.persist(self.blob_path(&blob.hex)).map_err(|err| {
             StageError::Io(format!(
-                "cannot move the image into {}: {err}",
-                self.blob_dir.display()
+                "cannot move the image into {}: {}",
+                self.blob_dir.display(),
+                err.error
             ))
         })?;
         sync_dir(&self.blob_dir);
@@ -737,23 +655,22 @@ impl Inner {
     /// Points the host at `blob`, keeping its token while the content stays
     /// the same and minting a new one (old URL dead) when it changes.
     fn assign(&self, state: &mut State, host_key: &str, key: FetchKey, blob: Blob) -> StagedImage {
-        let previous = state.hosts.remove(host_key);
-        let (token, token_hash) = match &previous {
-            Some(old) if old.blob.hex == blob.hex => (old.token.clone(), old.token_hash),
-            _ => {
-                let token = hex::encode(rand::random::<[u8; TOKEN_BYTES]>());
-                let hash = Sha256::digest(token.as_bytes()).into();
-                (token, hash)
+        let digest = format!("sha256:{}", blob.hex);
+        let (token, token_hash) = match state.hosts.remove(host_key) {
+            Some(old) => {
+                state.by_token.remove(&old.token_hash);
+                if old.blob.hex == blob.hex {
+                    (old.token, old.token_hash)
+                } else {
+                    tracing::info!(host = %host_key, %digest, "host's staged image changed");
+                    new_token()
+                }
+            }
+            None => {
+                tracing::info!(host = %host_key, %digest, "host's image staged");
+                new_token()
             }
         };
-        if let Some(old) = &previous {
-            state.by_token.remove(&old.token_hash);
-            if old.blob.hex != blob.hex {
-                tracing::info!(host = %host_key, digest = %format!("sha256:{}", blob.hex), "host's staged image changed");
-            }
-        } else {
-            tracing::info!(host = %host_key, digest = %format!("sha256:{}", blob.hex), "host's image staged");
-        }
         state.by_token.insert(token_hash, host_key.to_string());
         let entry = HostEntry {
             key,
@@ -776,17 +693,13 @@ impl Inner {
         }
     }
 
-    /// Forgets downloads nobody needs and deletes image files no host uses.
+    /// Forgets downloads nobody needs and deletes image files no host uses;
+    /// returns how many files were deleted.
     fn evict(&self, state: &mut State) -> usize {
         let host_keys: HashSet<FetchKey> = state.hosts.values().map(|e| e.key).collect();
         let pins = &state.pins;
-        state
-            .fetched
-            .retain(|key, _| host_keys.contains(key) || pins.contains_key(key));
-        let keep: HashSet<&str> = state
-            .hosts
-            .values()
-            .map(|e| e.blob.hex.as_str())
+        (state.fetched).retain(|key, _| host_keys.contains(key) || pins.contains_key(key));
+        let keep: HashSet<&str> = (state.hosts.values().map(|e| e.blob.hex.as_str()))
             .chain(state.fetched.values().map(|b| b.hex.as_str()))
             .collect();
         let Ok(entries) = std::fs::read_dir(&self.blob_dir) else {
@@ -798,48 +711,41 @@ impl Inner {
             let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".iso")) else {
                 continue;
             };
-            if !is_hex_digest(hex) || keep.contains(hex) {
+            let is_digest = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+            if !is_digest || keep.contains(hex) {
                 continue;
             }
+            let digest = format!("sha256:{hex}");
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => {
                     removed += 1;
-                    tracing::info!(digest = %format!("sha256:{hex}"), "evicted image no host uses");
+                    tracing::info!(%digest, "evicted image no host uses");
                 }
-                Err(err) => {
-                    tracing::warn!(digest = %format!("sha256:{hex}"), error = %err, "cannot evict image");
-                }
+                Err(err) => tracing::warn!(%digest, error = %err, "cannot evict image"),
             }
         }
         removed
     }
 
-    /// The image a request for `/images/{token}/{file}` may receive.
-    pub(crate) fn lookup(&self, token: &str, file: &str) -> Option<BlobRef> {
+    /// The digest (hex) of the image a request for `/images/{token}/{file}`
+    /// may receive.
+    fn lookup(&self, token: &str, file: &str) -> Option<String> {
         if token.len() != TOKEN_BYTES * 2 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let state = self.lock();
-        let entry = state
-            .by_token
-            .get(&hash)
-            .and_then(|host| state.hosts.get(host))?;
-        if !bool::from(entry.token.as_bytes().ct_eq(token.as_bytes())) {
-            return None;
-        }
-        if file.strip_suffix(".iso") != Some(entry.blob.hex.as_str()) {
-            return None;
-        }
-        Some(BlobRef {
-            path: self.blob_path(&entry.blob.hex),
-            digest: entry.blob.hex.clone(),
-        })
+        let entry = (state.by_token.get(&hash)).and_then(|host| state.hosts.get(host))?;
+        let token_matches = bool::from(entry.token.as_bytes().ct_eq(token.as_bytes()));
+        (token_matches && file.strip_suffix(".iso") == Some(entry.blob.hex.as_str()))
+            .then(|| entry.blob.hex.clone())
     }
 }
 
-fn is_hex_digest(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+fn new_token() -> (String, [u8; 32]) {
+    let token = hex::encode(rand::random::<[u8; TOKEN_BYTES]>());
+    let hash = Sha256::digest(token.as_bytes()).into();
+    (token, hash)
 }
 
 /// Removes the plain files in `dir`; returns how many.
@@ -861,26 +767,22 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+/// `--image-ca-file`, read with rustls-pki-types' PEM parser like every
+/// other certificate file here.
 fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, StageError> {
-    let pem = std::fs::read(path).map_err(|err| {
-        StageError::Tls(format!(
-            "cannot read the image CA file {}: {err}",
-            path.display()
-        ))
-    })?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| {
-        StageError::Tls(format!(
-            "the image CA file {} is not valid PEM: {err}",
-            path.display()
-        ))
-    })?;
+    let error =
+        |what: String| StageError::Tls(format!("the image CA file {} {what}", path.display()));
+    let pem = std::fs::read(path).map_err(|err| error(format!("cannot be read: {err}")))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| error(format!("is not valid PEM: {err}")))?;
     if certs.is_empty() {
-        return Err(StageError::Tls(format!(
-            "the image CA file {} holds no certificate",
-            path.display()
-        )));
+        return Err(error("holds no certificate".into()));
     }
-    Ok(certs)
+    (certs.iter())
+        .map(|der| reqwest::Certificate::from_der(der))
+        .collect::<Result<_, _>>()
+        .map_err(|err| error(format!("holds an unusable certificate: {err}")))
 }
 
 fn build_client(

@@ -39,20 +39,20 @@ async fn image(
     if method != Method::GET && method != Method::HEAD {
         return not_found();
     }
-    let Some(blob) = inner.lookup(&token, &file) else {
+    let Some(hex) = inner.lookup(&token, &file) else {
         return not_found();
     };
-    let file = ServeFile::new(&blob.path).with_buf_chunk_size(STREAM_CHUNK);
+    let file = ServeFile::new(inner.blob_path(&hex)).with_buf_chunk_size(STREAM_CHUNK);
     let Ok(response) = file.oneshot(request).await;
     let mut response = response.map(Body::new);
     let status = response.status();
     if status == StatusCode::NOT_FOUND {
         // Evicted between the lookup and the open.
-        tracing::warn!(digest = %blob.digest, "staged image missing from the cache");
+        tracing::warn!(digest = %hex, "staged image missing from the cache");
         return not_found();
     }
     // Never the path: it carries the host's token.
-    let digest = format!("sha256:{}", blob.digest);
+    let digest = format!("sha256:{hex}");
     if method == Method::GET {
         let length = response.headers().get(header::CONTENT_LENGTH);
         let bytes: u64 = length
@@ -67,7 +67,7 @@ async fn image(
         let iso = HeaderValue::from_static("application/x-iso9660-image");
         headers.insert(header::CONTENT_TYPE, iso);
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", blob.digest)) {
+        if let Ok(etag) = HeaderValue::from_str(&format!("\"{hex}\"")) {
             headers.insert(header::ETAG, etag);
         }
     }
