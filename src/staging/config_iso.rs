@@ -63,8 +63,8 @@ const CONTINUATION: usize = 23;
 const FIRST_DIRECTORY: usize = 24;
 
 /// File mode bits in Rock Ridge `PX` entries.
-const FILE_MODE: u32 = 0o100_444;
-const DIR_MODE: u32 = 0o040_555;
+const FILE_MODE: usize = 0o100_444;
+const DIR_MODE: usize = 0o040_555;
 
 /// Directory record dates: 1970-01-01 00:00:00, offset 0 (years since 1900).
 const RECORD_DATE: [u8; 7] = [70, 1, 1, 0, 0, 0, 0];
@@ -146,9 +146,10 @@ fn quote_chars(chars: &[char]) -> String {
         .join(", ")
 }
 
-fn distinct(chars: impl Iterator<Item = char>) -> Vec<char> {
+/// The characters of `s` that `allowed` refuses, each listed once, in order.
+fn refused_chars(s: &str, allowed: fn(&char) -> bool) -> Vec<char> {
     let mut out = Vec::new();
-    for c in chars {
+    for c in s.chars().filter(|c| !allowed(c)) {
         if !out.contains(&c) {
             out.push(c);
         }
@@ -163,10 +164,9 @@ pub fn check_file_name(name: &str) -> Result<(), NameProblem> {
     if name.is_empty() {
         return Err(NameProblem::Empty);
     }
-    let bad = distinct(
-        name.chars()
-            .filter(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))),
-    );
+    let bad = refused_chars(name, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+    });
     if !bad.is_empty() {
         return Err(NameProblem::Characters(bad));
     }
@@ -186,11 +186,9 @@ pub fn check_volume_label(label: &str) -> Result<(), LabelProblem> {
     if label.is_empty() {
         return Err(LabelProblem::Empty);
     }
-    let bad = distinct(
-        label
-            .chars()
-            .filter(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))),
-    );
+    let bad = refused_chars(label, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '-' | '_')
+    });
     if !bad.is_empty() {
         return Err(LabelProblem::Characters(bad));
     }
@@ -411,14 +409,14 @@ impl<'a> Layout<'a> {
             iso9660_label(label)
         };
         text(&mut d, 40..72, &volume_id);
-        both32(&mut d[80..88], self.total_sectors as u32);
+        d[80..88].copy_from_slice(&both32(self.total_sectors));
         if joliet {
             d[88..91].copy_from_slice(b"%/E");
         }
-        both16(&mut d[120..124], 1);
-        both16(&mut d[124..128], 1);
-        both16(&mut d[128..132], SECTOR as u16);
-        both32(&mut d[132..140], PATH_TABLE_LEN as u32);
+        d[120..124].copy_from_slice(&both16(1));
+        d[124..128].copy_from_slice(&both16(1));
+        d[128..132].copy_from_slice(&both16(SECTOR as u16));
+        d[132..140].copy_from_slice(&both32(PATH_TABLE_LEN));
         let (l, m) = if joliet {
             (JOLIET_PATH_L, JOLIET_PATH_M)
         } else {
@@ -477,11 +475,11 @@ fn dir_record(id: &[u8], lba: usize, size: usize, flags: u8, system_use: &[u8]) 
     debug_assert!(len <= 255, "directory record of {len} bytes");
     let mut r = vec![0u8; len];
     r[0] = len as u8;
-    both32(&mut r[2..10], lba as u32);
-    both32(&mut r[10..18], size as u32);
+    r[2..10].copy_from_slice(&both32(lba));
+    r[10..18].copy_from_slice(&both32(size));
     r[18..25].copy_from_slice(&RECORD_DATE);
     r[25] = flags;
-    both16(&mut r[28..32], 1);
+    r[28..32].copy_from_slice(&both16(1));
     r[32] = id.len() as u8;
     r[33..33 + id.len()].copy_from_slice(id);
     r[su..su + system_use.len()].copy_from_slice(system_use);
@@ -502,14 +500,15 @@ fn pack(records: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
-fn both16(out: &mut [u8], v: u16) {
-    out[0..2].copy_from_slice(&v.to_le_bytes());
-    out[2..4].copy_from_slice(&v.to_be_bytes());
+/// Both-byte-order fields (ECMA-119 7.2.3, 7.3.3): little then big endian.
+fn both16(v: u16) -> [u8; 4] {
+    let (le, be) = (v.to_le_bytes(), v.to_be_bytes());
+    [le[0], le[1], be[0], be[1]]
 }
 
-fn both32(out: &mut [u8], v: u32) {
-    out[0..4].copy_from_slice(&v.to_le_bytes());
-    out[4..8].copy_from_slice(&v.to_be_bytes());
+fn both32(v: usize) -> [u8; 8] {
+    let (le, be) = ((v as u32).to_le_bytes(), (v as u32).to_be_bytes());
+    [le[0], le[1], le[2], le[3], be[0], be[1], be[2], be[3]]
 }
 
 fn ucs2(s: &str) -> Vec<u8> {
@@ -518,57 +517,45 @@ fn ucs2(s: &str) -> Vec<u8> {
 
 // ---- SUSP / Rock Ridge entries -------------------------------------------
 
-fn sp_entry() -> Vec<u8> {
-    vec![b'S', b'P', 7, 1, 0xBE, 0xEF, 0]
-}
-
 /// RRIP 1.09 `RR` flags: which Rock Ridge entries the record has.
 const RR_PX: u8 = 0x01;
 const RR_NM: u8 = 0x08;
 
-fn rr_entry(flags: u8) -> Vec<u8> {
-    vec![b'R', b'R', 5, 1, flags]
+/// A SUSP entry: signature, length, version 1, then the fields.
+fn susp(signature: &[u8; 2], fields: &[&[u8]]) -> Vec<u8> {
+    let body = fields.concat();
+    [
+        &[signature[0], signature[1], (4 + body.len()) as u8, 1],
+        &body[..],
+    ]
+    .concat()
 }
 
-fn px_entry(mode: u32, links: u32) -> Vec<u8> {
-    let mut e = vec![0u8; 36];
-    e[0..4].copy_from_slice(&[b'P', b'X', 36, 1]);
-    both32(&mut e[4..12], mode);
-    both32(&mut e[12..20], links);
-    // uid and gid 0.
-    e
+fn sp_entry() -> Vec<u8> {
+    susp(b"SP", &[&[0xBE, 0xEF, 0]])
+}
+
+fn rr_entry(flags: u8) -> Vec<u8> {
+    susp(b"RR", &[&[flags]])
+}
+
+/// POSIX mode and link count; uid and gid 0.
+fn px_entry(mode: usize, links: usize) -> Vec<u8> {
+    susp(b"PX", &[&both32(mode), &both32(links), &[0; 16]])
 }
 
 fn nm_entry(name: &str) -> Vec<u8> {
-    let mut e = vec![b'N', b'M', (5 + name.len()) as u8, 1, 0];
-    e.extend_from_slice(name.as_bytes());
-    e
+    susp(b"NM", &[&[0], name.as_bytes()])
 }
 
 fn ce_entry(lba: usize, offset: usize, len: usize) -> Vec<u8> {
-    let mut e = vec![0u8; 28];
-    e[0..4].copy_from_slice(&[b'C', b'E', 28, 1]);
-    both32(&mut e[4..12], lba as u32);
-    both32(&mut e[12..20], offset as u32);
-    both32(&mut e[20..28], len as u32);
-    e
+    susp(b"CE", &[&both32(lba), &both32(offset), &both32(len)])
 }
 
 fn er_entry() -> Vec<u8> {
-    let mut e = vec![
-        b'E',
-        b'R',
-        (8 + RRIP_ID.len() + RRIP_DESCRIPTOR.len() + RRIP_SOURCE.len()) as u8,
-        1,
-        RRIP_ID.len() as u8,
-        RRIP_DESCRIPTOR.len() as u8,
-        RRIP_SOURCE.len() as u8,
-        1,
-    ];
-    e.extend_from_slice(RRIP_ID);
-    e.extend_from_slice(RRIP_DESCRIPTOR);
-    e.extend_from_slice(RRIP_SOURCE);
-    e
+    let lens = [RRIP_ID, RRIP_DESCRIPTOR, RRIP_SOURCE].map(|f| f.len() as u8);
+    let head = [lens[0], lens[1], lens[2], 1];
+    susp(b"ER", &[&head, RRIP_ID, RRIP_DESCRIPTOR, RRIP_SOURCE])
 }
 
 // ---- ISO 9660 level 1 names ----------------------------------------------
@@ -610,24 +597,11 @@ fn split_short(name: &str) -> (String, String) {
         Some(0) | None => (name, ""),
         Some(i) => (&name[..i], &name[i + 1..]),
     };
-    let map = |s: &str, n: usize| -> String {
-        s.chars()
-            .map(|c| match c.to_ascii_uppercase() {
-                c @ ('A'..='Z' | '0'..='9') => c,
-                _ => '_',
-            })
-            .take(n)
-            .collect()
-    };
-    let base = map(base, 8);
-    (
-        if base.is_empty() {
-            "_".to_string()
-        } else {
-            base
-        },
-        map(ext, 3),
-    )
+    // Never an empty base: names are not empty, and a leading `.` stays in it.
+    let (mut base, mut ext) = (iso9660_label(base), iso9660_label(ext));
+    base.truncate(8);
+    ext.truncate(3);
+    (base, ext)
 }
 
 /// ECMA-119 9.3 order: name, then extension, each padded with spaces.
