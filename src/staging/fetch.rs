@@ -216,7 +216,7 @@ async fn stream_to_file(
             Err(err) => {
                 return Err(StageError::Download(format!(
                     "connection lost after {size} bytes of {shown_url}: {}",
-                    root_cause(&err)
+                    error_chain(&err)
                 )));
             }
         };
@@ -299,27 +299,18 @@ fn find_tls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
     None
 }
 
-/// The innermost error's text (for a broken body the layers above only say
-/// "error reading a body"), without the documentation links rustls appends.
-fn root_cause(err: &reqwest::Error) -> String {
-    let mut deepest: &(dyn std::error::Error + 'static) = err;
-    while let Some(next) = deepest.source() {
-        deepest = next;
-    }
-    let text = deepest.to_string();
-    let text = match text.find(": https://docs.rs/") {
-        Some(cut) => text[..cut].to_string(),
-        None => text,
-    };
-    redact_url(&text).into_owned()
-}
-
-/// "a: b: c" from an error and its sources, without reqwest's URL.
+/// "a: b: c" from an error's sources (not reqwest's own text: it carries the
+/// URL), without the documentation links rustls appends.
 fn error_chain(err: &reqwest::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(e) = current {
         let text = e.to_string();
+        let text = text
+            .split(": https://docs.rs/")
+            .next()
+            .unwrap_or_default()
+            .to_string();
         if !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }

@@ -330,11 +330,7 @@ impl Stager {
         if (state.inflight.get(&key)).is_some_and(|(f, _)| f.ptr_eq(&fetch)) {
             state.inflight.remove(&key);
         }
-        let staged = self
-            .inner
-            .assign(&mut state, &request.host_key, key, result?);
-        self.inner.evict(&mut state);
-        Ok(staged)
+        Ok((self.inner).assign(&mut state, &request.host_key, key, result?))
     }
 
     /// Where `host_key`'s image for `url` stands, without waiting for
@@ -430,11 +426,8 @@ impl Stager {
         let key = self.inner.content_key(&hex);
         let dest = self.inner.blob_path(&hex);
         let mut state = self.inner.lock();
-        if let Some(entry) = state.hosts.get(host_key)
-            && entry.key == key
-            && dest.is_file()
-        {
-            return Ok(self.inner.staged_image(entry));
+        if let Some(staged) = self.inner.current(&state, host_key, &key) {
+            return Ok(staged);
         }
         let info =
             iso::inspect(&iso[..iso.len().min(iso::HEADER_LEN)]).map_err(StageError::NotIso)?;
@@ -451,9 +444,7 @@ impl Stager {
             bootable: info.bootable,
         };
         state.fetched.insert(key, blob.clone());
-        let staged = self.inner.assign(&mut state, host_key, key, blob);
-        self.inner.evict(&mut state);
-        Ok(staged)
+        Ok(self.inner.assign(&mut state, host_key, key, blob))
     }
 
     /// What is staged for a host, if anything.
@@ -569,21 +560,23 @@ impl Inner {
         self.blob_dir.join(format!("{hex}.iso"))
     }
 
+    /// The host's current image, if it has `key` and its file is still on disk.
+    fn current(&self, state: &State, host_key: &str, key: &FetchKey) -> Option<StagedImage> {
+        let entry = (state.hosts.get(host_key))
+            .filter(|e| e.key == *key && self.blob_path(&e.blob.hex).is_file())?;
+        Some(self.staged_image(entry))
+    }
+
     /// The host's current image or a finished download with the same key,
     /// if its file is still on disk.
     fn reuse(&self, state: &mut State, host_key: &str, key: &FetchKey) -> Option<StagedImage> {
-        if let Some(entry) = state.hosts.get(host_key)
-            && entry.key == *key
-            && self.blob_path(&entry.blob.hex).is_file()
-        {
-            return Some(self.staged_image(entry));
+        if let Some(staged) = self.current(state, host_key, key) {
+            return Some(staged);
         }
         let blob = (state.fetched.get(key))
             .filter(|b| self.blob_path(&b.hex).is_file())?
             .clone();
-        let staged = self.assign(state, host_key, *key, blob);
-        self.evict(state);
-        Some(staged)
+        Some(self.assign(state, host_key, *key, blob))
     }
 
     /// Starts a download in a task of its own: a reconcile that gives up
@@ -653,7 +646,8 @@ impl Inner {
     }
 
     /// Points the host at `blob`, keeping its token while the content stays
-    /// the same and minting a new one (old URL dead) when it changes.
+    /// the same and minting a new one (old URL dead) when it changes; then
+    /// evicts what the host no longer uses.
     fn assign(&self, state: &mut State, host_key: &str, key: FetchKey, blob: Blob) -> StagedImage {
         let digest = format!("sha256:{}", blob.hex);
         let (token, token_hash) = match state.hosts.remove(host_key) {
@@ -680,6 +674,7 @@ impl Inner {
         };
         let staged = self.staged_image(&entry);
         state.hosts.insert(host_key.to_string(), entry);
+        self.evict(state);
         staged
     }
 
