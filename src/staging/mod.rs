@@ -168,7 +168,6 @@ struct HostEntry {
     key: FetchKey,
     blob: Blob,
     token: String,
-    token_hash: [u8; 32],
 }
 
 #[derive(Default)]
@@ -459,7 +458,7 @@ impl Stager {
         let mut state = self.inner.lock();
         state.jobs.remove(host_key);
         if let Some(entry) = state.hosts.remove(host_key) {
-            state.by_token.remove(&entry.token_hash);
+            state.by_token.remove(&token_hash(&entry.token));
             tracing::info!(host = %host_key, digest = %format!("sha256:{}", entry.blob.hex), "released staged image");
             self.inner.evict(&mut state);
         }
@@ -650,11 +649,11 @@ impl Inner {
     /// evicts what the host no longer uses.
     fn assign(&self, state: &mut State, host_key: &str, key: FetchKey, blob: Blob) -> StagedImage {
         let digest = format!("sha256:{}", blob.hex);
-        let (token, token_hash) = match state.hosts.remove(host_key) {
+        let token = match state.hosts.remove(host_key) {
             Some(old) => {
-                state.by_token.remove(&old.token_hash);
+                state.by_token.remove(&token_hash(&old.token));
                 if old.blob.hex == blob.hex {
-                    (old.token, old.token_hash)
+                    old.token
                 } else {
                     tracing::info!(host = %host_key, %digest, "host's staged image changed");
                     new_token()
@@ -665,13 +664,10 @@ impl Inner {
                 new_token()
             }
         };
-        state.by_token.insert(token_hash, host_key.to_string());
-        let entry = HostEntry {
-            key,
-            blob,
-            token,
-            token_hash,
-        };
+        state
+            .by_token
+            .insert(token_hash(&token), host_key.to_string());
+        let entry = HostEntry { key, blob, token };
         let staged = self.staged_image(&entry);
         state.hosts.insert(host_key.to_string(), entry);
         self.evict(state);
@@ -728,19 +724,21 @@ impl Inner {
         if token.len() != TOKEN_BYTES * 2 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let state = self.lock();
-        let entry = (state.by_token.get(&hash)).and_then(|host| state.hosts.get(host))?;
+        let entry =
+            (state.by_token.get(&token_hash(token))).and_then(|host| state.hosts.get(host))?;
         let token_matches = bool::from(entry.token.as_bytes().ct_eq(token.as_bytes()));
         (token_matches && file.strip_suffix(".iso") == Some(entry.blob.hex.as_str()))
             .then(|| entry.blob.hex.clone())
     }
 }
 
-fn new_token() -> (String, [u8; 32]) {
-    let token = hex::encode(rand::random::<[u8; TOKEN_BYTES]>());
-    let hash = Sha256::digest(token.as_bytes()).into();
-    (token, hash)
+fn new_token() -> String {
+    hex::encode(rand::random::<[u8; TOKEN_BYTES]>())
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// Removes the plain files in `dir`; returns how many.

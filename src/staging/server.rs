@@ -8,7 +8,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, Method, Response, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use tower::ServiceExt as _;
 use tower_http::services::ServeFile;
@@ -20,27 +21,21 @@ const STREAM_CHUNK: usize = 256 * 1024;
 pub(super) fn router(inner: Arc<Inner>) -> Router {
     Router::new()
         .route("/images/{token}/{file}", any(image))
-        .fallback(async || not_found())
+        .fallback(async || StatusCode::NOT_FOUND)
         .with_state(inner)
-}
-
-fn not_found() -> Response<Body> {
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = StatusCode::NOT_FOUND;
-    response
 }
 
 async fn image(
     State(inner): State<Arc<Inner>>,
     Path((token, file)): Path<(String, String)>,
     request: Request,
-) -> Response<Body> {
+) -> Response {
     let method = request.method().clone();
     if method != Method::GET && method != Method::HEAD {
-        return not_found();
+        return StatusCode::NOT_FOUND.into_response();
     }
     let Some(hex) = inner.lookup(&token, &file) else {
-        return not_found();
+        return StatusCode::NOT_FOUND.into_response();
     };
     let file = ServeFile::new(inner.blob_path(&hex)).with_buf_chunk_size(STREAM_CHUNK);
     let Ok(response) = file.oneshot(request).await;
@@ -49,7 +44,7 @@ async fn image(
     if status == StatusCode::NOT_FOUND {
         // Evicted between the lookup and the open.
         tracing::warn!(digest = %hex, "staged image missing from the cache");
-        return not_found();
+        return StatusCode::NOT_FOUND.into_response();
     }
     // Never the path: it carries the host's token.
     let digest = format!("sha256:{hex}");
