@@ -12,7 +12,7 @@ use tempfile::NamedTempFile;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use url::Url;
 
-use super::iso::{self, SignatureCheck};
+use super::iso;
 use super::{Blob, StageError, Staging};
 use crate::model::SecretCredentials;
 use crate::telemetry::redact_url;
@@ -227,14 +227,12 @@ async fn stream_to_file(
         }
         if header.len() < iso::HEADER_LEN {
             let wanted = (iso::HEADER_LEN - header.len()).min(chunk.len());
-            let before = iso::check_signature(&header);
+            let had = header.len();
             header.extend_from_slice(&chunk[..wanted]);
-            if before == SignatureCheck::NeedMore
-                && iso::check_signature(&header) == SignatureCheck::NotIso
-            {
-                return Err(StageError::NotIso(
-                    iso::inspect(&header).err().unwrap_or_default(),
-                ));
+            // A large non-ISO download is abandoned after 32 KiB instead of
+            // filling the disk first.
+            if had < iso::SIGNATURE_END && header.len() >= iso::SIGNATURE_END {
+                iso::inspect(&header).map_err(StageError::NotIso)?;
             }
         }
         hasher.update(&chunk);

@@ -26,42 +26,25 @@ pub(super) struct IsoInfo {
     pub(super) bootable: bool,
 }
 
-/// Early verdict on a partial header, so a large non-ISO download can be
-/// abandoned after 32 KiB instead of filling the disk first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum SignatureCheck {
-    NeedMore,
-    Iso,
-    NotIso,
-}
-
-/// Checks the `CD001` signature once enough bytes arrived.
-pub(super) fn check_signature(start: &[u8]) -> SignatureCheck {
-    match start.get(SIGNATURE_OFFSET..SIGNATURE_END) {
-        None => SignatureCheck::NeedMore,
-        Some(sig) if sig == SIGNATURE => SignatureCheck::Iso,
-        Some(_) => SignatureCheck::NotIso,
-    }
-}
-
-/// Inspects the start of a complete image (up to [`HEADER_LEN`] bytes; a
-/// shorter slice means the image itself is shorter). The error says why it is
-/// not ISO 9660, in words fit for a status message.
+/// Inspects the start of an image (up to [`HEADER_LEN`] bytes; a shorter
+/// slice means the image itself is shorter, or, from [`SIGNATURE_END`] bytes
+/// on, that a download can already be abandoned if it is not ISO 9660). The
+/// error says why it is not ISO 9660, in words fit for a status message.
 pub(super) fn inspect(start: &[u8]) -> Result<IsoInfo, String> {
-    match check_signature(start) {
-        SignatureCheck::NeedMore => {
+    match start.get(SIGNATURE_OFFSET..SIGNATURE_END) {
+        None => {
             return Err(format!(
                 "the file is {} bytes long, too short for an ISO 9660 image (the CD001 signature is at byte {SIGNATURE_OFFSET})",
                 start.len()
             ));
         }
-        SignatureCheck::NotIso => {
+        Some(sig) if sig != SIGNATURE => {
             return Err(format!(
                 "no CD001 signature at byte {SIGNATURE_OFFSET}{}",
                 describe_content(start)
             ));
         }
-        SignatureCheck::Iso => {}
+        Some(_) => {}
     }
     let bootable = descriptors(start)
         .any(|d| d[0] == TYPE_BOOT_RECORD && d[7..7 + EL_TORITO_ID.len()] == *EL_TORITO_ID);
@@ -158,15 +141,11 @@ mod tests {
     #[test]
     fn signature_needs_enough_bytes() {
         let data = image(false);
-        assert_eq!(
-            check_signature(&data[..SIGNATURE_END - 1]),
-            SignatureCheck::NeedMore
-        );
-        assert_eq!(check_signature(&data[..SIGNATURE_END]), SignatureCheck::Iso);
-        assert_eq!(
-            check_signature(&vec![0u8; SIGNATURE_END]),
-            SignatureCheck::NotIso
-        );
+        let err = inspect(&data[..SIGNATURE_END - 1]).unwrap_err();
+        assert!(err.contains("too short"), "{err}");
+        assert!(inspect(&data[..SIGNATURE_END]).is_ok());
+        let err = inspect(&vec![0u8; SIGNATURE_END]).unwrap_err();
+        assert!(err.contains("no CD001 signature"), "{err}");
     }
 
     #[test]
