@@ -22,9 +22,10 @@ use crate::telemetry::redact_url;
 pub const MAX_REDIRECTS: usize = 10;
 const WRITE_BUFFER: usize = 1024 * 1024;
 
-/// Checks the user's URL before any network use. The userinfo part is
-/// refused: credentials belong in the Secret, and a URL carrying them would
-/// be echoed in places we do not control.
+/// Checks the user's URL before any network use (the parser already refuses
+/// an http(s) URL without a host). The userinfo part is refused: credentials
+/// belong in the Secret, and a URL carrying them would be echoed in places
+/// we do not control.
 pub(super) fn parse_user_url(raw: &str) -> Result<Url, StageError> {
     let url = Url::parse(raw.trim()).map_err(|err| {
         StageError::Download(format!("invalid image URL {}: {err}", redact_url(raw)))
@@ -39,12 +40,6 @@ pub(super) fn parse_user_url(raw: &str) -> Result<Url, StageError> {
         return Err(StageError::Download(
             "the image URL embeds credentials: put them in the Secret named by credentialsName instead".into(),
         ));
-    }
-    if url.host_str().is_none() {
-        return Err(StageError::Download(format!(
-            "the image URL {} has no host",
-            redact_url(raw)
-        )));
     }
     Ok(url)
 }
