@@ -563,32 +563,29 @@ fn er_entry() -> Vec<u8> {
 /// 8.3 d-character names for `names` (in the same order), unique: a
 /// collision replaces the end of the base name with a number.
 fn short_names<'n>(names: impl Iterator<Item = &'n str>) -> Vec<String> {
-    let bases: Vec<(String, String)> = names.map(split_short).collect();
-    let mut taken = BTreeSet::new();
+    let split: Vec<(String, String)> = names.map(split_short).collect();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for (base, ext) in &bases {
+    for (base, ext) in &split {
         *counts.entry(format!("{base}.{ext}")).or_default() += 1;
     }
-    let mut out = Vec::with_capacity(bases.len());
-    for (base, ext) in bases {
-        let plain = format!("{base}.{ext}");
-        let name = if counts[&plain] == 1 && taken.insert(plain.clone()) {
-            plain
-        } else {
+    // Numbered names never take a plain name, nor one another's.
+    let mut taken = BTreeSet::new();
+    (split.into_iter())
+        .map(|(base, ext)| {
+            let plain = format!("{base}.{ext}");
+            if counts[&plain] == 1 {
+                return plain;
+            }
             (1..)
                 .map(|n: usize| {
                     let suffix = n.to_string();
                     let keep = base.len().min(8 - suffix.len());
                     format!("{}{suffix}.{ext}", &base[..keep])
                 })
-                .find(|candidate| {
-                    !counts.contains_key(candidate) && taken.insert(candidate.clone())
-                })
+                .find(|name| !counts.contains_key(name) && taken.insert(name.clone()))
                 .unwrap_or_default()
-        };
-        out.push(name);
-    }
-    out
+        })
+        .collect()
 }
 
 /// `user-data` → (`USER_DAT`, ``), `autounattend.xml` → (`AUTOUNAT`, `XML`).

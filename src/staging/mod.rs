@@ -50,7 +50,6 @@ pub struct StagingConfig {
     pub max_image_size: u64,
     /// Extra CA certificates (PEM bundle) trusted besides the system roots.
     pub image_ca_file: Option<PathBuf>,
-    /// Where the image server listens.
     pub listen: SocketAddr,
     /// Base URL under which Ironic reaches that listener.
     pub public_url: url::Url,
@@ -186,7 +185,7 @@ struct State {
     jobs: HashMap<String, Job>,
 }
 
-/// One host's background staging: what it asked for and how it went.
+/// One host's background staging ([`Stager::start`]).
 struct Job {
     url: String,
     insecure: bool,
@@ -370,24 +369,16 @@ impl Stager {
             Ok(url) => (self.inner).fetch_key(&url, request.credentials.as_ref(), insecure),
             Err(err) => return self.fail(&host_key, &request.url, insecure, err.to_string()),
         };
+        let job = Job {
+            url: request.url.clone(),
+            insecure,
+            key,
+            outcome: JobOutcome::Running,
+        };
+        let previous = self.inner.lock().jobs.insert(host_key.clone(), job);
+        if previous.is_some_and(|job| job.key == key && matches!(job.outcome, JobOutcome::Running))
         {
-            let mut state = self.inner.lock();
-            let running = (state.jobs.get(&host_key))
-                .is_some_and(|job| job.key == key && matches!(job.outcome, JobOutcome::Running));
-            if running {
-                return;
-            }
-            let url = request.url.clone();
-            let outcome = JobOutcome::Running;
-            (state.jobs).insert(
-                host_key.clone(),
-                Job {
-                    url,
-                    insecure,
-                    key,
-                    outcome,
-                },
-            );
+            return; // That download's task reports to the new job as well.
         }
         let stager = self.clone();
         tokio::spawn(async move {
@@ -446,7 +437,6 @@ impl Stager {
         Ok(self.inner.assign(&mut state, host_key, key, blob))
     }
 
-    /// What is staged for a host, if anything.
     pub fn staged(&self, host_key: &str) -> Option<StagedImage> {
         let state = self.inner.lock();
         (state.hosts.get(host_key)).map(|entry| self.inner.staged_image(entry))
@@ -741,7 +731,6 @@ fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Removes the plain files in `dir`; returns how many.
 fn remove_files_in(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
