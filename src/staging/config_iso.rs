@@ -425,9 +425,7 @@ impl<'a> Layout<'a> {
         d[140..144].copy_from_slice(&(l as u32).to_le_bytes());
         d[148..152].copy_from_slice(&(m as u32).to_be_bytes());
         d[156..156 + root.len()].copy_from_slice(root);
-        text(&mut d, 190..318, "");
-        text(&mut d, 318..446, "");
-        text(&mut d, 446..574, "");
+        text(&mut d, 190..574, ""); // volume set, publisher, data preparer
         text(&mut d, 574..702, APPLICATION_ID);
         text(&mut d, 702..739, "");
         text(&mut d, 739..776, "");

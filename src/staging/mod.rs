@@ -413,7 +413,7 @@ impl Stager {
     /// already has these bytes.
     pub fn put(&self, host_key: &str, iso: &[u8]) -> Result<StagedImage, StageError> {
         let hex = hex::encode(Sha256::digest(iso));
-        let key = self.inner.content_key(&hex);
+        let key = self.inner.key(&[b"built", hex.as_bytes()]);
         let dest = self.inner.blob_path(&hex);
         let mut state = self.inner.lock();
         if let Some(staged) = self.inner.current(&state, host_key, &key) {
@@ -510,39 +510,35 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn fetch_key(
-        &self,
-        url: &url::Url,
-        credentials: Option<&SecretCredentials>,
-        insecure: bool,
-    ) -> FetchKey {
+    /// A salted hash of length-prefixed fields. Download keys start with
+    /// the URL, keys of built images with `built`: the two never meet.
+    fn key(&self, fields: &[&[u8]]) -> FetchKey {
         let mut hasher = Sha256::new();
-        let mut field = |bytes: &[u8]| {
-            hasher.update((bytes.len() as u64).to_le_bytes());
-            hasher.update(bytes);
-        };
-        field(&self.key_salt);
-        field(url.as_str().as_bytes());
-        match credentials {
-            Some(creds) => {
-                field(b"basic");
-                field(creds.username.as_bytes());
-                field(creds.password.as_bytes());
-            }
-            None => field(b"anonymous"),
+        for field in std::iter::once(&self.key_salt[..]).chain(fields.iter().copied()) {
+            hasher.update((field.len() as u64).to_le_bytes());
+            hasher.update(field);
         }
-        field(if insecure { b"insecure" } else { b"verify" });
         hasher.finalize().into()
     }
 
-    /// The key of a built image: from its digest, salted like download
-    /// keys so the two kinds never meet.
-    fn content_key(&self, hex: &str) -> FetchKey {
-        let mut hasher = Sha256::new();
-        hasher.update(self.key_salt);
-        hasher.update(b"built");
-        hasher.update(hex.as_bytes());
-        hasher.finalize().into()
+    fn fetch_key(
+        &self,
+        url: &url::Url,
+        creds: Option<&SecretCredentials>,
+        insecure: bool,
+    ) -> FetchKey {
+        let url = url.as_str().as_bytes();
+        let tls: &[u8] = if insecure { b"insecure" } else { b"verify" };
+        match creds {
+            Some(c) => self.key(&[
+                url,
+                b"basic",
+                c.username.as_bytes(),
+                c.password.as_bytes(),
+                tls,
+            ]),
+            None => self.key(&[url, b"anonymous", tls]),
+        }
     }
 
     fn blob_path(&self, hex: &str) -> PathBuf {
