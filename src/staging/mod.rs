@@ -343,10 +343,7 @@ impl Stager {
         match &job.outcome {
             JobOutcome::Running => match state.inflight.get(&job.key) {
                 Some((_, progress)) => progress.running(),
-                None => Staging::Running {
-                    done: 0,
-                    total: None,
-                },
+                None => fetch::Progress::default().running(),
             },
             JobOutcome::Done => match state.hosts.get(host_key) {
                 Some(entry) if entry.key == job.key => {
