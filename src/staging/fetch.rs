@@ -211,7 +211,7 @@ async fn stream_to_file(
             Err(err) => {
                 return Err(StageError::Download(format!(
                     "connection lost after {size} bytes of {shown_url}: {}",
-                    error_chain(&err)
+                    error_chain(&err, true)
                 )));
             }
         };
@@ -268,9 +268,12 @@ fn classify(err: &reqwest::Error, url: &Url) -> StageError {
         return StageError::Download(format!("timed out fetching {shown}"));
     }
     if err.is_connect() {
-        return StageError::Download(format!("cannot connect to {shown}: {}", error_chain(err)));
+        return StageError::Download(format!(
+            "cannot connect to {shown}: {}",
+            error_chain(err, false)
+        ));
     }
-    StageError::Download(format!("fetching {shown}: {}", error_chain(err)))
+    StageError::Download(format!("fetching {shown}: {}", error_chain(err, false)))
 }
 
 /// The rustls error somewhere in the source chain, if the failure was TLS.
@@ -293,8 +296,10 @@ fn find_tls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
 }
 
 /// "a: b: c" from an error's sources (not reqwest's own text: it carries the
-/// URL), without the documentation links rustls appends.
-fn error_chain(err: &reqwest::Error) -> String {
+/// URL), without repeats or the documentation links rustls appends; only "c"
+/// when `innermost` (for a broken body the layers above it only say "error
+/// reading a body").
+fn error_chain(err: &reqwest::Error, innermost: bool) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(e) = current {
@@ -309,14 +314,13 @@ fn error_chain(err: &reqwest::Error) -> String {
         }
         current = e.source();
     }
-    if parts.is_empty() {
-        parts.push(if err.is_body() {
-            "body error".into()
-        } else {
-            "request failed".into()
-        });
-    }
-    redact_url(&parts.join(": ")).into_owned()
+    let text = match (parts.is_empty(), innermost) {
+        (true, _) if err.is_body() => "body error".to_string(),
+        (true, _) => "request failed".to_string(),
+        (false, true) => parts.pop().unwrap_or_default(),
+        (false, false) => parts.join(": "),
+    };
+    redact_url(&text).into_owned()
 }
 
 #[cfg(test)]
