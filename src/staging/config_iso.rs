@@ -39,7 +39,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::iso::{FIRST_DESCRIPTOR, SECTOR};
 
 /// Longest file name (Joliet allows 64 UCS-2 characters).
-pub const MAX_NAME_LEN: usize = 64;
+pub(crate) const MAX_NAME_LEN: usize = 64;
 /// Longest volume label (the primary descriptor's 32 d-characters).
 const MAX_LABEL_LEN: usize = 32;
 /// Longest label that may use lower-case letters or `-` (the Joliet
@@ -47,11 +47,11 @@ const MAX_LABEL_LEN: usize = 32;
 /// descriptor's upper-case form exists).
 pub const MAX_JOLIET_LABEL_LEN: usize = 16;
 /// The label used when `spec.dataImage.volumeLabel` is not set.
-pub const DEFAULT_VOLUME_LABEL: &str = "config-2";
+pub(crate) const DEFAULT_VOLUME_LABEL: &str = "config-2";
 /// Most files in one image.
-pub const MAX_FILES: usize = 1024;
+pub(crate) const MAX_FILES: usize = 1024;
 /// Largest total of file sizes accepted (a Secret holds at most 1 MiB).
-pub const MAX_TOTAL_SIZE: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_TOTAL_SIZE: usize = 8 * 1024 * 1024;
 
 /// Zero sectors appended after the data.
 const PAD_SECTORS: usize = 150;
@@ -160,7 +160,7 @@ fn refused_chars(s: &str, allowed: fn(&char) -> bool) -> Vec<char> {
 /// Checks a file name (a Secret key): 1 to [`MAX_NAME_LEN`] characters of
 /// `[-._a-zA-Z0-9]`, not `.` or `..`. Kubernetes allows the same characters
 /// in Secret keys (up to 253 of them), so in practice only the length can fail.
-pub fn check_file_name(name: &str) -> Result<(), NameProblem> {
+pub(crate) fn check_file_name(name: &str) -> Result<(), NameProblem> {
     if name.is_empty() {
         return Err(NameProblem::Empty);
     }
@@ -182,7 +182,7 @@ pub fn check_file_name(name: &str) -> Result<(), NameProblem> {
 /// Checks a volume label: 1 to [`MAX_LABEL_LEN`] characters of
 /// `[A-Za-z0-9_-]`; lower case or `-` only within the first
 /// [`MAX_JOLIET_LABEL_LEN`] characters' worth of label.
-pub fn check_volume_label(label: &str) -> Result<(), LabelProblem> {
+pub(crate) fn check_volume_label(label: &str) -> Result<(), LabelProblem> {
     if label.is_empty() {
         return Err(LabelProblem::Empty);
     }

@@ -35,13 +35,12 @@ use rustls_pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-pub use args::StagingArgs;
 pub use fetch::MAX_REDIRECTS;
 
 use crate::model::SecretCredentials;
 use crate::telemetry::redact_url;
 
-/// How to fetch, store and serve staged images (see [`StagingArgs`]).
+/// How to fetch, store and serve staged images (see [`args::StagingArgs`]).
 #[derive(Clone, Debug)]
 pub struct StagingConfig {
     /// One per replica (emptied of a previous run's files).
