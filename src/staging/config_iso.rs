@@ -375,7 +375,9 @@ impl<'a> Layout<'a> {
             dir_record(&[1], self.joliet_dir_lba, size, 2, &[]),
         ];
         records.extend(
-            (self.entries.iter()).map(|e| dir_record(&ucs2(e.name), e.lba, e.data.len(), 0, &[])),
+            self.entries
+                .iter()
+                .map(|e| dir_record(&ucs2(e.name), e.lba, e.data.len(), 0, &[])),
         );
         records
     }
@@ -568,7 +570,8 @@ fn short_names<'n>(names: impl Iterator<Item = &'n str>) -> Vec<String> {
     }
     // Numbered names never take a plain name, nor one another's.
     let mut taken = BTreeSet::new();
-    (split.into_iter())
+    split
+        .into_iter()
         .map(|(base, ext)| {
             let plain = format!("{base}.{ext}");
             if counts[&plain] == 1 {

@@ -324,18 +324,26 @@ impl Stager {
         let result = fetch.clone().await;
         let mut state = self.inner.lock();
         // Normally the download task removed itself; not if it panicked.
-        if (state.inflight.get(&key)).is_some_and(|(f, _)| f.ptr_eq(&fetch)) {
+        if state
+            .inflight
+            .get(&key)
+            .is_some_and(|(f, _)| f.ptr_eq(&fetch))
+        {
             state.inflight.remove(&key);
         }
-        Ok((self.inner).assign(&mut state, &request.host_key, key, result?))
+        Ok(self
+            .inner
+            .assign(&mut state, &request.host_key, key, result?))
     }
 
     /// Where `host_key`'s image for `url` stands, without waiting for
     /// anything (a reconcile never waits for a download).
     pub fn poll(&self, host_key: &str, url: &str, insecure: bool) -> Staging {
         let state = self.inner.lock();
-        let Some(job) =
-            (state.jobs.get(host_key)).filter(|j| j.url == url && j.insecure == insecure)
+        let Some(job) = state
+            .jobs
+            .get(host_key)
+            .filter(|j| j.url == url && j.insecure == insecure)
         else {
             return Staging::Idle;
         };
@@ -362,7 +370,9 @@ impl Stager {
     pub fn start(&self, request: StageRequest) {
         let (host_key, insecure) = (request.host_key.clone(), request.insecure);
         let key = match fetch::parse_user_url(&request.url) {
-            Ok(url) => (self.inner).fetch_key(&url, request.credentials.as_ref(), insecure),
+            Ok(url) => self
+                .inner
+                .fetch_key(&url, request.credentials.as_ref(), insecure),
             Err(err) => return self.fail(&host_key, &request.url, insecure, err.to_string()),
         };
         let job = Job {
@@ -435,7 +445,10 @@ impl Stager {
 
     pub fn staged(&self, host_key: &str) -> Option<StagedImage> {
         let state = self.inner.lock();
-        (state.hosts.get(host_key)).map(|entry| self.inner.staged_image(entry))
+        state
+            .hosts
+            .get(host_key)
+            .map(|entry| self.inner.staged_image(entry))
     }
 
     /// The host no longer needs its image: its URL stops working at once and
@@ -543,7 +556,9 @@ impl Inner {
 
     /// The host's current image, if it has `key` and its file is still on disk.
     fn current(&self, state: &State, host_key: &str, key: &FetchKey) -> Option<StagedImage> {
-        let entry = (state.hosts.get(host_key))
+        let entry = state
+            .hosts
+            .get(host_key)
             .filter(|e| e.key == *key && self.blob_path(&e.blob.hex).is_file())?;
         Some(self.staged_image(entry))
     }
@@ -554,7 +569,9 @@ impl Inner {
         if let Some(staged) = self.current(state, host_key, key) {
             return Some(staged);
         }
-        let blob = (state.fetched.get(key))
+        let blob = state
+            .fetched
+            .get(key)
             .filter(|b| self.blob_path(&b.hex).is_file())?
             .clone();
         Some(self.assign(state, host_key, *key, blob))
@@ -572,7 +589,9 @@ impl Inner {
         let progress = Arc::new(fetch::Progress::default());
         let (inner, shared) = (self.clone(), progress.clone());
         let task = tokio::spawn(async move {
-            (inner.fetch_and_store(key, url, credentials.as_ref(), insecure, &shared)).await
+            inner
+                .fetch_and_store(key, url, credentials.as_ref(), insecure, &shared)
+                .await
         });
         let fetch = async move {
             task.await.unwrap_or_else(|err| {
@@ -600,8 +619,8 @@ impl Inner {
         let max_size = self.config.max_image_size;
         let shown = redact_url(url.as_str()).into_owned();
         tracing::info!(url = %shown, insecure, "downloading image to stage");
-        let result = fetch::download(client, &url, credentials, max_size, &self.tmp_dir, progress);
-        let result = result.await;
+        let result =
+            fetch::download(client, &url, credentials, max_size, &self.tmp_dir, progress).await;
         let mut state = self.lock();
         state.inflight.remove(&key);
         let (file, blob) = result.inspect_err(|err| {
@@ -671,8 +690,13 @@ impl Inner {
     fn evict(&self, state: &mut State) -> usize {
         let host_keys: HashSet<FetchKey> = state.hosts.values().map(|e| e.key).collect();
         let pins = &state.pins;
-        (state.fetched).retain(|key, _| host_keys.contains(key) || pins.contains_key(key));
-        let keep: HashSet<&str> = (state.hosts.values().map(|e| e.blob.hex.as_str()))
+        state
+            .fetched
+            .retain(|key, _| host_keys.contains(key) || pins.contains_key(key));
+        let keep: HashSet<&str> = state
+            .hosts
+            .values()
+            .map(|e| e.blob.hex.as_str())
             .chain(state.fetched.values().map(|b| b.hex.as_str()))
             .collect();
         let Ok(entries) = std::fs::read_dir(&self.blob_dir) else {
@@ -707,8 +731,10 @@ impl Inner {
             return None;
         }
         let state = self.lock();
-        let entry =
-            (state.by_token.get(&token_hash(token))).and_then(|host| state.hosts.get(host))?;
+        let entry = state
+            .by_token
+            .get(&token_hash(token))
+            .and_then(|host| state.hosts.get(host))?;
         let token_matches = bool::from(entry.token.as_bytes().ct_eq(token.as_bytes()));
         (token_matches && file.strip_suffix(".iso") == Some(entry.blob.hex.as_str()))
             .then(|| entry.blob.hex.clone())
@@ -753,7 +779,8 @@ fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, StageError> 
     if certs.is_empty() {
         return Err(error("holds no certificate".into()));
     }
-    (certs.iter())
+    certs
+        .iter()
         .map(|der| reqwest::Certificate::from_der(der))
         .collect::<Result<_, _>>()
         .map_err(|err| error(format!("holds an unusable certificate: {err}")))
