@@ -178,8 +178,9 @@ struct State {
     /// Downloads in progress, and how far they got: callers with the same
     /// key share one.
     inflight: HashMap<FetchKey, (SharedFetch, Arc<fetch::Progress>)>,
-    /// Callers waiting on a key: their blob must survive eviction.
-    pins: HashMap<FetchKey, usize>,
+    /// One clone per caller waiting on a key (dropped when it stops
+    /// waiting): while there is one, the key's blob survives eviction.
+    pins: HashMap<FetchKey, Arc<()>>,
     /// Background staging started by [`Stager::start`], per host.
     jobs: HashMap<String, Job>,
 }
@@ -303,23 +304,17 @@ impl Stager {
         let key = self
             .inner
             .fetch_key(&url, request.credentials.as_ref(), request.insecure);
-        // Declared before the lock guards below, so dropped after them.
-        let _pin;
-        let fetch = {
+        let (fetch, _pin) = {
             let mut state = self.inner.lock();
             if let Some(staged) = self.inner.reuse(&mut state, &request.host_key, &key) {
                 return Ok(staged);
             }
-            *state.pins.entry(key).or_default() += 1;
-            _pin = FetchPin {
-                inner: self.inner.clone(),
-                key,
-            };
+            let pin = state.pins.entry(key).or_default().clone();
             let (fetch, _) = state.inflight.entry(key).or_insert_with(|| {
                 self.inner
                     .start_fetch(key, url, request.credentials.clone(), request.insecure)
             });
-            fetch.clone()
+            (fetch.clone(), pin)
         };
         let result = fetch.clone().await;
         let mut state = self.inner.lock();
@@ -489,25 +484,6 @@ impl Stager {
     ) -> std::io::Result<()> {
         let router = server::router(self.inner.clone());
         crate::listener::serve_router(listener, router, tls, shutdown).await
-    }
-}
-
-/// Keeps a waited-for download's blob from eviction until the caller has
-/// recorded it (or was cancelled).
-struct FetchPin {
-    inner: Arc<Inner>,
-    key: FetchKey,
-}
-
-impl Drop for FetchPin {
-    fn drop(&mut self) {
-        let mut state = self.inner.lock();
-        if let Some(count) = state.pins.get_mut(&self.key) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                state.pins.remove(&self.key);
-            }
-        }
     }
 }
 
@@ -689,6 +665,7 @@ impl Inner {
     /// returns how many files were deleted.
     fn evict(&self, state: &mut State) -> usize {
         let host_keys: HashSet<FetchKey> = state.hosts.values().map(|e| e.key).collect();
+        state.pins.retain(|_, pin| Arc::strong_count(pin) > 1);
         let pins = &state.pins;
         state
             .fetched
@@ -829,6 +806,45 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains(&"f".repeat(64)));
+    }
+
+    #[test]
+    fn a_blob_waited_for_survives_eviction_until_its_waiters_are_gone() {
+        let cache = tempfile::tempdir().unwrap();
+        let stager = Stager::new(StagingConfig {
+            cache_dir: cache.path().to_path_buf(),
+            max_image_size: 1 << 20,
+            image_ca_file: None,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            public_url: "http://127.0.0.1:9445/".parse().unwrap(),
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            retry_failed: RETRY_FAILED,
+        })
+        .unwrap();
+        let inner = &stager.inner;
+        let hex = "a".repeat(64);
+        std::fs::write(inner.blob_path(&hex), b"iso").unwrap();
+        let key = inner.key(&[b"waited for"]);
+        let mut state = inner.lock();
+        let blob = Blob {
+            hex: hex.clone(),
+            size: 3,
+            bootable: false,
+        };
+        state.fetched.insert(key, blob);
+        let (first, second) = (
+            state.pins.entry(key).or_default().clone(),
+            state.pins[&key].clone(),
+        );
+        assert_eq!(inner.evict(&mut state), 0);
+        drop(first);
+        assert_eq!(inner.evict(&mut state), 0);
+        assert!(inner.blob_path(&hex).is_file());
+        drop(second);
+        assert_eq!(inner.evict(&mut state), 1);
+        assert!(!inner.blob_path(&hex).exists());
+        assert!(state.pins.is_empty() && state.fetched.is_empty());
     }
 
     #[test]
