@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use super::{StageError, StagingConfig};
 use crate::duration::parse_positive_duration;
 
@@ -90,24 +92,22 @@ pub fn load_server_tls(
     key_file: &Path,
 ) -> Result<Arc<rustls::ServerConfig>, StageError> {
     use crate::admission::tls::{parse_pem_pair, read_cert_files};
-    let (cert_pem, key_pem) = read_cert_files(cert_file, key_file).map_err(tls_error)?;
-    let (certs, key) = parse_pem_pair(&cert_pem, &key_pem)
-        .map_err(|err| tls_error(err.context(cert_file.display().to_string())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|err| tls_error(err.into()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|err| {
-            tls_error(anyhow::Error::new(err).context(cert_file.display().to_string()))
-        })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-fn tls_error(err: anyhow::Error) -> StageError {
-    StageError::Tls(format!("image server certificate: {err:#}"))
+    let load = || -> anyhow::Result<rustls::ServerConfig> {
+        let (cert_pem, key_pem) = read_cert_files(cert_file, key_file)?;
+        let cert_name = || cert_file.display().to_string();
+        let (certs, key) = parse_pem_pair(&cert_pem, &key_pem).with_context(cert_name)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .with_context(cert_name)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    };
+    load()
+        .map(Arc::new)
+        .map_err(|err| StageError::Tls(format!("image server certificate: {err:#}")))
 }
 
 /// Parses `4GiB`, `512MiB`, `1.5GB`, `1000000` (bytes).

@@ -36,10 +36,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Bytes per logical sector.
-pub const SECTOR: usize = 2048;
+use super::iso::{FIRST_DESCRIPTOR, SECTOR};
+
 /// Longest file name (Joliet allows 64 UCS-2 characters).
-pub const MAX_NAME_LEN: usize = 64;
+pub(crate) const MAX_NAME_LEN: usize = 64;
 /// Longest volume label (the primary descriptor's 32 d-characters).
 const MAX_LABEL_LEN: usize = 32;
 /// Longest label that may use lower-case letters or `-` (the Joliet
@@ -47,15 +47,14 @@ const MAX_LABEL_LEN: usize = 32;
 /// descriptor's upper-case form exists).
 pub const MAX_JOLIET_LABEL_LEN: usize = 16;
 /// The label used when `spec.dataImage.volumeLabel` is not set.
-pub const DEFAULT_VOLUME_LABEL: &str = "config-2";
+pub(crate) const DEFAULT_VOLUME_LABEL: &str = "config-2";
 /// Most files in one image.
-pub const MAX_FILES: usize = 1024;
+pub(crate) const MAX_FILES: usize = 1024;
 /// Largest total of file sizes accepted (a Secret holds at most 1 MiB).
-pub const MAX_TOTAL_SIZE: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_TOTAL_SIZE: usize = 8 * 1024 * 1024;
 
 /// Zero sectors appended after the data.
 const PAD_SECTORS: usize = 150;
-const FIRST_DESCRIPTOR: usize = 16;
 const PRIMARY_PATH_L: usize = 19;
 const PRIMARY_PATH_M: usize = 20;
 const JOLIET_PATH_L: usize = 21;
@@ -64,8 +63,8 @@ const CONTINUATION: usize = 23;
 const FIRST_DIRECTORY: usize = 24;
 
 /// File mode bits in Rock Ridge `PX` entries.
-const FILE_MODE: u32 = 0o100_444;
-const DIR_MODE: u32 = 0o040_555;
+const FILE_MODE: usize = 0o100_444;
+const DIR_MODE: usize = 0o040_555;
 
 /// Directory record dates: 1970-01-01 00:00:00, offset 0 (years since 1900).
 const RECORD_DATE: [u8; 7] = [70, 1, 1, 0, 0, 0, 0];
@@ -147,9 +146,10 @@ fn quote_chars(chars: &[char]) -> String {
         .join(", ")
 }
 
-fn distinct(chars: impl Iterator<Item = char>) -> Vec<char> {
+/// The characters of `s` that `allowed` refuses, each listed once, in order.
+fn refused_chars(s: &str, allowed: fn(&char) -> bool) -> Vec<char> {
     let mut out = Vec::new();
-    for c in chars {
+    for c in s.chars().filter(|c| !allowed(c)) {
         if !out.contains(&c) {
             out.push(c);
         }
@@ -160,14 +160,13 @@ fn distinct(chars: impl Iterator<Item = char>) -> Vec<char> {
 /// Checks a file name (a Secret key): 1 to [`MAX_NAME_LEN`] characters of
 /// `[-._a-zA-Z0-9]`, not `.` or `..`. Kubernetes allows the same characters
 /// in Secret keys (up to 253 of them), so in practice only the length can fail.
-pub fn check_file_name(name: &str) -> Result<(), NameProblem> {
+pub(crate) fn check_file_name(name: &str) -> Result<(), NameProblem> {
     if name.is_empty() {
         return Err(NameProblem::Empty);
     }
-    let bad = distinct(
-        name.chars()
-            .filter(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))),
-    );
+    let bad = refused_chars(name, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+    });
     if !bad.is_empty() {
         return Err(NameProblem::Characters(bad));
     }
@@ -183,15 +182,13 @@ pub fn check_file_name(name: &str) -> Result<(), NameProblem> {
 /// Checks a volume label: 1 to [`MAX_LABEL_LEN`] characters of
 /// `[A-Za-z0-9_-]`; lower case or `-` only within the first
 /// [`MAX_JOLIET_LABEL_LEN`] characters' worth of label.
-pub fn check_volume_label(label: &str) -> Result<(), LabelProblem> {
+pub(crate) fn check_volume_label(label: &str) -> Result<(), LabelProblem> {
     if label.is_empty() {
         return Err(LabelProblem::Empty);
     }
-    let bad = distinct(
-        label
-            .chars()
-            .filter(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))),
-    );
+    let bad = refused_chars(label, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '-' | '_')
+    });
     if !bad.is_empty() {
         return Err(LabelProblem::Characters(bad));
     }
@@ -260,7 +257,6 @@ struct Layout<'a> {
     entries: Vec<Entry<'a>>,
     /// Indexes into `entries`, in ISO 9660 order of the short names.
     primary_order: Vec<usize>,
-    primary_dir_lba: usize,
     primary_dir_sectors: usize,
     joliet_dir_lba: usize,
     joliet_dir_sectors: usize,
@@ -270,7 +266,7 @@ struct Layout<'a> {
 impl<'a> Layout<'a> {
     fn new(files: &'a BTreeMap<String, Vec<u8>>) -> Self {
         let shorts = short_names(files.keys().map(String::as_str));
-        let mut entries: Vec<Entry<'a>> = files
+        let entries: Vec<Entry<'a>> = files
             .iter()
             .zip(shorts)
             .map(|((name, data), short)| Entry {
@@ -282,131 +278,114 @@ impl<'a> Layout<'a> {
             .collect();
         let mut primary_order: Vec<usize> = (0..entries.len()).collect();
         primary_order.sort_by_key(|&i| iso_sort_key(&entries[i].short));
-
-        let primary_dir_sectors = dir_sectors(
-            [dot_record_len(true, true), dot_record_len(true, false)]
-                .into_iter()
-                .chain(
-                    primary_order
-                        .iter()
-                        .map(|&i| primary_record_len(&entries[i])),
-                ),
-        );
-        let joliet_dir_sectors = dir_sectors(
-            [dot_record_len(false, true), dot_record_len(false, false)]
-                .into_iter()
-                .chain(entries.iter().map(joliet_record_len)),
-        );
-        let primary_dir_lba = FIRST_DIRECTORY;
-        let joliet_dir_lba = primary_dir_lba + primary_dir_sectors;
-        let mut next = joliet_dir_lba + joliet_dir_sectors;
+        let mut layout = Self {
+            entries,
+            primary_order,
+            primary_dir_sectors: 0,
+            joliet_dir_lba: 0,
+            joliet_dir_sectors: 0,
+            total_sectors: 0,
+        };
+        // Record lengths do not depend on the addresses they hold, so the
+        // directories are measured before the addresses are known.
+        layout.primary_dir_sectors = pack(&layout.primary_records()).len() / SECTOR;
+        layout.joliet_dir_lba = FIRST_DIRECTORY + layout.primary_dir_sectors;
+        layout.joliet_dir_sectors = pack(&layout.joliet_records()).len() / SECTOR;
+        let mut next = layout.joliet_dir_lba + layout.joliet_dir_sectors;
         // Data in Joliet order; an empty file still gets its own (zero)
         // sector, so every extent lies inside the volume.
-        for entry in &mut entries {
+        for entry in &mut layout.entries {
             entry.lba = next;
             next += entry.data.len().div_ceil(SECTOR).max(1);
         }
-        Self {
-            entries,
-            primary_order,
-            primary_dir_lba,
-            primary_dir_sectors,
-            joliet_dir_lba,
-            joliet_dir_sectors,
-            total_sectors: next + PAD_SECTORS,
-        }
+        layout.total_sectors = next + PAD_SECTORS;
+        layout
     }
 
     fn write(&self, label: &str) -> Vec<u8> {
         let mut out = vec![0u8; self.total_sectors * SECTOR];
-        let sector = |lba: usize| lba * SECTOR..(lba + 1) * SECTOR;
-
-        let primary_root = root_record(self.primary_dir_lba, self.primary_dir_sectors);
+        let mut put = |lba: usize, bytes: &[u8]| {
+            out[lba * SECTOR..lba * SECTOR + bytes.len()].copy_from_slice(bytes);
+        };
+        let primary_root = root_record(FIRST_DIRECTORY, self.primary_dir_sectors);
         let joliet_root = root_record(self.joliet_dir_lba, self.joliet_dir_sectors);
-        let r = sector(FIRST_DESCRIPTOR);
-        self.volume_descriptor(&mut out[r], false, label, &primary_root);
-        let r = sector(FIRST_DESCRIPTOR + 1);
-        self.volume_descriptor(&mut out[r], true, label, &joliet_root);
-        let r = sector(FIRST_DESCRIPTOR + 2);
-        let terminator = &mut out[r];
-        terminator[0] = 255;
-        terminator[1..6].copy_from_slice(b"CD001");
-        terminator[6] = 1;
-
+        put(
+            FIRST_DESCRIPTOR,
+            &self.volume_descriptor(false, label, &primary_root),
+        );
+        put(
+            FIRST_DESCRIPTOR + 1,
+            &self.volume_descriptor(true, label, &joliet_root),
+        );
+        put(
+            FIRST_DESCRIPTOR + 2,
+            &[255, b'C', b'D', b'0', b'0', b'1', 1],
+        );
         for (lba, dir, big_endian) in [
-            (PRIMARY_PATH_L, self.primary_dir_lba, false),
-            (PRIMARY_PATH_M, self.primary_dir_lba, true),
+            (PRIMARY_PATH_L, FIRST_DIRECTORY, false),
+            (PRIMARY_PATH_M, FIRST_DIRECTORY, true),
             (JOLIET_PATH_L, self.joliet_dir_lba, false),
             (JOLIET_PATH_M, self.joliet_dir_lba, true),
         ] {
-            let r = sector(lba);
-            write_path_table(&mut out[r], dir, big_endian);
+            put(lba, &path_table(dir, big_endian));
         }
-
-        let r = sector(CONTINUATION);
-        out[r.start..r.start + er_entry().len()].copy_from_slice(&er_entry());
-
-        // Primary root directory (with Rock Ridge).
-        let mut records = vec![
-            self.dot_record(true, self.primary_dir_lba, self.primary_dir_sectors),
-            self.dot_record(false, self.primary_dir_lba, self.primary_dir_sectors),
-        ];
-        for &i in &self.primary_order {
-            let e = &self.entries[i];
-            let mut id = e.short.clone().into_bytes();
-            id.extend_from_slice(b";1");
-            let mut su = rr_entry(RR_PX | RR_NM);
-            su.extend(px_entry(FILE_MODE, 1));
-            su.extend(nm_entry(e.name));
-            records.push(dir_record(&id, e.lba, e.data.len(), 0, &su));
-        }
-        place_records(&mut out, self.primary_dir_lba, &records);
-
-        // Joliet root directory.
-        let mut records = vec![
-            dir_record(
-                &[0],
-                self.joliet_dir_lba,
-                self.joliet_dir_sectors * SECTOR,
-                2,
-                &[],
-            ),
-            dir_record(
-                &[1],
-                self.joliet_dir_lba,
-                self.joliet_dir_sectors * SECTOR,
-                2,
-                &[],
-            ),
-        ];
+        put(CONTINUATION, &er_entry());
+        put(FIRST_DIRECTORY, &pack(&self.primary_records()));
+        put(self.joliet_dir_lba, &pack(&self.joliet_records()));
         for e in &self.entries {
-            records.push(dir_record(&ucs2(e.name), e.lba, e.data.len(), 0, &[]));
-        }
-        place_records(&mut out, self.joliet_dir_lba, &records);
-
-        for e in &self.entries {
-            let start = e.lba * SECTOR;
-            out[start..start + e.data.len()].copy_from_slice(e.data);
+            put(e.lba, e.data);
         }
         out
     }
 
-    /// `.` (`dot`) or `..` of the primary root: Rock Ridge's SP and the CE
-    /// pointing at the ER entry go in `.`.
-    fn dot_record(&self, dot: bool, lba: usize, sectors: usize) -> Vec<u8> {
-        let mut su = Vec::new();
-        if dot {
-            su.extend(sp_entry());
-        }
-        su.extend(rr_entry(RR_PX));
-        su.extend(px_entry(DIR_MODE, 2));
-        if dot {
-            su.extend(ce_entry(CONTINUATION, 0, er_entry().len()));
-        }
-        dir_record(&[if dot { 0 } else { 1 }], lba, sectors * SECTOR, 2, &su)
+    /// The primary root directory, with Rock Ridge: SP and the CE pointing
+    /// at the ER entry in `.`, PX in every record, NM for the files.
+    fn primary_records(&self) -> Vec<Vec<u8>> {
+        let size = self.primary_dir_sectors * SECTOR;
+        let dot = |id: u8| {
+            let mut su = if id == 0 { sp_entry() } else { Vec::new() };
+            su.extend(rr_entry(RR_PX));
+            su.extend(px_entry(DIR_MODE, 2));
+            if id == 0 {
+                su.extend(ce_entry(CONTINUATION, 0, er_entry().len()));
+            }
+            dir_record(&[id], FIRST_DIRECTORY, size, 2, &su)
+        };
+        let mut records = vec![dot(0), dot(1)];
+        records.extend(self.primary_order.iter().map(|&i| {
+            let e = &self.entries[i];
+            let mut su = rr_entry(RR_PX | RR_NM);
+            su.extend(px_entry(FILE_MODE, 1));
+            su.extend(nm_entry(e.name));
+            dir_record(
+                format!("{};1", e.short).as_bytes(),
+                e.lba,
+                e.data.len(),
+                0,
+                &su,
+            )
+        }));
+        records
     }
 
-    fn volume_descriptor(&self, d: &mut [u8], joliet: bool, label: &str, root: &[u8]) {
+    fn joliet_records(&self) -> Vec<Vec<u8>> {
+        let size = self.joliet_dir_sectors * SECTOR;
+        let mut records = vec![
+            dir_record(&[0], self.joliet_dir_lba, size, 2, &[]),
+            dir_record(&[1], self.joliet_dir_lba, size, 2, &[]),
+        ];
+        records.extend(
+            self.entries
+                .iter()
+                .map(|e| dir_record(&ucs2(e.name), e.lba, e.data.len(), 0, &[])),
+        );
+        records
+    }
+
+    /// ECMA-119 8.4 primary (or Joliet supplementary) volume descriptor.
+    fn volume_descriptor(&self, joliet: bool, label: &str, root: &[u8]) -> Vec<u8> {
+        let mut d = vec![0u8; SECTOR];
+        // A text field, padded with (UCS-2) spaces.
         let text = |d: &mut [u8], range: std::ops::Range<usize>, value: &str| {
             let field = &mut d[range];
             if joliet {
@@ -425,21 +404,21 @@ impl<'a> Layout<'a> {
         d[0] = if joliet { 2 } else { 1 };
         d[1..6].copy_from_slice(b"CD001");
         d[6] = 1;
-        text(d, 8..40, "");
+        text(&mut d, 8..40, "");
         let volume_id = if joliet {
             label.chars().take(MAX_JOLIET_LABEL_LEN).collect()
         } else {
             iso9660_label(label)
         };
-        text(d, 40..72, &volume_id);
-        both32(&mut d[80..88], self.total_sectors as u32);
+        text(&mut d, 40..72, &volume_id);
+        d[80..88].copy_from_slice(&both32(self.total_sectors));
         if joliet {
             d[88..91].copy_from_slice(b"%/E");
         }
-        both16(&mut d[120..124], 1);
-        both16(&mut d[124..128], 1);
-        both16(&mut d[128..132], SECTOR as u16);
-        both32(&mut d[132..140], PATH_TABLE_LEN as u32);
+        d[120..124].copy_from_slice(&both16(1));
+        d[124..128].copy_from_slice(&both16(1));
+        d[128..132].copy_from_slice(&both16(SECTOR as u16));
+        d[132..140].copy_from_slice(&both32(PATH_TABLE_LEN));
         let (l, m) = if joliet {
             (JOLIET_PATH_L, JOLIET_PATH_M)
         } else {
@@ -448,13 +427,11 @@ impl<'a> Layout<'a> {
         d[140..144].copy_from_slice(&(l as u32).to_le_bytes());
         d[148..152].copy_from_slice(&(m as u32).to_be_bytes());
         d[156..156 + root.len()].copy_from_slice(root);
-        text(d, 190..318, "");
-        text(d, 318..446, "");
-        text(d, 446..574, "");
-        text(d, 574..702, APPLICATION_ID);
-        text(d, 702..739, "");
-        text(d, 739..776, "");
-        text(d, 776..813, "");
+        text(&mut d, 190..574, ""); // volume set, publisher, data preparer
+        text(&mut d, 574..702, APPLICATION_ID);
+        text(&mut d, 702..739, "");
+        text(&mut d, 739..776, "");
+        text(&mut d, 776..813, "");
         for (at, date) in [
             (813, VOLUME_DATE),
             (830, VOLUME_DATE),
@@ -462,31 +439,27 @@ impl<'a> Layout<'a> {
             (864, NO_DATE),
         ] {
             d[at..at + 16].copy_from_slice(date);
-            d[at + 16] = 0;
         }
         d[881] = 1;
+        d
     }
 }
 
 /// Path table of a volume whose only directory is the root.
 const PATH_TABLE_LEN: usize = 10;
 
-fn write_path_table(out: &mut [u8], dir_lba: usize, big_endian: bool) {
-    out[0] = 1; // length of directory identifier
-    out[1] = 0;
-    let lba = dir_lba as u32;
-    out[2..6].copy_from_slice(&if big_endian {
-        lba.to_be_bytes()
+/// The one entry: identifier length 1, the root's extent, parent 1, id 0.
+fn path_table(dir_lba: usize, big_endian: bool) -> [u8; PATH_TABLE_LEN] {
+    let (lba, parent) = if big_endian {
+        ((dir_lba as u32).to_be_bytes(), 1u16.to_be_bytes())
     } else {
-        lba.to_le_bytes()
-    });
-    out[6..8].copy_from_slice(&if big_endian {
-        1u16.to_be_bytes()
-    } else {
-        1u16.to_le_bytes()
-    });
-    out[8] = 0; // root identifier
-    out[9] = 0; // padding
+        ((dir_lba as u32).to_le_bytes(), 1u16.to_le_bytes())
+    };
+    let mut out = [0u8; PATH_TABLE_LEN];
+    out[0] = 1;
+    out[2..6].copy_from_slice(&lba);
+    out[6..8].copy_from_slice(&parent);
+    out
 }
 
 /// The 34-byte root directory record of a volume descriptor.
@@ -494,82 +467,48 @@ fn root_record(lba: usize, sectors: usize) -> Vec<u8> {
     dir_record(&[0], lba, sectors * SECTOR, 2, &[])
 }
 
-/// ECMA-119 9.1 directory record.
+/// ECMA-119 9.1 directory record. The identifier is followed by a pad byte
+/// when its length is even; the record's length is even.
 fn dir_record(id: &[u8], lba: usize, size: usize, flags: u8, system_use: &[u8]) -> Vec<u8> {
-    let len = record_len(id.len(), system_use.len());
+    let su = 33 + id.len() + usize::from(id.len().is_multiple_of(2));
+    let len = (su + system_use.len()).next_multiple_of(2);
     debug_assert!(len <= 255, "directory record of {len} bytes");
     let mut r = vec![0u8; len];
     r[0] = len as u8;
-    both32(&mut r[2..10], lba as u32);
-    both32(&mut r[10..18], size as u32);
+    r[2..10].copy_from_slice(&both32(lba));
+    r[10..18].copy_from_slice(&both32(size));
     r[18..25].copy_from_slice(&RECORD_DATE);
     r[25] = flags;
-    both16(&mut r[28..32], 1);
+    r[28..32].copy_from_slice(&both16(1));
     r[32] = id.len() as u8;
     r[33..33 + id.len()].copy_from_slice(id);
-    let su = 33 + id.len() + usize::from(id.len().is_multiple_of(2));
     r[su..su + system_use.len()].copy_from_slice(system_use);
     r
 }
 
-/// Writes records from sector `lba` on; a record never straddles a sector.
-fn place_records(out: &mut [u8], lba: usize, records: &[Vec<u8>]) {
-    let mut at = lba * SECTOR;
+/// A directory's records in whole sectors (at least one); a record never
+/// straddles a sector.
+fn pack(records: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
     for r in records {
-        if at / SECTOR != (at + r.len() - 1) / SECTOR {
-            at = at.div_ceil(SECTOR) * SECTOR;
+        if out.len() / SECTOR != (out.len() + r.len() - 1) / SECTOR {
+            out.resize(out.len().next_multiple_of(SECTOR), 0);
         }
-        out[at..at + r.len()].copy_from_slice(r);
-        at += r.len();
+        out.extend_from_slice(r);
     }
+    out.resize(out.len().next_multiple_of(SECTOR).max(SECTOR), 0);
+    out
 }
 
-/// Sectors a directory of records of these lengths occupies.
-fn dir_sectors(lens: impl Iterator<Item = usize>) -> usize {
-    let mut at = 0usize;
-    for len in lens {
-        if at / SECTOR != (at + len - 1) / SECTOR {
-            at = at.div_ceil(SECTOR) * SECTOR;
-        }
-        at += len;
-    }
-    at.div_ceil(SECTOR).max(1)
+/// Both-byte-order fields (ECMA-119 7.2.3, 7.3.3): little then big endian.
+fn both16(v: u16) -> [u8; 4] {
+    let (le, be) = (v.to_le_bytes(), v.to_be_bytes());
+    [le[0], le[1], be[0], be[1]]
 }
 
-fn record_len(id_len: usize, su_len: usize) -> usize {
-    // The identifier is followed by a pad byte when its length is even; the
-    // record's length is even.
-    let len = 33 + id_len + usize::from(id_len.is_multiple_of(2)) + su_len;
-    len + len % 2
-}
-
-/// `.` (`dot`) or `..` of a root directory; only the primary one has
-/// Rock Ridge entries (`.` also SP and CE).
-fn dot_record_len(primary: bool, dot: bool) -> usize {
-    let su = match (primary, dot) {
-        (false, _) => 0,
-        (true, true) => 7 + 5 + 36 + 28,
-        (true, false) => 5 + 36,
-    };
-    record_len(1, su)
-}
-
-fn primary_record_len(e: &Entry<'_>) -> usize {
-    record_len(e.short.len() + 2, 5 + 36 + 5 + e.name.len())
-}
-
-fn joliet_record_len(e: &Entry<'_>) -> usize {
-    record_len(e.name.len() * 2, 0)
-}
-
-fn both16(out: &mut [u8], v: u16) {
-    out[0..2].copy_from_slice(&v.to_le_bytes());
-    out[2..4].copy_from_slice(&v.to_be_bytes());
-}
-
-fn both32(out: &mut [u8], v: u32) {
-    out[0..4].copy_from_slice(&v.to_le_bytes());
-    out[4..8].copy_from_slice(&v.to_be_bytes());
+fn both32(v: usize) -> [u8; 8] {
+    let (le, be) = ((v as u32).to_le_bytes(), (v as u32).to_be_bytes());
+    [le[0], le[1], le[2], le[3], be[0], be[1], be[2], be[3]]
 }
 
 fn ucs2(s: &str) -> Vec<u8> {
@@ -578,57 +517,45 @@ fn ucs2(s: &str) -> Vec<u8> {
 
 // ---- SUSP / Rock Ridge entries -------------------------------------------
 
-fn sp_entry() -> Vec<u8> {
-    vec![b'S', b'P', 7, 1, 0xBE, 0xEF, 0]
-}
-
 /// RRIP 1.09 `RR` flags: which Rock Ridge entries the record has.
 const RR_PX: u8 = 0x01;
 const RR_NM: u8 = 0x08;
 
-fn rr_entry(flags: u8) -> Vec<u8> {
-    vec![b'R', b'R', 5, 1, flags]
+/// A SUSP entry: signature, length, version 1, then the fields.
+fn susp(signature: &[u8; 2], fields: &[&[u8]]) -> Vec<u8> {
+    let body = fields.concat();
+    [
+        &[signature[0], signature[1], (4 + body.len()) as u8, 1],
+        &body[..],
+    ]
+    .concat()
 }
 
-fn px_entry(mode: u32, links: u32) -> Vec<u8> {
-    let mut e = vec![0u8; 36];
-    e[0..4].copy_from_slice(&[b'P', b'X', 36, 1]);
-    both32(&mut e[4..12], mode);
-    both32(&mut e[12..20], links);
-    // uid and gid 0.
-    e
+fn sp_entry() -> Vec<u8> {
+    susp(b"SP", &[&[0xBE, 0xEF, 0]])
+}
+
+fn rr_entry(flags: u8) -> Vec<u8> {
+    susp(b"RR", &[&[flags]])
+}
+
+/// POSIX mode and link count; uid and gid 0.
+fn px_entry(mode: usize, links: usize) -> Vec<u8> {
+    susp(b"PX", &[&both32(mode), &both32(links), &[0; 16]])
 }
 
 fn nm_entry(name: &str) -> Vec<u8> {
-    let mut e = vec![b'N', b'M', (5 + name.len()) as u8, 1, 0];
-    e.extend_from_slice(name.as_bytes());
-    e
+    susp(b"NM", &[&[0], name.as_bytes()])
 }
 
 fn ce_entry(lba: usize, offset: usize, len: usize) -> Vec<u8> {
-    let mut e = vec![0u8; 28];
-    e[0..4].copy_from_slice(&[b'C', b'E', 28, 1]);
-    both32(&mut e[4..12], lba as u32);
-    both32(&mut e[12..20], offset as u32);
-    both32(&mut e[20..28], len as u32);
-    e
+    susp(b"CE", &[&both32(lba), &both32(offset), &both32(len)])
 }
 
 fn er_entry() -> Vec<u8> {
-    let mut e = vec![
-        b'E',
-        b'R',
-        (8 + RRIP_ID.len() + RRIP_DESCRIPTOR.len() + RRIP_SOURCE.len()) as u8,
-        1,
-        RRIP_ID.len() as u8,
-        RRIP_DESCRIPTOR.len() as u8,
-        RRIP_SOURCE.len() as u8,
-        1,
-    ];
-    e.extend_from_slice(RRIP_ID);
-    e.extend_from_slice(RRIP_DESCRIPTOR);
-    e.extend_from_slice(RRIP_SOURCE);
-    e
+    let lens = [RRIP_ID, RRIP_DESCRIPTOR, RRIP_SOURCE].map(|f| f.len() as u8);
+    let head = [lens[0], lens[1], lens[2], 1];
+    susp(b"ER", &[&head, RRIP_ID, RRIP_DESCRIPTOR, RRIP_SOURCE])
 }
 
 // ---- ISO 9660 level 1 names ----------------------------------------------
@@ -636,32 +563,30 @@ fn er_entry() -> Vec<u8> {
 /// 8.3 d-character names for `names` (in the same order), unique: a
 /// collision replaces the end of the base name with a number.
 fn short_names<'n>(names: impl Iterator<Item = &'n str>) -> Vec<String> {
-    let bases: Vec<(String, String)> = names.map(split_short).collect();
-    let mut taken = BTreeSet::new();
+    let split: Vec<(String, String)> = names.map(split_short).collect();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for (base, ext) in &bases {
+    for (base, ext) in &split {
         *counts.entry(format!("{base}.{ext}")).or_default() += 1;
     }
-    let mut out = Vec::with_capacity(bases.len());
-    for (base, ext) in bases {
-        let plain = format!("{base}.{ext}");
-        let name = if counts[&plain] == 1 && taken.insert(plain.clone()) {
-            plain
-        } else {
+    // Numbered names never take a plain name, nor one another's.
+    let mut taken = BTreeSet::new();
+    split
+        .into_iter()
+        .map(|(base, ext)| {
+            let plain = format!("{base}.{ext}");
+            if counts[&plain] == 1 {
+                return plain;
+            }
             (1..)
                 .map(|n: usize| {
                     let suffix = n.to_string();
                     let keep = base.len().min(8 - suffix.len());
                     format!("{}{suffix}.{ext}", &base[..keep])
                 })
-                .find(|candidate| {
-                    !counts.contains_key(candidate) && taken.insert(candidate.clone())
-                })
+                .find(|name| !counts.contains_key(name) && taken.insert(name.clone()))
                 .unwrap_or_default()
-        };
-        out.push(name);
-    }
-    out
+        })
+        .collect()
 }
 
 /// `user-data` → (`USER_DAT`, ``), `autounattend.xml` → (`AUTOUNAT`, `XML`).
@@ -670,24 +595,11 @@ fn split_short(name: &str) -> (String, String) {
         Some(0) | None => (name, ""),
         Some(i) => (&name[..i], &name[i + 1..]),
     };
-    let map = |s: &str, n: usize| -> String {
-        s.chars()
-            .map(|c| match c.to_ascii_uppercase() {
-                c @ ('A'..='Z' | '0'..='9') => c,
-                _ => '_',
-            })
-            .take(n)
-            .collect()
-    };
-    let base = map(base, 8);
-    (
-        if base.is_empty() {
-            "_".to_string()
-        } else {
-            base
-        },
-        map(ext, 3),
-    )
+    // Never an empty base: names are not empty, and a leading `.` stays in it.
+    let (mut base, mut ext) = (iso9660_label(base), iso9660_label(ext));
+    base.truncate(8);
+    ext.truncate(3);
+    (base, ext)
 }
 
 /// ECMA-119 9.3 order: name, then extension, each padded with spaces.

@@ -2,16 +2,18 @@
 //! hand-followed redirects, size cap, early ISO check, streamed to a
 //! temporary file that disappears unless the download completed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use reqwest::StatusCode;
 use reqwest::header::LOCATION;
 use sha2::{Digest, Sha256};
+use tempfile::NamedTempFile;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use url::Url;
 
-use super::StageError;
-use super::iso::{self, SignatureCheck};
+use super::iso;
+use super::{Blob, StageError, Staging};
 use crate::model::SecretCredentials;
 use crate::telemetry::redact_url;
 
@@ -20,52 +22,10 @@ use crate::telemetry::redact_url;
 pub const MAX_REDIRECTS: usize = 10;
 const WRITE_BUFFER: usize = 1024 * 1024;
 
-/// A completely downloaded, checked image still sitting in its temporary file.
-pub(super) struct Downloaded {
-    pub file: TempFile,
-    pub hex_digest: String,
-    pub size: u64,
-    pub bootable: bool,
-}
-
-/// A file deleted on drop unless [`TempFile::persist`] moved it into place:
-/// an error or a cancelled download never leaves a partial image behind.
-pub(super) struct TempFile {
-    path: PathBuf,
-    persisted: bool,
-}
-
-impl TempFile {
-    pub(super) fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            persisted: false,
-        }
-    }
-
-    pub(super) fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Atomically moves the file to `dest` (same filesystem).
-    pub(super) fn persist(mut self, dest: &Path) -> std::io::Result<()> {
-        std::fs::rename(&self.path, dest)?;
-        self.persisted = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.persisted {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// Checks the user's URL before any network use. The userinfo part is
-/// refused: credentials belong in the Secret, and a URL carrying them would
-/// be echoed in places we do not control.
+/// Checks the user's URL before any network use (the parser already refuses
+/// an http(s) URL without a host). The userinfo part is refused: credentials
+/// belong in the Secret, and a URL carrying them would be echoed in places
+/// we do not control.
 pub(super) fn parse_user_url(raw: &str) -> Result<Url, StageError> {
     let url = Url::parse(raw.trim()).map_err(|err| {
         StageError::Download(format!("invalid image URL {}: {err}", redact_url(raw)))
@@ -80,12 +40,6 @@ pub(super) fn parse_user_url(raw: &str) -> Result<Url, StageError> {
         return Err(StageError::Download(
             "the image URL embeds credentials: put them in the Secret named by credentialsName instead".into(),
         ));
-    }
-    if url.host_str().is_none() {
-        return Err(StageError::Download(format!(
-            "the image URL {} has no host",
-            redact_url(raw)
-        )));
     }
     Ok(url)
 }
@@ -131,34 +85,39 @@ fn credentials_allowed(original: &Url, target: &Url) -> bool {
 /// unknown), readable while it runs.
 #[derive(Debug, Default)]
 pub(super) struct Progress {
-    pub done: std::sync::atomic::AtomicU64,
-    pub total: std::sync::atomic::AtomicU64,
+    done: AtomicU64,
+    total: AtomicU64,
 }
 
-/// Fetches `url` into `tmp_path`, following redirects by hand.
+impl Progress {
+    pub(super) fn running(&self) -> Staging {
+        let total = self.total.load(Relaxed);
+        let done = self.done.load(Relaxed);
+        Staging::Running {
+            done,
+            total: (total > 0).then_some(total),
+        }
+    }
+}
+
+/// Fetches `url` into a temporary file in `tmp_dir`, following redirects by
+/// hand. The file disappears unless the caller persists it, so an error or a
+/// cancelled download never leaves a partial image behind.
 pub(super) async fn download(
     client: &reqwest::Client,
     url: &Url,
     credentials: Option<&SecretCredentials>,
     max_size: u64,
-    tmp_path: PathBuf,
+    tmp_dir: &Path,
     progress: &Progress,
-) -> Result<Downloaded, StageError> {
+) -> Result<(NamedTempFile, Blob), StageError> {
     let response = open(client, url, credentials).await?;
-    let shown_url = redact_url(response.url().as_str()).into_owned();
-    if let Some(announced) = response.content_length()
-        && announced > max_size
-    {
+    let announced = response.content_length();
+    if announced.is_some_and(|announced| announced > max_size) {
         return Err(StageError::TooLarge { limit: max_size });
     }
-    let announced = response.content_length();
-    progress
-        .total
-        .store(announced.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
-    stream_to_file(
-        response, &shown_url, announced, max_size, tmp_path, progress,
-    )
-    .await
+    progress.total.store(announced.unwrap_or(0), Relaxed);
+    stream_to_file(response, announced, max_size, tmp_dir, progress).await
 }
 
 /// Follows redirects until a 2xx answer and returns it (body unread).
@@ -222,18 +181,20 @@ async fn open(
     )))
 }
 
+/// Streams the body to the file, hashing it and checking the ISO signature
+/// as soon as it arrives.
 async fn stream_to_file(
     mut response: reqwest::Response,
-    shown_url: &str,
     announced: Option<u64>,
     max_size: u64,
-    tmp_path: PathBuf,
+    tmp_dir: &Path,
     progress: &Progress,
-) -> Result<Downloaded, StageError> {
+) -> Result<(NamedTempFile, Blob), StageError> {
+    let shown_url = redact_url(response.url().as_str()).into_owned();
     let io_error =
         |err: std::io::Error| StageError::Io(format!("writing the image to the cache: {err}"));
-    let file = tokio::fs::File::create(&tmp_path).await.map_err(io_error)?;
-    let guard = TempFile::new(tmp_path);
+    let tmp = NamedTempFile::new_in(tmp_dir).map_err(io_error)?;
+    let file = tokio::fs::File::from_std(tmp.as_file().try_clone().map_err(io_error)?);
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER, file);
     let mut hasher = Sha256::new();
     let mut header = Vec::with_capacity(iso::HEADER_LEN);
@@ -250,27 +211,23 @@ async fn stream_to_file(
             Err(err) => {
                 return Err(StageError::Download(format!(
                     "connection lost after {size} bytes of {shown_url}: {}",
-                    root_cause(&err)
+                    error_chain(&err, true)
                 )));
             }
         };
         size += chunk.len() as u64;
-        progress
-            .done
-            .store(size, std::sync::atomic::Ordering::Relaxed);
+        progress.done.store(size, Relaxed);
         if size > max_size {
             return Err(StageError::TooLarge { limit: max_size });
         }
         if header.len() < iso::HEADER_LEN {
             let wanted = (iso::HEADER_LEN - header.len()).min(chunk.len());
-            let before = iso::check_signature(&header);
+            let had = header.len();
             header.extend_from_slice(&chunk[..wanted]);
-            if before == SignatureCheck::NeedMore
-                && iso::check_signature(&header) == SignatureCheck::NotIso
-            {
-                return Err(StageError::NotIso(
-                    iso::inspect(&header).err().unwrap_or_default(),
-                ));
+            // A large non-ISO download is abandoned after 32 KiB instead of
+            // filling the disk first.
+            if had < iso::SIGNATURE_END && header.len() >= iso::SIGNATURE_END {
+                iso::inspect(&header).map_err(StageError::NotIso)?;
             }
         }
         hasher.update(&chunk);
@@ -285,15 +242,13 @@ async fn stream_to_file(
     }
     let info = iso::inspect(&header).map_err(StageError::NotIso)?;
     writer.flush().await.map_err(io_error)?;
-    let file = writer.into_inner();
-    file.sync_all().await.map_err(io_error)?;
-    drop(file);
-    Ok(Downloaded {
-        file: guard,
-        hex_digest: hex::encode(hasher.finalize()),
+    writer.into_inner().sync_all().await.map_err(io_error)?;
+    let blob = Blob {
+        hex: hex::encode(hasher.finalize()),
         size,
         bootable: info.bootable,
-    })
+    };
+    Ok((tmp, blob))
 }
 
 /// Turns a reqwest error into a status-fit message without the URL's
@@ -313,9 +268,12 @@ fn classify(err: &reqwest::Error, url: &Url) -> StageError {
         return StageError::Download(format!("timed out fetching {shown}"));
     }
     if err.is_connect() {
-        return StageError::Download(format!("cannot connect to {shown}: {}", error_chain(err)));
+        return StageError::Download(format!(
+            "cannot connect to {shown}: {}",
+            error_chain(err, false)
+        ));
     }
-    StageError::Download(format!("fetching {shown}: {}", error_chain(err)))
+    StageError::Download(format!("fetching {shown}: {}", error_chain(err, false)))
 }
 
 /// The rustls error somewhere in the source chain, if the failure was TLS.
@@ -337,40 +295,32 @@ fn find_tls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
     None
 }
 
-/// The innermost error's text (for a broken body the layers above only say
-/// "error reading a body"), without the documentation links rustls appends.
-fn root_cause(err: &reqwest::Error) -> String {
-    let mut deepest: &(dyn std::error::Error + 'static) = err;
-    while let Some(next) = deepest.source() {
-        deepest = next;
-    }
-    let text = deepest.to_string();
-    let text = match text.find(": https://docs.rs/") {
-        Some(cut) => text[..cut].to_string(),
-        None => text,
-    };
-    redact_url(&text).into_owned()
-}
-
-/// "a: b: c" from an error and its sources, without reqwest's URL.
-fn error_chain(err: &reqwest::Error) -> String {
+/// "a: b: c" from an error's sources (not reqwest's own text: it carries the
+/// URL), without repeats or the documentation links rustls appends; only "c"
+/// when `innermost` (for a broken body the layers above it only say "error
+/// reading a body").
+fn error_chain(err: &reqwest::Error, innermost: bool) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(e) = current {
         let text = e.to_string();
+        let text = text
+            .split(": https://docs.rs/")
+            .next()
+            .unwrap_or_default()
+            .to_string();
         if !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
         current = e.source();
     }
-    if parts.is_empty() {
-        parts.push(if err.is_body() {
-            "body error".into()
-        } else {
-            "request failed".into()
-        });
-    }
-    redact_url(&parts.join(": ")).into_owned()
+    let text = match (parts.is_empty(), innermost) {
+        (true, _) if err.is_body() => "body error".to_string(),
+        (true, _) => "request failed".to_string(),
+        (false, true) => parts.pop().unwrap_or_default(),
+        (false, false) => parts.join(": "),
+    };
+    redact_url(&text).into_owned()
 }
 
 #[cfg(test)]
@@ -460,21 +410,5 @@ mod tests {
             &original,
             &url("http://127.0.0.1:8443/img.iso")
         ));
-    }
-
-    #[test]
-    fn temp_file_is_removed_unless_persisted() {
-        let dir = tempfile::tempdir().unwrap();
-        let dropped = dir.path().join("a.part");
-        std::fs::write(&dropped, b"half").unwrap();
-        drop(TempFile::new(dropped.clone()));
-        assert!(!dropped.exists());
-
-        let kept = dir.path().join("b.part");
-        std::fs::write(&kept, b"whole").unwrap();
-        let dest = dir.path().join("b.iso");
-        TempFile::new(kept.clone()).persist(&dest).unwrap();
-        assert!(!kept.exists());
-        assert_eq!(std::fs::read(&dest).unwrap(), b"whole");
     }
 }

@@ -2,18 +2,18 @@
 //! descriptor and the El Torito boot record, read from the start of a file.
 
 /// Bytes per ISO 9660 logical sector.
-const SECTOR: usize = 2048;
+pub(super) const SECTOR: usize = 2048;
 /// Volume descriptors start at sector 16 (after the 32 KiB system area).
-const FIRST_DESCRIPTOR: usize = 16 * SECTOR;
+pub(super) const FIRST_DESCRIPTOR: usize = 16;
 /// `CD001` sits at offset 1 of a volume descriptor: byte 32769 of the image.
-const SIGNATURE_OFFSET: usize = FIRST_DESCRIPTOR + 1;
+const SIGNATURE_OFFSET: usize = FIRST_DESCRIPTOR * SECTOR + 1;
 const SIGNATURE: &[u8; 5] = b"CD001";
 /// Bytes needed to decide whether the image is ISO 9660 at all.
-pub const SIGNATURE_END: usize = SIGNATURE_OFFSET + SIGNATURE.len();
+pub(super) const SIGNATURE_END: usize = SIGNATURE_OFFSET + SIGNATURE.len();
 /// How many descriptors we look at for a boot record (real images have 2-4).
 const MAX_DESCRIPTORS: usize = 32;
 /// How much of the image start [`inspect`] can use (system area + descriptors).
-pub const HEADER_LEN: usize = FIRST_DESCRIPTOR + MAX_DESCRIPTORS * SECTOR;
+pub(super) const HEADER_LEN: usize = (FIRST_DESCRIPTOR + MAX_DESCRIPTORS) * SECTOR;
 
 const TYPE_BOOT_RECORD: u8 = 0;
 const TYPE_TERMINATOR: u8 = 255;
@@ -21,47 +21,30 @@ const EL_TORITO_ID: &[u8] = b"EL TORITO SPECIFICATION";
 
 /// What the image start tells us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IsoInfo {
+pub(super) struct IsoInfo {
     /// An El Torito boot record is present: firmware can boot from the image.
-    pub bootable: bool,
+    pub(super) bootable: bool,
 }
 
-/// Early verdict on a partial header, so a large non-ISO download can be
-/// abandoned after 32 KiB instead of filling the disk first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SignatureCheck {
-    NeedMore,
-    Iso,
-    NotIso,
-}
-
-/// Checks the `CD001` signature once enough bytes arrived.
-pub fn check_signature(start: &[u8]) -> SignatureCheck {
+/// Inspects the start of an image (up to [`HEADER_LEN`] bytes; a shorter
+/// slice means the image itself is shorter, or, from [`SIGNATURE_END`] bytes
+/// on, that a download can already be abandoned if it is not ISO 9660). The
+/// error says why it is not ISO 9660, in words fit for a status message.
+pub(super) fn inspect(start: &[u8]) -> Result<IsoInfo, String> {
     match start.get(SIGNATURE_OFFSET..SIGNATURE_END) {
-        None => SignatureCheck::NeedMore,
-        Some(sig) if sig == SIGNATURE => SignatureCheck::Iso,
-        Some(_) => SignatureCheck::NotIso,
-    }
-}
-
-/// Inspects the start of a complete image (up to [`HEADER_LEN`] bytes; a
-/// shorter slice means the image itself is shorter). The error says why it is
-/// not ISO 9660, in words fit for a status message.
-pub fn inspect(start: &[u8]) -> Result<IsoInfo, String> {
-    match check_signature(start) {
-        SignatureCheck::NeedMore => {
+        None => {
             return Err(format!(
                 "the file is {} bytes long, too short for an ISO 9660 image (the CD001 signature is at byte {SIGNATURE_OFFSET})",
                 start.len()
             ));
         }
-        SignatureCheck::NotIso => {
+        Some(sig) if sig != SIGNATURE => {
             return Err(format!(
                 "no CD001 signature at byte {SIGNATURE_OFFSET}{}",
                 describe_content(start)
             ));
         }
-        SignatureCheck::Iso => {}
+        Some(_) => {}
     }
     let bootable = descriptors(start)
         .any(|d| d[0] == TYPE_BOOT_RECORD && d[7..7 + EL_TORITO_ID.len()] == *EL_TORITO_ID);
@@ -71,7 +54,7 @@ pub fn inspect(start: &[u8]) -> Result<IsoInfo, String> {
 /// The volume descriptors present in `start`, up to the set terminator.
 fn descriptors(start: &[u8]) -> impl Iterator<Item = &[u8]> {
     start
-        .get(FIRST_DESCRIPTOR..)
+        .get(FIRST_DESCRIPTOR * SECTOR..)
         .unwrap_or_default()
         .chunks_exact(SECTOR)
         .take(MAX_DESCRIPTORS)
@@ -110,7 +93,7 @@ mod tests {
 
     /// A minimal image start: primary descriptor, optional boot record, terminator.
     fn image(boot_record: bool) -> Vec<u8> {
-        let mut data = vec![0u8; FIRST_DESCRIPTOR];
+        let mut data = vec![0u8; FIRST_DESCRIPTOR * SECTOR];
         let mut push = |kind: u8, id: &[u8]| {
             let mut d = vec![0u8; SECTOR];
             d[0] = kind;
@@ -150,7 +133,7 @@ mod tests {
     #[test]
     fn boot_record_of_another_system_is_not_el_torito() {
         let mut data = image(true);
-        let boot = FIRST_DESCRIPTOR + SECTOR;
+        let boot = (FIRST_DESCRIPTOR + 1) * SECTOR;
         data[boot + 7..boot + 7 + 5].copy_from_slice(b"OTHER");
         assert_eq!(inspect(&data), Ok(IsoInfo { bootable: false }));
     }
@@ -158,15 +141,11 @@ mod tests {
     #[test]
     fn signature_needs_enough_bytes() {
         let data = image(false);
-        assert_eq!(
-            check_signature(&data[..SIGNATURE_END - 1]),
-            SignatureCheck::NeedMore
-        );
-        assert_eq!(check_signature(&data[..SIGNATURE_END]), SignatureCheck::Iso);
-        assert_eq!(
-            check_signature(&vec![0u8; SIGNATURE_END]),
-            SignatureCheck::NotIso
-        );
+        let err = inspect(&data[..SIGNATURE_END - 1]).unwrap_err();
+        assert!(err.contains("too short"), "{err}");
+        assert!(inspect(&data[..SIGNATURE_END]).is_ok());
+        let err = inspect(&vec![0u8; SIGNATURE_END]).unwrap_err();
+        assert!(err.contains("no CD001 signature"), "{err}");
     }
 
     #[test]
@@ -195,7 +174,7 @@ mod tests {
         let data = image(true);
         // Only the primary descriptor made it: no boot record visible.
         assert_eq!(
-            inspect(&data[..FIRST_DESCRIPTOR + SECTOR]),
+            inspect(&data[..(FIRST_DESCRIPTOR + 1) * SECTOR]),
             Ok(IsoInfo { bootable: false })
         );
         // Signature present but the descriptor itself cut short.

@@ -3,53 +3,55 @@
 //! unguessable per-host URL, so credentials never reach Ironic.
 //!
 //! Contract used by the reconciler: build one [`Stager`] from a
-//! [`StagingConfig`], call [`Stager::stage`] for every host whose data image
-//! needs credentials or a relaxed TLS policy, hand
+//! [`StagingConfig`], [`Stager::start`] staging for every host whose data
+//! image needs credentials or a relaxed TLS policy and [`Stager::poll`] it
+//! (or [`Stager::put`] an image built here), hand
 //! [`StagedImage::ironic_url`] to Ironic, call [`Stager::release`] when the
 //! host no longer needs it, and run [`Stager::serve_tls`] for the image server.
 //!
-//! Layout: [`iso`] (pure ISO 9660 checks), [`server`] (image server, pure
-//! range parsing), `fetch` (download), [`args`] (CLI flags), this module
-//! (cache bookkeeping: single-flight, per-host tokens, eviction).
+//! Layout: `iso` (pure ISO 9660 checks), [`config_iso`] (the ISO built from
+//! a Secret), `server` (image server), `fetch` (download), [`args`] (CLI
+//! flags), this module (cache bookkeeping: single-flight, per-host tokens,
+//! eviction).
 
 pub mod args;
 pub mod config_iso;
 mod fetch;
-pub mod iso;
-pub mod server;
+mod iso;
+mod server;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-pub use args::StagingArgs;
 pub use fetch::MAX_REDIRECTS;
 
 use crate::model::SecretCredentials;
 use crate::telemetry::redact_url;
 
-/// How to fetch, store and serve staged images (see [`StagingArgs`]).
+/// How to fetch, store and serve staged images (see [`args::StagingArgs`]).
 #[derive(Clone, Debug)]
 pub struct StagingConfig {
-    /// Cache directory; one per replica (emptied of a previous run's files).
+    /// One per replica (emptied of a previous run's files).
     pub cache_dir: PathBuf,
     /// Largest image accepted, in bytes.
     pub max_image_size: u64,
     /// Extra CA certificates (PEM bundle) trusted besides the system roots.
     pub image_ca_file: Option<PathBuf>,
-    /// Where the image server listens.
     pub listen: SocketAddr,
     /// Base URL under which Ironic reaches that listener.
     pub public_url: url::Url,
-    /// Time allowed to connect to the image's server.
     pub connect_timeout: Duration,
     /// Time allowed for each read (a stalled transfer fails after it).
     pub read_timeout: Duration,
@@ -94,7 +96,8 @@ pub struct StagedImage {
     pub bootable: bool,
 }
 
-/// Why staging failed. Messages never contain credentials.
+/// Why staging failed. Messages never contain credentials. `Clone` (so
+/// `String` payloads): hosts sharing a download share its result.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum StageError {
     #[error("the image's server refused the credentials from the Secret (HTTP {0})")]
@@ -113,26 +116,20 @@ pub enum StageError {
 
 impl std::fmt::Debug for StagedImage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `.../images/<token>/<digest>.iso` → `.../images/***/<digest>.iso`.
+        let url = match self.ironic_url.rsplit_once("/images/") {
+            Some((base, tail)) => match tail.split_once('/') {
+                Some((_, file)) => format!("{base}/images/***/{file}"),
+                None => self.ironic_url.clone(),
+            },
+            None => self.ironic_url.clone(),
+        };
         f.debug_struct("StagedImage")
             .field("digest", &self.digest)
             .field("size", &self.size)
-            .field("ironic_url", &hide_token(&self.ironic_url))
+            .field("ironic_url", &url)
             .field("bootable", &self.bootable)
             .finish()
-    }
-}
-
-/// `.../images/<token>/<digest>.iso` → `.../images/***/<digest>.iso`.
-fn hide_token(url: &str) -> String {
-    match url.rfind("/images/") {
-        Some(start) => {
-            let after = start + "/images/".len();
-            match url[after..].find('/') {
-                Some(end) => format!("{}***{}", &url[..after], &url[after + end..]),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
     }
 }
 
@@ -169,7 +166,6 @@ struct HostEntry {
     key: FetchKey,
     blob: Blob,
     token: String,
-    token_hash: [u8; 32],
 }
 
 #[derive(Default)]
@@ -179,17 +175,17 @@ struct State {
     by_token: HashMap<[u8; 32], String>,
     /// Completed downloads still referenced (by a host or a waiting caller).
     fetched: HashMap<FetchKey, Blob>,
-    /// Downloads in progress: callers with the same key share one.
-    inflight: HashMap<FetchKey, SharedFetch>,
-    /// Callers waiting on a key: their blob must survive eviction.
-    pins: HashMap<FetchKey, usize>,
-    /// Progress of the downloads in `inflight`.
-    progress: HashMap<FetchKey, Arc<fetch::Progress>>,
+    /// Downloads in progress, and how far they got: callers with the same
+    /// key share one.
+    inflight: HashMap<FetchKey, (SharedFetch, Arc<fetch::Progress>)>,
+    /// One clone per caller waiting on a key (dropped when it stops
+    /// waiting): while there is one, the key's blob survives eviction.
+    pins: HashMap<FetchKey, Arc<()>>,
     /// Background staging started by [`Stager::start`], per host.
     jobs: HashMap<String, Job>,
 }
 
-/// One host's background staging: what it asked for and how it went.
+/// One host's background staging ([`Stager::start`]).
 struct Job {
     url: String,
     insecure: bool,
@@ -200,7 +196,7 @@ struct Job {
 enum JobOutcome {
     Running,
     Done,
-    Failed(String, std::time::Instant),
+    Failed(String, Instant),
 }
 
 /// Where a host's wanted image stands (see [`Stager::poll`]).
@@ -222,19 +218,13 @@ pub enum Staging {
 /// A failed staging is reported this long before it may be tried again.
 pub const RETRY_FAILED: Duration = Duration::from_secs(30);
 
-/// A staged image file the server may send.
-pub(crate) struct BlobRef {
-    pub path: PathBuf,
-    pub digest: String,
-}
-
 /// Fetches, checks, stores and serves staged images. Cheap to clone.
 #[derive(Clone)]
 pub struct Stager {
     inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
+struct Inner {
     config: StagingConfig,
     blob_dir: PathBuf,
     tmp_dir: PathBuf,
@@ -257,7 +247,8 @@ impl std::fmt::Debug for Stager {
 
 impl Stager {
     /// Prepares the cache directory (removing what a previous run left:
-    /// incomplete downloads and images) and the HTTP clients (system roots plus `image_ca_file`).
+    /// incomplete downloads and images) and the HTTP clients (system roots
+    /// plus `image_ca_file`).
     pub fn new(config: StagingConfig) -> Result<Self, StageError> {
         if !matches!(config.public_url.scheme(), "http" | "https") {
             return Err(StageError::Io(format!(
@@ -282,26 +273,24 @@ impl Stager {
             Some(path) => load_ca_bundle(path)?,
             None => Vec::new(),
         };
-        let verified = build_client(&config, &extra_roots, false)?;
-        let insecure = build_client(&config, &extra_roots, true)?;
-        let stager = Self {
-            inner: Arc::new(Inner {
-                config,
-                blob_dir,
-                tmp_dir,
-                verified,
-                insecure,
-                key_salt: rand::random(),
-                state: Mutex::new(State::default()),
-            }),
+        let inner = Inner {
+            verified: build_client(&config, &extra_roots, false)?,
+            insecure: build_client(&config, &extra_roots, true)?,
+            config,
+            blob_dir,
+            tmp_dir,
+            key_salt: rand::random(),
+            state: Mutex::new(State::default()),
         };
         // Download keys live in memory only, so images of a previous run
         // cannot be matched to hosts again: they are downloaded anew.
-        let stale = stager.evict_unreferenced();
+        let stale = inner.evict(&mut inner.lock());
         if stale > 0 {
             tracing::info!(count = stale, "removed images left by a previous run");
         }
-        Ok(stager)
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Makes `request.url` available to Ironic for `request.host_key`.
@@ -315,43 +304,31 @@ impl Stager {
         let key = self
             .inner
             .fetch_key(&url, request.credentials.as_ref(), request.insecure);
-        let (fetch, pin) = {
+        let (fetch, _pin) = {
             let mut state = self.inner.lock();
             if let Some(staged) = self.inner.reuse(&mut state, &request.host_key, &key) {
                 return Ok(staged);
             }
-            *state.pins.entry(key).or_default() += 1;
-            let pin = FetchPin {
-                inner: self.inner.clone(),
-                key,
-                active: true,
-            };
-            let fetch = match state.inflight.get(&key) {
-                Some(fetch) => fetch.clone(),
-                None => {
-                    let fetch = self.inner.start_fetch(
-                        key,
-                        url,
-                        request.credentials.clone(),
-                        request.insecure,
-                    );
-                    state.inflight.insert(key, fetch.clone());
-                    fetch
-                }
-            };
-            (fetch, pin)
+            let pin = state.pins.entry(key).or_default().clone();
+            let (fetch, _) = state.inflight.entry(key).or_insert_with(|| {
+                self.inner
+                    .start_fetch(key, url, request.credentials.clone(), request.insecure)
+            });
+            (fetch.clone(), pin)
         };
         let result = fetch.clone().await;
         let mut state = self.inner.lock();
-        pin.release(&mut state);
         // Normally the download task removed itself; not if it panicked.
-        if state.inflight.get(&key).is_some_and(|f| f.ptr_eq(&fetch)) {
+        if state
+            .inflight
+            .get(&key)
+            .is_some_and(|(f, _)| f.ptr_eq(&fetch))
+        {
             state.inflight.remove(&key);
         }
-        let blob = result?;
-        let staged = self.inner.assign(&mut state, &request.host_key, key, blob);
-        self.inner.evict(&mut state);
-        Ok(staged)
+        Ok(self
+            .inner
+            .assign(&mut state, &request.host_key, key, result?))
     }
 
     /// Where `host_key`'s image for `url` stands, without waiting for
@@ -361,22 +338,15 @@ impl Stager {
         let Some(job) = state
             .jobs
             .get(host_key)
-            .filter(|job| job.url == url && job.insecure == insecure)
+            .filter(|j| j.url == url && j.insecure == insecure)
         else {
             return Staging::Idle;
         };
         match &job.outcome {
-            JobOutcome::Running => {
-                let progress = state.progress.get(&job.key);
-                let read = |f: fn(&fetch::Progress) -> &std::sync::atomic::AtomicU64| {
-                    progress.map_or(0, |p| f(p).load(std::sync::atomic::Ordering::Relaxed))
-                };
-                let total = read(|p| &p.total);
-                Staging::Running {
-                    done: read(|p| &p.done),
-                    total: (total > 0).then_some(total),
-                }
-            }
+            JobOutcome::Running => match state.inflight.get(&job.key) {
+                Some((_, progress)) => progress.running(),
+                None => fetch::Progress::default().running(),
+            },
             JobOutcome::Done => match state.hosts.get(host_key) {
                 Some(entry) if entry.key == job.key => {
                     Staging::Ready(self.inner.staged_image(entry))
@@ -393,42 +363,26 @@ impl Stager {
     /// Stages `request` in the background (hosts asking for the same image
     /// share one download); [`Stager::poll`] reports how it goes.
     pub fn start(&self, request: StageRequest) {
+        let (host_key, insecure) = (request.host_key.clone(), request.insecure);
         let key = match fetch::parse_user_url(&request.url) {
             Ok(url) => self
                 .inner
-                .fetch_key(&url, request.credentials.as_ref(), request.insecure),
-            Err(err) => {
-                self.fail(
-                    &request.host_key,
-                    &request.url,
-                    request.insecure,
-                    err.to_string(),
-                );
-                return;
-            }
+                .fetch_key(&url, request.credentials.as_ref(), insecure),
+            Err(err) => return self.fail(&host_key, &request.url, insecure, err.to_string()),
         };
+        let job = Job {
+            url: request.url.clone(),
+            insecure,
+            key,
+            outcome: JobOutcome::Running,
+        };
+        let previous = self.inner.lock().jobs.insert(host_key.clone(), job);
+        if previous.is_some_and(|job| job.key == key && matches!(job.outcome, JobOutcome::Running))
         {
-            let mut state = self.inner.lock();
-            let running = state
-                .jobs
-                .get(&request.host_key)
-                .is_some_and(|job| job.key == key && matches!(job.outcome, JobOutcome::Running));
-            if running {
-                return;
-            }
-            state.jobs.insert(
-                request.host_key.clone(),
-                Job {
-                    url: request.url.clone(),
-                    insecure: request.insecure,
-                    key,
-                    outcome: JobOutcome::Running,
-                },
-            );
+            return; // That download's task reports to the new job as well.
         }
         let stager = self.clone();
         tokio::spawn(async move {
-            let host_key = request.host_key.clone();
             let result = stager.stage(request).await;
             let mut state = stager.inner.lock();
             if let Some(job) = state.jobs.get_mut(&host_key)
@@ -436,7 +390,7 @@ impl Stager {
             {
                 job.outcome = match result {
                     Ok(_) => JobOutcome::Done,
-                    Err(err) => JobOutcome::Failed(err.to_string(), std::time::Instant::now()),
+                    Err(err) => JobOutcome::Failed(err.to_string(), Instant::now()),
                 };
             }
         });
@@ -445,16 +399,13 @@ impl Stager {
     /// Records a failure that happened before any download (an unreadable
     /// credentials Secret), reported by [`Stager::poll`] like any other.
     pub fn fail(&self, host_key: &str, url: &str, insecure: bool, message: String) {
-        let mut state = self.inner.lock();
-        state.jobs.insert(
-            host_key.to_string(),
-            Job {
-                url: url.to_string(),
-                insecure,
-                key: [0; 32],
-                outcome: JobOutcome::Failed(message, std::time::Instant::now()),
-            },
-        );
+        let job = Job {
+            url: url.to_string(),
+            insecure,
+            key: [0; 32],
+            outcome: JobOutcome::Failed(message, Instant::now()),
+        };
+        self.inner.lock().jobs.insert(host_key.to_string(), job);
     }
 
     /// Serves `iso` (an image built here, e.g. from a Secret) for
@@ -463,21 +414,18 @@ impl Stager {
     /// already has these bytes.
     pub fn put(&self, host_key: &str, iso: &[u8]) -> Result<StagedImage, StageError> {
         let hex = hex::encode(Sha256::digest(iso));
-        let key = self.inner.content_key(&hex);
+        let key = self.inner.key(&[b"built", hex.as_bytes()]);
+        let dest = self.inner.blob_path(&hex);
         let mut state = self.inner.lock();
-        if let Some(entry) = state.hosts.get(host_key)
-            && entry.key == key
-            && self.inner.blob_path(&hex).is_file()
-        {
-            return Ok(self.inner.staged_image(entry));
+        if let Some(staged) = self.inner.current(&state, host_key, &key) {
+            return Ok(staged);
         }
         let info =
             iso::inspect(&iso[..iso.len().min(iso::HEADER_LEN)]).map_err(StageError::NotIso)?;
-        let dest = self.inner.blob_path(&hex);
         if !dest.is_file() {
-            let tmp = fetch::TempFile::new(self.inner.tmp_path());
-            std::fs::write(tmp.path(), iso)
-                .and_then(|()| tmp.persist(&dest))
+            tempfile::NamedTempFile::new_in(&self.inner.tmp_dir)
+                .and_then(|mut tmp| tmp.write_all(iso).map(|()| tmp))
+                .and_then(|tmp| tmp.persist(&dest).map_err(|err| err.error))
                 .map_err(|err| StageError::Io(format!("writing the built image: {err}")))?;
             sync_dir(&self.inner.blob_dir);
         }
@@ -487,12 +435,9 @@ impl Stager {
             bootable: info.bootable,
         };
         state.fetched.insert(key, blob.clone());
-        let staged = self.inner.assign(&mut state, host_key, key, blob);
-        self.inner.evict(&mut state);
-        Ok(staged)
+        Ok(self.inner.assign(&mut state, host_key, key, blob))
     }
 
-    /// What is staged for a host, if anything.
     pub fn staged(&self, host_key: &str) -> Option<StagedImage> {
         let state = self.inner.lock();
         state
@@ -507,16 +452,10 @@ impl Stager {
         let mut state = self.inner.lock();
         state.jobs.remove(host_key);
         if let Some(entry) = state.hosts.remove(host_key) {
-            state.by_token.remove(&entry.token_hash);
+            state.by_token.remove(&token_hash(&entry.token));
             tracing::info!(host = %host_key, digest = %format!("sha256:{}", entry.blob.hex), "released staged image");
             self.inner.evict(&mut state);
         }
-    }
-
-    /// Deletes cached images no host references; returns how many were removed.
-    fn evict_unreferenced(&self) -> usize {
-        let mut state = self.inner.lock();
-        self.inner.evict(&mut state)
     }
 
     /// Serves staged images (`/images/{token}/{digest}.iso`) on
@@ -548,39 +487,6 @@ impl Stager {
     }
 }
 
-/// Keeps a waited-for download's blob from eviction until the caller has
-/// recorded it; also released if the caller is cancelled.
-struct FetchPin {
-    inner: Arc<Inner>,
-    key: FetchKey,
-    active: bool,
-}
-
-impl FetchPin {
-    fn release(mut self, state: &mut State) {
-        unpin(state, &self.key);
-        self.active = false;
-    }
-}
-
-impl Drop for FetchPin {
-    fn drop(&mut self) {
-        if self.active {
-            let mut state = self.inner.lock();
-            unpin(&mut state, &self.key);
-        }
-    }
-}
-
-fn unpin(state: &mut State, key: &FetchKey) {
-    if let Some(count) = state.pins.get_mut(key) {
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            state.pins.remove(key);
-        }
-    }
-}
-
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere must not take the image server down with it.
@@ -589,137 +495,118 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// A salted hash of length-prefixed fields. Download keys start with
+    /// the URL, keys of built images with `built`: the two never meet.
+    fn key(&self, fields: &[&[u8]]) -> FetchKey {
+        let mut hasher = Sha256::new();
+        for field in std::iter::once(&self.key_salt[..]).chain(fields.iter().copied()) {
+            hasher.update((field.len() as u64).to_le_bytes());
+            hasher.update(field);
+        }
+        hasher.finalize().into()
+    }
+
     fn fetch_key(
         &self,
         url: &url::Url,
-        credentials: Option<&SecretCredentials>,
+        creds: Option<&SecretCredentials>,
         insecure: bool,
     ) -> FetchKey {
-        let mut hasher = Sha256::new();
-        let mut field = |bytes: &[u8]| {
-            hasher.update((bytes.len() as u64).to_le_bytes());
-            hasher.update(bytes);
-        };
-        field(&self.key_salt);
-        field(url.as_str().as_bytes());
-        match credentials {
-            Some(creds) => {
-                field(b"basic");
-                field(creds.username.as_bytes());
-                field(creds.password.as_bytes());
-            }
-            None => field(b"anonymous"),
+        let url = url.as_str().as_bytes();
+        let tls: &[u8] = if insecure { b"insecure" } else { b"verify" };
+        match creds {
+            Some(c) => self.key(&[
+                url,
+                b"basic",
+                c.username.as_bytes(),
+                c.password.as_bytes(),
+                tls,
+            ]),
+            None => self.key(&[url, b"anonymous", tls]),
         }
-        field(if insecure { b"insecure" } else { b"verify" });
-        hasher.finalize().into()
-    }
-
-    /// The key of a built image: from its digest, salted like download
-    /// keys so the two kinds never meet.
-    fn content_key(&self, hex: &str) -> FetchKey {
-        let mut hasher = Sha256::new();
-        hasher.update(self.key_salt);
-        hasher.update(b"built");
-        hasher.update(hex.as_bytes());
-        hasher.finalize().into()
-    }
-
-    /// A fresh name for a file being written into the cache.
-    fn tmp_path(&self) -> PathBuf {
-        let name = hex::encode(rand::random::<[u8; 16]>());
-        self.tmp_dir.join(format!("{name}.part"))
     }
 
     fn blob_path(&self, hex: &str) -> PathBuf {
         self.blob_dir.join(format!("{hex}.iso"))
     }
 
+    /// The host's current image, if it has `key` and its file is still on disk.
+    fn current(&self, state: &State, host_key: &str, key: &FetchKey) -> Option<StagedImage> {
+        let entry = state
+            .hosts
+            .get(host_key)
+            .filter(|e| e.key == *key && self.blob_path(&e.blob.hex).is_file())?;
+        Some(self.staged_image(entry))
+    }
+
     /// The host's current image or a finished download with the same key,
     /// if its file is still on disk.
     fn reuse(&self, state: &mut State, host_key: &str, key: &FetchKey) -> Option<StagedImage> {
-        if let Some(entry) = state.hosts.get(host_key)
-            && entry.key == *key
-            && self.blob_path(&entry.blob.hex).is_file()
-        {
-            return Some(self.staged_image(entry));
+        if let Some(staged) = self.current(state, host_key, key) {
+            return Some(staged);
         }
         let blob = state
             .fetched
             .get(key)
             .filter(|b| self.blob_path(&b.hex).is_file())?
             .clone();
-        let staged = self.assign(state, host_key, *key, blob);
-        self.evict(state);
-        Some(staged)
+        Some(self.assign(state, host_key, *key, blob))
     }
 
+    /// Starts a download in a task of its own: a reconcile that gives up
+    /// waiting does not abort a download other hosts may share.
     fn start_fetch(
         self: &Arc<Self>,
         key: FetchKey,
         url: url::Url,
         credentials: Option<SecretCredentials>,
         insecure: bool,
-    ) -> SharedFetch {
-        let inner = self.clone();
-        // A task of its own: a reconcile that gives up waiting does not
-        // abort a download other hosts may share.
-        let task =
-            tokio::spawn(
-                async move { inner.fetch_and_store(key, url, credentials, insecure).await },
-            );
-        async move {
+    ) -> (SharedFetch, Arc<fetch::Progress>) {
+        let progress = Arc::new(fetch::Progress::default());
+        let (inner, shared) = (self.clone(), progress.clone());
+        let task = tokio::spawn(async move {
+            inner
+                .fetch_and_store(key, url, credentials.as_ref(), insecure, &shared)
+                .await
+        });
+        let fetch = async move {
             task.await.unwrap_or_else(|err| {
                 Err(StageError::Io(format!(
                     "the download task ended unexpectedly: {err}"
                 )))
             })
-        }
-        .boxed()
-        .shared()
+        };
+        (fetch.boxed().shared(), progress)
     }
 
     async fn fetch_and_store(
-        self: Arc<Self>,
+        &self,
         key: FetchKey,
         url: url::Url,
-        credentials: Option<SecretCredentials>,
+        credentials: Option<&SecretCredentials>,
         insecure: bool,
+        progress: &fetch::Progress,
     ) -> Result<Blob, StageError> {
         let client = if insecure {
             &self.insecure
         } else {
             &self.verified
         };
+        let max_size = self.config.max_image_size;
         let shown = redact_url(url.as_str()).into_owned();
-        let tmp = self.tmp_path();
         tracing::info!(url = %shown, insecure, "downloading image to stage");
-        let progress = Arc::new(fetch::Progress::default());
-        self.lock().progress.insert(key, progress.clone());
-        let result = fetch::download(
-            client,
-            &url,
-            credentials.as_ref(),
-            self.config.max_image_size,
-            tmp,
-            &progress,
-        )
-        .await;
+        let result =
+            fetch::download(client, &url, credentials, max_size, &self.tmp_dir, progress).await;
         let mut state = self.lock();
         state.inflight.remove(&key);
-        state.progress.remove(&key);
-        let downloaded = result.inspect_err(|err| {
+        let (file, blob) = result.inspect_err(|err| {
             tracing::warn!(url = %shown, error = %err, "image staging failed");
         })?;
-        let blob = Blob {
-            hex: downloaded.hex_digest,
-            size: downloaded.size,
-            bootable: downloaded.bootable,
-        };
-        let dest = self.blob_path(&blob.hex);
-        downloaded.file.persist(&dest).map_err(|err| {
+        file.persist(self.blob_path(&blob.hex)).map_err(|err| {
             StageError::Io(format!(
-                "cannot move the image into {}: {err}",
-                self.blob_dir.display()
+                "cannot move the image into {}: {}",
+                self.blob_dir.display(),
+                err.error
             ))
         })?;
         sync_dir(&self.blob_dir);
@@ -735,34 +622,32 @@ impl Inner {
     }
 
     /// Points the host at `blob`, keeping its token while the content stays
-    /// the same and minting a new one (old URL dead) when it changes.
+    /// the same and minting a new one (old URL dead) when it changes; then
+    /// evicts what the host no longer uses.
     fn assign(&self, state: &mut State, host_key: &str, key: FetchKey, blob: Blob) -> StagedImage {
-        let previous = state.hosts.remove(host_key);
-        let (token, token_hash) = match &previous {
-            Some(old) if old.blob.hex == blob.hex => (old.token.clone(), old.token_hash),
-            _ => {
-                let token = hex::encode(rand::random::<[u8; TOKEN_BYTES]>());
-                let hash = Sha256::digest(token.as_bytes()).into();
-                (token, hash)
+        let digest = format!("sha256:{}", blob.hex);
+        let token = match state.hosts.remove(host_key) {
+            Some(old) => {
+                state.by_token.remove(&token_hash(&old.token));
+                if old.blob.hex == blob.hex {
+                    old.token
+                } else {
+                    tracing::info!(host = %host_key, %digest, "host's staged image changed");
+                    new_token()
+                }
+            }
+            None => {
+                tracing::info!(host = %host_key, %digest, "host's image staged");
+                new_token()
             }
         };
-        if let Some(old) = &previous {
-            state.by_token.remove(&old.token_hash);
-            if old.blob.hex != blob.hex {
-                tracing::info!(host = %host_key, digest = %format!("sha256:{}", blob.hex), "host's staged image changed");
-            }
-        } else {
-            tracing::info!(host = %host_key, digest = %format!("sha256:{}", blob.hex), "host's image staged");
-        }
-        state.by_token.insert(token_hash, host_key.to_string());
-        let entry = HostEntry {
-            key,
-            blob,
-            token,
-            token_hash,
-        };
+        state
+            .by_token
+            .insert(token_hash(&token), host_key.to_string());
+        let entry = HostEntry { key, blob, token };
         let staged = self.staged_image(&entry);
         state.hosts.insert(host_key.to_string(), entry);
+        self.evict(state);
         staged
     }
 
@@ -776,9 +661,11 @@ impl Inner {
         }
     }
 
-    /// Forgets downloads nobody needs and deletes image files no host uses.
+    /// Forgets downloads nobody needs and deletes image files no host uses;
+    /// returns how many files were deleted.
     fn evict(&self, state: &mut State) -> usize {
         let host_keys: HashSet<FetchKey> = state.hosts.values().map(|e| e.key).collect();
+        state.pins.retain(|_, pin| Arc::strong_count(pin) > 1);
         let pins = &state.pins;
         state
             .fetched
@@ -798,51 +685,47 @@ impl Inner {
             let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".iso")) else {
                 continue;
             };
-            if !is_hex_digest(hex) || keep.contains(hex) {
+            let is_digest = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+            if !is_digest || keep.contains(hex) {
                 continue;
             }
+            let digest = format!("sha256:{hex}");
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => {
                     removed += 1;
-                    tracing::info!(digest = %format!("sha256:{hex}"), "evicted image no host uses");
+                    tracing::info!(%digest, "evicted image no host uses");
                 }
-                Err(err) => {
-                    tracing::warn!(digest = %format!("sha256:{hex}"), error = %err, "cannot evict image");
-                }
+                Err(err) => tracing::warn!(%digest, error = %err, "cannot evict image"),
             }
         }
         removed
     }
 
-    /// The image a request for `/images/{token}/{file}` may receive.
-    pub(crate) fn lookup(&self, token: &str, file: &str) -> Option<BlobRef> {
+    /// The digest (hex) of the image a request for `/images/{token}/{file}`
+    /// may receive.
+    fn lookup(&self, token: &str, file: &str) -> Option<String> {
         if token.len() != TOKEN_BYTES * 2 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let state = self.lock();
         let entry = state
             .by_token
-            .get(&hash)
+            .get(&token_hash(token))
             .and_then(|host| state.hosts.get(host))?;
-        if !bool::from(entry.token.as_bytes().ct_eq(token.as_bytes())) {
-            return None;
-        }
-        if file.strip_suffix(".iso") != Some(entry.blob.hex.as_str()) {
-            return None;
-        }
-        Some(BlobRef {
-            path: self.blob_path(&entry.blob.hex),
-            digest: entry.blob.hex.clone(),
-        })
+        let token_matches = bool::from(entry.token.as_bytes().ct_eq(token.as_bytes()));
+        (token_matches && file.strip_suffix(".iso") == Some(entry.blob.hex.as_str()))
+            .then(|| entry.blob.hex.clone())
     }
 }
 
-fn is_hex_digest(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+fn new_token() -> String {
+    hex::encode(rand::random::<[u8; TOKEN_BYTES]>())
 }
 
-/// Removes the plain files in `dir`; returns how many.
+fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
 fn remove_files_in(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -861,26 +744,23 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+/// `--image-ca-file`, read with rustls-pki-types' PEM parser like every
+/// other certificate file here.
 fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, StageError> {
-    let pem = std::fs::read(path).map_err(|err| {
-        StageError::Tls(format!(
-            "cannot read the image CA file {}: {err}",
-            path.display()
-        ))
-    })?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| {
-        StageError::Tls(format!(
-            "the image CA file {} is not valid PEM: {err}",
-            path.display()
-        ))
-    })?;
+    let error =
+        |what: String| StageError::Tls(format!("the image CA file {} {what}", path.display()));
+    let pem = std::fs::read(path).map_err(|err| error(format!("cannot be read: {err}")))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| error(format!("is not valid PEM: {err}")))?;
     if certs.is_empty() {
-        return Err(StageError::Tls(format!(
-            "the image CA file {} holds no certificate",
-            path.display()
-        )));
+        return Err(error("holds no certificate".into()));
     }
-    Ok(certs)
+    certs
+        .iter()
+        .map(|der| reqwest::Certificate::from_der(der))
+        .collect::<Result<_, _>>()
+        .map_err(|err| error(format!("holds an unusable certificate: {err}")))
 }
 
 fn build_client(
@@ -926,6 +806,45 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains(&"f".repeat(64)));
+    }
+
+    #[test]
+    fn a_blob_waited_for_survives_eviction_until_its_waiters_are_gone() {
+        let cache = tempfile::tempdir().unwrap();
+        let stager = Stager::new(StagingConfig {
+            cache_dir: cache.path().to_path_buf(),
+            max_image_size: 1 << 20,
+            image_ca_file: None,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            public_url: "http://127.0.0.1:9445/".parse().unwrap(),
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            retry_failed: RETRY_FAILED,
+        })
+        .unwrap();
+        let inner = &stager.inner;
+        let hex = "a".repeat(64);
+        std::fs::write(inner.blob_path(&hex), b"iso").unwrap();
+        let key = inner.key(&[b"waited for"]);
+        let mut state = inner.lock();
+        let blob = Blob {
+            hex: hex.clone(),
+            size: 3,
+            bootable: false,
+        };
+        state.fetched.insert(key, blob);
+        let (first, second) = (
+            state.pins.entry(key).or_default().clone(),
+            state.pins[&key].clone(),
+        );
+        assert_eq!(inner.evict(&mut state), 0);
+        drop(first);
+        assert_eq!(inner.evict(&mut state), 0);
+        assert!(inner.blob_path(&hex).is_file());
+        drop(second);
+        assert_eq!(inner.evict(&mut state), 1);
+        assert!(!inner.blob_path(&hex).exists());
+        assert!(state.pins.is_empty() && state.fetched.is_empty());
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, Method, Response, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use tower::ServiceExt as _;
 use tower_http::services::ServeFile;
@@ -20,39 +21,33 @@ const STREAM_CHUNK: usize = 256 * 1024;
 pub(super) fn router(inner: Arc<Inner>) -> Router {
     Router::new()
         .route("/images/{token}/{file}", any(image))
-        .fallback(async || not_found())
+        .fallback(async || StatusCode::NOT_FOUND)
         .with_state(inner)
-}
-
-fn not_found() -> Response<Body> {
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = StatusCode::NOT_FOUND;
-    response
 }
 
 async fn image(
     State(inner): State<Arc<Inner>>,
     Path((token, file)): Path<(String, String)>,
     request: Request,
-) -> Response<Body> {
+) -> Response {
     let method = request.method().clone();
     if method != Method::GET && method != Method::HEAD {
-        return not_found();
+        return StatusCode::NOT_FOUND.into_response();
     }
-    let Some(blob) = inner.lookup(&token, &file) else {
-        return not_found();
+    let Some(hex) = inner.lookup(&token, &file) else {
+        return StatusCode::NOT_FOUND.into_response();
     };
-    let file = ServeFile::new(&blob.path).with_buf_chunk_size(STREAM_CHUNK);
+    let file = ServeFile::new(inner.blob_path(&hex)).with_buf_chunk_size(STREAM_CHUNK);
     let Ok(response) = file.oneshot(request).await;
     let mut response = response.map(Body::new);
     let status = response.status();
     if status == StatusCode::NOT_FOUND {
         // Evicted between the lookup and the open.
-        tracing::warn!(digest = %blob.digest, "staged image missing from the cache");
-        return not_found();
+        tracing::warn!(digest = %hex, "staged image missing from the cache");
+        return StatusCode::NOT_FOUND.into_response();
     }
     // Never the path: it carries the host's token.
-    let digest = format!("sha256:{}", blob.digest);
+    let digest = format!("sha256:{hex}");
     if method == Method::GET {
         let length = response.headers().get(header::CONTENT_LENGTH);
         let bytes: u64 = length
@@ -67,7 +62,7 @@ async fn image(
         let iso = HeaderValue::from_static("application/x-iso9660-image");
         headers.insert(header::CONTENT_TYPE, iso);
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", blob.digest)) {
+        if let Ok(etag) = HeaderValue::from_str(&format!("\"{hex}\"")) {
             headers.insert(header::ETAG, etag);
         }
     }
