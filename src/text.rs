@@ -1,14 +1,19 @@
-//! Shortening text for answers, messages and logs.
+//! Shortening text for answers, messages, events and logs.
 
 use std::borrow::Cow;
 
-/// `text` cut after its first `max` characters, with `marker` appended to
-/// show the cut; unchanged (borrowed) when it is not longer.
+/// `text` cut to at most `max` bytes, on a character boundary, with
+/// `marker` appended to show the cut; unchanged (borrowed) when it fits.
+/// Bytes, not characters: the API server limits an Event's note in bytes.
 pub(crate) fn truncate<'a>(text: &'a str, max: usize, marker: &str) -> Cow<'a, str> {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => Cow::Owned(format!("{}{marker}", &text[..end])),
-        None => Cow::Borrowed(text),
+    if text.len() <= max {
+        return Cow::Borrowed(text);
     }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}{marker}", &text[..end]))
 }
 
 #[cfg(test)]
@@ -16,10 +21,12 @@ mod tests {
     use super::truncate;
 
     #[test]
-    fn cuts_on_characters_not_bytes() {
+    fn cuts_on_a_character_boundary_within_the_byte_limit() {
         assert_eq!(truncate("abc", 3, "..."), "abc");
         assert_eq!(truncate("abcd", 3, "..."), "abc...");
-        assert_eq!(truncate("ééé", 2, "…"), "éé…");
+        // "é" is two bytes: 3 bytes hold one of them, not one and a half
+        assert_eq!(truncate("ééé", 3, "…"), "é…");
+        assert_eq!(truncate("ééé", 4, "…"), "éé…");
         assert_eq!(truncate("", 0, "…"), "");
     }
 }

@@ -310,11 +310,7 @@ pub(crate) fn parse_error_body(body: &[u8]) -> Option<String> {
     if text.is_empty() {
         return None;
     }
-    const MAX: usize = 300;
-    Some(match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
-    })
+    Some(crate::text::truncate(text, 300, "…").into_owned())
 }
 
 /// Maps an HTTP error answer to an [`IronicError`]; the message is

@@ -18,6 +18,7 @@ use tokio::sync::Mutex;
 
 use super::decision::{EventNote, Reason};
 use super::record::FIELD_MANAGER;
+use crate::text::truncate;
 
 /// A series is continued while its last repeat is younger than this
 /// (client-go and kube-runtime use 6 minutes).
@@ -58,7 +59,7 @@ impl EventPublisher {
         regarding: &ObjectReference,
     ) -> Result<(), kube::Error> {
         let now = Timestamp::now();
-        let text = truncate(&note.message, MAX_NOTE);
+        let text = truncate(&note.message, MAX_NOTE, "…").into_owned();
         let key = Key {
             reason: note.reason,
             note: text.clone(),
@@ -152,26 +153,15 @@ fn last_seen(event: &Event) -> Option<Timestamp> {
     }
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn truncation_keeps_utf8_boundaries() {
-        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("short", 10, "…"), "short");
         let long = "é".repeat(600);
-        let cut = truncate(&long, MAX_NOTE);
+        let cut = truncate(&long, MAX_NOTE, "…");
         assert!(cut.len() <= MAX_NOTE + '…'.len_utf8());
         assert!(cut.ends_with('…'));
     }

@@ -58,7 +58,7 @@ pub fn check_url(field: &str, value: Option<&str>, credentials_hint: &str) -> Ur
     let length_error = || {
         FieldError::invalid(
             field,
-            &shorten(&echo),
+            &crate::text::truncate(&echo, 64, "..."),
             &format!(
                 "must be at most {MAX_URL_CHARS} characters (it has {})",
                 raw.chars().count()
@@ -200,15 +200,6 @@ fn echo_url<'a>(raw: &'a str, parsed: Option<&Url>) -> Cow<'a, str> {
         _ => 0,
     };
     Cow::Owned(format!("{}***{}", &raw[..start], &raw[at..]))
-}
-
-/// Keeps a very long value readable in a message.
-fn shorten(s: &str) -> Cow<'_, str> {
-    const KEEP: usize = 64;
-    match s.char_indices().nth(KEEP) {
-        Some((i, _)) => Cow::Owned(format!("{}...", &s[..i])),
-        None => Cow::Borrowed(s),
-    }
 }
 
 /// Rule 7: `Some(why)` when the WHATWG parser changed the meaning of `raw`
