@@ -16,6 +16,23 @@ pub(crate) fn truncate<'a>(text: &'a str, max: usize, marker: &str) -> Cow<'a, s
     Cow::Owned(format!("{}{marker}", &text[..end]))
 }
 
+/// The messages of `err` and its sources, outermost first, each once (a
+/// layer that only repeats an inner one is dropped) and without the
+/// documentation links rustls appends.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(err);
+    while let Some(e) = current {
+        let text = e.to_string();
+        let text = text.split(": https://docs.rs/").next().unwrap_or_default();
+        if !parts.iter().any(|p| p.contains(text)) {
+            parts.push(text.to_string());
+        }
+        current = e.source();
+    }
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::truncate;

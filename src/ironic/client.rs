@@ -356,7 +356,6 @@ pub(crate) fn parse_vmedia(body: &[u8]) -> Result<Vec<VirtualMedia>, String> {
 
 /// Describes a transport failure without the URL's credentials.
 fn transport_error(method: &Method, url: &url::Url, err: reqwest::Error) -> IronicError {
-    use std::error::Error as _;
     let kind = if err.is_timeout() {
         "timed out"
     } else if err.is_connect() {
@@ -364,14 +363,7 @@ fn transport_error(method: &Method, url: &url::Url, err: reqwest::Error) -> Iron
     } else {
         "request failed"
     };
-    let err = err.without_url();
-    let mut detail = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        source = s.source();
-    }
+    let detail = crate::text::error_chain(&err.without_url()).join(": ");
     IronicError::Unavailable(redact_text(&format!(
         "{method} {}: {kind}: {detail}",
         url.as_str()

@@ -300,20 +300,9 @@ fn find_tls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
 /// when `innermost` (for a broken body the layers above it only say "error
 /// reading a body").
 fn error_chain(err: &reqwest::Error, innermost: bool) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    while let Some(e) = current {
-        let text = e.to_string();
-        let text = text
-            .split(": https://docs.rs/")
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = e.source();
-    }
+    let mut parts = std::error::Error::source(err)
+        .map(crate::text::error_chain)
+        .unwrap_or_default();
     let text = match (parts.is_empty(), innermost) {
         (true, _) if err.is_body() => "body error".to_string(),
         (true, _) => "request failed".to_string(),
