@@ -16,9 +16,9 @@ pub(crate) fn truncate<'a>(text: &'a str, max: usize, marker: &str) -> Cow<'a, s
     Cow::Owned(format!("{}{marker}", &text[..end]))
 }
 
-/// The messages of `err` and its sources, outermost first, each once (a
-/// layer that only repeats an inner one is dropped) and without the
-/// documentation links rustls appends.
+/// The messages of `err` and its sources, outermost first, each once (an
+/// inner layer whose text an outer one already contains is dropped) and
+/// without the documentation links rustls appends.
 pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
     let mut parts: Vec<String> = Vec::new();
     let mut current = Some(err);
