@@ -9,7 +9,6 @@
 //!   OpenMetrics when the scraper asks for `application/openmetrics-text`.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -30,10 +29,6 @@ pub type ReadinessCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 pub(crate) struct Readiness(Arc<AtomicBool>);
 
 impl Readiness {
-    pub(crate) fn new() -> Self {
-        Self::default()
-    }
-
     pub(crate) fn set_ready(&self, ready: bool) {
         self.0.store(ready, Ordering::SeqCst);
     }
@@ -85,11 +80,6 @@ impl ProbeServer {
     ) -> std::io::Result<()> {
         crate::listener::serve_router(listener, self.router(), None, shutdown).await
     }
-}
-
-/// Binds the probe listener (so callers learn the port before serving).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }
 
 /// Longest part of a request path echoed in a 404 answer.
@@ -184,7 +174,7 @@ mod tests {
             "Events seen by the test",
             counter.clone(),
         );
-        let readiness = Readiness::new();
+        let readiness = Readiness::default();
         (
             ProbeServer::new(Arc::new(registry), readiness.checker()),
             readiness,
@@ -270,7 +260,7 @@ mod tests {
     async fn serves_over_tcp_and_stops_on_shutdown() {
         let (server, readiness, _) = server_with_counter();
         readiness.set_ready(true);
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(server.serve(listener, shutdown.clone().cancelled_owned()));

@@ -98,14 +98,6 @@ pub enum EnvelopeError {
     NotAReview(String),
 }
 
-impl fmt::Display for EnvelopeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::InBand { message, .. } | Self::NotAReview(message) => f.write_str(message),
-        }
-    }
-}
-
 /// The envelope, with `object` read as `O`: `&RawValue` (kept raw) or
 /// [`JsonObject`] of a rules type (decoded in the same pass).
 #[derive(Deserialize)]
@@ -152,13 +144,9 @@ struct WireRequest<'a, O, P> {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct WireOptions<'a> {
-    #[serde(
-        rename = "fieldManager",
-        borrow,
-        default,
-        deserialize_with = "borrowed_str"
-    )]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     field_manager: Option<Cow<'a, str>>,
 }
 
@@ -442,58 +430,43 @@ pub fn recover_ids(body: &[u8]) -> RecoveredIds {
     let mut ids = RecoveredIds::default();
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     // Errors are expected (that is why we are here): keep what was read.
-    let _ = TopLevel(&mut ids).deserialize(&mut deserializer);
+    let seed = Ids {
+        ids: &mut ids,
+        request: false,
+    };
+    let _ = seed.deserialize(&mut deserializer);
     ids
 }
 
-struct TopLevel<'s>(&'s mut RecoveredIds);
-struct RequestLevel<'s>(&'s mut RecoveredIds);
+/// Reads the AdmissionReview object (`request: false`) or its `request`.
+struct Ids<'s> {
+    ids: &'s mut RecoveredIds,
+    request: bool,
+}
 
-impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
+impl<'de> DeserializeSeed<'de> for Ids<'_> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for TopLevel<'_> {
+impl<'de> Visitor<'de> for Ids<'_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an AdmissionReview object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match key.as_ref() {
-                "apiVersion" => self.0.api_version = map.next_value::<Option<String>>()?,
-                "kind" => self.0.kind = map.next_value::<Option<String>>()?,
-                "request" => map.next_value_seed(RequestLevel(&mut *self.0))?,
+            let ids = &mut *self.ids;
+            match (self.request, key.as_ref()) {
+                (false, "apiVersion") => ids.api_version = map.next_value()?,
+                (false, "kind") => ids.kind = map.next_value()?,
+                (false, "request") => map.next_value_seed(Ids { ids, request: true })?,
+                (true, "uid") => ids.uid = map.next_value()?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for RequestLevel<'_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RequestLevel<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an AdmissionRequest object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if key == "uid" {
-                self.0.uid = map.next_value::<Option<String>>()?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
             }
         }
         Ok(())
@@ -928,7 +901,8 @@ mod tests {
             r#""options":null"#,
         ] {
             let body = with(options);
-            let review = parse_review(body.as_bytes()).unwrap_or_else(|e| panic!("{options}: {e}"));
+            let review =
+                parse_review(body.as_bytes()).unwrap_or_else(|e| panic!("{options}: {e:?}"));
             assert_eq!(review.field_manager, None, "{options}");
             assert_eq!(review.uid, "abc-123");
         }

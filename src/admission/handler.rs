@@ -99,10 +99,6 @@ impl AppState {
             metrics,
         }))
     }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.0.metrics
-    }
 }
 
 /// The policy of the mutating path for `review`.
@@ -161,7 +157,7 @@ async fn serve(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let metrics = state.metrics();
+    let metrics = &state.0.metrics;
     let labels = WebhookLabels {
         webhook: webhook.path(),
     };
@@ -259,7 +255,8 @@ async fn answer(
     .await;
     log_review(webhook, &review, &verdict, started);
     state
-        .metrics()
+        .0
+        .metrics
         .admissions
         .get_or_create(&AdmissionLabels {
             webhook: webhook.path(),
@@ -354,7 +351,9 @@ pub async fn guarded(judging: impl Future<Output = Verdict>, metrics: &Metrics) 
 fn log_review(webhook: Webhook, review: &Review<'_>, verdict: &Verdict, started: Instant) {
     let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     let patched = verdict.patch.as_ref().is_some_and(|p| !p.0.is_empty());
-    macro_rules! allowed_event {
+    // A denial names its code, reason and message; an admission whether it patched.
+    let denial = verdict.status.as_ref().filter(|_| !verdict.allowed);
+    macro_rules! review_event {
         ($log:ident) => {
             tracing::$log!(
                 webhook = webhook.path(),
@@ -365,43 +364,29 @@ fn log_review(webhook: Webhook, review: &Review<'_>, verdict: &Verdict, started:
                 operation = review.operation.as_str(),
                 dry_run = review.dry_run,
                 allowed = verdict.allowed,
+                code = denial.map(|status| status.code),
+                reason = denial.map(|status| &*status.reason),
+                status_message = denial.map(|status| &*status.message),
                 warnings = verdict.warnings.len(),
-                patched,
+                patched = denial.is_none().then_some(patched),
                 duration_ms,
                 "admission review"
             )
         };
     }
-    match &verdict.status {
-        Some(status) if !verdict.allowed => tracing::info!(
-            webhook = webhook.path(),
-            uid = &*review.uid,
-            kind = &*review.kind_name,
-            namespace = &*review.namespace,
-            name = &*review.name,
-            operation = review.operation.as_str(),
-            dry_run = review.dry_run,
-            allowed = false,
-            code = status.code,
-            reason = &*status.reason,
-            status_message = &*status.message,
-            warnings = verdict.warnings.len(),
-            duration_ms,
-            "admission review"
-        ),
-        // Without cluster access every Secret reference gets the same "could
-        // not be checked" warning, announced once at start-up: not worth a line
-        // per review. Any other warning (a failed lookup too) stays at info.
-        _ if patched
-            || !verdict.allowed
-            || verdict
-                .warnings
-                .iter()
-                .any(|w| !w.ends_with(NO_CLUSTER_ACCESS)) =>
-        {
-            allowed_event!(info);
-        }
-        _ => allowed_event!(debug),
+    // Without cluster access every Secret reference gets the same "could
+    // not be checked" warning, announced once at start-up: not worth a line
+    // per review. Any other warning (a failed lookup too) stays at info.
+    if patched
+        || !verdict.allowed
+        || verdict
+            .warnings
+            .iter()
+            .any(|w| !w.ends_with(NO_CLUSTER_ACCESS))
+    {
+        review_event!(info);
+    } else {
+        review_event!(debug);
     }
 }
 

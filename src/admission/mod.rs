@@ -23,11 +23,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 pub use handler::MAX_BODY_BYTES;
-pub use server::{Server, ServerHandle, Settings, Timeouts};
-pub use tls::{TlsMinVersion, TlsSettings};
+pub use server::{Server, ServerHandle};
+pub use tls::TlsMinVersion;
 
 use crate::duration::parse_duration;
-use crate::rules::{DEFAULT_OPERATOR_USER, Policy};
+use crate::rules::DEFAULT_OPERATOR_USER;
 use crate::telemetry::{LogFormat, init_logging};
 use secrets::{KubeSecrets, NoClusterAccess, SharedSecretSource};
 
@@ -134,41 +134,15 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
-impl Settings {
-    /// The server settings of `serve`'s flags (their defaults are the only
-    /// defaults: the tests start from them too).
-    pub fn from_args(
-        args: &ServeArgs,
-        cert_file: PathBuf,
-        key_file: PathBuf,
-        secrets: SharedSecretSource,
-    ) -> Self {
-        Self {
-            listen: args.listen,
-            tls: TlsSettings {
-                cert_file,
-                key_file,
-                client_ca_file: args.client_ca_file.clone(),
-                min_version: args.tls_min_version,
-                cipher_suites: args.tls_cipher_suites.clone(),
-                enable_http2: args.enable_http2,
-            },
-            policy: Policy {
-                strict_secrets: args.strict_secrets,
-                operator_users: args.operator_users.clone(),
-            },
-            secrets,
-            secret_timeout: args.secret_timeout,
-            timeouts: Timeouts {
-                handshake: args.handshake_timeout,
-                header_read: args.header_read_timeout,
-                idle: args.idle_timeout,
-                drain: args.drain_timeout,
-            },
-            shutdown_delay: args.shutdown_delay,
-            cert_poll_interval: args.cert_poll_interval,
-        }
-    }
+/// Everything needed to run the webhook server: `serve`'s flags (their
+/// defaults are the only defaults: the tests start from them too), the
+/// serving certificate and key files, and where Secrets are looked up.
+#[derive(Clone)]
+pub struct Settings {
+    pub args: ServeArgs,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub secrets: SharedSecretSource,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -223,10 +197,10 @@ fn serving_certificate(args: &ServeArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (cert_file, key_file) = serving_certificate(&args)?;
-    let secrets: SharedSecretSource = match KubeSecrets::try_default().await {
-        Ok(kube) => {
+    let secrets: SharedSecretSource = match kube::Client::try_default().await {
+        Ok(client) => {
             tracing::info!("Secret lookups use the Kubernetes API");
-            Arc::new(kube)
+            Arc::new(KubeSecrets::new(client))
         }
         Err(err) => {
             tracing::info!(error = %err, "no cluster access: referenced Secrets are treated as unknown");
@@ -236,17 +210,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
 
-    let settings = Settings::from_args(&args, cert_file, key_file, secrets);
-    if settings.timeouts.idle <= Duration::from_secs(90) {
+    if args.idle_timeout <= Duration::from_secs(90) {
         tracing::warn!(
-            idle_timeout_s = settings.timeouts.idle.as_secs(),
+            idle_timeout_s = args.idle_timeout.as_secs(),
             "--idle-timeout is not above the API server's 90 s: it may reuse a connection we are closing"
         );
     }
 
+    let settings = Settings {
+        args: args.clone(),
+        cert_file,
+        key_file,
+        secrets,
+    };
     let server = Server::bind(settings).await?;
     let handle = server.handle();
-    let probe_listener = crate::probes::bind(args.probe_listen)
+    let probe_listener = tokio::net::TcpListener::bind(args.probe_listen)
         .await
         .with_context(|| format!("binding the probe listener {}", args.probe_listen))?;
     let probe_address = probe_listener.local_addr()?;

@@ -21,8 +21,9 @@ use rustls::crypto::CryptoProvider;
 use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use super::Settings;
 use super::metrics::{CertificateLabels, Metrics};
-use super::tls::{self, CertResolver, TlsSettings};
+use super::tls::{self, CertResolver};
 
 const SERVING: CertificateLabels = CertificateLabels {
     certificate: "serving",
@@ -41,7 +42,7 @@ struct Seen {
 
 /// The live TLS configuration.
 pub(crate) struct TlsState {
-    settings: TlsSettings,
+    settings: Settings,
     provider: Arc<CryptoProvider>,
     resolver: Arc<CertResolver>,
     config: ArcSwap<ServerConfig>,
@@ -63,8 +64,8 @@ fn digest_of(parts: &[Vec<u8>]) -> [u8; 32] {
 
 impl TlsState {
     /// Loads the certificate (and client CA); any problem here is fatal.
-    pub(crate) fn load(settings: TlsSettings, metrics: Metrics) -> anyhow::Result<Self> {
-        let provider = tls::crypto_provider(&settings)?;
+    pub(crate) fn load(settings: Settings, metrics: Metrics) -> anyhow::Result<Self> {
+        let provider = tls::crypto_provider(&settings.args)?;
         // Export the error counters at 0 from the start (alerts on `increase()`).
         let _ = metrics.certificate_read_errors.get_or_create(&SERVING);
         let (cert_pem, key_pem) = tls::read_cert_files(&settings.cert_file, &settings.key_file)?;
@@ -78,7 +79,7 @@ impl TlsState {
         })?;
         let mut seen: [Seen; 2] = Default::default();
         seen[0].loaded = Some(digest_of(&[cert_pem, key_pem]));
-        let client_ca = match &settings.client_ca_file {
+        let client_ca = match &settings.args.client_ca_file {
             Some(path) => {
                 let _ = metrics.certificate_read_errors.get_or_create(&CLIENT_CA);
                 metrics.certificate_reads.get_or_create(&CLIENT_CA).inc();
@@ -96,13 +97,13 @@ impl TlsState {
             None => None,
         };
         let resolver = Arc::new(CertResolver(ArcSwap::new(cert.certified.clone())));
-        let config =
-            tls::server_config(&settings, &provider, resolver.clone(), client_ca.as_ref())?;
+        let args = &settings.args;
+        let config = tls::server_config(args, &provider, resolver.clone(), client_ca.as_ref())?;
         metrics
             .certificate_expiry
             .get_or_create(&SERVING)
             .set(cert.not_after);
-        log_loaded("loaded serving certificate", &settings, &cert);
+        log_loaded("loaded serving certificate", &settings.cert_file, &cert);
         Ok(Self {
             seen: Mutex::new(seen),
             cert_not_after: AtomicI64::new(cert.not_after),
@@ -135,14 +136,14 @@ impl TlsState {
             let cert = tls::parse_cert(&pems[0], &pems[1], &self.provider)?;
             self.resolver.0.store(cert.certified.clone());
             self.cert_not_after.store(cert.not_after, Ordering::Relaxed);
-            log_loaded("reloaded serving certificate", settings, &cert);
+            log_loaded("reloaded serving certificate", &settings.cert_file, &cert);
             Ok(cert.not_after)
         });
-        if let Some(path) = &settings.client_ca_file {
+        if let Some(path) = &settings.args.client_ca_file {
             self.reload_one(1, &[path], |pems| {
                 let (roots, not_after) = tls::parse_client_ca(&pems[0])?;
                 let config = tls::server_config(
-                    settings,
+                    &settings.args,
                     &self.provider,
                     self.resolver.clone(),
                     Some(&roots),
@@ -210,7 +211,7 @@ impl TlsState {
         let settings = &self.settings;
         [&settings.cert_file, &settings.key_file]
             .into_iter()
-            .chain(&settings.client_ca_file)
+            .chain(&settings.args.client_ca_file)
     }
 }
 
@@ -231,14 +232,14 @@ fn is_relevant(event: &notify::Event, names: &BTreeSet<std::ffi::OsString>) -> b
         })
 }
 
-fn log_loaded(what: &str, settings: &TlsSettings, cert: &tls::LoadedCert) {
+fn log_loaded(what: &str, cert_file: &std::path::Path, cert: &tls::LoadedCert) {
     let not_after = jiff::Timestamp::from_second(cert.not_after)
         .map(|t| t.to_string())
         .unwrap_or_else(|_| cert.not_after.to_string());
     tracing::info!(
         serial = %cert.serial,
         not_after = %not_after,
-        cert_file = %settings.cert_file.display(),
+        cert_file = %cert_file.display(),
         "{what}"
     );
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 
+use crate::model::secret::secret_entries;
 use crate::rules::SecretLookup;
 
 /// Where Secrets come from. Implementations must never put Secret data in
@@ -63,39 +64,29 @@ pub async fn lookup_within(
     }
 }
 
+/// How long an answer of the API server is reused.
+const CACHE_TTL: Duration = Duration::from_secs(10);
+
 /// Secrets read from the API server with a small TTL cache.
 pub struct KubeSecrets {
     client: kube::Client,
     cache: Mutex<HashMap<(String, String), (Instant, SecretLookup)>>,
-    ttl: Duration,
     max_entries: usize,
 }
 
 impl KubeSecrets {
-    pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
-    pub const DEFAULT_MAX_ENTRIES: usize = 1024;
-
     pub fn new(client: kube::Client) -> Self {
         Self {
             client,
             cache: Mutex::new(HashMap::new()),
-            ttl: Self::DEFAULT_TTL,
-            max_entries: Self::DEFAULT_MAX_ENTRIES,
+            max_entries: 1024,
         }
-    }
-
-    /// Connects with the in-cluster config or the kubeconfig, if there is one.
-    pub async fn try_default() -> Result<Self, String> {
-        kube::Client::try_default()
-            .await
-            .map(Self::new)
-            .map_err(|err| err.to_string())
     }
 
     fn cached(&self, key: &(String, String)) -> Option<SecretLookup> {
         let cache = self.cache.lock().ok()?;
         let (at, found) = cache.get(key)?;
-        (at.elapsed() < self.ttl).then(|| found.clone())
+        (at.elapsed() < CACHE_TTL).then(|| found.clone())
     }
 
     fn remember(&self, key: (String, String), found: &SecretLookup) {
@@ -110,8 +101,7 @@ impl KubeSecrets {
             return;
         };
         if cache.len() >= self.max_entries {
-            let ttl = self.ttl;
-            cache.retain(|_, (at, _)| at.elapsed() < ttl);
+            cache.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
         }
         if cache.len() >= self.max_entries {
             let oldest = cache
@@ -128,7 +118,8 @@ impl KubeSecrets {
     async fn fetch(&self, namespace: &str, name: &str) -> SecretLookup {
         let api = kube::Api::<Secret>::namespaced(self.client.clone(), namespace);
         match api.get_opt(name).await {
-            Ok(Some(secret)) => summarize(&secret),
+            // Only the key names, value sizes and blankness are kept.
+            Ok(Some(secret)) => SecretLookup::from_entries(secret_entries(&secret)),
             Ok(None) => SecretLookup::NotFound,
             Err(kube::Error::Api(status)) => SecretLookup::Unknown {
                 reason: format!(
@@ -154,12 +145,6 @@ fn short_error(err: &kube::Error) -> String {
     }
 }
 
-/// Keeps only the key names, value sizes and blankness of the Secret's
-/// entries ([`crate::model::secret::secret_entries`]).
-pub fn summarize(secret: &Secret) -> SecretLookup {
-    SecretLookup::from_entries(crate::model::secret::secret_entries(secret))
-}
-
 impl SecretSource for KubeSecrets {
     fn lookup<'a>(
         &'a self,
@@ -178,28 +163,6 @@ impl SecretSource for KubeSecrets {
     }
 }
 
-/// A fixed answer for every lookup, optionally after a delay (tests, benches).
-#[derive(Clone, Debug)]
-pub struct StaticSecrets {
-    pub answer: SecretLookup,
-    pub delay: Duration,
-}
-
-impl SecretSource for StaticSecrets {
-    fn lookup<'a>(
-        &'a self,
-        _namespace: &'a str,
-        _name: &'a str,
-    ) -> Pin<Box<dyn Future<Output = SecretLookup> + Send + 'a>> {
-        Box::pin(async move {
-            if !self.delay.is_zero() {
-                tokio::time::sleep(self.delay).await;
-            }
-            self.answer.clone()
-        })
-    }
-}
-
 /// Shared handle used by the server state.
 pub type SharedSecretSource = Arc<dyn SecretSource>;
 
@@ -208,6 +171,27 @@ mod tests {
     use super::*;
     use k8s_openapi::ByteString;
     use std::collections::BTreeMap;
+
+    /// What [`KubeSecrets`] keeps of a Secret it found.
+    fn summarize(secret: &Secret) -> SecretLookup {
+        SecretLookup::from_entries(secret_entries(secret))
+    }
+
+    /// Answers "not found" after `0` (never, within the test's budget).
+    struct Slow(Duration);
+
+    impl SecretSource for Slow {
+        fn lookup<'a>(
+            &'a self,
+            _namespace: &'a str,
+            _name: &'a str,
+        ) -> Pin<Box<dyn Future<Output = SecretLookup> + Send + 'a>> {
+            Box::pin(async move {
+                tokio::time::sleep(self.0).await;
+                SecretLookup::NotFound
+            })
+        }
+    }
 
     #[test]
     fn summarize_keeps_only_key_presence() {
@@ -363,18 +347,11 @@ mod tests {
 
     #[tokio::test]
     async fn slow_lookup_degrades_to_unknown() {
-        let slow = StaticSecrets {
-            answer: SecretLookup::NotFound,
-            delay: Duration::from_secs(30),
-        };
+        let slow = Slow(Duration::from_secs(30));
         let found = lookup_within(&slow, "ns", "s", Duration::from_millis(20)).await;
         assert!(matches!(found, SecretLookup::Unknown { .. }), "{found:?}");
-        let fast = StaticSecrets {
-            answer: SecretLookup::NotFound,
-            delay: Duration::ZERO,
-        };
         assert_eq!(
-            lookup_within(&fast, "ns", "s", Duration::from_secs(5)).await,
+            lookup_within(&Slow(Duration::ZERO), "ns", "s", Duration::from_secs(5)).await,
             SecretLookup::NotFound
         );
     }

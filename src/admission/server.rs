@@ -1,11 +1,9 @@
-//! The webhook's HTTPS listener. The accept loop and handshake are shared
-//! (`crate::listener`); the connection handling is our own because neither
-//! `axum::serve` nor hyper-util's `GracefulShutdown` offers: a header-read
-//! timeout that spares idle keep-alive connections (hyper's
-//! `header_read_timeout` also runs while a connection waits for its next
-//! request, so it cannot coexist with an idle timeout above the API server's
-//! 90 s), `Connection: close` on HTTP/1.1 answers while draining, and a
-//! drain bounded by a timeout that a second signal cuts short.
+//! The webhook's HTTPS listener: the accept loop and handshake of
+//! `crate::listener`, and connection handling of our own, because hyper's
+//! `header_read_timeout` (what `listener::serve_router` uses) also runs while
+//! a keep-alive connection waits for its next request, so it cannot coexist
+//! with an idle timeout above the API server's 90 s; a drain bounded by a
+//! timeout and `Connection: close` while draining come with it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,43 +27,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
+use super::Settings;
 use super::handler::{self, AppState};
 use super::metrics::Metrics;
 use super::reload::{TlsState, spawn_reloader};
-use super::secrets::SharedSecretSource;
-use super::tls::{self, TlsSettings};
+use super::tls;
 use crate::probes::ReadinessCheck;
 use crate::rules::Policy;
-
-/// Connection timeouts.
-#[derive(Clone, Copy, Debug)]
-pub struct Timeouts {
-    /// TLS handshake must finish within this.
-    pub handshake: Duration,
-    /// Once a request's first byte arrived, its headers must be complete within this.
-    pub header_read: Duration,
-    /// A keep-alive connection with no request for this long is closed. Must
-    /// exceed the API server's own idle timeout (90 s) so that it, not us,
-    /// closes idle connections (no race with a request on a closing socket).
-    pub idle: Duration,
-    /// After the listener closes, in-flight requests get this long to finish.
-    pub drain: Duration,
-}
-
-/// Everything needed to run the webhook server ([`Settings::from_args`]).
-#[derive(Clone)]
-pub struct Settings {
-    pub listen: SocketAddr,
-    pub tls: TlsSettings,
-    pub policy: Policy,
-    pub secrets: SharedSecretSource,
-    pub secret_timeout: Duration,
-    pub timeouts: Timeouts,
-    /// After SIGTERM: keep serving (not ready) this long before closing the listener.
-    pub shutdown_delay: Duration,
-    /// Certificate files are re-read at least this often (besides file events).
-    pub cert_poll_interval: Duration,
-}
 
 struct HandleInner {
     /// Graceful shutdown requested (readiness turns false at once).
@@ -117,6 +85,18 @@ impl ServerHandle {
         let handle = self.clone();
         Arc::new(move || handle.readiness())
     }
+
+    /// Completes once a shutdown was requested and the shutdown delay (not
+    /// ready, still serving, while endpoints propagate) is over or cut short.
+    async fn stop_accepting(self, delay: Duration) {
+        self.0.shutdown_requested.cancelled().await;
+        let delay_ms = delay.as_millis() as u64;
+        tracing::info!(delay_ms, "shutdown requested: not ready, still serving");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = self.0.hurry.cancelled() => {}
+        }
+    }
 }
 
 /// The webhook server, bound and ready to [`Server::run`].
@@ -124,7 +104,6 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     router: Router,
-    tls: Arc<TlsState>,
     handle: ServerHandle,
     registry: Arc<Registry>,
     settings: Settings,
@@ -136,28 +115,32 @@ impl Server {
         tls::install_default_provider();
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
-        let tls = Arc::new(TlsState::load(settings.tls.clone(), metrics.clone())?);
-        let listener = TcpListener::bind(settings.listen)
+        let tls = Arc::new(TlsState::load(settings.clone(), metrics.clone())?);
+        let args = &settings.args;
+        let listener = TcpListener::bind(args.listen)
             .await
-            .with_context(|| format!("binding {}", settings.listen))?;
+            .with_context(|| format!("binding {}", args.listen))?;
         let local_addr = listener.local_addr()?;
+        let policy = Policy {
+            strict_secrets: args.strict_secrets,
+            operator_users: args.operator_users.clone(),
+        };
         let state = AppState::new(
-            settings.policy.clone(),
+            policy,
             settings.secrets.clone(),
-            settings.secret_timeout,
+            args.secret_timeout,
             metrics,
         );
         let handle = ServerHandle(Arc::new(HandleInner {
             shutdown_requested: CancellationToken::new(),
             hurry: CancellationToken::new(),
             serving: AtomicBool::new(false),
-            tls: tls.clone(),
+            tls,
         }));
         Ok(Self {
             listener,
             local_addr,
             router: handler::router(state),
-            tls,
             handle,
             registry: Arc::new(registry),
             settings,
@@ -182,26 +165,27 @@ impl Server {
         let Self {
             listener,
             router,
-            tls,
             handle,
             settings,
             ..
         } = self;
+        let (args, tls) = (&settings.args, &handle.0.tls);
         let reloader_stop = CancellationToken::new();
-        let poll = settings.cert_poll_interval;
-        spawn_reloader(tls.clone(), poll, reloader_stop.clone());
-        warm_up(&tls).await;
+        spawn_reloader(tls.clone(), args.cert_poll_interval, reloader_stop.clone());
+        warm_up(tls).await;
         handle.0.serving.store(true, Ordering::SeqCst);
 
         let connections = TaskTracker::new();
         let options = Arc::new(ConnectionOptions {
-            timeouts: settings.timeouts,
+            handshake: args.handshake_timeout,
+            header_read: args.header_read_timeout,
+            idle: args.idle_timeout,
             router,
             draining: handle.clone(),
             close_gracefully: CancellationToken::new(),
             close_now: CancellationToken::new(),
         });
-        let stop_accepting = handle.clone().stop_accepting(settings.shutdown_delay);
+        let stop_accepting = handle.clone().stop_accepting(args.shutdown_delay);
         crate::listener::accept_until(&listener, stop_accepting, |stream, peer| {
             let acceptor = TlsAcceptor::from(tls.config());
             connections.spawn(serve_connection(stream, peer, acceptor, options.clone()));
@@ -209,24 +193,10 @@ impl Server {
         .await;
         drop(listener);
         handle.0.serving.store(false, Ordering::SeqCst);
-        drain(&connections, &options, &handle, settings.timeouts.drain).await;
+        drain(&connections, &options, &handle, args.drain_timeout).await;
         reloader_stop.cancel();
         tracing::info!("webhook server stopped");
         Ok(())
-    }
-}
-
-impl ServerHandle {
-    /// Completes once a shutdown was requested and the shutdown delay (not
-    /// ready, still serving, while endpoints propagate) is over or cut short.
-    async fn stop_accepting(self, delay: Duration) {
-        self.0.shutdown_requested.cancelled().await;
-        let delay_ms = delay.as_millis() as u64;
-        tracing::info!(delay_ms, "shutdown requested: not ready, still serving");
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = self.0.hurry.cancelled() => {}
-        }
     }
 }
 
@@ -275,7 +245,9 @@ async fn drain(
 }
 
 struct ConnectionOptions {
-    timeouts: Timeouts,
+    handshake: Duration,
+    header_read: Duration,
+    idle: Duration,
     router: Router,
     draining: ServerHandle,
     close_gracefully: CancellationToken,
@@ -333,8 +305,8 @@ impl Activity {
     }
 
     /// What to do with the connection now, and when to look again.
-    fn check(&self, timeouts: &Timeouts) -> (ConnectionState, Duration) {
-        let recheck = timeouts.header_read.min(timeouts.idle);
+    fn check(&self, header_read: Duration, idle_limit: Duration) -> (ConnectionState, Duration) {
+        let recheck = header_read.min(idle_limit);
         if self.in_flight.load(Ordering::SeqCst) > 0 {
             return (ConnectionState::Busy, recheck);
         }
@@ -342,17 +314,17 @@ impl Activity {
         let pending = self.pending_since_ms.load(Ordering::Relaxed);
         if pending != 0 {
             let waited = Duration::from_millis(now.saturating_sub(pending - 1));
-            if waited >= timeouts.header_read {
+            if waited >= header_read {
                 return (ConnectionState::Stalled, recheck);
             }
-            return (ConnectionState::Busy, timeouts.header_read - waited);
+            return (ConnectionState::Busy, header_read - waited);
         }
         let idle =
             Duration::from_millis(now.saturating_sub(self.last_done_ms.load(Ordering::Relaxed)));
-        if idle >= timeouts.idle {
+        if idle >= idle_limit {
             return (ConnectionState::Idle, recheck);
         }
-        (ConnectionState::Busy, (timeouts.idle - idle).min(recheck))
+        (ConnectionState::Busy, (idle_limit - idle).min(recheck))
     }
 }
 
@@ -396,8 +368,7 @@ async fn serve_connection(
     acceptor: TlsAcceptor,
     options: Arc<ConnectionOptions>,
 ) {
-    let timeouts = options.timeouts;
-    let handshake = crate::listener::tls_handshake(acceptor, stream, timeouts.handshake, peer);
+    let handshake = crate::listener::tls_handshake(acceptor, stream, options.handshake, peer);
     let tls_stream = tokio::select! {
         tls_stream = handshake => match tls_stream {
             Some(tls_stream) => tls_stream,
@@ -440,7 +411,7 @@ async fn serve_connection(
     let mut closing = false;
     let mut closing_since = Instant::now();
     loop {
-        let (state, next_check) = activity.check(&timeouts);
+        let (state, next_check) = activity.check(options.header_read, options.idle);
         match state {
             ConnectionState::Stalled => {
                 tracing::debug!(%peer, "request headers not received in time: closing");
@@ -456,7 +427,7 @@ async fn serve_connection(
         }
         if closing
             && state != ConnectionState::Busy
-            && closing_since.elapsed() > timeouts.header_read
+            && closing_since.elapsed() > options.header_read
         {
             // A peer that never finishes closing cannot keep the socket (an
             // in-flight request is bounded by the drain timeout instead).
@@ -484,35 +455,33 @@ async fn serve_connection(
 mod tests {
     use super::*;
 
-    fn timeouts() -> Timeouts {
-        Timeouts {
-            handshake: Duration::from_secs(10),
-            header_read: Duration::from_millis(40),
-            idle: Duration::from_millis(200),
-            drain: Duration::from_secs(30),
-        }
+    fn state(activity: &Activity) -> ConnectionState {
+        // header-read timeout 40 ms, idle timeout 200 ms
+        activity
+            .check(Duration::from_millis(40), Duration::from_millis(200))
+            .0
     }
 
     #[tokio::test(start_paused = true)]
     async fn activity_tells_idle_from_stalled() {
         let activity = Activity::new(true);
-        assert_eq!(activity.check(&timeouts()).0, ConnectionState::Busy);
+        assert_eq!(state(&activity), ConnectionState::Busy);
         tokio::time::advance(Duration::from_millis(250)).await;
-        assert_eq!(activity.check(&timeouts()).0, ConnectionState::Idle);
+        assert_eq!(state(&activity), ConnectionState::Idle);
 
         // Part of a request arrived, then nothing: stalled after header_read.
         activity.bytes_read();
-        assert_eq!(activity.check(&timeouts()).0, ConnectionState::Busy);
+        assert_eq!(state(&activity), ConnectionState::Busy);
         tokio::time::advance(Duration::from_millis(50)).await;
-        assert_eq!(activity.check(&timeouts()).0, ConnectionState::Stalled);
+        assert_eq!(state(&activity), ConnectionState::Stalled);
 
         // A dispatched request is busy however long it runs.
         activity.request_started();
         tokio::time::advance(Duration::from_millis(500)).await;
-        assert_eq!(activity.check(&timeouts()).0, ConnectionState::Busy);
+        assert_eq!(state(&activity), ConnectionState::Busy);
         activity.request_finished();
-        assert_eq!(activity.check(&timeouts()).0, ConnectionState::Busy);
+        assert_eq!(state(&activity), ConnectionState::Busy);
         tokio::time::advance(Duration::from_millis(250)).await;
-        assert_eq!(activity.check(&timeouts()).0, ConnectionState::Idle);
+        assert_eq!(state(&activity), ConnectionState::Idle);
     }
 }

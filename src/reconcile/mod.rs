@@ -1197,8 +1197,8 @@ async fn serve_probes(
 ) -> anyhow::Result<crate::probes::Readiness> {
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
-    let readiness = crate::probes::Readiness::new();
-    let listener = crate::probes::bind(args.probe_listen)
+    let readiness = crate::probes::Readiness::default();
+    let listener = tokio::net::TcpListener::bind(args.probe_listen)
         .await
         .with_context(|| format!("binding --probe-listen {}", args.probe_listen))?;
     let server = crate::probes::ProbeServer::new(Arc::new(registry), readiness.checker());

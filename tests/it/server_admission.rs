@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metal3_dataimage::admission::MAX_BODY_BYTES;
-use metal3_dataimage::admission::secrets::StaticSecrets;
 use metal3_dataimage::rules::SecretLookup;
 use reqwest::StatusCode;
 use server_support::*;
@@ -92,7 +91,7 @@ async fn missing_secret_is_a_warning_and_strict_mode_denies() {
             answer: SecretLookup::NotFound,
             delay: Duration::ZERO,
         });
-        settings.policy.strict_secrets = true;
+        settings.args.strict_secrets = true;
     })
     .await;
     let response = post(&strict.client(), &strict.url(VALIDATE), &body)
@@ -458,9 +457,7 @@ async fn unknown_paths_and_wrong_methods_get_a_one_line_reason_on_both_listeners
         server.registry.clone(),
         server.handle.readiness_check(),
     );
-    let listener = metal3_dataimage::probes::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let probe_addr = listener.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(probes.serve(listener, stop.clone().cancelled_owned()));

@@ -205,7 +205,6 @@ async fn dev_certificates_are_generated_and_served_without_flags() {
 
 #[tokio::test]
 async fn in_flight_review_finishes_when_the_listener_closes() {
-    use metal3_dataimage::admission::secrets::StaticSecrets;
     use metal3_dataimage::rules::SecretLookup;
     // A Secret lookup that takes a while keeps the review in flight.
     let server = start(|_, _, settings| {
@@ -214,7 +213,7 @@ async fn in_flight_review_finishes_when_the_listener_closes() {
             delay: Duration::from_millis(800),
         });
         // Shorter than the request: draining must not reuse this limit.
-        settings.timeouts.header_read = Duration::from_millis(200);
+        settings.args.header_read_timeout = Duration::from_millis(200);
     })
     .await;
     let body = fixture("bmh-create-dataimage-full.json");

@@ -45,10 +45,10 @@ async fn certificate_rotated_twice_by_symlink_swap_while_requests_flow() {
         let issued = pki.serving();
         kubelet_publish(&tls_dir, "v1", &issued);
         *first_in.lock().unwrap() = Some(issued);
-        settings.tls.cert_file = tls_dir.join("tls.crt");
-        settings.tls.key_file = tls_dir.join("tls.key");
+        settings.cert_file = tls_dir.join("tls.crt");
+        settings.key_file = tls_dir.join("tls.key");
         // The directory watch must do the work; polling is only a slow fallback.
-        settings.cert_poll_interval = Duration::from_secs(3600);
+        settings.args.cert_poll_interval = Duration::from_secs(3600);
     })
     .await;
     let tls_dir = server.dir.path().join("tls");
@@ -162,7 +162,7 @@ async fn mutual_tls_accepts_trusted_clients_and_refuses_others() {
     let client_ca_pem = client_pki.ca_pem.clone();
     let server = start(move |dir, _, settings| {
         write(&dir.join("client-ca.crt"), &client_ca_pem);
-        settings.tls.client_ca_file = Some(dir.join("client-ca.crt"));
+        settings.args.client_ca_file = Some(dir.join("client-ca.crt"));
     })
     .await;
     let body = fixture("bmh-create-minimal.json");
@@ -205,7 +205,7 @@ async fn http2_is_off_by_default_even_when_the_client_offers_it() {
 
 #[tokio::test]
 async fn http2_when_enabled_serves_concurrent_streams() {
-    let server = start(|_, _, settings| settings.tls.enable_http2 = true).await;
+    let server = start(|_, _, settings| settings.args.enable_http2 = true).await;
     let client = server.client();
     let mut tasks = tokio::task::JoinSet::new();
     for name in [
@@ -229,7 +229,7 @@ async fn http2_when_enabled_serves_concurrent_streams() {
 
 #[tokio::test]
 async fn tls13_minimum_refuses_tls12_clients() {
-    let server = start(|_, _, settings| settings.tls.min_version = TlsMinVersion::Tls13).await;
+    let server = start(|_, _, settings| settings.args.tls_min_version = TlsMinVersion::Tls13).await;
     let body = fixture("bmh-create-minimal.json");
     let url = format!("{}?timeout=10s", server.url(VALIDATE));
     let tls12 = client_builder(&server.pki.ca_pem, None)
@@ -251,7 +251,7 @@ async fn tls13_minimum_refuses_tls12_clients() {
 #[tokio::test]
 async fn tls12_with_a_restricted_cipher_suite_list_still_serves() {
     let server = start(|_, _, settings| {
-        settings.tls.cipher_suites = vec!["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into()];
+        settings.args.tls_cipher_suites = vec!["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into()];
     })
     .await;
     let body = fixture("bmh-create-minimal.json");
@@ -314,8 +314,8 @@ async fn read_until_closed(
 async fn stalled_headers_and_idle_keep_alive_connections_are_closed() {
     use tokio::io::AsyncWriteExt as _;
     let server = start(|_, _, settings| {
-        settings.timeouts.header_read = Duration::from_millis(300);
-        settings.timeouts.idle = Duration::from_millis(600);
+        settings.args.header_read_timeout = Duration::from_millis(300);
+        settings.args.idle_timeout = Duration::from_millis(600);
     })
     .await;
 
@@ -368,7 +368,7 @@ async fn client_ca_is_reloaded() {
     let first_pem = first_pki.ca_pem.clone();
     let server = start(move |dir, _, settings| {
         write(&dir.join("client-ca.crt"), &first_pem);
-        settings.tls.client_ca_file = Some(dir.join("client-ca.crt"));
+        settings.args.client_ca_file = Some(dir.join("client-ca.crt"));
     })
     .await;
     let body = fixture("bmh-create-minimal.json");
@@ -416,7 +416,7 @@ async fn client_ca_is_reloaded() {
 async fn a_client_that_never_completes_the_handshake_is_dropped() {
     use tokio::io::AsyncReadExt as _;
     let server =
-        start(|_, _, settings| settings.timeouts.handshake = Duration::from_millis(300)).await;
+        start(|_, _, settings| settings.args.handshake_timeout = Duration::from_millis(300)).await;
     let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let mut buffer = [0u8; 64];
     let read = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buffer))

@@ -1,15 +1,17 @@
 //! Shared helpers for the webhook server tests: a test PKI made with rcgen,
 //! an in-process server on an ephemeral loopback port, and HTTPS clients.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser as _;
-use metal3_dataimage::admission::secrets::{NoClusterAccess, SharedSecretSource};
+use metal3_dataimage::admission::secrets::{NoClusterAccess, SecretSource, SharedSecretSource};
 use metal3_dataimage::admission::{Server, ServerHandle, Settings};
 use metal3_dataimage::cli::{Cli, Command};
+use metal3_dataimage::rules::SecretLookup;
 use prometheus_client::registry::Registry;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -123,6 +125,28 @@ pub(crate) struct TestServer {
     pub(crate) dir: tempfile::TempDir,
 }
 
+/// A fixed answer for every Secret lookup, optionally after a delay.
+#[derive(Clone, Debug)]
+pub(crate) struct StaticSecrets {
+    pub(crate) answer: SecretLookup,
+    pub(crate) delay: Duration,
+}
+
+impl SecretSource for StaticSecrets {
+    fn lookup<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _name: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = SecretLookup> + Send + 'a>> {
+        Box::pin(async move {
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
+            self.answer.clone()
+        })
+    }
+}
+
 pub(crate) fn no_cluster() -> SharedSecretSource {
     Arc::new(NoClusterAccess {
         reason: "no cluster in tests".into(),
@@ -138,13 +162,13 @@ pub(crate) fn settings(dir: &Path, pki: &Pki) -> Settings {
     let Command::Serve(args) = Cli::try_parse_from(line).unwrap().command else {
         unreachable!("serve parses as serve")
     };
-    let mut settings = Settings::from_args(
-        &args,
-        dir.join("tls.crt"),
-        dir.join("tls.key"),
-        no_cluster(),
-    );
-    settings.shutdown_delay = Duration::ZERO;
+    let mut settings = Settings {
+        args,
+        cert_file: dir.join("tls.crt"),
+        key_file: dir.join("tls.key"),
+        secrets: no_cluster(),
+    };
+    settings.args.shutdown_delay = Duration::ZERO;
     settings
 }
 
