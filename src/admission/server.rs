@@ -172,7 +172,13 @@ impl Server {
         let (args, tls) = (&settings.args, &handle.0.tls);
         let reloader_stop = CancellationToken::new();
         spawn_reloader(tls.clone(), args.cert_poll_interval, reloader_stop.clone());
-        warm_up(tls).await;
+        // Before readiness turns true.
+        match tls::warm_up(tls.config(), tls.provider()).await {
+            Ok(()) => tracing::debug!("TLS warm-up handshake done"),
+            Err(err) => {
+                tracing::debug!(error = %err, "TLS warm-up handshake ended early (harmless)");
+            }
+        }
         handle.0.serving.store(true, Ordering::SeqCst);
 
         let connections = TaskTracker::new();
@@ -197,18 +203,6 @@ impl Server {
         reloader_stop.cancel();
         tracing::info!("webhook server stopped");
         Ok(())
-    }
-}
-
-/// Warms the crypto up before readiness turns true (see [`tls::warm_up`]).
-async fn warm_up(tls: &TlsState) {
-    let (config, provider) = (tls.config(), tls.provider().clone());
-    match tokio::task::spawn_blocking(move || tls::warm_up(config, &provider)).await {
-        Ok(Ok(())) => tracing::debug!("TLS warm-up handshake done"),
-        Ok(Err(err)) => {
-            tracing::debug!(error = %err, "TLS warm-up handshake ended early (harmless)");
-        }
-        Err(err) => tracing::debug!(error = %err, "TLS warm-up task failed"),
     }
 }
 

@@ -275,44 +275,24 @@ pub(crate) fn server_config(
 /// Runs one in-memory TLS handshake against `config`, so the first real
 /// client does not pay for seeding randomness and initialising the crypto
 /// code. Failures (e.g. mTLS refusing the anonymous client) are harmless.
-pub(crate) fn warm_up(
+pub(crate) async fn warm_up(
     config: Arc<ServerConfig>,
     provider: &Arc<CryptoProvider>,
-) -> Result<(), rustls::Error> {
-    use rustls::{ClientConfig, ClientConnection, Connection, ServerConnection};
-    let client_config = ClientConfig::builder_with_provider(provider.clone())
+) -> anyhow::Result<()> {
+    let client_config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(rustls::DEFAULT_VERSIONS)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(warm_up::AcceptAnyServer(provider.clone())))
         .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from("localhost")
-        .map_err(|_| rustls::Error::General("name".into()))?;
-    let mut client = Connection::from(ClientConnection::new(Arc::new(client_config), name)?);
-    let mut server = Connection::from(ServerConnection::new(config)?);
-    for _ in 0..16 {
-        pump(&mut client, &mut server)?;
-        pump(&mut server, &mut client)?;
-        if !client.is_handshaking() && !server.is_handshaking() {
-            return Ok(());
-        }
-    }
-    Err(rustls::Error::General(
-        "warm-up handshake did not finish".into(),
-    ))
-}
-
-fn pump(from: &mut rustls::Connection, to: &mut rustls::Connection) -> Result<(), rustls::Error> {
-    let mut buffer = Vec::new();
-    while from.wants_write() {
-        from.write_tls(&mut buffer)
-            .map_err(|err| rustls::Error::General(err.to_string()))?;
-    }
-    let mut slice = buffer.as_slice();
-    while !slice.is_empty() {
-        to.read_tls(&mut slice)
-            .map_err(|err| rustls::Error::General(err.to_string()))?;
-        to.process_new_packets()?;
-    }
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+    let name = rustls_pki_types::ServerName::try_from("localhost")?;
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let (client, server) = tokio::join!(
+        connector.connect(name, client),
+        tokio_rustls::TlsAcceptor::from(config).accept(server)
+    );
+    client?;
+    server?;
     Ok(())
 }
 
@@ -420,8 +400,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_warm_up_handshake_completes() {
+    #[tokio::test]
+    async fn the_warm_up_handshake_completes() {
         let key = rcgen::KeyPair::generate().unwrap();
         let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         let cert = params.self_signed(&key).unwrap();
@@ -435,6 +415,6 @@ mod tests {
         let loaded = parse_cert(pems.0.as_bytes(), pems.1.as_bytes(), &provider).unwrap();
         let resolver = Arc::new(CertResolver(ArcSwap::from(loaded.certified)));
         let config = server_config(&args, &provider, resolver, None).unwrap();
-        warm_up(config, &provider).unwrap();
+        warm_up(config, &provider).await.unwrap();
     }
 }
