@@ -539,8 +539,7 @@ pub fn error_verdict(code: u16, reason: &str, message: impl Into<String>) -> Ver
             message: message.into(),
             details: None,
         }),
-        warnings: Vec::new(),
-        patch: None,
+        ..Verdict::default()
     }
 }
 
