@@ -85,11 +85,8 @@ pub(crate) fn select_cipher_suites(
     for name in names.iter().filter(|name| !name.trim().is_empty()) {
         let wanted = canonical_suite_name(name);
         match all.iter().find(|suite| rustls_name(suite) == wanted) {
-            Some(suite) => {
-                if !chosen.iter().any(|c| c.suite() == suite.suite()) {
-                    chosen.push(*suite);
-                }
-            }
+            Some(suite) if !chosen.contains(suite) => chosen.push(*suite),
+            Some(_) => {}
             None if wanted.starts_with("TLS_") && wanted.contains("_WITH_") => {
                 skipped.push(name.trim());
             }
@@ -105,29 +102,22 @@ pub(crate) fn select_cipher_suites(
             "ignoring TLS cipher suites that rustls does not implement (not AEAD or no forward secrecy)"
         );
     }
-    let has_tls13 = chosen
-        .iter()
-        .any(|s| s.version() == &rustls::version::TLS13);
-    let mut suites: Vec<SupportedCipherSuite> = all
-        .iter()
-        .filter(|s| s.version() == &rustls::version::TLS13)
-        .filter(|s| !has_tls13 || chosen.iter().any(|c| c.suite() == s.suite()))
+    let is_tls13 = |s: &&SupportedCipherSuite| s.version() == &rustls::version::TLS13;
+    let (tls13, tls12): (Vec<_>, Vec<_>) = chosen.into_iter().partition(|s| is_tls13(&s));
+    // TLS 1.3 names restrict TLS 1.3; without them, all of its suites stay.
+    let tls13: Vec<_> = (all.iter().filter(is_tls13))
+        .filter(|s| tls13.is_empty() || tls13.contains(s))
         .copied()
         .collect();
-    let tls12: Vec<SupportedCipherSuite> = chosen
-        .iter()
-        .filter(|s| s.version() == &rustls::version::TLS12)
-        .copied()
-        .collect();
-    if min_version == TlsMinVersion::Tls12 {
-        if tls12.is_empty() {
-            bail!(
-                "--tls-cipher-suites leaves no usable TLS 1.2 cipher suite (use --tls-min-version TLS13 for TLS 1.3 only)"
-            );
-        }
-        suites.extend(tls12);
+    if min_version == TlsMinVersion::Tls13 {
+        return Ok(tls13);
     }
-    Ok(suites)
+    if tls12.is_empty() {
+        bail!(
+            "--tls-cipher-suites leaves no usable TLS 1.2 cipher suite (use --tls-min-version TLS13 for TLS 1.3 only)"
+        );
+    }
+    Ok([tls13, tls12].concat())
 }
 
 /// The listener's crypto provider, restricted to the chosen suites: aws-lc-rs
