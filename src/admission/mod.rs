@@ -68,12 +68,7 @@ pub struct ServeArgs {
     #[arg(long, env = "METAL3_DATAIMAGE_CLIENT_CA_FILE")]
     pub client_ca_file: Option<PathBuf>,
     /// Lowest TLS version accepted.
-    #[arg(
-        long,
-        env = "METAL3_DATAIMAGE_TLS_MIN_VERSION",
-        value_enum,
-        default_value = "TLS12"
-    )]
+    #[arg(long, env = "METAL3_DATAIMAGE_TLS_MIN_VERSION", value_enum, default_value_t = TlsMinVersion::Tls12)]
     pub tls_min_version: TlsMinVersion,
     /// Comma-separated IANA cipher suite names for TLS 1.2 (TLS 1.3 suites stay
     /// enabled unless listed); empty: rustls' AEAD suites.
@@ -125,12 +120,7 @@ pub struct ServeArgs {
     #[arg(long, env = "METAL3_DATAIMAGE_CERT_POLL_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub cert_poll_interval: Duration,
     /// Log format.
-    #[arg(
-        long,
-        env = "METAL3_DATAIMAGE_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
+    #[arg(long, env = "METAL3_DATAIMAGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
