@@ -382,17 +382,13 @@ fn log_review(webhook: Webhook, review: &Review<'_>, verdict: &Verdict, started:
         || verdict
             .warnings
             .iter()
-            .any(|w| !w.ends_with(NO_CLUSTER_ACCESS))
+            .any(|w| !w.ends_with(secrets::NO_CLUSTER_ACCESS))
     {
         review_event!(info);
     } else {
         review_event!(debug);
     }
 }
-
-/// The end of the warning for a Secret that could not be checked because the
-/// webhook runs without cluster access (the reason `serve` gives then).
-const NO_CLUSTER_ACCESS: &str = "could not be checked: the webhook has no cluster access";
 
 fn is_json(headers: &HeaderMap) -> bool {
     headers
@@ -542,9 +538,7 @@ mod tests {
     fn state() -> AppState {
         AppState::new(
             Policy::default(),
-            Arc::new(NoClusterAccess {
-                reason: "test".into(),
-            }),
+            Arc::new(NoClusterAccess),
             Duration::from_secs(1),
             Metrics::default(),
         )
@@ -587,15 +581,13 @@ mod tests {
         assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
     }
 
-    /// The warning `log_review` keeps at debug is the one `serve` gives
-    /// without cluster access (its reason is set in `admission::serve`).
+    /// The warnings `log_review` keeps at debug end with the reason
+    /// `NoClusterAccess` gives.
     #[tokio::test]
     async fn no_cluster_access_warning_is_recognised() {
         let state = AppState::new(
             Policy::default(),
-            Arc::new(NoClusterAccess {
-                reason: "the webhook has no cluster access".into(),
-            }),
+            Arc::new(NoClusterAccess),
             Duration::from_secs(1),
             Metrics::default(),
         );
@@ -611,7 +603,10 @@ mod tests {
         assert!(!warnings.is_empty(), "{answer}");
         for warning in warnings {
             assert!(
-                warning.as_str().unwrap().ends_with(NO_CLUSTER_ACCESS),
+                warning
+                    .as_str()
+                    .unwrap()
+                    .ends_with(secrets::NO_CLUSTER_ACCESS),
                 "{warning}"
             );
         }

@@ -194,9 +194,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         Err(err) => {
             tracing::info!(error = %err, "no cluster access: referenced Secrets are treated as unknown");
-            Arc::new(NoClusterAccess {
-                reason: "the webhook has no cluster access".to_string(),
-            })
+            Arc::new(NoClusterAccess)
         }
     };
 

@@ -891,9 +891,7 @@ async fn post_review(path: &str, fixture: &str) -> (u16, Value) {
     use tower::ServiceExt as _;
     let state = metal3_dataimage::admission::handler::AppState::new(
         metal3_dataimage::rules::Policy::default(),
-        std::sync::Arc::new(metal3_dataimage::admission::secrets::NoClusterAccess {
-            reason: "test".into(),
-        }),
+        std::sync::Arc::new(metal3_dataimage::admission::secrets::NoClusterAccess),
         std::time::Duration::from_secs(1),
         metal3_dataimage::admission::metrics::Metrics::register(
             &mut prometheus_client::registry::Registry::default(),

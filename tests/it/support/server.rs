@@ -148,9 +148,7 @@ impl SecretSource for StaticSecrets {
 }
 
 pub(crate) fn no_cluster() -> SharedSecretSource {
-    Arc::new(NoClusterAccess {
-        reason: "no cluster in tests".into(),
-    })
+    Arc::new(NoClusterAccess)
 }
 
 /// Plain settings: certificate files in a temp dir, loopback, ephemeral port.
