@@ -18,8 +18,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::decoded::Inner;
-use super::{Operation, Policy, ReviewInput, Verdict};
+use super::{Inner, Operation, Policy, ReviewInput, Verdict};
 use crate::model::{BareMetalHost, DataImageInput};
 
 /// The mutating webhook's decision: defaults plus field preservation.
@@ -32,7 +31,7 @@ pub fn mutate(
     policy: &Policy,
 ) -> Verdict {
     let mut ops = Vec::new();
-    if let (Operation::Create | Operation::Update, Inner::Host { new, .. }) =
+    if let (Operation::Create | Operation::Update, Inner::Host { new }) =
         (input.operation, &decoded.inner)
     {
         let operator = policy.operator_users.iter().any(|u| u == input.user);
@@ -41,17 +40,16 @@ pub fn mutate(
             None => main_resource_ops(new, restore.then_some(old), &mut ops),
             Some("status") => {
                 if restore && !new.has_status_data_image() {
-                    restore_ops(old, Part::Status, new.status.is_some(), &mut ops);
+                    let paths = ("/status", "/status/dataImage");
+                    restore_ops(old.status.as_ref(), paths, new.status.is_some(), &mut ops);
                 }
             }
             Some(_) => {}
         }
     }
     Verdict {
-        allowed: true,
-        status: None,
-        warnings: Vec::new(),
         patch: (!ops.is_empty()).then_some(Patch(ops)),
+        ..Verdict::allow(Vec::new())
     }
 }
 
@@ -66,7 +64,8 @@ fn main_resource_ops(
     if let Some(old) = restore
         && effective.is_none()
     {
-        effective = restore_ops(old, Part::Spec, new.spec.is_some(), ops);
+        let paths = ("/spec", "/spec/dataImage");
+        effective = restore_ops(old.spec.as_ref(), paths, new.spec.is_some(), ops);
     }
     // The default belongs to url; an image built from contentFrom is not
     // fetched (and rule 13 forbids the field there).
@@ -78,12 +77,6 @@ fn main_resource_ops(
             Value::Bool(false),
         ));
     }
-}
-
-#[derive(Clone, Copy)]
-enum Part {
-    Spec,
-    Status,
 }
 
 /// `spec.dataImage` and `status.dataImage` of oldObject, verbatim (unknown
@@ -112,31 +105,20 @@ impl OldDataImages {
             .and_then(|raw| serde_json::from_str(raw.get()).ok())
             .unwrap_or_default()
     }
-
-    fn get(&self, part: Part) -> Option<&RawValue> {
-        match part {
-            Part::Spec => self.spec.as_ref(),
-            Part::Status => self.status.as_ref(),
-        }?
-        .data_image
-        .as_deref()
-    }
 }
 
-/// Adds the operations that copy `<part>.dataImage` from oldObject into the
-/// new object, and returns it typed (for defaulting) when it is an object.
+/// Adds the operations that copy `<part>.dataImage` from oldObject (`old`,
+/// its `<part>`) into the new object, and returns it typed (for defaulting)
+/// when it is an object. `paths`: the JSON Pointers of `<part>` and of
+/// `<part>/dataImage`.
 fn restore_ops(
-    old: &OldDataImages,
-    part: Part,
+    old: Option<&OldPart>,
+    (part_path, field_path): (&'static str, &'static str),
     new_has_part: bool,
     ops: &mut Vec<PatchOperation>,
 ) -> Option<DataImageInput> {
-    let raw = old.get(part)?;
+    let raw = old?.data_image.as_deref()?;
     let value: Value = serde_json::from_str(raw.get()).ok()?;
-    let (part_path, field_path) = match part {
-        Part::Spec => ("/spec", "/spec/dataImage"),
-        Part::Status => ("/status", "/status/dataImage"),
-    };
     let typed = DataImageInput::deserialize(&value).ok();
     if new_has_part {
         ops.push(add(field_path, value));

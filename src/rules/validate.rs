@@ -1,12 +1,11 @@
 //! The validating path: rules 1-16 in a fixed order, warnings, ratcheting.
 
 use super::content_rules;
-use super::decoded::Inner;
 use super::field_error::{FieldError, invalid_message};
 use super::host_rules::{self, CREDENTIALS_FIELD, SecretFinding};
 use super::url_rules::{self, HttpScheme};
 use super::{
-    DenyStatus, Operation, Policy, ResourceKind, ReviewInput, SecretLookup, StatusCause,
+    DenyStatus, Inner, Operation, Policy, ResourceKind, ReviewInput, SecretLookup, StatusCause,
     StatusDetails, Verdict,
 };
 use crate::model::{BareMetalHost, GROUP, UpstreamDataImage};
@@ -41,32 +40,18 @@ pub fn validate(
         // Status writes cannot change spec (the API server resets it).
         || input.sub_resource.is_some()
     {
-        return allow(Vec::new());
+        return Verdict::allow(Vec::new());
     }
-    let quiet = policy.operator_users.iter().any(|u| u == input.user);
-    let verdict = match &decoded.inner {
-        Inner::Nothing => allow(Vec::new()),
+    let mut verdict = match &decoded.inner {
+        Inner::Nothing => Verdict::allow(Vec::new()),
         Inner::Invalid { field, message } => bad_request(input, decoded, field, message),
         Inner::Host { new } => judge_host(input, new, secret, policy),
         Inner::DataImage { new } => judge_data_image(input, new),
     };
-    if quiet {
-        Verdict {
-            warnings: Vec::new(),
-            ..verdict
-        }
-    } else {
-        verdict
+    if policy.operator_users.iter().any(|u| u == input.user) {
+        verdict.warnings.clear();
     }
-}
-
-fn allow(warnings: Vec<String>) -> Verdict {
-    Verdict {
-        allowed: true,
-        status: None,
-        warnings,
-        patch: None,
-    }
+    verdict
 }
 
 /// The object's name for messages: `request.name`, else `metadata.name`,
@@ -111,12 +96,9 @@ fn judge_host(
     secret: &SecretLookup,
     policy: &Policy,
 ) -> Verdict {
-    if new.is_being_deleted() {
-        return allow(Vec::new());
-    }
-    let Some(data_image) = new.data_image() else {
-        // Without dataImage the host's fields belong to the operator's webhook.
-        return allow(Vec::new());
+    // Without dataImage the host's fields belong to the operator's webhook.
+    let Some(data_image) = new.data_image().filter(|_| !new.is_being_deleted()) else {
+        return Verdict::allow(Vec::new());
     };
     let mut findings = Findings::default();
 
@@ -145,18 +127,14 @@ fn judge_host(
 
     // Rules 8-9 (credentialsName is forbidden with contentFrom: rule 13).
     if let Some(name) = data_image.credentials_name.as_deref().filter(|_| !content) {
-        let name_errors = host_rules::check_secret_name(name);
-        let name_ok = name_errors.is_empty();
-        findings.add(name_errors, DependsOn::DataImageOnly);
-        if name_ok {
-            match host_rules::check_secret(name, input.namespace, secret) {
-                SecretFinding::Ok => {}
-                SecretFinding::Violation(e) => findings.add([e], DependsOn::DataImageOnly),
-                SecretFinding::Unverified { error, warning } => {
-                    findings.unverified(error, warning, policy);
-                }
-            }
+        let name_errors = host_rules::check_secret_name(CREDENTIALS_FIELD, name);
+        if name_errors.is_empty() {
+            findings.secret(
+                host_rules::check_secret(name, input.namespace, secret),
+                policy,
+            );
         }
+        findings.add(name_errors, DependsOn::DataImageOnly);
     }
 
     // Rules 14-16: the contentFrom Secret and the label.
@@ -170,11 +148,7 @@ fn judge_host(
         );
         if let Some(name) = data_image.content_secret().filter(|_| name_ok) {
             let found = content_rules::check_content_secret(name, input.namespace, secret);
-            findings.add(found.errors, DependsOn::DataImageOnly);
-            if let Some((error, warning)) = found.unverified {
-                findings.unverified(error, warning, policy);
-            }
-            findings.warnings.extend(found.warnings);
+            findings.secret(found, policy);
         }
     }
 
@@ -230,7 +204,7 @@ fn judge_host(
 
 fn judge_data_image(input: &ReviewInput<'_>, new: &UpstreamDataImage) -> Verdict {
     if new.metadata.deletion_timestamp.is_some() {
-        return allow(Vec::new());
+        return Verdict::allow(Vec::new());
     }
     let url_of = |d: &UpstreamDataImage| d.spec.as_ref().and_then(|s| s.url.clone());
     let new_url = url_of(new);
@@ -263,14 +237,18 @@ impl Findings {
             .extend(errors.into_iter().map(|e| (e, depends)));
     }
 
-    /// A Secret that could not be checked: denied under `strict_secrets`,
-    /// else a warning.
-    fn unverified(&mut self, error: FieldError, warning: String, policy: &Policy) {
-        if policy.strict_secrets {
-            self.add([error], DependsOn::DataImageOnly);
-        } else {
-            self.warnings.push(warning);
+    /// What a looked-up Secret says; one that could not be checked is
+    /// denied under `strict_secrets`, else a warning.
+    fn secret(&mut self, found: SecretFinding, policy: &Policy) {
+        self.add(found.errors, DependsOn::DataImageOnly);
+        match found.unverified {
+            Some((error, _)) if policy.strict_secrets => {
+                self.add([error], DependsOn::DataImageOnly);
+            }
+            Some((_, warning)) => self.warnings.push(warning),
+            None => {}
         }
+        self.warnings.extend(found.warnings);
     }
 
     fn finish(
@@ -297,7 +275,7 @@ impl Findings {
         }
         warnings.extend(self.warnings);
         if denials.is_empty() {
-            return allow(warnings);
+            return Verdict::allow(warnings);
         }
         let message = invalid_message(kind.as_str(), GROUP, name, &denials);
         let causes = denials.into_iter().map(|e| StatusCause {
@@ -333,7 +311,6 @@ fn deny(
                 causes,
             }),
         }),
-        warnings: Vec::new(),
-        patch: None,
+        ..Verdict::default()
     }
 }
