@@ -282,12 +282,12 @@ fn parse_text(text: &str) -> Result<Vec<Value>, String> {
         })
 }
 
-/// A Secret's name, namespace and every key with its decoded value.
+/// A Secret's name, namespace and keys.
 #[derive(Debug)]
 struct SecretEntry {
     name: String,
     namespace: Option<String>,
-    values: BTreeMap<String, Vec<u8>>,
+    keys: SecretLookup,
 }
 
 /// `Ok(None)` when the document is not a Secret.
@@ -319,10 +319,11 @@ fn secret_entry(doc: &Document) -> Result<Option<SecretEntry>, String> {
     }
     let string_data = secret.string_data.into_iter().flatten();
     values.extend(string_data.filter_map(|(key, plain)| Some((key, plain?.into_bytes()))));
+    let keys = SecretLookup::from_entries(values.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
     Ok(Some(SecretEntry {
         namespace: doc.header.metadata.namespace.clone(),
         name,
-        values,
+        keys,
     }))
 }
 
@@ -369,9 +370,7 @@ fn judge(
                         || s.namespace.as_deref() == Some(namespace))
             });
             match found {
-                Some(s) => SecretLookup::from_entries(
-                    s.values.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
-                ),
+                Some(s) => s.keys.clone(),
                 None if secrets_given || policy.strict_secrets => SecretLookup::NotFound,
                 None => SecretLookup::NotNeeded,
             }
