@@ -5,9 +5,7 @@
 
 use super::SecretLookup;
 use super::field_error::{FieldError, go_quote};
-use super::host_rules::{
-    CREDENTIALS_FIELD, DATA_IMAGE_FIELD, SecretFinding, check_secret_name, unverified_secret,
-};
+use super::host_rules::{CREDENTIALS_FIELD, DATA_IMAGE_FIELD, SecretFinding, check_secret_name};
 use crate::model::DataImageInput;
 use crate::staging::config_iso;
 
@@ -78,10 +76,8 @@ pub fn check_volume_label(data_image: &DataImageInput) -> Option<FieldError> {
 /// Rule 16: what the looked-up contentFrom Secret `name` says.
 pub fn check_content_secret(name: &str, namespace: &str, lookup: &SecretLookup) -> SecretFinding {
     let consequence = "the ISO cannot be built";
-    let mut finding = SecretFinding {
-        unverified: unverified_secret(CONTENT_SECRET_FIELD, name, namespace, lookup, consequence),
-        ..SecretFinding::default()
-    };
+    let mut finding =
+        SecretFinding::new(CONTENT_SECRET_FIELD, name, namespace, lookup, consequence);
     let SecretLookup::Keys(keys) = lookup else {
         return finding;
     };

@@ -76,10 +76,7 @@ pub struct SecretFinding {
 /// Rule 9: what the looked-up Secret `name` (in `namespace`) says.
 pub fn check_secret(name: &str, namespace: &str, lookup: &SecretLookup) -> SecretFinding {
     let consequence = "the image cannot be attached";
-    let mut finding = SecretFinding {
-        unverified: unverified_secret(CREDENTIALS_FIELD, name, namespace, lookup, consequence),
-        ..SecretFinding::default()
-    };
+    let mut finding = SecretFinding::new(CREDENTIALS_FIELD, name, namespace, lookup, consequence);
     if let SecretLookup::Keys(keys) = lookup {
         let missing: Vec<String> = ["username", "password"]
             .into_iter()
@@ -100,34 +97,51 @@ pub fn check_secret(name: &str, namespace: &str, lookup: &SecretLookup) -> Secre
     finding
 }
 
-/// A Secret that is missing or could not be read: the error (denied under
-/// `strict_secrets`) and the warning (otherwise); `None` when it was found or
-/// not needed. `consequence` says what waits for the Secret.
-pub(super) fn unverified_secret(
-    field: &str,
-    name: &str,
-    namespace: &str,
-    lookup: &SecretLookup,
-    consequence: &str,
-) -> Option<(FieldError, String)> {
-    let (secret, ns) = (go_quote(name), go_quote(namespace));
-    match lookup {
-        SecretLookup::NotFound => Some((
-            FieldError::invalid(field, name, &format!("Secret not found in namespace {ns}")),
-            format!(
-                "{field}: Secret {secret} does not exist (yet) in namespace {ns}; {consequence} \
-                 until it does"
-            ),
-        )),
-        SecretLookup::Unknown { reason } => Some((
-            FieldError::invalid(
-                field,
-                name,
-                &format!("the Secret could not be checked: {reason}"),
-            ),
-            format!("{field}: Secret {secret} could not be checked: {reason}"),
-        )),
-        SecretLookup::NotNeeded | SecretLookup::Keys(_) => None,
+impl SecretFinding {
+    /// The finding for a lookup of the Secret `name` at `field` before its
+    /// keys are judged: a Secret that is missing or could not be read is
+    /// `unverified` (the error for `strict_secrets`, else the warning);
+    /// `consequence` says what waits for it.
+    pub(super) fn new(
+        field: &str,
+        name: &str,
+        namespace: &str,
+        lookup: &SecretLookup,
+        consequence: &str,
+    ) -> Self {
+        let unverified = match lookup {
+            SecretLookup::NotFound => {
+                let ns = go_quote(namespace);
+                Some((
+                    FieldError::invalid(
+                        field,
+                        name,
+                        &format!("Secret not found in namespace {ns}"),
+                    ),
+                    format!(
+                        "{field}: Secret {} does not exist (yet) in namespace {ns}; {consequence} \
+                         until it does",
+                        go_quote(name)
+                    ),
+                ))
+            }
+            SecretLookup::Unknown { reason } => Some((
+                FieldError::invalid(
+                    field,
+                    name,
+                    &format!("the Secret could not be checked: {reason}"),
+                ),
+                format!(
+                    "{field}: Secret {} could not be checked: {reason}",
+                    go_quote(name)
+                ),
+            )),
+            SecretLookup::NotNeeded | SecretLookup::Keys(_) => None,
+        };
+        Self {
+            unverified,
+            ..Self::default()
+        }
     }
 }
 
