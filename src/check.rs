@@ -247,9 +247,9 @@ fn load_documents(
                     "{source}: document {index} is not a mapping (a Kubernetes object)"
                 ));
             }
+            let header = Header::deserialize(&item).unwrap_or_default();
             let json = serde_json::value::to_raw_value(&item)
                 .map_err(|e| format!("{source}: document {index}: {e}"))?;
-            let header = serde_json::from_str(json.get()).unwrap_or_default();
             docs.push(Document {
                 source: source.clone(),
                 index,

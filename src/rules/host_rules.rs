@@ -109,37 +109,23 @@ impl SecretFinding {
         lookup: &SecretLookup,
         consequence: &str,
     ) -> Self {
-        let unverified = match lookup {
+        let (error, warning) = match lookup {
             SecretLookup::NotFound => {
                 let ns = go_quote(namespace);
-                Some((
-                    FieldError::invalid(
-                        field,
-                        name,
-                        &format!("Secret not found in namespace {ns}"),
-                    ),
-                    format!(
-                        "{field}: Secret {} does not exist (yet) in namespace {ns}; {consequence} \
-                         until it does",
-                        go_quote(name)
-                    ),
-                ))
+                (
+                    format!("Secret not found in namespace {ns}"),
+                    format!("does not exist (yet) in namespace {ns}; {consequence} until it does"),
+                )
             }
-            SecretLookup::Unknown { reason } => Some((
-                FieldError::invalid(
-                    field,
-                    name,
-                    &format!("the Secret could not be checked: {reason}"),
-                ),
-                format!(
-                    "{field}: Secret {} could not be checked: {reason}",
-                    go_quote(name)
-                ),
-            )),
-            SecretLookup::NotNeeded | SecretLookup::Keys(_) => None,
+            SecretLookup::Unknown { reason } => (
+                format!("the Secret could not be checked: {reason}"),
+                format!("could not be checked: {reason}"),
+            ),
+            SecretLookup::NotNeeded | SecretLookup::Keys(_) => return Self::default(),
         };
+        let warning = format!("{field}: Secret {} {warning}", go_quote(name));
         Self {
-            unverified,
+            unverified: Some((FieldError::invalid(field, name, &error), warning)),
             ..Self::default()
         }
     }

@@ -20,13 +20,6 @@ use super::field_error::{FieldError, go_quote};
 /// Longest accepted URL (rule 6), in characters.
 const MAX_URL_CHARS: usize = 2048;
 
-/// The scheme of a URL that passed rules 1-7.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HttpScheme {
-    Http,
-    Https,
-}
-
 /// What the URL rules found.
 #[derive(Debug, Default)]
 pub struct UrlReport {
@@ -34,8 +27,8 @@ pub struct UrlReport {
     /// Warnings about the URL alone (`.iso`, fragment); only for URLs
     /// without errors.
     pub warnings: Vec<String>,
-    /// Set when the URL has no errors.
-    pub scheme: Option<HttpScheme>,
+    /// The URL has no errors and its scheme is http (not https).
+    pub plain_http: bool,
 }
 
 /// Runs rules 1-7 on `value` (the field at `field`), plus the URL warnings.
@@ -91,17 +84,13 @@ pub fn check_url(field: &str, value: Option<&str>, credentials_hint: &str) -> Ur
     };
 
     // Rule 3.
-    let scheme = match url.scheme() {
-        "http" => Some(HttpScheme::Http),
-        "https" => Some(HttpScheme::Https),
-        _ => None,
-    };
-    if scheme.is_none() {
+    let http_or_https = matches!(url.scheme(), "http" | "https");
+    if !http_or_https {
         report.errors.push(invalid("scheme must be http or https"));
     }
 
     // Rule 4 (an http(s) URL without a host fails to parse above).
-    if scheme.is_some() {
+    if http_or_https {
         if url.host_str().is_none_or(str::is_empty) {
             report.errors.push(invalid("host must not be empty"));
         }
@@ -125,14 +114,12 @@ pub fn check_url(field: &str, value: Option<&str>, credentials_hint: &str) -> Ur
     }
 
     // Rule 7.
-    if scheme.is_some()
-        && let Some(detail) = repair(raw, &url)
-    {
+    if http_or_https && let Some(detail) = repair(raw, &url) {
         report.errors.push(invalid(&detail));
     }
 
     if report.errors.is_empty() {
-        report.scheme = scheme;
+        report.plain_http = url.scheme() == "http";
         if !url.path().to_ascii_lowercase().ends_with(".iso") {
             report.warnings.push(format!(
                 "{field}: the path does not end in .iso; only ISO 9660 images can be attached \
@@ -292,7 +279,6 @@ mod tests {
     fn ok(url: &str) {
         let report = check_url(FIELD, Some(url), HINT);
         assert!(report.errors.is_empty(), "{url}: {:?}", report.errors);
-        assert!(report.scheme.is_some());
     }
 
     fn denied(url: &str, needle: &str) {

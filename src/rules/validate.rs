@@ -3,7 +3,7 @@
 use super::content_rules;
 use super::field_error::{FieldError, invalid_message};
 use super::host_rules::{self, CREDENTIALS_FIELD, SecretFinding};
-use super::url_rules::{self, HttpScheme};
+use super::url_rules;
 use super::{
     DenyStatus, Inner, Operation, Policy, ResourceKind, ReviewInput, SecretLookup, StatusCause,
     StatusDetails, Verdict,
@@ -164,7 +164,7 @@ fn judge_host(
 
     // Warnings.
     findings.warnings.extend(url.warnings);
-    if url.scheme == Some(HttpScheme::Http) {
+    if url.plain_http {
         if data_image.disable_certificate_verification == Some(true) {
             findings.warnings.push(
                 "spec.dataImage.disableCertificateVerification: has no effect on an http URL"
