@@ -9,6 +9,7 @@ use super::{
     StatusDetails, Verdict,
 };
 use crate::model::{BareMetalHost, GROUP, UpstreamDataImage};
+use DependsOn::{AlsoBmcAddress, AlsoImageFormat, DataImageOnly};
 
 const HOST_URL_FIELD: &str = "spec.dataImage.url";
 const DATAIMAGE_URL_FIELD: &str = "spec.url";
@@ -103,13 +104,10 @@ fn judge_host(
     let mut findings = Findings::default();
 
     // Rule 12: exactly one source; rule 13: no fields of the other source.
-    findings.add(
-        content_rules::check_source(data_image),
-        DependsOn::DataImageOnly,
-    );
+    findings.add(content_rules::check_source(data_image), DataImageOnly);
     findings.add(
         content_rules::check_source_fields(data_image),
-        DependsOn::DataImageOnly,
+        DataImageOnly,
     );
     let content = data_image.content_from.is_some();
 
@@ -123,7 +121,7 @@ fn judge_host(
     } else {
         url_rules::UrlReport::default()
     };
-    findings.add(url.errors, DependsOn::DataImageOnly);
+    findings.add(url.errors, DataImageOnly);
 
     // Rules 8-9 (credentialsName is forbidden with contentFrom: rule 13).
     if let Some(name) = data_image.credentials_name.as_deref().filter(|_| !content) {
@@ -134,18 +132,15 @@ fn judge_host(
                 policy,
             );
         }
-        findings.add(name_errors, DependsOn::DataImageOnly);
+        findings.add(name_errors, DataImageOnly);
     }
 
     // Rules 14-16: the contentFrom Secret and the label.
     if content {
         let name_errors = content_rules::check_content_secret_name(data_image);
         let name_ok = name_errors.is_empty();
-        findings.add(name_errors, DependsOn::DataImageOnly);
-        findings.add(
-            content_rules::check_volume_label(data_image),
-            DependsOn::DataImageOnly,
-        );
+        findings.add(name_errors, DataImageOnly);
+        findings.add(content_rules::check_volume_label(data_image), DataImageOnly);
         if let Some(name) = data_image.content_secret().filter(|_| name_ok) {
             let found = content_rules::check_content_secret(name, input.namespace, secret);
             findings.secret(found, policy);
@@ -155,11 +150,11 @@ fn judge_host(
     // Rules 10-11.
     findings.add(
         host_rules::check_image_format(new.image_format()),
-        DependsOn::AlsoImageFormat,
+        AlsoImageFormat,
     );
     findings.add(
         host_rules::check_bmc_address(new.bmc_address()),
-        DependsOn::AlsoBmcAddress,
+        AlsoBmcAddress,
     );
 
     // Warnings.
@@ -193,9 +188,9 @@ fn judge_host(
             .is_some_and(|o| o.same_for_rules(data_image));
         same_data_image
             && match depends {
-                DependsOn::DataImageOnly => true,
-                DependsOn::AlsoImageFormat => old.image_format() == new.image_format(),
-                DependsOn::AlsoBmcAddress => old.bmc_address() == new.bmc_address(),
+                DataImageOnly => true,
+                AlsoImageFormat => old.image_format() == new.image_format(),
+                AlsoBmcAddress => old.bmc_address() == new.bmc_address(),
             }
     };
     let name = display_name(input, new.metadata.name_or_generate_name());
@@ -214,7 +209,7 @@ fn judge_data_image(input: &ReviewInput<'_>, new: &UpstreamDataImage) -> Verdict
         new_url.as_deref(),
         "serve the image without credentials",
     );
-    findings.add(url.errors, DependsOn::DataImageOnly);
+    findings.add(url.errors, DataImageOnly);
     findings.warnings.extend(url.warnings);
     let old: Option<UpstreamDataImage> = findings.old_if_needed(input);
     let unchanged = |_: DependsOn| old.as_ref().is_some_and(|o| url_of(o) == new_url);
@@ -240,10 +235,10 @@ impl Findings {
     /// What a looked-up Secret says; one that could not be checked is
     /// denied under `strict_secrets`, else a warning.
     fn secret(&mut self, found: SecretFinding, policy: &Policy) {
-        self.add(found.errors, DependsOn::DataImageOnly);
+        self.add(found.errors, DataImageOnly);
         match found.unverified {
             Some((error, _)) if policy.strict_secrets => {
-                self.add([error], DependsOn::DataImageOnly);
+                self.add([error], DataImageOnly);
             }
             Some((_, warning)) => self.warnings.push(warning),
             None => {}
