@@ -193,16 +193,6 @@ impl Decoded {
             _ => None,
         }
     }
-
-    /// `metadata.name`, else `metadata.generateName` of the new object.
-    pub fn object_name(&self) -> Option<&str> {
-        let meta = match &self.inner {
-            Inner::Host { new } => &new.metadata,
-            Inner::DataImage { new } => &new.metadata,
-            _ => return None,
-        };
-        meta.name_or_generate_name()
-    }
 }
 
 impl SecretLookup {

@@ -45,7 +45,7 @@ pub fn validate(
     }
     let mut verdict = match &decoded.inner {
         Inner::Nothing => Verdict::allow(Vec::new()),
-        Inner::Invalid { field, message } => bad_request(input, decoded, field, message),
+        Inner::Invalid { field, message } => bad_request(input, field, message),
         Inner::Host { new } => judge_host(input, new, secret, policy),
         Inner::DataImage { new } => judge_data_image(input, new),
     };
@@ -66,13 +66,10 @@ fn display_name<'a>(input: &ReviewInput<'a>, decoded_name: Option<&'a str>) -> &
     }
 }
 
-fn bad_request(
-    input: &ReviewInput<'_>,
-    decoded: &super::Decoded,
-    field: &str,
-    message: &str,
-) -> Verdict {
-    let name = display_name(input, decoded.object_name());
+/// An object that does not decode: named by `request.name` alone (its
+/// metadata was not read).
+fn bad_request(input: &ReviewInput<'_>, field: &str, message: &str) -> Verdict {
+    let name = input.name;
     let at = if field.is_empty() {
         String::new()
     } else {
