@@ -19,7 +19,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::{Inner, Operation, Policy, ReviewInput, Verdict};
-use crate::model::{BareMetalHost, DataImageInput};
+use crate::model::DataImageInput;
 
 /// The mutating webhook's decision: defaults plus field preservation.
 /// `old`: what oldObject holds of `dataImage` ([`OldDataImages::from_raw`]
@@ -37,12 +37,24 @@ pub fn mutate(
         let operator = policy.operator_users.iter().any(|u| u == input.user);
         let restore = operator && input.operation == Operation::Update;
         match input.sub_resource {
-            None => main_resource_ops(new, restore.then_some(old), &mut ops),
-            Some("status") => {
-                if restore && !new.has_status_data_image() {
-                    let paths = ("/status", "/status/dataImage");
-                    restore_ops(old.status.as_ref(), paths, new.status.is_some(), &mut ops);
+            None => {
+                let mut effective = new.data_image().cloned();
+                if restore && effective.is_none() {
+                    let paths = ("/spec", "/spec/dataImage");
+                    effective = restore_ops(old.spec.as_ref(), paths, new.spec.is_some(), &mut ops);
                 }
+                // The default belongs to url; an image built from contentFrom
+                // is not fetched (and rule 13 forbids the field there).
+                if effective.is_some_and(|d| {
+                    d.disable_certificate_verification.is_none() && d.content_from.is_none()
+                }) {
+                    let path = "/spec/dataImage/disableCertificateVerification";
+                    ops.push(add(path, Value::Bool(false)));
+                }
+            }
+            Some("status") if restore && !new.has_status_data_image() => {
+                let paths = ("/status", "/status/dataImage");
+                restore_ops(old.status.as_ref(), paths, new.status.is_some(), &mut ops);
             }
             Some(_) => {}
         }
@@ -50,32 +62,6 @@ pub fn mutate(
     Verdict {
         patch: (!ops.is_empty()).then_some(Patch(ops)),
         ..Verdict::allow(Vec::new())
-    }
-}
-
-/// `restore`: oldObject's data images when the operator's write may have
-/// dropped `spec.dataImage`.
-fn main_resource_ops(
-    new: &BareMetalHost,
-    restore: Option<&OldDataImages>,
-    ops: &mut Vec<PatchOperation>,
-) {
-    let mut effective = new.data_image().cloned();
-    if let Some(old) = restore
-        && effective.is_none()
-    {
-        let paths = ("/spec", "/spec/dataImage");
-        effective = restore_ops(old.spec.as_ref(), paths, new.spec.is_some(), ops);
-    }
-    // The default belongs to url; an image built from contentFrom is not
-    // fetched (and rule 13 forbids the field there).
-    if effective
-        .is_some_and(|d| d.disable_certificate_verification.is_none() && d.content_from.is_none())
-    {
-        ops.push(add(
-            "/spec/dataImage/disableCertificateVerification",
-            Value::Bool(false),
-        ));
     }
 }
 
