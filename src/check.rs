@@ -171,7 +171,7 @@ fn check(args: &CheckArgs, read: &mut dyn FnMut(&Path) -> Result<String, String>
     let secrets_given = !args.secrets.is_empty();
     for doc in &documents {
         let judgement = judge(doc, old.as_ref(), &secrets, secrets_given, &policy);
-        if judgement.as_ref().is_some_and(|(v, _)| !v.allowed) && out.exit_code == EXIT_ADMITTED {
+        if judgement.as_ref().is_some_and(|v| !v.allowed) && out.exit_code == EXIT_ADMITTED {
             out.exit_code = EXIT_DENIED;
         }
         match args.output {
@@ -327,8 +327,8 @@ fn secret_entry(doc: &Document) -> Result<Option<SecretEntry>, String> {
     }))
 }
 
-/// A document's verdict and defaulting patch; `None` when it is skipped.
-type Judgement = Option<(Verdict, Option<json_patch::Patch>)>;
+/// A document's verdict (with the defaulting patch); `None` when it is skipped.
+type Judgement = Option<Verdict>;
 
 fn judge(
     doc: &Document,
@@ -376,10 +376,10 @@ fn judge(
             }
         }
     };
-    let verdict = rules::validate(&input, &decoded, &lookup, policy);
+    let mut verdict = rules::validate(&input, &decoded, &lookup, policy);
     let old = rules::OldDataImages::from_raw(input.old_object);
-    let patch = rules::mutate(&input, &decoded, &old, policy).patch;
-    Some((verdict, patch))
+    verdict.patch = rules::mutate(&input, &decoded, &old, policy).patch;
+    Some(verdict)
 }
 
 fn causes_of(verdict: &Verdict) -> &[StatusCause] {
@@ -398,7 +398,7 @@ fn render_text(doc: &Document, judgement: &Judgement) -> Vec<String> {
         Some(ns) => format!("{kind} {ns}/{name}"),
         None => format!("{kind} {name}"),
     };
-    let Some((verdict, _)) = judgement else {
+    let Some(verdict) = judgement else {
         return vec![format!(
             "{label}: skipped (not a metal3.io BareMetalHost or DataImage)"
         )];
@@ -427,14 +427,14 @@ fn render_json(doc: &Document, judgement: &Judgement) -> String {
         "name": meta.name_or_generate_name(),
         "skipped": judgement.is_none(),
     });
-    if let Some((verdict, patch)) = judgement {
+    if let Some(verdict) = judgement {
         let status = verdict.status.as_ref();
         line["allowed"] = json!(verdict.allowed);
         line["code"] = json!(status.map(|s| s.code));
         line["message"] = json!(status.map(|s| &s.message));
         line["causes"] = json!(causes_of(verdict));
         line["warnings"] = json!(verdict.warnings);
-        line["patch"] = patch.as_ref().map_or_else(|| json!([]), |p| json!(p));
+        line["patch"] = json!(verdict.patch.as_ref().map_or(&[][..], |p| p.0.as_slice()));
     }
     line.to_string()
 }
