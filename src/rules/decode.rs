@@ -80,20 +80,17 @@ pub fn decode_json_text<T: DeserializeOwned>(text: &str) -> Result<T, (String, S
     serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
         let field = if path == "." { String::new() } else { path };
-        (field, clean_message(&err.into_inner()))
+        // serde's message without position and backticks, with any URL
+        // userinfo masked (a type error may quote a string value).
+        let err = err.into_inner();
+        let mut text = err.to_string();
+        if err.line() > 0
+            && let Some(at) = text.rfind(" at line ")
+        {
+            text.truncate(at);
+        }
+        (field, redact_url(&text.replace('`', "")).into_owned())
     })
-}
-
-/// serde's message without position and backticks, with any URL userinfo
-/// masked (a type error may quote a string value).
-fn clean_message(err: &serde_json::Error) -> String {
-    let mut text = err.to_string();
-    if err.line() > 0
-        && let Some(at) = text.rfind(" at line ")
-    {
-        text.truncate(at);
-    }
-    redact_url(&text.replace('`', "")).into_owned()
 }
 
 #[cfg(test)]
