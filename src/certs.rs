@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -274,38 +274,24 @@ fn check_serving_cert(
     Ok(())
 }
 
-/// Serial number and expiry of a PEM certificate, for log lines.
-fn describe_cert(cert_pem: &str) -> anyhow::Result<String> {
-    let der = der(cert_pem)?;
-    let cert = parse(&der)?;
-    Ok(format!(
-        "serial {} expires {}",
-        cert.raw_serial_as_string(),
-        cert.validity().not_after
-    ))
-}
-
 /// Write `contents` to `path` through a temporary file and a rename, so a
 /// reader never sees half a file; private files are created mode 0600.
 fn write_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
-    let file_name = path
-        .file_name()
-        .and_then(|name| name.to_str())
-        .unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
-    let _ = fs::remove_file(&tmp);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(if private { 0o600 } else { 0o644 })
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut file = tempfile::Builder::new()
+        .permissions(fs::Permissions::from_mode(if private {
+            0o600
+        } else {
+            0o644
+        }))
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    drop(file);
-    fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+        .and_then(|()| file.as_file().sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.persist(path)
+        .with_context(|| format!("renaming a temporary file to {}", path.display()))?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -442,10 +428,13 @@ pub fn run(args: CertsArgs) -> anyhow::Result<()> {
     for (file, contents) in render_component(&args.namespace, &ca.cert_pem) {
         write_file(&out.join(file), contents.as_bytes(), false)?;
     }
+    let serving_der = der(&serving.cert_pem)?;
+    let cert = parse(&serving_der)?;
     println!(
-        "wrote a serving certificate for {} ({}) to {}",
+        "wrote a serving certificate for {} (serial {} expires {}) to {}",
         names.join(", "),
-        describe_cert(&serving.cert_pem)?,
+        cert.raw_serial_as_string(),
+        cert.validity().not_after,
         out.join(TLS_CERT_FILE).display()
     );
     println!(
@@ -473,6 +462,10 @@ fn reuse_ca(dir: &Path, until: SystemTime) -> Option<KeyedCert> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(std::string::ToString::to_string).collect()
@@ -576,7 +569,7 @@ mod tests {
             )
             .is_err()
         );
-        assert!(describe_cert("not a certificate").is_err());
+        assert!(der("not a certificate").is_err());
     }
 
     #[test]
@@ -595,28 +588,12 @@ mod tests {
             SystemTime::now() + DAY * 300,
         )
         .unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            assert_eq!(
-                fs::metadata(&first.key).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
-        }
+        assert_eq!(mode(&first.key), 0o600);
 
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            fs::set_permissions(&first.key, fs::Permissions::from_mode(0o644)).unwrap();
-        }
+        fs::set_permissions(&first.key, fs::Permissions::from_mode(0o644)).unwrap();
         let second = ensure_dev_certs(dir.path()).unwrap();
         assert!(!second.generated);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = fs::metadata(&second.key).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600, "a reused key is made private");
-        }
+        assert_eq!(mode(&second.key), 0o600, "a reused key is made private");
         assert_eq!(
             fs::read_to_string(&second.cert).unwrap(),
             cert,
@@ -673,21 +650,16 @@ mod tests {
             SystemTime::now() + DAY * 28,
         )
         .unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            for key in [CA_KEY_FILE, TLS_KEY_FILE] {
-                assert_eq!(
-                    fs::metadata(args.out.join(key))
-                        .unwrap()
-                        .permissions()
-                        .mode()
-                        & 0o777,
-                    0o600,
-                    "{key}"
-                );
-            }
+        for key in [CA_KEY_FILE, TLS_KEY_FILE] {
+            assert_eq!(mode(&args.out.join(key)), 0o600, "{key}");
         }
+        // Public files: 0644 less the umask, which a plain new file shows.
+        let reference = dir.path().join("reference");
+        fs::write(&reference, "").unwrap();
+        assert_eq!(
+            mode(&args.out.join(TLS_CERT_FILE)),
+            mode(&reference) & 0o644
+        );
         let ca_before = read(CA_CERT_FILE);
         let cert_before = read(TLS_CERT_FILE);
         let bundle = base64::engine::general_purpose::STANDARD.encode(ca_before.as_bytes());

@@ -171,7 +171,7 @@ fn check(args: &CheckArgs, read: &mut dyn FnMut(&Path) -> Result<String, String>
     let secrets_given = !args.secrets.is_empty();
     for doc in &documents {
         let judgement = judge(doc, old.as_ref(), &secrets, secrets_given, &policy);
-        if judgement.as_ref().is_some_and(|(v, _)| !v.allowed) && out.exit_code == EXIT_ADMITTED {
+        if judgement.as_ref().is_some_and(|v| !v.allowed) && out.exit_code == EXIT_ADMITTED {
             out.exit_code = EXIT_DENIED;
         }
         match args.output {
@@ -247,9 +247,9 @@ fn load_documents(
                     "{source}: document {index} is not a mapping (a Kubernetes object)"
                 ));
             }
+            let header = Header::deserialize(&item).unwrap_or_default();
             let json = serde_json::value::to_raw_value(&item)
                 .map_err(|e| format!("{source}: document {index}: {e}"))?;
-            let header = serde_json::from_str(json.get()).unwrap_or_default();
             docs.push(Document {
                 source: source.clone(),
                 index,
@@ -282,12 +282,12 @@ fn parse_text(text: &str) -> Result<Vec<Value>, String> {
         })
 }
 
-/// A Secret's name, namespace and every key with its decoded value.
+/// A Secret's name, namespace and keys.
 #[derive(Debug)]
 struct SecretEntry {
     name: String,
     namespace: Option<String>,
-    values: BTreeMap<String, Vec<u8>>,
+    keys: SecretLookup,
 }
 
 /// `Ok(None)` when the document is not a Secret.
@@ -319,15 +319,16 @@ fn secret_entry(doc: &Document) -> Result<Option<SecretEntry>, String> {
     }
     let string_data = secret.string_data.into_iter().flatten();
     values.extend(string_data.filter_map(|(key, plain)| Some((key, plain?.into_bytes()))));
+    let keys = SecretLookup::from_entries(values.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
     Ok(Some(SecretEntry {
         namespace: doc.header.metadata.namespace.clone(),
         name,
-        values,
+        keys,
     }))
 }
 
-/// A document's verdict and defaulting patch; `None` when it is skipped.
-type Judgement = Option<(Verdict, Option<json_patch::Patch>)>;
+/// A document's verdict (with the defaulting patch); `None` when it is skipped.
+type Judgement = Option<Verdict>;
 
 fn judge(
     doc: &Document,
@@ -369,18 +370,16 @@ fn judge(
                         || s.namespace.as_deref() == Some(namespace))
             });
             match found {
-                Some(s) => SecretLookup::from_entries(
-                    s.values.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
-                ),
+                Some(s) => s.keys.clone(),
                 None if secrets_given || policy.strict_secrets => SecretLookup::NotFound,
                 None => SecretLookup::NotNeeded,
             }
         }
     };
-    let verdict = rules::validate(&input, &decoded, &lookup, policy);
+    let mut verdict = rules::validate(&input, &decoded, &lookup, policy);
     let old = rules::OldDataImages::from_raw(input.old_object);
-    let patch = rules::mutate(&input, &decoded, &old, policy).patch;
-    Some((verdict, patch))
+    verdict.patch = rules::mutate(&input, &decoded, &old, policy).patch;
+    Some(verdict)
 }
 
 fn causes_of(verdict: &Verdict) -> &[StatusCause] {
@@ -399,7 +398,7 @@ fn render_text(doc: &Document, judgement: &Judgement) -> Vec<String> {
         Some(ns) => format!("{kind} {ns}/{name}"),
         None => format!("{kind} {name}"),
     };
-    let Some((verdict, _)) = judgement else {
+    let Some(verdict) = judgement else {
         return vec![format!(
             "{label}: skipped (not a metal3.io BareMetalHost or DataImage)"
         )];
@@ -428,14 +427,14 @@ fn render_json(doc: &Document, judgement: &Judgement) -> String {
         "name": meta.name_or_generate_name(),
         "skipped": judgement.is_none(),
     });
-    if let Some((verdict, patch)) = judgement {
+    if let Some(verdict) = judgement {
         let status = verdict.status.as_ref();
         line["allowed"] = json!(verdict.allowed);
         line["code"] = json!(status.map(|s| s.code));
         line["message"] = json!(status.map(|s| &s.message));
         line["causes"] = json!(causes_of(verdict));
         line["warnings"] = json!(verdict.warnings);
-        line["patch"] = patch.as_ref().map_or_else(|| json!([]), |p| json!(p));
+        line["patch"] = json!(verdict.patch.as_ref().map_or(&[][..], |p| p.0.as_slice()));
     }
     line.to_string()
 }

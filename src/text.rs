@@ -35,7 +35,53 @@ pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> Vec<String
 
 #[cfg(test)]
 mod tests {
-    use super::truncate;
+    use super::{error_chain, truncate};
+    use std::fmt;
+
+    /// An error layer: its text and the layer it wraps.
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|inner| inner as _)
+        }
+    }
+
+    fn chain(texts: &[&'static str]) -> Layer {
+        let (outer, inner) = texts.split_first().expect("one layer");
+        Layer(outer, (!inner.is_empty()).then(|| Box::new(chain(inner))))
+    }
+
+    #[test]
+    fn error_chain_keeps_each_text_once_without_rustls_doc_links() {
+        let err = chain(&[
+            "error sending request for url (https://ironic:6385/v1/nodes)",
+            "client error (Connect)",
+            "invalid peer certificate: UnknownIssuer: \
+             https://docs.rs/rustls/latest/rustls/enum.CertificateError.html",
+            // Already said by the layer above: dropped.
+            "UnknownIssuer",
+        ]);
+        assert_eq!(
+            error_chain(&err),
+            [
+                "error sending request for url (https://ironic:6385/v1/nodes)",
+                "client error (Connect)",
+                "invalid peer certificate: UnknownIssuer",
+            ]
+        );
+        // An outer layer that quotes its source: the source is not repeated.
+        let err = chain(&["download failed: connection refused", "connection refused"]);
+        assert_eq!(error_chain(&err), ["download failed: connection refused"]);
+        assert_eq!(error_chain(&chain(&["only"])), ["only"]);
+    }
 
     #[test]
     fn cuts_on_a_character_boundary_within_the_byte_limit() {

@@ -220,15 +220,21 @@ mod tests {
                 },
             ])
         );
-        assert_eq!(summary.credentials(), Some((true, false)));
+        // Rule 9 reads the summary: the blank password is missing.
+        let rule_9 = |lookup: &SecretLookup| {
+            crate::rules::host_rules::check_secret("s", "ns", lookup).errors[0]
+                .message
+                .clone()
+        };
+        assert!(rule_9(&summary).ends_with("missing or empty: \"password\""));
         assert!(!format!("{summary:?}").contains("admin"), "no values kept");
         assert_eq!(
             summarize(&Secret::default()),
             SecretLookup::Keys(Vec::new())
         );
-        assert_eq!(
-            summarize(&Secret::default()).credentials(),
-            Some((false, false))
+        assert!(
+            rule_9(&summarize(&Secret::default()))
+                .ends_with("missing or empty: \"username\", \"password\"")
         );
     }
 

@@ -5,9 +5,7 @@
 
 use super::SecretLookup;
 use super::field_error::{FieldError, go_quote};
-use super::host_rules::{
-    CREDENTIALS_FIELD, DATA_IMAGE_FIELD, check_secret_name_at, unverified_secret,
-};
+use super::host_rules::{CREDENTIALS_FIELD, DATA_IMAGE_FIELD, SecretFinding, check_secret_name};
 use crate::model::DataImageInput;
 use crate::staging::config_iso;
 
@@ -57,104 +55,72 @@ pub fn check_source_fields(data_image: &DataImageInput) -> Vec<FieldError> {
     errors
 }
 
-/// Rule 14: `contentFrom.secretName` present and a DNS-1123 subdomain.
+/// Rule 14 (with contentFrom): `contentFrom.secretName` present and a
+/// DNS-1123 subdomain.
 pub fn check_content_secret_name(data_image: &DataImageInput) -> Vec<FieldError> {
-    if data_image.content_from.is_none() {
-        return Vec::new();
-    }
     match data_image.content_secret() {
         None | Some("") => vec![FieldError::required(CONTENT_SECRET_FIELD, "")],
-        Some(name) => check_secret_name_at(CONTENT_SECRET_FIELD, name),
+        Some(name) => check_secret_name(CONTENT_SECRET_FIELD, name),
     }
 }
 
-/// Rule 15: `volumeLabel`, when set, is a label the ISO can carry.
+/// Rule 15 (with contentFrom): `volumeLabel`, when set, is a label the ISO
+/// can carry.
 pub fn check_volume_label(data_image: &DataImageInput) -> Option<FieldError> {
     let label = data_image.volume_label.as_deref()?;
-    data_image.content_from.as_ref()?;
     config_iso::check_volume_label(label)
         .err()
         .map(|problem| FieldError::invalid(VOLUME_LABEL_FIELD, label, &problem.to_string()))
 }
 
-/// Rule 16's outcome for one lookup of the contentFrom Secret.
-#[derive(Debug, Default)]
-pub struct ContentFinding {
-    /// Always violations (no keys, keys that are no ISO file names).
-    pub errors: Vec<FieldError>,
-    /// A violation only under `strict_secrets`, a warning otherwise
-    /// (missing or unreadable Secret).
-    pub unverified: Option<(FieldError, String)>,
-    /// Admitted, but worth saying.
-    pub warnings: Vec<String>,
-}
-
 /// Rule 16: what the looked-up contentFrom Secret `name` says.
-pub fn check_content_secret(name: &str, namespace: &str, lookup: &SecretLookup) -> ContentFinding {
-    let mut finding = ContentFinding::default();
-    let secret = go_quote(name);
-    match lookup {
-        SecretLookup::NotNeeded => {}
-        SecretLookup::Keys(keys) => {
-            if keys.is_empty() {
-                finding.errors.push(FieldError::invalid(
-                    CONTENT_SECRET_FIELD,
-                    name,
-                    "the Secret has no keys; each key becomes a file of the ISO",
-                ));
-            }
-            for key in keys {
-                if let Err(problem) = config_iso::check_file_name(&key.name) {
-                    finding.errors.push(FieldError::invalid(
-                        CONTENT_SECRET_FIELD,
-                        name,
-                        &format!(
-                            "key {} cannot be a file name in the ISO: {problem}",
-                            go_quote(&key.name)
-                        ),
-                    ));
-                }
-            }
-            if keys.len() > config_iso::MAX_FILES {
-                finding.errors.push(FieldError::invalid(
-                    CONTENT_SECRET_FIELD,
-                    name,
-                    &format!(
-                        "the Secret has {} keys; at most {} files fit in the ISO",
-                        keys.len(),
-                        config_iso::MAX_FILES
-                    ),
-                ));
-            }
-            let total: usize = keys.iter().map(|k| k.size).sum();
-            if total > config_iso::MAX_TOTAL_SIZE {
-                finding.errors.push(FieldError::invalid(
-                    CONTENT_SECRET_FIELD,
-                    name,
-                    &format!(
-                        "the Secret's values add up to {total} bytes; at most {} are accepted",
-                        config_iso::MAX_TOTAL_SIZE
-                    ),
-                ));
-            }
-            for (i, a) in keys.iter().enumerate() {
-                for b in &keys[i + 1..] {
-                    if a.name.eq_ignore_ascii_case(&b.name) {
-                        finding.warnings.push(format!(
-                            "{CONTENT_SECRET_FIELD}: keys {} and {} of Secret {secret} differ only \
-                             in letter case; Windows reads ISO file names case-insensitively and \
-                             sees only one of them",
-                            go_quote(&a.name),
-                            go_quote(&b.name)
-                        ));
-                    }
-                }
-            }
+pub fn check_content_secret(name: &str, namespace: &str, lookup: &SecretLookup) -> SecretFinding {
+    let consequence = "the ISO cannot be built";
+    let mut finding =
+        SecretFinding::new(CONTENT_SECRET_FIELD, name, namespace, lookup, consequence);
+    let SecretLookup::Keys(keys) = lookup else {
+        return finding;
+    };
+    let invalid = |detail: &str| FieldError::invalid(CONTENT_SECRET_FIELD, name, detail);
+    if keys.is_empty() {
+        finding.errors.push(invalid(
+            "the Secret has no keys; each key becomes a file of the ISO",
+        ));
+    }
+    for key in keys {
+        if let Err(problem) = config_iso::check_file_name(&key.name) {
+            let key = go_quote(&key.name);
+            finding.errors.push(invalid(&format!(
+                "key {key} cannot be a file name in the ISO: {problem}"
+            )));
         }
-        SecretLookup::NotFound | SecretLookup::Unknown { .. } => {
-            let consequence = "the ISO cannot be built";
-            finding.unverified =
-                unverified_secret(CONTENT_SECRET_FIELD, name, namespace, lookup, consequence);
+    }
+    if keys.len() > config_iso::MAX_FILES {
+        finding.errors.push(invalid(&format!(
+            "the Secret has {} keys; at most {} files fit in the ISO",
+            keys.len(),
+            config_iso::MAX_FILES
+        )));
+    }
+    let total: usize = keys.iter().map(|k| k.size).sum();
+    if total > config_iso::MAX_TOTAL_SIZE {
+        finding.errors.push(invalid(&format!(
+            "the Secret's values add up to {total} bytes; at most {} are accepted",
+            config_iso::MAX_TOTAL_SIZE
+        )));
+    }
+    for (i, a) in keys.iter().enumerate() {
+        for b in keys[i + 1..]
+            .iter()
+            .filter(|b| a.name.eq_ignore_ascii_case(&b.name))
+        {
+            finding.warnings.push(format!(
+                "{CONTENT_SECRET_FIELD}: keys {} and {} of Secret {} differ only in letter \
+                 case; Windows reads ISO file names case-insensitively and sees only one of them",
+                go_quote(&a.name),
+                go_quote(&b.name),
+                go_quote(name)
+            ));
         }
     }
     finding
@@ -163,7 +129,7 @@ pub fn check_content_secret(name: &str, namespace: &str, lookup: &SecretLookup) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ContentFromInput;
+    use crate::model::dataimage::ContentFromInput;
 
     fn content(secret: Option<&str>) -> DataImageInput {
         DataImageInput {

@@ -5,27 +5,22 @@
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use super::decoded::Inner;
-use super::{Decoded, Operation, ResourceKind, ReviewInput, TypedObject};
-use crate::model::{BareMetalHost, UpstreamDataImage};
+use super::{Decoded, Inner, Operation, ResourceKind, ReviewInput, TypedObject};
 use crate::telemetry::redact_url;
 
 /// Reads only the fields the rules use from `input.object`/`old_object`.
 pub fn decode(input: &ReviewInput<'_>) -> Decoded {
-    let inner = match input.operation {
-        Operation::Delete | Operation::Connect => Inner::Nothing,
-        Operation::Create | Operation::Update => match present(input.object) {
-            None => Inner::Nothing,
-            Some(object) => match input.kind {
-                ResourceKind::BareMetalHost => match decode_json::<BareMetalHost>(object) {
-                    Ok(new) => Inner::Host { new: Box::new(new) },
-                    Err((field, message)) => Inner::Invalid { field, message },
-                },
-                ResourceKind::DataImage => match decode_json::<UpstreamDataImage>(object) {
-                    Ok(new) => Inner::DataImage { new: Box::new(new) },
-                    Err((field, message)) => Inner::Invalid { field, message },
-                },
-            },
+    fn typed<T: DeserializeOwned>(object: &RawValue, wrap: impl FnOnce(Box<T>) -> Inner) -> Inner {
+        match decode_json_text(object.get()) {
+            Ok(new) => wrap(Box::new(new)),
+            Err((field, message)) => Inner::Invalid { field, message },
+        }
+    }
+    let inner = match (input.operation, present(input.object)) {
+        (Operation::Delete | Operation::Connect, _) | (_, None) => Inner::Nothing,
+        (_, Some(object)) => match input.kind {
+            ResourceKind::BareMetalHost => typed(object, |new| Inner::Host { new }),
+            ResourceKind::DataImage => typed(object, |new| Inner::DataImage { new }),
         },
     };
     Decoded {
@@ -65,17 +60,13 @@ fn present(raw: Option<&RawValue>) -> Option<&RawValue> {
 /// object is then judged without ratcheting rather than denied for a stored
 /// object the user cannot fix).
 pub(super) fn decode_old<T: DeserializeOwned>(raw: Option<&RawValue>) -> Option<T> {
-    decode_json(present(raw)?).ok()
+    decode_json_text(present(raw)?.get()).ok()
 }
 
-/// Decodes `raw`, or returns the JSON path of the offending value (empty for
-/// the root) and a message without serde_json's line/column suffix.
-pub(crate) fn decode_json<T: DeserializeOwned>(raw: &RawValue) -> Result<T, (String, String)> {
-    decode_json_text(raw.get())
-}
-
-/// Like [`decode_json`] on JSON text. Only a JSON object is accepted (serde
-/// would otherwise read a struct from an array).
+/// Decodes JSON `text`, or returns the JSON path of the offending value
+/// (empty for the root) and a message without serde_json's line/column
+/// suffix. Only a JSON object is accepted (serde would otherwise read a
+/// struct from an array).
 pub fn decode_json_text<T: DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
     if !text.trim_start().starts_with('{') {
         return Err((String::new(), "must be a JSON object".to_string()));
@@ -89,26 +80,31 @@ pub fn decode_json_text<T: DeserializeOwned>(text: &str) -> Result<T, (String, S
     serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
         let field = if path == "." { String::new() } else { path };
-        (field, clean_message(&err.into_inner()))
+        // serde's message without position and backticks, with any URL
+        // userinfo masked (a type error may quote a string value).
+        let err = err.into_inner();
+        let mut text = err.to_string();
+        if err.line() > 0
+            && let Some(at) = text.rfind(" at line ")
+        {
+            text.truncate(at);
+        }
+        (field, redact_url(&text.replace('`', "")).into_owned())
     })
-}
-
-/// serde's message without position and backticks, with any URL userinfo
-/// masked (a type error may quote a string value).
-fn clean_message(err: &serde_json::Error) -> String {
-    let mut text = err.to_string();
-    if err.line() > 0
-        && let Some(at) = text.rfind(" at line ")
-    {
-        text.truncate(at);
-    }
-    redact_url(&text.replace('`', "")).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::DataImageInput;
+    use crate::model::{BareMetalHost, DataImageInput};
+
+    /// The JSON path and message of a decode failure.
+    fn invalid_field(d: &Decoded) -> Option<(&str, &str)> {
+        match &d.inner {
+            Inner::Invalid { field, message } => Some((field, message)),
+            _ => None,
+        }
+    }
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_string()).unwrap()
@@ -136,7 +132,7 @@ mod tests {
         let obj = raw(r#"{"metadata":{"name":"h"},"spec":{"dataImage":{"url":42}}}"#);
         let d = decode(&input(&obj, None));
         assert_eq!(
-            d.invalid_field(),
+            invalid_field(&d),
             Some((
                 "spec.dataImage.url",
                 "invalid type: integer 42, expected a string"
@@ -145,14 +141,13 @@ mod tests {
         let obj = raw(
             r#"{"spec":{"dataImage":{"url":"https://h/a.iso","disableCertificateVerification":"https://u:pw@h"}}}"#,
         );
-        let (field, message) = decode(&input(&obj, None))
-            .invalid_field()
+        let (field, message) = invalid_field(&decode(&input(&obj, None)))
             .map(|(f, m)| (f.to_string(), m.to_string()))
             .unwrap();
         assert_eq!(field, "spec.dataImage.disableCertificateVerification");
         assert!(!message.contains("pw"), "{message}");
         let obj = raw("[1]");
-        assert_eq!(decode(&input(&obj, None)).invalid_field().unwrap().0, "");
+        assert_eq!(invalid_field(&decode(&input(&obj, None))).unwrap().0, "");
     }
 
     #[test]

@@ -22,13 +22,9 @@ const VIRTUAL_MEDIA_BMC_TYPES: [&str; 7] = [
 
 const DNS1123_SUBDOMAIN_MAX: usize = 253;
 
-/// Rule 8: `name` must be a DNS-1123 subdomain (Kubernetes' messages).
-pub fn check_secret_name(name: &str) -> Vec<FieldError> {
-    check_secret_name_at(CREDENTIALS_FIELD, name)
-}
-
-/// Rules 8 and 14: the Secret name at `field` must be a DNS-1123 subdomain.
-pub fn check_secret_name_at(field: &str, name: &str) -> Vec<FieldError> {
+/// Rules 8 and 14: the Secret name at `field` must be a DNS-1123 subdomain
+/// (Kubernetes' messages).
+pub fn check_secret_name(field: &str, name: &str) -> Vec<FieldError> {
     let mut errors = Vec::new();
     if name.len() > DNS1123_SUBDOMAIN_MAX {
         errors.push(FieldError::invalid(
@@ -65,83 +61,73 @@ fn is_dns1123_subdomain_shape(name: &str) -> bool {
         })
 }
 
-/// Rule 9's outcome for one lookup.
-pub enum SecretFinding {
-    Ok,
-    /// Always a violation (keys missing or empty).
-    Violation(FieldError),
-    /// A violation only under `strict_secrets`, a warning otherwise.
-    Unverified {
-        error: FieldError,
-        warning: String,
-    },
+/// What a looked-up Secret says (rules 9 and 16).
+#[derive(Debug, Default)]
+pub struct SecretFinding {
+    /// Always violations (keys missing, empty, or no ISO file names).
+    pub errors: Vec<FieldError>,
+    /// A violation only under `strict_secrets`, a warning otherwise
+    /// (missing or unreadable Secret).
+    pub unverified: Option<(FieldError, String)>,
+    /// Admitted, but worth saying.
+    pub warnings: Vec<String>,
 }
 
 /// Rule 9: what the looked-up Secret `name` (in `namespace`) says.
 pub fn check_secret(name: &str, namespace: &str, lookup: &SecretLookup) -> SecretFinding {
     let consequence = "the image cannot be attached";
-    if let Some((error, warning)) =
-        unverified_secret(CREDENTIALS_FIELD, name, namespace, lookup, consequence)
-    {
-        return SecretFinding::Unverified { error, warning };
-    }
-    match lookup {
-        SecretLookup::NotNeeded => SecretFinding::Ok,
-        SecretLookup::Keys(_) => {
-            let (has_username, has_password) = lookup.credentials().unwrap_or_default();
-            let missing: Vec<&str> = [
-                ("\"username\"", has_username),
-                ("\"password\"", has_password),
-            ]
-            .iter()
-            .filter(|(_, present)| !present)
-            .map(|(key, _)| *key)
+    let mut finding = SecretFinding::new(CREDENTIALS_FIELD, name, namespace, lookup, consequence);
+    if let SecretLookup::Keys(keys) = lookup {
+        let missing: Vec<String> = ["username", "password"]
+            .into_iter()
+            .filter(|key| !keys.iter().any(|k| k.name == *key && !k.blank))
+            .map(go_quote)
             .collect();
-            if missing.is_empty() {
-                SecretFinding::Ok
-            } else {
-                SecretFinding::Violation(FieldError::invalid(
-                    CREDENTIALS_FIELD,
-                    name,
-                    &format!(
-                        "the Secret must have non-empty \"username\" and \"password\" keys; missing or empty: {}",
-                        missing.join(", ")
-                    ),
-                ))
-            }
+        if !missing.is_empty() {
+            finding.errors.push(FieldError::invalid(
+                CREDENTIALS_FIELD,
+                name,
+                &format!(
+                    "the Secret must have non-empty \"username\" and \"password\" keys; missing or empty: {}",
+                    missing.join(", ")
+                ),
+            ));
         }
-        SecretLookup::NotFound | SecretLookup::Unknown { .. } => SecretFinding::Ok,
     }
+    finding
 }
 
-/// A Secret that is missing or could not be read: the error (denied under
-/// `strict_secrets`) and the warning (otherwise); `None` when it was found or
-/// not needed. `consequence` says what waits for the Secret.
-pub fn unverified_secret(
-    field: &str,
-    name: &str,
-    namespace: &str,
-    lookup: &SecretLookup,
-    consequence: &str,
-) -> Option<(FieldError, String)> {
-    let (secret, ns) = (go_quote(name), go_quote(namespace));
-    match lookup {
-        SecretLookup::NotFound => Some((
-            FieldError::invalid(field, name, &format!("Secret not found in namespace {ns}")),
-            format!(
-                "{field}: Secret {secret} does not exist (yet) in namespace {ns}; {consequence} \
-                 until it does"
+impl SecretFinding {
+    /// The finding for a lookup of the Secret `name` at `field` before its
+    /// keys are judged: a Secret that is missing or could not be read is
+    /// `unverified` (the error for `strict_secrets`, else the warning);
+    /// `consequence` says what waits for it.
+    pub(super) fn new(
+        field: &str,
+        name: &str,
+        namespace: &str,
+        lookup: &SecretLookup,
+        consequence: &str,
+    ) -> Self {
+        let (error, warning) = match lookup {
+            SecretLookup::NotFound => {
+                let ns = go_quote(namespace);
+                (
+                    format!("Secret not found in namespace {ns}"),
+                    format!("does not exist (yet) in namespace {ns}; {consequence} until it does"),
+                )
+            }
+            SecretLookup::Unknown { reason } => (
+                format!("the Secret could not be checked: {reason}"),
+                format!("could not be checked: {reason}"),
             ),
-        )),
-        SecretLookup::Unknown { reason } => Some((
-            FieldError::invalid(
-                field,
-                name,
-                &format!("the Secret could not be checked: {reason}"),
-            ),
-            format!("{field}: Secret {secret} could not be checked: {reason}"),
-        )),
-        SecretLookup::NotNeeded | SecretLookup::Keys(_) => None,
+            SecretLookup::NotNeeded | SecretLookup::Keys(_) => return Self::default(),
+        };
+        let warning = format!("{field}: Secret {} {warning}", go_quote(name));
+        Self {
+            unverified: Some((FieldError::invalid(field, name, &error), warning)),
+            ..Self::default()
+        }
     }
 }
 
@@ -216,15 +202,21 @@ mod tests {
 
     #[test]
     fn secret_names() {
-        assert!(check_secret_name("dataimage-secret").is_empty());
-        assert!(check_secret_name("a.b-c.d0").is_empty());
-        assert_eq!(check_secret_name("Data_Image").len(), 1);
-        assert_eq!(check_secret_name("").len(), 1);
-        assert_eq!(check_secret_name("-a").len(), 1);
-        assert_eq!(check_secret_name("a..b").len(), 1);
-        assert_eq!(check_secret_name(&"a".repeat(254)).len(), 1);
-        assert_eq!(check_secret_name(&"A".repeat(254)).len(), 2);
-        assert!(check_secret_name(&"a".repeat(253)).is_empty());
+        assert!(check_secret_name(CREDENTIALS_FIELD, "dataimage-secret").is_empty());
+        assert!(check_secret_name(CREDENTIALS_FIELD, "a.b-c.d0").is_empty());
+        assert_eq!(check_secret_name(CREDENTIALS_FIELD, "Data_Image").len(), 1);
+        assert_eq!(check_secret_name(CREDENTIALS_FIELD, "").len(), 1);
+        assert_eq!(check_secret_name(CREDENTIALS_FIELD, "-a").len(), 1);
+        assert_eq!(check_secret_name(CREDENTIALS_FIELD, "a..b").len(), 1);
+        assert_eq!(
+            check_secret_name(CREDENTIALS_FIELD, &"a".repeat(254)).len(),
+            1
+        );
+        assert_eq!(
+            check_secret_name(CREDENTIALS_FIELD, &"A".repeat(254)).len(),
+            2
+        );
+        assert!(check_secret_name(CREDENTIALS_FIELD, &"a".repeat(253)).is_empty());
     }
 
     #[test]
@@ -281,23 +273,19 @@ mod tests {
 
     #[test]
     fn secret_lookup_outcomes() {
-        assert!(matches!(
-            check_secret("s", "ns", &SecretLookup::NotNeeded),
-            SecretFinding::Ok
-        ));
+        let finding = check_secret("s", "ns", &SecretLookup::NotNeeded);
+        assert!(finding.errors.is_empty() && finding.unverified.is_none());
         let found = SecretLookup::from_entries([("username", &b"u"[..]), ("password", b" ")]);
-        match check_secret("s", "ns", &found) {
-            SecretFinding::Violation(e) => {
-                assert!(e.message.ends_with("missing or empty: \"password\""));
-            }
-            _ => panic!("expected a violation"),
-        }
-        match check_secret("s", "ns", &SecretLookup::NotFound) {
-            SecretFinding::Unverified { warning, .. } => {
-                assert!(warning.contains("Secret \"s\" does not exist (yet) in namespace \"ns\""));
-            }
-            _ => panic!("expected unverified"),
-        }
+        let errors = check_secret("s", "ns", &found).errors;
+        assert!(
+            errors[0]
+                .message
+                .ends_with("missing or empty: \"password\"")
+        );
+        let (_, warning) = check_secret("s", "ns", &SecretLookup::NotFound)
+            .unverified
+            .expect("unverified");
+        assert!(warning.contains("Secret \"s\" does not exist (yet) in namespace \"ns\""));
     }
 
     #[test]

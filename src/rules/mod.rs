@@ -149,34 +149,27 @@ pub struct SecretKey {
 /// The typed objects of a request, or why they could not be decoded.
 #[derive(Clone, Debug)]
 pub struct Decoded {
-    pub(crate) inner: decoded::Inner,
+    pub(crate) inner: Inner,
     /// A write to a subresource (`status`): spec rules do not apply there.
     pub(crate) sub_resource: bool,
 }
 
-pub(crate) mod decoded {
-    use crate::model::{BareMetalHost, UpstreamDataImage};
-
-    #[derive(Clone, Debug)]
-    pub(crate) enum Inner {
-        /// Nothing to judge (DELETE/CONNECT, or no object).
-        Nothing,
-        /// oldObject is decoded only when needed (ratcheting a violation),
-        /// which keeps the common case to one pass over the object.
-        Host {
-            new: Box<BareMetalHost>,
-        },
-        DataImage {
-            new: Box<UpstreamDataImage>,
-        },
-        /// The object does not fit the schema. `field` is the JSON path of
-        /// the offending value (e.g. `spec.dataImage.url`), empty for the
-        /// object itself; `message` says what is wrong with it.
-        Invalid {
-            field: String,
-            message: String,
-        },
-    }
+#[derive(Clone, Debug)]
+pub(crate) enum Inner {
+    /// Nothing to judge (DELETE/CONNECT, or no object).
+    Nothing,
+    /// oldObject is decoded only when needed (ratcheting a violation),
+    /// which keeps the common case to one pass over the object.
+    Host {
+        new: Box<crate::model::BareMetalHost>,
+    },
+    DataImage {
+        new: Box<crate::model::UpstreamDataImage>,
+    },
+    /// The object does not fit the schema. `field` is the JSON path of
+    /// the offending value (e.g. `spec.dataImage.url`), empty for the
+    /// object itself; `message` says what is wrong with it.
+    Invalid { field: String, message: String },
 }
 
 impl Decoded {
@@ -186,46 +179,19 @@ impl Decoded {
     /// 16), else `spec.dataImage.credentialsName` (rule 9); only a valid
     /// Secret name.
     pub fn secret_to_check(&self) -> Option<&str> {
-        if self.sub_resource {
-            return None;
-        }
         match &self.inner {
-            decoded::Inner::Host { new, .. } if !new.is_being_deleted() => {
+            Inner::Host { new } if !self.sub_resource && !new.is_being_deleted() => {
                 let data_image = new.data_image()?;
-                if data_image.content_from.is_some() {
-                    let name = data_image.content_secret()?;
-                    return host_rules::check_secret_name_at(
-                        content_rules::CONTENT_SECRET_FIELD,
-                        name,
-                    )
-                    .is_empty()
-                    .then_some(name);
-                }
-                let name = data_image.credentials_name.as_deref()?;
-                host_rules::check_secret_name(name)
-                    .is_empty()
+                let name = match data_image.content_from {
+                    Some(_) => data_image.content_secret()?,
+                    None => data_image.credentials_name.as_deref()?,
+                };
+                // The field only names the errors, which are not kept.
+                (host_rules::check_secret_name(host_rules::CREDENTIALS_FIELD, name).is_empty())
                     .then_some(name)
             }
             _ => None,
         }
-    }
-
-    /// The JSON path and message of a decode failure.
-    pub fn invalid_field(&self) -> Option<(&str, &str)> {
-        match &self.inner {
-            decoded::Inner::Invalid { field, message } => Some((field, message)),
-            _ => None,
-        }
-    }
-
-    /// `metadata.name`, else `metadata.generateName` of the new object.
-    pub fn object_name(&self) -> Option<&str> {
-        let meta = match &self.inner {
-            decoded::Inner::Host { new, .. } => &new.metadata,
-            decoded::Inner::DataImage { new, .. } => &new.metadata,
-            _ => return None,
-        };
-        meta.name_or_generate_name()
     }
 }
 
@@ -244,18 +210,6 @@ impl SecretLookup {
         keys.dedup_by(|a, b| a.name == b.name);
         Self::Keys(keys)
     }
-
-    /// Rule 9's view of a found Secret: whether `username` and `password`
-    /// hold non-blank values; `None` when the Secret was not found.
-    pub fn credentials(&self) -> Option<(bool, bool)> {
-        match self {
-            Self::Keys(keys) => {
-                let present = |name: &str| keys.iter().any(|k| k.name == name && !k.blank);
-                Some((present("username"), present("password")))
-            }
-            _ => None,
-        }
-    }
 }
 
 /// The outcome of a review: what the webhook answers and the CLI prints.
@@ -268,6 +222,17 @@ pub struct Verdict {
     pub warnings: Vec<String>,
     /// JSON Patch for the mutating path; `None` when nothing changes.
     pub patch: Option<json_patch::Patch>,
+}
+
+impl Verdict {
+    /// Admitted, with `warnings` and no patch.
+    pub(crate) fn allow(warnings: Vec<String>) -> Self {
+        Self {
+            allowed: true,
+            warnings,
+            ..Self::default()
+        }
+    }
 }
 
 /// A `metav1.Status` for a denial, shaped so that kubectl renders

@@ -18,9 +18,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::decoded::Inner;
-use super::{Operation, Policy, ReviewInput, Verdict};
-use crate::model::{BareMetalHost, DataImageInput};
+use super::{Inner, Operation, Policy, ReviewInput, Verdict};
+use crate::model::DataImageInput;
 
 /// The mutating webhook's decision: defaults plus field preservation.
 /// `old`: what oldObject holds of `dataImage` ([`OldDataImages::from_raw`]
@@ -32,58 +31,38 @@ pub fn mutate(
     policy: &Policy,
 ) -> Verdict {
     let mut ops = Vec::new();
-    if let (Operation::Create | Operation::Update, Inner::Host { new, .. }) =
+    if let (Operation::Create | Operation::Update, Inner::Host { new }) =
         (input.operation, &decoded.inner)
     {
         let operator = policy.operator_users.iter().any(|u| u == input.user);
         let restore = operator && input.operation == Operation::Update;
         match input.sub_resource {
-            None => main_resource_ops(new, restore.then_some(old), &mut ops),
-            Some("status") => {
-                if restore && !new.has_status_data_image() {
-                    restore_ops(old, Part::Status, new.status.is_some(), &mut ops);
+            None => {
+                let mut effective = new.data_image().cloned();
+                if restore && effective.is_none() {
+                    let paths = ("/spec", "/spec/dataImage");
+                    effective = restore_ops(old.spec.as_ref(), paths, new.spec.is_some(), &mut ops);
                 }
+                // The default belongs to url; an image built from contentFrom
+                // is not fetched (and rule 13 forbids the field there).
+                if effective.is_some_and(|d| {
+                    d.disable_certificate_verification.is_none() && d.content_from.is_none()
+                }) {
+                    let path = "/spec/dataImage/disableCertificateVerification";
+                    ops.push(add(path, Value::Bool(false)));
+                }
+            }
+            Some("status") if restore && !new.has_status_data_image() => {
+                let paths = ("/status", "/status/dataImage");
+                restore_ops(old.status.as_ref(), paths, new.status.is_some(), &mut ops);
             }
             Some(_) => {}
         }
     }
     Verdict {
-        allowed: true,
-        status: None,
-        warnings: Vec::new(),
         patch: (!ops.is_empty()).then_some(Patch(ops)),
+        ..Verdict::allow(Vec::new())
     }
-}
-
-/// `restore`: oldObject's data images when the operator's write may have
-/// dropped `spec.dataImage`.
-fn main_resource_ops(
-    new: &BareMetalHost,
-    restore: Option<&OldDataImages>,
-    ops: &mut Vec<PatchOperation>,
-) {
-    let mut effective = new.data_image().cloned();
-    if let Some(old) = restore
-        && effective.is_none()
-    {
-        effective = restore_ops(old, Part::Spec, new.spec.is_some(), ops);
-    }
-    // The default belongs to url; an image built from contentFrom is not
-    // fetched (and rule 13 forbids the field there).
-    if effective
-        .is_some_and(|d| d.disable_certificate_verification.is_none() && d.content_from.is_none())
-    {
-        ops.push(add(
-            "/spec/dataImage/disableCertificateVerification",
-            Value::Bool(false),
-        ));
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Part {
-    Spec,
-    Status,
 }
 
 /// `spec.dataImage` and `status.dataImage` of oldObject, verbatim (unknown
@@ -112,31 +91,20 @@ impl OldDataImages {
             .and_then(|raw| serde_json::from_str(raw.get()).ok())
             .unwrap_or_default()
     }
-
-    fn get(&self, part: Part) -> Option<&RawValue> {
-        match part {
-            Part::Spec => self.spec.as_ref(),
-            Part::Status => self.status.as_ref(),
-        }?
-        .data_image
-        .as_deref()
-    }
 }
 
-/// Adds the operations that copy `<part>.dataImage` from oldObject into the
-/// new object, and returns it typed (for defaulting) when it is an object.
+/// Adds the operations that copy `<part>.dataImage` from oldObject (`old`,
+/// its `<part>`) into the new object, and returns it typed (for defaulting)
+/// when it is an object. `paths`: the JSON Pointers of `<part>` and of
+/// `<part>/dataImage`.
 fn restore_ops(
-    old: &OldDataImages,
-    part: Part,
+    old: Option<&OldPart>,
+    (part_path, field_path): (&'static str, &'static str),
     new_has_part: bool,
     ops: &mut Vec<PatchOperation>,
 ) -> Option<DataImageInput> {
-    let raw = old.get(part)?;
+    let raw = old?.data_image.as_deref()?;
     let value: Value = serde_json::from_str(raw.get()).ok()?;
-    let (part_path, field_path) = match part {
-        Part::Spec => ("/spec", "/spec/dataImage"),
-        Part::Status => ("/status", "/status/dataImage"),
-    };
     let typed = DataImageInput::deserialize(&value).ok();
     if new_has_part {
         ops.push(add(field_path, value));

@@ -20,13 +20,6 @@ use super::field_error::{FieldError, go_quote};
 /// Longest accepted URL (rule 6), in characters.
 const MAX_URL_CHARS: usize = 2048;
 
-/// The scheme of a URL that passed rules 1-7.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HttpScheme {
-    Http,
-    Https,
-}
-
 /// What the URL rules found.
 #[derive(Debug, Default)]
 pub struct UrlReport {
@@ -34,22 +27,18 @@ pub struct UrlReport {
     /// Warnings about the URL alone (`.iso`, fragment); only for URLs
     /// without errors.
     pub warnings: Vec<String>,
-    /// Set when the URL has no errors.
-    pub scheme: Option<HttpScheme>,
+    /// The URL has no errors and its scheme is http (not https).
+    pub plain_http: bool,
 }
 
 /// Runs rules 1-7 on `value` (the field at `field`), plus the URL warnings.
 /// `credentials_hint` says where credentials belong instead (rule 5).
 pub fn check_url(field: &str, value: Option<&str>, credentials_hint: &str) -> UrlReport {
     let mut report = UrlReport::default();
-    let Some(raw) = value else {
+    let Some(raw) = value.filter(|v| !v.is_empty()) else {
         report.errors.push(FieldError::required(field, ""));
         return report;
     };
-    if raw.is_empty() {
-        report.errors.push(FieldError::required(field, ""));
-        return report;
-    }
     // Parsed once: the echo needs to know whether it parsed, rule 2 why not.
     let parsed = Url::parse(raw);
     let echo = echo_url(raw, parsed.as_ref().ok());
@@ -67,35 +56,25 @@ pub fn check_url(field: &str, value: Option<&str>, credentials_hint: &str) -> Ur
     };
 
     // Rule 1: whitespace and control characters (the WHATWG parser strips or
-    // drops them silently, so they are also repairs).
-    if raw.trim() != raw {
-        report
-            .errors
-            .push(invalid("must not begin or end with whitespace"));
+    // drops them silently, so they are also repairs); rule 2 (and rule 4
+    // where the parser rejects the port or host).
+    let refused = if raw.trim() != raw {
+        Err("must not begin or end with whitespace".to_string())
     } else if raw.chars().any(char::is_control) {
-        report.errors.push(invalid(
-            "must not contain control characters (such as tab or newline)",
-        ));
-    }
-    if !report.errors.is_empty() {
-        if too_long {
-            report.errors.push(length_error());
-        }
-        return report;
-    }
-
-    // Rule 2 (and rule 4 where the parser rejects the port or host).
-    let url = match parsed {
+        Err("must not contain control characters (such as tab or newline)".to_string())
+    } else {
+        parsed.map_err(|err| match err {
+            url::ParseError::RelativeUrlWithoutBase => {
+                "must be an absolute URL starting with http:// or https://".to_string()
+            }
+            url::ParseError::InvalidPort => "port must be a number from 1 to 65535".to_string(),
+            url::ParseError::EmptyHost => "host must not be empty".to_string(),
+            other => format!("is not a valid URL: {other}"),
+        })
+    };
+    let url = match refused {
         Ok(url) => url,
-        Err(err) => {
-            let detail = match err {
-                url::ParseError::RelativeUrlWithoutBase => {
-                    "must be an absolute URL starting with http:// or https://".to_string()
-                }
-                url::ParseError::InvalidPort => "port must be a number from 1 to 65535".to_string(),
-                url::ParseError::EmptyHost => "host must not be empty".to_string(),
-                other => format!("is not a valid URL: {other}"),
-            };
+        Err(detail) => {
             report.errors.push(invalid(&detail));
             if too_long {
                 report.errors.push(length_error());
@@ -105,17 +84,13 @@ pub fn check_url(field: &str, value: Option<&str>, credentials_hint: &str) -> Ur
     };
 
     // Rule 3.
-    let scheme = match url.scheme() {
-        "http" => Some(HttpScheme::Http),
-        "https" => Some(HttpScheme::Https),
-        _ => None,
-    };
-    if scheme.is_none() {
+    let http_or_https = matches!(url.scheme(), "http" | "https");
+    if !http_or_https {
         report.errors.push(invalid("scheme must be http or https"));
     }
 
     // Rule 4 (an http(s) URL without a host fails to parse above).
-    if scheme.is_some() {
+    if http_or_https {
         if url.host_str().is_none_or(str::is_empty) {
             report.errors.push(invalid("host must not be empty"));
         }
@@ -139,14 +114,12 @@ pub fn check_url(field: &str, value: Option<&str>, credentials_hint: &str) -> Ur
     }
 
     // Rule 7.
-    if scheme.is_some()
-        && let Some(detail) = repair(raw, &url)
-    {
+    if http_or_https && let Some(detail) = repair(raw, &url) {
         report.errors.push(invalid(&detail));
     }
 
     if report.errors.is_empty() {
-        report.scheme = scheme;
+        report.plain_http = url.scheme() == "http";
         if !url.path().to_ascii_lowercase().ends_with(".iso") {
             report.warnings.push(format!(
                 "{field}: the path does not end in .iso; only ISO 9660 images can be attached \
@@ -184,9 +157,7 @@ fn authority_of(raw: &str) -> &str {
 /// `***` (broader than `telemetry::redact_url`, because a malformed URL may
 /// hide a password behind `http:u:p@h` or a `/` in the password).
 fn echo_url<'a>(raw: &'a str, parsed: Option<&Url>) -> Cow<'a, str> {
-    let clean = parsed.is_some_and(|u| u.username().is_empty() && u.password().is_none())
-        && !authority_of(raw).contains('@');
-    if clean || !raw.contains('@') {
+    if parsed.is_some_and(|u| !has_userinfo(raw, u)) || !raw.contains('@') {
         return crate::telemetry::redact_url(raw);
     }
     let Some(at) = raw.rfind('@') else {
@@ -308,7 +279,6 @@ mod tests {
     fn ok(url: &str) {
         let report = check_url(FIELD, Some(url), HINT);
         assert!(report.errors.is_empty(), "{url}: {:?}", report.errors);
-        assert!(report.scheme.is_some());
     }
 
     fn denied(url: &str, needle: &str) {

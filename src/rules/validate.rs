@@ -1,15 +1,15 @@
 //! The validating path: rules 1-16 in a fixed order, warnings, ratcheting.
 
 use super::content_rules;
-use super::decoded::Inner;
 use super::field_error::{FieldError, invalid_message};
 use super::host_rules::{self, CREDENTIALS_FIELD, SecretFinding};
-use super::url_rules::{self, HttpScheme};
+use super::url_rules;
 use super::{
-    DenyStatus, Operation, Policy, ResourceKind, ReviewInput, SecretLookup, StatusCause,
+    DenyStatus, Inner, Operation, Policy, ResourceKind, ReviewInput, SecretLookup, StatusCause,
     StatusDetails, Verdict,
 };
 use crate::model::{BareMetalHost, GROUP, UpstreamDataImage};
+use DependsOn::{AlsoBmcAddress, AlsoImageFormat, DataImageOnly};
 
 const HOST_URL_FIELD: &str = "spec.dataImage.url";
 const DATAIMAGE_URL_FIELD: &str = "spec.url";
@@ -41,32 +41,18 @@ pub fn validate(
         // Status writes cannot change spec (the API server resets it).
         || input.sub_resource.is_some()
     {
-        return allow(Vec::new());
+        return Verdict::allow(Vec::new());
     }
-    let quiet = policy.operator_users.iter().any(|u| u == input.user);
-    let verdict = match &decoded.inner {
-        Inner::Nothing => allow(Vec::new()),
-        Inner::Invalid { field, message } => bad_request(input, decoded, field, message),
+    let mut verdict = match &decoded.inner {
+        Inner::Nothing => Verdict::allow(Vec::new()),
+        Inner::Invalid { field, message } => bad_request(input, field, message),
         Inner::Host { new } => judge_host(input, new, secret, policy),
         Inner::DataImage { new } => judge_data_image(input, new),
     };
-    if quiet {
-        Verdict {
-            warnings: Vec::new(),
-            ..verdict
-        }
-    } else {
-        verdict
+    if policy.operator_users.iter().any(|u| u == input.user) {
+        verdict.warnings.clear();
     }
-}
-
-fn allow(warnings: Vec<String>) -> Verdict {
-    Verdict {
-        allowed: true,
-        status: None,
-        warnings,
-        patch: None,
-    }
+    verdict
 }
 
 /// The object's name for messages: `request.name`, else `metadata.name`,
@@ -80,13 +66,10 @@ fn display_name<'a>(input: &ReviewInput<'a>, decoded_name: Option<&'a str>) -> &
     }
 }
 
-fn bad_request(
-    input: &ReviewInput<'_>,
-    decoded: &super::Decoded,
-    field: &str,
-    message: &str,
-) -> Verdict {
-    let name = display_name(input, decoded.object_name());
+/// An object that does not decode: named by `request.name` alone (its
+/// metadata was not read).
+fn bad_request(input: &ReviewInput<'_>, field: &str, message: &str) -> Verdict {
+    let name = input.name;
     let at = if field.is_empty() {
         String::new()
     } else {
@@ -111,23 +94,17 @@ fn judge_host(
     secret: &SecretLookup,
     policy: &Policy,
 ) -> Verdict {
-    if new.is_being_deleted() {
-        return allow(Vec::new());
-    }
-    let Some(data_image) = new.data_image() else {
-        // Without dataImage the host's fields belong to the operator's webhook.
-        return allow(Vec::new());
+    // Without dataImage the host's fields belong to the operator's webhook.
+    let Some(data_image) = new.data_image().filter(|_| !new.is_being_deleted()) else {
+        return Verdict::allow(Vec::new());
     };
     let mut findings = Findings::default();
 
     // Rule 12: exactly one source; rule 13: no fields of the other source.
-    findings.add(
-        content_rules::check_source(data_image),
-        DependsOn::DataImageOnly,
-    );
+    findings.add(content_rules::check_source(data_image), DataImageOnly);
     findings.add(
         content_rules::check_source_fields(data_image),
-        DependsOn::DataImageOnly,
+        DataImageOnly,
     );
     let content = data_image.content_from.is_some();
 
@@ -141,56 +118,45 @@ fn judge_host(
     } else {
         url_rules::UrlReport::default()
     };
-    findings.add(url.errors, DependsOn::DataImageOnly);
+    findings.add(url.errors, DataImageOnly);
 
     // Rules 8-9 (credentialsName is forbidden with contentFrom: rule 13).
     if let Some(name) = data_image.credentials_name.as_deref().filter(|_| !content) {
-        let name_errors = host_rules::check_secret_name(name);
-        let name_ok = name_errors.is_empty();
-        findings.add(name_errors, DependsOn::DataImageOnly);
-        if name_ok {
-            match host_rules::check_secret(name, input.namespace, secret) {
-                SecretFinding::Ok => {}
-                SecretFinding::Violation(e) => findings.add([e], DependsOn::DataImageOnly),
-                SecretFinding::Unverified { error, warning } => {
-                    findings.unverified(error, warning, policy);
-                }
-            }
+        let name_errors = host_rules::check_secret_name(CREDENTIALS_FIELD, name);
+        if name_errors.is_empty() {
+            findings.secret(
+                host_rules::check_secret(name, input.namespace, secret),
+                policy,
+            );
         }
+        findings.add(name_errors, DataImageOnly);
     }
 
     // Rules 14-16: the contentFrom Secret and the label.
     if content {
         let name_errors = content_rules::check_content_secret_name(data_image);
         let name_ok = name_errors.is_empty();
-        findings.add(name_errors, DependsOn::DataImageOnly);
-        findings.add(
-            content_rules::check_volume_label(data_image),
-            DependsOn::DataImageOnly,
-        );
+        findings.add(name_errors, DataImageOnly);
+        findings.add(content_rules::check_volume_label(data_image), DataImageOnly);
         if let Some(name) = data_image.content_secret().filter(|_| name_ok) {
             let found = content_rules::check_content_secret(name, input.namespace, secret);
-            findings.add(found.errors, DependsOn::DataImageOnly);
-            if let Some((error, warning)) = found.unverified {
-                findings.unverified(error, warning, policy);
-            }
-            findings.warnings.extend(found.warnings);
+            findings.secret(found, policy);
         }
     }
 
     // Rules 10-11.
     findings.add(
         host_rules::check_image_format(new.image_format()),
-        DependsOn::AlsoImageFormat,
+        AlsoImageFormat,
     );
     findings.add(
         host_rules::check_bmc_address(new.bmc_address()),
-        DependsOn::AlsoBmcAddress,
+        AlsoBmcAddress,
     );
 
     // Warnings.
     findings.warnings.extend(url.warnings);
-    if url.scheme == Some(HttpScheme::Http) {
+    if url.plain_http {
         if data_image.disable_certificate_verification == Some(true) {
             findings.warnings.push(
                 "spec.dataImage.disableCertificateVerification: has no effect on an http URL"
@@ -219,9 +185,9 @@ fn judge_host(
             .is_some_and(|o| o.same_for_rules(data_image));
         same_data_image
             && match depends {
-                DependsOn::DataImageOnly => true,
-                DependsOn::AlsoImageFormat => old.image_format() == new.image_format(),
-                DependsOn::AlsoBmcAddress => old.bmc_address() == new.bmc_address(),
+                DataImageOnly => true,
+                AlsoImageFormat => old.image_format() == new.image_format(),
+                AlsoBmcAddress => old.bmc_address() == new.bmc_address(),
             }
     };
     let name = display_name(input, new.metadata.name_or_generate_name());
@@ -230,7 +196,7 @@ fn judge_host(
 
 fn judge_data_image(input: &ReviewInput<'_>, new: &UpstreamDataImage) -> Verdict {
     if new.metadata.deletion_timestamp.is_some() {
-        return allow(Vec::new());
+        return Verdict::allow(Vec::new());
     }
     let url_of = |d: &UpstreamDataImage| d.spec.as_ref().and_then(|s| s.url.clone());
     let new_url = url_of(new);
@@ -240,7 +206,7 @@ fn judge_data_image(input: &ReviewInput<'_>, new: &UpstreamDataImage) -> Verdict
         new_url.as_deref(),
         "serve the image without credentials",
     );
-    findings.add(url.errors, DependsOn::DataImageOnly);
+    findings.add(url.errors, DataImageOnly);
     findings.warnings.extend(url.warnings);
     let old: Option<UpstreamDataImage> = findings.old_if_needed(input);
     let unchanged = |_: DependsOn| old.as_ref().is_some_and(|o| url_of(o) == new_url);
@@ -263,14 +229,18 @@ impl Findings {
             .extend(errors.into_iter().map(|e| (e, depends)));
     }
 
-    /// A Secret that could not be checked: denied under `strict_secrets`,
-    /// else a warning.
-    fn unverified(&mut self, error: FieldError, warning: String, policy: &Policy) {
-        if policy.strict_secrets {
-            self.add([error], DependsOn::DataImageOnly);
-        } else {
-            self.warnings.push(warning);
+    /// What a looked-up Secret says; one that could not be checked is
+    /// denied under `strict_secrets`, else a warning.
+    fn secret(&mut self, found: SecretFinding, policy: &Policy) {
+        self.add(found.errors, DataImageOnly);
+        match found.unverified {
+            Some((error, _)) if policy.strict_secrets => {
+                self.add([error], DataImageOnly);
+            }
+            Some((_, warning)) => self.warnings.push(warning),
+            None => {}
         }
+        self.warnings.extend(found.warnings);
     }
 
     fn finish(
@@ -297,7 +267,7 @@ impl Findings {
         }
         warnings.extend(self.warnings);
         if denials.is_empty() {
-            return allow(warnings);
+            return Verdict::allow(warnings);
         }
         let message = invalid_message(kind.as_str(), GROUP, name, &denials);
         let causes = denials.into_iter().map(|e| StatusCause {
@@ -333,7 +303,6 @@ fn deny(
                 causes,
             }),
         }),
-        warnings: Vec::new(),
-        patch: None,
+        ..Verdict::default()
     }
 }

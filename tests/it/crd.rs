@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use metal3_dataimage::crd;
-use metal3_dataimage::rules::host_rules::check_secret_name;
+use metal3_dataimage::rules::host_rules::{CREDENTIALS_FIELD, check_secret_name};
 use metal3_dataimage::rules::url_rules::check_url;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -364,7 +364,7 @@ fn every_denial_the_webhook_owns_reaches_the_webhook() {
             "schema denies credentialsName {name:?}"
         );
         assert!(
-            !check_secret_name(name).is_empty(),
+            !check_secret_name(CREDENTIALS_FIELD, name).is_empty(),
             "webhook admits {name:?}"
         );
     }
