@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use rustls_pki_types::CertificateDer;
@@ -117,12 +118,9 @@ pub enum StageError {
 impl std::fmt::Debug for StagedImage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // `.../images/<token>/<digest>.iso` → `.../images/***/<digest>.iso`.
-        let url = match self.ironic_url.rsplit_once("/images/") {
-            Some((base, tail)) => match tail.split_once('/') {
-                Some((_, file)) => format!("{base}/images/***/{file}"),
-                None => self.ironic_url.clone(),
-            },
-            None => self.ironic_url.clone(),
+        let url = match self.ironic_url.rsplitn(3, '/').collect::<Vec<_>>()[..] {
+            [file, _token, base] if base.ends_with("/images") => format!("{base}/***/{file}"),
+            _ => self.ironic_url.clone(),
         };
         f.debug_struct("StagedImage")
             .field("digest", &self.digest)
@@ -270,7 +268,9 @@ impl Stager {
             );
         }
         let extra_roots = match &config.image_ca_file {
-            Some(path) => load_ca_bundle(path)?,
+            Some(path) => ca_certificates(path).map_err(|err| {
+                StageError::Tls(format!("the image CA file {} {err:#}", path.display()))
+            })?,
             None => Vec::new(),
         };
         let inner = Inner {
@@ -744,23 +744,18 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// `--image-ca-file`, read with rustls-pki-types' PEM parser like every
-/// other certificate file here.
-fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, StageError> {
-    let error =
-        |what: String| StageError::Tls(format!("the image CA file {} {what}", path.display()));
-    let pem = std::fs::read(path).map_err(|err| error(format!("cannot be read: {err}")))?;
+/// The certificates of a CA bundle (PEM) to trust besides the system roots:
+/// `--image-ca-file` and `--ironic-ca-file`. None is an error.
+pub(crate) fn ca_certificates(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path).context("cannot be read")?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| error(format!("is not valid PEM: {err}")))?;
-    if certs.is_empty() {
-        return Err(error("holds no certificate".into()));
-    }
-    certs
-        .iter()
-        .map(|der| reqwest::Certificate::from_der(der))
+        .context("is not valid PEM")?;
+    anyhow::ensure!(!certs.is_empty(), "holds no certificate");
+    let usable = certs.iter().map(|der| reqwest::Certificate::from_der(der));
+    usable
         .collect::<Result<_, _>>()
-        .map_err(|err| error(format!("holds an unusable certificate: {err}")))
+        .context("holds an unusable certificate")
 }
 
 fn build_client(
