@@ -65,12 +65,6 @@ impl From<String> for ProvisionState {
     }
 }
 
-impl From<&str> for ProvisionState {
-    fn from(state: &str) -> Self {
-        Self::from(state.to_string())
-    }
-}
-
 impl fmt::Display for ProvisionState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -101,12 +95,6 @@ impl From<String> for PowerState {
             "rebooting" | "soft rebooting" => Self::Rebooting,
             _ => Self::Other(state),
         }
-    }
-}
-
-impl From<&str> for PowerState {
-    fn from(state: &str) -> Self {
-        Self::from(state.to_string())
     }
 }
 
