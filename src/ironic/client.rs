@@ -183,16 +183,13 @@ pub(crate) fn parse_version_range(
         .into_iter()
         .chain(doc.versions.into_iter().filter(|v| v.id == "v1"))
         .find(|v| v.version.is_some());
-    let max = v1
-        .as_ref()
-        .and_then(|v| v.version.as_deref())
-        .and_then(Microversion::parse)
-        .or_else(|| header_max.and_then(Microversion::parse))?;
-    let min = v1
-        .as_ref()
-        .and_then(|v| v.min_version.as_deref())
-        .and_then(Microversion::parse)
-        .or_else(|| header_min.and_then(Microversion::parse))
+    // The document's value, else the header's.
+    let pick = |field: Option<&String>, header: Option<&str>| {
+        (field.map(String::as_str).and_then(Microversion::parse))
+            .or_else(|| header.and_then(Microversion::parse))
+    };
+    let max = pick(v1.as_ref().and_then(|v| v.version.as_ref()), header_max)?;
+    let min = pick(v1.as_ref().and_then(|v| v.min_version.as_ref()), header_min)
         .unwrap_or(Microversion::new(1, 1));
     Some((min, max))
 }
@@ -379,7 +376,8 @@ impl IronicClient {
             .connect_timeout(config.timeout.min(MAX_CONNECT_TIMEOUT))
             .user_agent(concat!("metal3-dataimage/", env!("CARGO_PKG_VERSION")))
             // Redirects could carry the Authorization header elsewhere.
-            .redirect(reqwest::redirect::Policy::none());
+            .redirect(reqwest::redirect::Policy::none())
+            .danger_accept_invalid_certs(config.insecure);
         if let Some(ca_file) = &config.ca_file {
             let certs = crate::staging::ca_certificates(ca_file).map_err(|e| {
                 IronicError::Config(format!("the CA file {} {e:#}", ca_file.display()))
@@ -390,9 +388,6 @@ impl IronicClient {
         }
         if let Some(identity) = client_identity(&config)? {
             builder = builder.identity(identity);
-        }
-        if config.insecure {
-            builder = builder.danger_accept_invalid_certs(true);
         }
         let http = builder
             .build()

@@ -771,12 +771,10 @@ fn build_client(
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(config.connect_timeout)
         .read_timeout(config.read_timeout)
-        .user_agent(concat!("metal3-dataimage/", env!("CARGO_PKG_VERSION")));
+        .user_agent(concat!("metal3-dataimage/", env!("CARGO_PKG_VERSION")))
+        .danger_accept_invalid_certs(insecure);
     for cert in extra_roots {
         builder = builder.add_root_certificate(cert.clone());
-    }
-    if insecure {
-        builder = builder.danger_accept_invalid_certs(true);
     }
     builder
         .build()
