@@ -4,7 +4,7 @@
 //! (unit-tested below).
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
@@ -89,14 +89,10 @@ fn client_identity(config: &IronicConfig) -> Result<Option<reqwest::Identity>, I
             ));
         }
     };
-    let read = |path: &Path, what: &str| {
-        std::fs::read(path)
-            .map_err(|e| IronicError::Config(format!("cannot read {what} {}: {e}", path.display())))
-    };
+    let (cert, key) = crate::admission::tls::read_cert_files(cert_file, key_file)
+        .map_err(|e| IronicError::Config(format!("ironic client certificate: {e:#}")))?;
     // reqwest wants the key and the certificates in one PEM buffer.
-    let mut pem = read(key_file, "client private key file")?;
-    pem.push(b'\n');
-    pem.extend(read(cert_file, "client certificate file")?);
+    let pem = [key, b"\n".to_vec(), cert].concat();
     reqwest::Identity::from_pem(&pem).map(Some).map_err(|e| {
         IronicError::Config(format!(
             "invalid client certificate {} or key {}: {e}",
