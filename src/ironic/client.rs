@@ -216,19 +216,14 @@ pub(crate) fn negotiate(
 }
 
 /// API root from the configured endpoint: userinfo removed (returned
-/// separately), a trailing `/v1` dropped, always ending in `/`.
+/// separately), a trailing `/v1` dropped, always ending in `/`. (`url`
+/// refuses an http(s) URL without a host.)
 pub(crate) fn api_root(
     endpoint: &url::Url,
 ) -> Result<(url::Url, Option<(String, String)>), IronicError> {
     if !matches!(endpoint.scheme(), "http" | "https") {
         return Err(IronicError::Config(format!(
             "ironic URL {} must be http:// or https://",
-            redact_url(endpoint.as_str())
-        )));
-    }
-    if endpoint.host_str().is_none_or(str::is_empty) {
-        return Err(IronicError::Config(format!(
-            "ironic URL {} has no host",
             redact_url(endpoint.as_str())
         )));
     }
