@@ -417,7 +417,7 @@ impl Stager {
         let key = self.inner.key(&[b"built", hex.as_bytes()]);
         let dest = self.inner.blob_path(&hex);
         let mut state = self.inner.lock();
-        if let Some(staged) = self.inner.current(&state, host_key, &key) {
+        if let Some(staged) = self.inner.reuse(&mut state, host_key, &key) {
             return Ok(staged);
         }
         let info =
@@ -530,26 +530,15 @@ impl Inner {
         self.blob_dir.join(format!("{hex}.iso"))
     }
 
-    /// The host's current image, if it has `key` and its file is still on disk.
-    fn current(&self, state: &State, host_key: &str, key: &FetchKey) -> Option<StagedImage> {
-        let entry = state
-            .hosts
-            .get(host_key)
-            .filter(|e| e.key == *key && self.blob_path(&e.blob.hex).is_file())?;
-        Some(self.staged_image(entry))
-    }
-
-    /// The host's current image or a finished download with the same key,
-    /// if its file is still on disk.
+    /// The host's current image or a finished download (or built image)
+    /// with the same key, if its file is still on disk.
     fn reuse(&self, state: &mut State, host_key: &str, key: &FetchKey) -> Option<StagedImage> {
-        if let Some(staged) = self.current(state, host_key, key) {
-            return Some(staged);
+        let on_disk = |blob: &Blob| self.blob_path(&blob.hex).is_file();
+        let current = state.hosts.get(host_key);
+        if let Some(entry) = current.filter(|e| e.key == *key && on_disk(&e.blob)) {
+            return Some(self.staged_image(entry));
         }
-        let blob = state
-            .fetched
-            .get(key)
-            .filter(|b| self.blob_path(&b.hex).is_file())?
-            .clone();
+        let blob = state.fetched.get(key).filter(|b| on_disk(b))?.clone();
         Some(self.assign(state, host_key, *key, blob))
     }
 
