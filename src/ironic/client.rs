@@ -4,13 +4,15 @@
 //! (unit-tested below).
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
-use super::{IronicError, MIN_MICROVERSION, Node, VirtualMedia, redact_text};
+use super::{IronicError, MIN_MICROVERSION, Node, VirtualMedia};
+use crate::telemetry::redact_url;
 
 /// Header carrying the API microversion ([`MIN_MICROVERSION`]) on every request.
 pub(crate) const VERSION_HEADER: &str = "X-OpenStack-Ironic-API-Version";
@@ -62,7 +64,7 @@ impl fmt::Debug for IronicConfig {
     // Never print the password (or URL credentials).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IronicConfig")
-            .field("endpoint", &redact_text(self.endpoint.as_str()))
+            .field("endpoint", &redact_url(self.endpoint.as_str()))
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("ca_file", &self.ca_file)
@@ -87,14 +89,10 @@ fn client_identity(config: &IronicConfig) -> Result<Option<reqwest::Identity>, I
             ));
         }
     };
-    let read = |path: &Path, what: &str| {
-        std::fs::read(path)
-            .map_err(|e| IronicError::Config(format!("cannot read {what} {}: {e}", path.display())))
-    };
+    let (cert, key) = crate::admission::tls::read_cert_files(cert_file, key_file)
+        .map_err(|e| IronicError::Config(format!("ironic client certificate: {e:#}")))?;
     // reqwest wants the key and the certificates in one PEM buffer.
-    let mut pem = read(key_file, "client private key file")?;
-    pem.push(b'\n');
-    pem.extend(read(cert_file, "client certificate file")?);
+    let pem = [key, b"\n".to_vec(), cert].concat();
     reqwest::Identity::from_pem(&pem).map(Some).map_err(|e| {
         IronicError::Config(format!(
             "invalid client certificate {} or key {}: {e}",
@@ -181,16 +179,13 @@ pub(crate) fn parse_version_range(
         .into_iter()
         .chain(doc.versions.into_iter().filter(|v| v.id == "v1"))
         .find(|v| v.version.is_some());
-    let max = v1
-        .as_ref()
-        .and_then(|v| v.version.as_deref())
-        .and_then(Microversion::parse)
-        .or_else(|| header_max.and_then(Microversion::parse))?;
-    let min = v1
-        .as_ref()
-        .and_then(|v| v.min_version.as_deref())
-        .and_then(Microversion::parse)
-        .or_else(|| header_min.and_then(Microversion::parse))
+    // The document's value, else the header's.
+    let pick = |field: Option<&String>, header: Option<&str>| {
+        (field.map(String::as_str).and_then(Microversion::parse))
+            .or_else(|| header.and_then(Microversion::parse))
+    };
+    let max = pick(v1.as_ref().and_then(|v| v.version.as_ref()), header_max)?;
+    let min = pick(v1.as_ref().and_then(|v| v.min_version.as_ref()), header_min)
         .unwrap_or(Microversion::new(1, 1));
     Some((min, max))
 }
@@ -221,20 +216,15 @@ pub(crate) fn negotiate(
 }
 
 /// API root from the configured endpoint: userinfo removed (returned
-/// separately), a trailing `/v1` dropped, always ending in `/`.
+/// separately), a trailing `/v1` dropped, always ending in `/`. (`url`
+/// refuses an http(s) URL without a host.)
 pub(crate) fn api_root(
     endpoint: &url::Url,
 ) -> Result<(url::Url, Option<(String, String)>), IronicError> {
     if !matches!(endpoint.scheme(), "http" | "https") {
         return Err(IronicError::Config(format!(
             "ironic URL {} must be http:// or https://",
-            redact_text(endpoint.as_str())
-        )));
-    }
-    if endpoint.host_str().is_none_or(str::is_empty) {
-        return Err(IronicError::Config(format!(
-            "ironic URL {} has no host",
-            redact_text(endpoint.as_str())
+            redact_url(endpoint.as_str())
         )));
     }
     let mut root = endpoint.clone();
@@ -270,39 +260,22 @@ pub(crate) fn api_root(
 /// (`description` for routing errors); http_basic uses
 /// `{"error": {"message": ...}}`. Falls back to the (shortened) body.
 pub(crate) fn parse_error_body(body: &[u8]) -> Option<String> {
-    fn from_inner(inner: &serde_json::Value) -> Option<String> {
-        for key in ["faultstring", "description", "message", "title"] {
-            if let Some(s) = inner
-                .get(key)
-                .and_then(|v| v.as_str())
-                .filter(|s| !s.is_empty())
-            {
-                return Some(s.to_string());
-            }
-        }
-        None
-    }
+    let message = |doc: &serde_json::Value| {
+        ["faultstring", "description", "message", "title"]
+            .into_iter()
+            .find_map(|key| doc.get(key)?.as_str().filter(|s| !s.is_empty()))
+            .map(str::to_string)
+    };
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
-        if let Some(em) = value.get("error_message") {
-            match em {
-                serde_json::Value::String(s) => {
-                    return match serde_json::from_str::<serde_json::Value>(s) {
-                        Ok(inner) => from_inner(&inner).or_else(|| Some(s.clone())),
-                        Err(_) => Some(s.clone()).filter(|s| !s.is_empty()),
-                    };
-                }
-                other => {
-                    if let Some(m) = from_inner(other) {
-                        return Some(m);
-                    }
-                }
-            }
+        if let Some(serde_json::Value::String(s)) = value.get("error_message") {
+            return match serde_json::from_str::<serde_json::Value>(s) {
+                Ok(inner) => message(&inner).or_else(|| Some(s.clone())),
+                Err(_) => Some(s.clone()).filter(|s| !s.is_empty()),
+            };
         }
-        if let Some(m) = value.get("error").and_then(from_inner) {
-            return Some(m);
-        }
-        if let Some(m) = from_inner(&value) {
-            return Some(m);
+        let nested = [value.get("error_message"), value.get("error"), Some(&value)];
+        if let Some(found) = nested.into_iter().flatten().find_map(message) {
+            return Some(found);
         }
     }
     let text = String::from_utf8_lossy(body);
@@ -317,7 +290,7 @@ pub(crate) fn parse_error_body(body: &[u8]) -> Option<String> {
 /// Ironic's faultstring (credentials redacted).
 pub fn classify(status: u16, body: &[u8]) -> IronicError {
     let message = parse_error_body(body)
-        .map(|m| redact_text(&m))
+        .map(|m| redact_url(&m).into_owned())
         .unwrap_or_else(|| {
             StatusCode::from_u16(status)
                 .ok()
@@ -364,10 +337,9 @@ fn transport_error(method: &Method, url: &url::Url, err: reqwest::Error) -> Iron
         "request failed"
     };
     let detail = crate::text::error_chain(&err.without_url()).join(": ");
-    IronicError::Unavailable(redact_text(&format!(
-        "{method} {}: {kind}: {detail}",
-        url.as_str()
-    )))
+    IronicError::Unavailable(
+        redact_url(&format!("{method} {}: {kind}: {detail}", url.as_str())).into_owned(),
+    )
 }
 
 impl IronicClient {
@@ -395,29 +367,18 @@ impl IronicClient {
             .connect_timeout(config.timeout.min(MAX_CONNECT_TIMEOUT))
             .user_agent(concat!("metal3-dataimage/", env!("CARGO_PKG_VERSION")))
             // Redirects could carry the Authorization header elsewhere.
-            .redirect(reqwest::redirect::Policy::none());
+            .redirect(reqwest::redirect::Policy::none())
+            .danger_accept_invalid_certs(config.insecure);
         if let Some(ca_file) = &config.ca_file {
-            let pem = std::fs::read(ca_file).map_err(|e| {
-                IronicError::Config(format!("cannot read CA file {}: {e}", ca_file.display()))
+            let certs = crate::staging::ca_certificates(ca_file).map_err(|e| {
+                IronicError::Config(format!("the CA file {} {e:#}", ca_file.display()))
             })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                IronicError::Config(format!("invalid CA file {}: {e}", ca_file.display()))
-            })?;
-            if certs.is_empty() {
-                return Err(IronicError::Config(format!(
-                    "CA file {} contains no PEM certificate",
-                    ca_file.display()
-                )));
-            }
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
         }
         if let Some(identity) = client_identity(&config)? {
             builder = builder.identity(identity);
-        }
-        if config.insecure {
-            builder = builder.danger_accept_invalid_certs(true);
         }
         let http = builder
             .build()
@@ -427,45 +388,18 @@ impl IronicClient {
         Ok(client)
     }
 
-    /// `GET /` (the API root, no version header).
-    async fn get_root(&self) -> Result<reqwest::Response, IronicError> {
-        let mut request = self
-            .http
-            .get(self.root.clone())
-            .header("Accept", "application/json");
-        if let Some((user, password)) = &self.auth {
-            request = request.basic_auth(user, Some(password));
-        }
-        request
-            .send()
-            .await
-            .map_err(|e| transport_error(&Method::GET, &self.root, e))
-    }
-
     /// `GET /` (no version header): reads the server's version range and
     /// checks that it supports [`super::MIN_MICROVERSION`], the version every
     /// later call sends.
     async fn negotiate_version(&self) -> Result<(), IronicError> {
-        let response = self.get_root().await?;
-        let status = response.status();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let header_min = header("X-OpenStack-Ironic-API-Minimum-Version");
-        let header_max = header(MAX_VERSION_HEADER);
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(&Method::GET, &self.root, e))?;
-        if !status.is_success() {
-            return Err(classify(status.as_u16(), &body));
-        }
-        let (min, max) = parse_version_range(&body, header_min.as_deref(), header_max.as_deref())
-            .ok_or_else(|| IronicError::Http {
+        let (status, headers, body) = self.call(Method::GET, self.root.clone(), None).await?;
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let (min, max) = parse_version_range(
+            &body,
+            header("X-OpenStack-Ironic-API-Minimum-Version"),
+            header(MAX_VERSION_HEADER),
+        )
+        .ok_or_else(|| IronicError::Http {
             status: status.as_u16(),
             message: format!(
                 "{} does not look like an Ironic API (no version information)",
@@ -474,11 +408,6 @@ impl IronicClient {
         })?;
         negotiate(min, max)?;
         Ok(())
-    }
-
-    /// The API root (without credentials).
-    pub fn endpoint(&self) -> &url::Url {
-        &self.root
     }
 
     fn node_url(&self, node: &str, sub: Option<&str>) -> Result<url::Url, IronicError> {
@@ -500,18 +429,21 @@ impl IronicClient {
         Ok(url)
     }
 
-    /// One API call; returns the body of a 2xx answer, else the classified error.
+    /// One API call; returns the status, headers and body of a 2xx answer,
+    /// else the classified error. `GET /` goes without the version header.
     async fn call(
         &self,
         method: Method,
         url: url::Url,
         body: Option<&serde_json::Value>,
-    ) -> Result<(StatusCode, Vec<u8>), IronicError> {
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), IronicError> {
         let mut request = self
             .http
             .request(method.clone(), url.clone())
-            .header(VERSION_HEADER, MIN_MICROVERSION.to_string())
             .header("Accept", "application/json");
+        if url != self.root {
+            request = request.header(VERSION_HEADER, MIN_MICROVERSION.to_string());
+        }
         if let Some((user, password)) = &self.auth {
             request = request.basic_auth(user, Some(password));
         }
@@ -523,7 +455,7 @@ impl IronicClient {
             .send()
             .await
             .map_err(|e| transport_error(&method, &url, e))?;
-        let status = response.status();
+        let (status, headers) = (response.status(), response.headers().clone());
         let bytes = response
             .bytes()
             .await
@@ -536,40 +468,39 @@ impl IronicClient {
             "ironic call"
         );
         if status.is_success() {
-            Ok((status, bytes.to_vec()))
+            Ok((status, headers, bytes.to_vec()))
         } else {
             Err(classify(status.as_u16(), &bytes))
         }
     }
 
+    /// A `GET` whose answer `parse` reads.
+    async fn get<T>(
+        &self,
+        url: url::Url,
+        parse: fn(&[u8]) -> Result<T, String>,
+    ) -> Result<T, IronicError> {
+        let (status, _, body) = self.call(Method::GET, url, None).await?;
+        parse(&body).map_err(|message| IronicError::Http {
+            status: status.as_u16(),
+            message,
+        })
+    }
+
     /// `GET /` (the API root, no version header): does Ironic answer at
     /// all? Used to tell an outage from a host-specific failure.
     pub async fn ping(&self) -> Result<(), IronicError> {
-        let response = self.get_root().await?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let body = response.bytes().await.unwrap_or_default();
-        Err(classify(status.as_u16(), &body))
+        self.call(Method::GET, self.root.clone(), None).await?;
+        Ok(())
     }
 
     pub async fn get_node(&self, node: &str) -> Result<Node, IronicError> {
-        let url = self.node_url(node, None)?;
-        let (status, body) = self.call(Method::GET, url, None).await?;
-        parse_node(&body).map_err(|message| IronicError::Http {
-            status: status.as_u16(),
-            message,
-        })
+        self.get(self.node_url(node, None)?, parse_node).await
     }
 
     pub async fn list_vmedia(&self, node: &str) -> Result<Vec<VirtualMedia>, IronicError> {
-        let url = self.node_url(node, Some("vmedia"))?;
-        let (status, body) = self.call(Method::GET, url, None).await?;
-        parse_vmedia(&body).map_err(|message| IronicError::Http {
-            status: status.as_u16(),
-            message,
-        })
+        self.get(self.node_url(node, Some("vmedia"))?, parse_vmedia)
+            .await
     }
 
     /// `POST /v1/nodes/{node}/vmedia` with `device_type: cdrom`. A 204 only
@@ -578,13 +509,13 @@ impl IronicClient {
         let parsed = url::Url::parse(image_url).map_err(|e| {
             IronicError::BadRequest(format!(
                 "image URL {} is invalid: {e}",
-                redact_text(image_url)
+                redact_url(image_url)
             ))
         })?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(IronicError::BadRequest(format!(
                 "image URL {} must be http:// or https://",
-                redact_text(image_url)
+                redact_url(image_url)
             )));
         }
         let url = self.node_url(node, Some("vmedia"))?;

@@ -9,6 +9,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::telemetry::redact_url;
+
 pub use client::{IronicClient, IronicConfig, Microversion};
 
 /// The microversion that introduced `GET /v1/nodes/{node}/vmedia`: without it
@@ -63,12 +65,6 @@ impl From<String> for ProvisionState {
     }
 }
 
-impl From<&str> for ProvisionState {
-    fn from(state: &str) -> Self {
-        Self::from(state.to_string())
-    }
-}
-
 impl fmt::Display for ProvisionState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -102,12 +98,6 @@ impl From<String> for PowerState {
     }
 }
 
-impl From<&str> for PowerState {
-    fn from(state: &str) -> Self {
-        Self::from(state.to_string())
-    }
-}
-
 fn or_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
     d: D,
 ) -> Result<T, D::Error> {
@@ -121,7 +111,7 @@ fn non_empty<'de, D: Deserializer<'de>, T: From<String>>(d: D) -> Result<Option<
 }
 
 fn redacted<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(non_empty::<D, String>(d)?.map(|text| redact_text(&text)))
+    Ok(non_empty::<D, String>(d)?.map(|text| redact_url(&text).into_owned()))
 }
 
 /// One virtual media slot (`GET /v1/nodes/{node}/vmedia`).
@@ -161,29 +151,23 @@ pub enum IronicError {
     Config(String),
 }
 
-/// Replaces the userinfo of every URL in free text (Ironic messages may quote
-/// URLs anywhere) with `***`: the project's one redaction rule,
-/// [`crate::telemetry::redact_url`].
-pub(crate) fn redact_text(text: &str) -> String {
-    crate::telemetry::redact_url(text).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::telemetry::redact_url;
 
+    /// Ironic messages may quote URLs anywhere: all of them are redacted.
     #[test]
     fn redacts_every_url_in_text() {
         assert_eq!(
-            redact_text("href http://u:p@h/a.iso failed; see https://x:y@z:1?q and ftp://plain/"),
+            redact_url("href http://u:p@h/a.iso failed; see https://x:y@z:1?q and ftp://plain/"),
             "href http://***@h/a.iso failed; see https://***@z:1?q and ftp://plain/"
         );
-        assert_eq!(redact_text("'http://a:b@c' x"), "'http://***@c' x");
-        assert_eq!(redact_text("http://h/a@b.iso"), "http://h/a@b.iso");
-        assert_eq!(redact_text("no urls here"), "no urls here");
-        assert_eq!(redact_text("trailing ://"), "trailing ://");
+        assert_eq!(redact_url("'http://a:b@c' x"), "'http://***@c' x");
+        assert_eq!(redact_url("http://h/a@b.iso"), "http://h/a@b.iso");
+        assert_eq!(redact_url("no urls here"), "no urls here");
+        assert_eq!(redact_url("trailing ://"), "trailing ://");
         assert_eq!(
-            redact_text("ünïcode http://ü:ö@h/ é"),
+            redact_url("ünïcode http://ü:ö@h/ é"),
             "ünïcode http://***@h/ é"
         );
     }

@@ -111,8 +111,8 @@ fn record(url: &str, phase: Phase, since: i64) -> AttachedRecord {
 fn node(power: &str) -> Node {
     Node {
         uuid: NODE.into(),
-        provision_state: "active".into(),
-        power_state: Some(power.into()),
+        provision_state: ProvisionState::Active,
+        power_state: Some(power.to_string().into()),
         ..Default::default()
     }
 }
@@ -330,7 +330,7 @@ fn maintenance_and_non_active_nodes_wait() {
     assert!(!attaches(&plan));
     assert!(message_of(&plan).contains("maintenance"));
     let mut deploying = node("power on");
-    deploying.provision_state = "wait call-back".into();
+    deploying.provision_state = "wait call-back".to_string().into();
     let plan = Case::new(H::new("provisioned", Some(URL1)))
         .ironic(observed(deploying, empty()))
         .plan();
@@ -412,7 +412,7 @@ fn no_hold_when_offline_or_unknown_power() {
     assert!(attaches(&plan));
     assert!(!has(&plan, &Action::SetHold(true)));
     let mut transitioning = node("power off");
-    transitioning.target_power_state = Some("power on".into());
+    transitioning.target_power_state = Some(PowerState::On);
     let plan = Case::new(H::new("externally provisioned", Some(URL1)))
         .ironic(observed(transitioning, empty()))
         .plan();
@@ -1740,7 +1740,7 @@ fn servicing_makes_the_drive_read_again_and_reattaches_once_active() {
     assert_eq!(case.step(), Step::ObserveIronic(Read::NodeAndDrive));
     // While Ironic services the node: wait, and forget the verification.
     let mut servicing = node("power off");
-    servicing.provision_state = "service wait".into();
+    servicing.provision_state = "service wait".to_string().into();
     let plan = Case::new(host.clone())
         .ironic(observed(servicing, boot_media()))
         .plan();

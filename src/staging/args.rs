@@ -2,7 +2,7 @@
 //! subcommand to `#[command(flatten)]`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,41 +73,33 @@ impl StagingArgs {
         })
     }
 
-    /// The image server's TLS configuration, when HTTPS was asked for.
+    /// The image server's TLS configuration, when HTTPS was asked for
+    /// (HTTP/1.1 only: Ironic's downloader speaks nothing else).
     pub fn server_tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, StageError> {
-        match (
+        use crate::admission::tls::{parse_pem_pair, read_cert_files};
+        let (Some(cert_file), Some(key_file)) = (
             &self.image_server_tls_cert_file,
             &self.image_server_tls_key_file,
-        ) {
-            (Some(cert), Some(key)) => load_server_tls(cert, key).map(Some),
-            _ => Ok(None),
-        }
+        ) else {
+            return Ok(None);
+        };
+        let load = || -> anyhow::Result<rustls::ServerConfig> {
+            let (cert_pem, key_pem) = read_cert_files(cert_file, key_file)?;
+            let cert_name = || cert_file.display().to_string();
+            let (certs, key) = parse_pem_pair(&cert_pem, &key_pem).with_context(cert_name)?;
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .with_context(cert_name)?;
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(config)
+        };
+        load()
+            .map(|config| Some(Arc::new(config)))
+            .map_err(|err| StageError::Tls(format!("image server certificate: {err:#}")))
     }
-}
-
-/// Builds a rustls server configuration from PEM files (HTTP/1.1 only:
-/// Ironic's downloader speaks nothing else).
-pub fn load_server_tls(
-    cert_file: &Path,
-    key_file: &Path,
-) -> Result<Arc<rustls::ServerConfig>, StageError> {
-    use crate::admission::tls::{parse_pem_pair, read_cert_files};
-    let load = || -> anyhow::Result<rustls::ServerConfig> {
-        let (cert_pem, key_pem) = read_cert_files(cert_file, key_file)?;
-        let cert_name = || cert_file.display().to_string();
-        let (certs, key) = parse_pem_pair(&cert_pem, &key_pem).with_context(cert_name)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .with_context(cert_name)?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(config)
-    };
-    load()
-        .map(Arc::new)
-        .map_err(|err| StageError::Tls(format!("image server certificate: {err:#}")))
 }
 
 /// Parses `4GiB`, `512MiB`, `1.5GB`, `1000000` (bytes).
@@ -218,11 +210,15 @@ mod tests {
 
     #[test]
     fn missing_tls_files_are_a_clear_error() {
-        let err = load_server_tls(
-            Path::new("/nonexistent/c.pem"),
-            Path::new("/nonexistent/k.pem"),
-        )
-        .unwrap_err();
+        let cli = Cli::try_parse_from([
+            "x",
+            "--image-server-tls-cert-file",
+            "/nonexistent/c.pem",
+            "--image-server-tls-key-file",
+            "/nonexistent/k.pem",
+        ])
+        .unwrap();
+        let err = cli.staging.server_tls().unwrap_err();
         assert!(err.to_string().contains("/nonexistent/c.pem"), "{err}");
     }
 }

@@ -278,21 +278,15 @@ fn classify(err: &reqwest::Error, url: &Url) -> StageError {
 
 /// The rustls error somewhere in the source chain, if the failure was TLS.
 fn find_tls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = current {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        // io::Error::source() skips its payload (hyper-rustls nests io
-        // errors around the rustls error): descend into the payload itself.
-        current = match e.downcast_ref::<std::io::Error>() {
-            Some(io) => io
-                .get_ref()
-                .map(|inner| inner as &(dyn std::error::Error + 'static)),
-            None => e.source(),
-        };
-    }
-    None
+    // io::Error::source() skips its payload (hyper-rustls nests io errors
+    // around the rustls error): descend into the payload itself.
+    std::iter::successors(Some(err), |e| match e.downcast_ref::<std::io::Error>() {
+        Some(io) => io
+            .get_ref()
+            .map(|inner| inner as &(dyn std::error::Error + 'static)),
+        None => e.source(),
+    })
+    .find_map(|e| e.downcast_ref::<rustls::Error>())
 }
 
 /// "a: b: c" from an error's sources (not reqwest's own text: it carries the

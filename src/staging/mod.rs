@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use rustls_pki_types::CertificateDer;
@@ -117,12 +118,9 @@ pub enum StageError {
 impl std::fmt::Debug for StagedImage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // `.../images/<token>/<digest>.iso` → `.../images/***/<digest>.iso`.
-        let url = match self.ironic_url.rsplit_once("/images/") {
-            Some((base, tail)) => match tail.split_once('/') {
-                Some((_, file)) => format!("{base}/images/***/{file}"),
-                None => self.ironic_url.clone(),
-            },
-            None => self.ironic_url.clone(),
+        let url = match self.ironic_url.rsplitn(3, '/').collect::<Vec<_>>()[..] {
+            [file, _token, base] if base.ends_with("/images") => format!("{base}/***/{file}"),
+            _ => self.ironic_url.clone(),
         };
         f.debug_struct("StagedImage")
             .field("digest", &self.digest)
@@ -270,7 +268,9 @@ impl Stager {
             );
         }
         let extra_roots = match &config.image_ca_file {
-            Some(path) => load_ca_bundle(path)?,
+            Some(path) => ca_certificates(path).map_err(|err| {
+                StageError::Tls(format!("the image CA file {} {err:#}", path.display()))
+            })?,
             None => Vec::new(),
         };
         let inner = Inner {
@@ -417,7 +417,7 @@ impl Stager {
         let key = self.inner.key(&[b"built", hex.as_bytes()]);
         let dest = self.inner.blob_path(&hex);
         let mut state = self.inner.lock();
-        if let Some(staged) = self.inner.current(&state, host_key, &key) {
+        if let Some(staged) = self.inner.reuse(&mut state, host_key, &key) {
             return Ok(staged);
         }
         let info =
@@ -530,26 +530,15 @@ impl Inner {
         self.blob_dir.join(format!("{hex}.iso"))
     }
 
-    /// The host's current image, if it has `key` and its file is still on disk.
-    fn current(&self, state: &State, host_key: &str, key: &FetchKey) -> Option<StagedImage> {
-        let entry = state
-            .hosts
-            .get(host_key)
-            .filter(|e| e.key == *key && self.blob_path(&e.blob.hex).is_file())?;
-        Some(self.staged_image(entry))
-    }
-
-    /// The host's current image or a finished download with the same key,
-    /// if its file is still on disk.
+    /// The host's current image or a finished download (or built image)
+    /// with the same key, if its file is still on disk.
     fn reuse(&self, state: &mut State, host_key: &str, key: &FetchKey) -> Option<StagedImage> {
-        if let Some(staged) = self.current(state, host_key, key) {
-            return Some(staged);
+        let on_disk = |blob: &Blob| self.blob_path(&blob.hex).is_file();
+        let current = state.hosts.get(host_key);
+        if let Some(entry) = current.filter(|e| e.key == *key && on_disk(&e.blob)) {
+            return Some(self.staged_image(entry));
         }
-        let blob = state
-            .fetched
-            .get(key)
-            .filter(|b| self.blob_path(&b.hex).is_file())?
-            .clone();
+        let blob = state.fetched.get(key).filter(|b| on_disk(b))?.clone();
         Some(self.assign(state, host_key, *key, blob))
     }
 
@@ -744,23 +733,18 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// `--image-ca-file`, read with rustls-pki-types' PEM parser like every
-/// other certificate file here.
-fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, StageError> {
-    let error =
-        |what: String| StageError::Tls(format!("the image CA file {} {what}", path.display()));
-    let pem = std::fs::read(path).map_err(|err| error(format!("cannot be read: {err}")))?;
+/// The certificates of a CA bundle (PEM) to trust besides the system roots:
+/// `--image-ca-file` and `--ironic-ca-file`. None is an error.
+pub(crate) fn ca_certificates(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path).context("cannot be read")?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| error(format!("is not valid PEM: {err}")))?;
-    if certs.is_empty() {
-        return Err(error("holds no certificate".into()));
-    }
-    certs
-        .iter()
-        .map(|der| reqwest::Certificate::from_der(der))
+        .context("is not valid PEM")?;
+    anyhow::ensure!(!certs.is_empty(), "holds no certificate");
+    let usable = certs.iter().map(|der| reqwest::Certificate::from_der(der));
+    usable
         .collect::<Result<_, _>>()
-        .map_err(|err| error(format!("holds an unusable certificate: {err}")))
+        .context("holds an unusable certificate")
 }
 
 fn build_client(
@@ -776,12 +760,10 @@ fn build_client(
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(config.connect_timeout)
         .read_timeout(config.read_timeout)
-        .user_agent(concat!("metal3-dataimage/", env!("CARGO_PKG_VERSION")));
+        .user_agent(concat!("metal3-dataimage/", env!("CARGO_PKG_VERSION")))
+        .danger_accept_invalid_certs(insecure);
     for cert in extra_roots {
         builder = builder.add_root_certificate(cert.clone());
-    }
-    if insecure {
-        builder = builder.danger_accept_invalid_certs(true);
     }
     builder
         .build()

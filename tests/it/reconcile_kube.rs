@@ -19,7 +19,7 @@ use fake_kube::*;
 
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
-use metal3_dataimage::ironic::{IronicError, Node, VirtualMedia};
+use metal3_dataimage::ironic::{IronicError, Node, PowerState, ProvisionState, VirtualMedia};
 use metal3_dataimage::model::bmh::HostResource;
 use metal3_dataimage::reconcile::controller::{self, Context, IronicApi};
 use metal3_dataimage::reconcile::decision::DecisionConfig;
@@ -59,15 +59,12 @@ impl IronicApi for FakeIronic {
         let state = self.state();
         Ok(Node {
             uuid: node.to_string(),
-            provision_state: "active".into(),
-            power_state: Some(
-                if state.power_on {
-                    "power on"
-                } else {
-                    "power off"
-                }
-                .into(),
-            ),
+            provision_state: ProvisionState::Active,
+            power_state: Some(if state.power_on {
+                PowerState::On
+            } else {
+                PowerState::Off
+            }),
             last_error: state.last_error.clone(),
             ..Default::default()
         })

@@ -885,9 +885,7 @@ async fn the_image_server_speaks_https_with_the_configured_certificate() {
     let origin = good_server(&pki).await;
     let image = iso_image(IMAGE_LEN, false, 19);
     origin.set("/data.iso", protected(&image));
-    let tls =
-        metal3_dataimage::staging::args::load_server_tls(&pki.good_cert_file, &pki.good_key_file)
-            .unwrap();
+    let tls = server_tls(&pki.good_cert_file, &pki.good_key_file);
     let harness = StagingHarness::start_with(Some(&pki.ca_file), MIB, Some(tls), |_| {}).await;
     let staged = harness
         .stager
@@ -971,4 +969,25 @@ async fn a_cancelled_caller_does_not_abort_a_shared_download() {
         "{:?}",
         harness.cache_files()
     );
+}
+
+/// The image server's TLS configuration as the flags give it.
+fn server_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> std::sync::Arc<rustls::ServerConfig> {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        staging: metal3_dataimage::staging::args::StagingArgs,
+    }
+    let cli = <Cli as clap::Parser>::try_parse_from([
+        "x".as_ref(),
+        "--image-server-tls-cert-file".as_ref(),
+        cert.as_os_str(),
+        "--image-server-tls-key-file".as_ref(),
+        key.as_os_str(),
+    ])
+    .unwrap();
+    cli.staging.server_tls().unwrap().unwrap()
 }

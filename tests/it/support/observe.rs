@@ -185,7 +185,7 @@ mod tests {
     fn node(reservation: Option<&str>, last_error: Option<&str>) -> Node {
         Node {
             uuid: UUID.into(),
-            provision_state: "active".into(),
+            provision_state: metal3_dataimage::ironic::ProvisionState::Active,
             reservation: reservation.map(Into::into),
             last_error: last_error.map(Into::into),
             ..Node::default()
