@@ -381,10 +381,6 @@ impl<'a, 'b> Builder<'a, 'b> {
         }
     }
 
-    fn now(&self) -> Timestamp {
-        self.input.now
-    }
-
     fn push(&mut self, action: Action) {
         self.plan.actions.push(action);
     }
@@ -441,7 +437,7 @@ impl<'a, 'b> Builder<'a, 'b> {
 
     /// Records the detach as sent (the record goes first), then sends it.
     fn send_detach(&mut self, mut record: AttachedRecord, event: String) {
-        record.enter(Phase::Detaching, self.now());
+        record.enter(Phase::Detaching, self.input.now);
         record.retry_at = None;
         self.write_record(Some(record));
         self.push(Action::Detach);
@@ -471,7 +467,7 @@ impl<'a, 'b> Builder<'a, 'b> {
         let last_transition_time = (self.host.status)
             .filter(|prev| prev.state == Some(state))
             .and_then(|prev| prev.last_transition_time.clone())
-            .or_else(|| Some(self.now().to_string()));
+            .or_else(|| Some(self.input.now.to_string()));
         let mut message = message.into();
         // A data image should not be bootable: say so when the staged ISO
         // carries an El Torito record (only staged images are inspected).
@@ -502,7 +498,7 @@ impl<'a, 'b> Builder<'a, 'b> {
         message: String,
         delay: Option<Duration>,
     ) -> Timestamp {
-        let now = self.now();
+        let now = self.input.now;
         if let Some(at) = pending_retry(record, now) {
             return at;
         }
@@ -532,7 +528,7 @@ impl<'a, 'b> Builder<'a, 'b> {
             _ => format!("{doing}: {}", record.message.as_deref().unwrap_or_default()),
         };
         self.write_record(Some(record));
-        let wait = wait_until(at, self.now());
+        let wait = wait_until(at, self.input.now);
         let message = join_note(format!("{what}; retrying at {at}"), note);
         self.show(State::Error, message, Some(wait))
     }
@@ -547,7 +543,7 @@ impl<'a, 'b> Builder<'a, 'b> {
         message: String,
         delay: Option<Duration>,
     ) -> Plan {
-        let now = self.now();
+        let now = self.input.now;
         let at = self.count_failure(&mut record, message.clone(), delay);
         // "attaching …" / "detaching …"
         let url = redact_url(&record.url).into_owned();
@@ -782,7 +778,7 @@ enum Purpose {
 
 /// Empties the drive of our image (`record`, never [`Phase::Pending`]).
 fn detach_flow(mut b: Builder, mut record: AttachedRecord, purpose: Purpose) -> Step {
-    let now = b.now();
+    let now = b.input.now;
     // The status shows the image the host asks for, if any.
     b.url.get_or_insert_with(|| record.url.clone());
     if record.node != b.host.node_id {
@@ -895,7 +891,7 @@ fn drive_emptied(mut b: Builder, purpose: Purpose, was_ours: bool) -> Step {
     }
     match (purpose, b.host.desired.clone()) {
         (Purpose::Replace, Some(url)) => {
-            let mut record = AttachedRecord::new(&url, b.host.node_id, Phase::Pending, b.now());
+            let mut record = AttachedRecord::new(&url, b.host.node_id, Phase::Pending, b.input.now);
             // Keep the hold bookkeeping across the swap.
             if let Some(old) = old {
                 record.hold_since = old.hold_since;
@@ -959,7 +955,7 @@ pub(crate) fn after_failure(
 /// Power hold bookkeeping while an attach is pending. Returns a note for the
 /// status when the hold was released for a reason worth telling.
 fn hold_step(b: &mut Builder, record: &mut AttachedRecord, node: Option<&Node>) -> Option<String> {
-    let now = b.now();
+    let now = b.input.now;
     let power = node.and_then(powered);
     if b.host.hold {
         let since = *record.hold_since.get_or_insert(now);
@@ -1012,7 +1008,7 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
     let node_id = b.host.node_id;
     let mut record = match b.host.record.clone() {
         Some(r) if r.url == url && r.node == node_id => r,
-        _ => AttachedRecord::new(url, node_id, Phase::Pending, b.now()),
+        _ => AttachedRecord::new(url, node_id, Phase::Pending, b.input.now),
     };
     // A held or serviced host reads the node first (power, state).
     let settled = !b.host.hold && !b.host.servicing;
@@ -1130,8 +1126,8 @@ fn attach_observed(
                     Reason::Ejected,
                     format!("{url} is no longer inserted; attaching it again"),
                 );
-                record.enter(Phase::Pending, b.now());
-                record.requested_at = Some(b.now());
+                record.enter(Phase::Pending, b.input.now);
+                record.requested_at = Some(b.input.now);
             }
         }
     }
@@ -1199,7 +1195,7 @@ fn attach_pending(
     if !b.host.has_finalizer {
         b.push(Action::AddFinalizer);
     }
-    record.enter(Phase::Attaching, b.now());
+    record.enter(Phase::Attaching, b.input.now);
     record.retry_at = None;
     record.into_empty = *drive == CdContents::Empty;
     b.write_record(Some(record));
@@ -1217,13 +1213,13 @@ fn attach_gate(
     node: &Node,
     drive: &CdContents,
 ) -> Option<Waiting> {
-    if let Some(at) = pending_retry(record, b.now()) {
+    if let Some(at) = pending_retry(record, b.input.now) {
         let message = retry_message(
             Op::Attach,
             record.message.as_deref().unwrap_or_default(),
             at,
         );
-        return Some((State::Error, message, wait_until(at, b.now())));
+        return Some((State::Error, message, wait_until(at, b.input.now)));
     }
     let (message, wait) = if node.maintenance {
         let message = "Ironic node is in maintenance; waiting for it to leave maintenance";
@@ -1291,7 +1287,7 @@ fn wait_to_attach(
 
 /// Our image is in the drive: the attach is confirmed.
 fn confirmed(mut b: Builder, mut record: AttachedRecord, running: bool) -> Step {
-    let now = b.now();
+    let now = b.input.now;
     b.plan.attached_after = record.requested_at.map(|t| elapsed(t, now).as_secs_f64());
     record.enter(Phase::Attached, now);
     record.errors = 0;
@@ -1313,7 +1309,7 @@ fn confirmed(mut b: Builder, mut record: AttachedRecord, running: bool) -> Step 
 /// The host is being deleted: detach before our finalizer goes, or give up
 /// after `--finalizer-timeout`.
 fn deletion(mut b: Builder, deleted: Timestamp) -> Step {
-    let now = b.now();
+    let now = b.input.now;
     // The status shows the image in the drive.
     b.url = b.host.record.as_ref().map(|r| r.url.clone());
     if !b.host.has_finalizer {
@@ -1417,7 +1413,7 @@ fn deletion_observed(
         && confirm_elapsed(&record, b.input) < b.input.config.confirm_timeout;
     let message = if node.reservation.is_some() {
         "Ironic node is busy; detaching before deletion when it is free"
-    } else if recently_sent || pending_retry(&record, b.now()).is_some() {
+    } else if recently_sent || pending_retry(&record, b.input.now).is_some() {
         "waiting for Ironic to eject the image"
     } else {
         b.send_detach(record, format!("detaching {url} before deletion"));
