@@ -451,10 +451,9 @@ impl<'a, 'b> Builder<'a, 'b> {
         let url = self.url.as_deref();
         let record = self.host.record.as_ref();
         // The staged image, when the image shown is the one the host asks for.
+        let desired = url.is_some() && url == self.host.desired.as_deref();
         let staged_image = match self.input.staging {
-            StagingView::Ready(image) if url.is_some() && url == self.host.desired.as_deref() => {
-                Some(image)
-            }
+            StagingView::Ready(image) if desired => Some(image),
             _ => None,
         };
         let (staged_digest, staged_size) = match staged_image {
@@ -757,11 +756,8 @@ fn decide_host(input: &Input) -> Step {
 fn not_provisioned(mut b: Builder, then: &str) -> Step {
     b.set_hold(false);
     b.write_record(None);
-    let state = if b.host.state.is_empty() {
-        "not registered"
-    } else {
-        b.host.state
-    };
+    let state = Some(b.host.state).filter(|s| !s.is_empty());
+    let state = state.unwrap_or("not registered");
     b.show(State::Waiting, format!("host is {state}: {then}"), None)
 }
 
