@@ -1209,28 +1209,22 @@ fn attach_gate(
     node: &Node,
     drive: &CdContents,
 ) -> Option<Waiting> {
-    if let Some(at) = pending_retry(record, b.input.now) {
-        let message = retry_message(
-            Op::Attach,
-            record.message.as_deref().unwrap_or_default(),
-            at,
-        );
-        return Some((State::Error, message, wait_until(at, b.input.now)));
+    let now = b.input.now;
+    if let Some(at) = pending_retry(record, now) {
+        let message = record.message.as_deref().unwrap_or_default();
+        let message = retry_message(Op::Attach, message, at);
+        return Some((State::Error, message, wait_until(at, now)));
     }
     let (message, wait) = if node.maintenance {
         let message = "Ironic node is in maintenance; waiting for it to leave maintenance";
         (message.into(), BLOCKED_POLL)
     } else if node.reservation.is_some() {
-        (
-            "Ironic node is busy (reserved by a running operation)".into(),
-            BUSY_POLL,
-        )
+        let message = "Ironic node is busy (reserved by a running operation)";
+        (message.into(), BUSY_POLL)
     } else if node.provision_state != ProvisionState::Active {
         let state = &node.provision_state;
-        (
-            format!("Ironic node is {state} (waiting for active)"),
-            BLOCKED_POLL,
-        )
+        let message = format!("Ironic node is {state} (waiting for active)");
+        (message, BLOCKED_POLL)
     } else if let CdContents::Other(image) = drive {
         let message = format!(
             "the CD drive holds media that is not ours ({}: deploy media or a live ISO); waiting for it to leave",
@@ -1244,10 +1238,8 @@ fn attach_gate(
                 // Only now that an attach could follow: no download for a
                 // host that is gated anyway.
                 b.push(Action::Stage);
-                (
-                    "staging the image: starting the download".into(),
-                    STAGING_POLL,
-                )
+                let message = "staging the image: starting the download";
+                (message.into(), STAGING_POLL)
             }
             StagingView::Running { done, total } => {
                 let done = bytes(*done);
