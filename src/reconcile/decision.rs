@@ -1046,18 +1046,14 @@ fn attach_flow(mut b: Builder, url: &str) -> Step {
         IronicView::Busy { node } => {
             let (state, message, wait) = match record.phase {
                 Phase::Attached => (State::Attached, attached_message(&record), BUSY_POLL),
-                Phase::Attaching => (
-                    State::Attaching,
-                    "Ironic is inserting the image (the node is locked, so its drive cannot be read yet)"
-                        .to_string(),
-                    CONFIRM_POLL,
-                ),
-                _ => (
-                    State::Waiting,
-                    "Ironic node is busy (locked by a running operation); attaching when it is free"
-                        .to_string(),
-                    BUSY_POLL,
-                ),
+                Phase::Attaching => {
+                    let message = "Ironic is inserting the image (the node is locked, so its drive cannot be read yet)";
+                    (State::Attaching, message.into(), CONFIRM_POLL)
+                }
+                _ => {
+                    let message = "Ironic node is busy (locked by a running operation); attaching when it is free";
+                    (State::Waiting, message.into(), BUSY_POLL)
+                }
             };
             let note = hold_step(&mut b, &mut record, Some(node));
             if b.host.record.is_some() {
