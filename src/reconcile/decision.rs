@@ -880,10 +880,8 @@ fn detach_hold(
 fn drive_emptied(mut b: Builder, purpose: Purpose, was_ours: bool) -> Step {
     let old = b.host.record.clone();
     if was_ours && let Some(old) = &old {
-        b.event(
-            Reason::Detached,
-            format!("detached {}", redact_url(&old.url)),
-        );
+        let url = redact_url(&old.url);
+        b.event(Reason::Detached, format!("detached {url}"));
     }
     match (purpose, b.host.desired.clone()) {
         (Purpose::Replace, Some(url)) => {
@@ -1283,10 +1281,8 @@ fn confirmed(mut b: Builder, mut record: AttachedRecord, running: bool) -> Step 
     record.attached_running = running;
     b.set_hold(false);
     b.write_record(Some(record.clone()));
-    b.event(
-        Reason::Attached,
-        format!("attached {}", redact_url(&record.url)),
-    );
+    let url = redact_url(&record.url);
+    b.event(Reason::Attached, format!("attached {url}"));
     b.show_verified(&record)
 }
 
