@@ -14,8 +14,8 @@
 //!   `Could not detach device(s) <devices> from node <uuid>: <reason>` with
 //!   `cdrom` among the devices (or `None`: all devices).
 //!
-//! Used by the reconciler's decision (`reconcile::decision::{drive_state,
-//! vmedia_error}`) and the test suites' drive verdicts.
+//! Used by the reconciler's decision (`reconcile::decision`) and the test
+//! suites' drive verdicts.
 
 use super::VirtualMedia;
 

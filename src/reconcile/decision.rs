@@ -7,17 +7,19 @@
 //! (Ironic's 204 only means "accepted", so every attach and detach is
 //! confirmed by a later observation).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use kube::ResourceExt;
 
 use super::record::{
     AttachedRecord, DETACHED_ANNOTATION, FINALIZER, HOLD_ANNOTATION, PAUSED_ANNOTATION, Phase,
 };
+use crate::ironic::ours::{CdContents, cd_contents};
 use crate::ironic::{IronicError, Node, PowerState, ProvisionState, VirtualMedia};
+use crate::model::DataImageState as State;
 use crate::model::bmh::HostResource;
-use crate::model::{DataImageState, DataImageStatus};
+use crate::model::{DataImageSpec, DataImageStatus};
 use crate::staging::StagedImage;
 use crate::telemetry::redact_url;
 
@@ -212,15 +214,16 @@ impl Reason {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) enum StatusChange {
+    #[default]
     Keep,
     Set(DataImageStatus),
     Clear,
 }
 
 /// The outcome of one decision.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Plan {
     pub actions: Vec<Action>,
     pub status: StatusChange,
@@ -235,20 +238,6 @@ pub(crate) struct Plan {
     /// observation forgets that (a node that went through servicing is read
     /// again at once).
     pub verified: bool,
-}
-
-impl Plan {
-    /// Nothing to do but look again after `after`.
-    pub(crate) fn wait(after: Duration) -> Self {
-        Self {
-            actions: Vec::new(),
-            status: StatusChange::Keep,
-            requeue: Some(after),
-            attached_after: None,
-            failure: None,
-            verified: false,
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -293,29 +282,6 @@ pub fn backoff(errors: u32, jitter: f64) -> Duration {
     base.mul_f64(1.0 - 0.25 * jitter)
 }
 
-/// What occupies the host's virtual CD drive.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Drive {
-    Empty,
-    /// Media inserted through the vmedia API (`cdrom-<node>.iso`): ours.
-    Ours,
-    /// Something else (Ironic's `boot-<node>.iso` deploy/rescue media, a
-    /// live ISO): never ejected by us.
-    Foreign(String),
-}
-
-/// Reads the CD slot: ours is Ironic's republished `cdrom-<node>.iso`
-/// (judged by [`crate::ironic::ours::cd_contents`]).
-pub(crate) fn drive_state(vmedia: &[VirtualMedia], node: &str) -> Drive {
-    match crate::ironic::ours::cd_contents(vmedia, node) {
-        crate::ironic::ours::CdContents::Empty => Drive::Empty,
-        crate::ironic::ours::CdContents::Ours => Drive::Ours,
-        crate::ironic::ours::CdContents::Other(image) => {
-            Drive::Foreign(redact_url(&image).into_owned())
-        }
-    }
-}
-
 /// `last_error` written by our vmedia attach or detach (Ironic also writes
 /// its own failures there, its own virtual-media boot failures included;
 /// only ours count): [`crate::ironic::ours::our_error`], redacted.
@@ -324,26 +290,13 @@ pub(crate) fn vmedia_error(node: &Node, op: Op) -> Option<String> {
         .map(|text| redact_url(text).into_owned())
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Power {
-    On,
-    Off,
-    Unknown,
-}
-
-fn power(node: &Node) -> Power {
+/// Whether the node is (or is turning) on; `None`: unknown, or changing.
+fn powered(node: &Node) -> Option<bool> {
     match (&node.power_state, &node.target_power_state) {
-        (_, Some(PowerState::On | PowerState::Rebooting)) | (Some(PowerState::On), _) => Power::On,
-        (Some(PowerState::Off), None) => Power::Off,
-        _ => Power::Unknown,
+        (_, Some(PowerState::On | PowerState::Rebooting)) | (Some(PowerState::On), _) => Some(true),
+        (Some(PowerState::Off), None) => Some(false),
+        _ => None,
     }
-}
-
-/// The image the host asks for: its URL, or `secret:<name>` for one built
-/// from a Secret.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Desired {
-    url: String,
 }
 
 /// The host fields the decision reads.
@@ -355,8 +308,9 @@ struct Host<'a> {
     detached: bool,
     hold: bool,
     record: Option<AttachedRecord>,
-    /// What the host asks for ([`crate::model::DataImageSpec::source`]).
-    desired: Option<Desired>,
+    /// The image the host asks for: its URL, or `secret:<name>` for one
+    /// built from a Secret ([`crate::model::DataImageSpec::source`]).
+    desired: Option<String>,
     online: bool,
     disable_power_off: bool,
     state: &'a str,
@@ -375,17 +329,14 @@ struct Host<'a> {
 
 impl<'a> Host<'a> {
     fn read(host: &'a HostResource) -> Self {
-        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
-        let annotations = host.metadata.annotations.as_ref().unwrap_or(&EMPTY);
-        let provisioning = host.status.as_ref().and_then(|s| s.provisioning.as_ref());
+        let annotations = host.annotations();
+        let status = host.status.as_ref();
+        let provisioning = status.and_then(|s| s.provisioning.as_ref());
+        let operational = status.and_then(|s| s.operational_status.as_deref());
         Self {
             generation: host.metadata.generation,
             deletion: host.metadata.deletion_timestamp.as_ref().map(|t| t.0),
-            has_finalizer: host
-                .metadata
-                .finalizers
-                .as_ref()
-                .is_some_and(|f| f.iter().any(|x| x == FINALIZER)),
+            has_finalizer: host.finalizers().iter().any(|f| f == FINALIZER),
             paused: annotations.contains_key(PAUSED_ANNOTATION),
             detached: annotations.contains_key(DETACHED_ANNOTATION),
             hold: annotations.contains_key(HOLD_ANNOTATION),
@@ -394,65 +345,54 @@ impl<'a> Host<'a> {
                 .spec
                 .data_image
                 .as_ref()
-                .and_then(super::super::model::dataimage::DataImageSpec::source)
-                .map(|url| Desired { url }),
+                .and_then(DataImageSpec::source),
             online: host.spec.online.unwrap_or(false),
             disable_power_off: host.spec.disable_power_off.unwrap_or(false),
-            state: provisioning.map(|p| p.state.as_str()).unwrap_or(""),
-            node_id: provisioning.map(|p| p.id.as_str()).unwrap_or(""),
-            status: host.status.as_ref().and_then(|s| s.data_image.as_ref()),
-            operator_status: host
-                .status
-                .as_ref()
-                .is_some_and(|s| s.operational_status.is_some()),
-            servicing: host
-                .status
-                .as_ref()
-                .and_then(|s| s.operational_status.as_deref())
-                == Some("servicing"),
-            powered_on: host
-                .status
-                .as_ref()
-                .and_then(|s| s.powered_on)
-                .unwrap_or(false),
+            state: provisioning.map_or("", |p| p.state.as_str()),
+            node_id: provisioning.map_or("", |p| p.id.as_str()),
+            status: status.and_then(|s| s.data_image.as_ref()),
+            operator_status: operational.is_some(),
+            servicing: operational == Some("servicing"),
+            powered_on: status.and_then(|s| s.powered_on).unwrap_or(false),
         }
     }
 }
+
+/// What to show while an attach waits: state, message, when to look again.
+type Waiting = (State, String, Duration);
 
 /// Builds plans with the host's status bookkeeping.
 struct Builder<'a, 'b> {
     input: &'b Input<'a>,
     host: Host<'a>,
-    actions: Vec<Action>,
+    /// The image the status shows: by default the one the host asks for.
+    url: Option<String>,
+    plan: Plan,
 }
 
 impl<'a, 'b> Builder<'a, 'b> {
     fn new(input: &'b Input<'a>) -> Self {
+        let host = Host::read(input.host);
         Self {
             input,
-            host: Host::read(input.host),
-            actions: Vec::new(),
+            url: host.desired.clone(),
+            host,
+            plan: Plan::default(),
         }
     }
 
-    fn now(&self) -> Timestamp {
-        self.input.now
-    }
-
     fn push(&mut self, action: Action) {
-        self.actions.push(action);
+        self.plan.actions.push(action);
     }
 
     fn event(&mut self, reason: Reason, message: impl Into<String>) {
-        self.actions.push(Action::Event(EventNote {
-            reason,
-            message: message.into(),
-        }));
+        let message = message.into();
+        self.push(Action::Event(EventNote { reason, message }));
     }
 
     fn set_hold(&mut self, on: bool) {
         if self.host.hold != on {
-            self.actions.push(Action::SetHold(on));
+            self.push(Action::SetHold(on));
             self.host.hold = on;
         }
     }
@@ -461,207 +401,215 @@ impl<'a, 'b> Builder<'a, 'b> {
         if self.host.record != record {
             self.host.record.clone_from(&record);
             // One patch is enough when no Ironic call sits between two writes.
-            let last_ironic = self
-                .actions
+            let actions = &mut self.plan.actions;
+            let last_ironic = actions
                 .iter()
                 .rposition(|a| matches!(a, Action::Attach { .. } | Action::Detach));
-            let earlier = self
-                .actions
+            let earlier = actions
                 .iter()
                 .rposition(|a| matches!(a, Action::WriteRecord(_)));
             if let Some(index) = earlier
                 && last_ironic.is_none_or(|ironic| ironic < index)
             {
-                self.actions.remove(index);
+                actions.remove(index);
             }
-            self.actions.push(Action::WriteRecord(record));
+            actions.push(Action::WriteRecord(record));
         }
     }
 
-    fn remove_finalizer(&mut self) {
+    /// Lets the host go: hold, record and our finalizer removed.
+    fn let_go(&mut self) {
+        self.set_hold(false);
+        self.write_record(None);
         if self.host.has_finalizer {
-            self.actions.push(Action::RemoveFinalizer);
+            self.push(Action::RemoveFinalizer);
             self.host.has_finalizer = false;
         }
     }
 
-    fn add_finalizer(&mut self) {
-        if !self.host.has_finalizer {
-            self.actions.push(Action::AddFinalizer);
-            self.host.has_finalizer = true;
-        }
+    /// Nothing to attach and nothing of ours in the drive: let go, and the
+    /// status goes too.
+    fn done(mut self) -> Step {
+        self.let_go();
+        let status = (self.host.status).map_or(StatusChange::Keep, |_| StatusChange::Clear);
+        Step::Plan(self.finish(status, None))
     }
 
-    fn status(
-        &self,
-        url: Option<&str>,
-        state: DataImageState,
-        message: impl Into<String>,
-    ) -> StatusChange {
+    /// Records the detach as sent (the record goes first), then sends it.
+    fn send_detach(&mut self, mut record: AttachedRecord, event: String) {
+        record.enter(Phase::Detaching, self.input.now);
+        record.retry_at = None;
+        self.write_record(Some(record));
+        self.push(Action::Detach);
+        self.event(Reason::Detaching, event);
+    }
+
+    fn status(&self, state: State, message: impl Into<String>) -> StatusChange {
         if !self.host.operator_status {
             return StatusChange::Keep;
         }
-        let previous = self.host.status;
+        let url = self.url.as_deref();
         let record = self.host.record.as_ref();
-        let staged = match self.input.staging {
-            StagingView::Ready(image)
-                if self
-                    .host
-                    .desired
-                    .as_ref()
-                    .is_some_and(|d| Some(d.url.as_str()) == url) =>
-            {
-                Some((image.digest.clone(), image.size))
-            }
-            _ => record
+        // The staged image, when the image shown is the one the host asks for.
+        let desired = url.is_some() && url == self.host.desired.as_deref();
+        let staged_image = match self.input.staging {
+            StagingView::Ready(image) if desired => Some(image),
+            _ => None,
+        };
+        let (staged_digest, staged_size) = match staged_image {
+            Some(image) => Some((image.digest.clone(), image.size)),
+            None => record
                 .filter(|r| Some(r.url.as_str()) == url)
                 .and_then(|r| r.digest.clone().zip(r.size)),
-        };
-        let last_transition_time = match previous {
-            Some(prev) if prev.state == Some(state) && prev.last_transition_time.is_some() => {
-                prev.last_transition_time.clone()
-            }
-            _ => Some(self.now().to_string()),
-        };
-        let errors = record.map(|r| r.errors).unwrap_or(0);
+        }
+        .unzip();
+        let last_transition_time = (self.host.status)
+            .filter(|prev| prev.state == Some(state))
+            .and_then(|prev| prev.last_transition_time.clone())
+            .or_else(|| Some(self.input.now.to_string()));
         let mut message = message.into();
         // A data image should not be bootable: say so when the staged ISO
         // carries an El Torito record (only staged images are inspected).
-        if let StagingView::Ready(image) = self.input.staging
-            && self
-                .host
-                .desired
-                .as_ref()
-                .is_some_and(|d| Some(d.url.as_str()) == url)
-            && let Some(note) = image.status_note()
-        {
+        if let Some(note) = staged_image.and_then(StagedImage::status_note) {
             message = format!("{message}; {note}");
         }
         StatusChange::Set(DataImageStatus {
             url: url.map(|u| redact_url(u).into_owned()),
             state: Some(state),
             message: Some(message),
-            error_count: Some(errors),
+            error_count: Some(record.map_or(0, |r| r.errors)),
             last_transition_time,
             observed_generation: self.host.generation,
-            staged_digest: staged.as_ref().map(|(d, _)| d.clone()),
-            staged_size: staged.map(|(_, s)| s),
+            staged_digest,
+            staged_size,
         })
     }
 
-    /// A failure to read the node, counted and backed off like any other
-    /// ([`note_failure`]), shown as `what` of the recorded message until the
-    /// retry.
+    /// The one failure bookkeeping of every path (attach; detach for a URL
+    /// change, a removal, leaving the provisioned states; detach before
+    /// deletion): counts a failure and schedules its retry, unless a retry
+    /// is already pending. Then the same failure is only being seen again:
+    /// no new count, no new random retry time, so nothing to write. Returns
+    /// the retry time. `delay` overrides the exponential backoff.
+    fn count_failure(
+        &self,
+        record: &mut AttachedRecord,
+        message: String,
+        delay: Option<Duration>,
+    ) -> Timestamp {
+        let now = self.input.now;
+        if let Some(at) = pending_retry(record, now) {
+            return at;
+        }
+        record.errors = record.errors.saturating_add(1);
+        let delay = delay.unwrap_or_else(|| backoff(record.errors, self.input.jitter));
+        let at = add(now, delay);
+        record.message = Some(message);
+        record.retry_at = Some(at);
+        at
+    }
+
+    /// A failure to read the node, counted like any other
+    /// ([`Self::count_failure`]), shown as "`doing`: <error>" until the retry.
     fn read_failed(
         mut self,
         mut record: AttachedRecord,
-        url: Option<&str>,
+        doing: &str,
         err: &IronicError,
-        what: impl FnOnce(&str) -> String,
         note: Option<String>,
     ) -> Step {
-        let now = self.now();
-        let at = note_failure(&mut record, now, self.input.jitter, err.to_string(), None);
-        let what = what(record.message.as_deref().unwrap_or_default());
+        let at = self.count_failure(&mut record, err.to_string(), None);
+        let what = match err {
+            IronicError::NotFound(_) => format!(
+                "Ironic node {} not found (not registered again yet?)",
+                self.host.node_id
+            ),
+            _ => format!("{doing}: {}", record.message.as_deref().unwrap_or_default()),
+        };
         self.write_record(Some(record));
+        let wait = wait_until(at, self.input.now);
         let message = join_note(format!("{what}; retrying at {at}"), note);
-        self.show(
-            url,
-            DataImageState::Error,
-            message,
-            Some(wait_until(at, now)),
-        )
+        self.show(State::Error, message, Some(wait))
     }
 
-    /// Shows the image the host asks for in `state`; looks again only on a
-    /// change.
-    fn show_desired(self, state: DataImageState, message: impl Into<String>) -> Step {
-        let url = self.host.desired.as_ref().map(|d| d.url.clone());
-        self.show(url.as_deref(), state, message, None)
-    }
-
-    /// Shows the image at `url` attached; looks again after `requeue`.
-    fn show_attached(self, url: &str, record: &AttachedRecord, requeue: Duration) -> Step {
-        self.show(
-            Some(url),
-            DataImageState::Attached,
-            attached_message(record),
-            Some(requeue),
-        )
-    }
-
-    /// Shows `message` in `state` for `url`; looks again after `requeue`.
-    fn show(
-        self,
-        url: Option<&str>,
-        state: DataImageState,
-        message: impl Into<String>,
-        requeue: Option<Duration>,
-    ) -> Step {
-        let status = self.status(url, state, message);
-        self.finish(status, requeue)
-    }
-
-    fn clear_status(&self) -> StatusChange {
-        if self.host.status.is_some() {
-            StatusChange::Clear
+    /// A failed attach or detach (seen by observation or refused by Ironic):
+    /// counted and backed off ([`Self::count_failure`]), an Event, the error
+    /// status.
+    fn failed(
+        mut self,
+        mut record: AttachedRecord,
+        op: Op,
+        message: String,
+        delay: Option<Duration>,
+    ) -> Plan {
+        let now = self.input.now;
+        let at = self.count_failure(&mut record, message.clone(), delay);
+        // "attaching …" / "detaching …"
+        let url = redact_url(&record.url).into_owned();
+        let event = format!("{}ing {url} failed: {message}", op.verb());
+        // A failed detach stays in Detaching: the retry re-sends it.
+        let reason = if op == Op::Attach {
+            record.enter(Phase::Failed, now);
+            Reason::AttachFailed
         } else {
-            StatusChange::Keep
+            Reason::DetachFailed
+        };
+        self.write_record(Some(record));
+        // A failed attach is followed by a detach before the retry (the BMC
+        // may still show a half-inserted image).
+        if let (Op::Attach, IronicView::Observed { node, vmedia }) = (op, self.input.ironic)
+            && cd_contents(vmedia, &node.uuid) == CdContents::Ours
+        {
+            self.push(Action::Detach);
         }
+        self.event(reason, event);
+        self.plan.failure = Some(op);
+        let status = self.status(State::Error, retry_message(op, &message, at));
+        self.finish(status, Some(wait_until(at, now)))
     }
 
-    fn finish(self, status: StatusChange, requeue: Option<Duration>) -> Step {
-        Step::Plan(Plan {
-            actions: self.actions,
-            status,
-            requeue,
-            attached_after: None,
-            failure: None,
-            verified: false,
-        })
+    /// Shows the image attached; looks again after `requeue`.
+    fn show_attached(self, record: &AttachedRecord, requeue: Duration) -> Step {
+        let message = attached_message(record);
+        self.show(State::Attached, message, Some(requeue))
+    }
+
+    /// Shows the image attached after a read that showed it in the drive:
+    /// the controller may skip reads until `--verify-interval`.
+    fn show_verified(mut self, record: &AttachedRecord) -> Step {
+        self.plan.verified = true;
+        let verify = self.input.config.verify_interval;
+        self.show_attached(record, verify)
+    }
+
+    /// Shows `message` in `state`; looks again after `requeue` (`None`: only
+    /// on a change).
+    fn show(self, state: State, message: impl Into<String>, requeue: Option<Duration>) -> Step {
+        let status = self.status(state, message);
+        Step::Plan(self.finish(status, requeue))
+    }
+
+    fn finish(mut self, status: StatusChange, requeue: Option<Duration>) -> Plan {
+        self.plan.status = status;
+        self.plan.requeue = requeue;
+        self.plan
     }
 }
 
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
-
-fn elapsed(since: Option<Timestamp>, now: Timestamp) -> Duration {
-    let Some(since) = since else {
-        return Duration::ZERO;
-    };
+fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
     let seconds = now.as_second().saturating_sub(since.as_second());
     Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
 }
 
-/// The one failure bookkeeping of every path (attach; detach for a URL
-/// change, a removal, leaving the provisioned states; detach before
-/// deletion): counts a failure and schedules its retry, unless a retry is
-/// already pending. Then the same failure is only being seen again: no new
-/// count, no new random retry time, so nothing to write. Returns the retry
-/// time. `delay` overrides the exponential backoff.
-fn note_failure(
-    record: &mut AttachedRecord,
-    now: Timestamp,
-    jitter: f64,
-    message: String,
-    delay: Option<Duration>,
-) -> Timestamp {
-    if let Some(at) = pending_retry(record, now) {
-        return at;
-    }
-    record.errors = record.errors.saturating_add(1);
-    let delay = delay.unwrap_or_else(|| backoff(record.errors, jitter));
-    let at = add(now, delay);
-    record.message = Some(message);
-    record.retry_at = Some(at);
-    at
-}
-
 /// The record's retry time, when it is still ahead.
 fn pending_retry(record: &AttachedRecord, now: Timestamp) -> Option<Timestamp> {
-    let at = record.retry_at?;
-    (at > now).then_some(at)
+    record.retry_at.filter(|at| *at > now)
+}
+
+/// "attach failed: …; retrying at …" (the same text until the retry, so the
+/// status is written once).
+fn retry_message(op: Op, message: &str, at: Timestamp) -> String {
+    format!("{} failed: {message}; retrying at {at}", op.verb())
 }
 
 fn wait_until(at: Timestamp, now: Timestamp) -> Duration {
@@ -676,843 +624,17 @@ fn unreachable_message(since: Timestamp, error: &str, then: &str) -> String {
 }
 
 fn add(now: Timestamp, d: Duration) -> Timestamp {
-    Timestamp::from_second(now.as_second().saturating_add(secs(d))).unwrap_or(now)
+    let seconds = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    Timestamp::from_second(now.as_second().saturating_add(seconds)).unwrap_or(now)
 }
 
+/// "45s", "2m", "1m30s".
 fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 60 && s.is_multiple_of(60) {
-        format!("{}m", s / 60)
-    } else if s >= 60 {
-        format!("{}m{}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
+    match (d.as_secs() / 60, d.as_secs() % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m{s}s"),
     }
-}
-
-/// Decides the next step for one host.
-pub(crate) fn decide(input: &Input) -> Step {
-    let step = decide_host(input);
-    let built = input
-        .host
-        .spec
-        .data_image
-        .as_ref()
-        .is_some_and(|d| d.url.is_empty() && d.content_from.is_some());
-    match step {
-        // The reconciler cannot watch Secrets (it may only get the ones
-        // hosts name), so an image built from one is looked at again every
-        // CONTENT_POLL: a change of the Secret is a swap.
-        Step::Plan(mut plan) if built && input.host.metadata.deletion_timestamp.is_none() => {
-            plan.requeue = Some(plan.requeue.map_or(CONTENT_POLL, |r| r.min(CONTENT_POLL)));
-            Step::Plan(plan)
-        }
-        other => other,
-    }
-}
-
-fn decide_host(input: &Input) -> Step {
-    let mut b = Builder::new(input);
-
-    if b.host.deletion.is_some() {
-        return deletion(b);
-    }
-    if b.host.paused {
-        let message = "host is paused (baremetalhost.metal3.io/paused): nothing is done until the annotation is removed";
-        return b.show_desired(DataImageState::Waiting, message);
-    }
-    if b.host.detached {
-        let message = "host is detached from the operator (baremetalhost.metal3.io/detached): nothing is done until it is reattached";
-        return b.show_desired(DataImageState::Waiting, message);
-    }
-    if input.upstream_conflict {
-        // The operator would attach the DataImage into the same drive: do not
-        // fight over it; only release our hold so the host is not kept off.
-        b.set_hold(false);
-        let message = "an upstream DataImage with this host's name exists: the baremetal-operator attaches it into the same \
-             drive; delete it or remove spec.dataImage (left untouched)";
-        return b.show_desired(DataImageState::Error, message);
-    }
-
-    let active = ACTIVE_STATES.contains(&b.host.state);
-    let record_in_drive = b
-        .host
-        .record
-        .as_ref()
-        .is_some_and(|r| r.phase != Phase::Pending);
-    if !active {
-        if record_in_drive && !b.host.node_id.is_empty() {
-            return detach_flow(b, Purpose::Leaving);
-        }
-        b.set_hold(false);
-        b.write_record(None);
-        if b.host.desired.is_none() {
-            b.remove_finalizer();
-            let status = b.clear_status();
-            return b.finish(status, None);
-        }
-        let state = if b.host.state.is_empty() {
-            "not registered"
-        } else {
-            b.host.state
-        };
-        let message = format!(
-            "host is {state}: the image is attached once it is provisioned or externally provisioned"
-        );
-        return b.show_desired(DataImageState::Waiting, message);
-    }
-    if b.host.node_id.is_empty() {
-        return b.show_desired(
-            DataImageState::Waiting,
-            "host has no Ironic node yet (status.provisioning.ID is empty)",
-        );
-    }
-
-    let desired = b.host.desired.clone();
-    match desired {
-        None if !record_in_drive => {
-            b.set_hold(false);
-            b.write_record(None);
-            b.remove_finalizer();
-            let status = b.clear_status();
-            b.finish(status, None)
-        }
-        None => detach_flow(b, Purpose::Removal),
-        Some(desired) => {
-            let stale = b.host.record.as_ref().is_some_and(|r| {
-                r.phase != Phase::Pending
-                    && (r.url != desired.url
-                        || r.phase == Phase::Detaching
-                        || staged_digest(input.staging)
-                            .is_some_and(|d| r.digest.as_deref() != Some(d)))
-            });
-            if stale
-                && b.host
-                    .record
-                    .as_ref()
-                    .is_some_and(|r| r.node == b.host.node_id)
-            {
-                detach_flow(b, Purpose::Replace)
-            } else {
-                attach_flow(b, &desired.url)
-            }
-        }
-    }
-}
-
-fn staged_digest(staging: &StagingView) -> Option<&str> {
-    match staging {
-        StagingView::Ready(image) => Some(image.digest.as_str()),
-        _ => None,
-    }
-}
-
-/// Why the drive is being emptied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Purpose {
-    /// `spec.dataImage` removed.
-    Removal,
-    /// URL (or staged content) changed: attach the new image afterwards.
-    Replace,
-    /// Host left the provisioned states (deprovisioning): best effort.
-    Leaving,
-}
-
-fn detach_flow(mut b: Builder, purpose: Purpose) -> Step {
-    let now = b.now();
-    let Some(mut record) = b.host.record.clone() else {
-        return b.finish(StatusChange::Keep, None);
-    };
-    // The status shows the image the host asks for, if any.
-    let shown_url = match (purpose, &b.host.desired) {
-        (Purpose::Replace | Purpose::Leaving, Some(desired)) => desired.url.clone(),
-        _ => record.url.clone(),
-    };
-    let url = Some(shown_url.as_str());
-    if record.node != b.host.node_id && !b.host.node_id.is_empty() {
-        // The host was registered again under a new node: the old node's
-        // drive is not this host's any more.
-        return drive_emptied(b, purpose, false);
-    }
-    let (node, vmedia) = match b.input.ironic {
-        IronicView::NotObserved => return Step::ObserveIronic(Read::NodeAndDrive),
-        IronicView::Drive { .. } => return Step::ObserveIronic(Read::Node),
-        IronicView::Failed(IronicError::NotFound(_)) => return drive_emptied(b, purpose, false),
-        IronicView::Failed(err) => {
-            let what =
-                |message: &str| format!("cannot read the node to detach the image: {message}");
-            return b.read_failed(record, url, err, what, None);
-        }
-        IronicView::Busy { .. } => {
-            let message = if record.phase == Phase::Detaching && record.retry_at.is_none() {
-                format!(
-                    "detaching {} (the node is locked, so its drive cannot be read yet)",
-                    redact_url(&record.url)
-                )
-            } else {
-                "Ironic node is busy (locked by a running operation); detaching when it is free"
-                    .into()
-            };
-            return b.show(url, DataImageState::Detaching, message, Some(BUSY_POLL));
-        }
-        IronicView::Unreachable { since, error } => {
-            if purpose == Purpose::Replace {
-                // The hold's deadline still runs while Ironic is away.
-                let _ = hold_step(&mut b, &mut record, None);
-                b.write_record(Some(record));
-            } else {
-                b.set_hold(false);
-            }
-            return b.show(
-                url,
-                DataImageState::Waiting,
-                unreachable_message(*since, error, "detaching"),
-                Some(OUTAGE_POLL),
-            );
-        }
-        IronicView::Observed { node, vmedia } => (node, vmedia),
-    };
-    if purpose == Purpose::Replace {
-        // Swapping images on a powered-off host: hold it off meanwhile.
-        let _ = hold_step(&mut b, &mut record, Some(node));
-        b.write_record(Some(record.clone()));
-    } else {
-        b.set_hold(false);
-    }
-    let drive = drive_state(vmedia, &node.uuid);
-    if drive != Drive::Ours {
-        if node.reservation.is_some() && record.phase == Phase::Attaching {
-            // Our attach may still be running: wait for it before calling
-            // the drive empty.
-            return b.show(
-                url,
-                DataImageState::Detaching,
-                "waiting for Ironic to finish the previous attach before detaching",
-                Some(CONFIRM_POLL),
-            );
-        }
-        let was_ours = matches!(
-            record.phase,
-            Phase::Attached | Phase::Detaching | Phase::Attaching
-        );
-        return drive_emptied(b, purpose, was_ours);
-    }
-    let why = match purpose {
-        Purpose::Removal => "spec.dataImage was removed",
-        Purpose::Replace => "the image changed",
-        Purpose::Leaving => "the host is leaving the provisioned state",
-    };
-    let detaching = format!("detaching {} ({why})", redact_url(&record.url));
-    if node.reservation.is_some() {
-        // While our own detach runs, the reservation is ours.
-        let message = if record.phase == Phase::Detaching && record.retry_at.is_none() {
-            detaching
-        } else {
-            "Ironic node is busy (reserved by another operation); detaching when it is free".into()
-        };
-        return b.show(url, DataImageState::Detaching, message, Some(BUSY_POLL));
-    }
-    if let Some(at) = pending_retry(&record, now) {
-        let message = record.message.clone().unwrap_or_default();
-        return b.show(
-            url,
-            DataImageState::Error,
-            format!("detach failed: {message}; retrying at {at}"),
-            Some(wait_until(at, now)),
-        );
-    }
-    if record.phase == Phase::Detaching {
-        let waited = confirm_elapsed(&record, b.input.ironic_recovered_at, now);
-        if let Some(error) = vmedia_error(node, Op::Detach) {
-            return failed(b, record, Some(shown_url), Op::Detach, error);
-        }
-        if waited < b.input.config.confirm_timeout {
-            return b.show(
-                url,
-                DataImageState::Detaching,
-                detaching,
-                Some(CONFIRM_POLL),
-            );
-        }
-        if record.retry_at.is_none() {
-            let message = format!(
-                "Ironic accepted the detach but the image was still inserted after {}",
-                human(b.input.config.confirm_timeout)
-            );
-            return failed(b, record, Some(shown_url), Op::Detach, message);
-        }
-    }
-    record.enter(Phase::Detaching, now);
-    record.retry_at = None;
-    b.write_record(Some(record.clone()));
-    b.push(Action::Detach);
-    b.event(Reason::Detaching, detaching.clone());
-    b.show(
-        url,
-        DataImageState::Detaching,
-        detaching,
-        Some(CONFIRM_POLL),
-    )
-}
-
-/// Nothing of ours is in the drive any more.
-fn drive_emptied(mut b: Builder, purpose: Purpose, was_ours: bool) -> Step {
-    let now = b.now();
-    let old = b.host.record.clone();
-    if was_ours && let Some(old) = &old {
-        b.event(
-            Reason::Detached,
-            format!("detached {}", redact_url(&old.url)),
-        );
-    }
-    match purpose {
-        Purpose::Removal => {
-            b.set_hold(false);
-            b.write_record(None);
-            b.remove_finalizer();
-            let status = b.clear_status();
-            b.finish(status, None)
-        }
-        Purpose::Leaving => {
-            b.set_hold(false);
-            b.write_record(None);
-            let url = b.host.desired.as_ref().map(|d| d.url.clone());
-            let status = match &url {
-                Some(url) => b.status(
-                    Some(url),
-                    DataImageState::Waiting,
-                    format!(
-                        "host is {}: the image was detached and is attached again once the host is provisioned",
-                        b.host.state
-                    ),
-                ),
-                None => b.clear_status(),
-            };
-            if url.is_none() {
-                b.remove_finalizer();
-            }
-            b.finish(status, None)
-        }
-        Purpose::Replace => {
-            let Some(desired) = b.host.desired.clone() else {
-                return b.finish(StatusChange::Keep, None);
-            };
-            let url = desired.url.clone();
-            let mut record = AttachedRecord::new(&url, b.host.node_id, Phase::Pending, now);
-            // Keep the hold bookkeeping across the swap.
-            if let Some(old) = &old {
-                record.hold_since.clone_from(&old.hold_since);
-                record.hold_expired = old.hold_expired;
-            }
-            b.write_record(Some(record));
-            b.show(
-                Some(&url),
-                DataImageState::Attaching,
-                "previous image detached; attaching the new one",
-                Some(Duration::from_secs(1)),
-            )
-        }
-    }
-}
-
-/// Records a failure seen by observation (Ironic's `last_error`, or no
-/// effect after `confirm_timeout`).
-fn failed(
-    b: Builder,
-    record: AttachedRecord,
-    url: Option<String>,
-    op: Op,
-    message: String,
-) -> Step {
-    Step::Plan(failure_plan(b, record, url, op, message, None))
-}
-
-/// The one failure bookkeeping of an attach or detach (seen by observation
-/// or refused by Ironic): counted and backed off ([`note_failure`]; `delay`
-/// overrides the backoff), an Event, the error status.
-fn failure_plan(
-    mut b: Builder,
-    mut record: AttachedRecord,
-    url: Option<String>,
-    op: Op,
-    message: String,
-    delay: Option<Duration>,
-) -> Plan {
-    let now = b.now();
-    let at = note_failure(&mut record, now, b.input.jitter, message.clone(), delay);
-    let (reason, doing) = match op {
-        Op::Attach => (Reason::AttachFailed, "attaching"),
-        Op::Detach => (Reason::DetachFailed, "detaching"),
-    };
-    let event = format!("{doing} {} failed: {message}", redact_url(&record.url));
-    // A failed detach stays in Detaching: the retry re-sends it.
-    if op == Op::Attach {
-        record.enter(Phase::Failed, now);
-    }
-    b.write_record(Some(record));
-    // A failed attach is followed by a detach before the retry (the BMC may
-    // still show a half-inserted image).
-    if let (Op::Attach, IronicView::Observed { node, vmedia }) = (op, b.input.ironic)
-        && drive_state(vmedia, &node.uuid) == Drive::Ours
-    {
-        b.push(Action::Detach);
-    }
-    b.event(reason, event);
-    let message = format!("{} failed: {message}; retrying at {at}", op.verb());
-    let status = b.status(url.as_deref(), DataImageState::Error, message);
-    Plan {
-        actions: b.actions,
-        status,
-        requeue: Some(wait_until(at, now)),
-        attached_after: None,
-        failure: Some(op),
-        verified: false,
-    }
-}
-
-/// The plan after an Ironic call of `op` failed synchronously. `written` is
-/// the record as written before the call.
-///
-/// With `input.ironic` = [`IronicView::Unreachable`] (the controller found
-/// Ironic down), nothing is counted: the record goes back to what it was
-/// before this plan, so the call is made again once Ironic answers.
-/// Otherwise the failure is counted and backed off.
-pub(crate) fn after_failure(
-    input: &Input,
-    written: &AttachedRecord,
-    op: Op,
-    err: &IronicError,
-) -> Plan {
-    if let IronicView::Unreachable { .. } = input.ironic {
-        let before = Host::read(input.host).record;
-        let mut plan = match decide(input) {
-            Step::Plan(plan) => plan,
-            // decide never asks to observe when Ironic is known down.
-            Step::ObserveIronic(_) => Plan::wait(OUTAGE_POLL),
-        };
-        // Only the writes of the undone plan are left out: its events and
-        // the Ironic call itself did not happen.
-        plan.actions
-            .retain(|a| !matches!(a, Action::Attach { .. } | Action::Detach));
-        if before.as_ref() != Some(written) {
-            plan.actions.insert(0, Action::WriteRecord(before));
-        }
-        return plan;
-    }
-    let mut b = Builder::new(input);
-    b.host.record = None; // force the write
-    // 400 may come from the node's driver/driver_info, not our request: a
-    // long wait before trying again; locks and outages back off normally.
-    let delay = match err {
-        IronicError::BadRequest(_) | IronicError::Http { .. } => {
-            Some(BACKOFF_CAP.mul_f64(1.0 - 0.25 * input.jitter.clamp(0.0, 1.0)))
-        }
-        _ => None,
-    };
-    let url = (b.host.desired.as_ref()).map_or(written.url.clone(), |d| d.url.clone());
-    let deleting = b.host.deletion.is_some();
-    let mut plan = failure_plan(b, written.clone(), Some(url), op, err.to_string(), delay);
-    if deleting {
-        plan.requeue = plan.requeue.map(|r| r.min(BLOCKED_POLL));
-    }
-    plan
-}
-
-/// Power hold bookkeeping while an attach is pending. Returns a note for the
-/// status when the hold was released for a reason worth telling.
-fn hold_step(b: &mut Builder, record: &mut AttachedRecord, node: Option<&Node>) -> Option<String> {
-    let now = b.now();
-    let power = node.map(power).unwrap_or(Power::Unknown);
-    if b.host.hold {
-        if b.host.disable_power_off {
-            b.set_hold(false);
-            record.hold_since = None;
-            return None;
-        }
-        if power == Power::On {
-            // The operator powered the host on between our observation and
-            // the annotation (or someone else did): never keep a running host
-            // held; attach without the hold.
-            b.set_hold(false);
-            record.hold_since = None;
-            return Some("the host was powered on; attaching while it runs".into());
-        }
-        let since = *record.hold_since.get_or_insert(now);
-        if elapsed(Some(since), now) >= b.input.config.hold_timeout {
-            b.set_hold(false);
-            record.hold_since = None;
-            record.hold_expired = true;
-            let why = record
-                .message
-                .clone()
-                .unwrap_or_else(|| "the attach is not confirmed".into());
-            let note = format!(
-                "released the power hold after {} without a confirmed attach ({why}); the operator may power the host on without the image",
-                human(b.input.config.hold_timeout)
-            );
-            b.event(Reason::HoldReleased, note.clone());
-            return Some(note);
-        }
-        return None;
-    }
-    // `--hold-timeout 0` turns the hold off.
-    let wanted = b.host.online
-        && !b.host.disable_power_off
-        && power == Power::Off
-        && !record.hold_expired
-        && !b.input.config.hold_timeout.is_zero();
-    if wanted {
-        b.set_hold(true);
-        record.hold_since = Some(now);
-        b.event(
-            Reason::PowerHold,
-            "host is powered off: holding it off (reboot.metal3.io/metal3-dataimage) until the image is attached",
-        );
-    }
-    None
-}
-
-fn attach_flow(mut b: Builder, url: &str) -> Step {
-    let now = b.now();
-    let node_id = b.host.node_id.to_string();
-    let mut record = match b.host.record.clone() {
-        Some(r) if r.url == url && r.node == node_id => r,
-        _ => AttachedRecord::new(url, &node_id, Phase::Pending, now),
-    };
-    let verify = b.input.config.verify_interval;
-    let fresh = b.input.verified_ago.filter(|ago| *ago < verify);
-    if let (IronicView::NotObserved, Some(ago)) = (b.input.ironic, fresh)
-        && record.phase == Phase::Attached
-        && !b.host.hold
-        && !b.host.servicing
-    {
-        // In sync and checked recently: no Ironic (BMC) read for every
-        // unrelated change of the BareMetalHost.
-        return b.show_attached(url, &record, verify - ago);
-    }
-    // Confirming or verifying needs the drive alone when it shows our image.
-    // An attach confirmed that way must have gone into an empty drive (a
-    // drive that held `cdrom-<node>.iso` before could still show the old
-    // image). A held or serviced host reads the node first (power, state).
-    let drive_first = !b.host.hold
-        && !b.host.servicing
-        && (record.phase == Phase::Attached
-            || (record.phase == Phase::Attaching && record.into_empty));
-    let (node, vmedia) = match b.input.ironic {
-        IronicView::NotObserved if drive_first => return Step::ObserveIronic(Read::Drive),
-        IronicView::NotObserved => return Step::ObserveIronic(Read::NodeAndDrive),
-        IronicView::Drive { vmedia } => {
-            if drive_first && drive_state(vmedia, b.host.node_id) == Drive::Ours {
-                return if record.phase == Phase::Attaching {
-                    let running = b.host.powered_on;
-                    confirmed(b, record, url, running)
-                } else {
-                    still_attached(b, record, url)
-                };
-            }
-            return Step::ObserveIronic(Read::Node);
-        }
-        IronicView::Failed(err) => {
-            let note = hold_step(&mut b, &mut record, None);
-            let what = |message: &str| match err {
-                IronicError::NotFound(_) => {
-                    format!("Ironic node {node_id} not found (not registered again yet?)")
-                }
-                _ => format!("cannot read the Ironic node: {message}"),
-            };
-            return b.read_failed(record, Some(url), err, what, note);
-        }
-        IronicView::Busy { node } => {
-            let (state, message, wait) = match record.phase {
-                Phase::Attached => (DataImageState::Attached, attached_message(&record), BUSY_POLL),
-                Phase::Attaching => (
-                    DataImageState::Attaching,
-                    "Ironic is inserting the image (the node is locked, so its drive cannot be read yet)"
-                        .to_string(),
-                    CONFIRM_POLL,
-                ),
-                _ => (
-                    DataImageState::Waiting,
-                    "Ironic node is busy (locked by a running operation); attaching when it is free"
-                        .to_string(),
-                    BUSY_POLL,
-                ),
-            };
-            let note = hold_step(&mut b, &mut record, Some(node));
-            if b.host.record.as_ref() != Some(&record) && b.host.record.is_some() {
-                b.write_record(Some(record));
-            }
-            return b.show(Some(url), state, join_note(message, note), Some(wait));
-        }
-        IronicView::Unreachable { since, error } => {
-            if record.phase == Phase::Attached {
-                // Nothing says the image left: it stays shown as attached,
-                // and is verified again when Ironic answers.
-                return b.show_attached(url, &record, OUTAGE_POLL);
-            }
-            let note = hold_step(&mut b, &mut record, None);
-            if b.host.record.as_ref() != Some(&record)
-                && (b.host.record.is_some() || record.hold_since.is_some() || record.hold_expired)
-            {
-                b.write_record(Some(record.clone()));
-            }
-            let then = if record.phase == Phase::Attaching {
-                "confirming the attach"
-            } else {
-                "attaching"
-            };
-            let message = join_note(unreachable_message(*since, error, then), note);
-            return b.show(
-                Some(url),
-                DataImageState::Waiting,
-                message,
-                Some(OUTAGE_POLL),
-            );
-        }
-        IronicView::Observed { node, vmedia } => (node, vmedia),
-    };
-    attach_observed(b, record, url, node, vmedia)
-}
-
-/// Attach once the node's drive was read: verify an attached image,
-/// confirm an attach in flight, or attach when every gate is open.
-fn attach_observed(
-    mut b: Builder,
-    mut record: AttachedRecord,
-    url: &str,
-    node: &Node,
-    vmedia: &[VirtualMedia],
-) -> Step {
-    let now = b.now();
-    let drive = drive_state(vmedia, &node.uuid);
-
-    if record.phase == Phase::Attached {
-        if node.provision_state != ProvisionState::Active && node.reservation.is_none() {
-            // Servicing (or rescue) runs Ironic's prepare_ramdisk, which
-            // ejects the CD: look again once the node is active.
-            return b.show(
-                Some(url),
-                DataImageState::Attached,
-                format!(
-                    "{}; Ironic node is {}: the drive is checked again (and the image attached again if it was ejected) once the node is active",
-                    attached_message(&record),
-                    node.provision_state
-                ), Some(BLOCKED_POLL));
-        }
-        match &drive {
-            Drive::Ours => return still_attached(b, record, url),
-            _ if node.reservation.is_some() => {
-                return b.show_attached(url, &record, BUSY_POLL);
-            }
-            Drive::Foreign(image) => {
-                let message = format!(
-                    "the CD drive holds media that is not ours ({image}); the image is attached again once it is gone"
-                );
-                return b.show(
-                    Some(url),
-                    DataImageState::Waiting,
-                    message,
-                    Some(BLOCKED_POLL),
-                );
-            }
-            Drive::Empty => {
-                // Ejected behind our back (BMC reset, manual eject): attach again.
-                b.event(
-                    Reason::Ejected,
-                    format!(
-                        "{} is no longer inserted; attaching it again",
-                        redact_url(url)
-                    ),
-                );
-                record.enter(Phase::Pending, now);
-                record.requested_at = Some(now);
-            }
-        }
-    }
-
-    if record.phase == Phase::Attaching {
-        attaching(b, record, url, node, &drive)
-    } else {
-        attach_pending(b, record, url, node, &drive)
-    }
-}
-
-/// A verification found our image in the drive.
-fn still_attached(mut b: Builder, mut record: AttachedRecord, url: &str) -> Step {
-    b.set_hold(false);
-    if record.hold_since.take().is_some() {
-        b.write_record(Some(record.clone()));
-    }
-    let verify = b.input.config.verify_interval;
-    verified(b.show_attached(url, &record, verify))
-}
-
-/// An attach was sent: confirm it, or judge it failed.
-fn attaching(
-    mut b: Builder,
-    mut record: AttachedRecord,
-    url: &str,
-    node: &Node,
-    drive: &Drive,
-) -> Step {
-    let now = b.now();
-    let note = hold_step(&mut b, &mut record, Some(node));
-    if node.reservation.is_none()
-        && let Some(error) = vmedia_error(node, Op::Attach)
-    {
-        return failed(b, record, Some(url.to_string()), Op::Attach, error);
-    }
-    if *drive == Drive::Ours && node.reservation.is_none() {
-        let running = power(node) == Power::On;
-        return confirmed(b, record, url, running);
-    }
-    let waited = confirm_elapsed(&record, b.input.ironic_recovered_at, now);
-    if node.reservation.is_none() && waited >= b.input.config.confirm_timeout {
-        let message = format!(
-            "Ironic accepted the attach but the image was not inserted after {}",
-            human(b.input.config.confirm_timeout)
-        );
-        return failed(b, record, Some(url.to_string()), Op::Attach, message);
-    }
-    b.write_record(Some(record));
-    let message = join_note("Ironic is downloading and inserting the image".into(), note);
-    b.show(
-        Some(url),
-        DataImageState::Attaching,
-        message,
-        Some(CONFIRM_POLL),
-    )
-}
-
-/// Pending or Failed: attach when every gate is open.
-fn attach_pending(
-    mut b: Builder,
-    mut record: AttachedRecord,
-    url: &str,
-    node: &Node,
-    drive: &Drive,
-) -> Step {
-    let now = b.now();
-    let note = hold_step(&mut b, &mut record, Some(node));
-    let blocked: Option<(DataImageState, String, Duration)> = if let Some(at) =
-        pending_retry(&record, now)
-    {
-        let message = record.message.clone().unwrap_or_default();
-        Some((
-            DataImageState::Error,
-            format!("attach failed: {message}; retrying at {at}"),
-            wait_until(at, now),
-        ))
-    } else if node.maintenance {
-        Some((
-            DataImageState::Waiting,
-            "Ironic node is in maintenance; waiting for it to leave maintenance".into(),
-            BLOCKED_POLL,
-        ))
-    } else if node.reservation.is_some() {
-        Some((
-            DataImageState::Waiting,
-            "Ironic node is busy (reserved by a running operation)".into(),
-            BUSY_POLL,
-        ))
-    } else if node.provision_state != ProvisionState::Active {
-        Some((
-            DataImageState::Waiting,
-            format!(
-                "Ironic node is {} (waiting for active)",
-                node.provision_state
-            ),
-            BLOCKED_POLL,
-        ))
-    } else if let Drive::Foreign(image) = drive {
-        Some((
-            DataImageState::Waiting,
-            format!(
-                "the CD drive holds media that is not ours ({image}: deploy media or a live ISO); waiting for it to leave"
-            ),
-            BLOCKED_POLL,
-        ))
-    } else {
-        match b.input.staging {
-            StagingView::NotNeeded | StagingView::Ready(_) => None,
-            StagingView::NotStarted => {
-                // Only now that an attach could follow: no download for a
-                // host that is gated anyway.
-                b.push(Action::Stage);
-                Some((
-                    DataImageState::Waiting,
-                    "staging the image: starting the download".into(),
-                    STAGING_POLL,
-                ))
-            }
-            StagingView::Running { done, total } => Some((
-                DataImageState::Waiting,
-                match total {
-                    Some(total) => {
-                        format!("staging the image: {} of {}", bytes(*done), bytes(*total))
-                    }
-                    None => format!("staging the image: {} so far", bytes(*done)),
-                },
-                STAGING_POLL,
-            )),
-            StagingView::Failed(message) => Some((
-                DataImageState::Error,
-                format!("staging the image failed: {message}"),
-                BACKOFF_BASE,
-            )),
-            StagingView::Unavailable(message) => {
-                Some((DataImageState::Waiting, message.clone(), BLOCKED_POLL))
-            }
-        }
-    };
-    if let Some((state, message, wait)) = blocked {
-        if b.host.record.as_ref() != Some(&record)
-            && (b.host.record.is_some() || record.hold_since.is_some() || record.hold_expired)
-        {
-            b.write_record(Some(record));
-        }
-        return b.show(Some(url), state, join_note(message, note), Some(wait));
-    }
-
-    let image_url = match b.input.staging {
-        StagingView::Ready(image) => {
-            record.digest = Some(image.digest.clone());
-            record.size = Some(image.size);
-            image.ironic_url.clone()
-        }
-        _ => {
-            record.digest = None;
-            record.size = None;
-            url.to_string()
-        }
-    };
-    // The finalizer and the record go first: a crash after the POST then
-    // finds "attaching" and confirms instead of attaching twice.
-    b.add_finalizer();
-    record.enter(Phase::Attaching, now);
-    record.retry_at = None;
-    record.into_empty = *drive == Drive::Empty;
-    b.write_record(Some(record));
-    b.push(Action::Attach { image_url });
-    b.event(Reason::Attaching, format!("attaching {}", redact_url(url)));
-    let message = join_note("attach sent to Ironic".into(), note);
-    b.show(
-        Some(url),
-        DataImageState::Attaching,
-        message,
-        Some(CONFIRM_POLL),
-    )
-}
-
-/// How long an attach/detach sent at `record`'s phase time has been
-/// waiting for its effect; an Ironic outage since then restarts the clock.
-fn confirm_elapsed(
-    record: &AttachedRecord,
-    recovered_at: Option<Timestamp>,
-    now: Timestamp,
-) -> Duration {
-    let since = recovered_at.map_or(record.time, |back| record.time.max(back));
-    elapsed(Some(since), now)
 }
 
 /// "1.2 GiB": one decimal, binary units (the progress shown while staging
@@ -1545,11 +667,610 @@ fn join_note(message: String, note: Option<String>) -> String {
     }
 }
 
-fn confirmed(mut b: Builder, mut record: AttachedRecord, url: &str, running: bool) -> Step {
-    let now = b.now();
-    let attached_after = record
-        .requested_at
-        .map(|t| elapsed(Some(t), now).as_secs_f64());
+/// How long an attach/detach sent at `record`'s phase time has been
+/// waiting for its effect; an Ironic outage since then restarts the clock.
+fn confirm_elapsed(record: &AttachedRecord, input: &Input) -> Duration {
+    let since = input
+        .ironic_recovered_at
+        .map_or(record.time, |back| record.time.max(back));
+    elapsed(since, input.now)
+}
+
+/// Decides the next step for one host.
+pub(crate) fn decide(input: &Input) -> Step {
+    let mut step = decide_host(input);
+    let spec = input.host.spec.data_image.as_ref();
+    // The reconciler cannot watch Secrets (it may only get the ones hosts
+    // name), so an image built from one is looked at again every
+    // CONTENT_POLL: a change of the Secret is a swap.
+    if let Step::Plan(plan) = &mut step
+        && spec.is_some_and(|d| d.url.is_empty() && d.content_from.is_some())
+        && input.host.metadata.deletion_timestamp.is_none()
+    {
+        plan.requeue = Some(plan.requeue.map_or(CONTENT_POLL, |r| r.min(CONTENT_POLL)));
+    }
+    step
+}
+
+fn decide_host(input: &Input) -> Step {
+    let mut b = Builder::new(input);
+
+    if let Some(deleted) = b.host.deletion {
+        return deletion(b, deleted);
+    }
+    if b.host.paused {
+        let message = "host is paused (baremetalhost.metal3.io/paused): nothing is done until the annotation is removed";
+        return b.show(State::Waiting, message, None);
+    }
+    if b.host.detached {
+        let message = "host is detached from the operator (baremetalhost.metal3.io/detached): nothing is done until it is reattached";
+        return b.show(State::Waiting, message, None);
+    }
+    if input.upstream_conflict {
+        // The operator would attach the DataImage into the same drive: do not
+        // fight over it; only release our hold so the host is not kept off.
+        b.set_hold(false);
+        let message = "an upstream DataImage with this host's name exists: the baremetal-operator attaches it into the same \
+             drive; delete it or remove spec.dataImage (left untouched)";
+        return b.show(State::Error, message, None);
+    }
+
+    // The record of an image of ours that went into the drive.
+    let in_drive = b.host.record.clone().filter(|r| r.phase != Phase::Pending);
+    if !ACTIVE_STATES.contains(&b.host.state) {
+        return match in_drive {
+            Some(record) if !b.host.node_id.is_empty() => detach_flow(b, record, Purpose::Leaving),
+            _ if b.host.desired.is_none() => b.done(),
+            _ => not_provisioned(
+                b,
+                "the image is attached once it is provisioned or externally provisioned",
+            ),
+        };
+    }
+    if b.host.node_id.is_empty() {
+        let message = "host has no Ironic node yet (status.provisioning.ID is empty)";
+        return b.show(State::Waiting, message, None);
+    }
+    let Some(url) = b.host.desired.clone() else {
+        return match in_drive {
+            Some(record) => detach_flow(b, record, Purpose::Removal),
+            None => b.done(),
+        };
+    };
+    match in_drive {
+        Some(record)
+            if record.node == b.host.node_id
+                && (record.url != url
+                    || record.phase == Phase::Detaching
+                    || matches!(input.staging, StagingView::Ready(image)
+                        if record.digest.as_deref() != Some(image.digest.as_str()))) =>
+        {
+            detach_flow(b, record, Purpose::Replace)
+        }
+        _ => attach_flow(b, &url),
+    }
+}
+
+/// Outside the provisioned states nothing of ours stays on the host; the
+/// image it asks for waits ("host is <state>: `then`").
+fn not_provisioned(mut b: Builder, then: &str) -> Step {
+    b.set_hold(false);
+    b.write_record(None);
+    let state = Some(b.host.state).filter(|s| !s.is_empty());
+    let state = state.unwrap_or("not registered");
+    b.show(State::Waiting, format!("host is {state}: {then}"), None)
+}
+
+/// Why the drive is being emptied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    /// `spec.dataImage` removed.
+    Removal,
+    /// URL (or staged content) changed: attach the new image afterwards.
+    Replace,
+    /// Host left the provisioned states (deprovisioning): best effort.
+    Leaving,
+}
+
+/// Empties the drive of our image (`record`, never [`Phase::Pending`]).
+fn detach_flow(mut b: Builder, mut record: AttachedRecord, purpose: Purpose) -> Step {
+    let now = b.input.now;
+    // The status shows the image the host asks for, if any.
+    b.url.get_or_insert_with(|| record.url.clone());
+    if record.node != b.host.node_id {
+        // The host was registered again under a new node: the old node's
+        // drive is not this host's any more.
+        return drive_emptied(b, purpose, false);
+    }
+    let (node, vmedia) = match b.input.ironic {
+        IronicView::NotObserved => return Step::ObserveIronic(Read::NodeAndDrive),
+        IronicView::Drive { .. } => return Step::ObserveIronic(Read::Node),
+        IronicView::Failed(IronicError::NotFound(_)) => return drive_emptied(b, purpose, false),
+        IronicView::Failed(err) => {
+            let doing = "cannot read the node to detach the image";
+            return b.read_failed(record, doing, err, None);
+        }
+        IronicView::Busy { .. } => {
+            let message = if record.phase == Phase::Detaching && record.retry_at.is_none() {
+                format!(
+                    "detaching {} (the node is locked, so its drive cannot be read yet)",
+                    redact_url(&record.url)
+                )
+            } else {
+                "Ironic node is busy (locked by a running operation); detaching when it is free"
+                    .into()
+            };
+            return b.show(State::Detaching, message, Some(BUSY_POLL));
+        }
+        IronicView::Unreachable { since, error } => {
+            detach_hold(&mut b, &mut record, purpose, None);
+            let message = unreachable_message(*since, error, "detaching");
+            return b.show(State::Waiting, message, Some(OUTAGE_POLL));
+        }
+        IronicView::Observed { node, vmedia } => (node, vmedia),
+    };
+    detach_hold(&mut b, &mut record, purpose, Some(node));
+    if cd_contents(vmedia, &node.uuid) != CdContents::Ours {
+        if node.reservation.is_some() && record.phase == Phase::Attaching {
+            // Our attach may still be running: wait for it before calling
+            // the drive empty.
+            let message = "waiting for Ironic to finish the previous attach before detaching";
+            return b.show(State::Detaching, message, Some(CONFIRM_POLL));
+        }
+        // A failed attach was detached already.
+        let was_ours = record.phase != Phase::Failed;
+        return drive_emptied(b, purpose, was_ours);
+    }
+    let why = match purpose {
+        Purpose::Removal => "spec.dataImage was removed",
+        Purpose::Replace => "the image changed",
+        Purpose::Leaving => "the host is leaving the provisioned state",
+    };
+    let detaching = format!("detaching {} ({why})", redact_url(&record.url));
+    if node.reservation.is_some() {
+        // While our own detach runs, the reservation is ours.
+        let message = if record.phase == Phase::Detaching && record.retry_at.is_none() {
+            detaching
+        } else {
+            "Ironic node is busy (reserved by another operation); detaching when it is free".into()
+        };
+        return b.show(State::Detaching, message, Some(BUSY_POLL));
+    }
+    if let Some(at) = pending_retry(&record, now) {
+        let message = record.message.as_deref().unwrap_or_default();
+        let message = retry_message(Op::Detach, message, at);
+        return b.show(State::Error, message, Some(wait_until(at, now)));
+    }
+    if record.phase == Phase::Detaching {
+        if let Some(error) = vmedia_error(node, Op::Detach) {
+            return Step::Plan(b.failed(record, Op::Detach, error, None));
+        }
+        if confirm_elapsed(&record, b.input) < b.input.config.confirm_timeout {
+            return b.show(State::Detaching, detaching, Some(CONFIRM_POLL));
+        }
+        if record.retry_at.is_none() {
+            let message = format!(
+                "Ironic accepted the detach but the image was still inserted after {}",
+                human(b.input.config.confirm_timeout)
+            );
+            return Step::Plan(b.failed(record, Op::Detach, message, None));
+        }
+    }
+    b.send_detach(record, detaching.clone());
+    b.show(State::Detaching, detaching, Some(CONFIRM_POLL))
+}
+
+/// Swapping images on a powered-off host holds it off meanwhile (the hold's
+/// deadline runs on while Ironic is away); any other detach lets it go.
+fn detach_hold(
+    b: &mut Builder,
+    record: &mut AttachedRecord,
+    purpose: Purpose,
+    node: Option<&Node>,
+) {
+    if purpose == Purpose::Replace {
+        let _ = hold_step(b, record, node);
+        b.write_record(Some(record.clone()));
+    } else {
+        b.set_hold(false);
+    }
+}
+
+/// Nothing of ours is in the drive any more.
+fn drive_emptied(mut b: Builder, purpose: Purpose, was_ours: bool) -> Step {
+    let old = b.host.record.clone();
+    if was_ours && let Some(old) = &old {
+        let url = redact_url(&old.url);
+        b.event(Reason::Detached, format!("detached {url}"));
+    }
+    match (purpose, b.host.desired.clone()) {
+        (Purpose::Replace, Some(url)) => {
+            let mut record = AttachedRecord::new(&url, b.host.node_id, Phase::Pending, b.input.now);
+            // Keep the hold bookkeeping across the swap.
+            if let Some(old) = old {
+                record.hold_since = old.hold_since;
+                record.hold_expired = old.hold_expired;
+            }
+            b.write_record(Some(record));
+            let message = "previous image detached; attaching the new one";
+            b.show(State::Attaching, message, Some(Duration::from_secs(1)))
+        }
+        (Purpose::Leaving, Some(_)) => not_provisioned(
+            b,
+            "the image was detached and is attached again once the host is provisioned",
+        ),
+        _ => b.done(),
+    }
+}
+
+/// The plan after an Ironic call of `op` failed synchronously. `written` is
+/// the record as written before the call.
+///
+/// With `input.ironic` = [`IronicView::Unreachable`] (the controller found
+/// Ironic down), nothing is counted: the record goes back to what it was
+/// before this plan, so the call is made again once Ironic answers.
+/// Otherwise the failure is counted and backed off.
+pub(crate) fn after_failure(
+    input: &Input,
+    written: &AttachedRecord,
+    op: Op,
+    err: &IronicError,
+) -> Plan {
+    // With Ironic known down, decide plans (it asks to read only a view it
+    // has not got).
+    if let IronicView::Unreachable { .. } = input.ironic
+        && let Step::Plan(mut plan) = decide(input)
+    {
+        // Only the writes of the undone plan are left out: its events and
+        // the Ironic call itself did not happen.
+        plan.actions
+            .retain(|a| !matches!(a, Action::Attach { .. } | Action::Detach));
+        let before = AttachedRecord::of_host(input.host);
+        if before.as_ref() != Some(written) {
+            plan.actions.insert(0, Action::WriteRecord(before));
+        }
+        return plan;
+    }
+    let mut b = Builder::new(input);
+    b.host.record = None; // force the write
+    b.url.get_or_insert_with(|| written.url.clone());
+    // 400 may come from the node's driver/driver_info, not our request: the
+    // longest wait before trying again; locks and outages back off normally.
+    let delay = matches!(err, IronicError::BadRequest(_) | IronicError::Http { .. })
+        .then(|| backoff(u32::MAX, input.jitter));
+    let deleting = b.host.deletion.is_some();
+    let mut plan = b.failed(written.clone(), op, err.to_string(), delay);
+    if deleting {
+        plan.requeue = plan.requeue.map(|r| r.min(BLOCKED_POLL));
+    }
+    plan
+}
+
+/// Power hold bookkeeping while an attach is pending. Returns a note for the
+/// status when the hold was released for a reason worth telling.
+fn hold_step(b: &mut Builder, record: &mut AttachedRecord, node: Option<&Node>) -> Option<String> {
+    let now = b.input.now;
+    let power = node.and_then(powered);
+    if b.host.hold {
+        let since = *record.hold_since.get_or_insert(now);
+        let expired = elapsed(since, now) >= b.input.config.hold_timeout;
+        if !b.host.disable_power_off && power != Some(true) && !expired {
+            return None;
+        }
+        b.set_hold(false);
+        record.hold_since = None;
+        if b.host.disable_power_off {
+            return None;
+        }
+        if power == Some(true) {
+            // The operator powered the host on between our observation and
+            // the annotation (or someone else did): never keep a running host
+            // held; attach without the hold.
+            return Some("the host was powered on; attaching while it runs".into());
+        }
+        record.hold_expired = true;
+        let why = record
+            .message
+            .as_deref()
+            .unwrap_or("the attach is not confirmed");
+        let note = format!(
+            "released the power hold after {} without a confirmed attach ({why}); the operator may power the host on without the image",
+            human(b.input.config.hold_timeout)
+        );
+        b.event(Reason::HoldReleased, note.clone());
+        return Some(note);
+    }
+    // `--hold-timeout 0` turns the hold off.
+    let wanted = b.host.online
+        && !b.host.disable_power_off
+        && power == Some(false)
+        && !record.hold_expired
+        && !b.input.config.hold_timeout.is_zero();
+    if wanted {
+        b.set_hold(true);
+        record.hold_since = Some(now);
+        b.event(
+            Reason::PowerHold,
+            "host is powered off: holding it off (reboot.metal3.io/metal3-dataimage) until the image is attached",
+        );
+    }
+    None
+}
+
+/// Attaches `url` (the image the host asks for): first the reads it needs.
+fn attach_flow(mut b: Builder, url: &str) -> Step {
+    let node_id = b.host.node_id;
+    let mut record = match b.host.record.clone() {
+        Some(r) if r.url == url && r.node == node_id => r,
+        _ => AttachedRecord::new(url, node_id, Phase::Pending, b.input.now),
+    };
+    // A held or serviced host reads the node first (power, state).
+    let settled = !b.host.hold && !b.host.servicing;
+    let verify = b.input.config.verify_interval;
+    let fresh = b.input.verified_ago.filter(|ago| *ago < verify);
+    if let (IronicView::NotObserved, Some(ago)) = (b.input.ironic, fresh)
+        && record.phase == Phase::Attached
+        && settled
+    {
+        // In sync and checked recently: no Ironic (BMC) read for every
+        // unrelated change of the BareMetalHost.
+        return b.show_attached(&record, verify - ago);
+    }
+    // Confirming or verifying needs the drive alone when it shows our image.
+    // An attach confirmed that way must have gone into an empty drive (a
+    // drive that held `cdrom-<node>.iso` before could still show the old
+    // image).
+    let drive_first = settled
+        && (record.phase == Phase::Attached
+            || (record.phase == Phase::Attaching && record.into_empty));
+    let (node, vmedia) = match b.input.ironic {
+        IronicView::NotObserved if drive_first => return Step::ObserveIronic(Read::Drive),
+        IronicView::NotObserved => return Step::ObserveIronic(Read::NodeAndDrive),
+        IronicView::Drive { vmedia }
+            if drive_first && cd_contents(vmedia, node_id) == CdContents::Ours =>
+        {
+            return if record.phase == Phase::Attaching {
+                let running = b.host.powered_on;
+                confirmed(b, record, running)
+            } else {
+                still_attached(b, record)
+            };
+        }
+        IronicView::Drive { .. } => return Step::ObserveIronic(Read::Node),
+        IronicView::Failed(err) => {
+            let note = hold_step(&mut b, &mut record, None);
+            return b.read_failed(record, "cannot read the Ironic node", err, note);
+        }
+        IronicView::Busy { node } => {
+            let (state, message, wait) = match record.phase {
+                Phase::Attached => (State::Attached, attached_message(&record), BUSY_POLL),
+                Phase::Attaching => {
+                    let message = "Ironic is inserting the image (the node is locked, so its drive cannot be read yet)";
+                    (State::Attaching, message.into(), CONFIRM_POLL)
+                }
+                _ => {
+                    let message = "Ironic node is busy (locked by a running operation); attaching when it is free";
+                    (State::Waiting, message.into(), BUSY_POLL)
+                }
+            };
+            let note = hold_step(&mut b, &mut record, Some(node));
+            if b.host.record.is_some() {
+                b.write_record(Some(record));
+            }
+            return b.show(state, join_note(message, note), Some(wait));
+        }
+        IronicView::Unreachable { since, error } => {
+            if record.phase == Phase::Attached {
+                // Nothing says the image left: it stays shown as attached,
+                // and is verified again when Ironic answers.
+                return b.show_attached(&record, OUTAGE_POLL);
+            }
+            let then = if record.phase == Phase::Attaching {
+                "confirming the attach"
+            } else {
+                "attaching"
+            };
+            let note = hold_step(&mut b, &mut record, None);
+            let message = unreachable_message(*since, error, then);
+            return wait_to_attach(b, record, note, (State::Waiting, message, OUTAGE_POLL));
+        }
+        IronicView::Observed { node, vmedia } => (node, vmedia),
+    };
+    attach_observed(b, record, node, vmedia)
+}
+
+/// Attach once the node's drive was read: verify an attached image,
+/// confirm an attach in flight, or attach when every gate is open.
+fn attach_observed(
+    mut b: Builder,
+    mut record: AttachedRecord,
+    node: &Node,
+    vmedia: &[VirtualMedia],
+) -> Step {
+    let drive = cd_contents(vmedia, &node.uuid);
+    if record.phase == Phase::Attached {
+        if node.provision_state != ProvisionState::Active && node.reservation.is_none() {
+            // Servicing (or rescue) runs Ironic's prepare_ramdisk, which
+            // ejects the CD: look again once the node is active.
+            let message = format!(
+                "{}; Ironic node is {}: the drive is checked again (and the image attached again if it was ejected) once the node is active",
+                attached_message(&record),
+                node.provision_state
+            );
+            return b.show(State::Attached, message, Some(BLOCKED_POLL));
+        }
+        match &drive {
+            CdContents::Ours => return still_attached(b, record),
+            _ if node.reservation.is_some() => return b.show_attached(&record, BUSY_POLL),
+            CdContents::Other(image) => {
+                let message = format!(
+                    "the CD drive holds media that is not ours ({}); the image is attached again once it is gone",
+                    redact_url(image)
+                );
+                return b.show(State::Waiting, message, Some(BLOCKED_POLL));
+            }
+            CdContents::Empty => {
+                // Ejected behind our back (BMC reset, manual eject): attach again.
+                let url = redact_url(&record.url);
+                b.event(
+                    Reason::Ejected,
+                    format!("{url} is no longer inserted; attaching it again"),
+                );
+                record.enter(Phase::Pending, b.input.now);
+                record.requested_at = Some(b.input.now);
+            }
+        }
+    }
+    if record.phase == Phase::Attaching {
+        attaching(b, record, node, &drive)
+    } else {
+        attach_pending(b, record, node, &drive)
+    }
+}
+
+/// A verification found our image in the drive.
+fn still_attached(mut b: Builder, mut record: AttachedRecord) -> Step {
+    b.set_hold(false);
+    if record.hold_since.take().is_some() {
+        b.write_record(Some(record.clone()));
+    }
+    b.show_verified(&record)
+}
+
+/// An attach was sent: confirm it, or judge it failed.
+fn attaching(mut b: Builder, mut record: AttachedRecord, node: &Node, drive: &CdContents) -> Step {
+    let note = hold_step(&mut b, &mut record, Some(node));
+    if node.reservation.is_none() {
+        if let Some(error) = vmedia_error(node, Op::Attach) {
+            return Step::Plan(b.failed(record, Op::Attach, error, None));
+        }
+        if *drive == CdContents::Ours {
+            let running = powered(node) == Some(true);
+            return confirmed(b, record, running);
+        }
+        if confirm_elapsed(&record, b.input) >= b.input.config.confirm_timeout {
+            let message = format!(
+                "Ironic accepted the attach but the image was not inserted after {}",
+                human(b.input.config.confirm_timeout)
+            );
+            return Step::Plan(b.failed(record, Op::Attach, message, None));
+        }
+    }
+    b.write_record(Some(record));
+    let message = join_note("Ironic is downloading and inserting the image".into(), note);
+    b.show(State::Attaching, message, Some(CONFIRM_POLL))
+}
+
+/// Pending or Failed: attach when every gate is open.
+fn attach_pending(
+    mut b: Builder,
+    mut record: AttachedRecord,
+    node: &Node,
+    drive: &CdContents,
+) -> Step {
+    let note = hold_step(&mut b, &mut record, Some(node));
+    if let Some(waiting) = attach_gate(&mut b, &record, node, drive) {
+        return wait_to_attach(b, record, note, waiting);
+    }
+    let staged = match b.input.staging {
+        StagingView::Ready(image) => Some(image),
+        _ => None,
+    };
+    record.digest = staged.map(|image| image.digest.clone());
+    record.size = staged.map(|image| image.size);
+    let image_url = staged.map_or_else(|| record.url.clone(), |image| image.ironic_url.clone());
+    let event = format!("attaching {}", redact_url(&record.url));
+    // The finalizer and the record go first: a crash after the POST then
+    // finds "attaching" and confirms instead of attaching twice.
+    if !b.host.has_finalizer {
+        b.push(Action::AddFinalizer);
+    }
+    record.enter(Phase::Attaching, b.input.now);
+    record.retry_at = None;
+    record.into_empty = *drive == CdContents::Empty;
+    b.write_record(Some(record));
+    b.push(Action::Attach { image_url });
+    b.event(Reason::Attaching, event);
+    let message = join_note("attach sent to Ironic".into(), note);
+    b.show(State::Attaching, message, Some(CONFIRM_POLL))
+}
+
+/// What keeps a pending attach from being sent, if anything. Starts staging
+/// once nothing else does.
+fn attach_gate(
+    b: &mut Builder,
+    record: &AttachedRecord,
+    node: &Node,
+    drive: &CdContents,
+) -> Option<Waiting> {
+    let now = b.input.now;
+    if let Some(at) = pending_retry(record, now) {
+        let message = record.message.as_deref().unwrap_or_default();
+        let message = retry_message(Op::Attach, message, at);
+        return Some((State::Error, message, wait_until(at, now)));
+    }
+    let (message, wait) = if node.maintenance {
+        let message = "Ironic node is in maintenance; waiting for it to leave maintenance";
+        (message.into(), BLOCKED_POLL)
+    } else if node.reservation.is_some() {
+        let message = "Ironic node is busy (reserved by a running operation)";
+        (message.into(), BUSY_POLL)
+    } else if node.provision_state != ProvisionState::Active {
+        let state = &node.provision_state;
+        let message = format!("Ironic node is {state} (waiting for active)");
+        (message, BLOCKED_POLL)
+    } else if let CdContents::Other(image) = drive {
+        let message = format!(
+            "the CD drive holds media that is not ours ({}: deploy media or a live ISO); waiting for it to leave",
+            redact_url(image)
+        );
+        (message, BLOCKED_POLL)
+    } else {
+        match b.input.staging {
+            StagingView::NotNeeded | StagingView::Ready(_) => return None,
+            StagingView::NotStarted => {
+                // Only now that an attach could follow: no download for a
+                // host that is gated anyway.
+                b.push(Action::Stage);
+                let message = "staging the image: starting the download";
+                (message.into(), STAGING_POLL)
+            }
+            StagingView::Running { done, total } => {
+                let done = bytes(*done);
+                let message = match total {
+                    Some(total) => format!("staging the image: {done} of {}", bytes(*total)),
+                    None => format!("staging the image: {done} so far"),
+                };
+                (message, STAGING_POLL)
+            }
+            StagingView::Failed(message) => {
+                let message = format!("staging the image failed: {message}");
+                return Some((State::Error, message, BACKOFF_BASE));
+            }
+            StagingView::Unavailable(message) => (message.clone(), BLOCKED_POLL),
+        }
+    };
+    Some((State::Waiting, message, wait))
+}
+
+/// An attach that waits: the pending record is written when there is one or
+/// it keeps the hold's bookkeeping, and `waiting` is shown.
+fn wait_to_attach(
+    mut b: Builder,
+    record: AttachedRecord,
+    note: Option<String>,
+    (state, message, wait): Waiting,
+) -> Step {
+    if b.host.record.is_some() || record.hold_since.is_some() || record.hold_expired {
+        b.write_record(Some(record));
+    }
+    b.show(state, join_note(message, note), Some(wait))
+}
+
+/// Our image is in the drive: the attach is confirmed.
+fn confirmed(mut b: Builder, mut record: AttachedRecord, running: bool) -> Step {
+    let now = b.input.now;
+    b.plan.attached_after = record.requested_at.map(|t| elapsed(t, now).as_secs_f64());
     record.enter(Phase::Attached, now);
     record.errors = 0;
     record.message = None;
@@ -1560,38 +1281,23 @@ fn confirmed(mut b: Builder, mut record: AttachedRecord, url: &str, running: boo
     record.attached_running = running;
     b.set_hold(false);
     b.write_record(Some(record.clone()));
-    b.event(Reason::Attached, format!("attached {}", redact_url(url)));
-    let verify = b.input.config.verify_interval;
-    let mut step = verified(b.show_attached(url, &record, verify));
-    if let Step::Plan(plan) = &mut step {
-        plan.attached_after = attached_after;
-    }
-    step
-}
-
-/// Marks a plan made from an observation that showed our image in the drive.
-fn verified(mut step: Step) -> Step {
-    if let Step::Plan(plan) = &mut step {
-        plan.verified = true;
-    }
-    step
+    let url = redact_url(&record.url);
+    b.event(Reason::Attached, format!("attached {url}"));
+    b.show_verified(&record)
 }
 
 /// The host is being deleted: detach before our finalizer goes, or give up
 /// after `--finalizer-timeout`.
-fn deletion(mut b: Builder) -> Step {
-    let now = b.now();
+fn deletion(mut b: Builder, deleted: Timestamp) -> Step {
+    let now = b.input.now;
+    // The status shows the image in the drive.
+    b.url = b.host.record.as_ref().map(|r| r.url.clone());
     if !b.host.has_finalizer {
-        return b.finish(StatusChange::Keep, None);
+        return Step::Plan(b.finish(StatusChange::Keep, None));
     }
     if b.host.paused {
-        let url = b.host.record.as_ref().map(|r| r.url.clone());
-        return b.show(
-            url.as_deref(),
-            DataImageState::Detaching,
-            "host is being deleted but paused: waiting for the pause to be lifted",
-            None,
-        );
+        let message = "host is being deleted but paused: waiting for the pause to be lifted";
+        return b.show(State::Detaching, message, None);
     }
     if b.host.detached {
         let message = "host is detached: finalizer released without calling Ironic";
@@ -1601,20 +1307,16 @@ fn deletion(mut b: Builder) -> Step {
         let message = "an upstream DataImage owns the drive: finalizer released";
         return release(b, false, message.into());
     }
-    let Some(record) = b.host.record.clone() else {
-        b.set_hold(false);
-        b.remove_finalizer();
-        return b.finish(StatusChange::Keep, None);
+    let node_id = b.host.node_id;
+    let record = match b.host.record.clone() {
+        Some(r) if r.phase != Phase::Pending && !node_id.is_empty() && r.node == node_id => r,
+        _ => {
+            b.let_go();
+            return Step::Plan(b.finish(StatusChange::Keep, None));
+        }
     };
-    if record.phase == Phase::Pending || b.host.node_id.is_empty() || record.node != b.host.node_id
-    {
-        b.set_hold(false);
-        b.write_record(None);
-        b.remove_finalizer();
-        return b.finish(StatusChange::Keep, None);
-    }
     let timeout = b.input.config.finalizer_timeout;
-    let remaining = timeout.saturating_sub(elapsed(b.host.deletion, now));
+    let remaining = timeout.saturating_sub(elapsed(deleted, now));
     let (at, timeout) = (add(now, remaining), human(timeout));
     // Without a drive to look at: the message when the deadline releases
     // the finalizer, the one shown until then, and when to look again.
@@ -1663,23 +1365,21 @@ fn deletion(mut b: Builder) -> Step {
     if remaining.is_zero() {
         return release(b, true, released);
     }
-    let url = Some(record.url.as_str());
-    b.show(url, DataImageState::Detaching, waiting, Some(poll))
+    b.show(State::Detaching, waiting, Some(poll))
 }
 
 /// Deletion once the node's drive was read.
 fn deletion_observed(
     mut b: Builder,
-    mut record: AttachedRecord,
+    record: AttachedRecord,
     node: &Node,
     vmedia: &[VirtualMedia],
     expired: bool,
 ) -> Step {
-    let now = b.now();
+    let url = redact_url(&record.url).into_owned();
     let attach_running = record.phase == Phase::Attaching && node.reservation.is_some();
-    if drive_state(vmedia, &node.uuid) != Drive::Ours && !attach_running {
-        let message = format!("detached {} before deletion", redact_url(&record.url));
-        return release(b, false, message);
+    if cd_contents(vmedia, &node.uuid) != CdContents::Ours && !attach_running {
+        return release(b, false, format!("detached {url} before deletion"));
     }
     if expired {
         let message = format!(
@@ -1688,56 +1388,35 @@ fn deletion_observed(
         );
         return release(b, true, message);
     }
-    let url = Some(record.url.clone());
-    let waiting = |b: Builder, message: &str| {
-        b.show(
-            url.as_deref(),
-            DataImageState::Detaching,
-            message,
-            Some(CONFIRM_POLL),
-        )
-    };
-    if node.reservation.is_some() {
-        return waiting(
-            b,
-            "Ironic node is busy; detaching before deletion when it is free",
-        );
-    }
     let recently_sent = record.phase == Phase::Detaching
         && record.retry_at.is_none()
-        && confirm_elapsed(&record, b.input.ironic_recovered_at, now)
-            < b.input.config.confirm_timeout;
-    if recently_sent || pending_retry(&record, now).is_some() {
-        return waiting(b, "waiting for Ironic to eject the image");
-    }
-    record.enter(Phase::Detaching, now);
-    record.retry_at = None;
-    let message = format!("detaching {} before deletion", redact_url(&record.url));
-    b.write_record(Some(record));
-    b.push(Action::Detach);
-    b.event(Reason::Detaching, message);
-    waiting(b, "detaching the image before deletion")
+        && confirm_elapsed(&record, b.input) < b.input.config.confirm_timeout;
+    let message = if node.reservation.is_some() {
+        "Ironic node is busy; detaching before deletion when it is free"
+    } else if recently_sent || pending_retry(&record, b.input.now).is_some() {
+        "waiting for Ironic to eject the image"
+    } else {
+        b.send_detach(record, format!("detaching {url} before deletion"));
+        "detaching the image before deletion"
+    };
+    b.show(State::Detaching, message, Some(CONFIRM_POLL))
 }
 
-/// Lets the deleted host go: hold, record and our finalizer removed.
-/// `warning`: without a confirmed detach.
+/// Lets the deleted host go. `warning`: without a confirmed detach.
 fn release(mut b: Builder, warning: bool, message: String) -> Step {
-    // Shown while other finalizers (the operator's) keep the host around.
-    let url = b.host.record.as_ref().map(|r| r.url.clone());
     let (state, reason) = if warning {
-        (DataImageState::Error, Reason::FinalizerReleased)
+        (State::Error, Reason::FinalizerReleased)
     } else {
-        (DataImageState::Detached, Reason::Detached)
+        (State::Detached, Reason::Detached)
     };
-    let status = match (&url, b.host.status) {
-        (Some(url), Some(_)) => b.status(Some(url), state, message.clone()),
+    // Shown while other finalizers (the operator's) keep the host around.
+    let status = match (&b.url, b.host.status) {
+        (Some(_), Some(_)) => b.status(state, message.clone()),
         _ => StatusChange::Keep,
     };
-    b.set_hold(false);
-    b.write_record(None);
-    b.remove_finalizer();
+    b.let_go();
     b.event(reason, message);
-    b.finish(status, None)
+    Step::Plan(b.finish(status, None))
 }
 
 /// Does the host need any work from the reconciler at all (used to keep

@@ -950,15 +950,15 @@ fn restart_mid_attach_confirms_instead_of_attaching_twice() {
 
 #[test]
 fn our_media_is_cdrom_of_this_node_only() {
-    assert_eq!(drive_state(&ours(), NODE), Drive::Ours);
-    assert_eq!(drive_state(&empty(), NODE), Drive::Empty);
+    assert_eq!(cd_contents(&ours(), NODE), CdContents::Ours);
+    assert_eq!(cd_contents(&empty(), NODE), CdContents::Empty);
     assert!(matches!(
-        drive_state(&boot_media(), NODE),
-        Drive::Foreign(_)
+        cd_contents(&boot_media(), NODE),
+        CdContents::Other(_)
     ));
     let other = cd(Some("http://127.0.0.1:8088/redfish/cdrom-another-node.iso"));
-    assert!(matches!(drive_state(&other, NODE), Drive::Foreign(_)));
-    assert_eq!(drive_state(&[], NODE), Drive::Empty);
+    assert!(matches!(cd_contents(&other, NODE), CdContents::Other(_)));
+    assert_eq!(cd_contents(&[], NODE), CdContents::Empty);
 }
 
 #[test]

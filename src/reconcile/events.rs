@@ -13,6 +13,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::sync::Mutex;
 
@@ -78,17 +79,12 @@ impl EventPublisher {
                     count,
                     last_observed_time: MicroTime(now),
                 });
-                let patch = serde_json::json!({ "series": event.series });
-                let name = event.metadata.name.clone().unwrap_or_default();
-                api.patch(
-                    &name,
-                    &PatchParams {
-                        field_manager: Some(FIELD_MANAGER.into()),
-                        ..Default::default()
-                    },
-                    &Patch::Merge(&patch),
-                )
-                .await?;
+                let patch = Patch::Merge(serde_json::json!({ "series": event.series }));
+                let params = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                };
+                api.patch(&event.name_any(), &params, &patch).await?;
                 event
             }
             None => {
@@ -115,6 +111,11 @@ impl EventPublisher {
         regarding: &ObjectReference,
         now: Timestamp,
     ) -> Event {
+        let kind = if reason.is_warning() {
+            "Warning"
+        } else {
+            "Normal"
+        };
         Event {
             action: Some(reason.as_str().to_string()),
             reason: Some(reason.as_str().to_string()),
@@ -133,24 +134,15 @@ impl EventPublisher {
             },
             reporting_controller: Some(FIELD_MANAGER.to_string()),
             reporting_instance: Some(self.instance.clone()),
-            type_: Some(
-                if reason.is_warning() {
-                    "Warning"
-                } else {
-                    "Normal"
-                }
-                .to_string(),
-            ),
+            type_: Some(kind.into()),
             ..Default::default()
         }
     }
 }
 
 fn last_seen(event: &Event) -> Option<Timestamp> {
-    match &event.series {
-        Some(series) => Some(series.last_observed_time.0),
-        None => event.event_time.as_ref().map(|t| t.0),
-    }
+    let repeated = event.series.as_ref().map(|s| s.last_observed_time.0);
+    repeated.or_else(|| event.event_time.as_ref().map(|t| t.0))
 }
 
 #[cfg(test)]

@@ -28,11 +28,12 @@ pub(crate) const DETACHED_ANNOTATION: &str = "baremetalhost.metal3.io/detached";
 pub const FIELD_MANAGER: &str = "metal3-dataimage";
 
 /// Where the drive work for one host stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Phase {
     /// Nothing of ours was sent to Ironic for this URL yet (waiting for a
     /// gate, staging, or a retry before the first POST).
+    #[default]
     Pending,
     /// The attach was sent (or is about to be: the record is written first);
     /// not confirmed yet.
@@ -48,7 +49,7 @@ pub enum Phase {
 
 /// JSON in [`STATE_ANNOTATION`]. `url` is always the user's URL (never a
 /// staging URL, which carries a token).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AttachedRecord {
     pub url: String,
@@ -101,36 +102,20 @@ impl AttachedRecord {
             node: node.to_string(),
             phase,
             time: now,
-            digest: None,
-            size: None,
-            errors: 0,
-            message: None,
-            retry_at: None,
-            hold_since: None,
-            hold_expired: false,
             requested_at: Some(now),
-            attached_running: false,
-            into_empty: false,
-        }
-    }
-
-    /// Parses the annotation value; `None` when absent, `Err` when corrupt.
-    pub(crate) fn from_annotation(value: Option<&String>) -> Result<Option<Self>, String> {
-        match value {
-            None => Ok(None),
-            Some(text) => serde_json::from_str(text)
-                .map(Some)
-                .map_err(|err| format!("annotation {STATE_ANNOTATION} is not valid: {err}")),
+            ..Self::default()
         }
     }
 
     /// The host's record. A corrupt one counts as absent: whatever is in
     /// the drive is then unknown, and an attach replaces it.
     pub(crate) fn of_host(host: &HostResource) -> Option<Self> {
-        let annotations = host.metadata.annotations.as_ref()?;
-        Self::from_annotation(annotations.get(STATE_ANNOTATION))
-            .ok()
-            .flatten()
+        Self::from_annotation(host.metadata.annotations.as_ref()?.get(STATE_ANNOTATION)?)
+    }
+
+    /// Parses the annotation value; `None` when it is corrupt.
+    pub(crate) fn from_annotation(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok()
     }
 
     pub fn to_annotation(&self) -> String {
@@ -163,18 +148,15 @@ mod tests {
         let text = record.to_annotation();
         assert!(text.contains(r#""phase":"attaching""#), "{text}");
         assert!(text.contains(r#""time":"2026-01-02T03:04:05Z""#), "{text}");
-        let parsed = AttachedRecord::from_annotation(Some(&text))
-            .unwrap()
-            .unwrap();
+        let parsed = AttachedRecord::from_annotation(&text).unwrap();
         assert_eq!(parsed, record);
     }
 
     #[test]
     fn minimal_annotation_decodes_and_garbage_is_an_error() {
         let text = r#"{"url":"http://h/a.iso","node":"n","phase":"attached","time":"2026-01-02T03:04:05Z"}"#.to_string();
-        let parsed = AttachedRecord::from_annotation(Some(&text))
-            .unwrap()
-            .unwrap();
+        let parsed = AttachedRecord::from_annotation(&text).unwrap();
+        let parsed_minimal = parsed.clone();
         assert_eq!(parsed.phase, Phase::Attached);
         assert_eq!(parsed.errors, 0);
         assert_eq!(
@@ -184,12 +166,16 @@ mod tests {
         // Written by the previous version (times as RFC 3339 strings, with
         // fractions and offsets as `Timestamp::to_string` wrote them).
         let old = r#"{"url":"u","node":"n","phase":"failed","time":"2026-01-02T03:04:05.123456789Z","errors":1,"retryAt":"2026-01-02T03:05:05Z","holdSince":"2026-01-02T03:00:00Z","requestedAt":"2026-01-02T02:59:59Z"}"#.to_string();
-        let parsed = AttachedRecord::from_annotation(Some(&old))
-            .unwrap()
-            .unwrap();
+        let parsed = AttachedRecord::from_annotation(&old).unwrap();
         assert_eq!(parsed.retry_at.unwrap().to_string(), "2026-01-02T03:05:05Z");
         assert_eq!(parsed.to_annotation(), old);
-        assert!(AttachedRecord::from_annotation(Some(&"{".to_string())).is_err());
-        assert_eq!(AttachedRecord::from_annotation(None).unwrap(), None);
+        assert_eq!(AttachedRecord::from_annotation("{"), None);
+        // Absent, or corrupt on a host: no record.
+        let mut host = HostResource::default();
+        assert_eq!(AttachedRecord::of_host(&host), None);
+        host.metadata.annotations = Some([(STATE_ANNOTATION.to_string(), "{".into())].into());
+        assert_eq!(AttachedRecord::of_host(&host), None);
+        host.metadata.annotations = Some([(STATE_ANNOTATION.to_string(), text)].into());
+        assert_eq!(AttachedRecord::of_host(&host), Some(parsed_minimal));
     }
 }
