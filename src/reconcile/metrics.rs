@@ -145,22 +145,19 @@ impl Metrics {
             Some(state) => states.insert(host.to_string(), state),
             None => states.remove(host),
         };
-        if old == state {
-            return;
-        }
-        if let Some(old) = old {
-            self.hosts
-                .get_or_create(&StateLabels {
-                    state: old.as_str(),
-                })
-                .dec();
-        }
-        if let Some(new) = state {
-            self.hosts
-                .get_or_create(&StateLabels {
-                    state: new.as_str(),
-                })
-                .inc();
+        if old != state {
+            let gauge = |state: DataImageState| {
+                let labels = StateLabels {
+                    state: state.as_str(),
+                };
+                self.hosts.get_or_create(&labels).clone()
+            };
+            if let Some(old) = old {
+                gauge(old).dec();
+            }
+            if let Some(new) = state {
+                gauge(new).inc();
+            }
         }
     }
 
