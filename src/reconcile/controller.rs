@@ -148,13 +148,10 @@ pub async fn reconcile_once<I: IronicApi>(
     ctx: &Context<I>,
 ) -> Result<Option<Duration>, ReconcileError> {
     let result = reconcile_inner(host, ctx).await;
-    let result_label = if result.is_ok() { "ok" } else { "error" };
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ResultLabels {
-            result: result_label,
-        })
-        .inc();
+    let labels = ResultLabels {
+        result: if result.is_ok() { "ok" } else { "error" },
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
     result
 }
 
@@ -167,11 +164,8 @@ pub fn error_policy<I: IronicApi>(
     let conflict =
         matches!(err, ReconcileError::Kube(kube::Error::Api(status)) if status.code == 409);
     tracing::warn!(host = %host.name_any(), error = %err, "reconcile failed");
-    RequeueAction::requeue(if conflict {
-        Duration::from_secs(1)
-    } else {
-        Duration::from_secs(15)
-    })
+    let after = if conflict { 1 } else { 15 };
+    RequeueAction::requeue(Duration::from_secs(after))
 }
 
 async fn reconcile_inner<I: IronicApi>(
@@ -562,12 +556,10 @@ impl<I: IronicApi> Run<'_, I> {
                         Action::Attach { .. } => Op::Attach,
                         _ => Op::Detach,
                     };
-                    ctx.metrics
-                        .attempts
-                        .get_or_create(&OperationLabels {
-                            operation: operation(op),
-                        })
-                        .inc();
+                    let labels = OperationLabels {
+                        operation: operation(op),
+                    };
+                    ctx.metrics.attempts.get_or_create(&labels).inc();
                     let _permit = ctx.ironic_permits.acquire().await.ok();
                     let result = match action {
                         Action::Attach { image_url } => {

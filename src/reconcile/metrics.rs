@@ -54,11 +54,8 @@ pub struct Metrics {
     pub failures: Family<FailureLabels, Counter>,
     pub attach_seconds: Histogram,
     pub hosts: Family<StateLabels, Gauge>,
-    /// Every failed Ironic request (reads, attaches, detaches, probes).
     pub request_failures: Family<RequestFailureLabels, Counter>,
-    /// 1 while Ironic answers, 0 during an outage.
     pub ironic_up: Gauge,
-    /// 1 while this replica holds the leader Lease.
     pub leader: Gauge,
     host_states: Mutex<HashMap<String, DataImageState>>,
 }

@@ -859,38 +859,33 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build();
-    runtime
-        .context("starting the async runtime")?
-        .block_on(run_async(args))
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_async(args))
 }
 
 pub fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build();
-    runtime
-        .context("starting the async runtime")?
-        .block_on(async {
-            let client = Client::try_default()
-                .await
-                .context("connecting to Kubernetes")?;
-            let report = cleanup_hosts(client, args.namespace.as_deref(), args.dry_run).await?;
-            println!(
-                "{} {} host(s): {} finalizer(s), {} power hold(s), {} state annotation(s)",
-                if args.dry_run {
-                    "would clean"
-                } else {
-                    "cleaned"
-                },
-                report.hosts,
-                report.finalizers,
-                report.holds,
-                report.records
-            );
-            Ok(())
-        })
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime.block_on(async {
+        let client = Client::try_default()
+            .await
+            .context("connecting to Kubernetes")?;
+        cleanup_hosts(client, args.namespace.as_deref(), args.dry_run).await
+    })?;
+    let done = if args.dry_run {
+        "would clean"
+    } else {
+        "cleaned"
+    };
+    println!(
+        "{done} {} host(s): {} finalizer(s), {} power hold(s), {} state annotation(s)",
+        report.hosts, report.finalizers, report.holds, report.records
+    );
+    Ok(())
 }
 
 /// What `cleanup` removed.
