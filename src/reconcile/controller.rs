@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::OptionFuture;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::controller::Action as RequeueAction;
@@ -431,42 +432,38 @@ impl<I: IronicApi> Run<'_, I> {
             })
     }
 
-    /// [`Action::Stage`]: reads the credentials (`username`/`password` from
-    /// the `credentialsName` Secret) and starts the background download; a
-    /// failure shows through [`Stager::poll`].
+    /// [`Action::Stage`]: reads the credentials and starts the background
+    /// download; a failure shows through [`Stager::poll`].
     async fn start_staging(&self) {
         let (Some(stager), Some(spec)) = (&self.ctx.stager, self.host.spec.data_image.as_ref())
         else {
             return;
         };
-        let (namespace, key) = (&self.namespace, self.key.as_str());
+        let (key, url) = (self.key.as_str(), &spec.url);
         let insecure = spec.disable_certificate_verification == Some(true);
-        let credentials = match &spec.credentials_name {
-            None => None,
-            Some(name) => {
-                let read = self
-                    .secret(name, "credentialsName")
-                    .await
-                    .and_then(|found| {
-                        let found = found.ok_or_else(|| {
-                            format!("Secret {namespace}/{name} (credentialsName) not found")
-                        })?;
-                        SecretCredentials::from_secret(&found).map_err(|why| {
-                            format!("Secret {namespace}/{name} (credentialsName): {why}")
-                        })
-                    });
-                match read {
-                    Ok(credentials) => Some(credentials),
-                    Err(message) => return stager.fail(key, &spec.url, insecure, message),
-                }
-            }
-        };
-        stager.start(StageRequest {
-            host_key: key.to_string(),
-            url: spec.url.clone(),
-            credentials,
-            insecure,
-        });
+        let credentials = spec
+            .credentials_name
+            .as_deref()
+            .map(|n| self.credentials(n));
+        match OptionFuture::from(credentials).await.transpose() {
+            Ok(credentials) => stager.start(StageRequest {
+                host_key: key.to_string(),
+                url: url.clone(),
+                credentials,
+                insecure,
+            }),
+            Err(message) => stager.fail(key, url, insecure, message),
+        }
+    }
+
+    /// `username`/`password` from the `credentialsName` Secret.
+    async fn credentials(&self, name: &str) -> Result<SecretCredentials, String> {
+        let namespace = &self.namespace;
+        let found = self.secret(name, "credentialsName").await?;
+        let found = found
+            .ok_or_else(|| format!("Secret {namespace}/{name} (credentialsName) not found"))?;
+        SecretCredentials::from_secret(&found)
+            .map_err(|why| format!("Secret {namespace}/{name} (credentialsName): {why}"))
     }
 
     /// Drops what this process keeps about a host it has nothing to do for

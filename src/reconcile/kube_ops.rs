@@ -8,7 +8,8 @@
 //! - `status.dataImage`: server-side apply on the status subresource with the
 //!   `metal3-dataimage` field manager; cleared with a merge patch.
 //!
-//! The patch bodies are built by pure functions (tested without a cluster).
+//! The annotation and finalizer patches are pure functions (tested without a
+//! cluster).
 
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -19,13 +20,10 @@ use crate::model::{API_VERSION, DataImageStatus};
 
 /// Merge patch setting (`Some`) or deleting (`None`) annotations.
 pub(crate) fn annotations_patch(changes: &[(&str, Option<&str>)]) -> Value {
-    let mut map = serde_json::Map::new();
-    for (key, value) in changes {
-        map.insert(
-            (*key).to_string(),
-            value.map_or(Value::Null, |v| Value::String(v.to_string())),
-        );
-    }
+    let map: serde_json::Map<String, Value> = changes
+        .iter()
+        .map(|(key, value)| (key.to_string(), (*value).into()))
+        .collect();
     json!({ "metadata": { "annotations": map } })
 }
 

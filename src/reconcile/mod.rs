@@ -1010,11 +1010,10 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
     let readiness = serve_probes(&args, &metrics, &shutdown).await?;
 
     // Upstream DataImage kind: watched only if installed.
+    let resource = dataimage_resource();
     let dataimage_api = match &args.namespace {
-        Some(ns) => {
-            Api::<DynamicObject>::namespaced_with(client.clone(), ns, &dataimage_resource())
-        }
-        None => Api::<DynamicObject>::all_with(client.clone(), &dataimage_resource()),
+        Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
+        None => Api::<DynamicObject>::all_with(client.clone(), &resource),
     };
     let dataimages = match dataimage_api.list(&ListParams::default().limit(1)).await {
         Ok(_) => Some(dataimage_api),
