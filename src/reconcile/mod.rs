@@ -27,7 +27,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
@@ -1163,32 +1163,7 @@ impl Leading<'_> {
         tracing::info!("became leader: reconciling");
         self.metrics.leader.set(1);
         let stop = shutdown.child_token();
-        let mut context = Context::new(
-            self.client.clone(),
-            self.ironic.clone(),
-            DecisionConfig {
-                hold_timeout: args.hold_timeout,
-                finalizer_timeout: args.finalizer_timeout,
-                verify_interval: args.verify_interval,
-                ..DecisionConfig::default()
-            },
-            usize::from(args.max_concurrent),
-            self.metrics.clone(),
-            std::env::var("POD_NAME").ok(),
-        );
-        context.stager = self.stager.clone();
-        context.dataimages = self.dataimages.as_ref().map(|api| {
-            let writer = reflector::store::Writer::<DynamicObject>::new(dataimage_resource());
-            let reader = writer.as_reader();
-            let stream = reflector::reflector(writer, watcher(api.clone(), Default::default()))
-                .applied_objects()
-                .for_each(|_| std::future::ready(()));
-            let stop_reflector = stop.clone();
-            tokio::spawn(async move {
-                tokio::select! { _ = stream => {}, _ = stop_reflector.cancelled() => {} }
-            });
-            (reader, dataimage_resource())
-        });
+        let context = self.context(&stop);
         let recoveries = context.health.recoveries();
         let hosts = hosts_api(self.client.clone(), args.namespace.as_deref());
         let mut controller = Controller::new(hosts, watcher::Config::default()).with_config(
@@ -1209,9 +1184,8 @@ impl Leading<'_> {
         // When Ironic answers again after an outage, every host is retried
         // at once (they wait without polling Ironic meanwhile).
         controller = controller.reconcile_all_on(recoveries);
-        let stop_controller = stop.clone();
         let run = controller
-            .graceful_shutdown_on(async move { stop_controller.cancelled().await })
+            .graceful_shutdown_on(stop.clone().cancelled_owned())
             .run(
                 controller::reconcile,
                 controller::error_policy,
@@ -1236,5 +1210,38 @@ impl Leading<'_> {
         }
         run.await;
         lost
+    }
+
+    /// The controller's context for this term; the DataImage reflector runs
+    /// until `stop`.
+    fn context(&self, stop: &CancellationToken) -> Context<IronicClient> {
+        let args = self.args;
+        let mut context = Context::new(
+            self.client.clone(),
+            self.ironic.clone(),
+            DecisionConfig {
+                hold_timeout: args.hold_timeout,
+                finalizer_timeout: args.finalizer_timeout,
+                verify_interval: args.verify_interval,
+                ..DecisionConfig::default()
+            },
+            usize::from(args.max_concurrent),
+            self.metrics.clone(),
+            std::env::var("POD_NAME").ok(),
+        );
+        context.stager = self.stager.clone();
+        context.dataimages = self.dataimages.as_ref().map(|api| {
+            let writer = reflector::store::Writer::<DynamicObject>::new(dataimage_resource());
+            let reader = writer.as_reader();
+            let stream = reflector::reflector(writer, watcher(api.clone(), Default::default()));
+            let stopped = stop.clone().cancelled_owned();
+            tokio::spawn(
+                stream
+                    .take_until(stopped)
+                    .for_each(|_| std::future::ready(())),
+            );
+            (reader, dataimage_resource())
+        });
+        context
     }
 }
