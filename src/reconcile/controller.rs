@@ -2,10 +2,11 @@
 //! asks), calls [`decide`], and executes the plan with patches, Ironic calls
 //! (bounded by a semaphore) and Events.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use futures::future::OptionFuture;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::controller::Action as RequeueAction;
@@ -20,24 +21,21 @@ use super::decision::{
 use super::events::EventPublisher;
 use super::health::IronicHealth;
 use super::kube_ops::{self, HostWriter};
-use super::metrics::{Metrics, Operation, error_reason};
-use super::record::AttachedRecord;
-use crate::ironic::{IronicClient, IronicError};
+use super::metrics::{Metrics, Operation, OperationLabels, ResultLabels, error_reason};
+use super::record::{AttachedRecord, FINALIZER, HOLD_ANNOTATION, HOLD_VALUE, STATE_ANNOTATION};
+use crate::ironic::{IronicClient, IronicError, Node, VirtualMedia};
 use crate::model::bmh::HostResource;
-use crate::model::{DataImageState, SecretCredentials};
+use crate::model::{DataImageSpec, DataImageState, SecretCredentials};
 use crate::staging::{StageRequest, Stager, Staging};
 
 /// What the Ironic side of the controller needs (a trait so the Kubernetes
 /// side can be tested without Ironic).
 pub trait IronicApi: Send + Sync + 'static {
-    fn get_node(
-        &self,
-        node: &str,
-    ) -> impl Future<Output = Result<crate::ironic::Node, IronicError>> + Send;
+    fn get_node(&self, node: &str) -> impl Future<Output = Result<Node, IronicError>> + Send;
     fn list_vmedia(
         &self,
         node: &str,
-    ) -> impl Future<Output = Result<Vec<crate::ironic::VirtualMedia>, IronicError>> + Send;
+    ) -> impl Future<Output = Result<Vec<VirtualMedia>, IronicError>> + Send;
     fn attach_cdrom(
         &self,
         node: &str,
@@ -49,13 +47,10 @@ pub trait IronicApi: Send + Sync + 'static {
 }
 
 impl IronicApi for IronicClient {
-    async fn get_node(&self, node: &str) -> Result<crate::ironic::Node, IronicError> {
+    async fn get_node(&self, node: &str) -> Result<Node, IronicError> {
         IronicClient::get_node(self, node).await
     }
-    async fn list_vmedia(
-        &self,
-        node: &str,
-    ) -> Result<Vec<crate::ironic::VirtualMedia>, IronicError> {
+    async fn list_vmedia(&self, node: &str) -> Result<Vec<VirtualMedia>, IronicError> {
         IronicClient::list_vmedia(self, node).await
     }
     async fn attach_cdrom(&self, node: &str, image_url: &str) -> Result<(), IronicError> {
@@ -73,8 +68,9 @@ impl IronicApi for IronicClient {
 pub struct Context<I: IronicApi> {
     pub client: kube::Client,
     pub ironic: Arc<I>,
-    /// Bounds concurrent Ironic calls (`--max-concurrent`).
-    pub ironic_permits: Semaphore,
+    /// Bounds concurrent Ironic calls (`--max-concurrent`). Never closed:
+    /// acquiring a permit cannot fail.
+    ironic_permits: Semaphore,
     pub events: EventPublisher,
     pub config: DecisionConfig,
     pub metrics: Arc<Metrics>,
@@ -84,7 +80,7 @@ pub struct Context<I: IronicApi> {
     /// not installed.
     pub dataimages: Option<(Store<DynamicObject>, ApiResource)>,
     /// When each host's drive was last read from Ironic by this process.
-    pub verified: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    pub verified: Mutex<HashMap<String, Instant>>,
 }
 
 impl<I: IronicApi> Context<I> {
@@ -117,16 +113,12 @@ impl<I: IronicApi> Context<I> {
     /// view every host then gets) from a host-specific failure (`None`).
     async fn judge_failure(&self, call: &'static str, err: &IronicError) -> Option<IronicView> {
         self.metrics.request_failed(call, err);
-        let ironic = self.ironic.clone();
-        let metrics = self.metrics.clone();
+        let (ironic, metrics) = (self.ironic.clone(), self.metrics.clone());
         let ping = move || {
             let (ironic, metrics) = (ironic.clone(), metrics.clone());
             async move {
                 let result = ironic.ping().await;
-                if let Err(err) = &result {
-                    metrics.request_failed("ping", err);
-                }
-                result
+                result.inspect_err(|err| metrics.request_failed("ping", err))
             }
         };
         let (since, error) = self.health.confirm_outage(err, ping).await?;
@@ -147,10 +139,8 @@ pub async fn reconcile<I: IronicApi>(
     host: Arc<HostResource>,
     ctx: Arc<Context<I>>,
 ) -> Result<RequeueAction, ReconcileError> {
-    Ok(match reconcile_once(&host, &ctx).await? {
-        Some(after) => RequeueAction::requeue(after),
-        None => RequeueAction::await_change(),
-    })
+    let after = reconcile_once(&host, &ctx).await?;
+    Ok(after.map_or_else(RequeueAction::await_change, RequeueAction::requeue))
 }
 
 /// One reconcile of one host: when to look again (`None`: on a change).
@@ -159,11 +149,10 @@ pub async fn reconcile_once<I: IronicApi>(
     ctx: &Context<I>,
 ) -> Result<Option<Duration>, ReconcileError> {
     let result = reconcile_inner(host, ctx).await;
-    let label = if result.is_ok() { "ok" } else { "error" };
-    ctx.metrics
-        .reconciles
-        .get_or_create(&super::metrics::ResultLabels { result: label })
-        .inc();
+    let labels = ResultLabels {
+        result: if result.is_ok() { "ok" } else { "error" },
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
     result
 }
 
@@ -176,11 +165,8 @@ pub fn error_policy<I: IronicApi>(
     let conflict =
         matches!(err, ReconcileError::Kube(kube::Error::Api(status)) if status.code == 409);
     tracing::warn!(host = %host.name_any(), error = %err, "reconcile failed");
-    RequeueAction::requeue(if conflict {
-        Duration::from_secs(1)
-    } else {
-        Duration::from_secs(15)
-    })
+    let after = if conflict { 1 } else { 15 };
+    RequeueAction::requeue(Duration::from_secs(after))
 }
 
 async fn reconcile_inner<I: IronicApi>(
@@ -188,334 +174,43 @@ async fn reconcile_inner<I: IronicApi>(
     ctx: &Context<I>,
 ) -> Result<Option<Duration>, ReconcileError> {
     let namespace = host.namespace().ok_or(ReconcileError::Unnamed)?;
-    let name = host.metadata.name.clone().ok_or(ReconcileError::Unnamed)?;
-    let key = format!("{namespace}/{name}");
-    if decision::is_idle(host) {
-        forget(ctx, &key);
-        return Ok(None);
-    }
-    let conflict = ctx.dataimages.as_ref().is_some_and(|(store, resource)| {
-        let reference = ObjectRef::new_with(&name, resource.clone()).within(&namespace);
-        store.get(&reference).is_some()
-    });
-    let staging = staging_view(ctx, host, &namespace, &key).await;
-    let node_id = host
-        .status
-        .as_ref()
-        .and_then(|s| s.provisioning.as_ref())
-        .map(|p| p.id.clone())
-        .unwrap_or_default();
-    let jitter: f64 = rand::random();
-    let verified_ago = ctx
-        .verified
-        .lock()
-        .ok()
-        .and_then(|map| map.get(&key).map(std::time::Instant::elapsed));
-    let mut ironic = IronicView::NotObserved;
-    // At most: the drive, then the node (see `Read`), then the plan.
-    for _ in 0..3 {
-        let input = Input {
-            host,
-            ironic: &ironic,
-            staging: &staging,
-            upstream_conflict: conflict,
-            now: jiff::Timestamp::now(),
-            jitter,
-            config: &ctx.config,
-            verified_ago,
-            ironic_recovered_at: ctx.health.recovered_at(),
-        };
-        match decide(&input) {
-            Step::ObserveIronic(read) => {
-                ironic = observe(ctx, &node_id, read, ironic).await;
-            }
-            Step::Plan(plan) => {
-                // Only an observation that showed our image lets the next
-                // reconciles skip Ironic until --verify-interval.
-                let observed = matches!(
-                    ironic,
-                    IronicView::Observed { .. }
-                        | IronicView::Busy { .. }
-                        | IronicView::Drive { .. }
-                );
-                if let Ok(mut map) = ctx.verified.lock() {
-                    if plan.verified {
-                        map.insert(key.clone(), std::time::Instant::now());
-                    } else if observed {
-                        map.remove(&key);
-                    }
-                }
-                return execute(ctx, host, &input, &namespace, &name, &node_id, plan).await;
-            }
-        }
-    }
-    Ok(Some(Duration::from_secs(5)))
-}
-
-/// Makes the read `decide` asked for. `before` is the view of the previous
-/// read in this reconcile: [`Read::Node`] completes a [`Read::Drive`].
-async fn observe<I: IronicApi>(
-    ctx: &Context<I>,
-    node_id: &str,
-    read: Read,
-    before: IronicView,
-) -> IronicView {
-    if let Some((since, error)) = ctx.health.down() {
-        return IronicView::Unreachable { since, error };
-    }
-    let Ok(permit) = ctx.ironic_permits.acquire().await else {
-        return IronicView::Failed(IronicError::Unavailable("shutting down".into()));
-    };
-    let node = async || {
-        ctx.ironic
-            .get_node(node_id)
-            .await
-            .map_err(|e| ("get_node", e))
-    };
-    let result = match (read, before) {
-        (Read::Drive, _) => match ctx.ironic.list_vmedia(node_id).await {
-            Ok(vmedia) => Ok(IronicView::Drive { vmedia }),
-            Err(err @ IronicError::Locked(_)) => {
-                ctx.metrics.request_failed("list_vmedia", &err);
-                node().await.map(|node| IronicView::Busy { node })
-            }
-            Err(err) => Err(("list_vmedia", err)),
-        },
-        (Read::Node, IronicView::Drive { vmedia }) => node()
-            .await
-            .map(|node| IronicView::Observed { node, vmedia }),
-        _ => match node().await {
-            Ok(node) => match ctx.ironic.list_vmedia(node_id).await {
-                Ok(vmedia) => Ok(IronicView::Observed { node, vmedia }),
-                Err(err @ IronicError::Locked(_)) => {
-                    ctx.metrics.request_failed("list_vmedia", &err);
-                    Ok(IronicView::Busy { node })
-                }
-                Err(err) => Err(("list_vmedia", err)),
-            },
-            Err(failed) => Err(failed),
-        },
-    };
-    drop(permit);
-    match result {
-        Ok(view) => {
-            ctx.health.mark_up();
-            view
-        }
-        Err((call, err)) => {
-            let outage = ctx.judge_failure(call, &err).await;
-            outage.unwrap_or(IronicView::Failed(err))
-        }
-    }
-}
-
-fn needs_staging(host: &HostResource) -> bool {
-    host.spec.data_image.as_ref().is_some_and(|d| {
-        d.credentials_name.is_some() || d.disable_certificate_verification == Some(true)
-    })
-}
-
-/// An image built from a Secret (contentFrom): read the Secret, build the
-/// ISO (deterministic: the same content gives the same digest, so an
-/// unchanged Secret changes nothing) and hand it to the image server.
-/// A missing or unreadable Secret leaves the host waiting.
-async fn built_view<I: IronicApi>(
-    ctx: &Context<I>,
-    spec: &crate::model::DataImageSpec,
-    secret: &str,
-    namespace: &str,
-    key: &str,
-) -> StagingView {
-    let Some(stager) = &ctx.stager else {
-        return StagingView::Unavailable(
-            "the image is built from a Secret (contentFrom) and served by the reconciler's image server, \
-             and this reconciler has none (--image-server-url): not attached"
-                .into(),
-        );
-    };
-    let files = match read_secret_files(ctx.client.clone(), namespace, secret).await {
-        Ok(files) => files,
-        Err(message) => return StagingView::Unavailable(message),
-    };
-    let iso = match crate::staging::config_iso::build(&files, spec.effective_volume_label()) {
-        Ok(iso) => iso,
-        Err(err) => {
-            return StagingView::Failed(format!(
-                "cannot build the ISO from Secret {namespace}/{secret}: {err}"
-            ));
-        }
-    };
-    match stager.put(key, &iso) {
-        Ok(image) => StagingView::Ready(image),
-        Err(err) => StagingView::Failed(err.to_string()),
-    }
-}
-
-/// A Secret's keys and values ([`crate::model::secret::secret_entries`]).
-/// Values never leave this function but as bytes.
-async fn read_secret_files(
-    client: kube::Client,
-    namespace: &str,
-    name: &str,
-) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    let secret = get_secret(client, namespace, name, "contentFrom").await?.ok_or_else(|| {
-        format!("Secret {namespace}/{name} (contentFrom) not found: the image is built once it exists")
-    })?;
-    let entries = crate::model::secret::secret_entries(&secret);
-    Ok(entries
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_vec()))
-        .collect())
-}
-
-/// A targeted get of one Secret (the reconciler has no list/watch on
-/// Secrets, so it is re-read on every reconcile).
-async fn get_secret(
-    client: kube::Client,
-    namespace: &str,
-    name: &str,
-    field: &str,
-) -> Result<Option<Secret>, String> {
-    Api::<Secret>::namespaced(client, namespace)
-        .get_opt(name)
-        .await
-        .map_err(|err| {
-            format!(
-                "cannot read Secret {namespace}/{name} ({field}): {}",
-                kube_reason(&err)
-            )
-        })
-}
-
-/// What the stager knows of the host's image, without waiting for anything.
-/// Whether staging may start is the decision's call ([`Action::Stage`]).
-async fn staging_view<I: IronicApi>(
-    ctx: &Context<I>,
-    host: &HostResource,
-    namespace: &str,
-    key: &str,
-) -> StagingView {
-    if let Some(spec) = host.spec.data_image.as_ref().filter(|d| d.url.is_empty())
-        && let Some(content) = &spec.content_from
-    {
-        return built_view(ctx, spec, &content.secret_name, namespace, key).await;
-    }
-    let Some(spec) = host
-        .spec
-        .data_image
-        .as_ref()
-        .filter(|_| needs_staging(host))
-    else {
-        if let Some(stager) = &ctx.stager {
-            stager.release(key);
-        }
-        return StagingView::NotNeeded;
-    };
-    let Some(stager) = &ctx.stager else {
-        return StagingView::Unavailable(
-            "the image needs credentials or disableCertificateVerification, so it must be staged, and this \
-             reconciler has no image server (--image-server-url): not attached"
-                .into(),
-        );
-    };
-    let insecure = spec.disable_certificate_verification == Some(true);
-    match stager.poll(key, &spec.url, insecure) {
-        Staging::Ready(image) => StagingView::Ready(image),
-        Staging::Running { done, total } => StagingView::Running { done, total },
-        Staging::Failed(message) => StagingView::Failed(message),
-        Staging::Idle => StagingView::NotStarted,
-    }
-}
-
-/// [`Action::Stage`]: reads the credentials and starts the background
-/// download; a failure shows through [`Stager::poll`].
-async fn start_staging<I: IronicApi>(
-    ctx: &Context<I>,
-    host: &HostResource,
-    namespace: &str,
-    key: &str,
-) {
-    let (Some(stager), Some(spec)) = (&ctx.stager, host.spec.data_image.as_ref()) else {
-        return;
-    };
-    let insecure = spec.disable_certificate_verification == Some(true);
-    let credentials = match &spec.credentials_name {
-        None => None,
-        Some(secret) => match read_credentials(ctx.client.clone(), namespace, secret).await {
-            Ok(credentials) => Some(credentials),
-            Err(message) => {
-                stager.fail(key, &spec.url, insecure, message);
-                return;
-            }
-        },
-    };
-    stager.start(StageRequest {
-        host_key: key.to_string(),
-        url: spec.url.clone(),
-        credentials,
-        insecure,
-    });
-}
-
-/// `username`/`password` from the `credentialsName` Secret.
-async fn read_credentials(
-    client: kube::Client,
-    namespace: &str,
-    name: &str,
-) -> Result<SecretCredentials, String> {
-    let secret = get_secret(client, namespace, name, "credentialsName")
-        .await?
-        .ok_or_else(|| format!("Secret {namespace}/{name} (credentialsName) not found"))?;
-    SecretCredentials::from_secret(&secret)
-        .map_err(|why| format!("Secret {namespace}/{name} (credentialsName): {why}"))
-}
-
-fn kube_reason(err: &kube::Error) -> String {
-    match err {
-        kube::Error::Api(status) => format!("HTTP {} {}", status.code, status.reason),
-        other => other.to_string(),
-    }
-}
-
-/// Runs the plan's actions in order, then writes the status.
-async fn execute<I: IronicApi>(
-    ctx: &Context<I>,
-    host: &HostResource,
-    input: &Input<'_>,
-    namespace: &str,
-    name: &str,
-    node_id: &str,
-    plan: Plan,
-) -> Result<Option<Duration>, ReconcileError> {
-    let key = format!("{namespace}/{name}");
+    let name = host
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(ReconcileError::Unnamed)?;
     let run = Run {
         ctx,
         host,
-        writer: HostWriter::new(ctx.client.clone(), namespace, name),
+        writer: HostWriter::new(ctx.client.clone(), &namespace, name),
+        key: format!("{namespace}/{name}"),
         namespace,
-        node_id,
-        key: &key,
+        node_id: host
+            .status
+            .as_ref()
+            .and_then(|s| s.provisioning.as_ref())
+            .map(|p| p.id.clone())
+            .unwrap_or_default(),
     };
-    match run.plan(input, plan).await {
+    if decision::is_idle(host) {
+        run.forget();
+        return Ok(None);
+    }
+    match run.decide_and_execute().await {
         Err(ReconcileError::Kube(kube::Error::Api(status))) if status.code == 404 => {
             // The host is gone (its last finalizer was ours, or it was
             // deleted meanwhile): nothing to write, nothing failed.
-            forget(ctx, &key);
+            run.forget();
             Ok(None)
         }
         other => other,
     }
 }
 
-/// Drops what this process keeps about a host it has nothing to do for
-/// (idle, or gone).
-fn forget<I: IronicApi>(ctx: &Context<I>, key: &str) {
-    ctx.metrics.set_host_state(key, None);
-    if let Ok(mut map) = ctx.verified.lock() {
-        map.remove(key);
-    }
-    if let Some(stager) = &ctx.stager {
-        stager.release(key);
+fn kube_reason(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) => format!("HTTP {} {}", status.code, status.reason),
+        other => other.to_string(),
     }
 }
 
@@ -526,32 +221,267 @@ struct Written {
     record: Option<AttachedRecord>,
 }
 
-/// Why the actions stopped before the end of the plan.
-enum Stopped {
-    /// An attach or detach failed: `written` is the record written before it.
-    Failed {
-        op: Op,
-        err: IronicError,
-        written: Box<AttachedRecord>,
-    },
-    /// Look again after this long (shutting down, or no record before the call).
-    Requeue(Duration),
-}
-
-/// One plan's execution for one host.
+/// One reconcile of one host.
 struct Run<'a, I: IronicApi> {
     ctx: &'a Context<I>,
     host: &'a HostResource,
     writer: HostWriter,
-    namespace: &'a str,
-    node_id: &'a str,
-    key: &'a str,
+    namespace: String,
+    /// `namespace/name`: what this process keeps about the host is keyed by it.
+    key: String,
+    /// The Ironic node (`status.provisioning.ID`).
+    node_id: String,
 }
 
 impl<I: IronicApi> Run<'_, I> {
-    /// The actions, then (when an Ironic call failed) the failure plan in
-    /// their place, then the status and metrics.
-    async fn plan(
+    /// Observes what `decide` asks for, then executes its plan.
+    async fn decide_and_execute(&self) -> Result<Option<Duration>, ReconcileError> {
+        let ctx = self.ctx;
+        let conflict = ctx.dataimages.as_ref().is_some_and(|(store, resource)| {
+            let reference =
+                ObjectRef::new_with(&self.writer.name, resource.clone()).within(&self.namespace);
+            store.get(&reference).is_some()
+        });
+        let staging = self.staging_view().await;
+        let jitter: f64 = rand::random();
+        let verified_ago = ctx
+            .verified
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&self.key).map(Instant::elapsed));
+        let mut ironic = IronicView::NotObserved;
+        // At most: the drive, then the node (see `Read`), then the plan.
+        for _ in 0..3 {
+            let input = Input {
+                host: self.host,
+                ironic: &ironic,
+                staging: &staging,
+                upstream_conflict: conflict,
+                now: jiff::Timestamp::now(),
+                jitter,
+                config: &ctx.config,
+                verified_ago,
+                ironic_recovered_at: ctx.health.recovered_at(),
+            };
+            match decide(&input) {
+                Step::ObserveIronic(read) => ironic = self.observe(read, ironic).await,
+                Step::Plan(plan) => {
+                    // Only an observation that showed our image lets the next
+                    // reconciles skip Ironic until --verify-interval.
+                    let observed = matches!(
+                        ironic,
+                        IronicView::Observed { .. }
+                            | IronicView::Busy { .. }
+                            | IronicView::Drive { .. }
+                    );
+                    if let Ok(mut map) = ctx.verified.lock() {
+                        if plan.verified {
+                            map.insert(self.key.clone(), Instant::now());
+                        } else if observed {
+                            map.remove(&self.key);
+                        }
+                    }
+                    return self.execute(&input, plan).await;
+                }
+            }
+        }
+        Ok(Some(Duration::from_secs(5)))
+    }
+
+    /// Makes the read `decide` asked for. `before` is the view of the previous
+    /// read in this reconcile: [`Read::Node`] completes a [`Read::Drive`].
+    async fn observe(&self, read: Read, before: IronicView) -> IronicView {
+        let ctx = self.ctx;
+        if let Some((since, error)) = ctx.health.down() {
+            return IronicView::Unreachable { since, error };
+        }
+        let permit = ctx.ironic_permits.acquire().await.ok();
+        let result = self.read_ironic(read, before).await;
+        drop(permit);
+        match result {
+            Ok(view) => {
+                ctx.health.mark_up();
+                view
+            }
+            Err((call, err)) => {
+                let outage = ctx.judge_failure(call, &err).await;
+                outage.unwrap_or(IronicView::Failed(err))
+            }
+        }
+    }
+
+    /// The Ironic requests of [`Self::observe`]; a drive that answers 409
+    /// (locked) gives [`IronicView::Busy`] with the node.
+    async fn read_ironic(
+        &self,
+        read: Read,
+        before: IronicView,
+    ) -> Result<IronicView, (&'static str, IronicError)> {
+        let (ironic, node_id) = (&self.ctx.ironic, self.node_id.as_str());
+        let get_node = async || ironic.get_node(node_id).await.map_err(|e| ("get_node", e));
+        let node = match (read, before) {
+            (Read::Node, IronicView::Drive { vmedia }) => {
+                let node = get_node().await?;
+                return Ok(IronicView::Observed { node, vmedia });
+            }
+            (Read::Drive, _) => None,
+            _ => Some(get_node().await?),
+        };
+        match (ironic.list_vmedia(node_id).await, node) {
+            (Ok(vmedia), Some(node)) => Ok(IronicView::Observed { node, vmedia }),
+            (Ok(vmedia), None) => Ok(IronicView::Drive { vmedia }),
+            (Err(err @ IronicError::Locked(_)), node) => {
+                self.ctx.metrics.request_failed("list_vmedia", &err);
+                let node = match node {
+                    Some(node) => node,
+                    None => get_node().await?,
+                };
+                Ok(IronicView::Busy { node })
+            }
+            (Err(err), _) => Err(("list_vmedia", err)),
+        }
+    }
+
+    /// What the stager knows of the host's image, without waiting for anything.
+    /// Whether staging may start is the decision's call ([`Action::Stage`]).
+    async fn staging_view(&self) -> StagingView {
+        let (stager, key) = (self.ctx.stager.as_ref(), self.key.as_str());
+        let spec = self.host.spec.data_image.as_ref();
+        if let Some(spec) = spec.filter(|d| d.url.is_empty())
+            && let Some(content) = &spec.content_from
+        {
+            return self.built_view(spec, &content.secret_name).await;
+        }
+        // Credentials or skipped TLS verification: the image must be staged.
+        let Some(spec) = spec.filter(|d| {
+            d.credentials_name.is_some() || d.disable_certificate_verification == Some(true)
+        }) else {
+            if let Some(stager) = stager {
+                stager.release(key);
+            }
+            return StagingView::NotNeeded;
+        };
+        let Some(stager) = stager else {
+            return StagingView::Unavailable(
+                "the image needs credentials or disableCertificateVerification, so it must be staged, and this \
+                 reconciler has no image server (--image-server-url): not attached"
+                    .into(),
+            );
+        };
+        let insecure = spec.disable_certificate_verification == Some(true);
+        match stager.poll(key, &spec.url, insecure) {
+            Staging::Ready(image) => StagingView::Ready(image),
+            Staging::Running { done, total } => StagingView::Running { done, total },
+            Staging::Failed(message) => StagingView::Failed(message),
+            Staging::Idle => StagingView::NotStarted,
+        }
+    }
+
+    /// An image built from a Secret (contentFrom): read the Secret, build the
+    /// ISO (deterministic: the same content gives the same digest, so an
+    /// unchanged Secret changes nothing) and hand it to the image server.
+    /// A missing or unreadable Secret leaves the host waiting; the Secret's
+    /// values never leave this function but as the ISO's bytes.
+    async fn built_view(&self, spec: &DataImageSpec, secret: &str) -> StagingView {
+        let Some(stager) = &self.ctx.stager else {
+            return StagingView::Unavailable(
+                "the image is built from a Secret (contentFrom) and served by the reconciler's image server, \
+                 and this reconciler has none (--image-server-url): not attached"
+                    .into(),
+            );
+        };
+        let namespace = &self.namespace;
+        let files: BTreeMap<String, Vec<u8>> = match self.secret(secret, "contentFrom").await {
+            Ok(Some(found)) => crate::model::secret::secret_entries(&found)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_vec()))
+                .collect(),
+            Ok(None) => {
+                return StagingView::Unavailable(format!(
+                    "Secret {namespace}/{secret} (contentFrom) not found: the image is built once it exists"
+                ));
+            }
+            Err(message) => return StagingView::Unavailable(message),
+        };
+        let iso = match crate::staging::config_iso::build(&files, spec.effective_volume_label()) {
+            Ok(iso) => iso,
+            Err(err) => {
+                return StagingView::Failed(format!(
+                    "cannot build the ISO from Secret {namespace}/{secret}: {err}"
+                ));
+            }
+        };
+        match stager.put(&self.key, &iso) {
+            Ok(image) => StagingView::Ready(image),
+            Err(err) => StagingView::Failed(err.to_string()),
+        }
+    }
+
+    /// A targeted get of the Secret the host's `field` names (the reconciler
+    /// has no list/watch on Secrets, so it is re-read on every reconcile).
+    async fn secret(&self, name: &str, field: &str) -> Result<Option<Secret>, String> {
+        let namespace = &self.namespace;
+        Api::<Secret>::namespaced(self.ctx.client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(|err| {
+                format!(
+                    "cannot read Secret {namespace}/{name} ({field}): {}",
+                    kube_reason(&err)
+                )
+            })
+    }
+
+    /// [`Action::Stage`]: reads the credentials and starts the background
+    /// download; a failure shows through [`Stager::poll`].
+    async fn start_staging(&self) {
+        let (Some(stager), Some(spec)) = (&self.ctx.stager, self.host.spec.data_image.as_ref())
+        else {
+            return;
+        };
+        let (key, url) = (self.key.as_str(), &spec.url);
+        let insecure = spec.disable_certificate_verification == Some(true);
+        let credentials = spec
+            .credentials_name
+            .as_deref()
+            .map(|n| self.credentials(n));
+        match OptionFuture::from(credentials).await.transpose() {
+            Ok(credentials) => stager.start(StageRequest {
+                host_key: key.to_string(),
+                url: url.clone(),
+                credentials,
+                insecure,
+            }),
+            Err(message) => stager.fail(key, url, insecure, message),
+        }
+    }
+
+    /// `username`/`password` from the `credentialsName` Secret.
+    async fn credentials(&self, name: &str) -> Result<SecretCredentials, String> {
+        let namespace = &self.namespace;
+        let found = self.secret(name, "credentialsName").await?;
+        let found = found
+            .ok_or_else(|| format!("Secret {namespace}/{name} (credentialsName) not found"))?;
+        SecretCredentials::from_secret(&found)
+            .map_err(|why| format!("Secret {namespace}/{name} (credentialsName): {why}"))
+    }
+
+    /// Drops what this process keeps about a host it has nothing to do for
+    /// (idle, or gone).
+    fn forget(&self) {
+        self.ctx.metrics.set_host_state(&self.key, None);
+        if let Ok(mut map) = self.ctx.verified.lock() {
+            map.remove(&self.key);
+        }
+        if let Some(stager) = &self.ctx.stager {
+            stager.release(&self.key);
+        }
+    }
+
+    /// The plan's actions in order, then the status and metrics. When an
+    /// attach or detach fails, the failure plan (its actions, status and
+    /// metrics) takes the place of the plan's remaining actions and status.
+    async fn execute(
         &self,
         input: &Input<'_>,
         plan: Plan,
@@ -562,104 +492,94 @@ impl<I: IronicApi> Run<'_, I> {
             resource_version: metadata.resource_version.clone(),
             record: AttachedRecord::of_host(self.host),
         };
-        let (plan, refused) = match self.actions(&plan.actions, &mut written).await? {
-            None => (plan, false),
-            Some(Stopped::Requeue(after)) => return Ok(Some(after)),
-            Some(Stopped::Failed {
-                op,
-                err,
-                written: before,
-            }) => {
-                let view = self.judge(op, &err).await;
-                let input = Input {
-                    ironic: &view,
-                    ..input.clone()
-                };
-                let failure = decision::after_failure(&input, &before, op, &err);
-                // A failure plan makes no Ironic call: nothing stops it.
-                self.actions(&failure.actions, &mut written).await?;
-                (failure, true)
-            }
+        let Some((op, err)) = self.actions(&plan.actions, &mut written).await? else {
+            return self.finish(&plan, &written).await;
         };
-        self.finish(&plan, &written, refused).await
+        // The record as written before the call (none: look again later).
+        let Some(before) = written.record.clone() else {
+            return Ok(Some(decision::BACKOFF_BASE));
+        };
+        let view = self.judge(op, &err).await;
+        let input = Input {
+            ironic: &view,
+            ..input.clone()
+        };
+        let mut failure = decision::after_failure(&input, &before, op, &err);
+        // A failure plan makes no Ironic call: nothing stops it.
+        self.actions(&failure.actions, &mut written).await?;
+        // The refused call was counted with its error kind.
+        failure.failure = None;
+        self.finish(&failure, &written).await
     }
 
     /// After a refused attach/detach: counted, and an outage told from a
     /// failure of this host.
     async fn judge(&self, op: Op, err: &IronicError) -> IronicView {
-        let (operation, call) = operation(op);
+        let call = op.verb();
         let outage = self.ctx.judge_failure(call, err).await;
         if outage.is_none() {
-            self.ctx.metrics.failure(operation, error_reason(err));
+            self.ctx.metrics.failure(operation(op), error_reason(err));
             tracing::warn!(host = %self.key, node = %self.node_id, error = %err, "ironic {call} failed");
         }
         outage.unwrap_or(IronicView::Failed(err.clone()))
     }
 
+    /// The actions, up to the end or to an attach or detach that failed.
     async fn actions(
         &self,
         actions: &[Action],
         written: &mut Written,
-    ) -> Result<Option<Stopped>, ReconcileError> {
+    ) -> Result<Option<(Op, IronicError)>, ReconcileError> {
         let ctx = self.ctx;
         for action in actions {
             let version = written.resource_version.as_deref();
-            let updated = match action {
-                Action::AddFinalizer => kube_ops::finalizer_add_patch(&written.finalizers, version),
-                Action::RemoveFinalizer => {
-                    kube_ops::finalizer_remove_patch(&written.finalizers, version)
+            let patch = match action {
+                Action::AddFinalizer | Action::RemoveFinalizer => {
+                    let add = *action == Action::AddFinalizer;
+                    kube_ops::finalizer_patch(&written.finalizers, version, add)
                 }
-                Action::SetHold(on) => Some(kube_ops::hold_patch(*on)),
+                Action::SetHold(on) => {
+                    let value = on.then_some(HOLD_VALUE);
+                    Some(kube_ops::annotations_patch(&[(HOLD_ANNOTATION, value)]))
+                }
                 Action::WriteRecord(new) => {
                     let text = new.as_ref().map(AttachedRecord::to_annotation);
                     written.record.clone_from(new);
-                    Some(kube_ops::record_patch(text.as_deref()))
+                    let patch = [(STATE_ANNOTATION, text.as_deref())];
+                    Some(kube_ops::annotations_patch(&patch))
                 }
                 Action::Attach { .. } | Action::Detach => {
                     let op = match action {
                         Action::Attach { .. } => Op::Attach,
                         _ => Op::Detach,
                     };
-                    ctx.metrics
-                        .attempts
-                        .get_or_create(&super::metrics::OperationLabels {
-                            operation: operation(op).0,
-                        })
-                        .inc();
-                    let Ok(_permit) = ctx.ironic_permits.acquire().await else {
-                        return Ok(Some(Stopped::Requeue(Duration::from_secs(5))));
+                    let labels = OperationLabels {
+                        operation: operation(op),
                     };
+                    ctx.metrics.attempts.get_or_create(&labels).inc();
+                    let _permit = ctx.ironic_permits.acquire().await.ok();
                     let result = match action {
                         Action::Attach { image_url } => {
-                            ctx.ironic.attach_cdrom(self.node_id, image_url).await
+                            ctx.ironic.attach_cdrom(&self.node_id, image_url).await
                         }
-                        _ => ctx.ironic.detach_cdrom(self.node_id).await,
+                        _ => ctx.ironic.detach_cdrom(&self.node_id).await,
                     };
-                    match (result, written.record.clone()) {
-                        (Ok(()), _) => ctx.health.mark_up(),
-                        (Err(err), Some(before)) => {
-                            return Ok(Some(Stopped::Failed {
-                                op,
-                                err,
-                                written: Box::new(before),
-                            }));
-                        }
-                        (Err(_), None) => {
-                            return Ok(Some(Stopped::Requeue(decision::BACKOFF_BASE)));
-                        }
+                    if let Err(err) = result {
+                        return Ok(Some((op, err)));
                     }
+                    ctx.health.mark_up();
                     None
                 }
                 Action::Stage => {
-                    start_staging(ctx, self.host, self.namespace, self.key).await;
+                    self.start_staging().await;
                     None
                 }
                 Action::Event(note) => {
-                    publish(ctx, &self.host.object_ref(&()), note, self.key).await;
+                    self.publish(note).await;
                     None
                 }
             };
-            if let Some(patch) = updated {
+            if let Some(patch) = patch {
                 let updated = self.writer.merge(&patch).await?;
                 if matches!(action, Action::AddFinalizer | Action::RemoveFinalizer) {
                     written.finalizers = updated.metadata.finalizers.clone().unwrap_or_default();
@@ -675,32 +595,25 @@ impl<I: IronicApi> Run<'_, I> {
         &self,
         plan: &Plan,
         written: &Written,
-        refused: bool,
     ) -> Result<Option<Duration>, ReconcileError> {
-        let (ctx, host, key) = (self.ctx, self.host, self.key);
-        if let Some(op) = plan.failure
-            && !refused
-        {
-            // Failures seen by observation (last_error, no effect); refused
-            // calls were counted with their error kind.
-            ctx.metrics.failure(operation(op).0, "async");
+        let (ctx, host, key) = (self.ctx, self.host, self.key.as_str());
+        if let Some(op) = plan.failure {
+            // Failures seen by observation (last_error, no effect).
+            ctx.metrics.failure(operation(op), "async");
         }
         let finished = host.metadata.deletion_timestamp.is_some()
-            && !written
-                .finalizers
-                .iter()
-                .any(|f| f == super::record::FINALIZER);
+            && !written.finalizers.iter().any(|f| f == FINALIZER);
         if finished && written.finalizers.is_empty() {
             // Ours was the last finalizer: the API server has deleted the
             // host, and a status write could only answer 404.
-            forget(ctx, key);
+            self.forget();
             return Ok(None);
         }
         let shown = host.status.as_ref().and_then(|s| s.data_image.as_ref());
         let state = match &plan.status {
             StatusChange::Set(status) => {
                 if shown != Some(status) {
-                    self.writer.apply_status(self.namespace, status).await?;
+                    self.writer.apply_status(&self.namespace, status).await?;
                 }
                 status.state
             }
@@ -712,7 +625,7 @@ impl<I: IronicApi> Run<'_, I> {
         };
         if finished {
             // Other finalizers keep the host a while; it is no longer ours.
-            forget(ctx, key);
+            self.forget();
             return Ok(None);
         }
         ctx.metrics.set_host_state(key, state);
@@ -730,29 +643,25 @@ impl<I: IronicApi> Run<'_, I> {
         }
         Ok(plan.requeue)
     }
+
+    async fn publish(&self, note: &EventNote) {
+        let (key, reason) = (self.key.as_str(), note.reason.as_str());
+        if note.reason.is_warning() {
+            tracing::warn!(host = %key, reason, message = %note.message, "event");
+        } else {
+            tracing::info!(host = %key, reason, message = %note.message, "event");
+        }
+        let reference = self.host.object_ref(&());
+        if let Err(err) = self.ctx.events.publish(note, &reference).await {
+            tracing::warn!(host = %key, error = %kube_reason(&err), "could not publish event");
+        }
+    }
 }
 
-/// The metric label and the call name of an operation.
-fn operation(op: Op) -> (Operation, &'static str) {
+/// The metric label of an operation.
+fn operation(op: Op) -> Operation {
     match op {
-        Op::Attach => (Operation::Attach, "attach"),
-        Op::Detach => (Operation::Detach, "detach"),
-    }
-}
-
-async fn publish<I: IronicApi>(
-    ctx: &Context<I>,
-    reference: &k8s_openapi::api::core::v1::ObjectReference,
-    note: &EventNote,
-    key: &str,
-) {
-    let reason = note.reason.as_str();
-    if note.reason.is_warning() {
-        tracing::warn!(host = %key, reason, message = %note.message, "event");
-    } else {
-        tracing::info!(host = %key, reason, message = %note.message, "event");
-    }
-    if let Err(err) = ctx.events.publish(note, reference).await {
-        tracing::warn!(host = %key, error = %kube_reason(&err), "could not publish event");
+        Op::Attach => Operation::Attach,
+        Op::Detach => Operation::Detach,
     }
 }

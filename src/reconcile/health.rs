@@ -30,20 +30,19 @@ pub(crate) fn may_be_outage(err: &IronicError) -> bool {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Default)]
 struct State {
     /// Since when, and the first error seen.
     down: Option<(Timestamp, String)>,
-    recovered_at: Option<Timestamp>,
     probing: bool,
 }
 
 /// Shared by every reconcile of one controller.
 pub struct IronicHealth {
     state: Mutex<State>,
-    /// Bumped each time Ironic comes back: the controller's trigger to
-    /// reconcile every host.
-    recovered: watch::Sender<u64>,
+    /// When Ironic last came back; each change is the controller's trigger
+    /// to reconcile every host.
+    recovered: watch::Sender<Option<Timestamp>>,
     up_gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
@@ -52,7 +51,7 @@ impl IronicHealth {
         up_gauge.set(1);
         Self {
             state: Mutex::new(State::default()),
-            recovered: watch::channel(0).0,
+            recovered: watch::channel(None).0,
             up_gauge,
         }
     }
@@ -71,7 +70,7 @@ impl IronicHealth {
 
     /// When Ironic last came back.
     pub fn recovered_at(&self) -> Option<Timestamp> {
-        self.lock().recovered_at
+        *self.recovered.borrow()
     }
 
     /// A stream item each time Ironic comes back after an outage.
@@ -87,13 +86,11 @@ impl IronicHealth {
     /// Ironic answered: ends an outage (and wakes every host) if one was on.
     pub(crate) fn mark_up(&self) {
         let mut state = self.lock();
+        // Under the lock: no reconcile sees Ironic up before `recovered_at`.
         if let Some((since, _)) = state.down.take() {
-            let now = Timestamp::now();
-            state.recovered_at = Some(now);
-            drop(state);
             self.up_gauge.set(1);
             tracing::info!(down_since = %since, "Ironic answers again: retrying every waiting host");
-            self.recovered.send_modify(|n| *n = n.wrapping_add(1));
+            self.recovered.send_replace(Some(Timestamp::now()));
         }
     }
 
@@ -132,7 +129,6 @@ impl IronicHealth {
             return Some(down);
         }
         match ping().await {
-            Ok(()) => None,
             Err(ping_err) if may_be_outage(&ping_err) => {
                 if self.mark_down(err) {
                     let health = self.clone();
@@ -140,7 +136,8 @@ impl IronicHealth {
                 }
                 self.down()
             }
-            Err(_) => None,
+            // Ironic answered: the failure is the host's own.
+            _ => None,
         }
     }
 
@@ -155,15 +152,11 @@ impl IronicHealth {
                 break;
             }
             match ping().await {
-                Ok(()) => {
-                    self.mark_up();
-                    break;
-                }
                 Err(err) if may_be_outage(&err) => {
                     tracing::debug!(error = %err, "Ironic still unreachable");
                 }
                 // Any other answer (401, 404 ...) is an answer: Ironic is up.
-                Err(_) => {
+                _ => {
                     self.mark_up();
                     break;
                 }

@@ -8,94 +8,50 @@
 //! - `status.dataImage`: server-side apply on the status subresource with the
 //!   `metal3-dataimage` field manager; cleared with a merge patch.
 //!
-//! The patch bodies are built by pure functions (tested without a cluster).
+//! The annotation and finalizer patches are pure functions (tested without a
+//! cluster).
 
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use super::record::{FIELD_MANAGER, FINALIZER, HOLD_ANNOTATION, HOLD_VALUE, STATE_ANNOTATION};
+use super::record::{FIELD_MANAGER, FINALIZER};
 use crate::model::bmh::HostResource;
 use crate::model::{API_VERSION, DataImageStatus};
 
 /// Merge patch setting (`Some`) or deleting (`None`) annotations.
 pub(crate) fn annotations_patch(changes: &[(&str, Option<&str>)]) -> Value {
-    let mut map = serde_json::Map::new();
-    for (key, value) in changes {
-        map.insert(
-            (*key).to_string(),
-            value.map_or(Value::Null, |v| Value::String(v.to_string())),
-        );
-    }
+    let map: serde_json::Map<String, Value> = changes
+        .iter()
+        .map(|(key, value)| (key.to_string(), (*value).into()))
+        .collect();
     json!({ "metadata": { "annotations": map } })
 }
 
-/// Merge patch for the state annotation.
-pub(crate) fn record_patch(record: Option<&str>) -> Value {
-    annotations_patch(&[(STATE_ANNOTATION, record)])
-}
-
-/// Merge patch for the power hold.
-pub(crate) fn hold_patch(on: bool) -> Value {
-    annotations_patch(&[(HOLD_ANNOTATION, on.then_some(HOLD_VALUE))])
-}
-
-/// Merge patch adding our finalizer to `current`, guarded by `resource_version`.
-/// `None` when it is already there.
-pub(crate) fn finalizer_add_patch(
+/// Merge patch adding (`add`) or removing our finalizer from `current`,
+/// guarded by `resource_version`. `None` when there is nothing to change.
+pub(crate) fn finalizer_patch(
     current: &[String],
     resource_version: Option<&str>,
+    add: bool,
 ) -> Option<Value> {
-    if current.iter().any(|f| f == FINALIZER) {
+    if current.iter().any(|f| f == FINALIZER) == add {
         return None;
     }
-    let mut list = current.to_vec();
-    list.push(FINALIZER.to_string());
-    Some(finalizers_patch(list, resource_version))
-}
-
-/// Merge patch removing our finalizer from `current`, guarded by
-/// `resource_version`. `None` when it is not there.
-pub(crate) fn finalizer_remove_patch(
-    current: &[String],
-    resource_version: Option<&str>,
-) -> Option<Value> {
-    if !current.iter().any(|f| f == FINALIZER) {
-        return None;
-    }
-    let list: Vec<String> = current
+    let others = current
         .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    Some(finalizers_patch(list, resource_version))
-}
-
-fn finalizers_patch(list: Vec<String>, resource_version: Option<&str>) -> Value {
+        .map(String::as_str)
+        .filter(|f| *f != FINALIZER);
+    let list: Vec<&str> = others.chain(add.then_some(FINALIZER)).collect();
     let mut metadata = json!({ "finalizers": list });
     if let Some(rv) = resource_version {
-        metadata["resourceVersion"] = Value::String(rv.to_string());
+        metadata["resourceVersion"] = rv.into();
     }
-    json!({ "metadata": metadata })
-}
-
-/// Server-side apply body for `status.dataImage`.
-pub(crate) fn status_apply_body(name: &str, namespace: &str, status: &DataImageStatus) -> Value {
-    json!({
-        "apiVersion": API_VERSION,
-        "kind": "BareMetalHost",
-        "metadata": { "name": name, "namespace": namespace },
-        "status": { "dataImage": status },
-    })
-}
-
-/// Merge patch clearing `status.dataImage`.
-pub(crate) fn status_clear_patch() -> Value {
-    json!({ "status": { "dataImage": null } })
+    Some(json!({ "metadata": metadata }))
 }
 
 /// Every merge patch names our field manager (`managedFields` then say
-/// who wrote the annotations, the finalizer and the status).
-fn merge_params() -> PatchParams {
+/// who wrote the annotations, the finalizer, the status and the Lease).
+pub(crate) fn merge_params() -> PatchParams {
     PatchParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..PatchParams::default()
@@ -122,28 +78,33 @@ impl HostWriter {
             .await
     }
 
+    /// Server-side apply of `status.dataImage`.
     pub(crate) async fn apply_status(
         &self,
         namespace: &str,
         status: &DataImageStatus,
     ) -> Result<(), kube::Error> {
-        let body = status_apply_body(&self.name, namespace, status);
+        let body = json!({
+            "apiVersion": API_VERSION,
+            "kind": "BareMetalHost",
+            "metadata": { "name": self.name, "namespace": namespace },
+            "status": { "dataImage": status },
+        });
         let params = PatchParams::apply(FIELD_MANAGER).force();
+        let patch = Patch::Apply(&body);
         self.api
-            .patch_status(&self.name, &params, &Patch::Apply(&body))
+            .patch_status(&self.name, &params, &patch)
             .await
-            .map(|_| ())
+            .map(drop)
     }
 
+    /// Merge patch clearing `status.dataImage`.
     pub(crate) async fn clear_status(&self) -> Result<(), kube::Error> {
+        let patch = Patch::Merge(json!({ "status": { "dataImage": null } }));
         self.api
-            .patch_status(
-                &self.name,
-                &merge_params(),
-                &Patch::Merge(&status_clear_patch()),
-            )
+            .patch_status(&self.name, &merge_params(), &patch)
             .await
-            .map(|_| ())
+            .map(drop)
     }
 }
 
@@ -155,19 +116,12 @@ pub fn check_crd(crd: &Value) -> Result<(), String> {
         .pointer("/spec/versions")
         .and_then(Value::as_array)
         .ok_or_else(|| "the BareMetalHost CRD has no spec.versions".to_string())?;
-    let served: Vec<&Value> = versions
-        .iter()
-        .filter(|v| v.get("name").and_then(Value::as_str) == Some(crate::model::VERSION))
-        .collect();
-    let Some(version) = served.first() else {
-        return Err(format!(
-            "the BareMetalHost CRD does not serve {}",
-            crate::model::VERSION
-        ));
+    let version = crate::model::VERSION;
+    let Some(served) = versions.iter().find(|v| v["name"] == version) else {
+        return Err(format!("the BareMetalHost CRD does not serve {version}"));
     };
-    let schema = version.pointer("/schema/openAPIV3Schema");
-    let spec_field = schema.and_then(|s| s.pointer("/properties/spec/properties/dataImage"));
-    if spec_field.is_none() {
+    let field = "/schema/openAPIV3Schema/properties/spec/properties/dataImage";
+    if served.pointer(field).is_none() {
         return Err(
             "the installed BareMetalHost CRD has no spec.dataImage (an operator upgrade probably re-applied its own CRD): \
              re-apply this project's CRD patch (`metal3-dataimage crd`) before starting the reconciler"
@@ -183,16 +137,17 @@ mod tests {
 
     #[test]
     fn annotation_patches_touch_only_their_keys() {
+        use crate::reconcile::record::{HOLD_ANNOTATION, HOLD_VALUE, STATE_ANNOTATION};
         assert_eq!(
-            hold_patch(true),
+            annotations_patch(&[(HOLD_ANNOTATION, Some(HOLD_VALUE))]),
             json!({"metadata":{"annotations":{"reboot.metal3.io/metal3-dataimage":"{\"mode\":\"soft\"}"}}})
         );
         assert_eq!(
-            hold_patch(false),
+            annotations_patch(&[(HOLD_ANNOTATION, None)]),
             json!({"metadata":{"annotations":{"reboot.metal3.io/metal3-dataimage":null}}})
         );
         assert_eq!(
-            record_patch(None),
+            annotations_patch(&[(STATE_ANNOTATION, None)]),
             json!({"metadata":{"annotations":{"dataimage.metal3.io/attached":null}}})
         );
     }
@@ -200,18 +155,18 @@ mod tests {
     #[test]
     fn finalizer_patches_keep_other_finalizers_and_guard_the_version() {
         let current = vec!["metal3.io/baremetalhost".to_string()];
-        let add = finalizer_add_patch(&current, Some("42")).unwrap();
+        let add = finalizer_patch(&current, Some("42"), true).unwrap();
         assert_eq!(
             add,
             json!({"metadata":{"finalizers":["metal3.io/baremetalhost","dataimage.metal3.io/detach"],"resourceVersion":"42"}})
         );
         let with = vec!["a".to_string(), FINALIZER.to_string(), "b".to_string()];
-        assert_eq!(finalizer_add_patch(&with, Some("1")), None);
+        assert_eq!(finalizer_patch(&with, Some("1"), true), None);
         assert_eq!(
-            finalizer_remove_patch(&with, Some("7")).unwrap(),
+            finalizer_patch(&with, Some("7"), false).unwrap(),
             json!({"metadata":{"finalizers":["a","b"],"resourceVersion":"7"}})
         );
-        assert_eq!(finalizer_remove_patch(&current, Some("7")), None);
+        assert_eq!(finalizer_patch(&current, Some("7"), false), None);
     }
 
     #[test]

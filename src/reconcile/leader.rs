@@ -25,14 +25,17 @@ use tokio::time::Instant;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PostParams};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::kube_ops::merge_params;
 use super::record::FIELD_MANAGER;
 
-pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+/// The Lease's `leaseDurationSeconds`.
+const LEASE_SECONDS: i32 = 15;
+pub const LEASE_DURATION: Duration = Duration::from_secs(LEASE_SECONDS as u64);
 pub(crate) const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 pub const RETRY_PERIOD: Duration = Duration::from_secs(2);
 
@@ -58,10 +61,6 @@ pub fn judge(holder: Option<&str>, identity: &str, unchanged_for: Duration) -> V
     }
 }
 
-fn secs(d: Duration) -> i32 {
-    i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
-}
-
 /// A Lease's holder and renewTime, as this replica last saw them.
 type Seen = (Option<String>, Option<Timestamp>);
 
@@ -74,78 +73,66 @@ struct Elector {
 }
 
 impl Elector {
-    fn params() -> PatchParams {
-        PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        }
-    }
-
     /// One round: `Ok(true)` when we hold the Lease afterwards.
     async fn round(&mut self) -> Result<bool, kube::Error> {
-        let now = Timestamp::now();
-        let Some(lease) = self.api.get_opt(&self.name).await? else {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(self.name.clone()),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(LeaseSpec {
-                    holder_identity: Some(self.identity.clone()),
-                    lease_duration_seconds: Some(secs(LEASE_DURATION)),
-                    acquire_time: Some(MicroTime(now)),
-                    renew_time: Some(MicroTime(now)),
-                    lease_transitions: Some(0),
-                    ..LeaseSpec::default()
-                }),
-            };
-            let params = PostParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..PostParams::default()
-            };
-            return match self.api.create(&params, &lease).await {
-                Ok(_) => Ok(true),
-                // Another replica created it first.
-                Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-                Err(err) => Err(err),
-            };
+        let now = MicroTime(Timestamp::now());
+        // What taking the Lease writes (its `transitions`-th holder).
+        let take = |transitions: i32| LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(LEASE_SECONDS),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now.clone()),
+            lease_transitions: Some(transitions),
+            ..LeaseSpec::default()
         };
-        let spec = lease.spec.clone().unwrap_or_default();
-        let seen = (spec.holder_identity.clone(), spec.renew_time.map(|t| t.0));
-        let since = match &self.observed {
-            Some((previous, at)) if *previous == seen => *at,
-            _ => Instant::now(),
+        let written = match self.api.get_opt(&self.name).await? {
+            None => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(take(0)),
+                };
+                let params = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PostParams::default()
+                };
+                self.api.create(&params, &lease).await.map(drop)
+            }
+            Some(lease) => {
+                let spec = lease.spec.unwrap_or_default();
+                let seen = (spec.holder_identity.clone(), spec.renew_time.map(|t| t.0));
+                let since = match &self.observed {
+                    Some((previous, at)) if *previous == seen => *at,
+                    _ => Instant::now(),
+                };
+                self.observed = Some((seen, since));
+                let holder = spec.holder_identity.as_deref();
+                let spec = match judge(holder, &self.identity, since.elapsed()) {
+                    Verdict::HeldBy(_) => return Ok(false),
+                    Verdict::Renew => json!({
+                        "renewTime": now,
+                        "leaseDurationSeconds": LEASE_SECONDS,
+                    }),
+                    Verdict::Take => {
+                        let transitions = spec.lease_transitions.unwrap_or(0);
+                        json!(take(transitions.saturating_add(1)))
+                    }
+                };
+                let version = lease.metadata.resource_version;
+                let body = json!({ "metadata": { "resourceVersion": version }, "spec": spec });
+                let patch = Patch::Merge(&body);
+                self.api
+                    .patch(&self.name, &merge_params(), &patch)
+                    .await
+                    .map(drop)
+            }
         };
-        self.observed = Some((seen, since));
-        let verdict = judge(
-            spec.holder_identity.as_deref(),
-            &self.identity,
-            since.elapsed(),
-        );
-        let transitions = spec.lease_transitions.unwrap_or(0);
-        let body = match verdict {
-            Verdict::HeldBy(_) => return Ok(false),
-            Verdict::Renew => json!({ "spec": {
-                "renewTime": MicroTime(now),
-                "leaseDurationSeconds": secs(LEASE_DURATION),
-            }}),
-            Verdict::Take => json!({ "spec": {
-                "holderIdentity": self.identity,
-                "acquireTime": MicroTime(now),
-                "renewTime": MicroTime(now),
-                "leaseDurationSeconds": secs(LEASE_DURATION),
-                "leaseTransitions": transitions.saturating_add(1),
-            }}),
-        };
-        let mut body = body;
-        body["metadata"] = json!({ "resourceVersion": lease.metadata.resource_version });
-        match self
-            .api
-            .patch(&self.name, &Self::params(), &Patch::Merge(&body))
-            .await
-        {
-            Ok(_) => Ok(true),
-            // Someone else wrote it since we read it: look again next round.
+        match written {
+            Ok(()) => Ok(true),
+            // Another replica created or wrote it since we read it: look
+            // again next round.
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
             Err(err) => Err(err),
         }
@@ -165,9 +152,9 @@ impl Elector {
             "spec": { "holderIdentity": null, "acquireTime": null, "renewTime": null, "leaseDurationSeconds": 1 },
         });
         self.api
-            .patch(&self.name, &Self::params(), &Patch::Merge(&body))
+            .patch(&self.name, &merge_params(), &Patch::Merge(&body))
             .await
-            .map(|_| ())
+            .map(drop)
     }
 }
 

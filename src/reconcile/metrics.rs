@@ -54,11 +54,8 @@ pub struct Metrics {
     pub failures: Family<FailureLabels, Counter>,
     pub attach_seconds: Histogram,
     pub hosts: Family<StateLabels, Gauge>,
-    /// Every failed Ironic request (reads, attaches, detaches, probes).
     pub request_failures: Family<RequestFailureLabels, Counter>,
-    /// 1 while Ironic answers, 0 during an outage.
     pub ironic_up: Gauge,
-    /// 1 while this replica holds the leader Lease.
     pub leader: Gauge,
     host_states: Mutex<HashMap<String, DataImageState>>,
 }
@@ -145,22 +142,19 @@ impl Metrics {
             Some(state) => states.insert(host.to_string(), state),
             None => states.remove(host),
         };
-        if old == state {
-            return;
-        }
-        if let Some(old) = old {
-            self.hosts
-                .get_or_create(&StateLabels {
-                    state: old.as_str(),
-                })
-                .dec();
-        }
-        if let Some(new) = state {
-            self.hosts
-                .get_or_create(&StateLabels {
-                    state: new.as_str(),
-                })
-                .inc();
+        if old != state {
+            let gauge = |state: DataImageState| {
+                let labels = StateLabels {
+                    state: state.as_str(),
+                };
+                self.hosts.get_or_create(&labels).clone()
+            };
+            if let Some(old) = old {
+                gauge(old).dec();
+            }
+            if let Some(new) = state {
+                gauge(new).inc();
+            }
         }
     }
 

@@ -15,18 +15,19 @@ pub mod leader;
 pub mod metrics;
 pub mod record;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
@@ -140,53 +141,55 @@ pub struct ReconcileArgs {
 pub const OPERATOR_AUTH_ROOT: &str = "/opt/metal3/auth";
 /// The operator's default `IRONIC_CACERT_FILE`.
 pub const OPERATOR_CACERT_FILE: &str = "/opt/metal3/certs/ca/tls.crt";
-/// The operator's default `IRONIC_CLIENT_CERT_FILE`.
-pub(crate) const OPERATOR_CLIENT_CERT_FILE: &str = "/opt/metal3/certs/client/tls.crt";
-/// The operator's default `IRONIC_CLIENT_PRIVATE_KEY_FILE`.
-pub(crate) const OPERATOR_CLIENT_KEY_FILE: &str = "/opt/metal3/certs/client/tls.key";
 
-/// The baremetal-operator's Ironic settings, as its environment variables
-/// carry them (its `pkg/provisioner/ironic/factory.go` and `clients/auth.go`).
-/// `reconcile` falls back to them for every setting its own flags leave
-/// unset, so that as the operator's sidecar it reads the very same
-/// configuration. Empty values count as unset, as with the operator's
-/// `os.Getenv`.
+/// The baremetal-operator's environment variables for Ironic (its
+/// `pkg/provisioner/ironic/factory.go` and `clients/auth.go`), with the
+/// operator's default where it has one.
+const OPERATOR_VARS: [(&str, Option<&str>); 7] = [
+    ("IRONIC_ENDPOINT", None),
+    ("METAL3_AUTH_ROOT_DIR", Some(OPERATOR_AUTH_ROOT)),
+    ("IRONIC_CACERT_FILE", Some(OPERATOR_CACERT_FILE)),
+    (CLIENT_CERT_VAR, Some("/opt/metal3/certs/client/tls.crt")),
+    (CLIENT_KEY_VAR, Some("/opt/metal3/certs/client/tls.key")),
+    ("IRONIC_INSECURE", None),
+    ("IRONIC_CLIENT_TIMEOUT", None),
+];
+const CLIENT_CERT_VAR: &str = "IRONIC_CLIENT_CERT_FILE";
+const CLIENT_KEY_VAR: &str = "IRONIC_CLIENT_PRIVATE_KEY_FILE";
+
+/// The baremetal-operator's Ironic settings ([`OPERATOR_VARS`]) as this
+/// process found them. `reconcile` falls back to them for every setting its
+/// own flags leave unset, so that as the operator's sidecar it reads the
+/// very same configuration. Empty values count as unset, as with the
+/// operator's `os.Getenv`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct OperatorEnv {
-    /// `IRONIC_ENDPOINT`, e.g. `http://172.22.0.2:6385/v1/`.
-    pub ironic_endpoint: Option<String>,
-    /// `METAL3_AUTH_ROOT_DIR` (default [`OPERATOR_AUTH_ROOT`]).
-    pub auth_root_dir: Option<String>,
-    /// `IRONIC_CACERT_FILE` (default [`OPERATOR_CACERT_FILE`]).
-    pub cacert_file: Option<String>,
-    /// `IRONIC_CLIENT_CERT_FILE` (default [`OPERATOR_CLIENT_CERT_FILE`]).
-    pub client_cert_file: Option<String>,
-    /// `IRONIC_CLIENT_PRIVATE_KEY_FILE` (default [`OPERATOR_CLIENT_KEY_FILE`]).
-    pub client_private_key_file: Option<String>,
-    /// `IRONIC_INSECURE` (`true`, any case, skips verification).
-    pub insecure: Option<String>,
-    /// `IRONIC_CLIENT_TIMEOUT` (a duration such as `30s`).
-    pub client_timeout: Option<String>,
-}
+pub struct OperatorEnv(BTreeMap<&'static str, String>);
 
 impl OperatorEnv {
     /// Reads the variables through `get` (e.g. `std::env::var`).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
-        let get = |key: &str| get(key).filter(|value| !value.is_empty());
-        Self {
-            ironic_endpoint: get("IRONIC_ENDPOINT"),
-            auth_root_dir: get("METAL3_AUTH_ROOT_DIR"),
-            cacert_file: get("IRONIC_CACERT_FILE"),
-            client_cert_file: get("IRONIC_CLIENT_CERT_FILE"),
-            client_private_key_file: get("IRONIC_CLIENT_PRIVATE_KEY_FILE"),
-            insecure: get("IRONIC_INSECURE"),
-            client_timeout: get("IRONIC_CLIENT_TIMEOUT"),
-        }
+        let set = |(var, _)| Some((var, get(var).filter(|value| !value.is_empty())?));
+        Self(OPERATOR_VARS.into_iter().filter_map(set).collect())
     }
 
-    /// This process's environment.
-    pub(crate) fn from_process() -> Self {
-        Self::from_lookup(|key| std::env::var(key).ok())
+    /// `var`, else the operator's default for it.
+    fn get(&self, var: &str) -> Option<&str> {
+        let default = OPERATOR_VARS.iter().find(|(v, _)| *v == var);
+        (self.0.get(var).map(String::as_str)).or(default.and_then(|(_, d)| *d))
+    }
+
+    /// The path in `var` (or its default), if a file exists there. As with
+    /// the operator, a missing file is ignored, one that exists but cannot
+    /// be read is an error.
+    fn file(
+        &self,
+        var: &str,
+        files: &dyn Fn(&Path) -> FileState,
+    ) -> Result<(PathBuf, Option<PathBuf>), String> {
+        let path = PathBuf::from(self.get(var).unwrap_or_default());
+        let found = files(&path).content(format_args!("{var} {}", path.display()))?;
+        let existing = found.map(|_| path.clone());
+        Ok((path, existing))
     }
 }
 
@@ -251,19 +254,18 @@ pub fn resolve_ironic_config(
     files: &dyn Fn(&Path) -> FileState,
 ) -> Result<ResolvedIronic, String> {
     let mut sources = Vec::new();
+    let mut from = |source: String| sources.push(source);
 
-    let endpoint = match (&args.ironic_url, &env.ironic_endpoint) {
+    let endpoint = match (&args.ironic_url, env.get("IRONIC_ENDPOINT")) {
         (Some(url), _) => {
-            sources.push("endpoint from --ironic-url".to_string());
+            from("endpoint from --ironic-url".into());
             url.clone()
         }
         (None, Some(endpoint)) => {
-            sources.push("endpoint from IRONIC_ENDPOINT".to_string());
+            from("endpoint from IRONIC_ENDPOINT".into());
             let url = url::Url::parse(endpoint.trim()).map_err(|err| {
-                format!(
-                    "IRONIC_ENDPOINT {:?} is not a URL: {err}",
-                    redact_url(endpoint)
-                )
+                let shown = redact_url(endpoint);
+                format!("IRONIC_ENDPOINT {shown:?} is not a URL: {err}")
             })?;
             crate::ironic::client::api_root(&url)
                 .map_err(|err| format!("IRONIC_ENDPOINT: {err}"))?;
@@ -279,89 +281,64 @@ pub fn resolve_ironic_config(
 
     let (username, password) = match (&args.ironic_username, &args.ironic_password_file) {
         (Some(user), Some(file)) => {
+            let shown = file.display();
             let password = files(file)
-                .content(format_args!(
-                    "reading --ironic-password-file {}",
-                    file.display()
-                ))?
-                .ok_or_else(|| format!("--ironic-password-file {} does not exist", file.display()))?
-                .trim_end_matches(['\n', '\r'])
-                .to_string();
+                .content(format_args!("reading --ironic-password-file {shown}"))?
+                .ok_or_else(|| format!("--ironic-password-file {shown} does not exist"))?;
+            let password = password.trim_end_matches(['\n', '\r']);
             if password.is_empty() {
-                return Err(format!(
-                    "--ironic-password-file {} is empty",
-                    file.display()
-                ));
+                return Err(format!("--ironic-password-file {shown} is empty"));
             }
-            sources.push("basic auth from --ironic-username".to_string());
-            (Some(user.clone()), Some(password))
+            from("basic auth from --ironic-username".into());
+            (Some(user.clone()), Some(password.to_string()))
         }
-        (None, None) => operator_auth(env, files, &mut sources)?,
+        (None, None) => match operator_auth(env, files)? {
+            Some((dir, user, password)) => {
+                from(format!("basic auth from {}", dir.display()));
+                (Some(user), Some(password))
+            }
+            None => (None, None),
+        },
         // clap enforces both-or-neither; refuse rather than guess.
-        _ => {
-            return Err("--ironic-username and --ironic-password-file go together".to_string());
-        }
+        _ => return Err("--ironic-username and --ironic-password-file go together".into()),
     };
 
     let ca_file = match &args.ironic_ca_file {
         Some(file) => {
-            sources.push(format!("CA {} from --ironic-ca-file", file.display()));
+            from(format!("CA {} from --ironic-ca-file", file.display()));
             Some(file.clone())
         }
-        None => {
-            let (path, var) =
-                operator_path(&env.cacert_file, OPERATOR_CACERT_FILE, "IRONIC_CACERT_FILE");
-            existing(&path, var, files)?.inspect(|p| {
-                sources.push(format!("CA {} ({var})", p.display()));
-            })
-        }
+        None => (env.file("IRONIC_CACERT_FILE", files)?.1)
+            .inspect(|p| from(format!("CA {} (IRONIC_CACERT_FILE)", p.display()))),
     };
 
-    let (client_cert_file, client_key_file) = match (
-        &args.ironic_client_cert_file,
-        &args.ironic_client_key_file,
-    ) {
+    let client_files = (&args.ironic_client_cert_file, &args.ironic_client_key_file);
+    let (client_cert_file, client_key_file) = match client_files {
         (Some(cert), Some(key)) => {
-            sources.push("client certificate from --ironic-client-cert-file".to_string());
+            from("client certificate from --ironic-client-cert-file".into());
             (Some(cert.clone()), Some(key.clone()))
         }
-        (None, None) => {
-            let (cert, cert_var) = operator_path(
-                &env.client_cert_file,
-                OPERATOR_CLIENT_CERT_FILE,
-                "IRONIC_CLIENT_CERT_FILE",
-            );
-            let (key, key_var) = operator_path(
-                &env.client_private_key_file,
-                OPERATOR_CLIENT_KEY_FILE,
-                "IRONIC_CLIENT_PRIVATE_KEY_FILE",
-            );
-            match (
-                existing(&cert, cert_var, files)?,
-                existing(&key, key_var, files)?,
-            ) {
-                (Some(cert), Some(key)) => {
-                    sources.push(format!(
-                        "client certificate {} ({cert_var})",
-                        cert.display()
-                    ));
-                    (Some(cert), Some(key))
-                }
-                (None, None) => (None, None),
-                // The operator's TLS transport refuses this too.
-                (Some(found), None) | (None, Some(found)) => {
-                    return Err(format!(
-                        "Ironic client certificate: {} exists but {} does not ({cert_var} and {key_var} go together)",
-                        found.display(),
-                        if found == cert {
-                            key.display()
-                        } else {
-                            cert.display()
-                        }
-                    ));
-                }
+        (None, None) => match (
+            env.file(CLIENT_CERT_VAR, files)?,
+            env.file(CLIENT_KEY_VAR, files)?,
+        ) {
+            ((_, Some(cert)), (_, Some(key))) => {
+                from(format!(
+                    "client certificate {} ({CLIENT_CERT_VAR})",
+                    cert.display()
+                ));
+                (Some(cert), Some(key))
             }
-        }
+            ((_, None), (_, None)) => (None, None),
+            // The operator's TLS transport refuses this too.
+            ((_, Some(found)), (missing, None)) | ((missing, None), (_, Some(found))) => {
+                return Err(format!(
+                    "Ironic client certificate: {} exists but {} does not ({CLIENT_CERT_VAR} and {CLIENT_KEY_VAR} go together)",
+                    found.display(),
+                    missing.display()
+                ));
+            }
+        },
         _ => {
             return Err(
                 "--ironic-client-cert-file and --ironic-client-key-file go together".to_string(),
@@ -369,22 +346,22 @@ pub fn resolve_ironic_config(
         }
     };
 
-    let insecure = match (args.ironic_insecure, &env.insecure) {
+    let insecure = match (args.ironic_insecure, env.get("IRONIC_INSECURE")) {
         (Some(insecure), _) => {
             if insecure {
-                sources.push("TLS verification off (--ironic-insecure)".to_string());
+                from("TLS verification off (--ironic-insecure)".into());
             }
             insecure
         }
         // The operator's rule: `true` in any case, anything else is false.
         (None, Some(value)) if value.eq_ignore_ascii_case("true") => {
-            sources.push("TLS verification off (IRONIC_INSECURE)".to_string());
+            from("TLS verification off (IRONIC_INSECURE)".into());
             true
         }
         (None, _) => false,
     };
 
-    let timeout = match (args.ironic_timeout, &env.client_timeout) {
+    let timeout = match (args.ironic_timeout, env.get("IRONIC_CLIENT_TIMEOUT")) {
         (Some(timeout), _) => timeout,
         (None, Some(value)) => {
             parse_positive_duration(value).map_err(|err| format!("IRONIC_CLIENT_TIMEOUT: {err}"))?
@@ -407,38 +384,16 @@ pub fn resolve_ironic_config(
     })
 }
 
-/// `env` or the operator's default, and the variable's name (for messages).
-fn operator_path(
-    env: &Option<String>,
-    default: &str,
-    var: &'static str,
-) -> (PathBuf, &'static str) {
-    (PathBuf::from(env.as_deref().unwrap_or(default)), var)
-}
-
-/// The operator's rule for optional files: a missing one is ignored, one
-/// that exists but cannot be read is an error.
-fn existing(
-    path: &Path,
-    var: &str,
-    files: &dyn Fn(&Path) -> FileState,
-) -> Result<Option<PathBuf>, String> {
-    let found = files(path).content(format_args!("{var} {}", path.display()))?;
-    Ok(found.map(|_| path.to_path_buf()))
-}
-
 /// The operator's credential files: `username` and `password` in
-/// `$METAL3_AUTH_ROOT_DIR/ironic`, surrounding whitespace trimmed. Neither
-/// file (or no directory) means no authentication; an empty directory counts
-/// as none too, since an optional Secret volume whose Secret does not exist
-/// is mounted as one.
+/// `$METAL3_AUTH_ROOT_DIR/ironic` (that directory, user, password),
+/// surrounding whitespace trimmed. Neither file (or no directory) means no
+/// authentication; an empty directory counts as none too, since an optional
+/// Secret volume whose Secret does not exist is mounted as one.
 fn operator_auth(
     env: &OperatorEnv,
     files: &dyn Fn(&Path) -> FileState,
-    sources: &mut Vec<String>,
-) -> Result<(Option<String>, Option<String>), String> {
-    let root = PathBuf::from(env.auth_root_dir.as_deref().unwrap_or(OPERATOR_AUTH_ROOT));
-    let dir = root.join("ironic");
+) -> Result<Option<(PathBuf, String, String)>, String> {
+    let dir = PathBuf::from(env.get("METAL3_AUTH_ROOT_DIR").unwrap_or_default()).join("ironic");
     let read = |name: &str| -> Result<Option<String>, String> {
         let path = dir.join(name);
         let what = format_args!("reading Ironic credentials {}", path.display());
@@ -446,39 +401,18 @@ fn operator_auth(
             .content(what)?
             .map(|text| text.trim().to_string()))
     };
-    match (read("username")?, read("password")?) {
-        (None, None) => Ok((None, None)),
-        (Some(user), Some(password)) => {
-            if user.is_empty() {
-                return Err(format!(
-                    "Ironic credentials in {}: empty HTTP Basic Auth username",
-                    dir.display()
-                ));
-            }
-            if password.is_empty() {
-                return Err(format!(
-                    "Ironic credentials in {}: empty HTTP Basic Auth password",
-                    dir.display()
-                ));
-            }
-            sources.push(format!("basic auth from {}", dir.display()));
-            Ok((Some(user), Some(password)))
-        }
-        (Some(_), None) => Err(format!(
-            "Ironic credentials in {}: username without password",
-            dir.display()
-        )),
-        (None, Some(_)) => Err(format!(
-            "Ironic credentials in {}: password without username",
-            dir.display()
-        )),
-    }
-}
-
-/// [`resolve_ironic_config`] from this process's environment and files:
-/// exactly what `reconcile` connects to Ironic with.
-pub(crate) fn ironic_config_from_env(args: &ReconcileArgs) -> Result<ResolvedIronic, String> {
-    resolve_ironic_config(args, &OperatorEnv::from_process(), &FileState::read)
+    let problem = match (read("username")?, read("password")?) {
+        (None, None) => return Ok(None),
+        (Some(user), Some(_)) if user.is_empty() => "empty HTTP Basic Auth username",
+        (Some(_), Some(password)) if password.is_empty() => "empty HTTP Basic Auth password",
+        (Some(user), Some(password)) => return Ok(Some((dir, user, password))),
+        (Some(_), None) => "username without password",
+        (None, Some(_)) => "password without username",
+    };
+    Err(format!(
+        "Ironic credentials in {}: {problem}",
+        dir.display()
+    ))
 }
 
 #[cfg(test)]
@@ -936,25 +870,22 @@ pub fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async {
+    let report = runtime.block_on(async {
         let client = Client::try_default()
             .await
             .context("connecting to Kubernetes")?;
-        let report = cleanup_hosts(client, args.namespace.as_deref(), args.dry_run).await?;
-        println!(
-            "{} {} host(s): {} finalizer(s), {} power hold(s), {} state annotation(s)",
-            if args.dry_run {
-                "would clean"
-            } else {
-                "cleaned"
-            },
-            report.hosts,
-            report.finalizers,
-            report.holds,
-            report.records
-        );
-        Ok(())
-    })
+        cleanup_hosts(client, args.namespace.as_deref(), args.dry_run).await
+    })?;
+    let done = if args.dry_run {
+        "would clean"
+    } else {
+        "cleaned"
+    };
+    println!(
+        "{done} {} host(s): {} finalizer(s), {} power hold(s), {} state annotation(s)",
+        report.hosts, report.finalizers, report.holds, report.records
+    );
+    Ok(())
 }
 
 /// What `cleanup` removed.
@@ -966,6 +897,14 @@ pub struct CleanupReport {
     pub records: usize,
 }
 
+/// The hosts in `namespace`, or in all namespaces.
+fn hosts_api(client: Client, namespace: Option<&str>) -> Api<HostResource> {
+    match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    }
+}
+
 /// Removes this project's finalizer, power hold and state annotation from
 /// every host (uninstall). Images left in drives stay there.
 pub async fn cleanup_hosts(
@@ -973,11 +912,7 @@ pub async fn cleanup_hosts(
     namespace: Option<&str>,
     dry_run: bool,
 ) -> anyhow::Result<CleanupReport> {
-    let api: Api<HostResource> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let hosts = api
+    let hosts = hosts_api(client.clone(), namespace)
         .list(&ListParams::default())
         .await
         .context("listing BareMetalHosts")?;
@@ -989,8 +924,7 @@ pub async fn cleanup_hosts(
         let annotations = host.annotations();
         let has_hold = annotations.contains_key(HOLD_ANNOTATION);
         let has_record = annotations.contains_key(STATE_ANNOTATION);
-        let finalizers = host.metadata.finalizers.clone().unwrap_or_default();
-        let has_finalizer = finalizers.iter().any(|f| f == FINALIZER);
+        let has_finalizer = host.finalizers().iter().any(|f| f == FINALIZER);
         if !(has_hold || has_record || has_finalizer) {
             continue;
         }
@@ -1023,11 +957,10 @@ pub async fn cleanup_hosts(
                 .get(&name)
                 .await
                 .with_context(|| format!("reading {ns}/{name}"))?;
-            let current = fresh.metadata.finalizers.clone().unwrap_or_default();
-            if let Some(patch) = kube_ops::finalizer_remove_patch(
-                &current,
-                fresh.metadata.resource_version.as_deref(),
-            ) {
+            let version = fresh.resource_version();
+            if let Some(patch) =
+                kube_ops::finalizer_patch(fresh.finalizers(), version.as_deref(), false)
+            {
                 writer
                     .merge(&patch)
                     .await
@@ -1077,11 +1010,10 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
     let readiness = serve_probes(&args, &metrics, &shutdown).await?;
 
     // Upstream DataImage kind: watched only if installed.
+    let resource = dataimage_resource();
     let dataimage_api = match &args.namespace {
-        Some(ns) => {
-            Api::<DynamicObject>::namespaced_with(client.clone(), ns, &dataimage_resource())
-        }
-        None => Api::<DynamicObject>::all_with(client.clone(), &dataimage_resource()),
+        Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
+        None => Api::<DynamicObject>::all_with(client.clone(), &resource),
     };
     let dataimages = match dataimage_api.list(&ListParams::default().limit(1)).await {
         Ok(_) => Some(dataimage_api),
@@ -1118,30 +1050,32 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
         metrics,
         dataimages,
     };
-    loop {
-        // Wait to lead (or to shut down).
-        while !*leader.borrow_and_update() {
-            tokio::select! {
-                _ = shutdown.cancelled() => { lease_stop.cancel(); let _ = lease_task.await; return Ok(()); }
-                changed = leader.changed() => { if changed.is_err() { bail!("leader election stopped"); } }
+    let result = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            led = leader.wait_for(|leading| *leading) => {
+                if led.is_err() {
+                    break Err(anyhow::anyhow!("leader election stopped"));
+                }
             }
         }
-        if leading.reconcile(&mut leader, &shutdown).await {
-            continue;
+        if !leading.reconcile(&mut leader, &shutdown).await {
+            break Ok(());
         }
-        // Released only now that reconciling has stopped: the standby takes
-        // over within one retry period, never while we still work.
-        lease_stop.cancel();
-        let _ = lease_task.await;
-        return Ok(());
-    }
+    };
+    // Released only now that reconciling has stopped: the standby takes
+    // over within one retry period, never while we still work.
+    lease_stop.cancel();
+    let _ = lease_task.await;
+    result
 }
 
 /// The Ironic client from the flags and the operator's settings; refuses to
 /// start without a reachable Ironic of a supported version.
 async fn connect_ironic(args: &ReconcileArgs) -> anyhow::Result<IronicClient> {
-    let resolved =
-        ironic_config_from_env(args).map_err(|err| anyhow::anyhow!("refusing to start: {err}"))?;
+    let env = OperatorEnv::from_lookup(|key| std::env::var(key).ok());
+    let resolved = resolve_ironic_config(args, &env, &FileState::read)
+        .map_err(|err| anyhow::anyhow!("refusing to start: {err}"))?;
     let endpoint = redact_url(resolved.config.endpoint.as_str()).into_owned();
     let ironic = IronicClient::connect(resolved.config)
         .await
@@ -1229,38 +1163,9 @@ impl Leading<'_> {
         tracing::info!("became leader: reconciling");
         self.metrics.leader.set(1);
         let stop = shutdown.child_token();
-        let mut context = Context::new(
-            self.client.clone(),
-            self.ironic.clone(),
-            DecisionConfig {
-                hold_timeout: args.hold_timeout,
-                finalizer_timeout: args.finalizer_timeout,
-                verify_interval: args.verify_interval,
-                ..DecisionConfig::default()
-            },
-            usize::from(args.max_concurrent),
-            self.metrics.clone(),
-            std::env::var("POD_NAME").ok(),
-        );
-        context.stager = self.stager.clone();
-        context.dataimages = self.dataimages.as_ref().map(|api| {
-            let writer = reflector::store::Writer::<DynamicObject>::new(dataimage_resource());
-            let reader = writer.as_reader();
-            let stream =
-                reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()))
-                    .applied_objects()
-                    .for_each(|_| futures::future::ready(()));
-            let stop_reflector = stop.clone();
-            tokio::spawn(async move {
-                tokio::select! { _ = stream => {}, _ = stop_reflector.cancelled() => {} }
-            });
-            (reader, dataimage_resource())
-        });
+        let context = self.context(&stop);
         let recoveries = context.health.recoveries();
-        let hosts: Api<HostResource> = match &args.namespace {
-            Some(ns) => Api::namespaced(self.client.clone(), ns),
-            None => Api::all(self.client.clone()),
-        };
+        let hosts = hosts_api(self.client.clone(), args.namespace.as_deref());
         let mut controller = Controller::new(hosts, watcher::Config::default()).with_config(
             ControllerConfig::default().concurrency(args.max_concurrent.saturating_mul(2)),
         );
@@ -1279,9 +1184,8 @@ impl Leading<'_> {
         // When Ironic answers again after an outage, every host is retried
         // at once (they wait without polling Ironic meanwhile).
         controller = controller.reconcile_all_on(recoveries);
-        let stop_controller = stop.clone();
         let run = controller
-            .graceful_shutdown_on(async move { stop_controller.cancelled().await })
+            .graceful_shutdown_on(stop.clone().cancelled_owned())
             .run(
                 controller::reconcile,
                 controller::error_policy,
@@ -1291,17 +1195,13 @@ impl Leading<'_> {
                 if let Err(err) = result {
                     tracing::debug!(error = %err, "controller event");
                 }
-                futures::future::ready(())
+                std::future::ready(())
             });
         tokio::pin!(run);
-        let lost = loop {
-            tokio::select! {
-                _ = &mut run => break false,
-                changed = leader.changed() => {
-                    if changed.is_err() || !*leader.borrow_and_update() { break true; }
-                }
-                _ = shutdown.cancelled() => break false,
-            }
+        let lost = tokio::select! {
+            _ = &mut run => false,
+            _ = leader.wait_for(|leading| !*leading) => true,
+            _ = shutdown.cancelled() => false,
         };
         stop.cancel();
         self.metrics.leader.set(0);
@@ -1310,5 +1210,38 @@ impl Leading<'_> {
         }
         run.await;
         lost
+    }
+
+    /// The controller's context for this term; the DataImage reflector runs
+    /// until `stop`.
+    fn context(&self, stop: &CancellationToken) -> Context<IronicClient> {
+        let args = self.args;
+        let mut context = Context::new(
+            self.client.clone(),
+            self.ironic.clone(),
+            DecisionConfig {
+                hold_timeout: args.hold_timeout,
+                finalizer_timeout: args.finalizer_timeout,
+                verify_interval: args.verify_interval,
+                ..DecisionConfig::default()
+            },
+            usize::from(args.max_concurrent),
+            self.metrics.clone(),
+            std::env::var("POD_NAME").ok(),
+        );
+        context.stager = self.stager.clone();
+        context.dataimages = self.dataimages.as_ref().map(|api| {
+            let writer = reflector::store::Writer::<DynamicObject>::new(dataimage_resource());
+            let reader = writer.as_reader();
+            let stream = reflector::reflector(writer, watcher(api.clone(), Default::default()));
+            let stopped = stop.clone().cancelled_owned();
+            tokio::spawn(
+                stream
+                    .take_until(stopped)
+                    .for_each(|_| std::future::ready(())),
+            );
+            (reader, dataimage_resource())
+        });
+        context
     }
 }
