@@ -143,7 +143,7 @@ fn short_error(err: &kube::Error) -> String {
             "cannot reach the API server".to_string()
         }
         kube::Error::SerdeError(_) => "unexpected answer from the API server".to_string(),
-        other => other.to_string().chars().take(200).collect(),
+        other => crate::text::truncate(&other.to_string(), 200, "…").into_owned(),
     }
 }
 

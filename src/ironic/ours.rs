@@ -17,10 +17,13 @@
 //! Used by the reconciler's decision (`reconcile::decision`) and the test
 //! suites' drive verdicts.
 
+use prometheus_client::encoding::EncodeLabelValue;
+
 use super::VirtualMedia;
 
-/// Which of our operations a `last_error` may belong to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which of our operations a `last_error` may belong to (also the
+/// reconciler's `operation` metric label).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum Op {
     Attach,
     Detach,

@@ -21,7 +21,7 @@ use super::decision::{
 use super::events::EventPublisher;
 use super::health::IronicHealth;
 use super::kube_ops::{self, HostWriter};
-use super::metrics::{Metrics, Operation, OperationLabels, ResultLabels, error_reason};
+use super::metrics::{Metrics, OperationLabels, ResultLabels, error_reason};
 use super::record::{AttachedRecord, FINALIZER, HOLD_ANNOTATION, HOLD_VALUE, STATE_ANNOTATION};
 use crate::ironic::{IronicClient, IronicError, Node, VirtualMedia};
 use crate::model::bmh::HostResource;
@@ -518,7 +518,7 @@ impl<I: IronicApi> Run<'_, I> {
         let call = op.verb();
         let outage = self.ctx.judge_failure(call, err).await;
         if outage.is_none() {
-            self.ctx.metrics.failure(operation(op), error_reason(err));
+            self.ctx.metrics.failure(op, error_reason(err));
             tracing::warn!(host = %self.key, node = %self.node_id, error = %err, "ironic {call} failed");
         }
         outage.unwrap_or(IronicView::Failed(err.clone()))
@@ -553,9 +553,7 @@ impl<I: IronicApi> Run<'_, I> {
                         Action::Attach { .. } => Op::Attach,
                         _ => Op::Detach,
                     };
-                    let labels = OperationLabels {
-                        operation: operation(op),
-                    };
+                    let labels = OperationLabels { operation: op };
                     ctx.metrics.attempts.get_or_create(&labels).inc();
                     let _permit = ctx.ironic_permits.acquire().await.ok();
                     let result = match action {
@@ -599,7 +597,7 @@ impl<I: IronicApi> Run<'_, I> {
         let (ctx, host, key) = (self.ctx, self.host, self.key.as_str());
         if let Some(op) = plan.failure {
             // Failures seen by observation (last_error, no effect).
-            ctx.metrics.failure(operation(op), "async");
+            ctx.metrics.failure(op, "async");
         }
         let finished = host.metadata.deletion_timestamp.is_some()
             && !written.finalizers.iter().any(|f| f == FINALIZER);
@@ -655,13 +653,5 @@ impl<I: IronicApi> Run<'_, I> {
         if let Err(err) = self.ctx.events.publish(note, &reference).await {
             tracing::warn!(host = %key, error = %kube_reason(&err), "could not publish event");
         }
-    }
-}
-
-/// The metric label of an operation.
-fn operation(op: Op) -> Operation {
-    match op {
-        Op::Attach => Operation::Attach,
-        Op::Detach => Operation::Detach,
     }
 }

@@ -14,10 +14,11 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PostParams};
 use tokio::sync::Mutex;
 
 use super::decision::{EventNote, Reason};
+use super::kube_ops::merge_params;
 use super::record::FIELD_MANAGER;
 use crate::text::truncate;
 
@@ -80,11 +81,8 @@ impl EventPublisher {
                     last_observed_time: MicroTime(now),
                 });
                 let patch = Patch::Merge(serde_json::json!({ "series": event.series }));
-                let params = PatchParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                };
-                api.patch(&event.name_any(), &params, &patch).await?;
+                api.patch(&event.name_any(), &merge_params(), &patch)
+                    .await?;
                 event
             }
             None => {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::ironic::IronicError;
+use crate::ironic::ours::Op;
 use crate::model::DataImageState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -18,20 +19,14 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum Operation {
-    Attach,
-    Detach,
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabels {
-    pub operation: Operation,
+    pub operation: Op,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
-    pub operation: Operation,
+    pub operation: Op,
     pub reason: &'static str,
 }
 
@@ -158,7 +153,7 @@ impl Metrics {
         }
     }
 
-    pub fn failure(&self, operation: Operation, reason: &'static str) {
+    pub fn failure(&self, operation: Op, reason: &'static str) {
         self.failures
             .get_or_create(&FailureLabels { operation, reason })
             .inc();

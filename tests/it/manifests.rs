@@ -1427,7 +1427,8 @@ fn webhook_registry() -> prometheus_client::registry::Registry {
 
 /// The reconciler's registry as `reconcile` builds it, every labelled family touched.
 fn reconciler_registry() -> prometheus_client::registry::Registry {
-    use reconcile::metrics::{Operation, OperationLabels, RequestFailureLabels, ResultLabels};
+    use metal3_dataimage::ironic::ours::Op;
+    use reconcile::metrics::{OperationLabels, RequestFailureLabels, ResultLabels};
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = reconcile::metrics::Metrics::new();
     metrics.register(&mut registry);
@@ -1438,10 +1439,10 @@ fn reconciler_registry() -> prometheus_client::registry::Registry {
     metrics
         .attempts
         .get_or_create(&OperationLabels {
-            operation: Operation::Attach,
+            operation: Op::Attach,
         })
         .inc();
-    metrics.failure(Operation::Attach, "locked");
+    metrics.failure(Op::Attach, "locked");
     metrics.set_host_state(
         "ns/host",
         Some(metal3_dataimage::model::DataImageState::Error),

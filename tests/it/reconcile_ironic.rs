@@ -248,7 +248,7 @@ async fn missing_image_surfaces_as_an_error_status() {
         .metrics
         .failures
         .get_or_create(&metal3_dataimage::reconcile::metrics::FailureLabels {
-            operation: metal3_dataimage::reconcile::metrics::Operation::Attach,
+            operation: metal3_dataimage::ironic::ours::Op::Attach,
             reason: "async",
         })
         .get();

@@ -19,11 +19,12 @@ use fake_kube::*;
 
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
+use metal3_dataimage::ironic::ours::Op;
 use metal3_dataimage::ironic::{IronicError, Node, PowerState, ProvisionState, VirtualMedia};
 use metal3_dataimage::model::bmh::HostResource;
 use metal3_dataimage::reconcile::controller::{self, Context, IronicApi};
 use metal3_dataimage::reconcile::decision::DecisionConfig;
-use metal3_dataimage::reconcile::metrics::{FailureLabels, Metrics, Operation};
+use metal3_dataimage::reconcile::metrics::{FailureLabels, Metrics};
 use metal3_dataimage::reconcile::record::{
     AttachedRecord, FINALIZER, HOLD_ANNOTATION, Phase, STATE_ANNOTATION,
 };
@@ -349,7 +350,7 @@ async fn scenario1_holds_attaches_confirms_then_the_operator_powers_on_with_the_
         .metrics
         .attempts
         .get_or_create(&metal3_dataimage::reconcile::metrics::OperationLabels {
-            operation: Operation::Attach,
+            operation: Op::Attach,
         })
         .get();
     assert_eq!(attach_attempts, 1);
@@ -580,7 +581,7 @@ async fn synchronous_ironic_failure_is_counted_in_status_events_and_metrics() {
         .metrics
         .failures
         .get_or_create(&FailureLabels {
-            operation: Operation::Attach,
+            operation: Op::Attach,
             reason: "locked",
         })
         .get();
@@ -590,7 +591,7 @@ async fn synchronous_ironic_failure_is_counted_in_status_events_and_metrics() {
         .metrics
         .failures
         .get_or_create(&FailureLabels {
-            operation: Operation::Attach,
+            operation: Op::Attach,
             reason: "async",
         })
         .get();
