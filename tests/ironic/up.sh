@@ -238,7 +238,11 @@ main() {
     if [[ -n "$keep_logs" ]]; then
         rm -rf "$LOGS/prev" && mkdir -p "$LOGS/prev" && mv "$LOGS"/*.* "$LOGS/prev/" 2>/dev/null || true
     fi
-    mkdir -p "$PIDS" "$LOGS" "$STATE/httproot"
+    # httproot/redfish made here: Ironic's ImagePublisher.publish checks
+    # os.path.exists, then os.mkdir, so two first attaches published at once
+    # race, and the loser's attach fails with FileExistsError (seen in the
+    # benchmark smoke's floor: 16 concurrent POST vmedia on a fresh state).
+    mkdir -p "$PIDS" "$LOGS" "$STATE/httproot/redfish"
 
     local ports
     read -r -a ports <<<"$(helper free-ports 7)"
