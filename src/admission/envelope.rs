@@ -19,7 +19,6 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::model::{BareMetalHost, UpstreamDataImage};
 use crate::rules::{
     DenyStatus, OldDataImages, Operation, ResourceKind, ReviewInput, TypedObject, Verdict,
 };
@@ -209,15 +208,9 @@ pub fn parse_review(body: &[u8]) -> Result<Review<'_>, EnvelopeError> {
     let parsed = match simdutf8::basic::from_utf8(body) {
         Ok(text) => serde_json::from_str::<WireReview<'_, &RawValue>>(text),
         Err(_) => serde_json::from_slice(body),
-    }
-    .map_err(|_| describe_parse_error(body));
-    let wire = match parsed {
-        Ok(wire) => wire,
-        Err(message) => return Err(damaged(body, message)),
     };
-    let (mut review, object, old_object) = check_envelope(wire)?;
+    let (mut review, object) = check_envelope(parsed.map_err(|_| damaged(body))?)?;
     review.object = object;
-    review.old_object = old_object;
     Ok(review)
 }
 
@@ -237,20 +230,15 @@ pub fn parse_review_for(
     expected: ResourceKind,
     mutating: bool,
 ) -> Result<(Review<'_>, Option<TypedObject>), EnvelopeError> {
-    fn host(
-        (review, host): (Review<'_>, Option<BareMetalHost>),
-    ) -> (Review<'_>, Option<TypedObject>) {
-        (review, host.map(|h| TypedObject::Host(Box::new(h))))
-    }
+    let host = TypedObject::Host;
     let typed = match (expected, mutating) {
-        (ResourceKind::BareMetalHost, false) => {
-            parse_typed::<BareMetalHost, &RawValue>(body, expected).map(host)
-        }
+        (ResourceKind::BareMetalHost, false) => parse_typed::<_, &RawValue>(body, expected, host),
         (ResourceKind::BareMetalHost, true) => {
-            parse_typed::<BareMetalHost, JsonObject<OldDataImages>>(body, expected).map(host)
+            parse_typed::<_, JsonObject<OldDataImages>>(body, expected, host)
         }
-        (ResourceKind::DataImage, _) => parse_typed::<UpstreamDataImage, &RawValue>(body, expected)
-            .map(|(review, image)| (review, image.map(|i| TypedObject::DataImage(Box::new(i))))),
+        (ResourceKind::DataImage, _) => {
+            parse_typed::<_, &RawValue>(body, expected, TypedObject::DataImage)
+        }
     };
     match typed {
         Some(parsed) => Ok(parsed),
@@ -262,16 +250,14 @@ pub fn parse_review_for(
 fn parse_typed<'a, T: Deserialize<'a>, P: Deserialize<'a> + OldObject<'a>>(
     body: &'a [u8],
     expected: ResourceKind,
-) -> Option<(Review<'a>, Option<T>)> {
+    typed: impl FnOnce(Box<T>) -> TypedObject,
+) -> Option<(Review<'a>, Option<TypedObject>)> {
     // Checking UTF-8 once (SIMD) is cheaper than serde_json checking every
     // string and every raw value of a slice (about 5% of a review's CPU).
     let text = simdutf8::basic::from_utf8(body).ok()?;
     let wire = serde_json::from_str::<WireReview<'a, JsonObject<T>, P>>(text).ok()?;
-    let (mut review, object, old_object) = check_envelope(wire).ok()?;
-    if let Some(old_object) = old_object {
-        old_object.store(&mut review);
-    }
-    (review.kind == Some(expected)).then(|| (review, object.map(|o| o.0)))
+    let (review, object) = check_envelope(wire).ok()?;
+    (review.kind == Some(expected)).then(|| (review, object.map(|o| typed(Box::new(o.0)))))
 }
 
 /// How `oldObject` was read: raw, or as [`OldDataImages`].
@@ -291,11 +277,11 @@ impl<'a> OldObject<'a> for JsonObject<OldDataImages> {
     }
 }
 
-/// Checks a parsed envelope; returns the review (without `object` and
-/// `oldObject`) and both objects as read.
-fn check_envelope<'a, O, P>(
+/// Checks a parsed envelope; returns the review (`oldObject` stored as read,
+/// without `object`) and `object` as read.
+fn check_envelope<'a, O, P: OldObject<'a>>(
     wire: WireReview<'a, O, P>,
-) -> Result<(Review<'a>, Option<O>, Option<P>), EnvelopeError> {
+) -> Result<(Review<'a>, Option<O>), EnvelopeError> {
     if wire.kind.as_deref() != Some(REVIEW_KIND) {
         return Err(EnvelopeError::NotAReview(format!(
             "not an AdmissionReview (kind is {})",
@@ -337,12 +323,10 @@ fn check_envelope<'a, O, P>(
         .kind
         .and_then(|k| k.kind)
         .unwrap_or(Cow::Borrowed(""));
-    let kind = match kind_name.as_ref() {
-        "BareMetalHost" => Some(ResourceKind::BareMetalHost),
-        "DataImage" => Some(ResourceKind::DataImage),
-        _ => None,
-    };
-    let review = Review {
+    let kind = [ResourceKind::BareMetalHost, ResourceKind::DataImage]
+        .into_iter()
+        .find(|kind| kind.as_str() == kind_name);
+    let mut review = Review {
         api_version,
         uid,
         kind_name,
@@ -365,7 +349,10 @@ fn check_envelope<'a, O, P>(
         old_object: None,
         old_data_images: None,
     };
-    Ok((review, request.object, request.old_object))
+    if let Some(old_object) = request.old_object {
+        old_object.store(&mut review);
+    }
+    Ok((review, request.object))
 }
 
 /// The parse error of `body`, naming the JSON path of the offending value.
@@ -390,43 +377,31 @@ fn describe_parse_error(body: &[u8]) -> String {
 
 /// Builds the error for a body that did not parse: in-band when the uid can
 /// still be read from it.
-fn damaged(body: &[u8], message: String) -> EnvelopeError {
-    let ids = recover_ids(body);
-    match ids.in_band_target() {
+fn damaged(body: &[u8]) -> EnvelopeError {
+    let message = format!("malformed AdmissionReview: {}", describe_parse_error(body));
+    match in_band_target(body) {
         Some((api_version, uid)) => EnvelopeError::InBand {
             api_version,
             uid,
-            message: format!("malformed AdmissionReview: {message}"),
+            message,
         },
-        None => EnvelopeError::NotAReview(format!("malformed AdmissionReview: {message}")),
+        None => EnvelopeError::NotAReview(message),
     }
 }
 
 /// What could be read from the start of a body that is damaged or truncated.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct RecoveredIds {
-    pub api_version: Option<String>,
-    pub kind: Option<String>,
-    pub uid: Option<String>,
+#[derive(Default)]
+struct RecoveredIds {
+    api_version: Option<String>,
+    kind: Option<String>,
+    uid: Option<String>,
 }
 
-impl RecoveredIds {
-    /// The apiVersion and uid to answer in-band with, if the body was an
-    /// AdmissionReview with a uid.
-    pub fn in_band_target(&self) -> Option<(&'static str, String)> {
-        if self.kind.as_deref().is_some_and(|k| k != REVIEW_KIND) {
-            return None;
-        }
-        let api_version = known_api_version(self.api_version.as_deref()?)?;
-        let uid = self.uid.as_deref().filter(|uid| !uid.is_empty())?;
-        Some((api_version, uid.to_string()))
-    }
-}
-
-/// Reads `apiVersion`, `kind` and `request.uid` from a possibly damaged or
-/// truncated body (an oversized one is cut at the limit), keeping whatever
-/// was read before the first error.
-pub fn recover_ids(body: &[u8]) -> RecoveredIds {
+/// The apiVersion and uid to answer in-band with, if the body was an
+/// AdmissionReview with a uid: `apiVersion`, `kind` and `request.uid` read
+/// from a possibly damaged or truncated body (an oversized one is cut at the
+/// limit), keeping whatever was read before the first error.
+pub fn in_band_target(body: &[u8]) -> Option<(&'static str, String)> {
     let mut ids = RecoveredIds::default();
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     // Errors are expected (that is why we are here): keep what was read.
@@ -435,7 +410,11 @@ pub fn recover_ids(body: &[u8]) -> RecoveredIds {
         request: false,
     };
     let _ = seed.deserialize(&mut deserializer);
-    ids
+    if ids.kind.is_some_and(|k| k != REVIEW_KIND) {
+        return None;
+    }
+    let api_version = known_api_version(ids.api_version.as_deref()?)?;
+    Some((api_version, ids.uid.filter(|uid| !uid.is_empty())?))
 }
 
 /// Reads the AdmissionReview object (`request: false`) or its `request`.
@@ -819,13 +798,11 @@ mod tests {
 
     #[test]
     fn recovers_ids_from_a_truncated_body() {
-        let ids = recover_ids(&V1_REVIEW.as_bytes()[..120]);
         assert_eq!(
-            ids.in_band_target(),
+            in_band_target(&V1_REVIEW.as_bytes()[..120]),
             Some((ADMISSION_V1, "abc-123".to_string()))
         );
-        let ids = recover_ids(&V1_REVIEW.as_bytes()[..60]);
-        assert_eq!(ids.in_band_target(), None);
+        assert_eq!(in_band_target(&V1_REVIEW.as_bytes()[..60]), None);
     }
 
     #[test]

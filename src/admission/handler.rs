@@ -190,11 +190,11 @@ async fn answer(
     body: Body,
     started: Instant,
 ) -> Response {
-    if !is_json(headers) {
-        let got = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("none");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if !content_type.is_some_and(is_json) {
+        let got = content_type.unwrap_or("none");
         tracing::info!(
             webhook = webhook.path(),
             content_type = got,
@@ -390,12 +390,10 @@ fn log_review(webhook: Webhook, review: &Review<'_>, verdict: &Verdict, started:
     }
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+/// Whether a Content-Type names JSON (parameters such as `charset` aside).
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default();
+    essence.trim().eq_ignore_ascii_case("application/json")
 }
 
 /// The `?timeout=10s` the API server appends to webhook URLs, capped at
@@ -501,7 +499,7 @@ fn too_large(webhook: Webhook, prefix: &[u8]) -> Response {
         "request body is larger than the {} MiB limit",
         MAX_BODY_BYTES / (1024 * 1024)
     );
-    match envelope::recover_ids(prefix).in_band_target() {
+    match envelope::in_band_target(prefix) {
         Some((api_version, uid)) => {
             tracing::info!(
                 webhook = webhook.path(),

@@ -7,11 +7,10 @@
 //! each value and whether it is blank are kept; Secret data is dropped at once.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::model::secret::secret_entries;
@@ -20,11 +19,7 @@ use crate::rules::SecretLookup;
 /// Where Secrets come from. Implementations must never put Secret data in
 /// [`SecretLookup::Unknown`] reasons.
 pub trait SecretSource: Send + Sync + 'static {
-    fn lookup<'a>(
-        &'a self,
-        namespace: &'a str,
-        name: &'a str,
-    ) -> Pin<Box<dyn Future<Output = SecretLookup> + Send + 'a>>;
+    fn lookup<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, SecretLookup>;
 }
 
 /// The reason [`NoClusterAccess`] gives (reviews whose only warnings end
@@ -37,11 +32,7 @@ pub const NO_CLUSTER_ACCESS: &str = "the webhook has no cluster access";
 pub struct NoClusterAccess;
 
 impl SecretSource for NoClusterAccess {
-    fn lookup<'a>(
-        &'a self,
-        _namespace: &'a str,
-        _name: &'a str,
-    ) -> Pin<Box<dyn Future<Output = SecretLookup> + Send + 'a>> {
+    fn lookup<'a>(&'a self, _namespace: &'a str, _name: &'a str) -> BoxFuture<'a, SecretLookup> {
         Box::pin(std::future::ready(SecretLookup::Unknown {
             reason: NO_CLUSTER_ACCESS.to_string(),
         }))
@@ -148,11 +139,7 @@ fn short_error(err: &kube::Error) -> String {
 }
 
 impl SecretSource for KubeSecrets {
-    fn lookup<'a>(
-        &'a self,
-        namespace: &'a str,
-        name: &'a str,
-    ) -> Pin<Box<dyn Future<Output = SecretLookup> + Send + 'a>> {
+    fn lookup<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, SecretLookup> {
         Box::pin(async move {
             let key = (namespace.to_string(), name.to_string());
             if let Some(found) = self.cached(&key) {
@@ -183,11 +170,7 @@ mod tests {
     struct Slow(Duration);
 
     impl SecretSource for Slow {
-        fn lookup<'a>(
-            &'a self,
-            _namespace: &'a str,
-            _name: &'a str,
-        ) -> Pin<Box<dyn Future<Output = SecretLookup> + Send + 'a>> {
+        fn lookup<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, SecretLookup> {
             Box::pin(async move {
                 tokio::time::sleep(self.0).await;
                 SecretLookup::NotFound

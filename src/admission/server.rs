@@ -402,8 +402,7 @@ async fn serve_connection(
     let builder = connection_builder(http2);
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
-    let mut closing = false;
-    let mut closing_since = Instant::now();
+    let mut closing_since: Option<Instant> = None;
     loop {
         let (state, next_check) = activity.check(options.header_read, options.idle);
         match state {
@@ -411,18 +410,15 @@ async fn serve_connection(
                 tracing::debug!(%peer, "request headers not received in time: closing");
                 return;
             }
-            ConnectionState::Idle if !closing => {
+            ConnectionState::Idle if closing_since.is_none() => {
                 tracing::debug!(%peer, "idle keep-alive connection: closing");
                 connection.as_mut().graceful_shutdown();
-                closing = true;
-                closing_since = Instant::now();
+                closing_since = Some(Instant::now());
             }
             _ => {}
         }
-        if closing
-            && state != ConnectionState::Busy
-            && closing_since.elapsed() > options.header_read
-        {
+        let closing_for = closing_since.map(|since| since.elapsed());
+        if state != ConnectionState::Busy && closing_for.is_some_and(|t| t > options.header_read) {
             // A peer that never finishes closing cannot keep the socket (an
             // in-flight request is bounded by the drain timeout instead).
             return;
@@ -434,10 +430,9 @@ async fn serve_connection(
                 }
                 return;
             }
-            _ = options.close_gracefully.cancelled(), if !closing => {
+            _ = options.close_gracefully.cancelled(), if closing_since.is_none() => {
                 connection.as_mut().graceful_shutdown();
-                closing = true;
-                closing_since = Instant::now();
+                closing_since = Some(Instant::now());
             }
             _ = options.close_now.cancelled() => return,
             _ = tokio::time::sleep(next_check) => {}
