@@ -286,10 +286,7 @@ async fn judge(
             webhook = webhook.path(),
             "admitting a kind this webhook does not handle"
         );
-        return Verdict {
-            allowed: true,
-            ..Verdict::default()
-        };
+        return Verdict::allow(Vec::new());
     };
     let decoded = match typed_object {
         Some(object) => rules::decode_typed(&input, object),
@@ -324,12 +321,10 @@ pub async fn guarded(judging: impl Future<Output = Verdict>, metrics: &Metrics) 
         Ok(verdict) => verdict,
         Err(panic) => {
             metrics.panics.inc();
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(std::string::ToString::to_string)
-                .or_else(|| panic.downcast_ref::<String>().cloned())
+            let what = (panic.downcast_ref::<&str>().copied())
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
                 .unwrap_or_default();
-            tracing::error!(panic = what.as_str(), "panic while reviewing a request");
+            tracing::error!(panic = what, "panic while reviewing a request");
             envelope::error_verdict(
                 500,
                 "InternalError",

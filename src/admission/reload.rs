@@ -9,7 +9,6 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,7 +47,7 @@ pub(crate) struct TlsState {
     config: ArcSwap<ServerConfig>,
     /// Serving certificate, client CA.
     seen: Mutex<[Seen; 2]>,
-    cert_not_after: AtomicI64,
+    /// Also holds the notAfter of the certificate being served.
     metrics: Metrics,
 }
 
@@ -106,7 +105,6 @@ impl TlsState {
         log_loaded("loaded serving certificate", &settings.cert_file, &cert);
         Ok(Self {
             seen: Mutex::new(seen),
-            cert_not_after: AtomicI64::new(cert.not_after),
             settings,
             provider,
             resolver,
@@ -126,7 +124,8 @@ impl TlsState {
 
     /// notAfter (Unix seconds) of the certificate being served.
     pub(crate) fn cert_not_after(&self) -> i64 {
-        self.cert_not_after.load(Ordering::Relaxed)
+        let expiry = self.metrics.certificate_expiry.get_or_create(&SERVING);
+        expiry.get()
     }
 
     /// Re-reads the files; swaps in what changed and is valid.
@@ -135,7 +134,6 @@ impl TlsState {
         self.reload_one(0, &[&settings.cert_file, &settings.key_file], |pems| {
             let cert = tls::parse_cert(&pems[0], &pems[1], &self.provider)?;
             self.resolver.0.store(cert.certified.clone());
-            self.cert_not_after.store(cert.not_after, Ordering::Relaxed);
             log_loaded("reloaded serving certificate", &settings.cert_file, &cert);
             Ok(cert.not_after)
         });
