@@ -194,11 +194,9 @@ fn borrowed_str<'de: 'a, 'a, D: de::Deserializer<'de>>(
 }
 
 fn known_api_version(api_version: &str) -> Option<&'static str> {
-    match api_version {
-        ADMISSION_V1 => Some(ADMISSION_V1),
-        ADMISSION_V1BETA1 => Some(ADMISSION_V1BETA1),
-        _ => None,
-    }
+    [ADMISSION_V1, ADMISSION_V1BETA1]
+        .into_iter()
+        .find(|known| *known == api_version)
 }
 
 /// Parses an AdmissionReview request body, keeping `object` and `oldObject`
@@ -301,13 +299,10 @@ fn check_envelope<'a, O, P: OldObject<'a>>(
             "AdmissionReview has no request".to_string(),
         ));
     };
-    let uid = match request.uid {
-        Some(uid) if !uid.is_empty() => uid,
-        _ => {
-            return Err(EnvelopeError::NotAReview(
-                "AdmissionReview has no request.uid".to_string(),
-            ));
-        }
+    let Some(uid) = request.uid.filter(|uid| !uid.is_empty()) else {
+        return Err(EnvelopeError::NotAReview(
+            "AdmissionReview has no request.uid".to_string(),
+        ));
     };
     let in_band = |message: String| EnvelopeError::InBand {
         api_version,
