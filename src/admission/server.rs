@@ -162,14 +162,8 @@ impl Server {
 
     /// Serves until a requested shutdown has drained.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Self {
-            listener,
-            router,
-            handle,
-            settings,
-            ..
-        } = self;
-        let (args, tls) = (&settings.args, &handle.0.tls);
+        let (args, handle) = (&self.settings.args, &self.handle);
+        let tls = &handle.0.tls;
         let reloader_stop = CancellationToken::new();
         spawn_reloader(tls.clone(), args.cert_poll_interval, reloader_stop.clone());
         // Before readiness turns true.
@@ -186,20 +180,20 @@ impl Server {
             handshake: args.handshake_timeout,
             header_read: args.header_read_timeout,
             idle: args.idle_timeout,
-            router,
+            router: self.router,
             draining: handle.clone(),
             close_gracefully: CancellationToken::new(),
             close_now: CancellationToken::new(),
         });
         let stop_accepting = handle.clone().stop_accepting(args.shutdown_delay);
-        crate::listener::accept_until(&listener, stop_accepting, |stream, peer| {
+        crate::listener::accept_until(&self.listener, stop_accepting, |stream, peer| {
             let acceptor = TlsAcceptor::from(tls.config());
             connections.spawn(serve_connection(stream, peer, acceptor, options.clone()));
         })
         .await;
-        drop(listener);
+        drop(self.listener);
         handle.0.serving.store(false, Ordering::SeqCst);
-        drain(&connections, &options, &handle, args.drain_timeout).await;
+        drain(&connections, &options, handle, args.drain_timeout).await;
         reloader_stop.cancel();
         tracing::info!("webhook server stopped");
         Ok(())
