@@ -181,7 +181,7 @@ impl Server {
             header_read: args.header_read_timeout,
             idle: args.idle_timeout,
             router: self.router,
-            draining: handle.clone(),
+            handle: handle.clone(),
             close_gracefully: CancellationToken::new(),
             close_now: CancellationToken::new(),
         });
@@ -193,7 +193,7 @@ impl Server {
         .await;
         drop(self.listener);
         handle.0.serving.store(false, Ordering::SeqCst);
-        drain(&connections, &options, handle, args.drain_timeout).await;
+        drain(&connections, &options, args.drain_timeout).await;
         reloader_stop.cancel();
         tracing::info!("webhook server stopped");
         Ok(())
@@ -203,12 +203,7 @@ impl Server {
 /// After the listener closed: idle connections close now, in-flight requests
 /// get `limit` to finish (a second signal cuts it short), then the rest is
 /// closed.
-async fn drain(
-    connections: &TaskTracker,
-    options: &ConnectionOptions,
-    handle: &ServerHandle,
-    limit: Duration,
-) {
+async fn drain(connections: &TaskTracker, options: &ConnectionOptions, limit: Duration) {
     let open = connections.len();
     tracing::info!(
         connections = open,
@@ -217,7 +212,7 @@ async fn drain(
     options.close_gracefully.cancel();
     connections.close();
     let hurried = async {
-        handle.0.hurry.cancelled().await;
+        options.handle.0.hurry.cancelled().await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     tokio::select! {
@@ -237,7 +232,7 @@ struct ConnectionOptions {
     header_read: Duration,
     idle: Duration,
     router: Router,
-    draining: ServerHandle,
+    handle: ServerHandle,
     close_gracefully: CancellationToken,
     close_now: CancellationToken,
 }
@@ -375,7 +370,7 @@ async fn serve_connection(
     }));
     let service = {
         let (router, activity) = (options.router.clone(), activity.clone());
-        let handle = options.draining.clone();
+        let handle = options.handle.clone();
         // service_fn: the request future is not boxed (this is the hot path).
         hyper::service::service_fn(move |request: Request<Incoming>| {
             activity.request_started();
