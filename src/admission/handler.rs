@@ -394,17 +394,13 @@ fn is_json(content_type: &str) -> bool {
 /// The `?timeout=10s` the API server appends to webhook URLs, capped at
 /// [`MAX_REQUEST_TIMEOUT`].
 pub fn request_timeout(uri: &Uri) -> Result<Option<Duration>, String> {
-    let Some(query) = uri.query() else {
-        return Ok(None);
-    };
-    for pair in query.split('&') {
-        if let Some(value) = pair.strip_prefix("timeout=") {
-            return parse_duration(value)
-                .map(|timeout| Some(timeout.min(MAX_REQUEST_TIMEOUT)))
-                .map_err(|err| format!("bad timeout query parameter: {err}"));
-        }
-    }
-    Ok(None)
+    let query = uri.query().unwrap_or_default();
+    let value = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("timeout="));
+    let timeout = value.map(parse_duration).transpose();
+    let timeout = timeout.map_err(|err| format!("bad timeout query parameter: {err}"))?;
+    Ok(timeout.map(|timeout| timeout.min(MAX_REQUEST_TIMEOUT)))
 }
 
 /// Time allowed for the Secret lookup: within `--secret-timeout`, and early
