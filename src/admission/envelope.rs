@@ -392,10 +392,10 @@ struct RecoveredIds {
     uid: Option<String>,
 }
 
-/// The apiVersion and uid to answer in-band with, if the body was an
-/// AdmissionReview with a uid: `apiVersion`, `kind` and `request.uid` read
-/// from a possibly damaged or truncated body (an oversized one is cut at the
-/// limit), keeping whatever was read before the first error.
+/// The apiVersion and uid to answer in-band with, from `apiVersion`, `kind`
+/// and `request.uid` of a possibly damaged or truncated body (an oversized
+/// one is cut at the limit), keeping whatever was read before the first
+/// error: `None` unless it is an AdmissionReview with a uid.
 pub fn in_band_target(body: &[u8]) -> Option<(&'static str, String)> {
     let mut ids = RecoveredIds::default();
     let mut deserializer = serde_json::Deserializer::from_slice(body);

@@ -406,8 +406,9 @@ async fn serve_connection(
             }
             _ => {}
         }
-        let closing_for = closing_since.map(|since| since.elapsed());
-        if state != ConnectionState::Busy && closing_for.is_some_and(|t| t > options.header_read) {
+        if state != ConnectionState::Busy
+            && closing_since.is_some_and(|since| since.elapsed() > options.header_read)
+        {
             // A peer that never finishes closing cannot keep the socket (an
             // in-flight request is bounded by the drain timeout instead).
             return;
