@@ -347,11 +347,7 @@ fn judge(
     let namespace = meta.namespace.as_deref().unwrap_or("default");
     let input = ReviewInput {
         kind,
-        operation: if old.is_some() {
-            Operation::Update
-        } else {
-            Operation::Create
-        },
+        operation: old.map_or(Operation::Create, |_| Operation::Update),
         sub_resource: None,
         user: CHECK_USER,
         name: meta.name.as_deref().unwrap_or(""),
