@@ -109,9 +109,7 @@ fn restore_ops(
     if new_has_part {
         ops.push(add(field_path, value));
     } else {
-        let mut wrapper = serde_json::Map::new();
-        wrapper.insert("dataImage".to_string(), value);
-        ops.push(add(part_path, Value::Object(wrapper)));
+        ops.push(add(part_path, serde_json::json!({ "dataImage": value })));
     }
     typed
 }

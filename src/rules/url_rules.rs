@@ -87,10 +87,8 @@ pub fn check_url(field: &str, value: Option<&str>, credentials_hint: &str) -> Ur
     let http_or_https = matches!(url.scheme(), "http" | "https");
     if !http_or_https {
         report.errors.push(invalid("scheme must be http or https"));
-    }
-
-    // Rule 4 (an http(s) URL without a host fails to parse above).
-    if http_or_https {
+    } else {
+        // Rule 4 (an http(s) URL without a host fails to parse above).
         if url.host_str().is_none_or(str::is_empty) {
             report.errors.push(invalid("host must not be empty"));
         }
