@@ -273,12 +273,9 @@ fn check_serving_cert(
 /// reader never sees half a file; private files are created mode 0600.
 fn write_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    let mode = if private { 0o600 } else { 0o644 };
     let mut file = tempfile::Builder::new()
-        .permissions(fs::Permissions::from_mode(if private {
-            0o600
-        } else {
-            0o644
-        }))
+        .permissions(fs::Permissions::from_mode(mode))
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     file.write_all(contents)

@@ -77,15 +77,11 @@ pub struct CrdArgs {
 
 pub fn run(args: CrdArgs) -> anyhow::Result<()> {
     let text = render(args.output)?;
-    match args.out {
-        Some(path) => {
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
-        }
-        None => {
-            print!("{text}");
-            Ok(())
-        }
-    }
+    let Some(path) = args.out else {
+        print!("{text}");
+        return Ok(());
+    };
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The text of one output, exactly as checked in under `manifests/`.
