@@ -240,12 +240,13 @@ impl Findings {
         meta: &ObjectMeta,
         unchanged: impl Fn(DependsOn) -> bool,
     ) -> Verdict {
+        let kind = input.kind;
         let name = (Some(input.name).filter(|n| !n.is_empty()))
             .or(meta.name_or_generate_name())
             .unwrap_or("");
         let mut denials = Vec::new();
         let mut warnings = Vec::new();
-        let guarded = match input.kind {
+        let guarded = match kind {
             ResourceKind::BareMetalHost => "spec.dataImage",
             ResourceKind::DataImage => DATAIMAGE_URL_FIELD,
         };
@@ -263,7 +264,7 @@ impl Findings {
         if denials.is_empty() {
             return Verdict::allow(warnings);
         }
-        let message = invalid_message(input.kind.as_str(), GROUP, name, &denials);
+        let message = invalid_message(kind.as_str(), GROUP, name, &denials);
         let causes = denials.into_iter().map(|e| StatusCause {
             reason: e.reason.as_str().to_string(),
             field: e.field,
@@ -271,13 +272,7 @@ impl Findings {
         });
         Verdict {
             warnings,
-            ..deny(
-                (422, "Invalid"),
-                message,
-                input.kind,
-                name,
-                causes.collect(),
-            )
+            ..deny((422, "Invalid"), message, kind, name, causes.collect())
         }
     }
 }
