@@ -71,15 +71,13 @@ pub fn mutate(
 /// from a raw oldObject.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct OldDataImages {
-    #[serde(default)]
     spec: Option<OldPart>,
-    #[serde(default)]
     status: Option<OldPart>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
 struct OldPart {
-    #[serde(default, rename = "dataImage")]
+    #[serde(rename = "dataImage")]
     data_image: Option<Box<RawValue>>,
 }
 
