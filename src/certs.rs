@@ -25,7 +25,6 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::json;
 use x509_parser::certificate::X509Certificate;
-use x509_parser::time::ASN1Time;
 
 /// File names, as cert-manager and the kubelet's Secret volume lay them out.
 const CA_CERT_FILE: &str = "ca.crt";
@@ -182,9 +181,9 @@ fn sign(
     name.push(DnType::OrganizationName, "metal3-dataimage");
     name.push(DnType::CommonName, common_name);
     params.distinguished_name = name;
-    let asn1 = |time| ASN1Time::from_timestamp(unix_seconds(time)).map(|t| t.to_datetime());
-    params.not_before = asn1(now - BACKDATE).context("certificate start out of range")?;
-    params.not_after = asn1(now + validity).context("certificate validity out of range")?;
+    // rcgen drops the sub-second part.
+    params.not_before = (now - BACKDATE).into();
+    params.not_after = (now + validity).into();
     let key = KeyPair::generate().context("generating a key")?;
     let cert = match issuer {
         None => params.self_signed(&key),
@@ -199,10 +198,6 @@ fn sign(
         cert_pem: cert.context("signing the certificate")?.pem(),
         key_pem: key.serialize_pem(),
     })
-}
-
-fn unix_seconds(time: SystemTime) -> i64 {
-    jiff::Timestamp::try_from(time).map_or(0, jiff::Timestamp::as_second)
 }
 
 /// The DER of the first certificate in `pem`; [`parse`] reads it.
@@ -233,7 +228,7 @@ fn check_serving_cert(
     let ca_der = der(ca_pem).context("CA certificate")?;
     let cert_der = der(cert_pem).context("serving certificate")?;
     let ca = parse(&ca_der).context("CA certificate")?;
-    if ca.validity().not_after.timestamp() < unix_seconds(valid_until) {
+    if SystemTime::from(ca.validity().not_after.to_datetime()) < valid_until {
         bail!("CA certificate expires at {}", ca.validity().not_after);
     }
     let cert = parse(&cert_der).context("serving certificate")?;
@@ -278,12 +273,9 @@ fn check_serving_cert(
 /// reader never sees half a file; private files are created mode 0600.
 fn write_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    let mode = if private { 0o600 } else { 0o644 };
     let mut file = tempfile::Builder::new()
-        .permissions(fs::Permissions::from_mode(if private {
-            0o600
-        } else {
-            0o644
-        }))
+        .permissions(fs::Permissions::from_mode(mode))
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     file.write_all(contents)
@@ -455,7 +447,7 @@ fn reuse_ca(dir: &Path, until: SystemTime) -> Option<KeyedCert> {
     let cert = parse(&der).ok()?;
     let usable = cert.is_ca()
         && key_matches(&KeyPair::from_pem(&key_pem).ok()?, &cert)
-        && cert.validity().not_after.timestamp() > unix_seconds(until);
+        && SystemTime::from(cert.validity().not_after.to_datetime()) > until;
     usable.then_some(KeyedCert { cert_pem, key_pem })
 }
 

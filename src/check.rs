@@ -5,7 +5,6 @@
 //! [`rules::mutate`] run on it as on an AdmissionReview's object.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -28,10 +27,9 @@ const EXIT_UNREADABLE: u8 = 2;
 /// The user name the rules see for offline checks (never an operator user).
 const CHECK_USER: &str = "metal3-dataimage-check";
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
     /// One line per object, `warning:` lines under it.
-    #[default]
     Text,
     /// One JSON object per line.
     Json,
@@ -188,11 +186,8 @@ fn read_source(path: &Path, stdin_used: &mut bool) -> Result<String, String> {
             return Err("-: standard input can be read only once".to_string());
         }
         *stdin_used = true;
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| format!("-: cannot read standard input: {e}"))?;
-        return Ok(text);
+        return std::io::read_to_string(std::io::stdin())
+            .map_err(|e| format!("-: cannot read standard input: {e}"));
     }
     std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
 }
@@ -347,11 +342,7 @@ fn judge(
     let namespace = meta.namespace.as_deref().unwrap_or("default");
     let input = ReviewInput {
         kind,
-        operation: if old.is_some() {
-            Operation::Update
-        } else {
-            Operation::Create
-        },
+        operation: old.map_or(Operation::Create, |_| Operation::Update),
         sub_resource: None,
         user: CHECK_USER,
         name: meta.name.as_deref().unwrap_or(""),

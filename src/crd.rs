@@ -77,15 +77,11 @@ pub struct CrdArgs {
 
 pub fn run(args: CrdArgs) -> anyhow::Result<()> {
     let text = render(args.output)?;
-    match args.out {
-        Some(path) => {
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
-        }
-        None => {
-            print!("{text}");
-            Ok(())
-        }
-    }
+    let Some(path) = args.out else {
+        print!("{text}");
+        return Ok(());
+    };
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The text of one output, exactly as checked in under `manifests/`.
@@ -98,21 +94,11 @@ pub fn render(output: Output) -> anyhow::Result<String> {
         Output::Patch => header + &serde_saphyr::to_string(&crd_patch())?,
         Output::Crd => header + &serde_saphyr::to_string(&standalone_crd())?,
         Output::Schema => {
-            let schemas =
-                json!({"spec.dataImage": spec_schema(), "status.dataImage": status_schema()});
+            let schemas = json!({"spec.dataImage": schema::<DataImageSpec>(),
+                                 "status.dataImage": schema::<DataImageStatus>()});
             serde_json::to_string_pretty(&schemas)? + "\n"
         }
     })
-}
-
-/// Structural schema of `spec.dataImage`.
-pub fn spec_schema() -> Value {
-    generate::<DataImageSpec>()
-}
-
-/// Structural schema of `status.dataImage`.
-pub fn status_schema() -> Value {
-    generate::<DataImageStatus>()
 }
 
 /// The columns appended to the BareMetalHost's `additionalPrinterColumns`
@@ -135,8 +121,9 @@ pub fn crd_patch() -> Value {
         // Fails the patch (instead of patching the wrong version) if the
         // operator's CRD ever lists another version first.
         json!({"op": "test", "path": "/spec/versions/0/name", "value": crate::model::VERSION}),
-        json!({"op": "add", "path": SPEC_DATA_IMAGE_POINTER, "value": spec_schema()}),
-        json!({"op": "add", "path": STATUS_DATA_IMAGE_POINTER, "value": status_schema()}),
+        json!({"op": "add", "path": SPEC_DATA_IMAGE_POINTER, "value": schema::<DataImageSpec>()}),
+        json!({"op": "add", "path": STATUS_DATA_IMAGE_POINTER,
+               "value": schema::<DataImageStatus>()}),
     ];
     // `/-` appends: the operator's own columns keep their order (a strategic
     // merge patch would replace the whole list).
@@ -183,12 +170,12 @@ pub fn standalone_crd() -> Value {
                         "spec": {
                             "type": "object",
                             "x-kubernetes-preserve-unknown-fields": true,
-                            "properties": {"dataImage": spec_schema()}
+                            "properties": {"dataImage": schema::<DataImageSpec>()}
                         },
                         "status": {
                             "type": "object",
                             "x-kubernetes-preserve-unknown-fields": true,
-                            "properties": {"dataImage": status_schema()}
+                            "properties": {"dataImage": schema::<DataImageStatus>()}
                         }
                     }
                 }}
@@ -197,8 +184,10 @@ pub fn standalone_crd() -> Value {
     })
 }
 
-/// Generate `T`'s schema inline (no `$ref`) and normalise it to a structural schema.
-fn generate<T: schemars::JsonSchema>() -> Value {
+/// `T`'s schema inline (no `$ref`), normalised to a structural schema: the
+/// schema of `spec.dataImage` ([`DataImageSpec`]) or `status.dataImage`
+/// ([`DataImageStatus`]).
+pub fn schema<T: schemars::JsonSchema>() -> Value {
     let mut settings = SchemaSettings::openapi3();
     settings.inline_subschemas = true;
     settings.meta_schema = None;
@@ -238,7 +227,7 @@ mod tests {
 
     #[test]
     fn spec_schema_is_structure_only_with_optional_url_and_no_default() {
-        let schema = spec_schema();
+        let schema = schema::<DataImageSpec>();
         assert_eq!(schema["type"], "object");
         // url or contentFrom: the webhook's rule 12 says which is missing.
         assert!(schema.get("required").is_none(), "{schema}");
@@ -296,7 +285,7 @@ mod tests {
 
     #[test]
     fn status_schema_lists_states_and_typed_counters() {
-        let schema = status_schema();
+        let schema = schema::<DataImageStatus>();
         let properties = &schema["properties"];
         let states = [
             "Waiting",
@@ -328,7 +317,7 @@ mod tests {
             #[serde(default)]
             d: u8,
         }
-        let schema = generate::<Sample>();
+        let schema = schema::<Sample>();
         assert_eq!(
             schema,
             json!({"type": "object", "description": "A sample.", "properties": {
@@ -346,6 +335,6 @@ mod tests {
         let crd: Value = serde_saphyr::from_str(&render(Output::Crd).unwrap()).unwrap();
         assert_eq!(crd, standalone_crd());
         let schemas: Value = serde_json::from_str(&render(Output::Schema).unwrap()).unwrap();
-        assert_eq!(schemas["spec.dataImage"], spec_schema());
+        assert_eq!(schemas["spec.dataImage"], schema::<DataImageSpec>());
     }
 }

@@ -8,8 +8,7 @@
 //!   the reconciler's `Api`/`Controller`. The reconciler only ever *patches*,
 //!   so the fields we do not model are never lost.
 
-use std::borrow::Cow;
-
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta as K8sObjectMeta;
 use serde::Deserialize;
 
 use super::ObjectMeta;
@@ -126,32 +125,29 @@ impl BareMetalHost {
 /// The reconciler's view: full Kubernetes metadata, same spec/status types.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct HostResource {
-    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    pub metadata: K8sObjectMeta,
     #[serde(default)]
     pub spec: BareMetalHostSpec,
     pub status: Option<BareMetalHostStatus>,
 }
 
-impl kube::Resource for HostResource {
-    type DynamicType = ();
-    type Scope = kube::core::NamespaceResourceScope;
+// kube's blanket `kube::Resource` impl reads these two.
+impl k8s_openapi::Resource for HostResource {
+    const API_VERSION: &'static str = super::API_VERSION;
+    const GROUP: &'static str = super::GROUP;
+    const KIND: &'static str = "BareMetalHost";
+    const VERSION: &'static str = super::VERSION;
+    const URL_PATH_SEGMENT: &'static str = "baremetalhosts";
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
 
-    fn kind(_: &()) -> Cow<'_, str> {
-        "BareMetalHost".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        super::GROUP.into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        super::VERSION.into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "baremetalhosts".into()
-    }
-    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+impl k8s_openapi::Metadata for HostResource {
+    type Ty = K8sObjectMeta;
+
+    fn metadata(&self) -> &K8sObjectMeta {
         &self.metadata
     }
-    fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    fn metadata_mut(&mut self) -> &mut K8sObjectMeta {
         &mut self.metadata
     }
 }

@@ -32,19 +32,15 @@ pub fn check_source(data_image: &DataImageInput) -> Option<FieldError> {
 
 /// Rule 13: fields that belong to the other source.
 pub fn check_source_fields(data_image: &DataImageInput) -> Vec<FieldError> {
+    const URL_ONLY: &str =
+        "may only be used with url: an image built from contentFrom is not fetched";
     let mut errors = Vec::new();
     if data_image.content_from.is_some() {
         if data_image.credentials_name.is_some() {
-            errors.push(FieldError::forbidden(
-                CREDENTIALS_FIELD,
-                "may only be used with url: an image built from contentFrom is not fetched",
-            ));
+            errors.push(FieldError::forbidden(CREDENTIALS_FIELD, URL_ONLY));
         }
         if data_image.disable_certificate_verification == Some(true) {
-            errors.push(FieldError::forbidden(
-                INSECURE_FIELD,
-                "may only be used with url: an image built from contentFrom is not fetched",
-            ));
+            errors.push(FieldError::forbidden(INSECURE_FIELD, URL_ONLY));
         }
     } else if data_image.volume_label.is_some() {
         errors.push(FieldError::forbidden(

@@ -133,12 +133,9 @@ pub fn go_quote(s: &str) -> String {
             c if (c as u32) < 0x20 || c as u32 == 0x7f => {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             }
+            // Both sets lie in the Basic Multilingual Plane: four hex digits.
             c if c.is_control() || is_format_or_separator(c) => {
-                if (c as u32) <= 0xffff {
-                    let _ = write!(out, "\\u{:04x}", c as u32);
-                } else {
-                    let _ = write!(out, "\\U{:08x}", c as u32);
-                }
+                let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
         }

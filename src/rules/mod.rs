@@ -43,13 +43,8 @@ pub enum Operation {
 impl Operation {
     /// Parses the AdmissionReview spelling (`CREATE`, `UPDATE`, ...).
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "CREATE" => Some(Self::Create),
-            "UPDATE" => Some(Self::Update),
-            "DELETE" => Some(Self::Delete),
-            "CONNECT" => Some(Self::Connect),
-            _ => None,
-        }
+        let all = [Self::Create, Self::Update, Self::Delete, Self::Connect];
+        all.into_iter().find(|op| op.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {

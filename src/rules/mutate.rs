@@ -71,15 +71,13 @@ pub fn mutate(
 /// from a raw oldObject.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct OldDataImages {
-    #[serde(default)]
     spec: Option<OldPart>,
-    #[serde(default)]
     status: Option<OldPart>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
 struct OldPart {
-    #[serde(default, rename = "dataImage")]
+    #[serde(rename = "dataImage")]
     data_image: Option<Box<RawValue>>,
 }
 
@@ -109,9 +107,7 @@ fn restore_ops(
     if new_has_part {
         ops.push(add(field_path, value));
     } else {
-        let mut wrapper = serde_json::Map::new();
-        wrapper.insert("dataImage".to_string(), value);
-        ops.push(add(part_path, Value::Object(wrapper)));
+        ops.push(add(part_path, serde_json::json!({ "dataImage": value })));
     }
     typed
 }

@@ -43,17 +43,12 @@ pub fn check_url(field: &str, value: Option<&str>, credentials_hint: &str) -> Ur
     let parsed = Url::parse(raw);
     let echo = echo_url(raw, parsed.as_ref().ok());
     let invalid = |detail: &str| FieldError::invalid(field, &echo, detail);
-    let too_long = raw.chars().count() > MAX_URL_CHARS;
-    let length_error = || {
-        FieldError::invalid(
-            field,
-            &crate::text::truncate(&echo, 64, "..."),
-            &format!(
-                "must be at most {MAX_URL_CHARS} characters (it has {})",
-                raw.chars().count()
-            ),
-        )
-    };
+    // Rule 6's error, reported in rule order below.
+    let chars = raw.chars().count();
+    let too_long = (chars > MAX_URL_CHARS).then(|| {
+        let detail = format!("must be at most {MAX_URL_CHARS} characters (it has {chars})");
+        FieldError::invalid(field, &crate::text::truncate(&echo, 64, "..."), &detail)
+    });
 
     // Rule 1: whitespace and control characters (the WHATWG parser strips or
     // drops them silently, so they are also repairs); rule 2 (and rule 4
@@ -76,9 +71,7 @@ pub fn check_url(field: &str, value: Option<&str>, credentials_hint: &str) -> Ur
         Ok(url) => url,
         Err(detail) => {
             report.errors.push(invalid(&detail));
-            if too_long {
-                report.errors.push(length_error());
-            }
+            report.errors.extend(too_long);
             return report;
         }
     };
@@ -87,10 +80,8 @@ pub fn check_url(field: &str, value: Option<&str>, credentials_hint: &str) -> Ur
     let http_or_https = matches!(url.scheme(), "http" | "https");
     if !http_or_https {
         report.errors.push(invalid("scheme must be http or https"));
-    }
-
-    // Rule 4 (an http(s) URL without a host fails to parse above).
-    if http_or_https {
+    } else {
+        // Rule 4 (an http(s) URL without a host fails to parse above).
         if url.host_str().is_none_or(str::is_empty) {
             report.errors.push(invalid("host must not be empty"));
         }
@@ -109,9 +100,7 @@ pub fn check_url(field: &str, value: Option<&str>, credentials_hint: &str) -> Ur
     }
 
     // Rule 6.
-    if too_long {
-        report.errors.push(length_error());
-    }
+    report.errors.extend(too_long);
 
     // Rule 7.
     if http_or_https && let Some(detail) = repair(raw, &url) {
@@ -138,18 +127,17 @@ pub fn check_url(field: &str, value: Option<&str>, credentials_hint: &str) -> Ur
 /// Whether the authority carries userinfo, also the empty `http://@h/` that
 /// the parser drops silently.
 fn has_userinfo(raw: &str, url: &Url) -> bool {
-    !url.username().is_empty() || url.password().is_some() || authority_of(raw).contains('@')
+    !url.username().is_empty() || url.password().is_some() || split_authority(raw).0.contains('@')
 }
 
 /// The authority of `raw` as RFC 3986 splits it (after `scheme:` and any
-/// slashes, up to the first `/`, `\`, `?` or `#`).
-fn authority_of(raw: &str) -> &str {
+/// slashes, up to the first `/`, `\`, `?` or `#`), and the rest of `raw`.
+fn split_authority(raw: &str) -> (&str, &str) {
     let Some(colon) = raw.find(':') else {
-        return "";
+        return ("", raw);
     };
     let rest = raw[colon + 1..].trim_start_matches(['/', '\\']);
-    let end = rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len());
-    &rest[..end]
+    rest.split_at(rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len()))
 }
 
 /// The URL as it may appear in a message: a clean parsed URL as written,
@@ -184,21 +172,15 @@ fn repair(raw: &str, url: &Url) -> Option<String> {
                 .to_string(),
         );
     }
-    let colon = raw.find(':')?;
-    let scheme = url.scheme();
-    let slashes_missing = || {
-        Some(format!(
+    let after_scheme = &raw[raw.find(':')? + 1..];
+    if !after_scheme.starts_with("//") || after_scheme[2..].starts_with('/') {
+        let scheme = url.scheme();
+        return Some(format!(
             "must start with \"{scheme}://\" followed by the host; URL parsers disagree on what this means"
-        ))
-    };
-    let Some(rest) = raw[colon + 1..].strip_prefix("//") else {
-        return slashes_missing();
-    };
-    if rest.starts_with('/') {
-        return slashes_missing();
+        ));
     }
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
+    // Exactly two slashes and no backslash: the authority ends at `/`, `?` or `#`.
+    let (authority, tail) = split_authority(raw);
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
     let host_in = if host_port.starts_with('[') {
         host_port.find(']').map_or(host_port, |i| &host_port[..=i])

@@ -8,7 +8,7 @@ use super::{
     DenyStatus, Inner, Operation, Policy, ResourceKind, ReviewInput, SecretLookup, StatusCause,
     StatusDetails, Verdict,
 };
-use crate::model::{BareMetalHost, GROUP, UpstreamDataImage};
+use crate::model::{BareMetalHost, GROUP, ObjectMeta, UpstreamDataImage};
 use DependsOn::{AlsoBmcAddress, AlsoImageFormat, DataImageOnly};
 
 const HOST_URL_FIELD: &str = "spec.dataImage.url";
@@ -53,17 +53,6 @@ pub fn validate(
         verdict.warnings.clear();
     }
     verdict
-}
-
-/// The object's name for messages: `request.name`, else `metadata.name`,
-/// else `metadata.generateName` (the mutating call of a generateName create
-/// has no name yet), else empty.
-fn display_name<'a>(input: &ReviewInput<'a>, decoded_name: Option<&'a str>) -> &'a str {
-    if input.name.is_empty() {
-        decoded_name.unwrap_or("")
-    } else {
-        input.name
-    }
 }
 
 /// An object that does not decode: named by `request.name` alone (its
@@ -190,8 +179,7 @@ fn judge_host(
                 AlsoBmcAddress => old.bmc_address() == new.bmc_address(),
             }
     };
-    let name = display_name(input, new.metadata.name_or_generate_name());
-    findings.finish(ResourceKind::BareMetalHost, name, unchanged)
+    findings.finish(input, &new.metadata, unchanged)
 }
 
 fn judge_data_image(input: &ReviewInput<'_>, new: &UpstreamDataImage) -> Verdict {
@@ -210,8 +198,7 @@ fn judge_data_image(input: &ReviewInput<'_>, new: &UpstreamDataImage) -> Verdict
     findings.warnings.extend(url.warnings);
     let old: Option<UpstreamDataImage> = findings.old_if_needed(input);
     let unchanged = |_: DependsOn| old.as_ref().is_some_and(|o| url_of(o) == new_url);
-    let name = display_name(input, new.metadata.name_or_generate_name());
-    findings.finish(ResourceKind::DataImage, name, unchanged)
+    findings.finish(input, &new.metadata, unchanged)
 }
 
 impl Findings {
@@ -243,12 +230,20 @@ impl Findings {
         self.warnings.extend(found.warnings);
     }
 
+    /// The verdict on the violations whose inputs changed (the others are
+    /// warnings), for the object named `request.name`, else `metadata.name`,
+    /// else `metadata.generateName` (the mutating call of a generateName
+    /// create has no name yet), else empty.
     fn finish(
         self,
-        kind: ResourceKind,
-        name: &str,
+        input: &ReviewInput<'_>,
+        meta: &ObjectMeta,
         unchanged: impl Fn(DependsOn) -> bool,
     ) -> Verdict {
+        let kind = input.kind;
+        let name = (Some(input.name).filter(|n| !n.is_empty()))
+            .or(meta.name_or_generate_name())
+            .unwrap_or("");
         let mut denials = Vec::new();
         let mut warnings = Vec::new();
         let guarded = match kind {

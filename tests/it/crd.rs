@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use metal3_dataimage::crd;
+use metal3_dataimage::model::{DataImageSpec, DataImageStatus};
 use metal3_dataimage::rules::host_rules::{CREDENTIALS_FIELD, check_secret_name};
 use metal3_dataimage::rules::url_rules::check_url;
 use proptest::prelude::*;
@@ -83,11 +84,11 @@ fn patch_adds_both_fields_to_the_upstream_crd_and_changes_nothing_else() {
     assert!(reconciler_accepts(&patched));
     assert_eq!(
         patched.pointer(crd::SPEC_DATA_IMAGE_POINTER).unwrap(),
-        &crd::spec_schema()
+        &crd::schema::<DataImageSpec>()
     );
     assert_eq!(
         patched.pointer(crd::STATUS_DATA_IMAGE_POINTER).unwrap(),
-        &crd::status_schema()
+        &crd::schema::<DataImageStatus>()
     );
 
     // The operator's columns keep their order; ours come after them.
@@ -202,11 +203,11 @@ fn standalone_test_crd_renders_and_carries_the_schema() {
     let root = &version["schema"]["openAPIV3Schema"];
     assert_eq!(
         root["properties"]["spec"]["properties"]["dataImage"],
-        crd::spec_schema()
+        crd::schema::<DataImageSpec>()
     );
     assert_eq!(
         root["properties"]["status"]["properties"]["dataImage"],
-        crd::status_schema()
+        crd::schema::<DataImageStatus>()
     );
 }
 
@@ -839,7 +840,7 @@ fn value_rules_in_spec_are_reported() {
             "{expected} not in:\n{problems}"
         );
     }
-    assert!(check_defers_to_webhook(&crd::spec_schema()).is_ok());
+    assert!(check_defers_to_webhook(&crd::schema::<DataImageSpec>()).is_ok());
 }
 
 #[test]
