@@ -8,10 +8,11 @@
 //! - `GET /metrics`: the registry in the Prometheus text format (0.0.4), or in
 //!   OpenMetrics when the scraper asks for `application/openmetrics-text`.
 
-use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
@@ -20,6 +21,8 @@ use axum::routing::get;
 use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// The readiness check: `Ok(())` when ready, `Err(reason)` otherwise.
 pub type ReadinessCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -71,14 +74,20 @@ impl ProbeServer {
             .with_state(self.clone())
     }
 
-    /// Serves plain HTTP on `listener` until `shutdown` completes, then stops
-    /// accepting and finishes open requests.
-    pub async fn serve(
+    /// Binds `listen` (`--probe-listen`) and serves plain HTTP there until
+    /// `shutdown` is cancelled, then stops accepting and finishes open
+    /// requests: the bound address and the serving task.
+    pub async fn spawn(
         self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        crate::listener::serve_router(listener, self.router(), None, shutdown).await
+        listen: SocketAddr,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+        let listener = (TcpListener::bind(listen).await)
+            .with_context(|| format!("binding --probe-listen {listen}"))?;
+        let address = listener.local_addr()?;
+        let stop = shutdown.clone().cancelled_owned();
+        let serve = crate::listener::serve_router(listener, self.router(), None, stop);
+        Ok((address, tokio::spawn(serve)))
     }
 }
 
@@ -260,10 +269,9 @@ mod tests {
     async fn serves_over_tcp_and_stops_on_shutdown() {
         let (server, readiness, _) = server_with_counter();
         readiness.set_ready(true);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(server.serve(listener, shutdown.clone().cancelled_owned()));
+        let shutdown = CancellationToken::new();
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let (addr, task) = server.spawn(listen, &shutdown).await.unwrap();
         let body = reqwest::get(format!("http://{addr}/readyz"))
             .await
             .unwrap()

@@ -28,7 +28,7 @@ pub use tls::TlsMinVersion;
 
 use crate::duration::parse_duration;
 use crate::rules::DEFAULT_OPERATOR_USER;
-use crate::telemetry::{LogFormat, init_logging};
+use crate::telemetry::LogFormat;
 use secrets::{KubeSecrets, NoClusterAccess, SharedSecretSource};
 
 /// Paths served on the HTTPS listener (also checked against the manifests).
@@ -135,15 +135,6 @@ pub struct Settings {
     pub secrets: SharedSecretSource,
 }
 
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(serve(args))
-}
-
 /// Host name to show in the curl example for a listen address.
 fn curl_host(listen: SocketAddr) -> String {
     if listen.ip().is_unspecified() || listen.ip().is_loopback() {
@@ -185,7 +176,7 @@ fn serving_certificate(args: &ServeArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((dev.cert, dev.key))
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (cert_file, key_file) = serving_certificate(&args)?;
     let secrets: SharedSecretSource = match kube::Client::try_default().await {
         Ok(client) => {
@@ -213,14 +204,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let server = Server::bind(settings).await?;
     let handle = server.handle();
-    let probe_listener = tokio::net::TcpListener::bind(args.probe_listen)
-        .await
-        .with_context(|| format!("binding the probe listener {}", args.probe_listen))?;
-    let probe_address = probe_listener.local_addr()?;
     let probes = crate::probes::ProbeServer::new(server.registry(), handle.readiness_check());
     let probes_stop = tokio_util::sync::CancellationToken::new();
-    let probes_task =
-        tokio::spawn(probes.serve(probe_listener, probes_stop.clone().cancelled_owned()));
+    let (probe_address, probes_task) = probes.spawn(args.probe_listen, &probes_stop).await?;
     tracing::info!(
         address = %server.local_addr(),
         probe_address = %probe_address,

@@ -36,7 +36,7 @@ use crate::ironic::{IronicClient, IronicConfig};
 use crate::model::bmh::HostResource;
 use crate::staging::Stager;
 use crate::staging::args::StagingArgs;
-use crate::telemetry::{LogFormat, init_logging, redact_url};
+use crate::telemetry::{LogFormat, redact_url};
 use controller::Context;
 use decision::DecisionConfig;
 use record::{FINALIZER, HOLD_ANNOTATION, STATE_ANNOTATION};
@@ -855,27 +855,11 @@ pub struct CleanupArgs {
     pub log_format: LogFormat,
 }
 
-pub fn run(args: ReconcileArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(run_async(args))
-}
-
-pub fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let report = runtime.block_on(async {
-        let client = Client::try_default()
-            .await
-            .context("connecting to Kubernetes")?;
-        cleanup_hosts(client, args.namespace.as_deref(), args.dry_run).await
-    })?;
+pub(crate) async fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("connecting to Kubernetes")?;
+    let report = cleanup_hosts(client, args.namespace.as_deref(), args.dry_run).await?;
     let done = if args.dry_run {
         "would clean"
     } else {
@@ -998,7 +982,7 @@ fn identity() -> String {
     format!("{base}-{suffix:08x}")
 }
 
-async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("connecting to Kubernetes")?;
@@ -1007,7 +991,11 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal()?;
     let stager = start_image_server(&args, &shutdown)?;
     let metrics = Arc::new(metrics::Metrics::new());
-    let readiness = serve_probes(&args, &metrics, &shutdown).await?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let readiness = crate::probes::Readiness::default();
+    let probes = crate::probes::ProbeServer::new(Arc::new(registry), readiness.checker());
+    probes.spawn(args.probe_listen, &shutdown).await?;
 
     // Upstream DataImage kind: watched only if installed.
     let resource = dataimage_resource();
@@ -1084,16 +1072,15 @@ async fn connect_ironic(args: &ReconcileArgs) -> anyhow::Result<IronicClient> {
     Ok(ironic)
 }
 
-/// A token cancelled at the first SIGTERM or SIGINT.
+/// A token cancelled at the first SIGTERM or SIGINT (a second one is ignored).
 fn shutdown_on_signal() -> anyhow::Result<CancellationToken> {
     let shutdown = CancellationToken::new();
-    let mut signals = crate::signals::Signals::new().context("installing signal handlers")?;
     let token = shutdown.clone();
-    tokio::spawn(async move {
-        let name = signals.next().await;
-        tracing::info!(signal = name, "shutting down");
+    let first = move |signal| {
+        tracing::info!(signal, "shutting down");
         token.cancel();
-    });
+    };
+    crate::signals::spawn_handler(first, |_| {}).context("installing signal handlers")?;
     Ok(shutdown)
 }
 
@@ -1121,23 +1108,6 @@ fn start_image_server(
         }
     });
     Ok(Some(stager))
-}
-
-/// `/healthz`, `/readyz` and `/metrics` on `--probe-listen`.
-async fn serve_probes(
-    args: &ReconcileArgs,
-    metrics: &metrics::Metrics,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<crate::probes::Readiness> {
-    let mut registry = prometheus_client::registry::Registry::default();
-    metrics.register(&mut registry);
-    let readiness = crate::probes::Readiness::default();
-    let listener = tokio::net::TcpListener::bind(args.probe_listen)
-        .await
-        .with_context(|| format!("binding --probe-listen {}", args.probe_listen))?;
-    let server = crate::probes::ProbeServer::new(Arc::new(registry), readiness.checker());
-    tokio::spawn(server.serve(listener, shutdown.clone().cancelled_owned()));
-    Ok(readiness)
 }
 
 /// What a term of leadership needs.

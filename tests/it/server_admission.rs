@@ -457,10 +457,9 @@ async fn unknown_paths_and_wrong_methods_get_a_one_line_reason_on_both_listeners
         server.registry.clone(),
         server.handle.readiness_check(),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let probe_addr = listener.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(probes.serve(listener, stop.clone().cancelled_owned()));
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let (probe_addr, task) = probes.spawn(listen, &stop).await.unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     assert_eq!(
         plain_answer(http.get(format!("http://{probe_addr}/foo"))).await,
