@@ -1095,15 +1095,11 @@ fn start_image_server(
         );
         return Ok(None);
     };
-    let tls = args
-        .staging
-        .server_tls()
-        .map_err(|e| anyhow::anyhow!("image server TLS: {e}"))?;
-    let stager = Stager::new(config).map_err(|e| anyhow::anyhow!("image staging: {e}"))?;
-    let serving = stager.clone();
-    let token = shutdown.clone();
+    let tls = args.staging.server_tls().context("image server TLS")?;
+    let stager = Stager::new(config).context("image staging")?;
+    let (serving, stop) = (stager.clone(), shutdown.clone().cancelled_owned());
     tokio::spawn(async move {
-        if let Err(err) = serving.serve_tls(tls, token.cancelled_owned()).await {
+        if let Err(err) = serving.serve_tls(tls, stop).await {
             tracing::error!(error = %err, "image server stopped");
         }
     });
