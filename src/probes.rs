@@ -10,7 +10,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -26,28 +25,6 @@ use tokio_util::sync::CancellationToken;
 
 /// The readiness check: `Ok(())` when ready, `Err(reason)` otherwise.
 pub type ReadinessCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
-
-/// A settable readiness flag (not ready until [`Readiness::set_ready`]).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    pub(crate) fn set_ready(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
-    }
-
-    /// A [`ReadinessCheck`] reading this flag.
-    pub(crate) fn checker(&self) -> ReadinessCheck {
-        let flag = self.0.clone();
-        Arc::new(move || {
-            if flag.load(Ordering::SeqCst) {
-                Ok(())
-            } else {
-                Err("not ready".to_string())
-            }
-        })
-    }
-}
 
 /// The probe/metrics HTTP server.
 #[derive(Clone)]
@@ -146,6 +123,7 @@ mod tests {
     use axum::http::Request;
     use http_body_util::BodyExt;
     use prometheus_client::metrics::counter::Counter;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use tower::ServiceExt;
 
     async fn get_path(
@@ -175,7 +153,8 @@ mod tests {
         )
     }
 
-    fn server_with_counter() -> (ProbeServer, Readiness, Counter) {
+    /// A server with one counter, ready while the returned flag is set.
+    fn server_with_counter() -> (ProbeServer, Arc<AtomicBool>, Counter) {
         let mut registry = Registry::default();
         let counter = Counter::default();
         registry.register(
@@ -183,12 +162,14 @@ mod tests {
             "Events seen by the test",
             counter.clone(),
         );
-        let readiness = Readiness::default();
-        (
-            ProbeServer::new(Arc::new(registry), readiness.checker()),
-            readiness,
-            counter,
-        )
+        let ready = Arc::new(AtomicBool::new(false));
+        let flag = ready.clone();
+        let check = move || match flag.load(Ordering::SeqCst) {
+            true => Ok(()),
+            false => Err("not ready".to_string()),
+        };
+        let server = ProbeServer::new(Arc::new(registry), Arc::new(check));
+        (server, ready, counter)
     }
 
     #[tokio::test]
@@ -201,12 +182,12 @@ mod tests {
         let (status, body, _) = get_path(server.router(), "/readyz", None).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body, "not ready");
-        readiness.set_ready(true);
+        readiness.store(true, Ordering::SeqCst);
         assert_eq!(
             get_path(server.router(), "/readyz", None).await.0,
             StatusCode::OK
         );
-        readiness.set_ready(false);
+        readiness.store(false, Ordering::SeqCst);
         assert_eq!(
             get_path(server.router(), "/readyz", None).await.0,
             StatusCode::SERVICE_UNAVAILABLE
@@ -268,7 +249,7 @@ mod tests {
     #[tokio::test]
     async fn serves_over_tcp_and_stops_on_shutdown() {
         let (server, readiness, _) = server_with_counter();
-        readiness.set_ready(true);
+        readiness.store(true, Ordering::SeqCst);
         let shutdown = CancellationToken::new();
         let listen = "127.0.0.1:0".parse().unwrap();
         let (addr, task) = server.spawn(listen, &shutdown).await.unwrap();

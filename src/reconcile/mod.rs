@@ -993,8 +993,11 @@ pub(crate) async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::new());
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
-    let readiness = crate::probes::Readiness::default();
-    let probes = crate::probes::ProbeServer::new(Arc::new(registry), readiness.checker());
+    // Ready once started, as leader or standby alike.
+    let started = Arc::new(std::sync::OnceLock::new());
+    let check = started.clone();
+    let ready = move || check.get().copied().ok_or_else(|| "not ready".to_string());
+    let probes = crate::probes::ProbeServer::new(Arc::new(registry), Arc::new(ready));
     probes.spawn(args.probe_listen, &shutdown).await?;
 
     // Upstream DataImage kind: watched only if installed.
@@ -1027,7 +1030,7 @@ pub(crate) async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
         identity(),
         lease_stop.clone(),
     );
-    readiness.set_ready(true);
+    let _ = started.set(());
     tracing::info!(lease = %format!("{lease_namespace}/{}", args.lease_name), "waiting for leadership");
 
     let leading = Leading {
