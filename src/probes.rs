@@ -26,21 +26,37 @@ use tokio_util::sync::CancellationToken;
 /// The readiness check: `Ok(())` when ready, `Err(reason)` otherwise.
 pub type ReadinessCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-/// The probe/metrics HTTP server.
+/// Binds `listen` (`--probe-listen`) and serves `/healthz`, `/readyz` (from
+/// `readiness`) and `/metrics` (from `registry`) there until `shutdown` is
+/// cancelled, then stops accepting and finishes open requests: the bound
+/// address and the serving task.
+pub async fn spawn(
+    listen: SocketAddr,
+    registry: Arc<Registry>,
+    readiness: ReadinessCheck,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+    let listener = (TcpListener::bind(listen).await)
+        .with_context(|| format!("binding --probe-listen {listen}"))?;
+    let address = listener.local_addr()?;
+    let router = ProbeServer {
+        registry,
+        readiness,
+    }
+    .router();
+    let stop = shutdown.clone().cancelled_owned();
+    let serve = crate::listener::serve_router(listener, router, None, stop);
+    Ok((address, tokio::spawn(serve)))
+}
+
+/// The handlers' state.
 #[derive(Clone)]
-pub struct ProbeServer {
+struct ProbeServer {
     registry: Arc<Registry>,
     readiness: ReadinessCheck,
 }
 
 impl ProbeServer {
-    pub fn new(registry: Arc<Registry>, readiness: ReadinessCheck) -> Self {
-        Self {
-            registry,
-            readiness,
-        }
-    }
-
     fn router(&self) -> Router {
         Router::new()
             .route("/healthz", get(async || "ok"))
@@ -49,22 +65,6 @@ impl ProbeServer {
             .fallback(not_found)
             .method_not_allowed_fallback(|| async { method_not_allowed("GET") })
             .with_state(self.clone())
-    }
-
-    /// Binds `listen` (`--probe-listen`) and serves plain HTTP there until
-    /// `shutdown` is cancelled, then stops accepting and finishes open
-    /// requests: the bound address and the serving task.
-    pub async fn spawn(
-        self,
-        listen: SocketAddr,
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
-        let listener = (TcpListener::bind(listen).await)
-            .with_context(|| format!("binding --probe-listen {listen}"))?;
-        let address = listener.local_addr()?;
-        let stop = shutdown.clone().cancelled_owned();
-        let serve = crate::listener::serve_router(listener, self.router(), None, stop);
-        Ok((address, tokio::spawn(serve)))
     }
 }
 
@@ -168,7 +168,10 @@ mod tests {
             true => Ok(()),
             false => Err("not ready".to_string()),
         };
-        let server = ProbeServer::new(Arc::new(registry), Arc::new(check));
+        let server = ProbeServer {
+            registry: Arc::new(registry),
+            readiness: Arc::new(check),
+        };
         (server, ready, counter)
     }
 
@@ -252,7 +255,11 @@ mod tests {
         readiness.store(true, Ordering::SeqCst);
         let shutdown = CancellationToken::new();
         let listen = "127.0.0.1:0".parse().unwrap();
-        let (addr, task) = server.spawn(listen, &shutdown).await.unwrap();
+        let ProbeServer {
+            registry,
+            readiness,
+        } = server;
+        let (addr, task) = spawn(listen, registry, readiness, &shutdown).await.unwrap();
         let body = reqwest::get(format!("http://{addr}/readyz"))
             .await
             .unwrap()

@@ -204,9 +204,10 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let server = Server::bind(settings).await?;
     let handle = server.handle();
-    let probes = crate::probes::ProbeServer::new(server.registry(), handle.readiness_check());
+    let (registry, readiness) = (server.registry(), handle.readiness_check());
     let probes_stop = tokio_util::sync::CancellationToken::new();
-    let (probe_address, probes_task) = probes.spawn(args.probe_listen, &probes_stop).await?;
+    let probes = crate::probes::spawn(args.probe_listen, registry, readiness, &probes_stop);
+    let (probe_address, probes_task) = probes.await?;
     tracing::info!(
         address = %server.local_addr(),
         probe_address = %probe_address,

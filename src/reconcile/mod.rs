@@ -44,7 +44,6 @@ use record::{FINALIZER, HOLD_ANNOTATION, STATE_ANNOTATION};
 /// Default listeners of the reconciler (chosen not to collide with the
 /// baremetal-operator's 9440/9443 when run as its sidecar).
 pub const DEFAULT_PROBE_LISTEN: &str = "0.0.0.0:9441";
-pub use crate::staging::args::DEFAULT_IMAGE_SERVER_LISTEN;
 pub const DEFAULT_LEASE_NAME: &str = "metal3-dataimage-reconciler";
 
 #[derive(Clone, Debug, clap::Args)]
@@ -996,9 +995,8 @@ pub(crate) async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
     // Ready once started, as leader or standby alike.
     let started = Arc::new(std::sync::OnceLock::new());
     let check = started.clone();
-    let ready = move || check.get().copied().ok_or_else(|| "not ready".to_string());
-    let probes = crate::probes::ProbeServer::new(Arc::new(registry), Arc::new(ready));
-    probes.spawn(args.probe_listen, &shutdown).await?;
+    let ready = Arc::new(move || check.get().copied().ok_or_else(|| "not ready".to_string()));
+    crate::probes::spawn(args.probe_listen, Arc::new(registry), ready, &shutdown).await?;
 
     // Upstream DataImage kind: watched only if installed.
     let resource = dataimage_resource();
@@ -1144,8 +1142,7 @@ impl Leading<'_> {
                 dataimage_resource(),
                 watcher::Config::default(),
                 |image: DynamicObject| {
-                    let name = image.metadata.name.clone()?;
-                    let namespace = image.metadata.namespace.clone()?;
+                    let (name, namespace) = (image.metadata.name?, image.metadata.namespace?);
                     Some(ObjectRef::<HostResource>::new(&name).within(&namespace))
                 },
             );

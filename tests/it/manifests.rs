@@ -8,7 +8,7 @@ use std::process::Command;
 
 use crate::support::rbac;
 use base64::Engine as _;
-use metal3_dataimage::{admission, certs, reconcile};
+use metal3_dataimage::{admission, certs, reconcile, staging};
 use serde_json::{Value, json};
 
 const OVERLAYS: [&str; 4] = [
@@ -467,10 +467,10 @@ fn reconciler_workload_ports_cache_and_pod_ip() {
     );
     assert_eq!(
         arg(reconciler, "--image-server-listen"),
-        Some(reconcile::DEFAULT_IMAGE_SERVER_LISTEN)
+        Some(staging::args::DEFAULT_IMAGE_SERVER_LISTEN)
     );
     let probe_port = port_of(reconcile::DEFAULT_PROBE_LISTEN);
-    let image_port = port_of(reconcile::DEFAULT_IMAGE_SERVER_LISTEN);
+    let image_port = port_of(staging::args::DEFAULT_IMAGE_SERVER_LISTEN);
     // Not the baremetal-operator's ports: the reconciler may also run as its sidecar.
     for port in [probe_port, image_port] {
         assert!(

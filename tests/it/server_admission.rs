@@ -453,13 +453,11 @@ async fn unknown_paths_and_wrong_methods_get_a_one_line_reason_on_both_listeners
     }
 
     // The plain-HTTP probe listener.
-    let probes = metal3_dataimage::probes::ProbeServer::new(
-        server.registry.clone(),
-        server.handle.readiness_check(),
-    );
     let stop = tokio_util::sync::CancellationToken::new();
+    let (registry, readiness) = (server.registry.clone(), server.handle.readiness_check());
     let listen = "127.0.0.1:0".parse().unwrap();
-    let (probe_addr, task) = probes.spawn(listen, &stop).await.unwrap();
+    let probes = metal3_dataimage::probes::spawn(listen, registry, readiness, &stop);
+    let (probe_addr, task) = probes.await.unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     assert_eq!(
         plain_answer(http.get(format!("http://{probe_addr}/foo"))).await,
