@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-pub use handler::MAX_BODY_BYTES;
 pub use server::{Server, ServerHandle};
 pub use tls::TlsMinVersion;
 
@@ -35,7 +34,6 @@ use secrets::{KubeSecrets, NoClusterAccess, SharedSecretSource};
 pub const VALIDATE_BMH_PATH: &str = "/validate-metal3-io-v1alpha1-baremetalhost";
 pub const MUTATE_BMH_PATH: &str = "/mutate-metal3-io-v1alpha1-baremetalhost";
 pub const VALIDATE_DATAIMAGE_PATH: &str = "/validate-metal3-io-v1alpha1-dataimage";
-pub const WEBHOOK_PATHS: [&str; 3] = [VALIDATE_BMH_PATH, MUTATE_BMH_PATH, VALIDATE_DATAIMAGE_PATH];
 /// Default listeners.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9443";
 pub const DEFAULT_PROBE_LISTEN: &str = "0.0.0.0:9440";

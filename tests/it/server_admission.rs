@@ -6,7 +6,7 @@ use crate::support::server as server_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metal3_dataimage::admission::MAX_BODY_BYTES;
+use metal3_dataimage::admission::handler::MAX_BODY_BYTES;
 use metal3_dataimage::rules::SecretLookup;
 use reqwest::StatusCode;
 use server_support::*;
