@@ -345,20 +345,16 @@ pub fn resolve_ironic_config(
         }
     };
 
-    let insecure = match (args.ironic_insecure, env.get("IRONIC_INSECURE")) {
-        (Some(insecure), _) => {
-            if insecure {
-                from("TLS verification off (--ironic-insecure)".into());
-            }
-            insecure
-        }
-        // The operator's rule: `true` in any case, anything else is false.
-        (None, Some(value)) if value.eq_ignore_ascii_case("true") => {
-            from("TLS verification off (IRONIC_INSECURE)".into());
-            true
-        }
-        (None, _) => false,
+    // Where TLS verification was turned off, if it was. IRONIC_INSECURE has
+    // the operator's rule: `true` in any case, anything else is false.
+    let insecure_by = match (args.ironic_insecure, env.get("IRONIC_INSECURE")) {
+        (Some(true), _) => Some("--ironic-insecure"),
+        (None, Some(value)) if value.eq_ignore_ascii_case("true") => Some("IRONIC_INSECURE"),
+        _ => None,
     };
+    if let Some(flag) = insecure_by {
+        from(format!("TLS verification off ({flag})"));
+    }
 
     let timeout = match (args.ironic_timeout, env.get("IRONIC_CLIENT_TIMEOUT")) {
         (Some(timeout), _) => timeout,
@@ -374,7 +370,7 @@ pub fn resolve_ironic_config(
             username,
             password,
             ca_file,
-            insecure,
+            insecure: insecure_by.is_some(),
             timeout,
             client_cert_file,
             client_key_file,
@@ -825,6 +821,22 @@ mod ironic_settings_tests {
         );
         // The password never reaches the sources or the Debug output.
         assert!(!format!("{resolved:?}").contains("hunter2"), "{resolved:?}");
+
+        let insecure = [BMO_ENDPOINT, ("IRONIC_INSECURE", "true")];
+        let off = |flags: &[&str], vars: &[(&str, &str)]| {
+            let resolved = resolve_ironic_config(&args(flags), &env(vars), &files).unwrap();
+            let source = resolved.sources.into_iter().find(|s| s.starts_with("TLS"));
+            (resolved.config.insecure, source)
+        };
+        assert_eq!(off(&[], &[BMO_ENDPOINT]), (false, None));
+        let by_env = Some("TLS verification off (IRONIC_INSECURE)".to_string());
+        assert_eq!(off(&[], &insecure), (true, by_env));
+        let by_flag = Some("TLS verification off (--ironic-insecure)".to_string());
+        assert_eq!(
+            off(&["--ironic-insecure"], &[BMO_ENDPOINT]),
+            (true, by_flag)
+        );
+        assert_eq!(off(&["--ironic-insecure=false"], &insecure), (false, None));
     }
 
     #[test]
