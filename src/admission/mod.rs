@@ -133,15 +133,6 @@ pub struct Settings {
     pub secrets: SharedSecretSource,
 }
 
-/// Host name to show in the curl example for a listen address.
-fn curl_host(listen: SocketAddr) -> String {
-    if listen.ip().is_unspecified() || listen.ip().is_loopback() {
-        format!("localhost:{}", listen.port())
-    } else {
-        listen.to_string()
-    }
-}
-
 /// The serving certificate and key files: the flags', or a development
 /// certificate in --cert-dir (with a curl command to try it).
 fn serving_certificate(args: &ServeArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
@@ -160,6 +151,13 @@ fn serving_certificate(args: &ServeArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
         generated = dev.generated,
         "no --tls-cert-file/--tls-key-file: serving a development certificate for localhost, 127.0.0.1 and ::1"
     );
+    // The certificate is for localhost: show that name for local addresses.
+    let listen = args.listen;
+    let host = if listen.ip().is_unspecified() || listen.ip().is_loopback() {
+        format!("localhost:{}", listen.port())
+    } else {
+        listen.to_string()
+    };
     eprintln!(
         "Development CA: {ca}\nTry it:\n  curl --cacert {ca} -H 'Content-Type: application/json' \\\n    \
          -d '{{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{{\"uid\":\"1\",\
@@ -168,7 +166,6 @@ fn serving_certificate(args: &ServeArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
          \"metal3.io/v1alpha1\",\"kind\":\"BareMetalHost\",\"metadata\":{{\"name\":\"host-0\"}},\"spec\":{{\
          \"dataImage\":{{\"url\":\"ftp://example.com/a.iso\"}}}}}}}}}}' \\\n    https://{host}{path}",
         ca = dev.ca_cert.display(),
-        host = curl_host(args.listen),
         path = VALIDATE_BMH_PATH,
     );
     Ok((dev.cert, dev.key))
