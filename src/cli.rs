@@ -44,7 +44,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => run_async(args.log_format, true, crate::admission::serve(args)),
         Command::Check(args) => return ExitCode::from(crate::check::run(args)),
         Command::Reconcile(args) => run_async(args.log_format, true, crate::reconcile::run(args)),
-        // One request at a time: no worker threads.
+        // Hosts are cleaned one after another: no worker threads.
         Command::Cleanup(args) => {
             run_async(args.log_format, false, crate::reconcile::cleanup(args))
         }
