@@ -1,9 +1,13 @@
 //! Command line: one binary, one subcommand per job. Each subcommand's flags
 //! live beside the code that uses them.
 
+use std::future::Future;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,10 +41,13 @@ pub fn main() -> ExitCode {
     // One process-wide rustls provider for every subcommand (see the function).
     crate::admission::tls::install_default_provider();
     let result = match cli.command {
-        Command::Serve(args) => crate::admission::run(args),
+        Command::Serve(args) => run_async(args.log_format, true, crate::admission::serve(args)),
         Command::Check(args) => return ExitCode::from(crate::check::run(args)),
-        Command::Reconcile(args) => crate::reconcile::run(args),
-        Command::Cleanup(args) => crate::reconcile::cleanup(args),
+        Command::Reconcile(args) => run_async(args.log_format, true, crate::reconcile::run(args)),
+        // Hosts are cleaned one after another: no worker threads.
+        Command::Cleanup(args) => {
+            run_async(args.log_format, false, crate::reconcile::cleanup(args))
+        }
         Command::Crd(args) => crate::crd::run(args),
         Command::Certs(args) => crate::certs::run(args),
     };
@@ -51,4 +58,21 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The long-running subcommands: logging, then `job` on a Tokio runtime
+/// (`threaded`: the multi-thread one, else the current thread).
+fn run_async(
+    log_format: LogFormat,
+    threaded: bool,
+    job: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    crate::telemetry::init_logging(log_format);
+    let mut builder = if threaded {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = builder.enable_all().build();
+    runtime.context("starting the async runtime")?.block_on(job)
 }

@@ -8,10 +8,10 @@
 //! - `GET /metrics`: the registry in the Prometheus text format (0.0.4), or in
 //!   OpenMetrics when the scraper asks for `application/openmetrics-text`.
 
-use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
+use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
@@ -20,47 +20,43 @@ use axum::routing::get;
 use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// The readiness check: `Ok(())` when ready, `Err(reason)` otherwise.
 pub type ReadinessCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-/// A settable readiness flag (not ready until [`Readiness::set_ready`]).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    pub(crate) fn set_ready(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+/// Binds `listen` (`--probe-listen`) and serves `/healthz`, `/readyz` (from
+/// `readiness`) and `/metrics` (from `registry`) there until `shutdown` is
+/// cancelled, then stops accepting and finishes open requests: the bound
+/// address and the serving task.
+pub async fn spawn(
+    listen: SocketAddr,
+    registry: Arc<Registry>,
+    readiness: ReadinessCheck,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+    let listener = (TcpListener::bind(listen).await)
+        .with_context(|| format!("binding --probe-listen {listen}"))?;
+    let address = listener.local_addr()?;
+    let router = ProbeServer {
+        registry,
+        readiness,
     }
-
-    /// A [`ReadinessCheck`] reading this flag.
-    pub(crate) fn checker(&self) -> ReadinessCheck {
-        let flag = self.0.clone();
-        Arc::new(move || {
-            if flag.load(Ordering::SeqCst) {
-                Ok(())
-            } else {
-                Err("not ready".to_string())
-            }
-        })
-    }
+    .router();
+    let stop = shutdown.clone().cancelled_owned();
+    let serve = crate::listener::serve_router(listener, router, None, stop);
+    Ok((address, tokio::spawn(serve)))
 }
 
-/// The probe/metrics HTTP server.
+/// The handlers' state.
 #[derive(Clone)]
-pub struct ProbeServer {
+struct ProbeServer {
     registry: Arc<Registry>,
     readiness: ReadinessCheck,
 }
 
 impl ProbeServer {
-    pub fn new(registry: Arc<Registry>, readiness: ReadinessCheck) -> Self {
-        Self {
-            registry,
-            readiness,
-        }
-    }
-
     fn router(&self) -> Router {
         Router::new()
             .route("/healthz", get(async || "ok"))
@@ -69,16 +65,6 @@ impl ProbeServer {
             .fallback(not_found)
             .method_not_allowed_fallback(|| async { method_not_allowed("GET") })
             .with_state(self.clone())
-    }
-
-    /// Serves plain HTTP on `listener` until `shutdown` completes, then stops
-    /// accepting and finishes open requests.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        crate::listener::serve_router(listener, self.router(), None, shutdown).await
     }
 }
 
@@ -137,6 +123,7 @@ mod tests {
     use axum::http::Request;
     use http_body_util::BodyExt;
     use prometheus_client::metrics::counter::Counter;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use tower::ServiceExt;
 
     async fn get_path(
@@ -166,7 +153,8 @@ mod tests {
         )
     }
 
-    fn server_with_counter() -> (ProbeServer, Readiness, Counter) {
+    /// A server with one counter, ready while the returned flag is set.
+    fn server_with_counter() -> (ProbeServer, Arc<AtomicBool>, Counter) {
         let mut registry = Registry::default();
         let counter = Counter::default();
         registry.register(
@@ -174,12 +162,17 @@ mod tests {
             "Events seen by the test",
             counter.clone(),
         );
-        let readiness = Readiness::default();
-        (
-            ProbeServer::new(Arc::new(registry), readiness.checker()),
-            readiness,
-            counter,
-        )
+        let ready = Arc::new(AtomicBool::new(false));
+        let flag = ready.clone();
+        let check = move || match flag.load(Ordering::SeqCst) {
+            true => Ok(()),
+            false => Err("not ready".to_string()),
+        };
+        let server = ProbeServer {
+            registry: Arc::new(registry),
+            readiness: Arc::new(check),
+        };
+        (server, ready, counter)
     }
 
     #[tokio::test]
@@ -192,12 +185,12 @@ mod tests {
         let (status, body, _) = get_path(server.router(), "/readyz", None).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body, "not ready");
-        readiness.set_ready(true);
+        readiness.store(true, Ordering::SeqCst);
         assert_eq!(
             get_path(server.router(), "/readyz", None).await.0,
             StatusCode::OK
         );
-        readiness.set_ready(false);
+        readiness.store(false, Ordering::SeqCst);
         assert_eq!(
             get_path(server.router(), "/readyz", None).await.0,
             StatusCode::SERVICE_UNAVAILABLE
@@ -259,11 +252,14 @@ mod tests {
     #[tokio::test]
     async fn serves_over_tcp_and_stops_on_shutdown() {
         let (server, readiness, _) = server_with_counter();
-        readiness.set_ready(true);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(server.serve(listener, shutdown.clone().cancelled_owned()));
+        readiness.store(true, Ordering::SeqCst);
+        let shutdown = CancellationToken::new();
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let ProbeServer {
+            registry,
+            readiness,
+        } = server;
+        let (addr, task) = spawn(listen, registry, readiness, &shutdown).await.unwrap();
         let body = reqwest::get(format!("http://{addr}/readyz"))
             .await
             .unwrap()

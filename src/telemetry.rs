@@ -44,10 +44,7 @@ pub fn redact_url(input: &str) -> Cow<'_, str> {
     let mut out = String::with_capacity(input.len());
     for piece in input.split_inclusive(separator) {
         let token = piece.strip_suffix(separator).unwrap_or(piece);
-        match redact_token(token) {
-            Some(redacted) => out.push_str(&redacted),
-            None => out.push_str(token),
-        }
+        out.push_str(redact_token(token).as_deref().unwrap_or(token));
         out.push_str(&piece[token.len()..]);
     }
     if out == input {
@@ -75,11 +72,8 @@ fn redact_token(token: &str) -> Option<String> {
         && url.username().is_empty()
         && url.password().is_none()
     {
-        let authority = &token[userinfo_start..];
-        let authority_end = authority
-            .find(['/', '?', '#', '\\'])
-            .unwrap_or(authority.len());
-        if !authority[..authority_end].contains('@') {
+        let authority = token[userinfo_start..].split(['/', '?', '#', '\\']).next();
+        if !authority.unwrap_or_default().contains('@') {
             return None;
         }
     }

@@ -22,20 +22,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-pub use handler::MAX_BODY_BYTES;
 pub use server::{Server, ServerHandle};
 pub use tls::TlsMinVersion;
 
 use crate::duration::parse_duration;
 use crate::rules::DEFAULT_OPERATOR_USER;
-use crate::telemetry::{LogFormat, init_logging};
+use crate::telemetry::LogFormat;
 use secrets::{KubeSecrets, NoClusterAccess, SharedSecretSource};
 
 /// Paths served on the HTTPS listener (also checked against the manifests).
 pub const VALIDATE_BMH_PATH: &str = "/validate-metal3-io-v1alpha1-baremetalhost";
 pub const MUTATE_BMH_PATH: &str = "/mutate-metal3-io-v1alpha1-baremetalhost";
 pub const VALIDATE_DATAIMAGE_PATH: &str = "/validate-metal3-io-v1alpha1-dataimage";
-pub const WEBHOOK_PATHS: [&str; 3] = [VALIDATE_BMH_PATH, MUTATE_BMH_PATH, VALIDATE_DATAIMAGE_PATH];
 /// Default listeners.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9443";
 pub const DEFAULT_PROBE_LISTEN: &str = "0.0.0.0:9440";
@@ -135,24 +133,6 @@ pub struct Settings {
     pub secrets: SharedSecretSource,
 }
 
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(serve(args))
-}
-
-/// Host name to show in the curl example for a listen address.
-fn curl_host(listen: SocketAddr) -> String {
-    if listen.ip().is_unspecified() || listen.ip().is_loopback() {
-        format!("localhost:{}", listen.port())
-    } else {
-        listen.to_string()
-    }
-}
-
 /// The serving certificate and key files: the flags', or a development
 /// certificate in --cert-dir (with a curl command to try it).
 fn serving_certificate(args: &ServeArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
@@ -171,6 +151,13 @@ fn serving_certificate(args: &ServeArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
         generated = dev.generated,
         "no --tls-cert-file/--tls-key-file: serving a development certificate for localhost, 127.0.0.1 and ::1"
     );
+    // The certificate is for localhost: show that name for local addresses.
+    let listen = args.listen;
+    let host = if listen.ip().is_unspecified() || listen.ip().is_loopback() {
+        format!("localhost:{}", listen.port())
+    } else {
+        listen.to_string()
+    };
     eprintln!(
         "Development CA: {ca}\nTry it:\n  curl --cacert {ca} -H 'Content-Type: application/json' \\\n    \
          -d '{{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{{\"uid\":\"1\",\
@@ -179,13 +166,12 @@ fn serving_certificate(args: &ServeArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
          \"metal3.io/v1alpha1\",\"kind\":\"BareMetalHost\",\"metadata\":{{\"name\":\"host-0\"}},\"spec\":{{\
          \"dataImage\":{{\"url\":\"ftp://example.com/a.iso\"}}}}}}}}}}' \\\n    https://{host}{path}",
         ca = dev.ca_cert.display(),
-        host = curl_host(args.listen),
         path = VALIDATE_BMH_PATH,
     );
     Ok((dev.cert, dev.key))
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (cert_file, key_file) = serving_certificate(&args)?;
     let secrets: SharedSecretSource = match kube::Client::try_default().await {
         Ok(client) => {
@@ -213,14 +199,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let server = Server::bind(settings).await?;
     let handle = server.handle();
-    let probe_listener = tokio::net::TcpListener::bind(args.probe_listen)
-        .await
-        .with_context(|| format!("binding the probe listener {}", args.probe_listen))?;
-    let probe_address = probe_listener.local_addr()?;
-    let probes = crate::probes::ProbeServer::new(server.registry(), handle.readiness_check());
+    let (registry, readiness) = (server.registry(), handle.readiness_check());
     let probes_stop = tokio_util::sync::CancellationToken::new();
-    let probes_task =
-        tokio::spawn(probes.serve(probe_listener, probes_stop.clone().cancelled_owned()));
+    let probes = crate::probes::spawn(args.probe_listen, registry, readiness, &probes_stop);
+    let (probe_address, probes_task) = probes.await?;
     tracing::info!(
         address = %server.local_addr(),
         probe_address = %probe_address,

@@ -36,7 +36,7 @@ use crate::ironic::{IronicClient, IronicConfig};
 use crate::model::bmh::HostResource;
 use crate::staging::Stager;
 use crate::staging::args::StagingArgs;
-use crate::telemetry::{LogFormat, init_logging, redact_url};
+use crate::telemetry::{LogFormat, redact_url};
 use controller::Context;
 use decision::DecisionConfig;
 use record::{FINALIZER, HOLD_ANNOTATION, STATE_ANNOTATION};
@@ -44,7 +44,6 @@ use record::{FINALIZER, HOLD_ANNOTATION, STATE_ANNOTATION};
 /// Default listeners of the reconciler (chosen not to collide with the
 /// baremetal-operator's 9440/9443 when run as its sidecar).
 pub const DEFAULT_PROBE_LISTEN: &str = "0.0.0.0:9441";
-pub use crate::staging::args::DEFAULT_IMAGE_SERVER_LISTEN;
 pub const DEFAULT_LEASE_NAME: &str = "metal3-dataimage-reconciler";
 
 #[derive(Clone, Debug, clap::Args)]
@@ -346,20 +345,16 @@ pub fn resolve_ironic_config(
         }
     };
 
-    let insecure = match (args.ironic_insecure, env.get("IRONIC_INSECURE")) {
-        (Some(insecure), _) => {
-            if insecure {
-                from("TLS verification off (--ironic-insecure)".into());
-            }
-            insecure
-        }
-        // The operator's rule: `true` in any case, anything else is false.
-        (None, Some(value)) if value.eq_ignore_ascii_case("true") => {
-            from("TLS verification off (IRONIC_INSECURE)".into());
-            true
-        }
-        (None, _) => false,
+    // Where TLS verification was turned off, if it was. IRONIC_INSECURE has
+    // the operator's rule: `true` in any case, anything else is false.
+    let insecure_by = match (args.ironic_insecure, env.get("IRONIC_INSECURE")) {
+        (Some(true), _) => Some("--ironic-insecure"),
+        (None, Some(value)) if value.eq_ignore_ascii_case("true") => Some("IRONIC_INSECURE"),
+        _ => None,
     };
+    if let Some(flag) = insecure_by {
+        from(format!("TLS verification off ({flag})"));
+    }
 
     let timeout = match (args.ironic_timeout, env.get("IRONIC_CLIENT_TIMEOUT")) {
         (Some(timeout), _) => timeout,
@@ -375,7 +370,7 @@ pub fn resolve_ironic_config(
             username,
             password,
             ca_file,
-            insecure,
+            insecure: insecure_by.is_some(),
             timeout,
             client_cert_file,
             client_key_file,
@@ -826,6 +821,22 @@ mod ironic_settings_tests {
         );
         // The password never reaches the sources or the Debug output.
         assert!(!format!("{resolved:?}").contains("hunter2"), "{resolved:?}");
+
+        let insecure = [BMO_ENDPOINT, ("IRONIC_INSECURE", "true")];
+        let off = |flags: &[&str], vars: &[(&str, &str)]| {
+            let resolved = resolve_ironic_config(&args(flags), &env(vars), &files).unwrap();
+            let source = resolved.sources.into_iter().find(|s| s.starts_with("TLS"));
+            (resolved.config.insecure, source)
+        };
+        assert_eq!(off(&[], &[BMO_ENDPOINT]), (false, None));
+        let by_env = Some("TLS verification off (IRONIC_INSECURE)".to_string());
+        assert_eq!(off(&[], &insecure), (true, by_env));
+        let by_flag = Some("TLS verification off (--ironic-insecure)".to_string());
+        assert_eq!(
+            off(&["--ironic-insecure"], &[BMO_ENDPOINT]),
+            (true, by_flag)
+        );
+        assert_eq!(off(&["--ironic-insecure=false"], &insecure), (false, None));
     }
 
     #[test]
@@ -855,27 +866,11 @@ pub struct CleanupArgs {
     pub log_format: LogFormat,
 }
 
-pub fn run(args: ReconcileArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(run_async(args))
-}
-
-pub fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let report = runtime.block_on(async {
-        let client = Client::try_default()
-            .await
-            .context("connecting to Kubernetes")?;
-        cleanup_hosts(client, args.namespace.as_deref(), args.dry_run).await
-    })?;
+pub(crate) async fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("connecting to Kubernetes")?;
+    let report = cleanup_hosts(client, args.namespace.as_deref(), args.dry_run).await?;
     let done = if args.dry_run {
         "would clean"
     } else {
@@ -998,7 +993,7 @@ fn identity() -> String {
     format!("{base}-{suffix:08x}")
 }
 
-async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("connecting to Kubernetes")?;
@@ -1007,7 +1002,13 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal()?;
     let stager = start_image_server(&args, &shutdown)?;
     let metrics = Arc::new(metrics::Metrics::new());
-    let readiness = serve_probes(&args, &metrics, &shutdown).await?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    // Ready once started, as leader or standby alike.
+    let started = Arc::new(std::sync::OnceLock::new());
+    let check = started.clone();
+    let ready = Arc::new(move || check.get().copied().ok_or_else(|| "not ready".to_string()));
+    crate::probes::spawn(args.probe_listen, Arc::new(registry), ready, &shutdown).await?;
 
     // Upstream DataImage kind: watched only if installed.
     let resource = dataimage_resource();
@@ -1039,7 +1040,7 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
         identity(),
         lease_stop.clone(),
     );
-    readiness.set_ready(true);
+    let _ = started.set(());
     tracing::info!(lease = %format!("{lease_namespace}/{}", args.lease_name), "waiting for leadership");
 
     let leading = Leading {
@@ -1084,16 +1085,15 @@ async fn connect_ironic(args: &ReconcileArgs) -> anyhow::Result<IronicClient> {
     Ok(ironic)
 }
 
-/// A token cancelled at the first SIGTERM or SIGINT.
+/// A token cancelled at the first SIGTERM or SIGINT (a second one is ignored).
 fn shutdown_on_signal() -> anyhow::Result<CancellationToken> {
     let shutdown = CancellationToken::new();
-    let mut signals = crate::signals::Signals::new().context("installing signal handlers")?;
     let token = shutdown.clone();
-    tokio::spawn(async move {
-        let name = signals.next().await;
-        tracing::info!(signal = name, "shutting down");
+    let first = move |signal| {
+        tracing::info!(signal, "shutting down");
         token.cancel();
-    });
+    };
+    crate::signals::spawn_handler(first, |_| {}).context("installing signal handlers")?;
     Ok(shutdown)
 }
 
@@ -1108,36 +1108,15 @@ fn start_image_server(
         );
         return Ok(None);
     };
-    let tls = args
-        .staging
-        .server_tls()
-        .map_err(|e| anyhow::anyhow!("image server TLS: {e}"))?;
-    let stager = Stager::new(config).map_err(|e| anyhow::anyhow!("image staging: {e}"))?;
-    let serving = stager.clone();
-    let token = shutdown.clone();
+    let tls = args.staging.server_tls().context("image server TLS")?;
+    let stager = Stager::new(config).context("image staging")?;
+    let (serving, stop) = (stager.clone(), shutdown.clone().cancelled_owned());
     tokio::spawn(async move {
-        if let Err(err) = serving.serve_tls(tls, token.cancelled_owned()).await {
+        if let Err(err) = serving.serve_tls(tls, stop).await {
             tracing::error!(error = %err, "image server stopped");
         }
     });
     Ok(Some(stager))
-}
-
-/// `/healthz`, `/readyz` and `/metrics` on `--probe-listen`.
-async fn serve_probes(
-    args: &ReconcileArgs,
-    metrics: &metrics::Metrics,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<crate::probes::Readiness> {
-    let mut registry = prometheus_client::registry::Registry::default();
-    metrics.register(&mut registry);
-    let readiness = crate::probes::Readiness::default();
-    let listener = tokio::net::TcpListener::bind(args.probe_listen)
-        .await
-        .with_context(|| format!("binding --probe-listen {}", args.probe_listen))?;
-    let server = crate::probes::ProbeServer::new(Arc::new(registry), readiness.checker());
-    tokio::spawn(server.serve(listener, shutdown.clone().cancelled_owned()));
-    Ok(readiness)
 }
 
 /// What a term of leadership needs.
@@ -1175,8 +1154,7 @@ impl Leading<'_> {
                 dataimage_resource(),
                 watcher::Config::default(),
                 |image: DynamicObject| {
-                    let name = image.metadata.name.clone()?;
-                    let namespace = image.metadata.namespace.clone()?;
+                    let (name, namespace) = (image.metadata.name?, image.metadata.namespace?);
                     Some(ObjectRef::<HostResource>::new(&name).within(&namespace))
                 },
             );

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{StageError, StagingConfig};
+use super::StagingConfig;
 use crate::duration::parse_positive_duration;
 
 /// Not the baremetal-operator's 9440/9443: the reconciler may run as its sidecar.
@@ -75,7 +75,7 @@ impl StagingArgs {
 
     /// The image server's TLS configuration, when HTTPS was asked for
     /// (HTTP/1.1 only: Ironic's downloader speaks nothing else).
-    pub fn server_tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, StageError> {
+    pub fn server_tls(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
         use crate::admission::tls::{parse_pem_pair, read_cert_files};
         let (Some(cert_file), Some(key_file)) = (
             &self.image_server_tls_cert_file,
@@ -96,9 +96,8 @@ impl StagingArgs {
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
             Ok(config)
         };
-        load()
-            .map(|config| Some(Arc::new(config)))
-            .map_err(|err| StageError::Tls(format!("image server certificate: {err:#}")))
+        let config = load().context("image server certificate")?;
+        Ok(Some(Arc::new(config)))
     }
 }
 
@@ -219,6 +218,6 @@ mod tests {
         ])
         .unwrap();
         let err = cli.staging.server_tls().unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/c.pem"), "{err}");
+        assert!(format!("{err:#}").contains("/nonexistent/c.pem"), "{err:#}");
     }
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use crate::support::rbac;
 use base64::Engine as _;
-use metal3_dataimage::{admission, certs, reconcile};
+use metal3_dataimage::{admission, certs, reconcile, staging};
 use serde_json::{Value, json};
 
 const OVERLAYS: [&str; 4] = [
@@ -175,9 +175,11 @@ fn every_overlay_renders_and_webhooks_match_the_server() {
             .collect();
         assert_eq!(
             paths,
-            admission::WEBHOOK_PATHS
-                .into_iter()
-                .collect::<BTreeSet<_>>(),
+            BTreeSet::from([
+                admission::VALIDATE_BMH_PATH,
+                admission::MUTATE_BMH_PATH,
+                admission::VALIDATE_DATAIMAGE_PATH,
+            ]),
             "{overlay}"
         );
         assert_eq!(
@@ -467,10 +469,10 @@ fn reconciler_workload_ports_cache_and_pod_ip() {
     );
     assert_eq!(
         arg(reconciler, "--image-server-listen"),
-        Some(reconcile::DEFAULT_IMAGE_SERVER_LISTEN)
+        Some(staging::args::DEFAULT_IMAGE_SERVER_LISTEN)
     );
     let probe_port = port_of(reconcile::DEFAULT_PROBE_LISTEN);
-    let image_port = port_of(reconcile::DEFAULT_IMAGE_SERVER_LISTEN);
+    let image_port = port_of(staging::args::DEFAULT_IMAGE_SERVER_LISTEN);
     // Not the baremetal-operator's ports: the reconciler may also run as its sidecar.
     for port in [probe_port, image_port] {
         assert!(

@@ -6,7 +6,7 @@ use crate::support::server as server_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metal3_dataimage::admission::MAX_BODY_BYTES;
+use metal3_dataimage::admission::handler::MAX_BODY_BYTES;
 use metal3_dataimage::rules::SecretLookup;
 use reqwest::StatusCode;
 use server_support::*;
@@ -453,14 +453,11 @@ async fn unknown_paths_and_wrong_methods_get_a_one_line_reason_on_both_listeners
     }
 
     // The plain-HTTP probe listener.
-    let probes = metal3_dataimage::probes::ProbeServer::new(
-        server.registry.clone(),
-        server.handle.readiness_check(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let probe_addr = listener.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(probes.serve(listener, stop.clone().cancelled_owned()));
+    let (registry, readiness) = (server.registry.clone(), server.handle.readiness_check());
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let probes = metal3_dataimage::probes::spawn(listen, registry, readiness, &stop);
+    let (probe_addr, task) = probes.await.unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     assert_eq!(
         plain_answer(http.get(format!("http://{probe_addr}/foo"))).await,
