@@ -486,26 +486,24 @@ impl IronicClient {
             message,
         })
     }
+}
 
-    /// `GET /` (the API root, no version header): does Ironic answer at
-    /// all? Used to tell an outage from a host-specific failure.
-    pub async fn ping(&self) -> Result<(), IronicError> {
+impl super::IronicApi for IronicClient {
+    async fn ping(&self) -> Result<(), IronicError> {
         self.call(Method::GET, self.root.clone(), None).await?;
         Ok(())
     }
 
-    pub async fn get_node(&self, node: &str) -> Result<Node, IronicError> {
+    async fn get_node(&self, node: &str) -> Result<Node, IronicError> {
         self.get(self.node_url(node, None)?, parse_node).await
     }
 
-    pub async fn list_vmedia(&self, node: &str) -> Result<Vec<VirtualMedia>, IronicError> {
+    async fn list_vmedia(&self, node: &str) -> Result<Vec<VirtualMedia>, IronicError> {
         self.get(self.node_url(node, Some("vmedia"))?, parse_vmedia)
             .await
     }
 
-    /// `POST /v1/nodes/{node}/vmedia` with `device_type: cdrom`. A 204 only
-    /// means accepted: confirm with [`Self::list_vmedia`] and `last_error`.
-    pub async fn attach_cdrom(&self, node: &str, image_url: &str) -> Result<(), IronicError> {
+    async fn attach_cdrom(&self, node: &str, image_url: &str) -> Result<(), IronicError> {
         let parsed = url::Url::parse(image_url).map_err(|e| {
             IronicError::BadRequest(format!(
                 "image URL {} is invalid: {e}",
@@ -524,8 +522,7 @@ impl IronicClient {
         Ok(())
     }
 
-    /// `DELETE /v1/nodes/{node}/vmedia?device_types=cdrom` (204 also when empty).
-    pub async fn detach_cdrom(&self, node: &str) -> Result<(), IronicError> {
+    async fn detach_cdrom(&self, node: &str) -> Result<(), IronicError> {
         let mut url = self.node_url(node, Some("vmedia"))?;
         url.query_pairs_mut().append_pair("device_types", "cdrom");
         self.call(Method::DELETE, url, None).await?;

@@ -23,46 +23,11 @@ use super::health::IronicHealth;
 use super::kube_ops::{self, HostWriter};
 use super::metrics::{Metrics, OperationLabels, ResultLabels, error_reason};
 use super::record::{AttachedRecord, FINALIZER, HOLD_ANNOTATION, HOLD_VALUE, STATE_ANNOTATION};
-use crate::ironic::{IronicClient, IronicError, Node, VirtualMedia};
+pub use crate::ironic::IronicApi;
+use crate::ironic::IronicError;
 use crate::model::bmh::HostResource;
 use crate::model::{DataImageSpec, DataImageState, SecretCredentials};
 use crate::staging::{StageRequest, Stager, Staging};
-
-/// What the Ironic side of the controller needs (a trait so the Kubernetes
-/// side can be tested without Ironic).
-pub trait IronicApi: Send + Sync + 'static {
-    fn get_node(&self, node: &str) -> impl Future<Output = Result<Node, IronicError>> + Send;
-    fn list_vmedia(
-        &self,
-        node: &str,
-    ) -> impl Future<Output = Result<Vec<VirtualMedia>, IronicError>> + Send;
-    fn attach_cdrom(
-        &self,
-        node: &str,
-        image_url: &str,
-    ) -> impl Future<Output = Result<(), IronicError>> + Send;
-    fn detach_cdrom(&self, node: &str) -> impl Future<Output = Result<(), IronicError>> + Send;
-    /// Does Ironic answer at all (`GET /`)?
-    fn ping(&self) -> impl Future<Output = Result<(), IronicError>> + Send;
-}
-
-impl IronicApi for IronicClient {
-    async fn get_node(&self, node: &str) -> Result<Node, IronicError> {
-        IronicClient::get_node(self, node).await
-    }
-    async fn list_vmedia(&self, node: &str) -> Result<Vec<VirtualMedia>, IronicError> {
-        IronicClient::list_vmedia(self, node).await
-    }
-    async fn attach_cdrom(&self, node: &str, image_url: &str) -> Result<(), IronicError> {
-        IronicClient::attach_cdrom(self, node, image_url).await
-    }
-    async fn detach_cdrom(&self, node: &str) -> Result<(), IronicError> {
-        IronicClient::detach_cdrom(self, node).await
-    }
-    async fn ping(&self) -> Result<(), IronicError> {
-        IronicClient::ping(self).await
-    }
-}
 
 /// Shared state of the reconcile loop.
 pub struct Context<I: IronicApi> {
@@ -369,12 +334,7 @@ impl<I: IronicApi> Run<'_, I> {
             );
         };
         let insecure = spec.disable_certificate_verification == Some(true);
-        match stager.poll(key, &spec.url, insecure) {
-            Staging::Ready(image) => StagingView::Ready(image),
-            Staging::Running { done, total } => StagingView::Running { done, total },
-            Staging::Failed(message) => StagingView::Failed(message),
-            Staging::Idle => StagingView::NotStarted,
-        }
+        StagingView::Needed(stager.poll(key, &spec.url, insecure))
     }
 
     /// An image built from a Secret (contentFrom): read the Secret, build the
@@ -406,15 +366,15 @@ impl<I: IronicApi> Run<'_, I> {
         let iso = match crate::staging::config_iso::build(&files, spec.effective_volume_label()) {
             Ok(iso) => iso,
             Err(err) => {
-                return StagingView::Failed(format!(
+                return StagingView::Needed(Staging::Failed(format!(
                     "cannot build the ISO from Secret {namespace}/{secret}: {err}"
-                ));
+                )));
             }
         };
-        match stager.put(&self.key, &iso) {
-            Ok(image) => StagingView::Ready(image),
-            Err(err) => StagingView::Failed(err.to_string()),
-        }
+        StagingView::Needed(match stager.put(&self.key, &iso) {
+            Ok(image) => Staging::Ready(image),
+            Err(err) => Staging::Failed(err.to_string()),
+        })
     }
 
     /// A targeted get of the Secret the host's `field` names (the reconciler

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action as Requeue;
-use metal3_dataimage::ironic::{IronicClient, IronicConfig, IronicError};
+use metal3_dataimage::ironic::{IronicApi, IronicClient, IronicConfig, IronicError};
 use metal3_dataimage::reconcile::controller::{self, Context};
 use metal3_dataimage::reconcile::decision::DecisionConfig;
 use metal3_dataimage::reconcile::metrics::Metrics;
