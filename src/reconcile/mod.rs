@@ -1006,7 +1006,7 @@ async fn run_async(args: ReconcileArgs) -> anyhow::Result<()> {
     let ironic = connect_ironic(&args).await?;
     let shutdown = shutdown_on_signal()?;
     let stager = start_image_server(&args, &shutdown)?;
-    let metrics = Arc::new(metrics::Metrics::new());
+    let metrics = Arc::new(metrics::Metrics::default());
     let readiness = serve_probes(&args, &metrics, &shutdown).await?;
 
     // Upstream DataImage kind: watched only if installed.
