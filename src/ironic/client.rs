@@ -686,7 +686,6 @@ mod tests {
             "driver_info": {"redfish_password": "******"}}"#;
         let node = parse_node(body).unwrap();
         assert_eq!(node.uuid, "8c48");
-        assert_eq!(node.name.as_deref(), Some("node-0"));
         assert_eq!(node.provision_state, crate::ironic::ProvisionState::Active);
         assert_eq!(node.power_state, Some(crate::ironic::PowerState::On));
         assert_eq!(node.reservation, None);

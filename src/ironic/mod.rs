@@ -45,8 +45,6 @@ pub const MIN_MICROVERSION: Microversion = Microversion::new(1, 93);
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Node {
     pub uuid: String,
-    #[serde(default)]
-    pub name: Option<String>,
     #[serde(default, deserialize_with = "or_default")]
     pub provision_state: ProvisionState,
     #[serde(default, deserialize_with = "non_empty")]

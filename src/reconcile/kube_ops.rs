@@ -11,7 +11,7 @@
 //! The annotation and finalizer patches are pure functions (tested without a
 //! cluster).
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use super::record::{FIELD_MANAGER, FINALIZER};
@@ -55,6 +55,14 @@ pub(crate) fn merge_params() -> PatchParams {
     PatchParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..PatchParams::default()
+    }
+}
+
+/// Creates (Events, the Lease) name our field manager too.
+pub(crate) fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
     }
 }
 
