@@ -361,22 +361,15 @@ impl IronicClient {
                 "the ironic timeout must be > 0".to_string(),
             ));
         }
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(MAX_CONNECT_TIMEOUT))
-            .user_agent(concat!("metal3-dataimage/", env!("CARGO_PKG_VERSION")))
-            // Redirects could carry the Authorization header elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .danger_accept_invalid_certs(config.insecure);
-        if let Some(ca_file) = &config.ca_file {
-            let certs = crate::staging::ca_certificates(ca_file).map_err(|e| {
+        let extra_roots = match &config.ca_file {
+            Some(ca_file) => crate::staging::ca_certificates(ca_file).map_err(|e| {
                 IronicError::Config(format!("the CA file {} {e:#}", ca_file.display()))
-            })?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
+            })?,
+            None => Vec::new(),
+        };
+        let mut builder = crate::staging::http_client(config.insecure, &extra_roots)
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(MAX_CONNECT_TIMEOUT));
         if let Some(identity) = client_identity(&config)? {
             builder = builder.identity(identity);
         }

@@ -317,10 +317,9 @@ impl<I: IronicApi> Run<'_, I> {
         {
             return self.built_view(spec, &content.secret_name).await;
         }
+        let insecure = spec.is_some_and(|d| d.disable_certificate_verification == Some(true));
         // Credentials or skipped TLS verification: the image must be staged.
-        let Some(spec) = spec.filter(|d| {
-            d.credentials_name.is_some() || d.disable_certificate_verification == Some(true)
-        }) else {
+        let Some(spec) = spec.filter(|d| d.credentials_name.is_some() || insecure) else {
             if let Some(stager) = stager {
                 stager.release(key);
             }
@@ -333,7 +332,6 @@ impl<I: IronicApi> Run<'_, I> {
                     .into(),
             );
         };
-        let insecure = spec.disable_certificate_verification == Some(true);
         StagingView::Needed(stager.poll(key, &spec.url, insecure))
     }
 
