@@ -149,7 +149,6 @@ async fn reconcile_inner<I: IronicApi>(
         host,
         writer: HostWriter::new(ctx.client.clone(), &namespace, name),
         key: format!("{namespace}/{name}"),
-        namespace,
         node_id: host
             .status
             .as_ref()
@@ -191,7 +190,6 @@ struct Run<'a, I: IronicApi> {
     ctx: &'a Context<I>,
     host: &'a HostResource,
     writer: HostWriter,
-    namespace: String,
     /// `namespace/name`: what this process keeps about the host is keyed by it.
     key: String,
     /// The Ironic node (`status.provisioning.ID`).
@@ -203,8 +201,8 @@ impl<I: IronicApi> Run<'_, I> {
     async fn decide_and_execute(&self) -> Result<Option<Duration>, ReconcileError> {
         let ctx = self.ctx;
         let conflict = ctx.dataimages.as_ref().is_some_and(|(store, resource)| {
-            let reference =
-                ObjectRef::new_with(&self.writer.name, resource.clone()).within(&self.namespace);
+            let reference = ObjectRef::new_with(&self.writer.name, resource.clone())
+                .within(&self.writer.namespace);
             store.get(&reference).is_some()
         });
         let staging = self.staging_view().await;
@@ -348,7 +346,7 @@ impl<I: IronicApi> Run<'_, I> {
                     .into(),
             );
         };
-        let namespace = &self.namespace;
+        let namespace = &self.writer.namespace;
         let files: BTreeMap<String, Vec<u8>> = match self.secret(secret, "contentFrom").await {
             Ok(Some(found)) => crate::model::secret::secret_entries(&found)
                 .into_iter()
@@ -378,7 +376,7 @@ impl<I: IronicApi> Run<'_, I> {
     /// A targeted get of the Secret the host's `field` names (the reconciler
     /// has no list/watch on Secrets, so it is re-read on every reconcile).
     async fn secret(&self, name: &str, field: &str) -> Result<Option<Secret>, String> {
-        let namespace = &self.namespace;
+        let namespace = &self.writer.namespace;
         Api::<Secret>::namespaced(self.ctx.client.clone(), namespace)
             .get_opt(name)
             .await
@@ -416,7 +414,7 @@ impl<I: IronicApi> Run<'_, I> {
 
     /// `username`/`password` from the `credentialsName` Secret.
     async fn credentials(&self, name: &str) -> Result<SecretCredentials, String> {
-        let namespace = &self.namespace;
+        let namespace = &self.writer.namespace;
         let found = self.secret(name, "credentialsName").await?;
         let found = found
             .ok_or_else(|| format!("Secret {namespace}/{name} (credentialsName) not found"))?;
@@ -569,7 +567,7 @@ impl<I: IronicApi> Run<'_, I> {
         let state = match &plan.status {
             StatusChange::Set(status) => {
                 if shown != Some(status) {
-                    self.writer.apply_status(&self.namespace, status).await?;
+                    self.writer.apply_status(status).await?;
                 }
                 status.state
             }
