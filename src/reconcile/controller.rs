@@ -138,12 +138,9 @@ async fn reconcile_inner<I: IronicApi>(
     host: &HostResource,
     ctx: &Context<I>,
 ) -> Result<Option<Duration>, ReconcileError> {
-    let namespace = host.namespace().ok_or(ReconcileError::Unnamed)?;
-    let name = host
-        .metadata
-        .name
-        .as_deref()
-        .ok_or(ReconcileError::Unnamed)?;
+    let (Some(namespace), Some(name)) = (host.namespace(), host.metadata.name.as_deref()) else {
+        return Err(ReconcileError::Unnamed);
+    };
     let run = Run {
         ctx,
         host,
