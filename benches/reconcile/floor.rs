@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metal3_dataimage::ironic::{IronicClient, IronicError, VirtualMedia};
+use metal3_dataimage::ironic::{IronicApi, IronicClient, IronicError, VirtualMedia};
 use tokio::sync::Semaphore;
 
 pub(crate) struct FloorResult {

@@ -361,22 +361,15 @@ impl IronicClient {
                 "the ironic timeout must be > 0".to_string(),
             ));
         }
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(MAX_CONNECT_TIMEOUT))
-            .user_agent(concat!("metal3-dataimage/", env!("CARGO_PKG_VERSION")))
-            // Redirects could carry the Authorization header elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .danger_accept_invalid_certs(config.insecure);
-        if let Some(ca_file) = &config.ca_file {
-            let certs = crate::staging::ca_certificates(ca_file).map_err(|e| {
+        let extra_roots = match &config.ca_file {
+            Some(ca_file) => crate::staging::ca_certificates(ca_file).map_err(|e| {
                 IronicError::Config(format!("the CA file {} {e:#}", ca_file.display()))
-            })?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
+            })?,
+            None => Vec::new(),
+        };
+        let mut builder = crate::staging::http_client(config.insecure, &extra_roots)
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(MAX_CONNECT_TIMEOUT));
         if let Some(identity) = client_identity(&config)? {
             builder = builder.identity(identity);
         }
@@ -486,26 +479,24 @@ impl IronicClient {
             message,
         })
     }
+}
 
-    /// `GET /` (the API root, no version header): does Ironic answer at
-    /// all? Used to tell an outage from a host-specific failure.
-    pub async fn ping(&self) -> Result<(), IronicError> {
+impl super::IronicApi for IronicClient {
+    async fn ping(&self) -> Result<(), IronicError> {
         self.call(Method::GET, self.root.clone(), None).await?;
         Ok(())
     }
 
-    pub async fn get_node(&self, node: &str) -> Result<Node, IronicError> {
+    async fn get_node(&self, node: &str) -> Result<Node, IronicError> {
         self.get(self.node_url(node, None)?, parse_node).await
     }
 
-    pub async fn list_vmedia(&self, node: &str) -> Result<Vec<VirtualMedia>, IronicError> {
+    async fn list_vmedia(&self, node: &str) -> Result<Vec<VirtualMedia>, IronicError> {
         self.get(self.node_url(node, Some("vmedia"))?, parse_vmedia)
             .await
     }
 
-    /// `POST /v1/nodes/{node}/vmedia` with `device_type: cdrom`. A 204 only
-    /// means accepted: confirm with [`Self::list_vmedia`] and `last_error`.
-    pub async fn attach_cdrom(&self, node: &str, image_url: &str) -> Result<(), IronicError> {
+    async fn attach_cdrom(&self, node: &str, image_url: &str) -> Result<(), IronicError> {
         let parsed = url::Url::parse(image_url).map_err(|e| {
             IronicError::BadRequest(format!(
                 "image URL {} is invalid: {e}",
@@ -524,8 +515,7 @@ impl IronicClient {
         Ok(())
     }
 
-    /// `DELETE /v1/nodes/{node}/vmedia?device_types=cdrom` (204 also when empty).
-    pub async fn detach_cdrom(&self, node: &str) -> Result<(), IronicError> {
+    async fn detach_cdrom(&self, node: &str) -> Result<(), IronicError> {
         let mut url = self.node_url(node, Some("vmedia"))?;
         url.query_pairs_mut().append_pair("device_types", "cdrom");
         self.call(Method::DELETE, url, None).await?;
@@ -689,7 +679,6 @@ mod tests {
             "driver_info": {"redfish_password": "******"}}"#;
         let node = parse_node(body).unwrap();
         assert_eq!(node.uuid, "8c48");
-        assert_eq!(node.name.as_deref(), Some("node-0"));
         assert_eq!(node.provision_state, crate::ironic::ProvisionState::Active);
         assert_eq!(node.power_state, Some(crate::ironic::PowerState::On));
         assert_eq!(node.reservation, None);

@@ -13,6 +13,28 @@ use crate::telemetry::redact_url;
 
 pub use client::{IronicClient, IronicConfig, Microversion};
 
+/// What the reconciler needs of Ironic (a trait so the Kubernetes side can
+/// be tested without Ironic).
+pub trait IronicApi: Send + Sync + 'static {
+    fn get_node(&self, node: &str) -> impl Future<Output = Result<Node, IronicError>> + Send;
+    fn list_vmedia(
+        &self,
+        node: &str,
+    ) -> impl Future<Output = Result<Vec<VirtualMedia>, IronicError>> + Send;
+    /// `POST /v1/nodes/{node}/vmedia` with `device_type: cdrom`. A 204 only
+    /// means accepted: confirm with [`Self::list_vmedia`] and `last_error`.
+    fn attach_cdrom(
+        &self,
+        node: &str,
+        image_url: &str,
+    ) -> impl Future<Output = Result<(), IronicError>> + Send;
+    /// `DELETE /v1/nodes/{node}/vmedia?device_types=cdrom` (204 also when empty).
+    fn detach_cdrom(&self, node: &str) -> impl Future<Output = Result<(), IronicError>> + Send;
+    /// `GET /` (the API root, no version header): does Ironic answer at
+    /// all? Used to tell an outage from a host-specific failure.
+    fn ping(&self) -> impl Future<Output = Result<(), IronicError>> + Send;
+}
+
 /// The microversion that introduced `GET /v1/nodes/{node}/vmedia`: without it
 /// an attach cannot be confirmed, so older servers are refused.
 pub const MIN_MICROVERSION: Microversion = Microversion::new(1, 93);
@@ -23,8 +45,6 @@ pub const MIN_MICROVERSION: Microversion = Microversion::new(1, 93);
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Node {
     pub uuid: String,
-    #[serde(default)]
-    pub name: Option<String>,
     #[serde(default, deserialize_with = "or_default")]
     pub provision_state: ProvisionState,
     #[serde(default, deserialize_with = "non_empty")]

@@ -23,46 +23,11 @@ use super::health::IronicHealth;
 use super::kube_ops::{self, HostWriter};
 use super::metrics::{Metrics, OperationLabels, ResultLabels, error_reason};
 use super::record::{AttachedRecord, FINALIZER, HOLD_ANNOTATION, HOLD_VALUE, STATE_ANNOTATION};
-use crate::ironic::{IronicClient, IronicError, Node, VirtualMedia};
+pub use crate::ironic::IronicApi;
+use crate::ironic::IronicError;
 use crate::model::bmh::HostResource;
 use crate::model::{DataImageSpec, DataImageState, SecretCredentials};
 use crate::staging::{StageRequest, Stager, Staging};
-
-/// What the Ironic side of the controller needs (a trait so the Kubernetes
-/// side can be tested without Ironic).
-pub trait IronicApi: Send + Sync + 'static {
-    fn get_node(&self, node: &str) -> impl Future<Output = Result<Node, IronicError>> + Send;
-    fn list_vmedia(
-        &self,
-        node: &str,
-    ) -> impl Future<Output = Result<Vec<VirtualMedia>, IronicError>> + Send;
-    fn attach_cdrom(
-        &self,
-        node: &str,
-        image_url: &str,
-    ) -> impl Future<Output = Result<(), IronicError>> + Send;
-    fn detach_cdrom(&self, node: &str) -> impl Future<Output = Result<(), IronicError>> + Send;
-    /// Does Ironic answer at all (`GET /`)?
-    fn ping(&self) -> impl Future<Output = Result<(), IronicError>> + Send;
-}
-
-impl IronicApi for IronicClient {
-    async fn get_node(&self, node: &str) -> Result<Node, IronicError> {
-        IronicClient::get_node(self, node).await
-    }
-    async fn list_vmedia(&self, node: &str) -> Result<Vec<VirtualMedia>, IronicError> {
-        IronicClient::list_vmedia(self, node).await
-    }
-    async fn attach_cdrom(&self, node: &str, image_url: &str) -> Result<(), IronicError> {
-        IronicClient::attach_cdrom(self, node, image_url).await
-    }
-    async fn detach_cdrom(&self, node: &str) -> Result<(), IronicError> {
-        IronicClient::detach_cdrom(self, node).await
-    }
-    async fn ping(&self) -> Result<(), IronicError> {
-        IronicClient::ping(self).await
-    }
-}
 
 /// Shared state of the reconcile loop.
 pub struct Context<I: IronicApi> {
@@ -173,18 +138,14 @@ async fn reconcile_inner<I: IronicApi>(
     host: &HostResource,
     ctx: &Context<I>,
 ) -> Result<Option<Duration>, ReconcileError> {
-    let namespace = host.namespace().ok_or(ReconcileError::Unnamed)?;
-    let name = host
-        .metadata
-        .name
-        .as_deref()
-        .ok_or(ReconcileError::Unnamed)?;
+    let (Some(namespace), Some(name)) = (host.namespace(), host.metadata.name.as_deref()) else {
+        return Err(ReconcileError::Unnamed);
+    };
     let run = Run {
         ctx,
         host,
         writer: HostWriter::new(ctx.client.clone(), &namespace, name),
         key: format!("{namespace}/{name}"),
-        namespace,
         node_id: host
             .status
             .as_ref()
@@ -226,7 +187,6 @@ struct Run<'a, I: IronicApi> {
     ctx: &'a Context<I>,
     host: &'a HostResource,
     writer: HostWriter,
-    namespace: String,
     /// `namespace/name`: what this process keeps about the host is keyed by it.
     key: String,
     /// The Ironic node (`status.provisioning.ID`).
@@ -238,8 +198,8 @@ impl<I: IronicApi> Run<'_, I> {
     async fn decide_and_execute(&self) -> Result<Option<Duration>, ReconcileError> {
         let ctx = self.ctx;
         let conflict = ctx.dataimages.as_ref().is_some_and(|(store, resource)| {
-            let reference =
-                ObjectRef::new_with(&self.writer.name, resource.clone()).within(&self.namespace);
+            let reference = ObjectRef::new_with(&self.writer.name, resource.clone())
+                .within(&self.writer.namespace);
             store.get(&reference).is_some()
         });
         let staging = self.staging_view().await;
@@ -352,10 +312,9 @@ impl<I: IronicApi> Run<'_, I> {
         {
             return self.built_view(spec, &content.secret_name).await;
         }
+        let insecure = spec.is_some_and(|d| d.disable_certificate_verification == Some(true));
         // Credentials or skipped TLS verification: the image must be staged.
-        let Some(spec) = spec.filter(|d| {
-            d.credentials_name.is_some() || d.disable_certificate_verification == Some(true)
-        }) else {
+        let Some(spec) = spec.filter(|d| d.credentials_name.is_some() || insecure) else {
             if let Some(stager) = stager {
                 stager.release(key);
             }
@@ -368,13 +327,7 @@ impl<I: IronicApi> Run<'_, I> {
                     .into(),
             );
         };
-        let insecure = spec.disable_certificate_verification == Some(true);
-        match stager.poll(key, &spec.url, insecure) {
-            Staging::Ready(image) => StagingView::Ready(image),
-            Staging::Running { done, total } => StagingView::Running { done, total },
-            Staging::Failed(message) => StagingView::Failed(message),
-            Staging::Idle => StagingView::NotStarted,
-        }
+        StagingView::Needed(stager.poll(key, &spec.url, insecure))
     }
 
     /// An image built from a Secret (contentFrom): read the Secret, build the
@@ -390,7 +343,7 @@ impl<I: IronicApi> Run<'_, I> {
                     .into(),
             );
         };
-        let namespace = &self.namespace;
+        let namespace = &self.writer.namespace;
         let files: BTreeMap<String, Vec<u8>> = match self.secret(secret, "contentFrom").await {
             Ok(Some(found)) => crate::model::secret::secret_entries(&found)
                 .into_iter()
@@ -406,21 +359,21 @@ impl<I: IronicApi> Run<'_, I> {
         let iso = match crate::staging::config_iso::build(&files, spec.effective_volume_label()) {
             Ok(iso) => iso,
             Err(err) => {
-                return StagingView::Failed(format!(
+                return StagingView::Needed(Staging::Failed(format!(
                     "cannot build the ISO from Secret {namespace}/{secret}: {err}"
-                ));
+                )));
             }
         };
-        match stager.put(&self.key, &iso) {
-            Ok(image) => StagingView::Ready(image),
-            Err(err) => StagingView::Failed(err.to_string()),
-        }
+        StagingView::Needed(match stager.put(&self.key, &iso) {
+            Ok(image) => Staging::Ready(image),
+            Err(err) => Staging::Failed(err.to_string()),
+        })
     }
 
     /// A targeted get of the Secret the host's `field` names (the reconciler
     /// has no list/watch on Secrets, so it is re-read on every reconcile).
     async fn secret(&self, name: &str, field: &str) -> Result<Option<Secret>, String> {
-        let namespace = &self.namespace;
+        let namespace = &self.writer.namespace;
         Api::<Secret>::namespaced(self.ctx.client.clone(), namespace)
             .get_opt(name)
             .await
@@ -458,7 +411,7 @@ impl<I: IronicApi> Run<'_, I> {
 
     /// `username`/`password` from the `credentialsName` Secret.
     async fn credentials(&self, name: &str) -> Result<SecretCredentials, String> {
-        let namespace = &self.namespace;
+        let namespace = &self.writer.namespace;
         let found = self.secret(name, "credentialsName").await?;
         let found = found
             .ok_or_else(|| format!("Secret {namespace}/{name} (credentialsName) not found"))?;
@@ -611,7 +564,7 @@ impl<I: IronicApi> Run<'_, I> {
         let state = match &plan.status {
             StatusChange::Set(status) => {
                 if shown != Some(status) {
-                    self.writer.apply_status(&self.namespace, status).await?;
+                    self.writer.apply_status(status).await?;
                 }
                 status.state
             }

@@ -20,7 +20,7 @@ use crate::ironic::{IronicError, Node, PowerState, ProvisionState, VirtualMedia}
 use crate::model::DataImageState as State;
 use crate::model::bmh::HostResource;
 use crate::model::{DataImageSpec, DataImageStatus};
-use crate::staging::StagedImage;
+use crate::staging::{StagedImage, Staging};
 use crate::telemetry::redact_url;
 
 /// Provisioning states in which the image may be attached.
@@ -104,19 +104,21 @@ pub(crate) enum IronicView {
 pub(crate) enum StagingView {
     /// Plain URL: Ironic downloads it itself.
     NotNeeded,
-    Ready(StagedImage),
-    /// Nothing staged or running for this URL: the decision starts it
+    /// What the stager reports. [`Staging::Idle`]: the decision starts it
     /// ([`Action::Stage`]) once every other gate is open.
-    NotStarted,
-    /// Downloading in the background: bytes so far, announced size.
-    Running {
-        done: u64,
-        total: Option<u64>,
-    },
-    Failed(String),
+    Needed(Staging),
     /// The host asks for credentials or skipped TLS verification but this
     /// reconciler cannot stage (no image server configured, or not built yet).
     Unavailable(String),
+}
+
+impl StagingView {
+    fn ready(&self) -> Option<&StagedImage> {
+        match self {
+            Self::Needed(Staging::Ready(image)) => Some(image),
+            _ => None,
+        }
+    }
 }
 
 /// Everything [`decide`] looks at.
@@ -452,10 +454,7 @@ impl<'a, 'b> Builder<'a, 'b> {
         let record = self.host.record.as_ref();
         // The staged image, when the image shown is the one the host asks for.
         let desired = url.is_some() && url == self.host.desired.as_deref();
-        let staged_image = match self.input.staging {
-            StagingView::Ready(image) if desired => Some(image),
-            _ => None,
-        };
+        let staged_image = self.input.staging.ready().filter(|_| desired);
         let (staged_digest, staged_size) = match staged_image {
             Some(image) => Some((image.digest.clone(), image.size)),
             None => record
@@ -742,8 +741,8 @@ fn decide_host(input: &Input) -> Step {
             if record.node == b.host.node_id
                 && (record.url != url
                     || record.phase == Phase::Detaching
-                    || matches!(input.staging, StagingView::Ready(image)
-                        if record.digest.as_deref() != Some(image.digest.as_str()))) =>
+                    || (input.staging.ready())
+                        .is_some_and(|image| record.digest.as_deref() != Some(&image.digest))) =>
         {
             detach_flow(b, record, Purpose::Replace)
         }
@@ -1172,10 +1171,7 @@ fn attach_pending(
     if let Some(waiting) = attach_gate(&mut b, &record, node, drive) {
         return wait_to_attach(b, record, note, waiting);
     }
-    let staged = match b.input.staging {
-        StagingView::Ready(image) => Some(image),
-        _ => None,
-    };
+    let staged = b.input.staging.ready();
     record.digest = staged.map(|image| image.digest.clone());
     record.size = staged.map(|image| image.size);
     let image_url = staged.map_or_else(|| record.url.clone(), |image| image.ironic_url.clone());
@@ -1227,15 +1223,15 @@ fn attach_gate(
         (message, BLOCKED_POLL)
     } else {
         match b.input.staging {
-            StagingView::NotNeeded | StagingView::Ready(_) => return None,
-            StagingView::NotStarted => {
+            StagingView::NotNeeded | StagingView::Needed(Staging::Ready(_)) => return None,
+            StagingView::Needed(Staging::Idle) => {
                 // Only now that an attach could follow: no download for a
                 // host that is gated anyway.
                 b.push(Action::Stage);
                 let message = "staging the image: starting the download";
                 (message.into(), STAGING_POLL)
             }
-            StagingView::Running { done, total } => {
+            StagingView::Needed(Staging::Running { done, total }) => {
                 let done = bytes(*done);
                 let message = match total {
                     Some(total) => format!("staging the image: {done} of {}", bytes(*total)),
@@ -1243,7 +1239,7 @@ fn attach_gate(
                 };
                 (message, STAGING_POLL)
             }
-            StagingView::Failed(message) => {
+            StagingView::Needed(Staging::Failed(message)) => {
                 let message = format!("staging the image failed: {message}");
                 return Some((State::Error, message, BACKOFF_BASE));
             }

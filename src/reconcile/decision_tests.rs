@@ -1026,10 +1026,10 @@ fn staging_required_but_unavailable_never_attaches() {
     assert!(message_of(&plan).contains("staging"));
     let plan = Case::new(host)
         .ironic(observed(node("power on"), empty()))
-        .staging(StagingView::Running {
+        .staging(StagingView::Needed(Staging::Running {
             done: 1288 << 20,
             total: Some(4 << 30),
-        })
+        }))
         .plan();
     assert!(!attaches(&plan));
     assert_eq!(state_of(&plan), DataImageState::Waiting);
@@ -1042,7 +1042,7 @@ fn staging_starts_only_once_every_other_gate_is_open() {
     let host = H::new("provisioned", Some(URL1)).credentials();
     let plan = Case::new(host.clone())
         .ironic(observed(node("power on"), empty()))
-        .staging(StagingView::NotStarted)
+        .staging(StagingView::Needed(Staging::Idle))
         .plan();
     assert!(has(&plan, &Action::Stage));
     assert!(!attaches(&plan));
@@ -1072,7 +1072,7 @@ fn staging_starts_only_once_every_other_gate_is_open() {
                 .ironic(observed(node("power on"), empty())),
         ),
     ] {
-        let plan = case.staging(StagingView::NotStarted).plan();
+        let plan = case.staging(StagingView::Needed(Staging::Idle)).plan();
         assert!(!has(&plan, &Action::Stage), "{name}: {plan:?}");
     }
 }
@@ -1104,7 +1104,7 @@ fn staged_image_is_attached_by_its_staging_url_and_shown_by_the_users() {
     let host = H::new("provisioned", Some(URL1)).credentials();
     let plan = Case::new(host)
         .ironic(observed(node("power on"), empty()))
-        .staging(StagingView::Ready(staged.clone()))
+        .staging(StagingView::Needed(Staging::Ready(staged.clone())))
         .plan();
     assert!(has(
         &plan,
@@ -1133,7 +1133,7 @@ fn staged_image_is_attached_by_its_staging_url_and_shown_by_the_users() {
         .record(&rec);
     let plan = Case::new(host)
         .ironic(observed(node("power on"), ours()))
-        .staging(StagingView::Ready(staged))
+        .staging(StagingView::Needed(Staging::Ready(staged)))
         .plan();
     assert!(has(&plan, &Action::Detach));
 }
@@ -1292,7 +1292,7 @@ fn bootable_staged_image_is_noted_in_the_status() {
     let host = H::new("provisioned", Some(URL1)).credentials();
     let plan = Case::new(host)
         .ironic(observed(node("power on"), empty()))
-        .staging(StagingView::Ready(staged.clone()))
+        .staging(StagingView::Needed(Staging::Ready(staged.clone())))
         .plan();
     assert!(message_of(&plan).contains("El Torito boot record"));
 
@@ -1303,7 +1303,7 @@ fn bootable_staged_image_is_noted_in_the_status() {
     let host = H::new("provisioned", Some(URL1)).credentials();
     let plan = Case::new(host)
         .ironic(observed(node("power on"), empty()))
-        .staging(StagingView::Ready(not_bootable))
+        .staging(StagingView::Needed(Staging::Ready(not_bootable)))
         .plan();
     assert!(!message_of(&plan).contains("El Torito"));
 }

@@ -14,11 +14,11 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PostParams};
+use kube::api::{Api, Patch};
 use tokio::sync::Mutex;
 
 use super::decision::{EventNote, Reason};
-use super::kube_ops::merge_params;
+use super::kube_ops::{merge_params, post_params};
 use super::record::FIELD_MANAGER;
 use crate::text::truncate;
 
@@ -87,14 +87,7 @@ impl EventPublisher {
             }
             None => {
                 let event = self.new_event(note.reason, text, regarding, now);
-                api.create(
-                    &PostParams {
-                        field_manager: Some(FIELD_MANAGER.into()),
-                        ..Default::default()
-                    },
-                    &event,
-                )
-                .await?;
+                api.create(&post_params(), &event).await?;
                 event
             }
         };

@@ -106,10 +106,6 @@ impl IronicHealth {
         !std::mem::replace(&mut state.probing, true)
     }
 
-    fn probe_finished(&self) {
-        self.lock().probing = false;
-    }
-
     /// After `err` from a call that may mean an outage: asks the API root.
     /// Returns the outage (since, error) when Ironic does not answer, `None`
     /// when it does (the failure is the host's own).
@@ -162,7 +158,7 @@ impl IronicHealth {
                 }
             }
         }
-        self.probe_finished();
+        self.lock().probing = false;
     }
 }
 

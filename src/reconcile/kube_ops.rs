@@ -11,7 +11,7 @@
 //! The annotation and finalizer patches are pure functions (tested without a
 //! cluster).
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use super::record::{FIELD_MANAGER, FINALIZER};
@@ -58,9 +58,18 @@ pub(crate) fn merge_params() -> PatchParams {
     }
 }
 
+/// Creates (Events, the Lease) name our field manager too.
+pub(crate) fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    }
+}
+
 /// The writes, against one host.
 pub(crate) struct HostWriter {
     pub api: Api<HostResource>,
+    pub namespace: String,
     pub name: String,
 }
 
@@ -68,6 +77,7 @@ impl HostWriter {
     pub(crate) fn new(client: kube::Client, namespace: &str, name: &str) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
+            namespace: namespace.to_string(),
             name: name.to_string(),
         }
     }
@@ -79,15 +89,11 @@ impl HostWriter {
     }
 
     /// Server-side apply of `status.dataImage`.
-    pub(crate) async fn apply_status(
-        &self,
-        namespace: &str,
-        status: &DataImageStatus,
-    ) -> Result<(), kube::Error> {
+    pub(crate) async fn apply_status(&self, status: &DataImageStatus) -> Result<(), kube::Error> {
         let body = json!({
             "apiVersion": API_VERSION,
             "kind": "BareMetalHost",
-            "metadata": { "name": self.name, "namespace": namespace },
+            "metadata": { "name": self.name, "namespace": self.namespace },
             "status": { "dataImage": status },
         });
         let params = PatchParams::apply(FIELD_MANAGER).force();

@@ -25,13 +25,12 @@ use tokio::time::Instant;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, Patch, PostParams};
+use kube::api::{Api, Patch};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::kube_ops::merge_params;
-use super::record::FIELD_MANAGER;
+use super::kube_ops::{merge_params, post_params};
 
 /// The Lease's `leaseDurationSeconds`.
 const LEASE_SECONDS: i32 = 15;
@@ -94,11 +93,7 @@ impl Elector {
                     },
                     spec: Some(take(0)),
                 };
-                let params = PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..PostParams::default()
-                };
-                self.api.create(&params, &lease).await.map(drop)
+                self.api.create(&post_params(), &lease).await.map(drop)
             }
             Some(lease) => {
                 let spec = lease.spec.unwrap_or_default();

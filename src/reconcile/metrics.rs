@@ -55,8 +55,8 @@ pub struct Metrics {
     host_states: Mutex<HashMap<String, DataImageState>>,
 }
 
-impl Metrics {
-    pub fn new() -> Self {
+impl Default for Metrics {
+    fn default() -> Self {
         Self {
             reconciles: Family::default(),
             attempts: Family::default(),
@@ -73,7 +73,9 @@ impl Metrics {
             host_states: Mutex::new(HashMap::new()),
         }
     }
+}
 
+impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         let sub = registry.sub_registry_with_prefix("metal3_dataimage_reconciler");
         sub.register(
@@ -160,12 +162,6 @@ impl Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// A bounded label value for an Ironic error.
 pub(crate) fn error_reason(err: &IronicError) -> &'static str {
     match err {
@@ -185,7 +181,7 @@ mod tests {
 
     #[test]
     fn host_gauge_follows_state_changes() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::default();
         metrics.set_host_state("ns/a", Some(DataImageState::Attaching));
         metrics.set_host_state("ns/b", Some(DataImageState::Attaching));
         metrics.set_host_state("ns/a", Some(DataImageState::Attached));

@@ -1001,7 +1001,7 @@ pub(crate) async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
     let ironic = connect_ironic(&args).await?;
     let shutdown = shutdown_on_signal()?;
     let stager = start_image_server(&args, &shutdown)?;
-    let metrics = Arc::new(metrics::Metrics::new());
+    let metrics = Arc::new(metrics::Metrics::default());
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     // Ready once started, as leader or standby alike.

@@ -747,25 +747,33 @@ pub(crate) fn ca_certificates(path: &Path) -> anyhow::Result<Vec<reqwest::Certif
         .context("holds an unusable certificate")
 }
 
+/// What the Ironic and the image clients share: rustls, our user agent, no
+/// redirects (an Ironic redirect could carry the Authorization header
+/// elsewhere; image redirects are followed by hand, so that credentials stay
+/// on their origin), `insecure` and the extra CAs.
+pub(crate) fn http_client(
+    insecure: bool,
+    extra_roots: &[reqwest::Certificate],
+) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("metal3-dataimage/", env!("CARGO_PKG_VERSION")))
+        .danger_accept_invalid_certs(insecure);
+    let roots = extra_roots.iter().cloned();
+    roots.fold(builder, reqwest::ClientBuilder::add_root_certificate)
+}
+
 fn build_client(
     config: &StagingConfig,
     extra_roots: &[reqwest::Certificate],
     insecure: bool,
 ) -> Result<reqwest::Client, StageError> {
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
+    http_client(insecure, extra_roots)
         .tls_built_in_webpki_certs(false)
         .tls_built_in_native_certs(true)
-        // Redirects are followed by hand (credentials stay on their origin).
-        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(config.connect_timeout)
         .read_timeout(config.read_timeout)
-        .user_agent(concat!("metal3-dataimage/", env!("CARGO_PKG_VERSION")))
-        .danger_accept_invalid_certs(insecure);
-    for cert in extra_roots {
-        builder = builder.add_root_certificate(cert.clone());
-    }
-    builder
         .build()
         .map_err(|err| StageError::Tls(format!("cannot set up the HTTP client: {err}")))
 }

@@ -19,7 +19,7 @@ use ironic_support::{
     ImageServer, IronicEnv, Target, get_at_version, redfish_cd, reset_node, retry_locked,
     server_versions, set_maintenance, wait_redfish_cd,
 };
-use metal3_dataimage::ironic::{IronicClient, IronicConfig, IronicError, Microversion};
+use metal3_dataimage::ironic::{IronicApi, IronicClient, IronicConfig, IronicError, Microversion};
 
 const WAIT: Duration = Duration::from_secs(60);
 

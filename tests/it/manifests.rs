@@ -1432,7 +1432,7 @@ fn reconciler_registry() -> prometheus_client::registry::Registry {
     use metal3_dataimage::ironic::ours::Op;
     use reconcile::metrics::{OperationLabels, RequestFailureLabels, ResultLabels};
     let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = reconcile::metrics::Metrics::new();
+    let metrics = reconcile::metrics::Metrics::default();
     metrics.register(&mut registry);
     metrics
         .reconciles

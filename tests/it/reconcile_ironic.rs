@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action as Requeue;
-use metal3_dataimage::ironic::{IronicClient, IronicConfig, IronicError};
+use metal3_dataimage::ironic::{IronicApi, IronicClient, IronicConfig, IronicError};
 use metal3_dataimage::reconcile::controller::{self, Context};
 use metal3_dataimage::reconcile::decision::DecisionConfig;
 use metal3_dataimage::reconcile::metrics::Metrics;
@@ -41,7 +41,7 @@ async fn setup(env: &IronicEnv, node: &str, host: Value) -> Loop {
         client,
         DecisionConfig::default(),
         4,
-        Arc::new(Metrics::new()),
+        Arc::new(Metrics::default()),
         None,
     ));
     Loop { api, ctx }
@@ -592,7 +592,7 @@ async fn ironic_outage_is_waited_out_without_writes_or_errors() {
         },
         DecisionConfig::default(),
         4,
-        Arc::new(Metrics::new()),
+        Arc::new(Metrics::default()),
         None,
     ));
     let recoveries = Box::pin(ctx.health.recoveries());
@@ -760,7 +760,7 @@ async fn crash_between_the_attaching_record_and_the_post_is_retried_once() {
         },
         config,
         4,
-        Arc::new(Metrics::new()),
+        Arc::new(Metrics::default()),
         None,
     ));
     let mut fleet = Fleet {
@@ -919,7 +919,7 @@ async fn a_slow_staging_download_does_not_delay_another_host() {
         },
         DecisionConfig::default(),
         4,
-        Arc::new(Metrics::new()),
+        Arc::new(Metrics::default()),
         None,
     );
     ctx.stager = Some(stager);
@@ -1034,7 +1034,7 @@ async fn servicing_ejects_the_image_and_it_is_attached_again_once_active() {
         },
         DecisionConfig::default(),
         4,
-        Arc::new(Metrics::new()),
+        Arc::new(Metrics::default()),
         None,
     ));
     let mut fleet = Fleet {
@@ -1312,7 +1312,7 @@ async fn the_old_releases_locked_vmedia_read_is_not_an_error() {
         },
         DecisionConfig::default(),
         4,
-        Arc::new(Metrics::new()),
+        Arc::new(Metrics::default()),
         None,
     ));
     let mut fleet = Fleet {
@@ -1427,7 +1427,7 @@ async fn an_image_built_from_a_secret_is_attached_and_swapped_when_the_secret_ch
         },
         DecisionConfig::default(),
         4,
-        Arc::new(Metrics::new()),
+        Arc::new(Metrics::default()),
         None,
     );
     ctx.stager = Some(stager.clone());
@@ -1559,7 +1559,7 @@ async fn an_attach_is_confirmed_and_verified_by_the_drive_alone() {
             ..DecisionConfig::default()
         },
         4,
-        Arc::new(Metrics::new()),
+        Arc::new(Metrics::default()),
         None,
     ));
     let mut fleet = Fleet {

@@ -170,7 +170,7 @@ fn harness_full(
         ironic.clone(),
         DecisionConfig::default(),
         2,
-        Arc::new(Metrics::new()),
+        Arc::new(Metrics::default()),
         Some("test-replica".into()),
     );
     ctx.stager = stager;

@@ -12,6 +12,7 @@ use crate::support::observe::{CdromExt as _, Expect, Verdict};
 use axum::body::Bytes;
 use base64::Engine;
 use ironic_support::{IronicEnv, ironic_raw, reset_node, retry_locked, wait_redfish_cd};
+use metal3_dataimage::ironic::IronicApi as _;
 use support::{PASSWORD, Pki, Reply, StagingHarness, TestServer, USER, credentials, iso, request};
 
 /// This test's Ironic node (indexes 0-3: Ironic client tests, 5-7: reconciler).

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::observe::CdromExt as _;
-use metal3_dataimage::ironic::{IronicClient, IronicConfig, IronicError, Microversion};
+use metal3_dataimage::ironic::{IronicApi, IronicClient, IronicConfig, IronicError, Microversion};
 
 /// Where the test Ironic environment lives.
 #[derive(Clone, Debug)]

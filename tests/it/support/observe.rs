@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use metal3_dataimage::ironic::ours::{CdContents, Op, cd_contents, cd_slot, our_error};
-use metal3_dataimage::ironic::{IronicClient, IronicError, Node, VirtualMedia};
+use metal3_dataimage::ironic::{IronicApi, IronicClient, IronicError, Node, VirtualMedia};
 use tokio::time::Instant;
 
 /// The state an attach or detach should lead to.
